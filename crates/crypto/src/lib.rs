@@ -1,0 +1,25 @@
+//! covenant's identities and cryptographic primitives.
+//!
+//! Everything here is built on aws-lc-rs (signatures, AES-GCM, HKDF, hashing),
+//! rcgen (certificate issuance) and x509-parser (certificate reading), so that
+//! the rest of covenant never touches raw key material or ASN.1.
+
+mod cert;
+mod error;
+mod files;
+mod hash;
+mod identity;
+mod ids;
+mod keys;
+mod secret;
+mod verify;
+
+pub use cert::Certificate;
+pub use error::CryptoError;
+pub use files::{read_pem_file, write_private_file, write_public_file};
+pub use hash::{hmac_sha256, sha256, sha256_concat, Sha256};
+pub use identity::{NodeIdentity, ServiceIdentity, SubjectAltName};
+pub use ids::{member_id, node_id, user_fingerprint};
+pub use keys::{Curve, SigningKeyPair};
+pub use secret::{LedgerSecret, NonceDomain, TAG_LEN};
+pub use verify::{verify_prehashed_sha256, PublicKey};

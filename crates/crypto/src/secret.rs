@@ -1,0 +1,156 @@
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::hkdf;
+use covenant_types::TxId;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::CryptoError;
+
+/// Length of the AES-GCM tag appended to every ciphertext.
+pub const TAG_LEN: usize = 16;
+
+/// A ledger secret: the AES-256-GCM key that encrypts private maps (SPEC §7).
+///
+/// Nonces are derived from the TxId, so a (view, seqno) pair must never be encrypted
+/// twice under one secret with different contents. Raft guarantees it: a view has
+/// one primary, and a seqno is assigned once per view. `domain` separates the other
+/// users of the same TxId (snapshots) from transactions.
+pub struct LedgerSecret {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for LedgerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LedgerSecret(..)")
+    }
+}
+
+/// What a nonce is used for; part of the nonce so two uses of one TxId never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NonceDomain {
+    Transaction = 0,
+    Snapshot = 1,
+}
+
+struct HkdfLen(usize);
+
+impl hkdf::KeyType for HkdfLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+impl LedgerSecret {
+    /// A fresh random secret.
+    pub fn generate() -> Result<LedgerSecret, CryptoError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| CryptoError::Generation("rng".into()))?;
+        Ok(LedgerSecret { key })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<LedgerSecret, CryptoError> {
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CryptoError::PrivateKey("a ledger secret is 32 bytes".into()))?;
+        Ok(LedgerSecret { key: Zeroizing::new(key) })
+    }
+
+    /// The raw secret, for wrapping (recovery shares) and 0600 files only.
+    pub fn expose_bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    /// A sub-key for another purpose (HKDF-SHA256, `label` as info), so the AES key
+    /// itself is never used for anything but AES-GCM.
+    pub fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"covenant ledger secret");
+        let prk = salt.extract(self.key.as_ref());
+        let mut out = Zeroizing::new([0u8; 32]);
+        let info = [label];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so neither call can fail.
+        if let Ok(okm) = prk.expand(&info, HkdfLen(32)) {
+            if okm.fill(out.as_mut()).is_ok() {
+                return out;
+            }
+        }
+        out.zeroize();
+        out
+    }
+
+    fn nonce(txid: TxId, domain: NonceDomain) -> Result<[u8; NONCE_LEN], CryptoError> {
+        // 8 bytes seqno, 4 bytes view with the domain in the top bit: unique per (TxId, domain).
+        let view = u32::try_from(txid.view.0)
+            .ok()
+            .filter(|v| *v < (1 << 31))
+            .ok_or(CryptoError::Encrypt)?;
+        let mut n = [0u8; NONCE_LEN];
+        n[..8].copy_from_slice(&txid.seqno.0.to_le_bytes());
+        n[8..].copy_from_slice(&(view | ((domain as u32) << 31)).to_le_bytes());
+        Ok(n)
+    }
+
+    fn aead(&self) -> Result<LessSafeKey, CryptoError> {
+        let k = UnboundKey::new(&AES_256_GCM, self.key.as_ref()).map_err(|_| CryptoError::Encrypt)?;
+        Ok(LessSafeKey::new(k))
+    }
+
+    /// AES-256-GCM with the IV derived from `txid` and the TxId string as associated data.
+    /// Returns ciphertext followed by the 16-byte tag.
+    pub fn encrypt(&self, txid: TxId, domain: NonceDomain, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce = Nonce::assume_unique_for_key(Self::nonce(txid, domain)?);
+        let aad = txid.to_string();
+        let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        self.aead()?
+            .seal_in_place_append_tag(nonce, Aad::from(aad.as_bytes()), &mut buf)
+            .map_err(|_| CryptoError::Encrypt)?;
+        Ok(buf)
+    }
+
+    /// Reverses [`LedgerSecret::encrypt`]; fails if anything (including the TxId) differs.
+    pub fn decrypt(&self, txid: TxId, domain: NonceDomain, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce = Nonce::assume_unique_for_key(Self::nonce(txid, domain).map_err(|_| CryptoError::Decrypt)?);
+        let aad = txid.to_string();
+        let mut buf = ciphertext.to_vec();
+        let plain = self
+            .aead()
+            .map_err(|_| CryptoError::Decrypt)?
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf)
+            .map_err(|_| CryptoError::Decrypt)?;
+        let n = plain.len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_binding() {
+        let s = LedgerSecret::generate().unwrap();
+        let t = TxId::new(2, 35);
+        let c = s.encrypt(t, NonceDomain::Transaction, b"hello").unwrap();
+        assert_eq!(c.len(), 5 + TAG_LEN);
+        assert_eq!(s.decrypt(t, NonceDomain::Transaction, &c).unwrap(), b"hello");
+        // Another TxId, another domain, a flipped byte or another secret: refused.
+        assert!(s.decrypt(TxId::new(2, 36), NonceDomain::Transaction, &c).is_err());
+        assert!(s.decrypt(TxId::new(3, 35), NonceDomain::Transaction, &c).is_err());
+        assert!(s.decrypt(t, NonceDomain::Snapshot, &c).is_err());
+        let mut bad = c.clone();
+        bad[0] ^= 1;
+        assert!(s.decrypt(t, NonceDomain::Transaction, &bad).is_err());
+        let other = LedgerSecret::generate().unwrap();
+        assert!(other.decrypt(t, NonceDomain::Transaction, &c).is_err());
+        assert!(s.decrypt(t, NonceDomain::Transaction, &c[..3]).is_err());
+    }
+
+    #[test]
+    fn derived_keys_differ_by_label() {
+        let s = LedgerSecret::generate().unwrap();
+        assert_ne!(*s.derive(b"a"), *s.derive(b"b"));
+        assert_eq!(*s.derive(b"a"), *s.derive(b"a"));
+        assert_ne!(*s.derive(b"a"), *s.expose_bytes());
+    }
+}
