@@ -1,0 +1,425 @@
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use covenant_types::{TxId, View};
+
+use crate::snapshot::{Maps, Snapshot};
+use crate::writeset::MAX_MAP_NAME;
+use crate::{KvError, WriteSet};
+
+/// Previous state of the keys one transaction changed, to roll it back.
+type Undo = Vec<(String, Vec<u8>, Option<(Vec<u8>, u64)>)>;
+
+struct State {
+    maps: Maps,
+    last: Option<TxId>,
+    committed: u64,
+    /// Undo records of transactions after `committed`, oldest first, with their seqno.
+    undo: VecDeque<(u64, Undo)>,
+}
+
+/// The current KV state, shared by every request (cheap to clone: one `Arc`).
+///
+/// Reads take a short read lock; commits a short write lock. Uncommitted
+/// transactions keep undo records so that a view change can roll them back.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<RwLock<State>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.read();
+        f.debug_struct("Store")
+            .field("last", &s.last)
+            .field("committed", &s.committed)
+            .field("maps", &s.maps.len())
+            .finish()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Store {
+            inner: Arc::new(RwLock::new(State {
+                maps: Maps::new(),
+                last: None,
+                committed: 0,
+                undo: VecDeque::new(),
+            })),
+        }
+    }
+
+    // A panic while holding the lock cannot leave State half-updated (every mutation
+    // is computed before it is applied), so a poisoned lock is still usable.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last transaction applied (committed or not).
+    pub fn last_txid(&self) -> Option<TxId> {
+        self.read().last
+    }
+
+    pub fn last_seqno(&self) -> u64 {
+        self.read().last.map(|t| t.seqno.0).unwrap_or(0)
+    }
+
+    pub fn committed_seqno(&self) -> u64 {
+        self.read().committed
+    }
+
+    /// Starts a transaction reading the current state.
+    pub fn begin(&self) -> Tx {
+        Tx {
+            store: self.clone(),
+            reads: BTreeMap::new(),
+            writes: WriteSet::new(),
+        }
+    }
+
+    /// Current value of `key` in `map` (outside any transaction).
+    pub fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.read().maps.get(map).and_then(|m| m.get(key)).map(|(v, _)| v.clone())
+    }
+
+    /// Seqno of the last write to `key`, if present.
+    pub fn version_of(&self, map: &str, key: &[u8]) -> Option<u64> {
+        self.read().maps.get(map).and_then(|m| m.get(key)).map(|(_, ver)| *ver)
+    }
+
+    /// Number of keys in `map`.
+    pub fn map_len(&self, map: &str) -> usize {
+        self.read().maps.get(map).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Commits `tx` as the next transaction in `view`: validates its reads (optimistic
+    /// concurrency), assigns the seqno, applies its writes and returns its write set.
+    pub fn commit(&self, tx: Tx, view: View) -> Result<(TxId, WriteSet), KvError> {
+        let mut s = self.write();
+        for ((map, key), read_version) in &tx.reads {
+            let current = s.maps.get(map).and_then(|m| m.get(key)).map(|(_, v)| *v);
+            if current != *read_version {
+                return Err(KvError::Conflict {
+                    map: map.clone(),
+                    read: *read_version,
+                    current,
+                });
+            }
+        }
+        let seqno = s.last.map(|t| t.seqno.0).unwrap_or(0) + 1;
+        if s.last.is_some_and(|t| t.view > view) {
+            return Err(KvError::OutOfOrder {
+                last: seqno - 1,
+                got: format!("{}.{}", view.0, seqno),
+            });
+        }
+        let txid = TxId::new(view.0, seqno);
+        apply_locked(&mut s, txid, &tx.writes)?;
+        Ok((txid, tx.writes))
+    }
+
+    /// Applies a write set produced elsewhere (a backup replaying the primary, or a
+    /// node replaying its ledger). `txid` must be the next seqno.
+    pub fn apply(&self, txid: TxId, ws: &WriteSet) -> Result<(), KvError> {
+        let mut s = self.write();
+        apply_locked(&mut s, txid, ws)
+    }
+
+    /// Records that everything up to `seqno` is committed: it can no longer be rolled
+    /// back, and its undo records are dropped.
+    pub fn mark_committed(&self, seqno: u64) {
+        let mut s = self.write();
+        let last = s.last.map(|t| t.seqno.0).unwrap_or(0);
+        s.committed = s.committed.max(seqno.min(last));
+        let committed = s.committed;
+        while s.undo.front().is_some_and(|(q, _)| *q <= committed) {
+            s.undo.pop_front();
+        }
+    }
+
+    /// Undoes every transaction after `seqno` (an uncommitted suffix lost in a view change).
+    pub fn rollback(&self, seqno: u64, view_of_seqno: Option<View>) -> Result<(), KvError> {
+        let mut s = self.write();
+        if seqno < s.committed {
+            return Err(KvError::BelowCommitted {
+                to: seqno,
+                committed: s.committed,
+            });
+        }
+        let last = s.last.map(|t| t.seqno.0).unwrap_or(0);
+        if seqno >= last {
+            return Ok(());
+        }
+        let oldest = s.undo.front().map(|(q, _)| *q).unwrap_or(last + 1);
+        if seqno + 1 < oldest {
+            return Err(KvError::NoUndo { to: seqno, oldest });
+        }
+        while s.undo.back().is_some_and(|(q, _)| *q > seqno) {
+            if let Some((_, undo)) = s.undo.pop_back() {
+                for (map, key, prev) in undo.into_iter().rev() {
+                    let m = s.maps.entry(map.clone()).or_default();
+                    match prev {
+                        Some(p) => {
+                            m.insert(key, p);
+                        }
+                        None => {
+                            m.remove(&key);
+                        }
+                    }
+                    if m.is_empty() {
+                        s.maps.remove(&map);
+                    }
+                }
+            }
+        }
+        s.last = if seqno == 0 {
+            None
+        } else {
+            Some(TxId::new(view_of_seqno.map(|v| v.0).unwrap_or(1), seqno))
+        };
+        Ok(())
+    }
+
+    /// A consistent copy of the whole state at the last applied transaction.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let s = self.read();
+        s.last.map(|txid| Snapshot {
+            txid,
+            maps: s.maps.clone(),
+        })
+    }
+
+    /// A store whose state is `snapshot` (treated as committed).
+    pub fn from_snapshot(snapshot: Snapshot) -> Store {
+        let seqno = snapshot.txid.seqno.0;
+        Store {
+            inner: Arc::new(RwLock::new(State {
+                maps: snapshot.maps,
+                last: Some(snapshot.txid),
+                committed: seqno,
+                undo: VecDeque::new(),
+            })),
+        }
+    }
+}
+
+fn apply_locked(s: &mut State, txid: TxId, ws: &WriteSet) -> Result<(), KvError> {
+    let expected = s.last.map(|t| t.seqno.0).unwrap_or(0) + 1;
+    if txid.seqno.0 != expected || s.last.is_some_and(|t| t.view > txid.view) {
+        return Err(KvError::OutOfOrder {
+            last: expected - 1,
+            got: txid.to_string(),
+        });
+    }
+    let seqno = txid.seqno.0;
+    let mut undo: Undo = Vec::new();
+    for map in ws.maps.keys() {
+        if map.is_empty() || map.len() > MAX_MAP_NAME {
+            return Err(KvError::BadMapName(map.clone()));
+        }
+    }
+    for (map, writes) in &ws.maps {
+        let m = s.maps.entry(map.clone()).or_default();
+        for (key, value) in writes {
+            let prev = match value {
+                Some(v) => m.insert(key.clone(), (v.clone(), seqno)),
+                None => m.remove(key),
+            };
+            undo.push((map.clone(), key.clone(), prev));
+        }
+        if m.is_empty() {
+            s.maps.remove(map);
+        }
+    }
+    s.undo.push_back((seqno, undo));
+    s.last = Some(txid);
+    Ok(())
+}
+
+/// A transaction in progress: reads see the store plus this transaction's own
+/// writes; nothing is visible to others until [`Store::commit`].
+pub struct Tx {
+    store: Store,
+    reads: BTreeMap<(String, Vec<u8>), Option<u64>>,
+    writes: WriteSet,
+}
+
+impl Tx {
+    /// Reads `key`, recording the version read for conflict detection.
+    pub fn get(&mut self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(w) = self.writes.get(map, key) {
+            return w.map(|v| v.to_vec());
+        }
+        let s = self.store.read();
+        let found = s.maps.get(map).and_then(|m| m.get(key));
+        let version = found.map(|(_, v)| *v);
+        let value = found.map(|(v, _)| v.clone());
+        drop(s);
+        self.reads
+            .entry((map.to_string(), key.to_vec()))
+            .or_insert(version);
+        value
+    }
+
+    pub fn has(&mut self, map: &str, key: &[u8]) -> bool {
+        self.get(map, key).is_some()
+    }
+
+    pub fn put(&mut self, map: &str, key: &[u8], value: &[u8]) {
+        self.writes.put(map, key, value);
+    }
+
+    pub fn remove(&mut self, map: &str, key: &[u8]) {
+        self.writes.remove(map, key);
+    }
+
+    /// Writes so far (for read-only checks and tests).
+    pub fn write_set(&self) -> &WriteSet {
+        &self.writes
+    }
+
+    /// Has this transaction written anything?
+    pub fn is_read_only(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn commit_assigns_seqnos_and_applies() {
+        let s = Store::new();
+        let mut tx = s.begin();
+        tx.put("public:a", b"k", b"v1");
+        let (t, ws) = s.commit(tx, View(2)).unwrap();
+        assert_eq!(t, TxId::new(2, 1));
+        assert_eq!(ws.get("public:a", b"k"), Some(Some(&b"v1"[..])));
+        assert_eq!(s.get("public:a", b"k"), Some(b"v1".to_vec()));
+        assert_eq!(s.version_of("public:a", b"k"), Some(1));
+        let mut tx = s.begin();
+        assert_eq!(tx.get("public:a", b"k"), Some(b"v1".to_vec()));
+        tx.put("public:a", b"k", b"v2");
+        assert_eq!(tx.get("public:a", b"k"), Some(b"v2".to_vec()), "reads own writes");
+        tx.remove("public:a", b"k");
+        assert_eq!(tx.get("public:a", b"k"), None);
+        let (t, _) = s.commit(tx, View(2)).unwrap();
+        assert_eq!(t.seqno.0, 2);
+        assert_eq!(s.get("public:a", b"k"), None);
+    }
+
+    #[test]
+    fn conflicting_transactions_are_refused() {
+        let s = Store::new();
+        let mut a = s.begin();
+        let mut b = s.begin();
+        assert_eq!(a.get("m", b"x"), None);
+        assert_eq!(b.get("m", b"x"), None);
+        a.put("m", b"x", b"a");
+        b.put("m", b"x", b"b");
+        s.commit(a, View(1)).unwrap();
+        assert!(matches!(s.commit(b, View(1)), Err(KvError::Conflict { .. })));
+        assert_eq!(s.get("m", b"x"), Some(b"a".to_vec()));
+        // Blind writes (no reads) never conflict.
+        let mut c = s.begin();
+        c.put("m", b"x", b"c");
+        s.commit(c, View(1)).unwrap();
+    }
+
+    #[test]
+    fn rollback_restores_exact_state() {
+        let s = Store::new();
+        let mut tx = s.begin();
+        tx.put("m", b"a", b"1");
+        s.commit(tx, View(1)).unwrap();
+        s.mark_committed(1);
+        let before = s.snapshot().unwrap();
+        for i in 0..5u8 {
+            let mut tx = s.begin();
+            tx.put("m", b"a", &[i]);
+            tx.put("n", &[i], b"x");
+            tx.remove("m", b"zzz");
+            s.commit(tx, View(1)).unwrap();
+        }
+        assert!(matches!(s.rollback(0, None), Err(KvError::BelowCommitted { .. })));
+        s.rollback(1, Some(View(1))).unwrap();
+        assert_eq!(s.snapshot().unwrap(), before);
+        // The next transaction reuses seqno 2, in a later view.
+        let tx = s.begin();
+        let (t, _) = s.commit(tx, View(2)).unwrap();
+        assert_eq!(t, TxId::new(2, 2));
+    }
+
+    #[test]
+    fn apply_checks_order() {
+        let s = Store::new();
+        let mut ws = WriteSet::new();
+        ws.put("m", b"k", b"v");
+        assert!(s.apply(TxId::new(1, 2), &ws).is_err());
+        s.apply(TxId::new(1, 1), &ws).unwrap();
+        assert!(s.apply(TxId::new(1, 1), &ws).is_err());
+    }
+
+    #[test]
+    fn snapshot_roundtrip_encrypts_private_maps() {
+        let secret = covenant_crypto::LedgerSecret::generate().unwrap();
+        let s = Store::new();
+        let mut tx = s.begin();
+        tx.put("public:p", b"k", b"visible");
+        tx.put("private", b"k", b"hidden-value");
+        s.commit(tx, View(3)).unwrap();
+        let snap = s.snapshot().unwrap();
+        let bytes = snap.to_bytes(Some(&secret)).unwrap();
+        assert!(!bytes.windows(12).any(|w| w == b"hidden-value"));
+        let back = Snapshot::from_bytes(&bytes, Some(&secret)).unwrap();
+        assert_eq!(back, snap);
+        assert!(Snapshot::from_bytes(&bytes, None).is_err());
+        let other = covenant_crypto::LedgerSecret::generate().unwrap();
+        assert!(Snapshot::from_bytes(&bytes, Some(&other)).is_err());
+        let restored = Store::from_snapshot(back);
+        assert_eq!(restored.get("private", b"k"), Some(b"hidden-value".to_vec()));
+        assert_eq!(restored.last_txid(), Some(TxId::new(3, 1)));
+    }
+
+    proptest! {
+        #[test]
+        fn snapshot_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Snapshot::from_bytes(&bytes, None);
+        }
+
+        /// Replaying the write sets on a fresh store gives the same state (what a
+        /// backup or a restarting node does).
+        #[test]
+        fn replay_reproduces_state(ops in proptest::collection::vec((0u8..3, 0u8..8, any::<u8>()), 1..60)) {
+            let s = Store::new();
+            let mut log = Vec::new();
+            for (kind, key, val) in ops {
+                let mut tx = s.begin();
+                match kind {
+                    0 => tx.put("public:m", &[key], &[val]),
+                    1 => tx.put("priv", &[key], &[val]),
+                    _ => tx.remove("priv", &[key]),
+                }
+                log.push(s.commit(tx, View(1)).unwrap());
+            }
+            let r = Store::new();
+            for (t, ws) in &log {
+                r.apply(*t, ws).unwrap();
+            }
+            prop_assert_eq!(r.snapshot(), s.snapshot());
+        }
+    }
+}
