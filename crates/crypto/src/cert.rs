@@ -27,7 +27,9 @@ impl Certificate {
         let (rest, cert) =
             parse_x509_certificate(der).map_err(|e| CryptoError::Certificate(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(CryptoError::Certificate("trailing bytes after certificate".into()));
+            return Err(CryptoError::Certificate(
+                "trailing bytes after certificate".into(),
+            ));
         }
         // Refuse keys we could not use later.
         PublicKey::from_parsed(cert.public_key())?;
@@ -111,13 +113,17 @@ impl Certificate {
         let cert = self.parsed();
         let key = issuer.public_key()?;
         let oid = cert.signature_algorithm.algorithm.to_id_string();
-        key.verify_with_oid(&oid, cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-            .map_err(|_| {
-                CryptoError::BadSignature(format!(
-                    "certificate {} is not signed by {}",
-                    self.subject(),
-                    issuer.subject()
-                ))
-            })
+        key.verify_with_oid(
+            &oid,
+            cert.tbs_certificate.as_ref(),
+            &cert.signature_value.data,
+        )
+        .map_err(|_| {
+            CryptoError::BadSignature(format!(
+                "certificate {} is not signed by {}",
+                self.subject(),
+                issuer.subject()
+            ))
+        })
     }
 }

@@ -52,7 +52,8 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), Crypto
 /// Reads a PEM file into a string, refusing files that are not UTF-8 text.
 pub fn read_pem_file(path: &Path) -> Result<String, CryptoError> {
     let bytes = fs::read(path).map_err(|e| CryptoError::io(path, e))?;
-    String::from_utf8(bytes).map_err(|_| CryptoError::Pem(format!("{} is not text", path.display())))
+    String::from_utf8(bytes)
+        .map_err(|_| CryptoError::Pem(format!("{} is not text", path.display())))
 }
 
 #[cfg(test)]
@@ -71,6 +72,9 @@ mod tests {
         // Overwriting keeps the mode and the content is replaced whole.
         write_private_file(&p, b"other").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"other");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

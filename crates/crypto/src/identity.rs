@@ -95,7 +95,10 @@ impl ServiceIdentity {
     }
 
     /// Rebuilds an identity from its key and certificate, checking they belong together.
-    pub fn from_parts(key: SigningKeyPair, cert: Certificate) -> Result<ServiceIdentity, CryptoError> {
+    pub fn from_parts(
+        key: SigningKeyPair,
+        cert: Certificate,
+    ) -> Result<ServiceIdentity, CryptoError> {
         if key.public_key_spki_der() != cert.spki_der() {
             return Err(CryptoError::Certificate(
                 "service key does not match the service certificate".into(),
@@ -153,7 +156,10 @@ impl ServiceIdentity {
         let (raw, alg) = prev_key.rcgen_parts()?;
         let mut p = params(SERVICE_CN, Self::DEFAULT_VALIDITY_DAYS)?;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         p.use_authority_key_identifier_extension = true;
         self.sign_cert(&p, &RawPublic { raw, alg })
     }
@@ -250,7 +256,8 @@ mod tests {
         assert!(service.cert.is_ca());
         assert!(service.cert.subject().contains("covenant service"));
         service.cert.verify_signed_by(&service.cert).unwrap();
-        let node = NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
+        let node =
+            NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
         assert!(node.cert.subject().contains("covenant node"));
         assert!(!node.cert.is_ca());
         node.cert.verify_signed_by(&service.cert).unwrap();
@@ -281,7 +288,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let service = ServiceIdentity::generate(Curve::P384).unwrap();
         service.save(dir.path()).unwrap();
-        let node = NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
+        let node =
+            NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
         node.save(dir.path()).unwrap();
         let s2 = ServiceIdentity::load(dir.path()).unwrap();
         assert_eq!(s2.cert, service.cert);
@@ -291,7 +299,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for f in ["service_key.pem", "node_key.pem"] {
-                let m = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+                let m = std::fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
                 assert_eq!(m & 0o777, 0o600, "{f}");
             }
         }

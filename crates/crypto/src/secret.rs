@@ -52,7 +52,9 @@ impl LedgerSecret {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| CryptoError::PrivateKey("a ledger secret is 32 bytes".into()))?;
-        Ok(LedgerSecret { key: Zeroizing::new(key) })
+        Ok(LedgerSecret {
+            key: Zeroizing::new(key),
+        })
     }
 
     /// The raw secret, for wrapping (recovery shares) and 0600 files only.
@@ -90,13 +92,19 @@ impl LedgerSecret {
     }
 
     fn aead(&self) -> Result<LessSafeKey, CryptoError> {
-        let k = UnboundKey::new(&AES_256_GCM, self.key.as_ref()).map_err(|_| CryptoError::Encrypt)?;
+        let k =
+            UnboundKey::new(&AES_256_GCM, self.key.as_ref()).map_err(|_| CryptoError::Encrypt)?;
         Ok(LessSafeKey::new(k))
     }
 
     /// AES-256-GCM with the IV derived from `txid` and the TxId string as associated data.
     /// Returns ciphertext followed by the 16-byte tag.
-    pub fn encrypt(&self, txid: TxId, domain: NonceDomain, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn encrypt(
+        &self,
+        txid: TxId,
+        domain: NonceDomain,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let nonce = Nonce::assume_unique_for_key(Self::nonce(txid, domain)?);
         let aad = txid.to_string();
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
@@ -108,8 +116,15 @@ impl LedgerSecret {
     }
 
     /// Reverses [`LedgerSecret::encrypt`]; fails if anything (including the TxId) differs.
-    pub fn decrypt(&self, txid: TxId, domain: NonceDomain, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let nonce = Nonce::assume_unique_for_key(Self::nonce(txid, domain).map_err(|_| CryptoError::Decrypt)?);
+    pub fn decrypt(
+        &self,
+        txid: TxId,
+        domain: NonceDomain,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let nonce = Nonce::assume_unique_for_key(
+            Self::nonce(txid, domain).map_err(|_| CryptoError::Decrypt)?,
+        );
         let aad = txid.to_string();
         let mut buf = ciphertext.to_vec();
         let plain = self
@@ -133,10 +148,17 @@ mod tests {
         let t = TxId::new(2, 35);
         let c = s.encrypt(t, NonceDomain::Transaction, b"hello").unwrap();
         assert_eq!(c.len(), 5 + TAG_LEN);
-        assert_eq!(s.decrypt(t, NonceDomain::Transaction, &c).unwrap(), b"hello");
+        assert_eq!(
+            s.decrypt(t, NonceDomain::Transaction, &c).unwrap(),
+            b"hello"
+        );
         // Another TxId, another domain, a flipped byte or another secret: refused.
-        assert!(s.decrypt(TxId::new(2, 36), NonceDomain::Transaction, &c).is_err());
-        assert!(s.decrypt(TxId::new(3, 35), NonceDomain::Transaction, &c).is_err());
+        assert!(s
+            .decrypt(TxId::new(2, 36), NonceDomain::Transaction, &c)
+            .is_err());
+        assert!(s
+            .decrypt(TxId::new(3, 35), NonceDomain::Transaction, &c)
+            .is_err());
         assert!(s.decrypt(t, NonceDomain::Snapshot, &c).is_err());
         let mut bad = c.clone();
         bad[0] ^= 1;

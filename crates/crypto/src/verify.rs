@@ -52,7 +52,9 @@ impl PublicKey {
                     .as_ref()
                     .and_then(|p| p.as_oid().ok())
                     .map(|o| o.to_id_string())
-                    .ok_or_else(|| CryptoError::Unsupported("EC key without a named curve".into()))?;
+                    .ok_or_else(|| {
+                        CryptoError::Unsupported("EC key without a named curve".into())
+                    })?;
                 match curve.as_str() {
                     OID_P256 => KeyKind::P256,
                     OID_P384 => KeyKind::P384,
@@ -62,7 +64,11 @@ impl PublicKey {
             }
             OID_RSA => KeyKind::Rsa,
             OID_ED25519 => KeyKind::Ed25519,
-            other => return Err(CryptoError::Unsupported(format!("public key algorithm {other}"))),
+            other => {
+                return Err(CryptoError::Unsupported(format!(
+                    "public key algorithm {other}"
+                )))
+            }
         };
         Ok(PublicKey {
             kind,
@@ -71,7 +77,12 @@ impl PublicKey {
     }
 
     /// Verifies a certificate-style signature (`signatureAlgorithm` OID of an X.509 cert).
-    pub fn verify_with_oid(&self, sig_alg_oid: &str, message: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
+    pub fn verify_with_oid(
+        &self,
+        sig_alg_oid: &str,
+        message: &[u8],
+        sig: &[u8],
+    ) -> Result<(), CryptoError> {
         use KeyKind::*;
         let alg: &'static dyn VerificationAlgorithm = match (self.kind, sig_alg_oid) {
             (P256, "1.2.840.10045.4.3.2") => &signature::ECDSA_P256_SHA256_ASN1,
@@ -95,16 +106,24 @@ impl PublicKey {
     }
 
     /// The raw key and rcgen algorithm, so a service can endorse this key (EC keys only).
-    pub(crate) fn rcgen_parts(&self) -> Result<(Vec<u8>, &'static rcgen::SignatureAlgorithm), CryptoError> {
+    pub(crate) fn rcgen_parts(
+        &self,
+    ) -> Result<(Vec<u8>, &'static rcgen::SignatureAlgorithm), CryptoError> {
         match self.kind {
             KeyKind::P256 => Ok((self.raw.clone(), &rcgen::PKCS_ECDSA_P256_SHA256)),
             KeyKind::P384 => Ok((self.raw.clone(), &rcgen::PKCS_ECDSA_P384_SHA384)),
-            k => Err(CryptoError::Unsupported(format!("cannot endorse a {k:?} service key"))),
+            k => Err(CryptoError::Unsupported(format!(
+                "cannot endorse a {k:?} service key"
+            ))),
         }
     }
 
     /// Verifies an ECDSA DER signature made over a 32-byte digest used directly.
-    pub fn verify_prehashed_sha256(&self, digest32: &[u8; 32], sig_der: &[u8]) -> Result<(), CryptoError> {
+    pub fn verify_prehashed_sha256(
+        &self,
+        digest32: &[u8; 32],
+        sig_der: &[u8],
+    ) -> Result<(), CryptoError> {
         let alg: &'static dyn VerificationAlgorithm = match self.kind {
             KeyKind::P256 => &signature::ECDSA_P256_SHA256_ASN1,
             KeyKind::P384 => &signature::ECDSA_P384_SHA256_ASN1,
@@ -114,13 +133,18 @@ impl PublicKey {
                 )))
             }
         };
-        let d = Digest::import_less_safe(digest32, &digest::SHA256).map_err(|_| CryptoError::Signing)?;
+        let d = Digest::import_less_safe(digest32, &digest::SHA256)
+            .map_err(|_| CryptoError::Signing)?;
         alg.verify_digest_sig(&self.raw, &d, sig_der)
             .map_err(|_| CryptoError::BadSignature("root signature does not verify".into()))
     }
 }
 
 /// Verifies a pre-hashed ECDSA signature against a DER SubjectPublicKeyInfo.
-pub fn verify_prehashed_sha256(spki_der: &[u8], digest32: &[u8; 32], sig_der: &[u8]) -> Result<(), CryptoError> {
+pub fn verify_prehashed_sha256(
+    spki_der: &[u8],
+    digest32: &[u8; 32],
+    sig_der: &[u8],
+) -> Result<(), CryptoError> {
     PublicKey::from_spki_der(spki_der)?.verify_prehashed_sha256(digest32, sig_der)
 }

@@ -70,7 +70,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn count(&mut self, min_item: usize) -> Result<usize, KvError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item) > self.buf.len() {
-            return Err(KvError::malformed(self.what, format!("count {n} exceeds the input")));
+            return Err(KvError::malformed(
+                self.what,
+                format!("count {n} exceeds the input"),
+            ));
         }
         Ok(n)
     }
@@ -79,7 +82,10 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(KvError::malformed(self.what, format!("{} trailing bytes", self.buf.len())))
+            Err(KvError::malformed(
+                self.what,
+                format!("{} trailing bytes", self.buf.len()),
+            ))
         }
     }
 }

@@ -71,11 +71,17 @@ impl TxEntry {
         let mut r = Reader::new(bytes, "transaction entry");
         let v = r.u8()?;
         if v != ENTRY_FORMAT_VERSION {
-            return Err(KvError::malformed("transaction entry", format!("unknown version {v}")));
+            return Err(KvError::malformed(
+                "transaction entry",
+                format!("unknown version {v}"),
+            ));
         }
         let flags = r.u8()?;
         if flags != 0 {
-            return Err(KvError::malformed("transaction entry", format!("unknown flags {flags:#x}")));
+            return Err(KvError::malformed(
+                "transaction entry",
+                format!("unknown flags {flags:#x}"),
+            ));
         }
         let commit_evidence_digest = Digest32(r.array32()?);
         let claims_digest = Digest32(r.array32()?);
@@ -84,7 +90,10 @@ impl TxEntry {
         r.finish()?;
         WriteSet::deserialize(&public)?;
         if !private.is_empty() && private.len() < covenant_crypto::TAG_LEN {
-            return Err(KvError::malformed("transaction entry", "private part shorter than its tag"));
+            return Err(KvError::malformed(
+                "transaction entry",
+                "private part shorter than its tag",
+            ));
         }
         Ok(TxEntry {
             commit_evidence_digest,
@@ -117,7 +126,11 @@ impl TxEntry {
     }
 
     /// Decrypts the private writes; fails if `txid` or the secret is not the one used.
-    pub fn private_write_set(&self, txid: TxId, secret: &LedgerSecret) -> Result<WriteSet, KvError> {
+    pub fn private_write_set(
+        &self,
+        txid: TxId,
+        secret: &LedgerSecret,
+    ) -> Result<WriteSet, KvError> {
         if self.private.is_empty() {
             return Ok(WriteSet::new());
         }
@@ -126,11 +139,16 @@ impl TxEntry {
     }
 
     /// Public and private writes together.
-    pub fn write_set(&self, txid: TxId, secret: Option<&LedgerSecret>) -> Result<WriteSet, KvError> {
+    pub fn write_set(
+        &self,
+        txid: TxId,
+        secret: Option<&LedgerSecret>,
+    ) -> Result<WriteSet, KvError> {
         let mut ws = self.public_write_set()?;
         if !self.private.is_empty() {
-            let secret = secret
-                .ok_or_else(|| KvError::malformed("transaction entry", "private writes need the ledger secret"))?;
+            let secret = secret.ok_or_else(|| {
+                KvError::malformed("transaction entry", "private writes need the ledger secret")
+            })?;
             ws.merge(self.private_write_set(txid, secret)?);
         }
         Ok(ws)
@@ -157,7 +175,10 @@ mod tests {
         let back = TxEntry::decode(&bytes).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.write_set(t, Some(&secret)).unwrap(), ws);
-        assert_eq!(TxEntry::write_set_digest_of_encoded(&bytes).unwrap(), e.write_set_digest());
+        assert_eq!(
+            TxEntry::write_set_digest_of_encoded(&bytes).unwrap(),
+            e.write_set_digest()
+        );
         // Wrong TxId or no secret: refused.
         assert!(back.write_set(TxId::new(2, 10), Some(&secret)).is_err());
         assert!(back.write_set(t, None).is_err());

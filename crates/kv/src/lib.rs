@@ -31,7 +31,9 @@ pub fn is_public(map: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// Something this transaction read was changed by a transaction that committed first.
-    #[error("transaction conflict on map {map:?}: a key read at version {read:?} is now at {current:?}")]
+    #[error(
+        "transaction conflict on map {map:?}: a key read at version {read:?} is now at {current:?}"
+    )]
     Conflict {
         map: String,
         read: Option<u64>,

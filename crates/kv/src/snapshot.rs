@@ -22,7 +22,9 @@ pub struct Snapshot {
     pub(crate) maps: Maps,
 }
 
-fn encode_maps<'a>(maps: impl Iterator<Item = (&'a String, &'a BTreeMap<Vec<u8>, Versioned>)>) -> Vec<u8> {
+fn encode_maps<'a>(
+    maps: impl Iterator<Item = (&'a String, &'a BTreeMap<Vec<u8>, Versioned>)>,
+) -> Vec<u8> {
     let maps: Vec<_> = maps.filter(|(_, m)| !m.is_empty()).collect();
     let mut out = Vec::new();
     put_u32(&mut out, maps.len() as u32);
@@ -38,7 +40,12 @@ fn encode_maps<'a>(maps: impl Iterator<Item = (&'a String, &'a BTreeMap<Vec<u8>,
     out
 }
 
-fn decode_maps(bytes: &[u8], into: &mut Maps, want_public: bool, max_version: u64) -> Result<(), KvError> {
+fn decode_maps(
+    bytes: &[u8],
+    into: &mut Maps,
+    want_public: bool,
+    max_version: u64,
+) -> Result<(), KvError> {
     let mut r = Reader::new(bytes, "snapshot");
     let n = r.count(8)?;
     for _ in 0..n {
@@ -46,7 +53,10 @@ fn decode_maps(bytes: &[u8], into: &mut Maps, want_public: bool, max_version: u6
             .map_err(|_| KvError::malformed("snapshot", "map name is not UTF-8"))?
             .to_string();
         if is_public(&name) != want_public || into.contains_key(&name) {
-            return Err(KvError::malformed("snapshot", format!("map {name:?} misplaced or repeated")));
+            return Err(KvError::malformed(
+                "snapshot",
+                format!("map {name:?} misplaced or repeated"),
+            ));
         }
         let count = r.count(16)?;
         let mut m = BTreeMap::new();
@@ -55,7 +65,10 @@ fn decode_maps(bytes: &[u8], into: &mut Maps, want_public: bool, max_version: u6
             let v = r.bytes()?.to_vec();
             let ver = r.u64()?;
             if ver == 0 || ver > max_version {
-                return Err(KvError::malformed("snapshot", "key version outside the snapshot"));
+                return Err(KvError::malformed(
+                    "snapshot",
+                    "key version outside the snapshot",
+                ));
             }
             m.insert(k, (v, ver));
         }
@@ -70,9 +83,14 @@ impl Snapshot {
     pub fn to_bytes(&self, secret: Option<&LedgerSecret>) -> Result<Vec<u8>, KvError> {
         let public = encode_maps(self.maps.iter().filter(|(n, _)| is_public(n)));
         let private_plain = encode_maps(self.maps.iter().filter(|(n, _)| !is_public(n)));
-        let has_private = self.maps.iter().any(|(n, m)| !is_public(n) && !m.is_empty());
+        let has_private = self
+            .maps
+            .iter()
+            .any(|(n, m)| !is_public(n) && !m.is_empty());
         let private = if has_private {
-            let s = secret.ok_or_else(|| KvError::malformed("snapshot", "private maps but no ledger secret"))?;
+            let s = secret.ok_or_else(|| {
+                KvError::malformed("snapshot", "private maps but no ledger secret")
+            })?;
             s.encrypt(self.txid, NonceDomain::Snapshot, &private_plain)?
         } else {
             Vec::new()
@@ -107,7 +125,9 @@ impl Snapshot {
         let mut maps = Maps::new();
         decode_maps(public, &mut maps, true, seqno)?;
         if !private.is_empty() {
-            let s = secret.ok_or_else(|| KvError::malformed("snapshot", "private maps need the ledger secret"))?;
+            let s = secret.ok_or_else(|| {
+                KvError::malformed("snapshot", "private maps need the ledger secret")
+            })?;
             let plain = s.decrypt(txid, NonceDomain::Snapshot, private)?;
             decode_maps(&plain, &mut maps, false, seqno)?;
         }

@@ -90,12 +90,20 @@ impl Store {
 
     /// Current value of `key` in `map` (outside any transaction).
     pub fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
-        self.read().maps.get(map).and_then(|m| m.get(key)).map(|(v, _)| v.clone())
+        self.read()
+            .maps
+            .get(map)
+            .and_then(|m| m.get(key))
+            .map(|(v, _)| v.clone())
     }
 
     /// Seqno of the last write to `key`, if present.
     pub fn version_of(&self, map: &str, key: &[u8]) -> Option<u64> {
-        self.read().maps.get(map).and_then(|m| m.get(key)).map(|(_, ver)| *ver)
+        self.read()
+            .maps
+            .get(map)
+            .and_then(|m| m.get(key))
+            .map(|(_, ver)| *ver)
     }
 
     /// Number of keys in `map`.
@@ -313,7 +321,11 @@ mod tests {
         let mut tx = s.begin();
         assert_eq!(tx.get("public:a", b"k"), Some(b"v1".to_vec()));
         tx.put("public:a", b"k", b"v2");
-        assert_eq!(tx.get("public:a", b"k"), Some(b"v2".to_vec()), "reads own writes");
+        assert_eq!(
+            tx.get("public:a", b"k"),
+            Some(b"v2".to_vec()),
+            "reads own writes"
+        );
         tx.remove("public:a", b"k");
         assert_eq!(tx.get("public:a", b"k"), None);
         let (t, _) = s.commit(tx, View(2)).unwrap();
@@ -331,7 +343,10 @@ mod tests {
         a.put("m", b"x", b"a");
         b.put("m", b"x", b"b");
         s.commit(a, View(1)).unwrap();
-        assert!(matches!(s.commit(b, View(1)), Err(KvError::Conflict { .. })));
+        assert!(matches!(
+            s.commit(b, View(1)),
+            Err(KvError::Conflict { .. })
+        ));
         assert_eq!(s.get("m", b"x"), Some(b"a".to_vec()));
         // Blind writes (no reads) never conflict.
         let mut c = s.begin();
@@ -354,7 +369,10 @@ mod tests {
             tx.remove("m", b"zzz");
             s.commit(tx, View(1)).unwrap();
         }
-        assert!(matches!(s.rollback(0, None), Err(KvError::BelowCommitted { .. })));
+        assert!(matches!(
+            s.rollback(0, None),
+            Err(KvError::BelowCommitted { .. })
+        ));
         s.rollback(1, Some(View(1))).unwrap();
         assert_eq!(s.snapshot().unwrap(), before);
         // The next transaction reuses seqno 2, in a later view.
@@ -390,7 +408,10 @@ mod tests {
         let other = covenant_crypto::LedgerSecret::generate().unwrap();
         assert!(Snapshot::from_bytes(&bytes, Some(&other)).is_err());
         let restored = Store::from_snapshot(back);
-        assert_eq!(restored.get("private", b"k"), Some(b"hidden-value".to_vec()));
+        assert_eq!(
+            restored.get("private", b"k"),
+            Some(b"hidden-value".to_vec())
+        );
         assert_eq!(restored.last_txid(), Some(TxId::new(3, 1)));
     }
 

@@ -35,7 +35,10 @@ impl WriteSet {
     }
 
     pub fn remove(&mut self, map: &str, key: &[u8]) {
-        self.maps.entry(map.to_string()).or_default().insert(key.to_vec(), None);
+        self.maps
+            .entry(map.to_string())
+            .or_default()
+            .insert(key.to_vec(), None);
     }
 
     /// The write to `key` in `map`, if any: `Some(None)` is a removal.
@@ -54,7 +57,11 @@ impl WriteSet {
             if writes.is_empty() {
                 continue;
             }
-            let target = if is_public(name) { &mut public } else { &mut private };
+            let target = if is_public(name) {
+                &mut public
+            } else {
+                &mut private
+            };
             target.maps.insert(name.clone(), writes.clone());
         }
         (public, private)
@@ -99,7 +106,10 @@ impl WriteSet {
         let mut r = Reader::new(bytes, "write set");
         let v = r.u8()?;
         if v != WRITE_SET_FORMAT_VERSION {
-            return Err(KvError::malformed("write set", format!("unknown version {v}")));
+            return Err(KvError::malformed(
+                "write set",
+                format!("unknown version {v}"),
+            ));
         }
         let nmaps = r.count(8)?;
         let mut ws = WriteSet::new();
@@ -112,7 +122,10 @@ impl WriteSet {
                 return Err(KvError::BadMapName(name));
             }
             if prev_name.as_ref().is_some_and(|p| *p >= name) {
-                return Err(KvError::malformed("write set", "maps not in canonical order"));
+                return Err(KvError::malformed(
+                    "write set",
+                    "maps not in canonical order",
+                ));
             }
             let nwrites = r.count(5)?;
             if nwrites == 0 {
@@ -123,13 +136,21 @@ impl WriteSet {
             for _ in 0..nwrites {
                 let key = r.bytes()?;
                 if prev_key.is_some_and(|p| p >= key) {
-                    return Err(KvError::malformed("write set", "keys not in canonical order"));
+                    return Err(KvError::malformed(
+                        "write set",
+                        "keys not in canonical order",
+                    ));
                 }
                 prev_key = Some(key);
                 let value = match r.u8()? {
                     0 => None,
                     1 => Some(r.bytes()?.to_vec()),
-                    t => return Err(KvError::malformed("write set", format!("bad write tag {t}"))),
+                    t => {
+                        return Err(KvError::malformed(
+                            "write set",
+                            format!("bad write tag {t}"),
+                        ))
+                    }
                 };
                 writes.insert(key.to_vec(), value);
             }

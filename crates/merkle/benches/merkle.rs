@@ -39,8 +39,12 @@ fn bench(c: &mut Criterion) {
     });
     let p = t.inclusion_proof(123_456, 1_000_000).unwrap();
     let l = leaf(123_456);
-    g.bench_function("verify_inclusion_1m", |b| b.iter(|| root_from_inclusion(&l, &p.path)));
-    g.bench_function("consistency_proof_1m", |b| b.iter(|| t.consistency_proof(654_321, 1_000_000).unwrap()));
+    g.bench_function("verify_inclusion_1m", |b| {
+        b.iter(|| root_from_inclusion(&l, &p.path))
+    });
+    g.bench_function("consistency_proof_1m", |b| {
+        b.iter(|| t.consistency_proof(654_321, 1_000_000).unwrap())
+    });
     g.finish();
 }
 

@@ -83,7 +83,11 @@ pub struct ConsistencyProof {
 }
 
 /// Verifies a consistency proof between two signed roots (RFC 9162 §2.1.4.2).
-pub fn verify_consistency(proof: &ConsistencyProof, old_root: &Digest32, new_root: &Digest32) -> bool {
+pub fn verify_consistency(
+    proof: &ConsistencyProof,
+    old_root: &Digest32,
+    new_root: &Digest32,
+) -> bool {
     let (m, n) = (proof.old_size, proof.new_size);
     if m == 0 || m > n {
         return false;

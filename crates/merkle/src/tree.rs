@@ -29,7 +29,11 @@ pub enum MerkleError {
     #[error("restored leaves for page {page} do not hash to the retained page root")]
     RestoreMismatch { page: u64 },
     #[error("restoring page {page} needs exactly {expected} leaves, got {got}")]
-    RestoreLength { page: u64, expected: usize, got: usize },
+    RestoreLength {
+        page: u64,
+        expected: usize,
+        got: usize,
+    },
     #[error("invalid tree checkpoint: {0}")]
     Checkpoint(&'static str),
 }
@@ -231,7 +235,11 @@ impl MerkleTree {
     }
 
     /// RFC 9162 consistency proof from the tree of `old_size` leaves to `new_size`.
-    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof, MerkleError> {
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, MerkleError> {
         if old_size == 0 || old_size > new_size {
             return Err(MerkleError::BadRange {
                 old: old_size,
@@ -248,7 +256,14 @@ impl MerkleTree {
         })
     }
 
-    fn subproof(&self, m: u64, a: u64, b: u64, complete: bool, out: &mut Vec<Digest32>) -> Result<(), MerkleError> {
+    fn subproof(
+        &self,
+        m: u64,
+        a: u64,
+        b: u64,
+        complete: bool,
+        out: &mut Vec<Digest32>,
+    ) -> Result<(), MerkleError> {
         let n = b - a;
         if m == n {
             if !complete {
@@ -302,11 +317,16 @@ impl MerkleTree {
         let mut levels: Vec<Vec<Digest32>> = vec![leaves.to_vec()];
         for _ in 0..self.page_bits {
             let prev = levels.last().map(|l| l.as_slice()).unwrap_or(&[]);
-            let next: Vec<Digest32> = prev.chunks_exact(2).map(|c| hash_children(&c[0], &c[1])).collect();
+            let next: Vec<Digest32> = prev
+                .chunks_exact(2)
+                .map(|c| hash_children(&c[0], &c[1]))
+                .collect();
             levels.push(next);
         }
         let top = levels.pop().and_then(|l| l.first().copied());
-        let kept = self.perfect(self.page_bits, page).map_err(|_| MerkleError::RestoreMismatch { page })?;
+        let kept = self
+            .perfect(self.page_bits, page)
+            .map_err(|_| MerkleError::RestoreMismatch { page })?;
         if top != Some(kept) {
             return Err(MerkleError::RestoreMismatch { page });
         }

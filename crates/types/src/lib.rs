@@ -39,7 +39,9 @@ impl fmt::Display for SeqNo {
 
 /// Why a string is not a valid TxId.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid transaction id {input:?}: expected <view>.<seqno> with both parts positive integers")]
+#[error(
+    "invalid transaction id {input:?}: expected <view>.<seqno> with both parts positive integers"
+)]
 pub struct TxIdParseError {
     /// The rejected input (truncated to 64 characters so that errors stay small).
     pub input: String,
@@ -205,7 +207,17 @@ mod tests {
     #[test]
     fn txid_rejects_malformed() {
         for bad in [
-            "", "2", "2.", ".3", "a.b", "2.3.4", "-1.3", "+1.3", " 1.3", "0.1", "1.0",
+            "",
+            "2",
+            "2.",
+            ".3",
+            "a.b",
+            "2.3.4",
+            "-1.3",
+            "+1.3",
+            " 1.3",
+            "0.1",
+            "1.0",
             "1.99999999999999999999999",
         ] {
             assert!(bad.parse::<TxId>().is_err(), "{bad:?} accepted");

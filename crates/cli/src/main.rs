@@ -1,0 +1,352 @@
+//! `covenant`: one binary for every covenant role. This issue's subcommands are the
+//! offline tools (receipt verification, ledger audit) and `demo`, which writes a
+//! real ledger with receipts to try them on.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use covenant_client::ReceiptVerifier;
+use covenant_crypto::{
+    read_pem_file, write_private_file, Certificate, Curve, LedgerSecret, NodeIdentity, ServiceIdentity,
+    SubjectAltName,
+};
+use covenant_engine::{audit_ledger, Engine, EngineConfig};
+use covenant_receipt::{claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "covenant",
+    version,
+    about = "covenant: a confidential, tamper-evident ledger with offline-verifiable receipts",
+    long_about = "covenant: a confidential, tamper-evident ledger with offline-verifiable receipts.\n\n\
+        Every transaction gets a receipt: a Merkle proof to a root signed by a node whose \
+        certificate is endorsed by the service certificate. These commands check receipts \
+        and whole ledgers offline, with nothing but the service certificate.\n\n\
+        Try it:\n  covenant demo --data-dir ./covenant-demo\n  \
+        covenant ledger audit ./covenant-demo/ledger --service-cert ./covenant-demo/service_cert.pem\n  \
+        covenant verify-receipt ./covenant-demo/receipts/<txid>.json --service-cert ./covenant-demo/service_cert.pem"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a receipt offline (SPEC §3): leaf, Merkle proof, root signature, node
+    /// endorsement by the service certificate, and optionally application claims.
+    ///
+    /// Accepts the full response ({"receipt":...,"state":"Ready","transactionId":...})
+    /// or the bare receipt object. Exit 0 when it verifies, 1 when it does not.
+    VerifyReceipt {
+        /// Receipt JSON file ('-' for standard input).
+        receipt: PathBuf,
+        /// The service certificate (PEM) you trust.
+        #[arg(long)]
+        service_cert: PathBuf,
+        /// JSON file with the applicationClaims list the receipt's claimsDigest must match.
+        #[arg(long)]
+        claims: Option<PathBuf>,
+    },
+    /// Offline tools for ledger directories.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Write a demo ledger: identities, N entries (some with application claims),
+    /// signatures, and receipts to verify. Running it again appends to the same ledger.
+    Demo {
+        /// Where identities, the ledger and receipts go.
+        #[arg(long, default_value = "./covenant-demo")]
+        data_dir: PathBuf,
+        /// How many entries to append.
+        #[arg(long, default_value_t = 1000)]
+        entries: u64,
+        /// Bytes of contents per entry.
+        #[arg(long, default_value_t = 256)]
+        entry_size: usize,
+        /// A signature transaction every N transactions.
+        #[arg(long, default_value_t = 100)]
+        sig_interval: u64,
+        /// Chunk size threshold in bytes (chunks close at the next signature past it).
+        #[arg(long, default_value_t = 1024 * 1024)]
+        chunk_bytes: u64,
+        /// How many receipts to write to DATA_DIR/receipts.
+        #[arg(long, default_value_t = 5)]
+        receipts: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Replay every chunk, recompute every leaf and root, check every signature and
+    /// endorsement. Exit 0 with a summary, or 1 naming the first bad TxId and why.
+    Audit {
+        /// The ledger directory (the one holding ledger_* chunk files).
+        dir: PathBuf,
+        /// The service certificate (PEM) the signing nodes must be endorsed by.
+        #[arg(long)]
+        service_cert: PathBuf,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // COVENANT_LOG=info|debug|trace for more detail; warnings (e.g. a recovered torn tail) by default.
+    let level = std::env::var("COVENANT_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::VerifyReceipt {
+            receipt,
+            service_cert,
+            claims,
+        } => verify_receipt(&receipt, &service_cert, claims.as_deref()),
+        Command::Ledger {
+            command: LedgerCommand::Audit {
+                dir,
+                service_cert,
+                quiet,
+            },
+        } => audit(&dir, &service_cert, quiet),
+        Command::Demo {
+            data_dir,
+            entries,
+            entry_size,
+            sig_interval,
+            chunk_bytes,
+            receipts,
+        } => demo(&data_dir, entries, entry_size, sig_interval, chunk_bytes, receipts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_service_cert(path: &Path) -> Result<Certificate> {
+    let pem = read_pem_file(path).with_context(|| format!("reading service certificate {}", path.display()))?;
+    Certificate::from_pem(&pem).with_context(|| format!("parsing service certificate {}", path.display()))
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+fn verify_receipt(receipt: &Path, service_cert: &Path, claims: Option<&Path>) -> Result<()> {
+    let verifier = ReceiptVerifier::new(load_service_cert(service_cert)?);
+    let bytes = read_input(receipt)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", receipt.display()))?;
+    let claims: Option<Vec<ApplicationClaim>> = match claims {
+        Some(p) => Some(
+            serde_json::from_slice(&read_input(p)?)
+                .with_context(|| format!("{} is not an applicationClaims list", p.display()))?,
+        ),
+        None => None,
+    };
+    let verified = if value.get("receipt").is_some() || value.get("state").is_some() {
+        let response: ReceiptResponse =
+            serde_json::from_value(value).context("not a receipt response (receipt, state, transactionId)")?;
+        verifier.verify_response(&response, claims.as_deref())
+    } else {
+        let r: Receipt = serde_json::from_value(value).context("not a receipt object")?;
+        verifier.verify(&r, claims.as_deref())
+    };
+    match verified {
+        Ok(v) => {
+            println!(
+                "receipt verified: transaction {} is in the ledger (root {}, signed by node {}{})",
+                v.transaction_id,
+                v.root,
+                v.node_id,
+                if claims.is_some() { ", claims match" } else { "" }
+            );
+            Ok(())
+        }
+        Err(e) => bail!("receipt does NOT verify: {e}"),
+    }
+}
+
+fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn audit(dir: &Path, service_cert: &Path, quiet: bool) -> Result<()> {
+    let cert = load_service_cert(service_cert)?;
+    let pb = progress_bar(0, quiet, "auditing");
+    let started = std::time::Instant::now();
+    let result = audit_ledger(dir, &cert, |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    match result {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            println!(
+                "audit ok: {} entries, {} signatures, {} bytes checked ({:.1} MB/s), last transaction {}{}",
+                r.entries,
+                r.signatures,
+                r.bytes,
+                r.bytes as f64 / secs / 1e6,
+                r.last_txid.map(|t| t.to_string()).unwrap_or_else(|| "none".into()),
+                if r.unsigned_tail > 0 {
+                    format!(", {} entries after the last signature not yet signed", r.unsigned_tail)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+        Err(e) => bail!("audit FAILED {e}"),
+    }
+}
+
+/// Loads the demo's identities and secret, or creates them on first run.
+fn demo_identities(dir: &Path) -> Result<(ServiceIdentity, NodeIdentity, LedgerSecret)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let node_dir = dir.join("node");
+    let secret_path = dir.join("ledger_secret.key");
+    if dir.join("service_cert.pem").exists() {
+        let service = ServiceIdentity::load(dir).context("loading the service identity")?;
+        let node = NodeIdentity::load(&node_dir).context("loading the node identity")?;
+        let raw = std::fs::read(&secret_path).context("reading the ledger secret")?;
+        let secret = LedgerSecret::from_bytes(
+            &base64::engine::general_purpose::STANDARD
+                .decode(raw.trim_ascii())
+                .context("ledger secret is not base64")?,
+        )?;
+        return Ok((service, node, secret));
+    }
+    let service = ServiceIdentity::generate(Curve::P384)?;
+    service.save(dir)?;
+    let node = NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults())?;
+    node.save(&node_dir)?;
+    let secret = LedgerSecret::generate()?;
+    write_private_file(
+        &secret_path,
+        base64::engine::general_purpose::STANDARD
+            .encode(secret.expose_bytes())
+            .as_bytes(),
+    )?;
+    Ok((service, node, secret))
+}
+
+fn demo(dir: &Path, entries: u64, entry_size: usize, sig_interval: u64, chunk_bytes: u64, receipts: u64) -> Result<()> {
+    if sig_interval == 0 {
+        bail!("--sig-interval must be at least 1");
+    }
+    let (_service, node, secret) = demo_identities(dir)?;
+    let mut config = EngineConfig::new(dir.join("ledger"));
+    config.sig_tx_interval = sig_interval;
+    config.chunk_threshold_bytes = chunk_bytes;
+    let mut engine = Engine::open(config, Arc::new(node), Arc::new(secret)).context("opening the ledger")?;
+    let start_seqno = engine.last_txid().map(|t| t.seqno.0).unwrap_or(0);
+    let pb = progress_bar(entries, false, "appending");
+    let claim_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut written = Vec::new();
+    for i in 0..entries {
+        let contents = format!("entry {i} {}", "x".repeat(entry_size.saturating_sub(16)));
+        let mut tx = engine.begin();
+        let n = engine.store().map_len("entries:subledger:0") as u64;
+        tx.put("entries:subledger:0", &n.to_be_bytes(), contents.as_bytes());
+        tx.put("public:meta", b"last", &n.to_be_bytes());
+        // Every 10th entry carries a LedgerEntry application claim.
+        let claims = if i % 10 == 0 {
+            Some(vec![ApplicationClaim::LedgerEntry {
+                ledger_entry: LedgerEntryClaim {
+                    collection_id: "subledger:0".into(),
+                    contents: contents.clone(),
+                    secret_key: claim_key.clone(),
+                    protocol: "LedgerEntryV1".into(),
+                },
+            }])
+        } else {
+            None
+        };
+        let digest = claims.as_deref().map(claims_digest).transpose()?;
+        let txid = engine.commit_tx(tx, digest)?;
+        written.push((txid, claims));
+        if i % 1000 == 999 {
+            engine.flush()?;
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if engine.unsigned_txs() > 0 {
+        engine.emit_signature()?;
+    }
+    let committed = engine.flush()?;
+    let receipt_dir = dir.join("receipts");
+    std::fs::create_dir_all(&receipt_dir)?;
+    let step = (written.len() as u64 / receipts.max(1)).max(1) as usize;
+    let mut saved = Vec::new();
+    for (txid, claims) in written.iter().step_by(step).take(receipts as usize) {
+        let response = engine.receipt(*txid)?;
+        let path = receipt_dir.join(format!("{txid}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&response)?)?;
+        if let Some(c) = claims {
+            std::fs::write(receipt_dir.join(format!("{txid}.claims.json")), serde_json::to_vec_pretty(c)?)?;
+        }
+        saved.push(path);
+    }
+    let last = engine.last_txid().map(|t| t.to_string()).unwrap_or_default();
+    println!(
+        "wrote {} entries (seqnos {}..{}), committed through seqno {committed}, last transaction {last}",
+        entries,
+        start_seqno + 1,
+        engine.last_txid().map(|t| t.seqno.0).unwrap_or(0)
+    );
+    println!("data directory: {}", dir.display());
+    println!("  service certificate: {}", dir.join("service_cert.pem").display());
+    println!("  ledger:              {}", dir.join("ledger").display());
+    println!("  receipts:            {}", receipt_dir.display());
+    println!("next:");
+    println!(
+        "  covenant ledger audit {} --service-cert {}",
+        dir.join("ledger").display(),
+        dir.join("service_cert.pem").display()
+    );
+    if let Some(p) = saved.first() {
+        println!(
+            "  covenant verify-receipt {} --service-cert {}",
+            p.display(),
+            dir.join("service_cert.pem").display()
+        );
+    }
+    Ok(())
+}

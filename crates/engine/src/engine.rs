@@ -1,0 +1,430 @@
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use covenant_crypto::{LedgerSecret, NodeIdentity};
+use covenant_kv::{KvError, Store, Tx, TxEntry, WriteSet};
+use covenant_ledger::{Ledger, LedgerConfig, LedgerError};
+use covenant_merkle::{leaf_hash, ConsistencyProof, MerkleError, MerkleTree};
+use covenant_receipt::{
+    commit_evidence_digest, CommitEvidenceKey, LeafComponents, Receipt, ReceiptResponse, ReceiptState,
+    SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
+};
+use covenant_types::{Digest32, TxId, View};
+
+/// Tunables of the write path.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub ledger_dir: PathBuf,
+    /// A chunk file closes at the first signature after it grows past this.
+    pub chunk_threshold_bytes: u64,
+    /// Emit a signature transaction after this many transactions (SPEC default 5000).
+    pub sig_tx_interval: u64,
+    /// Leaves whose lower tree levels stay in memory; older pages are rebuilt from
+    /// the ledger when an old receipt is asked for.
+    pub merkle_resident_leaves: u64,
+}
+
+impl EngineConfig {
+    pub fn new(ledger_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            ledger_dir: ledger_dir.into(),
+            chunk_threshold_bytes: 5 * 1024 * 1024,
+            sig_tx_interval: 5000,
+            merkle_resident_leaves: 1 << 20,
+        }
+    }
+}
+
+/// Every way the engine refuses or fails.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Merkle(#[from] MerkleError),
+    #[error(transparent)]
+    Crypto(#[from] covenant_crypto::CryptoError),
+    #[error("ledger entry {txid} is invalid: {reason}")]
+    BadEntry { txid: TxId, reason: String },
+    #[error("transaction {0} does not exist")]
+    NoSuchTx(u64),
+    #[error("the ledger is empty: nothing to sign")]
+    NothingToSign,
+}
+
+/// Where a transaction stands (SPEC §5 `/node/tx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Never seen (a seqno in the future).
+    Unknown,
+    /// In the ledger, not yet covered by a committed signature.
+    Pending,
+    Committed,
+    /// The seqno exists with another view: this TxId was lost in a view change.
+    Invalid,
+}
+
+/// The transaction engine of one node.
+pub struct Engine {
+    config: EngineConfig,
+    store: Store,
+    ledger: Ledger,
+    tree: MerkleTree,
+    node: Arc<NodeIdentity>,
+    node_cert_pem: String,
+    secret: Arc<LedgerSecret>,
+    evidence: CommitEvidenceKey,
+    view: View,
+    /// Seqnos of every signature transaction.
+    signatures: BTreeSet<u64>,
+    txs_since_signature: u64,
+    /// Highest signature seqno known durable (committed on a single node).
+    committed: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("view", &self.view)
+            .field("last_seqno", &self.store.last_seqno())
+            .field("committed", &self.committed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the ledger in `config.ledger_dir`, replays it into the store
+    /// and the tree, and starts a new view after the last one in the ledger.
+    ///
+    /// Everything up to the last signature in the durable ledger is committed.
+    pub fn open(
+        config: EngineConfig,
+        node: Arc<NodeIdentity>,
+        secret: Arc<LedgerSecret>,
+    ) -> Result<Engine, EngineError> {
+        let mut lc = LedgerConfig::new(&config.ledger_dir);
+        lc.chunk_threshold_bytes = config.chunk_threshold_bytes;
+        let (ledger, report) = Ledger::open(lc)?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(
+                truncated_bytes = report.truncated_bytes,
+                last_seqno = report.last_seqno,
+                "recovered a torn ledger tail"
+            );
+        }
+        let node_cert_pem = node.cert.to_pem();
+        let mut engine = Engine {
+            evidence: CommitEvidenceKey::new(&secret),
+            config,
+            store: Store::new(),
+            ledger,
+            tree: MerkleTree::new(),
+            node,
+            node_cert_pem,
+            secret,
+            view: View(1),
+            signatures: BTreeSet::new(),
+            txs_since_signature: 0,
+            committed: 0,
+        };
+        let last = engine.ledger.last_seqno();
+        if last > 0 {
+            let entries: Vec<_> = engine.ledger.read_range(1, last)?.collect();
+            for e in entries {
+                let e = e?;
+                engine.replay(e.txid, e.is_signature, &e.payload)?;
+            }
+        }
+        engine.view = View(engine.store.last_txid().map(|t| t.view.0 + 1).unwrap_or(1));
+        engine.committed = engine.signatures.last().copied().unwrap_or(0);
+        engine.store.mark_committed(engine.committed);
+        if engine.committed > engine.ledger.committed_seqno() {
+            engine.ledger.commit(engine.committed)?;
+        }
+        Ok(engine)
+    }
+
+    /// Applies one entry to store and tree (no ledger write): replay at start.
+    fn replay(&mut self, txid: TxId, is_signature: bool, payload: &[u8]) -> Result<(), EngineError> {
+        let bad = |reason: String| EngineError::BadEntry { txid, reason };
+        let entry = TxEntry::decode(payload).map_err(|e| bad(e.to_string()))?;
+        let ws = entry.write_set(txid, Some(&self.secret)).map_err(|e| bad(e.to_string()))?;
+        let has_sig = ws.get(SIGNATURES_MAP, SIGNATURE_KEY).is_some();
+        if has_sig != is_signature {
+            return Err(bad("signature flag does not match the write set".into()));
+        }
+        self.store.apply(txid, &ws)?;
+        self.tree.append(leaf_of(&entry));
+        if is_signature {
+            self.signatures.insert(txid.seqno.0);
+            self.txs_since_signature = 0;
+        } else {
+            self.txs_since_signature += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies an entry produced by the primary (a backup's write path): ledger,
+    /// store and tree, in that order, exactly as the primary did.
+    pub fn apply_entry(&mut self, txid: TxId, is_signature: bool, payload: &[u8]) -> Result<(), EngineError> {
+        self.ledger.append(txid, is_signature, payload)?;
+        if let Err(e) = self.replay(txid, is_signature, payload) {
+            self.ledger.truncate(txid.seqno.0 - 1)?;
+            return Err(e);
+        }
+        self.view = self.view.max(txid.view);
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node.node_id
+    }
+
+    pub fn last_txid(&self) -> Option<TxId> {
+        self.store.last_txid()
+    }
+
+    /// Seqno of the last committed signature: every seqno up to it is Committed.
+    pub fn committed_seqno(&self) -> u64 {
+        self.committed
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Starts a transaction on the current state.
+    pub fn begin(&self) -> Tx {
+        self.store.begin()
+    }
+
+    /// Commits `tx` as the next transaction: conflict check, seqno, encrypted ledger
+    /// entry (not yet fsynced), Merkle leaf. `claims_digest` is the application
+    /// claims digest, if the transaction carries claims. A signature transaction
+    /// follows automatically every `sig_tx_interval` transactions.
+    pub fn commit_tx(&mut self, tx: Tx, claims_digest: Option<Digest32>) -> Result<TxId, EngineError> {
+        if tx.write_set().get(SIGNATURES_MAP, SIGNATURE_KEY).is_some() {
+            return Err(EngineError::Kv(KvError::Malformed {
+                what: "transaction",
+                reason: "only the engine writes signatures".into(),
+            }));
+        }
+        let txid = self.append_tx(tx, claims_digest.unwrap_or(Digest32::ZERO), false)?;
+        self.txs_since_signature += 1;
+        if self.txs_since_signature >= self.config.sig_tx_interval {
+            self.emit_signature()?;
+        }
+        Ok(txid)
+    }
+
+    fn append_tx(&mut self, tx: Tx, claims: Digest32, is_signature: bool) -> Result<TxId, EngineError> {
+        let (txid, ws) = self.store.commit(tx, self.view)?;
+        let result = self.append_entry(txid, &ws, claims, is_signature);
+        if result.is_err() {
+            // Keep store, ledger and tree in step: undo the store side.
+            self.store.rollback(txid.seqno.0 - 1, self.ledger.last_txid().map(|t| t.view))?;
+        }
+        result.map(|_| txid)
+    }
+
+    fn append_entry(&mut self, txid: TxId, ws: &WriteSet, claims: Digest32, is_signature: bool) -> Result<(), EngineError> {
+        let ce = commit_evidence_digest(&self.evidence.evidence(txid));
+        let entry = TxEntry::seal(txid, ws, Some(&self.secret), ce, claims)?;
+        self.ledger.append(txid, is_signature, &entry.encode())?;
+        self.tree.append(leaf_of(&entry));
+        Ok(())
+    }
+
+    /// Emits a signature transaction over the root of every transaction so far.
+    /// The node calls this on its `sig_ms_interval` timer and after a view change.
+    pub fn emit_signature(&mut self) -> Result<TxId, EngineError> {
+        if self.tree.is_empty() {
+            return Err(EngineError::NothingToSign);
+        }
+        let root = self.tree.root()?;
+        let seqno = self.tree.len() + 1;
+        let sig = self.node.key.sign_prehashed_sha256(&root.0)?;
+        let record = SignatureRecord {
+            view: self.view.0,
+            seqno,
+            root,
+            node_id: self.node.node_id.clone(),
+            signature: base64::engine::general_purpose::STANDARD.encode(sig),
+            cert: self.node_cert_pem.clone(),
+            commit_seqno: self.committed,
+        };
+        let mut tx = self.store.begin();
+        tx.put(SIGNATURES_MAP, SIGNATURE_KEY, &record.to_json_bytes());
+        let txid = self.append_tx(tx, Digest32::ZERO, true)?;
+        debug_assert_eq!(txid.seqno.0, seqno);
+        self.signatures.insert(seqno);
+        self.txs_since_signature = 0;
+        Ok(txid)
+    }
+
+    /// Transactions since the last signature (the node's timer skips empty intervals).
+    pub fn unsigned_txs(&self) -> u64 {
+        self.txs_since_signature
+    }
+
+    /// Group commit: one fsync for everything appended so far; then (single node)
+    /// everything up to the last signature is Committed. Returns the committed seqno.
+    pub fn flush(&mut self) -> Result<u64, EngineError> {
+        self.ledger.sync()?;
+        if let Some(&last_sig) = self.signatures.last() {
+            if last_sig > self.committed {
+                self.ledger.commit(last_sig)?;
+                self.store.mark_committed(last_sig);
+                self.committed = last_sig;
+                let keep = self.config.merkle_resident_leaves;
+                self.tree.flush_before(self.committed.saturating_sub(keep));
+            }
+        }
+        Ok(self.committed)
+    }
+
+    /// Status of a TxId (SPEC §5).
+    pub fn status(&self, txid: TxId) -> Result<TxStatus, EngineError> {
+        let last = self.store.last_seqno();
+        if txid.seqno.0 > last {
+            return Ok(TxStatus::Unknown);
+        }
+        let actual = self.ledger.read(txid.seqno.0)?.txid;
+        if actual.view != txid.view {
+            return Ok(TxStatus::Invalid);
+        }
+        Ok(if txid.seqno.0 <= self.committed {
+            TxStatus::Committed
+        } else {
+            TxStatus::Pending
+        })
+    }
+
+    /// The decoded write set of a transaction, read back from the ledger (historical reads).
+    pub fn read_tx(&self, seqno: u64) -> Result<(TxId, WriteSet), EngineError> {
+        if seqno == 0 || seqno > self.ledger.last_seqno() {
+            return Err(EngineError::NoSuchTx(seqno));
+        }
+        let e = self.ledger.read(seqno)?;
+        let bad = |reason: String| EngineError::BadEntry { txid: e.txid, reason };
+        let entry = TxEntry::decode(&e.payload).map_err(|x| bad(x.to_string()))?;
+        let ws = entry.write_set(e.txid, Some(&self.secret)).map_err(|x| bad(x.to_string()))?;
+        Ok((e.txid, ws))
+    }
+
+    fn signature_record(&self, seqno: u64) -> Result<SignatureRecord, EngineError> {
+        let (txid, ws) = self.read_tx(seqno)?;
+        let bytes = ws
+            .get(SIGNATURES_MAP, SIGNATURE_KEY)
+            .flatten()
+            .ok_or_else(|| EngineError::BadEntry {
+                txid,
+                reason: "not a signature transaction".into(),
+            })?;
+        SignatureRecord::from_json_bytes(bytes).map_err(|e| EngineError::BadEntry {
+            txid,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs a tree query, rebuilding flushed pages from the ledger as needed.
+    fn with_tree<T>(&mut self, f: impl Fn(&MerkleTree) -> Result<T, MerkleError>) -> Result<T, EngineError> {
+        loop {
+            match f(&self.tree) {
+                Err(MerkleError::Evicted { page, first, end }) => {
+                    let mut leaves = Vec::with_capacity((end - first) as usize);
+                    for e in self.ledger.read_range(first + 1, end)? {
+                        let e = e?;
+                        let entry = TxEntry::decode(&e.payload).map_err(|x| EngineError::BadEntry {
+                            txid: e.txid,
+                            reason: x.to_string(),
+                        })?;
+                        leaves.push(leaf_of(&entry));
+                    }
+                    self.tree.restore_page(page, &leaves)?;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The receipt of transaction `txid` (SPEC §3): `Loading` until a committed
+    /// signature covers it; commit evidence is only revealed then.
+    pub fn receipt(&mut self, txid: TxId) -> Result<ReceiptResponse, EngineError> {
+        let seqno = txid.seqno.0;
+        if seqno == 0 || seqno > self.ledger.last_seqno() {
+            return Err(EngineError::NoSuchTx(seqno));
+        }
+        let stored = self.ledger.read(seqno)?;
+        if stored.txid != txid {
+            return Err(EngineError::NoSuchTx(seqno));
+        }
+        let loading = ReceiptResponse {
+            receipt: None,
+            state: ReceiptState::Loading,
+            transaction_id: txid,
+        };
+        let Some(&sig_seqno) = self.signatures.range(seqno + 1..).next() else {
+            return Ok(loading);
+        };
+        if sig_seqno > self.committed {
+            return Ok(loading);
+        }
+        let entry = TxEntry::decode(&stored.payload).map_err(|e| EngineError::BadEntry {
+            txid,
+            reason: e.to_string(),
+        })?;
+        let record = self.signature_record(sig_seqno)?;
+        let proof = self.with_tree(|t| t.inclusion_proof(seqno - 1, sig_seqno - 1))?;
+        Ok(ReceiptResponse {
+            receipt: Some(Receipt {
+                cert: record.cert,
+                leaf_components: LeafComponents {
+                    claims_digest: entry.claims_digest.to_hex(),
+                    commit_evidence: self.evidence.evidence(txid),
+                    write_set_digest: entry.write_set_digest().to_hex(),
+                },
+                node_id: record.node_id,
+                proof: proof.path,
+                service_endorsements: Vec::new(),
+                signature: record.signature,
+            }),
+            state: ReceiptState::Ready,
+            transaction_id: txid,
+        })
+    }
+
+    /// Seqnos of all signature transactions.
+    pub fn signature_seqnos(&self) -> impl Iterator<Item = u64> + '_ {
+        self.signatures.iter().copied()
+    }
+
+    /// Two signature records and the proof that the later tree extends the earlier one.
+    pub fn consistency(
+        &mut self,
+        old_sig_seqno: u64,
+        new_sig_seqno: u64,
+    ) -> Result<(SignatureRecord, SignatureRecord, ConsistencyProof), EngineError> {
+        let old = self.signature_record(old_sig_seqno)?;
+        let new = self.signature_record(new_sig_seqno)?;
+        let proof = self.with_tree(|t| t.consistency_proof(old.tree_size(), new.tree_size()))?;
+        Ok((old, new, proof))
+    }
+}
+
+/// The Merkle leaf of a stored entry.
+pub(crate) fn leaf_of(entry: &TxEntry) -> Digest32 {
+    leaf_hash(&entry.write_set_digest(), &entry.commit_evidence_digest, &entry.claims_digest)
+}

@@ -1,0 +1,1021 @@
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use covenant_types::TxId;
+
+use crate::error::LedgerError;
+use crate::format::{
+    check_header, check_index_prefix, check_sequence, closed_name, committed_name, decode_frame,
+    decode_index, encode_frame, encode_header, entry_count, frame_len, index_len, index_name,
+    list_dir, open_name, scan_closed_chunk, ChunkFile, ChunkKind, ChunkReader, FrameError,
+    FRAME_HEADER_LEN, FRAME_OVERHEAD, HEADER_LEN, INDEX_PREFIX_LEN, MAX_FRAME_LEN, MAX_PAYLOAD_LEN,
+    TMP_SUFFIX,
+};
+
+/// Default size after which the next signature entry closes a chunk (5 MiB).
+pub const DEFAULT_CHUNK_THRESHOLD_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Buffered bytes of the open chunk beyond which an append writes them out
+/// (without syncing), bounding memory between group commits.
+const FLUSH_AT: usize = 1 << 20;
+/// Committed/closed chunks whose file handle and index stay cached for reads.
+const CACHED_CHUNKS: usize = 32;
+
+/// Where the ledger lives and how large chunks grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub dir: PathBuf,
+    /// A chunk closes after the first signature entry that leaves it at least this long.
+    pub chunk_threshold_bytes: u64,
+}
+
+impl LedgerConfig {
+    /// A ledger in `dir` with the default 5 MiB chunk threshold.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LedgerConfig {
+            dir: dir.into(),
+            chunk_threshold_bytes: DEFAULT_CHUNK_THRESHOLD_BYTES,
+        }
+    }
+}
+
+/// One ledger entry: an opaque serialized transaction and where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub txid: TxId,
+    /// Set for signature transactions; chunks only close after one.
+    pub is_signature: bool,
+    pub payload: Vec<u8>,
+}
+
+/// What [`Ledger::open`] had to repair, so the caller can log or alert on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from the open chunk (torn tail) or a discarded half-written chunk header.
+    pub truncated_bytes: u64,
+    /// Whether an incomplete or checksum-failing last entry was discarded.
+    pub dropped_partial_entry: bool,
+    /// Last seqno present after recovery (0 when empty).
+    pub last_seqno: u64,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    first: u64,
+    /// Inclusive; `first - 1` for an empty open chunk.
+    last: u64,
+    kind: ChunkKind,
+    path: PathBuf,
+    /// Logical length, including bytes still buffered in the writer.
+    len: u64,
+    /// Frame offsets, kept in memory for open and closed chunks; committed
+    /// chunks use their on-disk index, loaded on demand into the read cache.
+    offsets: Option<Vec<u64>>,
+}
+
+/// The open chunk's file and the bytes appended to it but not yet written.
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    /// Bytes of the chunk already written to the file.
+    flushed: u64,
+    pending: Vec<u8>,
+    /// Written since the last fdatasync.
+    unsynced: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    first: u64,
+    file: Arc<File>,
+    offsets: Option<Arc<Vec<u64>>>,
+}
+
+/// Small FIFO cache of read handles (and indexes) for closed and committed chunks.
+#[derive(Debug, Default)]
+struct ReadCache {
+    entries: VecDeque<Cached>,
+}
+
+impl ReadCache {
+    fn get(&self, first: u64) -> Option<&Cached> {
+        self.entries.iter().find(|c| c.first == first)
+    }
+
+    fn put(&mut self, entry: Cached) {
+        self.entries.retain(|c| c.first != entry.first);
+        if self.entries.len() >= CACHED_CHUNKS {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+    }
+}
+
+/// An append-only ledger directory, open for appending and random reads.
+///
+/// Appends are buffered; [`Ledger::sync`] makes them durable in one
+/// fdatasync (group commit). Reads see appended entries immediately.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    threshold: u64,
+    chunks: Vec<Chunk>,
+    /// Present iff the last chunk is open.
+    writer: Option<Writer>,
+    last_txid: Option<TxId>,
+    synced_seqno: u64,
+    committed_seqno: u64,
+    /// A file was created since the directory was last synced.
+    dir_dirty: bool,
+    /// Set when a write or sync failed; mutations are refused until reopened.
+    poisoned: Option<String>,
+    cache: Mutex<ReadCache>,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LedgerError::io(dir, e))
+}
+
+fn pread(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, LedgerError> {
+    if len > MAX_FRAME_LEN {
+        return Err(LedgerError::corrupt(
+            path,
+            offset,
+            None,
+            None,
+            format!("refusing to read {len} bytes: larger than any frame"),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            LedgerError::corrupt(
+                path,
+                offset,
+                None,
+                None,
+                "chunk file is shorter than expected",
+            )
+        } else {
+            LedgerError::io(path, e)
+        }
+    })?;
+    Ok(buf)
+}
+
+/// Writes a committed chunk's index via a temporary file and rename. The
+/// caller syncs the directory.
+fn write_index(
+    dir: &Path,
+    first: u64,
+    last: u64,
+    chunk_len: u64,
+    offsets: &[u64],
+) -> Result<(), LedgerError> {
+    let path = dir.join(index_name(first, last));
+    let tmp = dir.join(format!("{}{TMP_SUFFIX}", index_name(first, last)));
+    let bytes = crate::format::encode_index(first, last, chunk_len, offsets);
+    File::create(&tmp)
+        .and_then(|f| {
+            f.write_all_at(&bytes, 0)?;
+            f.sync_data()
+        })
+        .map_err(|e| LedgerError::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| LedgerError::io(&path, e))
+}
+
+/// Reads and fully validates an index; the error is why it cannot be used.
+fn read_index(
+    path: &Path,
+    first: u64,
+    last: u64,
+    chunk_len: u64,
+    count: u64,
+) -> Result<Vec<u64>, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
+    // `count` is bounded by the chunk's real length (entry_count), so this is too.
+    let want = index_len(count);
+    if meta.len() != want {
+        return Err(format!("index is {} bytes, expected {want}", meta.len()));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    decode_index(&bytes, first, last, chunk_len)
+}
+
+/// Cheap open-time check of an index: size and prefix only.
+fn check_index_cheap(
+    path: &Path,
+    first: u64,
+    last: u64,
+    chunk_len: u64,
+    count: u64,
+) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
+    if len != index_len(count) {
+        return Err(format!(
+            "index is {len} bytes, expected {}",
+            index_len(count)
+        ));
+    }
+    let mut prefix = [0u8; INDEX_PREFIX_LEN as usize];
+    file.read_exact_at(&mut prefix, 0)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    check_index_prefix(&prefix, first, last, chunk_len)
+}
+
+/// Whether a valid frame for `seqno` starts anywhere in `[from, len)`: used to
+/// tell a torn tail (nothing valid after the bad frame) from corruption.
+fn later_frame_exists(path: &Path, from: u64, len: u64, seqno: u64) -> Result<bool, LedgerError> {
+    const BLOCK: u64 = 1 << 20;
+    let file = File::open(path).map_err(|e| LedgerError::io(path, e))?;
+    let pattern = seqno.to_le_bytes();
+    let hdr = FRAME_HEADER_LEN as u64;
+    let mut start = from;
+    while start + hdr <= len {
+        let end = len.min(start + BLOCK + hdr);
+        let buf = pread(&file, path, start, end - start)?;
+        for (i, w) in buf.windows(FRAME_HEADER_LEN).enumerate() {
+            if w[12..20] != pattern {
+                continue;
+            }
+            let mut lb = [0u8; 4];
+            lb.copy_from_slice(&w[..4]);
+            let total = FRAME_OVERHEAD + u64::from(u32::from_le_bytes(lb));
+            let at = start + i as u64;
+            if total <= MAX_FRAME_LEN && at + total <= len {
+                let frame = pread(&file, path, at, total)?;
+                if decode_frame(&frame).is_ok() {
+                    return Ok(true);
+                }
+            }
+        }
+        start += BLOCK;
+    }
+    Ok(false)
+}
+
+impl Ledger {
+    /// Opens (creating if needed) a ledger directory and recovers from a crash.
+    ///
+    /// Non-committed chunks are fully validated and a torn tail of the open
+    /// chunk is truncated (reported, never silent). Committed chunks are only
+    /// checked by header, length and index, so opening does not scan history.
+    pub fn open(config: LedgerConfig) -> Result<(Ledger, RecoveryReport), LedgerError> {
+        let dir = config.dir;
+        fs::create_dir_all(&dir).map_err(|e| LedgerError::io(&dir, e))?;
+        let listing = list_dir(&dir)?;
+        let mut dir_changed = false;
+        for tmp in &listing.temps {
+            tracing::warn!(file = %tmp.display(), "removing leftover temporary ledger file");
+            fs::remove_file(tmp).map_err(|e| LedgerError::io(tmp, e))?;
+            dir_changed = true;
+        }
+        let committed: HashSet<(u64, u64)> = listing
+            .chunks
+            .iter()
+            .filter(|c| c.kind == ChunkKind::Committed)
+            .filter_map(|c| c.last.map(|l| (c.first, l)))
+            .collect();
+        for (first, last, path) in &listing.indexes {
+            if !committed.contains(&(*first, *last)) {
+                tracing::warn!(file = %path.display(), "removing index of a chunk that is not committed");
+                fs::remove_file(path).map_err(|e| LedgerError::io(path, e))?;
+                dir_changed = true;
+            }
+        }
+
+        let mut ledger = Ledger {
+            dir,
+            threshold: config.chunk_threshold_bytes,
+            chunks: Vec::new(),
+            writer: None,
+            last_txid: None,
+            synced_seqno: 0,
+            committed_seqno: 0,
+            dir_dirty: false,
+            poisoned: None,
+            cache: Mutex::new(ReadCache::default()),
+        };
+        let mut report = RecoveryReport::default();
+        let mut tail_known = false;
+        for cf in listing.chunks {
+            if cf.kind != ChunkKind::Committed && !tail_known {
+                ledger.resolve_committed_tail()?;
+                tail_known = true;
+            }
+            match cf.kind {
+                ChunkKind::Committed => ledger.adopt_committed(cf)?,
+                ChunkKind::Closed => ledger.adopt_closed(cf)?,
+                ChunkKind::Open => dir_changed |= ledger.adopt_open(cf, &mut report)?,
+            }
+        }
+        if !tail_known {
+            ledger.resolve_committed_tail()?;
+        }
+        if let Some(w) = ledger.writer.as_mut() {
+            // What survived a process crash may still sit only in the page cache.
+            let path = ledger
+                .chunks
+                .last()
+                .map(|c| c.path.clone())
+                .unwrap_or_default();
+            w.file.sync_data().map_err(|e| LedgerError::io(path, e))?;
+        }
+        if dir_changed {
+            sync_dir(&ledger.dir)?;
+        }
+        ledger.synced_seqno = ledger.last_seqno();
+        report.last_seqno = ledger.last_seqno();
+        Ok((ledger, report))
+    }
+
+    /// Sets `last_txid` from the last committed entry when committed chunks
+    /// are all there is so far (one index load and one frame read).
+    fn resolve_committed_tail(&mut self) -> Result<(), LedgerError> {
+        if self.last_txid.is_none() && self.committed_seqno > 0 {
+            self.last_txid = Some(self.read(self.committed_seqno)?.txid);
+        }
+        Ok(())
+    }
+
+    fn adopt_committed(&mut self, cf: ChunkFile) -> Result<(), LedgerError> {
+        let Some(last) = cf.last else {
+            return Err(LedgerError::layout(
+                &self.dir,
+                "committed chunk without a range",
+            ));
+        };
+        let count = entry_count(&cf.path, cf.first, last, cf.len)?;
+        let file = File::open(&cf.path).map_err(|e| LedgerError::io(&cf.path, e))?;
+        let header = pread(&file, &cf.path, 0, HEADER_LEN)?;
+        check_header(&header, cf.first)
+            .map_err(|r| LedgerError::corrupt(&cf.path, 0, None, Some(cf.first), r))?;
+        let idx = self.dir.join(index_name(cf.first, last));
+        if let Err(reason) = check_index_cheap(&idx, cf.first, last, cf.len, count) {
+            tracing::warn!(chunk = %cf.path.display(), %reason, "rebuilding ledger index by scanning the chunk");
+            let (offsets, _) = scan_closed_chunk(&cf.path, cf.len, cf.first, last, 0)?;
+            match write_index(&self.dir, cf.first, last, cf.len, &offsets) {
+                Ok(()) => sync_dir(&self.dir)?,
+                Err(e) => tracing::warn!(error = %e, "could not write rebuilt ledger index"),
+            }
+        }
+        self.committed_seqno = last;
+        self.chunks.push(Chunk {
+            first: cf.first,
+            last,
+            kind: ChunkKind::Committed,
+            path: cf.path,
+            len: cf.len,
+            offsets: None,
+        });
+        Ok(())
+    }
+
+    fn adopt_closed(&mut self, cf: ChunkFile) -> Result<(), LedgerError> {
+        let Some(last) = cf.last else {
+            return Err(LedgerError::layout(
+                &self.dir,
+                "closed chunk without a range",
+            ));
+        };
+        let min_view = self.last_txid.map_or(0, |t| t.view.0);
+        let (offsets, last_txid) = scan_closed_chunk(&cf.path, cf.len, cf.first, last, min_view)?;
+        self.last_txid = Some(last_txid);
+        self.chunks.push(Chunk {
+            first: cf.first,
+            last,
+            kind: ChunkKind::Closed,
+            path: cf.path,
+            len: cf.len,
+            offsets: Some(offsets),
+        });
+        Ok(())
+    }
+
+    /// Validates the open chunk, truncating a torn tail. Returns whether the
+    /// directory changed (a half-created chunk was removed).
+    fn adopt_open(
+        &mut self,
+        cf: ChunkFile,
+        report: &mut RecoveryReport,
+    ) -> Result<bool, LedgerError> {
+        let path = cf.path;
+        if cf.len < HEADER_LEN {
+            tracing::warn!(file = %path.display(), bytes = cf.len, "removing half-created ledger chunk");
+            fs::remove_file(&path).map_err(|e| LedgerError::io(&path, e))?;
+            report.truncated_bytes += cf.len;
+            return Ok(true);
+        }
+        let mut reader = ChunkReader::open(&path, cf.len)?;
+        if let Err(e) = reader.read_header(cf.first) {
+            // Created and extended, but its first write never reached the disk.
+            if reader.rest_is_zero(0)? {
+                tracing::warn!(file = %path.display(), bytes = cf.len, "removing never-written ledger chunk");
+                fs::remove_file(&path).map_err(|e| LedgerError::io(&path, e))?;
+                report.truncated_bytes += cf.len;
+                return Ok(true);
+            }
+            return Err(e);
+        }
+        let mut offsets = Vec::new();
+        let mut expected = cf.first;
+        let mut view = self.last_txid.map_or(0, |t| t.view.0);
+        let mut valid_len = HEADER_LEN;
+        while let Some(frame) = reader.next_frame()? {
+            let p = match frame {
+                Ok(f) => {
+                    check_sequence(&path, &f, expected, view, u64::MAX)?;
+                    offsets.push(f.offset);
+                    view = f.txid.view.0;
+                    self.last_txid = Some(f.txid);
+                    expected += 1;
+                    valid_len = reader.pos();
+                    continue;
+                }
+                Err(p) => p,
+            };
+            let torn = match (&p.error, p.end) {
+                (FrameError::Incomplete { recorded: None, .. }, _) => true,
+                (FrameError::Incomplete { .. }, _) => {
+                    !later_frame_exists(&path, p.offset + 1, cf.len, expected + 1)?
+                }
+                (FrameError::BadChecksum { .. }, Some(end)) => reader.rest_is_zero(end)?,
+                _ => false,
+            };
+            if !torn {
+                return Err(p.error.to_corrupt(&path, p.offset, expected));
+            }
+            let cut = cf.len - p.offset;
+            tracing::warn!(
+                file = %path.display(),
+                offset = p.offset,
+                bytes = cut,
+                seqno = expected,
+                reason = %p.error.reason(),
+                "truncating torn tail of ledger chunk"
+            );
+            report.truncated_bytes += cut;
+            report.dropped_partial_entry = true;
+            break;
+        }
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LedgerError::io(&path, e))?;
+        if valid_len < cf.len {
+            file.set_len(valid_len)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| LedgerError::io(&path, e))?;
+        }
+        self.chunks.push(Chunk {
+            first: cf.first,
+            last: expected - 1,
+            kind: ChunkKind::Open,
+            path,
+            len: valid_len,
+            offsets: Some(offsets),
+        });
+        self.writer = Some(Writer {
+            file,
+            flushed: valid_len,
+            pending: Vec::new(),
+            unsynced: false,
+        });
+        Ok(false)
+    }
+
+    fn check_usable(&self) -> Result<(), LedgerError> {
+        match &self.poisoned {
+            Some(why) => Err(LedgerError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a multi-step mutation; any failure leaves disk and memory possibly
+    /// out of step, so it poisons the ledger.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Ledger) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let r = f(self);
+        if let Err(e) = &r {
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Appends one entry (buffered, not synced).
+    ///
+    /// `txid.seqno` must be `last_seqno() + 1` and the view must not decrease.
+    /// Appending the signature entry that takes a chunk past the threshold
+    /// closes it, which syncs that chunk so closed chunks are always whole.
+    pub fn append(
+        &mut self,
+        txid: TxId,
+        is_signature: bool,
+        payload: &[u8],
+    ) -> Result<(), LedgerError> {
+        self.check_usable()?;
+        let expected = self.last_seqno() + 1;
+        if txid.seqno.0 != expected {
+            return Err(LedgerError::OutOfOrder {
+                expected,
+                got: txid.seqno.0,
+            });
+        }
+        let min_view = self.last_txid.map_or(1, |t| t.view.0.max(1));
+        if txid.view.0 < min_view {
+            return Err(LedgerError::BadView {
+                seqno: expected,
+                got: txid.view.0,
+                min: min_view,
+            });
+        }
+        if payload.len() as u64 > MAX_PAYLOAD_LEN {
+            return Err(LedgerError::TooLarge {
+                len: payload.len() as u64,
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        if self.writer.is_none() {
+            self.start_chunk(expected)?;
+        }
+        self.guarded(|l| {
+            let (close, flush) = {
+                let (Some(w), Some(c)) = (l.writer.as_mut(), l.chunks.last_mut()) else {
+                    return Err(LedgerError::Poisoned("open chunk missing".into()));
+                };
+                c.offsets.get_or_insert_with(Vec::new).push(c.len);
+                encode_frame(&mut w.pending, txid, is_signature, payload);
+                c.len += frame_len(payload.len());
+                c.last = expected;
+                (
+                    is_signature && c.len >= l.threshold,
+                    w.pending.len() >= FLUSH_AT,
+                )
+            };
+            l.last_txid = Some(txid);
+            if flush {
+                l.flush()?;
+            }
+            if close {
+                l.close_open_chunk()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn start_chunk(&mut self, first: u64) -> Result<(), LedgerError> {
+        let path = self.dir.join(open_name(first));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LedgerError::io(&path, e))?;
+        self.chunks.push(Chunk {
+            first,
+            last: first - 1,
+            kind: ChunkKind::Open,
+            path,
+            len: HEADER_LEN,
+            offsets: Some(Vec::new()),
+        });
+        self.writer = Some(Writer {
+            file,
+            flushed: 0,
+            pending: encode_header(first).to_vec(),
+            unsynced: true,
+        });
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Writes buffered bytes of the open chunk to its file (no sync).
+    fn flush(&mut self) -> Result<(), LedgerError> {
+        let (Some(w), Some(c)) = (self.writer.as_mut(), self.chunks.last()) else {
+            return Ok(());
+        };
+        if w.pending.is_empty() {
+            return Ok(());
+        }
+        // Positioned writes: a failed attempt is simply redone at the same offset.
+        w.file
+            .write_all_at(&w.pending, w.flushed)
+            .map_err(|e| LedgerError::io(&c.path, e))?;
+        w.flushed += w.pending.len() as u64;
+        w.unsynced = true;
+        if w.pending.capacity() > 4 * FLUSH_AT {
+            w.pending = Vec::new();
+        } else {
+            w.pending.clear();
+        }
+        Ok(())
+    }
+
+    fn sync_writer(&mut self) -> Result<(), LedgerError> {
+        self.flush()?;
+        if let (Some(w), Some(c)) = (self.writer.as_mut(), self.chunks.last()) {
+            if w.unsynced {
+                w.file
+                    .sync_data()
+                    .map_err(|e| LedgerError::io(&c.path, e))?;
+                w.unsynced = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the open chunk whole on disk, renames it closed, syncs the directory.
+    fn close_open_chunk(&mut self) -> Result<(), LedgerError> {
+        self.sync_writer()?;
+        let Some(c) = self.chunks.last_mut() else {
+            return Ok(());
+        };
+        let new_path = self.dir.join(closed_name(c.first, c.last));
+        fs::rename(&c.path, &new_path).map_err(|e| LedgerError::io(&new_path, e))?;
+        c.path = new_path;
+        c.kind = ChunkKind::Closed;
+        let last = c.last;
+        self.writer = None;
+        sync_dir(&self.dir)?;
+        self.dir_dirty = false;
+        self.synced_seqno = self.synced_seqno.max(last);
+        Ok(())
+    }
+
+    /// Group commit: makes every appended entry durable with one fdatasync
+    /// (plus a directory sync if a chunk file was created).
+    pub fn sync(&mut self) -> Result<(), LedgerError> {
+        self.check_usable()?;
+        self.guarded(|l| {
+            l.sync_writer()?;
+            if l.dir_dirty {
+                sync_dir(&l.dir)?;
+                l.dir_dirty = false;
+            }
+            l.synced_seqno = l.last_seqno();
+            Ok(())
+        })
+    }
+
+    /// Seqno of the last appended entry, 0 when empty.
+    pub fn last_seqno(&self) -> u64 {
+        self.last_txid.map_or(0, |t| t.seqno.0)
+    }
+
+    /// TxId of the last appended entry.
+    pub fn last_txid(&self) -> Option<TxId> {
+        self.last_txid
+    }
+
+    /// Highest seqno known committed: the end of the last `.committed` chunk
+    /// at open, raised by [`Ledger::commit`] (not persisted beyond chunk names).
+    pub fn committed_seqno(&self) -> u64 {
+        self.committed_seqno
+    }
+
+    /// The ledger directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn find_chunk(&self, seqno: u64) -> Option<&Chunk> {
+        let p = self.chunks.partition_point(|c| c.first <= seqno);
+        let c = self.chunks.get(p.checked_sub(1)?)?;
+        (seqno >= c.first && seqno <= c.last).then_some(c)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, ReadCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn open_for_read(c: &Chunk) -> Result<Arc<File>, LedgerError> {
+        File::open(&c.path)
+            .map(Arc::new)
+            .map_err(|e| LedgerError::io(&c.path, e))
+    }
+
+    /// Read handle of a closed chunk.
+    fn closed_file(&self, c: &Chunk) -> Result<Arc<File>, LedgerError> {
+        if let Some(hit) = self.cache().get(c.first) {
+            return Ok(hit.file.clone());
+        }
+        let file = Self::open_for_read(c)?;
+        self.cache().put(Cached {
+            first: c.first,
+            file: file.clone(),
+            offsets: None,
+        });
+        Ok(file)
+    }
+
+    /// Read handle and index of a committed chunk, loading (or rebuilding) the index.
+    fn committed_file(&self, c: &Chunk) -> Result<(Arc<File>, Arc<Vec<u64>>), LedgerError> {
+        let cached = self.cache().get(c.first).cloned();
+        if let Some(Cached {
+            file,
+            offsets: Some(o),
+            ..
+        }) = &cached
+        {
+            return Ok((file.clone(), o.clone()));
+        }
+        let file = match cached {
+            Some(hit) => hit.file,
+            None => Self::open_for_read(c)?,
+        };
+        let offsets = Arc::new(self.load_index(c)?);
+        self.cache().put(Cached {
+            first: c.first,
+            file: file.clone(),
+            offsets: Some(offsets.clone()),
+        });
+        Ok((file, offsets))
+    }
+
+    fn load_index(&self, c: &Chunk) -> Result<Vec<u64>, LedgerError> {
+        let count = entry_count(&c.path, c.first, c.last, c.len)?;
+        let idx = self.dir.join(index_name(c.first, c.last));
+        match read_index(&idx, c.first, c.last, c.len, count) {
+            Ok(o) => Ok(o),
+            Err(reason) => {
+                tracing::warn!(chunk = %c.path.display(), %reason, "rebuilding ledger index by scanning the chunk");
+                let (offsets, _) = scan_closed_chunk(&c.path, c.len, c.first, c.last, 0)?;
+                if let Err(e) = write_index(&self.dir, c.first, c.last, c.len, &offsets)
+                    .and_then(|()| sync_dir(&self.dir))
+                {
+                    tracing::warn!(error = %e, "could not write rebuilt ledger index");
+                }
+                Ok(offsets)
+            }
+        }
+    }
+
+    /// Bytes `[start, end)` of the open chunk, from its file and/or the write buffer.
+    fn open_bytes(&self, c: &Chunk, start: u64, end: u64) -> Result<Vec<u8>, LedgerError> {
+        let Some(w) = self.writer.as_ref() else {
+            return Err(LedgerError::NotFound(c.last));
+        };
+        let split = end.min(w.flushed).max(start);
+        let mut buf = if split > start {
+            pread(&w.file, &c.path, start, split - start)?
+        } else {
+            Vec::new()
+        };
+        if end > split {
+            let from = (split - w.flushed) as usize;
+            let to = (end - w.flushed) as usize;
+            let part = w.pending.get(from..to).ok_or_else(|| {
+                LedgerError::corrupt(&c.path, split, None, None, "frame beyond buffered data")
+            })?;
+            buf.extend_from_slice(part);
+        }
+        Ok(buf)
+    }
+
+    /// Reads one entry through the chunk index (no scan), verifying its checksum.
+    /// Sees entries appended but not yet synced.
+    pub fn read(&self, seqno: u64) -> Result<Entry, LedgerError> {
+        let c = self.find_chunk(seqno).ok_or(LedgerError::NotFound(seqno))?;
+        let i = (seqno - c.first) as usize;
+        let missing =
+            || LedgerError::corrupt(&c.path, 0, None, Some(seqno), "no index entry for seqno");
+        let (offset, buf) = match (&c.offsets, c.kind) {
+            (Some(offs), kind) => {
+                let offset = *offs.get(i).ok_or_else(missing)?;
+                let end = offs.get(i + 1).copied().unwrap_or(c.len);
+                if end < offset + FRAME_OVERHEAD {
+                    return Err(missing());
+                }
+                let buf = if kind == ChunkKind::Open {
+                    self.open_bytes(c, offset, end)?
+                } else {
+                    let file = self.closed_file(c)?;
+                    pread(&file, &c.path, offset, end - offset)?
+                };
+                (offset, buf)
+            }
+            (None, _) => {
+                let (file, offs) = self.committed_file(c)?;
+                let offset = *offs.get(i).ok_or_else(missing)?;
+                let end = offs.get(i + 1).copied().unwrap_or(c.len);
+                if end < offset + FRAME_OVERHEAD {
+                    return Err(missing());
+                }
+                (offset, pread(&file, &c.path, offset, end - offset)?)
+            }
+        };
+        let f = decode_frame(&buf).map_err(|e| e.to_corrupt(&c.path, offset, seqno))?;
+        if f.txid.seqno.0 != seqno {
+            return Err(LedgerError::corrupt(
+                &c.path,
+                offset,
+                None,
+                Some(seqno),
+                format!(
+                    "frame holds seqno {} where {seqno} was expected",
+                    f.txid.seqno.0
+                ),
+            ));
+        }
+        if f.size != buf.len() as u64 {
+            return Err(LedgerError::corrupt(
+                &c.path,
+                offset,
+                Some(f.txid),
+                Some(seqno),
+                format!("frame is {} bytes but the index says {}", f.size, buf.len()),
+            ));
+        }
+        Ok(Entry {
+            txid: f.txid,
+            is_signature: f.is_signature,
+            payload: f.payload.to_vec(),
+        })
+    }
+
+    /// Entries `from..=to` in order; stops after the first error. An empty
+    /// range (`from > to`) yields nothing; a range past the end is `NotFound`.
+    pub fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = Result<Entry, LedgerError>> + '_, LedgerError> {
+        if from <= to {
+            if from == 0 {
+                return Err(LedgerError::NotFound(0));
+            }
+            if to > self.last_seqno() {
+                return Err(LedgerError::NotFound(to));
+            }
+        }
+        let mut next = from;
+        let mut done = from > to;
+        Ok(std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let r = self.read(next);
+            done = r.is_err() || next >= to;
+            next = next.saturating_add(1);
+            Some(r)
+        }))
+    }
+
+    /// Marks everything up to `seqno` committed: closed chunks entirely at or
+    /// below it get their index and are renamed `.committed`, durably.
+    /// Refused beyond the last synced seqno; lower values are a no-op.
+    pub fn commit(&mut self, seqno: u64) -> Result<(), LedgerError> {
+        self.check_usable()?;
+        if seqno > self.synced_seqno {
+            return Err(LedgerError::NotSynced {
+                requested: seqno,
+                synced: self.synced_seqno,
+            });
+        }
+        if seqno <= self.committed_seqno {
+            return Ok(());
+        }
+        self.guarded(|l| {
+            let mut renamed = false;
+            for c in l.chunks.iter_mut() {
+                if c.kind != ChunkKind::Closed || c.last > seqno {
+                    continue;
+                }
+                let offsets = c.offsets.as_deref().unwrap_or_default();
+                write_index(&l.dir, c.first, c.last, c.len, offsets)?;
+                let new_path = l.dir.join(committed_name(c.first, c.last));
+                fs::rename(&c.path, &new_path).map_err(|e| LedgerError::io(&new_path, e))?;
+                c.path = new_path;
+                c.kind = ChunkKind::Committed;
+                c.offsets = None;
+                renamed = true;
+            }
+            if renamed {
+                sync_dir(&l.dir)?;
+            }
+            l.committed_seqno = seqno;
+            Ok(())
+        })
+    }
+
+    /// Drops every entry after `seqno` (rolling back an uncommitted suffix),
+    /// durably. Refused below [`Ledger::committed_seqno`]; a no-op at or past the end.
+    pub fn truncate(&mut self, seqno: u64) -> Result<(), LedgerError> {
+        self.check_usable()?;
+        if seqno < self.committed_seqno {
+            return Err(LedgerError::BelowCommitted {
+                requested: seqno,
+                committed: self.committed_seqno,
+            });
+        }
+        if seqno >= self.last_seqno() {
+            return Ok(());
+        }
+        self.guarded(|l| l.truncate_inner(seqno))
+    }
+
+    fn truncate_inner(&mut self, seqno: u64) -> Result<(), LedgerError> {
+        self.flush()?;
+        self.cache().entries.clear();
+        let mut dir_changed = false;
+        // Newest first, so every intermediate state is contiguous.
+        while let Some(c) = self.chunks.last() {
+            if c.first <= seqno {
+                break;
+            }
+            if c.kind == ChunkKind::Committed {
+                return Err(LedgerError::BelowCommitted {
+                    requested: seqno,
+                    committed: c.last,
+                });
+            }
+            if c.kind == ChunkKind::Open {
+                self.writer = None;
+            }
+            fs::remove_file(&c.path).map_err(|e| LedgerError::io(&c.path, e))?;
+            self.chunks.pop();
+            dir_changed = true;
+        }
+        if let Some(c) = self.chunks.last_mut() {
+            if c.last > seqno {
+                let keep = (seqno - c.first + 1) as usize;
+                let new_len = c
+                    .offsets
+                    .as_ref()
+                    .and_then(|o| o.get(keep).copied())
+                    .ok_or_else(|| {
+                        LedgerError::corrupt(&c.path, 0, None, Some(seqno + 1), "no index entry")
+                    })?;
+                if c.kind == ChunkKind::Closed {
+                    // Reopen before cutting: a crash in between leaves a valid open chunk.
+                    let new_path = self.dir.join(open_name(c.first));
+                    fs::rename(&c.path, &new_path).map_err(|e| LedgerError::io(&new_path, e))?;
+                    sync_dir(&self.dir)?;
+                    c.path = new_path;
+                    c.kind = ChunkKind::Open;
+                    let file = File::options()
+                        .read(true)
+                        .write(true)
+                        .open(&c.path)
+                        .map_err(|e| LedgerError::io(&c.path, e))?;
+                    self.writer = Some(Writer {
+                        file,
+                        flushed: c.len,
+                        pending: Vec::new(),
+                        unsynced: false,
+                    });
+                }
+                let Some(w) = self.writer.as_mut() else {
+                    return Err(LedgerError::Poisoned("open chunk missing".into()));
+                };
+                w.file
+                    .set_len(new_len)
+                    .and_then(|()| w.file.sync_data())
+                    .map_err(|e| LedgerError::io(&c.path, e))?;
+                w.flushed = new_len;
+                w.pending.clear();
+                w.unsynced = false;
+                if let Some(o) = c.offsets.as_mut() {
+                    o.truncate(keep);
+                }
+                c.last = seqno;
+                c.len = new_len;
+            }
+        }
+        if dir_changed || self.dir_dirty {
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        self.last_txid = if seqno == 0 {
+            None
+        } else {
+            Some(self.read(seqno)?.txid)
+        };
+        self.synced_seqno = seqno;
+        Ok(())
+    }
+}
+
+impl Drop for Ledger {
+    /// Hands buffered appends to the OS (not synced) so a clean shutdown
+    /// without `sync` does not needlessly lose them.
+    fn drop(&mut self) {
+        if self.poisoned.is_none() {
+            if let Err(e) = self.flush() {
+                tracing::warn!(error = %e, "could not flush ledger on drop");
+            }
+        }
+    }
+}
