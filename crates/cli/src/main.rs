@@ -12,11 +12,13 @@ use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use covenant_client::ReceiptVerifier;
 use covenant_crypto::{
-    read_pem_file, write_private_file, Certificate, Curve, LedgerSecret, NodeIdentity, ServiceIdentity,
-    SubjectAltName,
+    read_pem_file, write_private_file, Certificate, Curve, LedgerSecret, NodeIdentity,
+    ServiceIdentity, SubjectAltName,
 };
 use covenant_engine::{audit_ledger, Engine, EngineConfig};
-use covenant_receipt::{claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse};
+use covenant_receipt::{
+    claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -117,11 +119,12 @@ fn main() -> ExitCode {
             claims,
         } => verify_receipt(&receipt, &service_cert, claims.as_deref()),
         Command::Ledger {
-            command: LedgerCommand::Audit {
-                dir,
-                service_cert,
-                quiet,
-            },
+            command:
+                LedgerCommand::Audit {
+                    dir,
+                    service_cert,
+                    quiet,
+                },
         } => audit(&dir, &service_cert, quiet),
         Command::Demo {
             data_dir,
@@ -130,7 +133,14 @@ fn main() -> ExitCode {
             sig_interval,
             chunk_bytes,
             receipts,
-        } => demo(&data_dir, entries, entry_size, sig_interval, chunk_bytes, receipts),
+        } => demo(
+            &data_dir,
+            entries,
+            entry_size,
+            sig_interval,
+            chunk_bytes,
+            receipts,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,8 +152,10 @@ fn main() -> ExitCode {
 }
 
 fn load_service_cert(path: &Path) -> Result<Certificate> {
-    let pem = read_pem_file(path).with_context(|| format!("reading service certificate {}", path.display()))?;
-    Certificate::from_pem(&pem).with_context(|| format!("parsing service certificate {}", path.display()))
+    let pem = read_pem_file(path)
+        .with_context(|| format!("reading service certificate {}", path.display()))?;
+    Certificate::from_pem(&pem)
+        .with_context(|| format!("parsing service certificate {}", path.display()))
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>> {
@@ -159,8 +171,8 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
 fn verify_receipt(receipt: &Path, service_cert: &Path, claims: Option<&Path>) -> Result<()> {
     let verifier = ReceiptVerifier::new(load_service_cert(service_cert)?);
     let bytes = read_input(receipt)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", receipt.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", receipt.display()))?;
     let claims: Option<Vec<ApplicationClaim>> = match claims {
         Some(p) => Some(
             serde_json::from_slice(&read_input(p)?)
@@ -169,8 +181,8 @@ fn verify_receipt(receipt: &Path, service_cert: &Path, claims: Option<&Path>) ->
         None => None,
     };
     let verified = if value.get("receipt").is_some() || value.get("state").is_some() {
-        let response: ReceiptResponse =
-            serde_json::from_value(value).context("not a receipt response (receipt, state, transactionId)")?;
+        let response: ReceiptResponse = serde_json::from_value(value)
+            .context("not a receipt response (receipt, state, transactionId)")?;
         verifier.verify_response(&response, claims.as_deref())
     } else {
         let r: Receipt = serde_json::from_value(value).context("not a receipt object")?;
@@ -183,7 +195,11 @@ fn verify_receipt(receipt: &Path, service_cert: &Path, claims: Option<&Path>) ->
                 v.transaction_id,
                 v.root,
                 v.node_id,
-                if claims.is_some() { ", claims match" } else { "" }
+                if claims.is_some() {
+                    ", claims match"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
@@ -197,9 +213,11 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -266,7 +284,14 @@ fn demo_identities(dir: &Path) -> Result<(ServiceIdentity, NodeIdentity, LedgerS
     Ok((service, node, secret))
 }
 
-fn demo(dir: &Path, entries: u64, entry_size: usize, sig_interval: u64, chunk_bytes: u64, receipts: u64) -> Result<()> {
+fn demo(
+    dir: &Path,
+    entries: u64,
+    entry_size: usize,
+    sig_interval: u64,
+    chunk_bytes: u64,
+    receipts: u64,
+) -> Result<()> {
     if sig_interval == 0 {
         bail!("--sig-interval must be at least 1");
     }
@@ -274,7 +299,8 @@ fn demo(dir: &Path, entries: u64, entry_size: usize, sig_interval: u64, chunk_by
     let mut config = EngineConfig::new(dir.join("ledger"));
     config.sig_tx_interval = sig_interval;
     config.chunk_threshold_bytes = chunk_bytes;
-    let mut engine = Engine::open(config, Arc::new(node), Arc::new(secret)).context("opening the ledger")?;
+    let mut engine =
+        Engine::open(config, Arc::new(node), Arc::new(secret)).context("opening the ledger")?;
     let start_seqno = engine.last_txid().map(|t| t.seqno.0).unwrap_or(0);
     let pb = progress_bar(entries, false, "appending");
     let claim_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
@@ -320,11 +346,17 @@ fn demo(dir: &Path, entries: u64, entry_size: usize, sig_interval: u64, chunk_by
         let path = receipt_dir.join(format!("{txid}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&response)?)?;
         if let Some(c) = claims {
-            std::fs::write(receipt_dir.join(format!("{txid}.claims.json")), serde_json::to_vec_pretty(c)?)?;
+            std::fs::write(
+                receipt_dir.join(format!("{txid}.claims.json")),
+                serde_json::to_vec_pretty(c)?,
+            )?;
         }
         saved.push(path);
     }
-    let last = engine.last_txid().map(|t| t.to_string()).unwrap_or_default();
+    let last = engine
+        .last_txid()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     println!(
         "wrote {} entries (seqnos {}..{}), committed through seqno {committed}, last transaction {last}",
         entries,
@@ -332,7 +364,10 @@ fn demo(dir: &Path, entries: u64, entry_size: usize, sig_interval: u64, chunk_by
         engine.last_txid().map(|t| t.seqno.0).unwrap_or(0)
     );
     println!("data directory: {}", dir.display());
-    println!("  service certificate: {}", dir.join("service_cert.pem").display());
+    println!(
+        "  service certificate: {}",
+        dir.join("service_cert.pem").display()
+    );
     println!("  ledger:              {}", dir.join("ledger").display());
     println!("  receipts:            {}", receipt_dir.display());
     println!("next:");

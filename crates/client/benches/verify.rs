@@ -12,7 +12,12 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EngineConfig::new(dir.path());
     cfg.sig_tx_interval = 1_000_000;
-    let mut engine = Engine::open(cfg, Arc::new(node), Arc::new(LedgerSecret::generate().unwrap())).unwrap();
+    let mut engine = Engine::open(
+        cfg,
+        Arc::new(node),
+        Arc::new(LedgerSecret::generate().unwrap()),
+    )
+    .unwrap();
     let mut txids = Vec::new();
     for i in 0..100_000u64 {
         let mut tx = engine.begin();
@@ -21,7 +26,11 @@ fn bench(c: &mut Criterion) {
     }
     engine.emit_signature().unwrap();
     engine.flush().unwrap();
-    let receipts: Vec<_> = txids.iter().step_by(997).map(|t| engine.receipt(*t).unwrap().receipt.unwrap()).collect();
+    let receipts: Vec<_> = txids
+        .iter()
+        .step_by(997)
+        .map(|t| engine.receipt(*t).unwrap().receipt.unwrap())
+        .collect();
 
     let mut g = c.benchmark_group("receipt");
     g.throughput(Throughput::Elements(1));
@@ -36,7 +45,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("verify_cold", |b| {
         b.iter(|| {
             i = (i + 1) % receipts.len();
-            ReceiptVerifier::new(service.cert.clone()).verify(&receipts[i], None).unwrap()
+            ReceiptVerifier::new(service.cert.clone())
+                .verify(&receipts[i], None)
+                .unwrap()
         })
     });
     g.finish();

@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use covenant_crypto::{sha256, Certificate};
 use covenant_merkle::{leaf_hash, root_from_inclusion, ConsistencyProof};
 use covenant_receipt::{
-    claims_digest, commit_evidence_digest, parse_commit_evidence, ApplicationClaim, Receipt, ReceiptResponse,
-    ReceiptState, SignatureRecord,
+    claims_digest, commit_evidence_digest, parse_commit_evidence, ApplicationClaim, Receipt,
+    ReceiptResponse, ReceiptState, SignatureRecord,
 };
 use covenant_types::{Digest32, TxId};
 
@@ -19,11 +19,17 @@ pub enum VerifyError {
     #[error("transactionId {outer} does not match the commit evidence's {inner}")]
     TxIdMismatch { outer: TxId, inner: TxId },
     #[error("application claims digest {computed} does not match the receipt's claimsDigest {in_receipt}")]
-    ClaimsMismatch { computed: String, in_receipt: String },
+    ClaimsMismatch {
+        computed: String,
+        in_receipt: String,
+    },
     #[error("invalid application claims: {0}")]
     Claims(String),
     #[error("nodeId {in_receipt} does not match the node certificate's key ({from_cert})")]
-    NodeIdMismatch { in_receipt: String, from_cert: String },
+    NodeIdMismatch {
+        in_receipt: String,
+        from_cert: String,
+    },
     #[error("the signature does not verify over the root computed from the leaf and proof")]
     BadSignature,
     #[error("the node certificate is not endorsed by the service certificate: {0}")]
@@ -64,7 +70,8 @@ impl ReceiptVerifier {
     }
 
     pub fn from_pem(service_cert_pem: &str) -> Result<Self, VerifyError> {
-        let cert = Certificate::from_pem(service_cert_pem).map_err(|e| VerifyError::Malformed(format!("service certificate: {e}")))?;
+        let cert = Certificate::from_pem(service_cert_pem)
+            .map_err(|e| VerifyError::Malformed(format!("service certificate: {e}")))?;
         Ok(Self::new(cert))
     }
 
@@ -97,11 +104,16 @@ impl ReceiptVerifier {
     /// root signature under the node cert, nodeId matches the cert, node cert endorsed
     /// through `serviceEndorsements` up to the service cert. With `claims`, the
     /// claims digest must also be the one computed from them.
-    pub fn verify(&self, receipt: &Receipt, claims: Option<&[ApplicationClaim]>) -> Result<VerifiedReceipt, VerifyError> {
+    pub fn verify(
+        &self,
+        receipt: &Receipt,
+        claims: Option<&[ApplicationClaim]>,
+    ) -> Result<VerifiedReceipt, VerifyError> {
         let lc = &receipt.leaf_components;
         let wsd = parse_digest("writeSetDigest", &lc.write_set_digest)?;
         let cd = parse_digest("claimsDigest", &lc.claims_digest)?;
-        let (txid, _) = parse_commit_evidence(&lc.commit_evidence).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let (txid, _) = parse_commit_evidence(&lc.commit_evidence)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         if let Some(claims) = claims {
             let computed = claims_digest(claims).map_err(|e| VerifyError::Claims(e.to_string()))?;
             if computed != cd {
@@ -114,7 +126,8 @@ impl ReceiptVerifier {
         let leaf = leaf_hash(&wsd, &commit_evidence_digest(&lc.commit_evidence), &cd);
         let root = root_from_inclusion(&leaf, &receipt.proof);
 
-        let node_cert = Certificate::from_pem(&receipt.cert).map_err(|e| VerifyError::Malformed(format!("cert: {e}")))?;
+        let node_cert = Certificate::from_pem(&receipt.cert)
+            .map_err(|e| VerifyError::Malformed(format!("cert: {e}")))?;
         let from_cert = node_cert.node_id();
         if !receipt.node_id.eq_ignore_ascii_case(&from_cert) {
             return Err(VerifyError::NodeIdMismatch {
@@ -139,17 +152,27 @@ impl ReceiptVerifier {
 
     /// The node cert is signed by endorsements[0], which is signed by endorsements[1],
     /// ..., and the last one (or the node cert itself if there are none) by the service cert.
-    fn check_endorsed(&self, node_cert: &Certificate, endorsements: &[String]) -> Result<(), VerifyError> {
+    fn check_endorsed(
+        &self,
+        node_cert: &Certificate,
+        endorsements: &[String],
+    ) -> Result<(), VerifyError> {
         let mut chain_id = covenant_crypto::Sha256::new();
         chain_id.update(node_cert.der());
         let mut chain = Vec::with_capacity(endorsements.len());
         for pem in endorsements {
-            let c = Certificate::from_pem(pem).map_err(|e| VerifyError::Malformed(format!("serviceEndorsements: {e}")))?;
+            let c = Certificate::from_pem(pem)
+                .map_err(|e| VerifyError::Malformed(format!("serviceEndorsements: {e}")))?;
             chain_id.update(&sha256(c.der()).0);
             chain.push(c);
         }
         let chain_id = chain_id.finish();
-        if self.endorsed.lock().map(|s| s.contains(&chain_id)).unwrap_or(false) {
+        if self
+            .endorsed
+            .lock()
+            .map(|s| s.contains(&chain_id))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         let mut child = node_cert;
@@ -173,12 +196,18 @@ impl ReceiptVerifier {
     }
 
     /// Checks a signature record on its own terms: signed by its node, node endorsed.
-    pub fn verify_signature_record(&self, record: &SignatureRecord, endorsements: &[String]) -> Result<(), VerifyError> {
+    pub fn verify_signature_record(
+        &self,
+        record: &SignatureRecord,
+        endorsements: &[String],
+    ) -> Result<(), VerifyError> {
         let cert = record.verify_self().map_err(|e| match e {
-            covenant_receipt::ReceiptError::Signature(m) if m.contains("node_id") => VerifyError::NodeIdMismatch {
-                in_receipt: record.node_id.clone(),
-                from_cert: m,
-            },
+            covenant_receipt::ReceiptError::Signature(m) if m.contains("node_id") => {
+                VerifyError::NodeIdMismatch {
+                    in_receipt: record.node_id.clone(),
+                    from_cert: m,
+                }
+            }
             _ => VerifyError::BadSignature,
         })?;
         self.check_endorsed(&cert, endorsements)

@@ -7,7 +7,9 @@ use covenant_client::{verify_consistency, ReceiptVerifier, VerifyError};
 use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName};
 use covenant_engine::{Engine, EngineConfig};
 use covenant_merkle::ProofStep;
-use covenant_receipt::{claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse};
+use covenant_receipt::{
+    claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse,
+};
 use covenant_types::{Digest32, TxId};
 use proptest::prelude::*;
 
@@ -20,15 +22,25 @@ struct World {
 
 fn world(n: u64, sig_interval: u64) -> World {
     let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
+    let node =
+        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut c = EngineConfig::new(dir.path().join("ledger"));
     c.sig_tx_interval = sig_interval;
-    let mut engine = Engine::open(c, Arc::new(node), Arc::new(LedgerSecret::generate().unwrap())).unwrap();
+    let mut engine = Engine::open(
+        c,
+        Arc::new(node),
+        Arc::new(LedgerSecret::generate().unwrap()),
+    )
+    .unwrap();
     let mut txids = Vec::new();
     for i in 0..n {
         let mut tx = engine.begin();
-        tx.put("entries", &i.to_be_bytes(), format!("contents {i}").as_bytes());
+        tx.put(
+            "entries",
+            &i.to_be_bytes(),
+            format!("contents {i}").as_bytes(),
+        );
         txids.push(engine.commit_tx(tx, None).unwrap());
     }
     engine.emit_signature().unwrap();
@@ -121,7 +133,10 @@ fn every_receipt_verifies_and_every_tampering_fails() {
         assert_eq!(v.transaction_id, *t);
         let r = resp.receipt.clone().unwrap();
         for (what, bad) in tampered(&r, i * 31 + 5, &rogue.cert.to_pem()) {
-            assert!(verifier.verify(&bad, None).is_err(), "tampered {what} verified for {t}");
+            assert!(
+                verifier.verify(&bad, None).is_err(),
+                "tampered {what} verified for {t}"
+            );
         }
         // A response claiming another TxId is refused.
         let mut other = resp.clone();
@@ -134,7 +149,10 @@ fn every_receipt_verifies_and_every_tampering_fails() {
     // Against another service cert, nothing verifies.
     let stranger = ReceiptVerifier::new(rogue_service.cert.clone());
     let resp = w.engine.receipt(w.txids[0]).unwrap();
-    assert!(matches!(stranger.verify_response(&resp, None), Err(VerifyError::NotEndorsed(_))));
+    assert!(matches!(
+        stranger.verify_response(&resp, None),
+        Err(VerifyError::NotEndorsed(_))
+    ));
 }
 
 #[test]
@@ -148,7 +166,10 @@ fn receipts_roundtrip_through_json() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["state"], "Ready");
     assert_eq!(v["transactionId"], w.txids[2].to_string());
-    assert!(v["receipt"]["serviceEndorsements"].as_array().unwrap().is_empty());
+    assert!(v["receipt"]["serviceEndorsements"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -172,7 +193,9 @@ fn application_claims_enter_the_leaf() {
     }];
     let mut tx = engine.begin();
     tx.put("entries", b"1", b"hello");
-    let t = engine.commit_tx(tx, Some(claims_digest(&claims).unwrap())).unwrap();
+    let t = engine
+        .commit_tx(tx, Some(claims_digest(&claims).unwrap()))
+        .unwrap();
     engine.emit_signature().unwrap();
     engine.flush().unwrap();
     let resp = engine.receipt(t).unwrap();
@@ -204,7 +227,8 @@ fn service_endorsements_chain_to_the_new_service() {
     // Two recoveries: old <- new <- newer.
     let v_newer = ReceiptVerifier::new(newer.cert.clone());
     assert!(v_newer.verify(&r, None).is_err());
-    r.service_endorsements.push(newer.endorse_previous(&new.cert).unwrap().to_pem());
+    r.service_endorsements
+        .push(newer.endorse_previous(&new.cert).unwrap().to_pem());
     v_newer.verify(&r, None).unwrap();
     // Order matters.
     r.service_endorsements.reverse();

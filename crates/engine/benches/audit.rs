@@ -13,7 +13,8 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let contents = vec![b'x'; 1024];
     {
-        let mut engine = Engine::open(EngineConfig::new(dir.path()), node.clone(), secret.clone()).unwrap();
+        let mut engine =
+            Engine::open(EngineConfig::new(dir.path()), node.clone(), secret.clone()).unwrap();
         for i in 0..20_000u64 {
             let mut tx = engine.begin();
             tx.put("entries", &i.to_be_bytes(), &contents);
@@ -38,7 +39,8 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let d = tempfile::tempdir().unwrap();
-                let e = Engine::open(EngineConfig::new(d.path()), node.clone(), secret.clone()).unwrap();
+                let e = Engine::open(EngineConfig::new(d.path()), node.clone(), secret.clone())
+                    .unwrap();
                 (d, e)
             },
             |(d, mut e)| {

@@ -70,14 +70,20 @@ pub fn audit_ledger(
         let e = scanned.entry;
         let txid = e.txid;
         let entry = TxEntry::decode(&e.payload).map_err(|x| fail(Some(txid), x.to_string()))?;
-        let public = entry.public_write_set().map_err(|x| fail(Some(txid), x.to_string()))?;
+        let public = entry
+            .public_write_set()
+            .map_err(|x| fail(Some(txid), x.to_string()))?;
         let sig_write = public.get(SIGNATURES_MAP, SIGNATURE_KEY);
         if sig_write.is_some() != e.is_signature {
-            return Err(fail(Some(txid), "signature flag does not match the write set"));
+            return Err(fail(
+                Some(txid),
+                "signature flag does not match the write set",
+            ));
         }
         if let Some(sig_write) = sig_write {
             let bytes = sig_write.ok_or_else(|| fail(Some(txid), "signature removed"))?;
-            let record = SignatureRecord::from_json_bytes(bytes).map_err(|x| fail(Some(txid), x.to_string()))?;
+            let record = SignatureRecord::from_json_bytes(bytes)
+                .map_err(|x| fail(Some(txid), x.to_string()))?;
             if record.seqno != txid.seqno.0 || record.view != txid.view.0 {
                 return Err(fail(
                     Some(txid),
@@ -101,8 +107,12 @@ pub fn audit_ledger(
                 .map_err(|x| fail(Some(txid), x.to_string()))?;
             let id = sha256(cert.der());
             if !endorsed.contains(&id) {
-                cert.verify_signed_by(service_cert)
-                    .map_err(|x| fail(Some(txid), format!("signing node not endorsed by the service: {x}")))?;
+                cert.verify_signed_by(service_cert).map_err(|x| {
+                    fail(
+                        Some(txid),
+                        format!("signing node not endorsed by the service: {x}"),
+                    )
+                })?;
                 endorsed.insert(id);
             }
             report.signatures += 1;

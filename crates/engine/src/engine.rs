@@ -8,8 +8,8 @@ use covenant_kv::{KvError, Store, Tx, TxEntry, WriteSet};
 use covenant_ledger::{Ledger, LedgerConfig, LedgerError};
 use covenant_merkle::{leaf_hash, ConsistencyProof, MerkleError, MerkleTree};
 use covenant_receipt::{
-    commit_evidence_digest, CommitEvidenceKey, LeafComponents, Receipt, ReceiptResponse, ReceiptState,
-    SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
+    commit_evidence_digest, CommitEvidenceKey, LeafComponents, Receipt, ReceiptResponse,
+    ReceiptState, SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
 };
 use covenant_types::{Digest32, TxId, View};
 
@@ -149,10 +149,17 @@ impl Engine {
     }
 
     /// Applies one entry to store and tree (no ledger write): replay at start.
-    fn replay(&mut self, txid: TxId, is_signature: bool, payload: &[u8]) -> Result<(), EngineError> {
+    fn replay(
+        &mut self,
+        txid: TxId,
+        is_signature: bool,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
         let bad = |reason: String| EngineError::BadEntry { txid, reason };
         let entry = TxEntry::decode(payload).map_err(|e| bad(e.to_string()))?;
-        let ws = entry.write_set(txid, Some(&self.secret)).map_err(|e| bad(e.to_string()))?;
+        let ws = entry
+            .write_set(txid, Some(&self.secret))
+            .map_err(|e| bad(e.to_string()))?;
         let has_sig = ws.get(SIGNATURES_MAP, SIGNATURE_KEY).is_some();
         if has_sig != is_signature {
             return Err(bad("signature flag does not match the write set".into()));
@@ -170,7 +177,12 @@ impl Engine {
 
     /// Applies an entry produced by the primary (a backup's write path): ledger,
     /// store and tree, in that order, exactly as the primary did.
-    pub fn apply_entry(&mut self, txid: TxId, is_signature: bool, payload: &[u8]) -> Result<(), EngineError> {
+    pub fn apply_entry(
+        &mut self,
+        txid: TxId,
+        is_signature: bool,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
         self.ledger.append(txid, is_signature, payload)?;
         if let Err(e) = self.replay(txid, is_signature, payload) {
             self.ledger.truncate(txid.seqno.0 - 1)?;
@@ -214,7 +226,11 @@ impl Engine {
     /// entry (not yet fsynced), Merkle leaf. `claims_digest` is the application
     /// claims digest, if the transaction carries claims. A signature transaction
     /// follows automatically every `sig_tx_interval` transactions.
-    pub fn commit_tx(&mut self, tx: Tx, claims_digest: Option<Digest32>) -> Result<TxId, EngineError> {
+    pub fn commit_tx(
+        &mut self,
+        tx: Tx,
+        claims_digest: Option<Digest32>,
+    ) -> Result<TxId, EngineError> {
         if tx.write_set().get(SIGNATURES_MAP, SIGNATURE_KEY).is_some() {
             return Err(EngineError::Kv(KvError::Malformed {
                 what: "transaction",
@@ -229,17 +245,29 @@ impl Engine {
         Ok(txid)
     }
 
-    fn append_tx(&mut self, tx: Tx, claims: Digest32, is_signature: bool) -> Result<TxId, EngineError> {
+    fn append_tx(
+        &mut self,
+        tx: Tx,
+        claims: Digest32,
+        is_signature: bool,
+    ) -> Result<TxId, EngineError> {
         let (txid, ws) = self.store.commit(tx, self.view)?;
         let result = self.append_entry(txid, &ws, claims, is_signature);
         if result.is_err() {
             // Keep store, ledger and tree in step: undo the store side.
-            self.store.rollback(txid.seqno.0 - 1, self.ledger.last_txid().map(|t| t.view))?;
+            self.store
+                .rollback(txid.seqno.0 - 1, self.ledger.last_txid().map(|t| t.view))?;
         }
         result.map(|_| txid)
     }
 
-    fn append_entry(&mut self, txid: TxId, ws: &WriteSet, claims: Digest32, is_signature: bool) -> Result<(), EngineError> {
+    fn append_entry(
+        &mut self,
+        txid: TxId,
+        ws: &WriteSet,
+        claims: Digest32,
+        is_signature: bool,
+    ) -> Result<(), EngineError> {
         let ce = commit_evidence_digest(&self.evidence.evidence(txid));
         let entry = TxEntry::seal(txid, ws, Some(&self.secret), ce, claims)?;
         self.ledger.append(txid, is_signature, &entry.encode())?;
@@ -318,9 +346,14 @@ impl Engine {
             return Err(EngineError::NoSuchTx(seqno));
         }
         let e = self.ledger.read(seqno)?;
-        let bad = |reason: String| EngineError::BadEntry { txid: e.txid, reason };
+        let bad = |reason: String| EngineError::BadEntry {
+            txid: e.txid,
+            reason,
+        };
         let entry = TxEntry::decode(&e.payload).map_err(|x| bad(x.to_string()))?;
-        let ws = entry.write_set(e.txid, Some(&self.secret)).map_err(|x| bad(x.to_string()))?;
+        let ws = entry
+            .write_set(e.txid, Some(&self.secret))
+            .map_err(|x| bad(x.to_string()))?;
         Ok((e.txid, ws))
     }
 
@@ -340,17 +373,21 @@ impl Engine {
     }
 
     /// Runs a tree query, rebuilding flushed pages from the ledger as needed.
-    fn with_tree<T>(&mut self, f: impl Fn(&MerkleTree) -> Result<T, MerkleError>) -> Result<T, EngineError> {
+    fn with_tree<T>(
+        &mut self,
+        f: impl Fn(&MerkleTree) -> Result<T, MerkleError>,
+    ) -> Result<T, EngineError> {
         loop {
             match f(&self.tree) {
                 Err(MerkleError::Evicted { page, first, end }) => {
                     let mut leaves = Vec::with_capacity((end - first) as usize);
                     for e in self.ledger.read_range(first + 1, end)? {
                         let e = e?;
-                        let entry = TxEntry::decode(&e.payload).map_err(|x| EngineError::BadEntry {
-                            txid: e.txid,
-                            reason: x.to_string(),
-                        })?;
+                        let entry =
+                            TxEntry::decode(&e.payload).map_err(|x| EngineError::BadEntry {
+                                txid: e.txid,
+                                reason: x.to_string(),
+                            })?;
                         leaves.push(leaf_of(&entry));
                     }
                     self.tree.restore_page(page, &leaves)?;
@@ -426,5 +463,9 @@ impl Engine {
 
 /// The Merkle leaf of a stored entry.
 pub(crate) fn leaf_of(entry: &TxEntry) -> Digest32 {
-    leaf_hash(&entry.write_set_digest(), &entry.commit_evidence_digest, &entry.claims_digest)
+    leaf_hash(
+        &entry.write_set_digest(),
+        &entry.commit_evidence_digest,
+        &entry.claims_digest,
+    )
 }

@@ -17,7 +17,9 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = Arc::new(NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap());
+    let node = Arc::new(
+        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
+    );
     Fixture {
         service,
         node,
@@ -37,7 +39,11 @@ fn write_entries(engine: &mut Engine, n: u64, tag: &str) -> Vec<TxId> {
     let mut out = Vec::new();
     for i in 0..n {
         let mut tx = engine.begin();
-        tx.put("entries", format!("{tag}{i}").as_bytes(), format!("secret contents {tag} {i}").as_bytes());
+        tx.put(
+            "entries",
+            format!("{tag}{i}").as_bytes(),
+            format!("secret contents {tag} {i}").as_bytes(),
+        );
         tx.put("public:index", format!("{tag}{i}").as_bytes(), b"1");
         out.push(engine.commit_tx(tx, None).unwrap());
     }
@@ -48,7 +54,12 @@ fn committed_chunks(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().ends_with(".committed"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(".committed")
+        })
         .collect();
     v.sort();
     v
@@ -88,7 +99,10 @@ fn audit_passes_and_restart_keeps_everything() {
     // Restart: same state, same receipts, a later view.
     let mut e = Engine::open(config(&f, 2048, 7), f.node.clone(), f.secret.clone()).unwrap();
     assert_eq!(e.view(), View(2));
-    assert_eq!(e.store().get("entries", b"a59"), Some(b"secret contents a 59".to_vec()));
+    assert_eq!(
+        e.store().get("entries", b"a59"),
+        Some(b"secret contents a 59".to_vec())
+    );
     assert_eq!(e.status(txids[0]).unwrap(), TxStatus::Committed);
     assert!(e.receipt(txids[3]).unwrap().receipt.is_some());
     // The unsigned tail from before the restart is signed in the new view.
@@ -139,7 +153,11 @@ fn audit_rejects_every_flipped_byte_of_a_committed_chunk() {
         bytes[i] ^= 0x01 << (i % 8);
         std::fs::write(target, &bytes).unwrap();
         let r = audit_ledger(&dir, &f.service.cert, |_, _| {});
-        assert!(r.is_err(), "flipping byte {i} of {} went undetected", target.display());
+        assert!(
+            r.is_err(),
+            "flipping byte {i} of {} went undetected",
+            target.display()
+        );
         refused += 1;
         bytes[i] = original[i];
     }
@@ -161,12 +179,14 @@ fn audit_catches_a_rewritten_entry_with_valid_framing() {
     let dir = f.dir.path().join("ledger");
     // Rebuild the ledger with entry 3 replaced by a different (validly framed) entry.
     let entries: Vec<_> = {
-        let (l, _) = covenant_ledger::Ledger::open(covenant_ledger::LedgerConfig::new(&dir)).unwrap();
+        let (l, _) =
+            covenant_ledger::Ledger::open(covenant_ledger::LedgerConfig::new(&dir)).unwrap();
         let last = l.last_seqno();
         l.read_range(1, last).unwrap().map(|x| x.unwrap()).collect()
     };
     let forged_dir = f.dir.path().join("forged");
-    let (mut l, _) = covenant_ledger::Ledger::open(covenant_ledger::LedgerConfig::new(&forged_dir)).unwrap();
+    let (mut l, _) =
+        covenant_ledger::Ledger::open(covenant_ledger::LedgerConfig::new(&forged_dir)).unwrap();
     for e in &entries {
         let mut payload = e.payload.clone();
         if e.txid.seqno.0 == 3 {
@@ -181,7 +201,11 @@ fn audit_catches_a_rewritten_entry_with_valid_framing() {
     l.sync().unwrap();
     let err = audit_ledger(&forged_dir, &f.service.cert, |_, _| {}).unwrap_err();
     assert!(err.reason.contains("does not match the root"), "{err}");
-    assert_eq!(err.txid.map(|t| t.seqno.0), Some(6), "the first signature after the forged entry");
+    assert_eq!(
+        err.txid.map(|t| t.seqno.0),
+        Some(6),
+        "the first signature after the forged entry"
+    );
 }
 
 #[test]
@@ -205,7 +229,10 @@ fn torn_tail_is_recovered_without_losing_whole_entries() {
         .expect("an open chunk");
     let len = std::fs::metadata(&open_chunk).unwrap().len();
     // Tear the last frame: drop its final 7 bytes.
-    let file = std::fs::OpenOptions::new().write(true).open(&open_chunk).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&open_chunk)
+        .unwrap();
     file.set_len(len - 7).unwrap();
     drop(file);
     let mut e = Engine::open(config(&f, 1 << 20, 1000), f.node.clone(), f.secret.clone()).unwrap();
@@ -214,7 +241,10 @@ fn torn_tail_is_recovered_without_losing_whole_entries() {
     for t in &first {
         assert_eq!(e.status(*t).unwrap(), TxStatus::Committed);
     }
-    assert_eq!(e.store().get("entries", b"u3"), Some(b"secret contents u 3".to_vec()));
+    assert_eq!(
+        e.store().get("entries", b"u3"),
+        Some(b"secret contents u 3".to_vec())
+    );
     assert_eq!(e.store().get("entries", b"u4"), None);
     let next = write_entries(&mut e, 1, "v")[0];
     assert_eq!(next.seqno.0, 16);

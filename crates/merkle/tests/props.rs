@@ -119,7 +119,10 @@ fn memory_is_bounded_after_flush() {
     );
     let full = build(100_000, 8).0;
     assert_eq!(t.root().unwrap(), full.root().unwrap());
-    assert!(matches!(t.root_at(77_777), Err(MerkleError::Evicted { .. })));
+    assert!(matches!(
+        t.root_at(77_777),
+        Err(MerkleError::Evicted { .. })
+    ));
 }
 
 proptest! {
