@@ -1,0 +1,233 @@
+//! The `covenant` binary end to end: real processes, real files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn covenant(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(args)
+        .output()
+        .expect("run covenant")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn demo(dir: &Path) {
+    let o = covenant(&[
+        "demo",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--entries",
+        "300",
+        "--sig-interval",
+        "20",
+        "--chunk-bytes",
+        "8192",
+        "--receipts",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("committed through seqno"));
+}
+
+#[test]
+fn demo_audit_and_verify_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    demo(&dir);
+    let cert = dir.join("service_cert.pem");
+    let ledger = dir.join("ledger");
+    let o = covenant(&[
+        "ledger",
+        "audit",
+        ledger.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("audit ok: 315 entries, 15 signatures"),
+        "{out}"
+    );
+
+    let receipts: Vec<_> = std::fs::read_dir(dir.join("receipts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".claims.json"))
+        .collect();
+    assert_eq!(receipts.len(), 4);
+    for r in &receipts {
+        let o = covenant(&[
+            "verify-receipt",
+            r.to_str().unwrap(),
+            "--service-cert",
+            cert.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("receipt verified"));
+    }
+
+    // The bare receipt object is accepted too, from standard input.
+    let full: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipts[0]).unwrap()).unwrap();
+    let bare = tmp.path().join("bare.json");
+    std::fs::write(&bare, serde_json::to_vec(&full["receipt"]).unwrap()).unwrap();
+    let o = covenant(&[
+        "verify-receipt",
+        bare.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Claims: the receipt with claims verifies against them; other claims fail.
+    let claims = dir.join("receipts/1.1.claims.json");
+    let r1 = dir.join("receipts/1.1.json");
+    let o = covenant(&[
+        "verify-receipt",
+        r1.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+        "--claims",
+        claims.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("claims match"));
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&claims).unwrap()).unwrap();
+    c[0]["ledgerEntry"]["contents"] = "not what was written".into();
+    let bad_claims = tmp.path().join("bad_claims.json");
+    std::fs::write(&bad_claims, serde_json::to_vec(&c).unwrap()).unwrap();
+    let o = covenant(&[
+        "verify-receipt",
+        r1.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+        "--claims",
+        bad_claims.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("claims digest"), "{}", text(&o));
+
+    // A tampered receipt: exit 1 with the reason.
+    let mut t = full.clone();
+    let wsd = t["receipt"]["leafComponents"]["writeSetDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = format!(
+        "{}{}",
+        if wsd.starts_with('0') { "1" } else { "0" },
+        &wsd[1..]
+    );
+    t["receipt"]["leafComponents"]["writeSetDigest"] = flipped.into();
+    let tampered = tmp.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&t).unwrap()).unwrap();
+    let o = covenant(&[
+        "verify-receipt",
+        tampered.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("does NOT verify"), "{}", text(&o));
+
+    // Running demo again resumes the same ledger in a new view.
+    demo(&dir);
+    let o = covenant(&[
+        "ledger",
+        "audit",
+        ledger.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(text(&o).contains("last transaction 2.630"), "{}", text(&o));
+}
+
+#[test]
+fn audit_names_the_bad_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    demo(&dir);
+    let ledger = dir.join("ledger");
+    let committed = std::fs::read_dir(&ledger)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".committed"))
+        .expect("a committed chunk");
+    let mut bytes = std::fs::read(&committed).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&committed, &bytes).unwrap();
+    let cert = dir.join("service_cert.pem");
+    let o = covenant(&[
+        "ledger",
+        "audit",
+        ledger.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(out.contains("audit FAILED at 1."), "{out}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.json");
+    let cert = tmp.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let o = covenant(&[
+        "verify-receipt",
+        missing.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("service certificate"), "{}", text(&o));
+
+    let dir = tmp.path().join("d");
+    demo(&dir);
+    let good_cert = dir.join("service_cert.pem");
+    let o = covenant(&[
+        "verify-receipt",
+        missing.to_str().unwrap(),
+        "--service-cert",
+        good_cert.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("nope.json"), "{}", text(&o));
+    let junk = tmp.path().join("junk.json");
+    std::fs::write(&junk, "{\"receipt\": 5").unwrap();
+    let o = covenant(&[
+        "verify-receipt",
+        junk.to_str().unwrap(),
+        "--service-cert",
+        good_cert.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not JSON"), "{}", text(&o));
+
+    let o = covenant(&[
+        "ledger",
+        "audit",
+        tmp.path().join("none").to_str().unwrap(),
+        "--service-cert",
+        good_cert.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    let o = covenant(&["frobnicate"]);
+    assert!(!o.status.success());
+    let o = covenant(&["--help"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("verify-receipt"));
+}
