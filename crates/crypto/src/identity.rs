@@ -152,7 +152,7 @@ impl ServiceIdentity {
     /// Endorses a previous service identity (after a recovery): a certificate for the old
     /// service key, signed by this one, so old receipts chain to the new service cert.
     pub fn endorse_previous(&self, previous: &Certificate) -> Result<Certificate, CryptoError> {
-        let prev_key = previous.public_key()?;
+        let prev_key = previous.public_key();
         let (raw, alg) = prev_key.rcgen_parts()?;
         let mut p = params(SERVICE_CN, Self::DEFAULT_VALIDITY_DAYS)?;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

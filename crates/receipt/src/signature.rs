@@ -63,10 +63,8 @@ impl SignatureRecord {
                 cert.node_id()
             )));
         }
-        let key = cert
-            .public_key()
-            .map_err(|e| ReceiptError::Signature(e.to_string()))?;
-        key.verify_prehashed_sha256(&self.root.0, &self.signature_der()?)
+        cert.public_key()
+            .verify_prehashed_sha256(&self.root.0, &self.signature_der()?)
             .map_err(|e| ReceiptError::Signature(e.to_string()))?;
         Ok(cert)
     }
