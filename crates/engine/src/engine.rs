@@ -131,13 +131,24 @@ impl Engine {
             txs_since_signature: 0,
             committed: 0,
         };
+        // Replay in bounded batches: memory stays flat however long the ledger is.
+        const REPLAY_BATCH: u64 = 4096;
         let last = engine.ledger.last_seqno();
-        if last > 0 {
-            let entries: Vec<_> = engine.ledger.read_range(1, last)?.collect();
-            for e in entries {
-                let e = e?;
+        let mut next = 1;
+        while next <= last {
+            let to = (next + REPLAY_BATCH - 1).min(last);
+            let batch = engine
+                .ledger
+                .read_range(next, to)?
+                .collect::<Result<Vec<_>, _>>()?;
+            for e in batch {
                 engine.replay(e.txid, e.is_signature, &e.payload)?;
             }
+            next = to + 1;
+            let keep = engine.config.merkle_resident_leaves;
+            engine
+                .tree
+                .flush_before(engine.tree.len().saturating_sub(keep));
         }
         engine.view = View(engine.store.last_txid().map(|t| t.view.0 + 1).unwrap_or(1));
         engine.committed = engine.signatures.last().copied().unwrap_or(0);

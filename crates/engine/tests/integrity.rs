@@ -269,3 +269,71 @@ fn old_receipts_survive_merkle_memory_flushing() {
     let r2 = e.receipt(txids[8999]).unwrap();
     assert!(r2.receipt.is_some());
 }
+
+/// The backup write path: entries produced by one engine, applied by another, give
+/// the same state, the same ledger bytes and receipts that verify on both.
+#[test]
+fn a_backup_applying_the_primary_entries_converges() {
+    let f = fixture();
+    let mut primary = Engine::open(config(&f, 4096, 10), f.node.clone(), f.secret.clone()).unwrap();
+    write_entries(&mut primary, 45, "k");
+    primary.emit_signature().unwrap();
+    primary.flush().unwrap();
+
+    let backup_dir = f.dir.path().join("backup");
+    let backup_node = Arc::new(NodeIdentity::generate(&f.service, Curve::P384, &[]).unwrap());
+    let mut c = EngineConfig::new(&backup_dir);
+    c.chunk_threshold_bytes = 4096;
+    let mut backup = Engine::open(c, backup_node, f.secret.clone()).unwrap();
+    let last = primary.ledger().last_seqno();
+    for e in primary.ledger().read_range(1, last).unwrap() {
+        let e = e.unwrap();
+        backup
+            .apply_entry(e.txid, e.is_signature, &e.payload)
+            .unwrap();
+    }
+    // An entry that does not decode is refused and leaves nothing behind.
+    let bad = backup.apply_entry(TxId::new(1, last + 1), false, b"garbage");
+    assert!(bad.is_err());
+    assert_eq!(backup.ledger().last_seqno(), last);
+    backup.flush().unwrap();
+    assert_eq!(backup.store().snapshot(), primary.store().snapshot());
+    assert_eq!(backup.committed_seqno(), primary.committed_seqno());
+    let t = TxId::new(1, 7);
+    assert_eq!(backup.receipt(t).unwrap(), primary.receipt(t).unwrap());
+    audit_ledger(&backup_dir, &f.service.cert, |_, _| {}).unwrap();
+}
+
+#[test]
+fn conflicts_and_forged_signatures_leave_the_engine_healthy() {
+    let f = fixture();
+    let mut e = Engine::open(config(&f, 1 << 20, 100), f.node.clone(), f.secret.clone()).unwrap();
+    let mut a = e.begin();
+    let mut b = e.begin();
+    assert_eq!(a.get("accounts", b"alice"), None);
+    assert_eq!(b.get("accounts", b"alice"), None);
+    a.put("accounts", b"alice", b"10");
+    b.put("accounts", b"alice", b"20");
+    e.commit_tx(a, None).unwrap();
+    assert!(
+        e.commit_tx(b, None).is_err(),
+        "second writer must see a conflict"
+    );
+    // Only the engine may write the signatures map.
+    let mut forged = e.begin();
+    forged.put(
+        covenant_receipt::SIGNATURES_MAP,
+        covenant_receipt::SIGNATURE_KEY,
+        b"{}",
+    );
+    assert!(e.commit_tx(forged, None).is_err());
+    // Nothing was consumed by the refused transactions: seqnos stay gapless.
+    let t = write_entries(&mut e, 1, "h")[0];
+    assert_eq!(t.seqno.0, 2);
+    e.emit_signature().unwrap();
+    e.flush().unwrap();
+    drop(e);
+    let report = audit_ledger(&f.dir.path().join("ledger"), &f.service.cert, |_, _| {}).unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(report.signatures, 1);
+}
