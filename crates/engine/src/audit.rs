@@ -51,6 +51,7 @@ pub fn audit_ledger(
 ) -> Result<AuditReport, AuditError> {
     let scanner = ChunkScanner::open(dir).map_err(|e| fail(None, e.to_string()))?;
     let total = scanner.total_bytes();
+    progress(0, total);
     let mut report = AuditReport::default();
     let mut tree = MerkleTree::new();
     let mut endorsed: HashSet<Digest32> = HashSet::new();
