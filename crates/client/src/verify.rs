@@ -194,21 +194,28 @@ impl ReceiptVerifier {
         Ok(())
     }
 
-    /// Checks a signature record on its own terms: signed by its node, node endorsed.
+    /// Checks a signature record on its own terms: its node signed the root, its
+    /// nodeId is that node's, and the node is endorsed by the service.
     pub fn verify_signature_record(
         &self,
         record: &SignatureRecord,
         endorsements: &[String],
     ) -> Result<(), VerifyError> {
-        let cert = record.verify_self().map_err(|e| match e {
-            covenant_receipt::ReceiptError::Signature(m) if m.contains("node_id") => {
-                VerifyError::NodeIdMismatch {
-                    in_receipt: record.node_id.clone(),
-                    from_cert: m,
-                }
-            }
-            _ => VerifyError::BadSignature,
-        })?;
+        let cert = Certificate::from_pem(&record.cert)
+            .map_err(|e| VerifyError::Malformed(format!("cert: {e}")))?;
+        let from_cert = cert.node_id();
+        if !record.node_id.eq_ignore_ascii_case(&from_cert) {
+            return Err(VerifyError::NodeIdMismatch {
+                in_receipt: record.node_id.clone(),
+                from_cert,
+            });
+        }
+        let sig = record
+            .signature_der()
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        cert.public_key()
+            .verify_prehashed_sha256(&record.root.0, &sig)
+            .map_err(|_| VerifyError::BadSignature)?;
         self.check_endorsed(&cert, endorsements)
     }
 }
