@@ -266,8 +266,7 @@ impl Engine {
         let result = self.append_entry(txid, &ws, claims, is_signature);
         if result.is_err() {
             // Keep store, ledger and tree in step: undo the store side.
-            self.store
-                .rollback(txid.seqno.0 - 1, self.ledger.last_txid().map(|t| t.view))?;
+            self.store.rollback(txid.seqno.0 - 1)?;
         }
         result.map(|_| txid)
     }

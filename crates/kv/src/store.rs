@@ -14,8 +14,10 @@ struct State {
     maps: Maps,
     last: Option<TxId>,
     committed: u64,
-    /// Undo records of transactions after `committed`, oldest first, with their seqno.
-    undo: VecDeque<(u64, Undo)>,
+    /// TxId of the transaction at `committed` (where a full rollback lands).
+    committed_txid: Option<TxId>,
+    /// Undo records of transactions after `committed`, oldest first.
+    undo: VecDeque<(TxId, Undo)>,
 }
 
 /// The current KV state, shared by every request (cheap to clone: one `Arc`).
@@ -51,6 +53,7 @@ impl Store {
                 maps: Maps::new(),
                 last: None,
                 committed: 0,
+                committed_txid: None,
                 undo: VecDeque::new(),
             })),
         }
@@ -151,13 +154,17 @@ impl Store {
         let last = s.last.map(|t| t.seqno.0).unwrap_or(0);
         s.committed = s.committed.max(seqno.min(last));
         let committed = s.committed;
-        while s.undo.front().is_some_and(|(q, _)| *q <= committed) {
-            s.undo.pop_front();
+        while s.undo.front().is_some_and(|(t, _)| t.seqno.0 <= committed) {
+            if let Some((t, _)) = s.undo.pop_front() {
+                if t.seqno.0 == committed {
+                    s.committed_txid = Some(t);
+                }
+            }
         }
     }
 
     /// Undoes every transaction after `seqno` (an uncommitted suffix lost in a view change).
-    pub fn rollback(&self, seqno: u64, view_of_seqno: Option<View>) -> Result<(), KvError> {
+    pub fn rollback(&self, seqno: u64) -> Result<(), KvError> {
         let mut s = self.write();
         if seqno < s.committed {
             return Err(KvError::BelowCommitted {
@@ -169,11 +176,11 @@ impl Store {
         if seqno >= last {
             return Ok(());
         }
-        let oldest = s.undo.front().map(|(q, _)| *q).unwrap_or(last + 1);
+        let oldest = s.undo.front().map(|(t, _)| t.seqno.0).unwrap_or(last + 1);
         if seqno + 1 < oldest {
             return Err(KvError::NoUndo { to: seqno, oldest });
         }
-        while s.undo.back().is_some_and(|(q, _)| *q > seqno) {
+        while s.undo.back().is_some_and(|(t, _)| t.seqno.0 > seqno) {
             if let Some((_, undo)) = s.undo.pop_back() {
                 for (map, key, prev) in undo.into_iter().rev() {
                     let m = s.maps.entry(map.clone()).or_default();
@@ -191,10 +198,12 @@ impl Store {
                 }
             }
         }
-        s.last = if seqno == 0 {
-            None
-        } else {
-            Some(TxId::new(view_of_seqno.map(|v| v.0).unwrap_or(1), seqno))
+        // Seqnos are gapless, so the transaction now last is the newest undo record
+        // left, or the committed one.
+        s.last = match s.undo.back() {
+            Some((t, _)) => Some(*t),
+            None if seqno == 0 => None,
+            None => s.committed_txid,
         };
         Ok(())
     }
@@ -216,6 +225,7 @@ impl Store {
                 maps: snapshot.maps,
                 last: Some(snapshot.txid),
                 committed: seqno,
+                committed_txid: Some(snapshot.txid),
                 undo: VecDeque::new(),
             })),
         }
@@ -250,7 +260,7 @@ fn apply_locked(s: &mut State, txid: TxId, ws: &WriteSet) -> Result<(), KvError>
             s.maps.remove(map);
         }
     }
-    s.undo.push_back((seqno, undo));
+    s.undo.push_back((txid, undo));
     s.last = Some(txid);
     Ok(())
 }
@@ -369,11 +379,12 @@ mod tests {
             tx.remove("m", b"zzz");
             s.commit(tx, View(1)).unwrap();
         }
-        assert!(matches!(
-            s.rollback(0, None),
-            Err(KvError::BelowCommitted { .. })
-        ));
-        s.rollback(1, Some(View(1))).unwrap();
+        assert!(matches!(s.rollback(0), Err(KvError::BelowCommitted { .. })));
+        // Rolling back part of the suffix keeps the exact TxId of the new last transaction.
+        s.rollback(4).unwrap();
+        assert_eq!(s.last_txid(), Some(TxId::new(1, 4)));
+        s.rollback(1).unwrap();
+        assert_eq!(s.last_txid(), Some(TxId::new(1, 1)));
         assert_eq!(s.snapshot().unwrap(), before);
         // The next transaction reuses seqno 2, in a later view.
         let tx = s.begin();
