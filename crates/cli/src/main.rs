@@ -370,15 +370,17 @@ fn demo(
     );
     println!("  ledger:              {}", dir.join("ledger").display());
     println!("  receipts:            {}", receipt_dir.display());
+    // The program as invoked (e.g. target/release/covenant), so the hints run as printed.
+    let me = std::env::args().next().unwrap_or_else(|| "covenant".into());
     println!("next:");
     println!(
-        "  covenant ledger audit {} --service-cert {}",
+        "  {me} ledger audit {} --service-cert {}",
         dir.join("ledger").display(),
         dir.join("service_cert.pem").display()
     );
     if let Some(p) = saved.first() {
         println!(
-            "  covenant verify-receipt {} --service-cert {}",
+            "  {me} verify-receipt {} --service-cert {}",
             p.display(),
             dir.join("service_cert.pem").display()
         );
