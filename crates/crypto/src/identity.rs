@@ -194,6 +194,18 @@ impl rcgen::PublicKeyData for RawPublic {
     }
 }
 
+/// A self-signed client identity (a ledger user or a consortium member), as
+/// `keygenerator.sh` makes them: any CN, P-384 by default.
+pub fn generate_client_identity(
+    cn: &str,
+    curve: Curve,
+) -> Result<(SigningKeyPair, Certificate), CryptoError> {
+    let key = SigningKeyPair::generate(curve)?;
+    let p = params(cn, ServiceIdentity::DEFAULT_VALIDITY_DAYS)?;
+    let cert = p.self_signed(&key.to_rcgen()?).map_err(gen_err)?;
+    Ok((key, Certificate::from_der(cert.der())?))
+}
+
 /// A node identity: its own key and a certificate endorsed by the service key.
 #[derive(Debug)]
 pub struct NodeIdentity {

@@ -107,6 +107,11 @@ impl SigningKeyPair {
         )))
     }
 
+    /// PKCS#8 DER, for handing the key to the TLS stack. Zeroized on drop.
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        self.pkcs8.clone()
+    }
+
     /// The DER SubjectPublicKeyInfo (what the node id is the hash of).
     pub fn public_key_spki_der(&self) -> Vec<u8> {
         // aws-lc-rs exposes the raw point; wrap it the way the certificate does.

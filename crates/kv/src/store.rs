@@ -109,6 +109,15 @@ impl Store {
             .map(|(_, ver)| *ver)
     }
 
+    /// Every key and value of `map`, in key order (a consistent copy).
+    pub fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.read()
+            .maps
+            .get(map)
+            .map(|m| m.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Number of keys in `map`.
     pub fn map_len(&self, map: &str) -> usize {
         self.read().maps.get(map).map(|m| m.len()).unwrap_or(0)

@@ -1,0 +1,377 @@
+//! The ledger API (SPEC §4, ACL-compatible) and the node API (SPEC §5).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use covenant_engine::TxStatus;
+use covenant_types::TxId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::state::NodeState;
+
+/// Collection used when a request names none.
+pub const DEFAULT_COLLECTION: &str = "subledger:0";
+/// Map holding the latest entry of each collection (private in Private ledgers).
+pub const ENTRIES_PRIVATE: &str = "acl.entries";
+pub const ENTRIES_PUBLIC: &str = "public:acl.entries";
+const TXID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-transaction-id");
+/// Longest collection id accepted.
+const MAX_COLLECTION_ID: usize = 256;
+
+/// Every route of the node.
+pub fn router(state: NodeState) -> Router {
+    Router::new()
+        .route("/app/transactions", post(append))
+        .route("/app/transactions/current", get(current))
+        .route("/app/transactions/{txid}", get(get_entry))
+        .route("/app/transactions/{txid}/status", get(status))
+        .route("/app/transactions/{txid}/receipt", get(receipt))
+        .route("/app/collections", get(collections))
+        .route("/node/state", get(node_state))
+        .route("/node/version", get(node_version))
+        .route("/node/commit", get(node_commit))
+        .route("/node/tx", get(node_tx))
+        .route("/node/receipt", get(node_receipt))
+        .route("/node/network", get(node_network))
+        .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
+        .with_state(state)
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// Every ledger route requires `api-version` (SPEC §4).
+fn api_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
+    match q.get("api-version") {
+        Some(v) if !v.is_empty() => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "QueryParameterError",
+            "the api-version query parameter is required (e.g. api-version=2022-05-13)",
+        )),
+    }
+}
+
+fn collection(q: &HashMap<String, String>) -> Result<String, ApiError> {
+    let c = q
+        .get("collectionId")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(DEFAULT_COLLECTION);
+    if c.len() > MAX_COLLECTION_ID || c.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            format!("collectionId must be 1..{MAX_COLLECTION_ID} printable characters"),
+        ));
+    }
+    Ok(c.to_string())
+}
+
+fn parse_txid(s: &str) -> Result<TxId, ApiError> {
+    s.parse().map_err(|e: covenant_types::TxIdParseError| {
+        ApiError::bad_request("InvalidTransactionId", e.to_string())
+    })
+}
+
+fn with_txid(txid: Option<TxId>, body: impl IntoResponse) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(t) = txid {
+        if let Ok(v) = HeaderValue::from_str(&t.to_string()) {
+            headers.insert(TXID_HEADER, v);
+        }
+    }
+    (headers, body).into_response()
+}
+
+fn entries_map(state: &NodeState) -> &'static str {
+    if state.ledger_public {
+        ENTRIES_PUBLIC
+    } else {
+        ENTRIES_PRIVATE
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBody {
+    contents: String,
+}
+
+async fn append(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Contributor)?;
+    let collection = collection(&q)?;
+    let body: AppendBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "InvalidInput",
+            format!("body must be {{\"contents\": \"...\"}}: {e}"),
+        )
+    })?;
+    let map = entries_map(&state);
+    let txid = {
+        let mut engine = state.engine();
+        let mut tx = engine.begin();
+        tx.put(map, collection.as_bytes(), body.contents.as_bytes());
+        engine
+            .commit_tx(tx, None)
+            .map_err(|e| ApiError::internal("appending the entry failed", e))?
+    };
+    Ok(with_txid(
+        Some(txid),
+        Json(json!({"collectionId": collection})),
+    ))
+}
+
+/// The entry a transaction wrote to `collection`, if it wrote one.
+fn entry_of(state: &NodeState, txid: TxId, collection: &str) -> Result<Option<Value>, ApiError> {
+    let (actual, ws) = match state.engine().read_tx(txid.seqno.0) {
+        Ok(x) => x,
+        Err(covenant_engine::EngineError::NoSuchTx(_)) => return Ok(None),
+        Err(e) => return Err(ApiError::internal("reading the ledger failed", e)),
+    };
+    if actual != txid {
+        return Ok(None);
+    }
+    Ok(ws
+        .get(entries_map(state), collection.as_bytes())
+        .flatten()
+        .map(|contents| {
+            json!({
+                "collectionId": collection,
+                "contents": String::from_utf8_lossy(contents),
+                "transactionId": txid.to_string(),
+            })
+        }))
+}
+
+async fn get_entry(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(txid): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let txid = parse_txid(&txid)?;
+    let collection = collection(&q)?;
+    let status = state
+        .engine()
+        .status(txid)
+        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+    let unknown = || {
+        ApiError::not_found(
+            "InvalidTransactionId",
+            format!("transaction {txid} is not an entry of collection {collection}"),
+        )
+    };
+    match status {
+        TxStatus::Unknown | TxStatus::Invalid => Err(unknown()),
+        TxStatus::Pending => Ok(with_txid(Some(txid), Json(json!({"state": "Loading"})))),
+        TxStatus::Committed => {
+            let entry = entry_of(&state, txid, &collection)?.ok_or_else(unknown)?;
+            Ok(with_txid(
+                Some(txid),
+                Json(json!({"state": "Ready", "entry": entry})),
+            ))
+        }
+    }
+}
+
+async fn current(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let collection = collection(&q)?;
+    let engine = state.engine();
+    let map = entries_map(&state);
+    let contents = engine
+        .store()
+        .get(map, collection.as_bytes())
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "ResourceNotFound",
+                format!("collection {collection} has no entries"),
+            )
+        })?;
+    let version = engine
+        .store()
+        .version_of(map, collection.as_bytes())
+        .unwrap_or(0);
+    let txid = engine
+        .ledger()
+        .read(version)
+        .map(|e| e.txid)
+        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+    let last = engine.last_txid();
+    Ok(with_txid(
+        last,
+        Json(json!({
+            "collectionId": collection,
+            "contents": String::from_utf8_lossy(&contents),
+            "transactionId": txid.to_string(),
+        })),
+    ))
+}
+
+async fn collections(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let engine = state.engine();
+    let list: Vec<Value> = engine
+        .store()
+        .entries(entries_map(&state))
+        .into_iter()
+        .map(|(k, _)| json!({"collectionId": String::from_utf8_lossy(&k)}))
+        .collect();
+    Ok(with_txid(
+        engine.last_txid(),
+        Json(json!({"collections": list})),
+    ))
+}
+
+async fn status(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(txid): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let txid = parse_txid(&txid)?;
+    let s = state
+        .engine()
+        .status(txid)
+        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+    let word = match s {
+        TxStatus::Committed => "Committed",
+        TxStatus::Pending => "Pending",
+        TxStatus::Unknown | TxStatus::Invalid => {
+            return Err(ApiError::not_found(
+                "InvalidTransactionId",
+                format!("transaction {txid} does not exist"),
+            ))
+        }
+    };
+    Ok(with_txid(
+        Some(txid),
+        Json(json!({"state": word, "transactionId": txid.to_string()})),
+    ))
+}
+
+fn receipt_of(state: &NodeState, txid: TxId) -> Result<Response, ApiError> {
+    let resp = state.engine().receipt(txid).map_err(|e| match e {
+        covenant_engine::EngineError::NoSuchTx(_) => ApiError::not_found(
+            "InvalidTransactionId",
+            format!("transaction {txid} does not exist"),
+        ),
+        other => ApiError::internal("building the receipt failed", other),
+    })?;
+    Ok(with_txid(Some(txid), Json(resp)))
+}
+
+async fn receipt(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(txid): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    receipt_of(&state, parse_txid(&txid)?)
+}
+
+fn txid_param(q: &HashMap<String, String>) -> Result<TxId, ApiError> {
+    let raw = q.get("transaction_id").ok_or_else(|| {
+        ApiError::bad_request("QueryParameterError", "transaction_id is required")
+    })?;
+    parse_txid(raw)
+}
+
+async fn node_receipt(
+    State(state): State<NodeState>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    receipt_of(&state, txid_param(&q)?)
+}
+
+async fn node_tx(State(state): State<NodeState>, Query(q): Params) -> Result<Response, ApiError> {
+    let txid = txid_param(&q)?;
+    let s = state
+        .engine()
+        .status(txid)
+        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+    let word = match s {
+        TxStatus::Unknown => "Unknown",
+        TxStatus::Pending => "Pending",
+        TxStatus::Committed => "Committed",
+        TxStatus::Invalid => "Invalid",
+    };
+    Ok(Json(json!({"status": word, "transaction_id": txid.to_string()})).into_response())
+}
+
+async fn node_commit(State(state): State<NodeState>) -> Result<Response, ApiError> {
+    let engine = state.engine();
+    let seqno = engine.committed_seqno();
+    let txid = if seqno == 0 {
+        None
+    } else {
+        Some(
+            engine
+                .ledger()
+                .read(seqno)
+                .map_err(|e| ApiError::internal("reading the ledger failed", e))?
+                .txid,
+        )
+    };
+    Ok(with_txid(
+        txid,
+        Json(
+            json!({"transaction_id": txid.map(|t| t.to_string()).unwrap_or_else(|| "0.0".into())}),
+        ),
+    ))
+}
+
+async fn node_state(State(state): State<NodeState>) -> Json<Value> {
+    let engine = state.engine();
+    Json(json!({
+        "node_id": state.node_id,
+        "state": "PartOfNetwork",
+        "last_signed_seqno": engine.committed_seqno(),
+        "view": engine.view().0,
+    }))
+}
+
+async fn node_version() -> Json<Value> {
+    Json(json!({
+        "ccf_version": concat!("covenant-", env!("CARGO_PKG_VERSION")),
+        "quickjs_version": null,
+        "unsafe": false,
+    }))
+}
+
+async fn node_network(State(state): State<NodeState>) -> Json<Value> {
+    let view = state.engine().view().0;
+    Json(json!({
+        "service_certificate": *state.service_cert_pem,
+        "service_status": "Open",
+        "current_view": view,
+        "primary_id": state.node_id,
+    }))
+}

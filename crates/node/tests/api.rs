@@ -1,0 +1,330 @@
+//! The node over real TLS on 127.0.0.1: append → commit → read → receipt, auth
+//! outcomes, bad input, and a restart that keeps everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use covenant_client::{LedgerClient, ReceiptVerifier};
+use covenant_crypto::{
+    generate_client_identity, Certificate, Curve, LedgerSecret, NodeIdentity, ServiceIdentity,
+    SigningKeyPair, SubjectAltName,
+};
+use covenant_engine::{Engine, EngineConfig};
+use covenant_node::{add_cert_user, BoundNode, NodeConfig, Role};
+use covenant_receipt::ReceiptResponse;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+struct Ids {
+    service: ServiceIdentity,
+    node: Arc<NodeIdentity>,
+    secret: Arc<LedgerSecret>,
+    admin: (SigningKeyPair, Certificate),
+    reader: (SigningKeyPair, Certificate),
+}
+
+fn ids() -> Ids {
+    let service = ServiceIdentity::generate(Curve::P384).unwrap();
+    let node = Arc::new(
+        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
+    );
+    Ids {
+        service,
+        node,
+        secret: Arc::new(LedgerSecret::generate().unwrap()),
+        admin: generate_client_identity("user0", Curve::P384).unwrap(),
+        reader: generate_client_identity("reader", Curve::P256).unwrap(),
+    }
+}
+
+struct Running {
+    endpoint: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+async fn start(ids: &Ids, dir: &std::path::Path, first: bool) -> Running {
+    let mut engine =
+        Engine::open(EngineConfig::new(dir), ids.node.clone(), ids.secret.clone()).unwrap();
+    if first {
+        add_cert_user(&mut engine, &ids.admin.1, &[Role::Administrator]).unwrap();
+        add_cert_user(&mut engine, &ids.reader.1, &[Role::Reader]).unwrap();
+    }
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.sig_ms_interval = 20;
+    config.max_body_bytes = 64 * 1024;
+    let bound = BoundNode::bind(config, engine, &ids.node, &ids.service.cert)
+        .await
+        .unwrap();
+    let endpoint = format!("https://127.0.0.1:{}", bound.local_addr.port());
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        bound
+            .serve(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
+    Running {
+        endpoint,
+        stop,
+        task,
+    }
+}
+
+fn client(r: &Running, ids: &Ids, who: Option<&(SigningKeyPair, Certificate)>) -> LedgerClient {
+    LedgerClient::new(&r.endpoint, &ids.service.cert, who.map(|(k, c)| (c, k))).unwrap()
+}
+
+async fn wait_committed(c: &LedgerClient, txid: &str) {
+    for _ in 0..200 {
+        let r = c
+            .request(
+                "GET",
+                &format!("/app/transactions/{txid}/status?api-version=2022-05-13"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        if r.json()["state"] == "Committed" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{txid} never committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_commit_read_receipt_and_restart() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let v = "api-version=2022-05-13";
+
+    let mut written = Vec::new();
+    for (i, coll) in ["subledger:0", "audit", "subledger:0"].iter().enumerate() {
+        let r = admin
+            .request(
+                "POST",
+                &format!("/app/transactions?{v}&collectionId={coll}"),
+                Some(&json!({"contents": format!("hello {i}")})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json(), json!({"collectionId": coll}));
+        let txid = r.transaction_id.clone().expect("x-ms-ccf-transaction-id");
+        written.push((txid, coll.to_string(), format!("hello {i}")));
+    }
+    // Default collection when none is named.
+    let r = admin
+        .request(
+            "POST",
+            &format!("/app/transactions?{v}"),
+            Some(&json!({"contents": "plain"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json(), json!({"collectionId": "subledger:0"}));
+    let last = r.transaction_id.unwrap();
+    wait_committed(&admin, &last).await;
+
+    let verifier = ReceiptVerifier::new(ids.service.cert.clone());
+    for (txid, coll, contents) in &written {
+        let r = admin
+            .request(
+                "GET",
+                &format!("/app/transactions/{txid}?{v}&collectionId={coll}"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json(),
+            json!({"state": "Ready", "entry": {"collectionId": coll, "contents": contents, "transactionId": txid}})
+        );
+        let r = admin
+            .request(
+                "GET",
+                &format!("/app/transactions/{txid}/receipt?{v}"),
+                None,
+            )
+            .await
+            .unwrap();
+        let resp: ReceiptResponse = serde_json::from_slice(&r.body).unwrap();
+        let checked = verifier.verify_response(&resp, None).unwrap();
+        assert_eq!(checked.transaction_id.to_string(), *txid);
+    }
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions/current?{v}&collectionId=audit"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["contents"], "hello 1");
+    let r = admin
+        .request("GET", &format!("/app/collections?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json(),
+        json!({"collections": [{"collectionId": "audit"}, {"collectionId": "subledger:0"}]})
+    );
+    let r = admin
+        .request("GET", &format!("/node/tx?transaction_id={last}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["status"], "Committed");
+    let anon = client(&node, &ids, None);
+    let r = anon.request("GET", "/node/commit", None).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.json()["transaction_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("1."));
+
+    // Graceful stop flushes; a restart serves the same ledger in a new view.
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+    let node = start(&ids, dir.path(), false).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    for (txid, coll, contents) in &written {
+        let r = admin
+            .request(
+                "GET",
+                &format!("/app/transactions/{txid}?{v}&collectionId={coll}"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.json()["entry"]["contents"], contents.as_str());
+        let r = admin
+            .request(
+                "GET",
+                &format!("/app/transactions/{txid}/receipt?{v}"),
+                None,
+            )
+            .await
+            .unwrap();
+        let resp: ReceiptResponse = serde_json::from_slice(&r.body).unwrap();
+        verifier.verify_response(&resp, None).unwrap();
+    }
+    let r = admin
+        .request(
+            "POST",
+            &format!("/app/transactions?{v}"),
+            Some(&json!({"contents": "after restart"})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.transaction_id.unwrap().starts_with("2."),
+        "new view after restart"
+    );
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_and_bad_input_get_clear_errors() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let v = "api-version=2022-05-13";
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let reader = client(&node, &ids, Some(&ids.reader));
+    let anon = client(&node, &ids, None);
+    let stranger_id = generate_client_identity("stranger", Curve::P384).unwrap();
+    let stranger = client(&node, &ids, Some(&stranger_id));
+    let body = json!({"contents": "x"});
+    let append = format!("/app/transactions?{v}");
+
+    let code = |r: &covenant_client::HttpResponse| {
+        r.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    };
+    let r = anon.request("POST", &append, Some(&body)).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "Unauthorized"));
+    let r = stranger
+        .request("POST", &append, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "Unauthorized"));
+    let r = reader.request("POST", &append, Some(&body)).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (403, "Forbidden"));
+    let r = reader
+        .request("GET", &format!("/app/collections?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    let r = admin
+        .request("POST", "/app/transactions", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "QueryParameterError"));
+    let r = admin
+        .request_raw(
+            "POST",
+            &append,
+            Some(b"{not json".to_vec()),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "InvalidInput"));
+    let r = admin
+        .request("POST", &append, Some(&json!({"content": "typo"})))
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "InvalidInput"));
+    let big = json!({"contents": "x".repeat(100 * 1024)});
+    let r = admin.request("POST", &append, Some(&big)).await.unwrap();
+    assert_eq!(r.status, 413);
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions/not-a-txid/status?{v}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "InvalidTransactionId"));
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions/7.999999/status?{v}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (404, "InvalidTransactionId"));
+    let r = admin
+        .request("GET", &format!("/app/transactions/7.999999?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (404, "InvalidTransactionId"));
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions/current?{v}&collectionId=none"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    let r = admin.request("GET", "/no/such/route", None).await.unwrap();
+    assert_eq!(r.status, 404);
+
+    // None of that disturbed the ledger: a write still commits.
+    let r = admin.request("POST", &append, Some(&body)).await.unwrap();
+    assert_eq!(r.status, 200);
+    wait_committed(&admin, &r.transaction_id.unwrap()).await;
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
