@@ -56,6 +56,33 @@ enum Command {
         #[arg(long)]
         claims: Option<PathBuf>,
     },
+    /// Start a ready-to-use local ledger over HTTPS (TLS 1.3, mTLS users).
+    ///
+    /// The first run creates the service and node identities and, in DATA_DIR,
+    /// service_cert.pem, user0_cert.pem, user0_privk.pem and user0.pem (cert + key;
+    /// user0 is an Administrator), member0_cert.pem and member0_privk.pem. Later runs
+    /// resume the same ledger. Prints a line containing "ready" once it accepts
+    /// requests; SIGINT/SIGTERM stop it gracefully (everything written is signed and
+    /// fsynced first).
+    Dev {
+        #[arg(long, default_value = "./covenant-dev")]
+        data_dir: PathBuf,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Fixed when the ledger is created.
+        #[arg(long, value_enum, default_value = "private")]
+        ledger_type: LedgerType,
+        /// Milliseconds between signatures (what commits writes).
+        #[arg(long, default_value_t = 1000)]
+        sig_ms_interval: u64,
+        /// A signature after this many transactions at the latest.
+        #[arg(long, default_value_t = 5000)]
+        sig_tx_interval: u64,
+        /// Largest request body in bytes (larger requests get 413).
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+    },
     /// Offline tools for ledger directories.
     Ledger {
         #[command(subcommand)]
@@ -83,6 +110,14 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         receipts: u64,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LedgerType {
+    /// Entry contents encrypted at rest under the ledger secret (the default).
+    Private,
+    /// Entry contents stored in clear.
+    Public,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +161,21 @@ fn main() -> ExitCode {
                     quiet,
                 },
         } => audit(&dir, &service_cert, quiet),
+        Command::Dev {
+            data_dir,
+            port,
+            ledger_type,
+            sig_ms_interval,
+            sig_tx_interval,
+            max_body_bytes,
+        } => dev(
+            &data_dir,
+            port,
+            ledger_type,
+            sig_ms_interval,
+            sig_tx_interval,
+            max_body_bytes,
+        ),
         Command::Demo {
             data_dir,
             entries,
@@ -386,4 +436,118 @@ fn demo(
         );
     }
     Ok(())
+}
+
+/// The ledger type recorded at creation; a later run may not change it.
+fn dev_ledger_type(dir: &Path, requested: LedgerType, creating: bool) -> Result<LedgerType> {
+    let path = dir.join("ledger_type");
+    if creating {
+        let word = if requested == LedgerType::Public {
+            "public"
+        } else {
+            "private"
+        };
+        std::fs::write(&path, word).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(requested);
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_else(|_| "private".into());
+    let stored = if stored.trim() == "public" {
+        LedgerType::Public
+    } else {
+        LedgerType::Private
+    };
+    if stored != requested {
+        eprintln!("note: this ledger was created as {stored:?}; the type is fixed at creation, ignoring --ledger-type");
+    }
+    Ok(stored)
+}
+
+fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
+    let (key, cert) = covenant_crypto::generate_client_identity(name, Curve::P384)?;
+    covenant_crypto::write_public_file(
+        &dir.join(format!("{name}_cert.pem")),
+        cert.to_pem().as_bytes(),
+    )?;
+    write_private_file(
+        &dir.join(format!("{name}_privk.pem")),
+        key.to_pem().as_bytes(),
+    )?;
+    let both = format!("{}{}", cert.to_pem(), key.to_pem().as_str());
+    write_private_file(&dir.join(format!("{name}.pem")), both.as_bytes())?;
+    Ok(())
+}
+
+fn dev(
+    dir: &Path,
+    port: u16,
+    ledger_type: LedgerType,
+    sig_ms_interval: u64,
+    sig_tx_interval: u64,
+    max_body_bytes: usize,
+) -> Result<()> {
+    let creating = !dir.join("service_cert.pem").exists();
+    let (service, node, secret) = demo_identities(dir)?;
+    let ledger_type = dev_ledger_type(dir, ledger_type, creating)?;
+    let mut config = EngineConfig::new(dir.join("ledger"));
+    config.sig_tx_interval = sig_tx_interval.max(1);
+    let node = Arc::new(node);
+    let mut engine =
+        Engine::open(config, node.clone(), Arc::new(secret)).context("opening the ledger")?;
+    if creating {
+        write_client_identity(dir, "user0")?;
+        write_client_identity(dir, "member0")?;
+        let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
+        let id = covenant_node::add_cert_user(
+            &mut engine,
+            &user0,
+            &[covenant_node::Role::Administrator],
+        )?;
+        println!(
+            "created a new {ledger_type:?} ledger in {}; user0 ({id}) is an Administrator",
+            dir.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut nc =
+            covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        nc.sig_ms_interval = sig_ms_interval.max(1);
+        nc.max_body_bytes = max_body_bytes;
+        nc.ledger_public = ledger_type == LedgerType::Public;
+        let bound = covenant_node::BoundNode::bind(nc, engine, &node, &service.cert).await?;
+        println!(
+            "covenant dev ready: https://127.0.0.1:{} (service cert {}, user0 credentials {})",
+            bound.local_addr.port(),
+            dir.join("service_cert.pem").display(),
+            dir.join("user0.pem").display()
+        );
+        let committed = bound.serve(shutdown_signal()).await?;
+        println!("stopped; ledger flushed and committed through seqno {committed}");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }
