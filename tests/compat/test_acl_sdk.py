@@ -5,7 +5,6 @@ the SDK's own flows unchanged; receipts are checked by the SDK's verify_receipt 
 by ccf.receipt.
 """
 
-import base64
 import hashlib
 import os
 import signal
@@ -126,3 +125,59 @@ def test_collections_and_current(client):
     assert current["collectionId"] == "audit-trail"
     ids = {c["collectionId"] for c in client.list_collections()}
     assert {"audit-trail", "subledger:0"} <= ids
+
+
+def test_ranged_query_over_five_collections(client):
+    collections = [f"col{i}" for i in range(5)]
+    for n in range(10):
+        coll = f"col{n % 5}"
+        result = client.create_ledger_entry({"contents": f"{coll}-{n}"}, collection_id=coll)
+        assert result["collectionId"] == coll
+    # Wait for everything through the last write.
+    client.create_ledger_entry({"contents": "marker"}, collection_id="marker")
+    client.begin_wait_for_commit(
+        client.get_current_ledger_entry(collection_id="marker")["transactionId"], polling_interval=0.1
+    ).result()
+    for coll in collections:
+        entries = list(client.list_ledger_entries(collection_id=coll))
+        assert [e["contents"] for e in entries] == [f"{coll}-{n}" for n in range(10) if f"col{n % 5}" == coll]
+        assert all(e["collectionId"] == coll for e in entries)
+        seqnos = [int(e["transactionId"].split(".")[1]) for e in entries]
+        assert seqnos == sorted(seqnos)
+    # An inclusive sub-range of one collection.
+    entries = list(client.list_ledger_entries(collection_id="col0"))
+    first, second = entries[0]["transactionId"], entries[1]["transactionId"]
+    ranged = list(
+        client.list_ledger_entries(collection_id="col0", from_transaction_id=first, to_transaction_id=second)
+    )
+    assert [e["transactionId"] for e in ranged] == [first, second]
+
+
+def test_paging_over_more_than_1000_entries(client):
+    for n in range(1005):
+        client.create_ledger_entry({"contents": f"p{n}"}, collection_id="paged")
+    txid = client.get_current_ledger_entry(collection_id="paged")["transactionId"]
+    client.begin_wait_for_commit(txid, polling_interval=0.1).result()
+    entries = list(client.list_ledger_entries(collection_id="paged"))
+    assert [e["contents"] for e in entries] == [f"p{n}" for n in range(1005)]
+
+
+def test_users_members_constitution_quotes(client):
+    fingerprint = "AB:" * 31 + "CD"
+    created = client.create_or_update_user(fingerprint, {"assignedRole": "Reader"})
+    assert created == {"assignedRole": "Reader", "userId": fingerprint}
+    assert client.get_user(fingerprint)["assignedRole"] == "Reader"
+    client.create_or_update_user(fingerprint, {"assignedRole": "Contributor"})
+    assert client.get_user(fingerprint)["assignedRole"] == "Contributor"
+    client.delete_user(fingerprint)
+    with pytest.raises(Exception):
+        client.get_user(fingerprint)
+
+    members = list(client.list_consortium_members())
+    assert len(members) == 1 and "BEGIN CERTIFICATE" in members[0]["certificate"]
+    constitution = client.get_constitution()
+    assert hashlib.sha256(constitution["script"].encode()).hexdigest() == constitution["digest"]
+    quotes = client.get_enclave_quotes()
+    node_id = quotes["currentNodeId"]
+    assert quotes["enclaveQuotes"][node_id]["nodeId"] == node_id
+    assert bytes.fromhex(quotes["enclaveQuotes"][node_id]["raw"])

@@ -502,6 +502,9 @@ fn dev(
             &user0,
             &[covenant_node::Role::Administrator],
         )?;
+        let member0 = Certificate::from_pem(&read_pem_file(&dir.join("member0_cert.pem"))?)?;
+        covenant_node::add_member(&mut engine, &member0)?;
+        covenant_node::set_constitution(&mut engine, covenant_node::DEFAULT_CONSTITUTION)?;
         println!(
             "created a new {ledger_type:?} ledger in {}; user0 ({id}) is an Administrator",
             dir.display()

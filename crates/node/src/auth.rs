@@ -34,6 +34,20 @@ pub struct UserInfo {
     pub user_data: UserData,
 }
 
+/// The roles of `user_id`, or `None` if it is not a user. A user without roles
+/// listed is a Reader (SPEC §5 `set_user` default).
+pub fn user_roles(engine: &covenant_engine::Engine, user_id: &str) -> Option<Vec<Role>> {
+    let raw = engine.store().get(USERS_INFO, user_id.as_bytes())?;
+    let info: UserInfo = serde_json::from_slice(&raw).unwrap_or_default();
+    let mut roles = info.user_data.assigned_roles;
+    if roles.is_empty() {
+        roles.push(Role::Reader);
+    }
+    roles.sort();
+    roles.dedup();
+    Some(roles)
+}
+
 /// An authenticated user.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -70,22 +84,11 @@ impl FromRequestParts<NodeState> for Caller {
                 ApiError::unauthorized("present a client certificate of a ledger user")
             })?;
         let user_id = cert.user_fingerprint();
-        let engine = state.engine();
-        let store = engine.store();
-        if store.get(USERS_CERTS, user_id.as_bytes()).is_none() {
-            return Err(ApiError::unauthorized(format!(
+        let roles = user_roles(&state.engine(), &user_id).ok_or_else(|| {
+            ApiError::unauthorized(format!(
                 "certificate {user_id} is not a user of this ledger"
-            )));
-        }
-        let info: UserInfo = store
-            .get(USERS_INFO, user_id.as_bytes())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let roles = if info.user_data.assigned_roles.is_empty() {
-            vec![Role::Reader]
-        } else {
-            info.user_data.assigned_roles
-        };
+            ))
+        })?;
         Ok(Caller { user_id, roles })
     }
 }

@@ -7,12 +7,15 @@
 //! lock → response with `x-ms-ccf-transaction-id`. The driver task signs and
 //! flushes every `sig_ms_interval`, which is what moves writes to Committed.
 
+pub mod attestation;
 pub mod auth;
 pub mod error;
+pub mod index;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,6 +73,35 @@ pub enum NodeError {
     Flush(String),
 }
 
+/// CCF's map of member certificates: member id → PEM.
+pub const MEMBERS_CERTS: &str = "public:ccf.gov.members.certs";
+/// CCF's map of member information: member id → `{"status": ..., "member_data": ...}`.
+pub const MEMBERS_INFO: &str = "public:ccf.gov.members.info";
+/// The constitution script (single key).
+pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
+pub const CONSTITUTION_KEY: &[u8] = b"0";
+/// The constitution a new covenant ledger starts with.
+pub const DEFAULT_CONSTITUTION: &str = include_str!("default_constitution.js");
+
+/// Records a consortium member (state Accepted until it acks, SPEC §5) in one transaction.
+pub fn add_member(engine: &mut Engine, cert: &Certificate) -> Result<String, EngineError> {
+    let id = cert.member_id();
+    let info = serde_json::json!({"status": "Accepted", "member_data": null});
+    let mut tx = engine.begin();
+    tx.put(MEMBERS_CERTS, id.as_bytes(), cert.to_pem().as_bytes());
+    tx.put(MEMBERS_INFO, id.as_bytes(), info.to_string().as_bytes());
+    engine.commit_tx(tx, None)?;
+    Ok(id)
+}
+
+/// Sets the constitution script.
+pub fn set_constitution(engine: &mut Engine, script: &str) -> Result<(), EngineError> {
+    let mut tx = engine.begin();
+    tx.put(CONSTITUTION, CONSTITUTION_KEY, script.as_bytes());
+    engine.commit_tx(tx, None)?;
+    Ok(())
+}
+
 /// Adds a certificate user with `roles` in one transaction (the initial user of a
 /// dev ledger; governance takes this over later).
 pub fn add_cert_user(
@@ -113,12 +145,14 @@ impl BoundNode {
                     source,
                 })?;
         let local_addr = listener.local_addr()?;
+        let quote = attestation::VirtualQuote::of(node);
         let (state, driver) = NodeState::start(
             engine,
             service_cert.to_pem(),
             config.ledger_public,
             Duration::from_millis(config.sig_ms_interval.max(1)),
-        );
+            quote,
+        )?;
         Ok(BoundNode {
             listener,
             local_addr,

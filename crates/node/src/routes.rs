@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::state::NodeState;
+use crate::users;
 
 /// Collection used when a request names none.
 pub const DEFAULT_COLLECTION: &str = "subledger:0";
@@ -28,12 +29,28 @@ const MAX_COLLECTION_ID: usize = 256;
 /// Every route of the node.
 pub fn router(state: NodeState) -> Router {
     Router::new()
-        .route("/app/transactions", post(append))
+        .route("/app/transactions", post(append).get(list_entries))
         .route("/app/transactions/current", get(current))
         .route("/app/transactions/{txid}", get(get_entry))
         .route("/app/transactions/{txid}/status", get(status))
         .route("/app/transactions/{txid}/receipt", get(receipt))
         .route("/app/collections", get(collections))
+        .route(
+            "/app/users/{user_id}",
+            get(users::get_v1)
+                .patch(users::patch_v1)
+                .delete(users::delete_v1),
+        )
+        .route("/app/ledgerUsers", get(users::list))
+        .route(
+            "/app/ledgerUsers/{user_id}",
+            get(users::get_multi)
+                .patch(users::patch_multi)
+                .delete(users::delete_multi),
+        )
+        .route("/app/enclaveQuotes", get(enclave_quotes))
+        .route("/app/governance/members", get(governance_members))
+        .route("/app/governance/constitution", get(governance_constitution))
         .route("/node/state", get(node_state))
         .route("/node/version", get(node_version))
         .route("/node/commit", get(node_commit))
@@ -44,10 +61,10 @@ pub fn router(state: NodeState) -> Router {
         .with_state(state)
 }
 
-type Params = Query<HashMap<String, String>>;
+pub(crate) type Params = Query<HashMap<String, String>>;
 
 /// Every ledger route requires `api-version` (SPEC §4).
-fn api_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
+pub(crate) fn api_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
     match q.get("api-version") {
         Some(v) if !v.is_empty() => Ok(()),
         _ => Err(ApiError::bad_request(
@@ -78,7 +95,7 @@ fn parse_txid(s: &str) -> Result<TxId, ApiError> {
     })
 }
 
-fn with_txid(txid: Option<TxId>, body: impl IntoResponse) -> Response {
+pub(crate) fn with_txid(txid: Option<TxId>, body: impl IntoResponse) -> Response {
     let mut headers = HeaderMap::new();
     if let Some(t) = txid {
         if let Ok(v) = HeaderValue::from_str(&t.to_string()) {
@@ -126,6 +143,7 @@ async fn append(
             .commit_tx(tx, None)
             .map_err(|e| ApiError::internal("appending the entry failed", e))?
     };
+    state.index.add(&collection, txid);
     Ok(with_txid(
         Some(txid),
         Json(json!({"collectionId": collection})),
@@ -374,4 +392,153 @@ async fn node_network(State(state): State<NodeState>) -> Json<Value> {
         "current_view": view,
         "primary_id": state.node_id,
     }))
+}
+
+/// Entries per page of a ranged query (SPEC §4).
+pub const PAGE_SIZE: usize = 1000;
+
+fn seqno_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    q.get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_txid(v).map(|t| t.seqno.0))
+        .transpose()
+}
+
+fn encode_query(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `GET /app/transactions`: committed entries of one collection in an inclusive
+/// TxId range, 1000 per page, with a relative `nextLink` to the rest.
+async fn list_entries(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let collection = collection(&q)?;
+    let committed = state.engine().committed_seqno();
+    let from = seqno_param(&q, "fromTransactionId")?.unwrap_or(1);
+    let to = seqno_param(&q, "toTransactionId")?
+        .unwrap_or(u64::MAX)
+        .min(committed);
+    if from > to && q.contains_key("toTransactionId") && to < committed {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            "fromTransactionId must not be after toTransactionId",
+        ));
+    }
+    let (page, next) = state.index.range(&collection, from, to, PAGE_SIZE);
+    let map = entries_map(&state);
+    let mut entries = Vec::with_capacity(page.len());
+    for txid in page {
+        let (_, ws) = state
+            .engine()
+            .read_tx(txid.seqno.0)
+            .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+        if let Some(Some(contents)) = ws.get(map, collection.as_bytes()) {
+            entries.push(json!({
+                "collectionId": collection,
+                "contents": String::from_utf8_lossy(contents),
+                "transactionId": txid.to_string(),
+            }));
+        }
+    }
+    let mut body = json!({"entries": entries, "state": "Ready"});
+    if let Some(next) = next {
+        let mut pairs = vec![
+            (
+                "api-version",
+                q.get("api-version").cloned().unwrap_or_default(),
+            ),
+            ("collectionId", collection.clone()),
+            ("fromTransactionId", next.to_string()),
+        ];
+        if let Some(t) = q.get("toTransactionId") {
+            pairs.push(("toTransactionId", t.clone()));
+        }
+        body["nextLink"] = Value::String(format!("/app/transactions?{}", encode_query(&pairs)));
+    }
+    let last = state.engine().last_txid();
+    Ok(with_txid(last, Json(body)))
+}
+
+async fn enclave_quotes(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let quote = &state.quote;
+    let hex: String = quote.raw().iter().map(|b| format!("{b:02x}")).collect();
+    let body = json!({
+        "currentNodeId": state.node_id,
+        "enclaveQuotes": {
+            state.node_id.clone(): {
+                "nodeId": state.node_id,
+                "quoteVersion": "Virtual",
+                "raw": hex,
+                "mrenclave": quote.measurement,
+            }
+        }
+    });
+    let last = state.engine().last_txid();
+    Ok(with_txid(last, Json(body)))
+}
+
+/// Members of the consortium (SPEC §4 read-only view of `public:ccf.gov.members.certs`).
+async fn governance_members(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let engine = state.engine();
+    let members: Vec<Value> = engine
+        .store()
+        .entries(crate::MEMBERS_CERTS)
+        .into_iter()
+        .map(|(id, pem)| json!({"certificate": String::from_utf8_lossy(&pem), "id": String::from_utf8_lossy(&id)}))
+        .collect();
+    Ok(with_txid(
+        engine.last_txid(),
+        Json(json!({"members": members})),
+    ))
+}
+
+async fn governance_constitution(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let engine = state.engine();
+    let script = engine
+        .store()
+        .get(crate::CONSTITUTION, crate::CONSTITUTION_KEY)
+        .ok_or_else(|| ApiError::not_found("ResourceNotFound", "no constitution has been set"))?;
+    let digest = covenant_crypto::sha256(&script).to_hex();
+    Ok(with_txid(
+        engine.last_txid(),
+        Json(json!({"digest": digest, "script": String::from_utf8_lossy(&script)})),
+    ))
 }

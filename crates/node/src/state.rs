@@ -8,8 +8,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use covenant_engine::Engine;
+use covenant_engine::{Engine, EngineError};
 use tokio::sync::watch;
+
+use crate::index::EntryIndex;
+use crate::routes::{ENTRIES_PRIVATE, ENTRIES_PUBLIC};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -19,6 +22,10 @@ pub struct NodeState {
     pub node_id: String,
     pub service_cert_pem: Arc<String>,
     pub ledger_public: bool,
+    /// Collection → TxIds of its entries.
+    pub index: Arc<EntryIndex>,
+    /// Virtual attestation evidence of this node (SPEC §8).
+    pub quote: Arc<crate::attestation::VirtualQuote>,
 }
 
 impl NodeState {
@@ -29,21 +36,30 @@ impl NodeState {
         service_cert_pem: String,
         ledger_public: bool,
         sig_interval: Duration,
-    ) -> (NodeState, tokio::task::JoinHandle<()>) {
+        quote: crate::attestation::VirtualQuote,
+    ) -> Result<(NodeState, tokio::task::JoinHandle<()>), EngineError> {
         let node_id = engine.node_id().to_string();
+        let map = if ledger_public {
+            ENTRIES_PUBLIC
+        } else {
+            ENTRIES_PRIVATE
+        };
+        let index = Arc::new(EntryIndex::build(&engine, map)?);
         let (tx, rx) = watch::channel(engine.committed_seqno());
         let engine = Arc::new(Mutex::new(engine));
         let driver = tokio::spawn(drive(engine.clone(), tx, sig_interval));
-        (
+        Ok((
             NodeState {
                 engine,
                 committed: rx,
                 node_id,
                 service_cert_pem: Arc::new(service_cert_pem),
                 ledger_public,
+                index,
+                quote: Arc::new(quote),
             },
             driver,
-        )
+        ))
     }
 
     /// The engine, for a short, non-blocking critical section.

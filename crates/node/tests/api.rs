@@ -328,3 +328,239 @@ async fn auth_and_bad_input_get_clear_errors() {
     node.stop.send(()).unwrap();
     node.task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_queries_page_through_one_collection() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let v = "api-version=2022-05-13";
+    // 1100 entries in "big", interleaved with 10 in "small".
+    let mut big = Vec::new();
+    for i in 0..1100 {
+        let coll = if i % 110 == 0 { "small" } else { "big" };
+        let r = admin
+            .request(
+                "POST",
+                &format!("/app/transactions?{v}&collectionId={coll}"),
+                Some(&json!({"contents": format!("{coll} {i}")})),
+            )
+            .await
+            .unwrap();
+        if coll == "big" {
+            big.push(r.transaction_id.unwrap());
+        }
+    }
+    wait_committed(&admin, big.last().unwrap()).await;
+    // Page through "big": exactly its entries, in order, 1000 then the rest.
+    let mut seen = Vec::new();
+    let mut link = format!("/app/transactions?{v}&collectionId=big");
+    let mut pages = 0;
+    loop {
+        let r = admin.request("GET", &link, None).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let j = r.json();
+        assert_eq!(j["state"], "Ready");
+        let entries = j["entries"].as_array().unwrap();
+        assert!(entries.len() <= 1000);
+        for e in entries {
+            assert_eq!(e["collectionId"], "big");
+            seen.push(e["transactionId"].as_str().unwrap().to_string());
+        }
+        pages += 1;
+        match j.get("nextLink").and_then(|l| l.as_str()) {
+            Some(l) => link = l.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen, big);
+    // An inclusive sub-range.
+    let (a, b) = (&big[10], &big[19]);
+    let r = admin
+        .request(
+            "GET",
+            &format!(
+                "/app/transactions?{v}&collectionId=big&fromTransactionId={a}&toTransactionId={b}"
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let got: Vec<_> = r.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["transactionId"].clone())
+        .collect();
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[0], a.as_str());
+    assert_eq!(got[9], b.as_str());
+    // An unknown collection is an empty list, not an error.
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions?{v}&collectionId=nope"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["entries"], json!([]));
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_apis_and_the_role_matrix() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let v = "api-version=2022-05-13";
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let contributor_id = generate_client_identity("contributor", Curve::P384).unwrap();
+    let fp = contributor_id.1.user_fingerprint();
+
+    // v1: create as Contributor, read back, then the redirect for new api-versions.
+    let r = admin
+        .request(
+            "PATCH",
+            &format!("/app/users/{fp}?{v}"),
+            Some(&json!({"assignedRole": "Contributor"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json(),
+        json!({"assignedRole": "Contributor", "userId": fp})
+    );
+    let r = admin
+        .request("GET", &format!("/app/users/{fp}?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["assignedRole"], "Contributor");
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/users/{fp}?api-version=2024-08-22-preview"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 301);
+    assert_eq!(r.json()["error"]["code"], "ApiVersionRedirect");
+
+    // ledgerUsers: PATCH adds roles; list shows everyone; unknown delete succeeds.
+    let nv = "api-version=2024-08-22-preview";
+    let r = admin
+        .request(
+            "PATCH",
+            &format!("/app/ledgerUsers/{fp}?{nv}"),
+            Some(&json!({"assignedRoles": ["Reader"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json(),
+        json!({"assignedRoles": ["Reader", "Contributor"], "userId": fp})
+    );
+    let r = admin
+        .request("GET", &format!("/app/ledgerUsers?{nv}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["ledgerUsers"].as_array().unwrap().len(), 3);
+    let r = admin
+        .request("DELETE", &format!("/app/ledgerUsers/nobody?{nv}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+
+    // The role matrix: every route class x {no creds, unknown cert, Reader, Contributor, Administrator}.
+    let stranger_id = generate_client_identity("stranger", Curve::P384).unwrap();
+    let who: Vec<(&str, LedgerClient)> = vec![
+        ("anonymous", client(&node, &ids, None)),
+        ("unknown", client(&node, &ids, Some(&stranger_id))),
+        ("reader", client(&node, &ids, Some(&ids.reader))),
+        ("contributor", client(&node, &ids, Some(&contributor_id))),
+        ("admin", client(&node, &ids, Some(&ids.admin))),
+    ];
+    let seed = admin
+        .request(
+            "POST",
+            &format!("/app/transactions?{v}"),
+            Some(&json!({"contents": "seed"})),
+        )
+        .await
+        .unwrap()
+        .transaction_id
+        .unwrap();
+    wait_committed(&admin, &seed).await;
+    // (method, path, body, minimum role: 0 reader, 1 contributor, 2 admin)
+    let target = ids.reader.1.user_fingerprint();
+    let routes: Vec<(&str, String, Option<serde_json::Value>, usize)> = vec![
+        ("GET", format!("/app/transactions/{seed}?{v}"), None, 0),
+        (
+            "GET",
+            format!("/app/transactions/{seed}/status?{v}"),
+            None,
+            0,
+        ),
+        (
+            "GET",
+            format!("/app/transactions/{seed}/receipt?{v}"),
+            None,
+            0,
+        ),
+        ("GET", format!("/app/transactions?{v}"), None, 0),
+        ("GET", format!("/app/transactions/current?{v}"), None, 0),
+        ("GET", format!("/app/collections?{v}"), None, 0),
+        ("GET", format!("/app/enclaveQuotes?{v}"), None, 0),
+        ("GET", format!("/app/governance/members?{v}"), None, 0),
+        (
+            "POST",
+            format!("/app/transactions?{v}"),
+            Some(json!({"contents": "m"})),
+            1,
+        ),
+        ("GET", format!("/app/users/{target}?{v}"), None, 2),
+        ("GET", format!("/app/ledgerUsers?{nv}"), None, 2),
+        ("GET", format!("/app/ledgerUsers/{target}?{nv}"), None, 2),
+    ];
+    for (method, path, body, min) in &routes {
+        for (i, (name, c)) in who.iter().enumerate() {
+            let r = c.request(method, path, body.as_ref()).await.unwrap();
+            let expected = match i {
+                0 | 1 => 401,
+                n if n - 2 >= *min => 200,
+                _ => 403,
+            };
+            assert_eq!(
+                r.status,
+                expected,
+                "{name} {method} {path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            if expected != 200 {
+                assert!(
+                    r.json()["error"]["code"].is_string(),
+                    "error body for {name} {method} {path}"
+                );
+            }
+        }
+    }
+    // The contributor, once deleted, is no longer a user.
+    let r = admin
+        .request("DELETE", &format!("/app/users/{fp}?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    let r = who[3]
+        .1
+        .request("GET", &format!("/app/collections?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}

@@ -1,0 +1,104 @@
+//! Which transactions wrote an entry to which collection, for ranged queries.
+//!
+//! Kept in memory and rebuilt from the ledger at start (the ledger is the source of
+//! truth). Each collection's list is in seqno order, so a range is a binary search.
+//! Known limit: it is rebuilt by a scan at every start and grows with the number
+//! of entries; persisting it beside the ledger (redb) is the planned next step.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use covenant_engine::Engine;
+use covenant_types::TxId;
+
+#[derive(Default)]
+pub struct EntryIndex {
+    by_collection: RwLock<HashMap<String, Vec<TxId>>>,
+}
+
+impl EntryIndex {
+    /// Scans every transaction of `engine` for writes to `map`.
+    pub fn build(engine: &Engine, map: &str) -> Result<EntryIndex, covenant_engine::EngineError> {
+        let index = EntryIndex::default();
+        let last = engine.last_txid().map(|t| t.seqno.0).unwrap_or(0);
+        for seqno in 1..=last {
+            let (txid, ws) = engine.read_tx(seqno)?;
+            if let Some(writes) = ws.maps.get(map) {
+                for (key, value) in writes {
+                    if value.is_some() {
+                        index.add(&String::from_utf8_lossy(key), txid);
+                    }
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn add(&self, collection: &str, txid: TxId) {
+        let mut m = self
+            .by_collection
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let list = m.entry(collection.to_string()).or_default();
+        // Appends come in seqno order; keep the list sorted even if one does not.
+        match list.last() {
+            Some(l) if l.seqno >= txid.seqno => {
+                let at = list.partition_point(|t| t.seqno < txid.seqno);
+                list.insert(at, txid);
+            }
+            _ => list.push(txid),
+        }
+    }
+
+    /// Up to `limit` TxIds of `collection` with `from <= seqno <= to`, and whether
+    /// more follow (the next one, for a nextLink).
+    pub fn range(
+        &self,
+        collection: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> (Vec<TxId>, Option<TxId>) {
+        let m = self.by_collection.read().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = m.get(collection) else {
+            return (Vec::new(), None);
+        };
+        let start = list.partition_point(|t| t.seqno.0 < from);
+        let mut page = Vec::new();
+        for t in &list[start..] {
+            if t.seqno.0 > to {
+                return (page, None);
+            }
+            if page.len() == limit {
+                return (page, Some(*t));
+            }
+            page.push(*t);
+        }
+        (page, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_pages() {
+        let idx = EntryIndex::default();
+        for s in 1..=10u64 {
+            idx.add(if s % 2 == 0 { "even" } else { "odd" }, TxId::new(1, s));
+        }
+        let (p, next) = idx.range("even", 3, 9, 10);
+        assert_eq!(
+            p.iter().map(|t| t.seqno.0).collect::<Vec<_>>(),
+            vec![4, 6, 8]
+        );
+        assert_eq!(next, None);
+        let (p, next) = idx.range("odd", 1, 100, 2);
+        assert_eq!(p.len(), 2);
+        assert_eq!(next, Some(TxId::new(1, 5)));
+        assert!(idx.range("none", 1, 10, 5).0.is_empty());
+        idx.add("odd", TxId::new(2, 4));
+        assert_eq!(idx.range("odd", 4, 4, 5).0, vec![TxId::new(2, 4)]);
+    }
+}

@@ -1,0 +1,232 @@
+//! User management (SPEC §4): the v1 single-role API (`/app/users`, redirected to
+//! `/app/ledgerUsers` from api-version 2024-08-22-preview on) and the multi-role
+//! API (`/app/ledgerUsers`). Users are keyed by id: the colon-hex certificate
+//! fingerprint, or a JWT object id.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{user_roles, Caller, Role, USERS_CERTS, USERS_INFO};
+use crate::error::ApiError;
+use crate::routes::{api_version, with_txid, Params};
+use crate::state::NodeState;
+
+/// From this api-version on, `/app/users` answers with a redirect.
+const REDIRECT_FROM: &str = "2024-08-22";
+
+fn check_user_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            "userId must be 1..256 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn write_roles(
+    state: &NodeState,
+    user_id: &str,
+    roles: Option<&[Role]>,
+) -> Result<covenant_types::TxId, ApiError> {
+    let mut engine = state.engine();
+    let mut tx = engine.begin();
+    match roles {
+        Some(roles) => {
+            let info = json!({"user_data": {"assignedRoles": roles}});
+            tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
+        }
+        None => {
+            tx.remove(USERS_INFO, user_id.as_bytes());
+            tx.remove(USERS_CERTS, user_id.as_bytes());
+        }
+    }
+    engine
+        .commit_tx(tx, None)
+        .map_err(|e| ApiError::internal("updating the user failed", e))
+}
+
+fn redirect_if_new_api(
+    q: &std::collections::HashMap<String, String>,
+    user_id: &str,
+) -> Option<Response> {
+    let v = q.get("api-version")?;
+    if v.get(..10).is_some_and(|d| d >= REDIRECT_FROM) {
+        let location = format!("/app/ledgerUsers/{user_id}?api-version={v}");
+        let body = ApiError::new(
+            StatusCode::MOVED_PERMANENTLY,
+            "ApiVersionRedirect",
+            format!("api-version {v} manages users at /app/ledgerUsers"),
+        );
+        return Some(([(header::LOCATION, location)], body).into_response());
+    }
+    None
+}
+
+fn highest(roles: &[Role]) -> Role {
+    roles.iter().copied().max().unwrap_or(Role::Reader)
+}
+
+fn not_found(user_id: &str) -> ApiError {
+    ApiError::not_found("UserNotFound", format!("user {user_id} does not exist"))
+}
+
+pub async fn get_v1(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    if let Some(r) = redirect_if_new_api(&q, &user_id) {
+        return Ok(r);
+    }
+    check_user_id(&user_id)?;
+    let engine = state.engine();
+    let roles = user_roles(&engine, &user_id).ok_or_else(|| not_found(&user_id))?;
+    Ok(with_txid(
+        engine.last_txid(),
+        Json(json!({"assignedRole": highest(&roles), "userId": user_id})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct V1Patch {
+    #[serde(rename = "assignedRole")]
+    assigned_role: Role,
+}
+
+pub async fn patch_v1(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(q): Params,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    if let Some(r) = redirect_if_new_api(&q, &user_id) {
+        return Ok(r);
+    }
+    check_user_id(&user_id)?;
+    let patch: V1Patch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "InvalidInput",
+            format!("body must be {{\"assignedRole\": \"Reader\"|\"Contributor\"|\"Administrator\"}}: {e}"),
+        )
+    })?;
+    let txid = write_roles(&state, &user_id, Some(&[patch.assigned_role]))?;
+    Ok(with_txid(
+        Some(txid),
+        Json(json!({"assignedRole": patch.assigned_role, "userId": user_id})),
+    ))
+}
+
+pub async fn delete_v1(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    if let Some(r) = redirect_if_new_api(&q, &user_id) {
+        return Ok(r);
+    }
+    check_user_id(&user_id)?;
+    let txid = write_roles(&state, &user_id, None)?;
+    Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
+}
+
+pub async fn list(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    let engine = state.engine();
+    let users: Vec<Value> = engine
+        .store()
+        .entries(USERS_INFO)
+        .into_iter()
+        .filter_map(|(id, _)| {
+            let id = String::from_utf8_lossy(&id).to_string();
+            user_roles(&engine, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
+        })
+        .collect();
+    Ok(with_txid(
+        engine.last_txid(),
+        Json(json!({"ledgerUsers": users})),
+    ))
+}
+
+pub async fn get_multi(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    check_user_id(&user_id)?;
+    let engine = state.engine();
+    let roles = user_roles(&engine, &user_id).ok_or_else(|| not_found(&user_id))?;
+    Ok(with_txid(
+        engine.last_txid(),
+        Json(json!({"assignedRoles": roles, "userId": user_id})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct MultiPatch {
+    #[serde(rename = "assignedRoles")]
+    assigned_roles: Vec<Role>,
+}
+
+/// Adds roles (a merge patch: roles already held stay).
+pub async fn patch_multi(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(q): Params,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    check_user_id(&user_id)?;
+    let patch: MultiPatch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "InvalidInput",
+            format!("body must be {{\"assignedRoles\": [...]}}: {e}"),
+        )
+    })?;
+    let existing = user_roles(&state.engine(), &user_id).unwrap_or_default();
+    let mut roles: Vec<Role> = existing.into_iter().chain(patch.assigned_roles).collect();
+    roles.sort();
+    roles.dedup();
+    let txid = write_roles(&state, &user_id, Some(&roles))?;
+    Ok(with_txid(
+        Some(txid),
+        Json(json!({"assignedRoles": roles, "userId": user_id})),
+    ))
+}
+
+/// Deleting a user that does not exist succeeds (SPEC §4).
+pub async fn delete_multi(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    check_user_id(&user_id)?;
+    let txid = write_roles(&state, &user_id, None)?;
+    Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
+}
