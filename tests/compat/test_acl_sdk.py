@@ -181,3 +181,43 @@ def test_users_members_constitution_quotes(client):
     node_id = quotes["currentNodeId"]
     assert quotes["enclaveQuotes"][node_id]["nodeId"] == node_id
     assert bytes.fromhex(quotes["enclaveQuotes"][node_id]["raw"])
+
+
+def test_identity_service_standalone_and_on_the_node(dev):
+    from azure.confidentialledger.certificate import ConfidentialLedgerCertificateClient
+
+    service_pem = _service_cert(dev)
+    # The node answers for its own ledger id.
+    on_node = ConfidentialLedgerCertificateClient(
+        dev["endpoint"], connection_verify=os.path.join(dev["dir"], "service_cert.pem")
+    )
+    assert on_node.get_ledger_identity("covenant-dev") == {
+        "ledgerId": "covenant-dev",
+        "ledgerTlsCertificate": service_pem,
+    }
+    # The standalone service, from a directory of certificates.
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "my-ledger.pem"), "w") as f:
+            f.write(service_pem)
+        port = _free_port()
+        proc = subprocess.Popen(
+            [os.environ["COVENANT_BIN"], "identity-service", "--dir", tmp, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            line = proc.stdout.readline()
+            assert "ready" in line, line
+            ids = ConfidentialLedgerCertificateClient(
+                f"https://127.0.0.1:{port}", connection_verify=os.path.join(tmp, "identity_tls", "cert.pem")
+            )
+            got = ids.get_ledger_identity("my-ledger")
+            assert got["ledgerId"] == "my-ledger"
+            assert got["ledgerTlsCertificate"] == service_pem
+            with pytest.raises(Exception):
+                ids.get_ledger_identity("unknown-ledger")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        assert proc.returncode == 0

@@ -82,6 +82,22 @@ enum Command {
         /// Largest request body in bytes (larger requests get 413).
         #[arg(long, default_value_t = 1 << 20)]
         max_body_bytes: usize,
+        /// The ledger id this node answers /ledgerIdentity/{ledgerId} for.
+        #[arg(long, default_value = "covenant-dev")]
+        ledger_id: String,
+    },
+    /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
+    /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
+    ///
+    /// Its own TLS certificate and key are created in DIR/identity_tls/ on first run;
+    /// clients trust DIR/identity_tls/cert.pem.
+    IdentityService {
+        /// Directory of <ledgerId>.pem service certificates.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8100)]
+        port: u16,
     },
     /// Offline tools for ledger directories.
     Ledger {
@@ -168,6 +184,7 @@ fn main() -> ExitCode {
             sig_ms_interval,
             sig_tx_interval,
             max_body_bytes,
+            ledger_id,
         } => dev(
             &data_dir,
             port,
@@ -175,7 +192,9 @@ fn main() -> ExitCode {
             sig_ms_interval,
             sig_tx_interval,
             max_body_bytes,
+            ledger_id,
         ),
+        Command::IdentityService { dir, port } => identity_service(&dir, port),
         Command::Demo {
             data_dir,
             entries,
@@ -484,7 +503,11 @@ fn dev(
     sig_ms_interval: u64,
     sig_tx_interval: u64,
     max_body_bytes: usize,
+    ledger_id: String,
 ) -> Result<()> {
+    if !covenant_node::identity::valid_ledger_id(&ledger_id) {
+        bail!("--ledger-id must be 1..64 letters, digits, '-' or '_'");
+    }
     let creating = !dir.join("service_cert.pem").exists();
     let (service, node, secret) = demo_identities(dir)?;
     let ledger_type = dev_ledger_type(dir, ledger_type, creating)?;
@@ -520,6 +543,7 @@ fn dev(
         nc.sig_ms_interval = sig_ms_interval.max(1);
         nc.max_body_bytes = max_body_bytes;
         nc.ledger_public = ledger_type == LedgerType::Public;
+        nc.ledger_id = ledger_id;
         let bound = covenant_node::BoundNode::bind(nc, engine, &node, &service.cert).await?;
         println!(
             "covenant dev ready: https://127.0.0.1:{} (service cert {}, user0 credentials {})",
@@ -553,4 +577,44 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// The identity service's own TLS identity: a CA clients trust (`cert.pem`) and the
+/// leaf it issued for localhost (`leaf.pem`, `key.pem`), created on first run.
+fn identity_tls(tls_dir: &Path) -> Result<(covenant_crypto::SigningKeyPair, Certificate)> {
+    if !tls_dir.join("leaf.pem").exists() {
+        std::fs::create_dir_all(tls_dir)
+            .with_context(|| format!("creating {}", tls_dir.display()))?;
+        let ca = ServiceIdentity::generate(Curve::P384)?;
+        let key = covenant_crypto::SigningKeyPair::generate(Curve::P384)?;
+        let leaf = ca.issue_node_cert(&key, &SubjectAltName::dev_defaults(), 3650)?;
+        write_private_file(&tls_dir.join("key.pem"), key.to_pem().as_bytes())?;
+        covenant_crypto::write_public_file(&tls_dir.join("cert.pem"), ca.cert.to_pem().as_bytes())?;
+        covenant_crypto::write_public_file(&tls_dir.join("leaf.pem"), leaf.to_pem().as_bytes())?;
+    }
+    let leaf = Certificate::from_pem(&read_pem_file(&tls_dir.join("leaf.pem"))?)?;
+    let key = covenant_crypto::SigningKeyPair::from_pem(&read_pem_file(&tls_dir.join("key.pem"))?)?;
+    Ok((key, leaf))
+}
+
+fn identity_service(dir: &Path, port: u16) -> Result<()> {
+    let (key, leaf) = identity_tls(&dir.join("identity_tls"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let dir = dir.to_path_buf();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        let addr = listener.local_addr()?;
+        println!(
+            "covenant identity service ready: https://{addr}/ledgerIdentity/<ledgerId> (trust {})",
+            dir.join("identity_tls/cert.pem").display()
+        );
+        covenant_node::serve_identity_service(listener, dir, &leaf, &key, shutdown_signal())
+            .await?;
+        Ok(())
+    })
 }

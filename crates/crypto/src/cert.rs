@@ -90,7 +90,7 @@ impl Certificate {
     }
 
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("CERTIFICATE", self.der.as_slice()))
+        crate::files::pem_lf("CERTIFICATE", self.der.as_slice())
     }
 
     /// The DER SubjectPublicKeyInfo.

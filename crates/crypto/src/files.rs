@@ -49,6 +49,15 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), Crypto
     })
 }
 
+/// PEM with `\n` line endings (the `pem` crate defaults to `\r\n`, which Unix
+/// tools, CCF and ACL do not use).
+pub(crate) fn pem_lf(tag: &str, der: impl Into<Vec<u8>>) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 /// Reads a PEM file into a string, refusing files that are not UTF-8 text.
 pub fn read_pem_file(path: &Path) -> Result<String, CryptoError> {
     let bytes = fs::read(path).map_err(|e| CryptoError::io(path, e))?;

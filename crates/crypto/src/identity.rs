@@ -279,6 +279,19 @@ mod tests {
     }
 
     #[test]
+    fn pems_use_unix_line_endings() {
+        let service = ServiceIdentity::generate(Curve::P384).unwrap();
+        for pem in [
+            service.cert.to_pem(),
+            service.key.to_pem().to_string(),
+            service.key.public_key_pem(),
+        ] {
+            assert!(!pem.contains('\r'), "{pem:?}");
+            assert!(pem.ends_with("-----\n"));
+        }
+    }
+
+    #[test]
     fn p256_identities_work_too() {
         let service = ServiceIdentity::generate(Curve::P256).unwrap();
         let node = NodeIdentity::generate(&service, Curve::P384, &[]).unwrap();

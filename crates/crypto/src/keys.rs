@@ -101,10 +101,7 @@ impl SigningKeyPair {
 
     /// PKCS#8 PEM, for a 0600 key file.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            self.pkcs8.as_slice(),
-        )))
+        Zeroizing::new(crate::files::pem_lf("PRIVATE KEY", self.pkcs8.as_slice()))
     }
 
     /// PKCS#8 DER, for handing the key to the TLS stack. Zeroized on drop.
@@ -123,7 +120,7 @@ impl SigningKeyPair {
 
     /// The public key as PEM (`PUBLIC KEY`).
     pub fn public_key_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PUBLIC KEY", self.public_key_spki_der()))
+        crate::files::pem_lf("PUBLIC KEY", self.public_key_spki_der())
     }
 
     pub(crate) fn to_rcgen(&self) -> Result<rcgen::KeyPair, CryptoError> {

@@ -10,6 +10,7 @@
 pub mod attestation;
 pub mod auth;
 pub mod error;
+pub mod identity;
 pub mod index;
 pub mod routes;
 pub mod server;
@@ -40,6 +41,8 @@ pub struct NodeConfig {
     pub limits: ServerLimits,
     /// Entries stored in clear (`Public` ledger) rather than encrypted (`Private`).
     pub ledger_public: bool,
+    /// The name the node answers `/ledgerIdentity/{ledgerId}` for.
+    pub ledger_id: String,
 }
 
 impl NodeConfig {
@@ -50,6 +53,7 @@ impl NodeConfig {
             max_body_bytes: 1 << 20,
             limits: ServerLimits::default(),
             ledger_public: false,
+            ledger_id: "covenant-dev".into(),
         }
     }
 }
@@ -150,6 +154,7 @@ impl BoundNode {
             engine,
             service_cert.to_pem(),
             config.ledger_public,
+            config.ledger_id.clone(),
             Duration::from_millis(config.sig_ms_interval.max(1)),
             quote,
         )?;
@@ -185,4 +190,25 @@ impl BoundNode {
         self.driver.abort();
         self.state.flush_now().await.map_err(NodeError::Flush)
     }
+}
+
+/// Serves the standalone identity service for the `<ledgerId>.pem` files in `dir`
+/// over TLS with `cert`/`key`, until `shutdown`.
+pub async fn serve_identity_service(
+    listener: TcpListener,
+    dir: std::path::PathBuf,
+    cert: &Certificate,
+    key: &covenant_crypto::SigningKeyPair,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let tls = tls::server_config_for(cert, key)?;
+    server::serve(
+        listener,
+        tls,
+        identity::router(dir),
+        ServerLimits::default(),
+        shutdown,
+    )
+    .await?;
+    Ok(())
 }

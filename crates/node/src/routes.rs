@@ -51,6 +51,7 @@ pub fn router(state: NodeState) -> Router {
         .route("/app/enclaveQuotes", get(enclave_quotes))
         .route("/app/governance/members", get(governance_members))
         .route("/app/governance/constitution", get(governance_constitution))
+        .route("/ledgerIdentity/{ledger_id}", get(ledger_identity))
         .route("/node/state", get(node_state))
         .route("/node/version", get(node_version))
         .route("/node/commit", get(node_commit))
@@ -541,4 +542,11 @@ async fn governance_constitution(
         engine.last_txid(),
         Json(json!({"digest": digest, "script": String::from_utf8_lossy(&script)})),
     ))
+}
+
+async fn ledger_identity(
+    State(state): State<NodeState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(crate::identity::own(&state.ledger_id, &state.service_cert_pem, &id)?.into_response())
 }

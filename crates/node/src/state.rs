@@ -22,6 +22,7 @@ pub struct NodeState {
     pub node_id: String,
     pub service_cert_pem: Arc<String>,
     pub ledger_public: bool,
+    pub ledger_id: Arc<String>,
     /// Collection → TxIds of its entries.
     pub index: Arc<EntryIndex>,
     /// Virtual attestation evidence of this node (SPEC §8).
@@ -35,6 +36,7 @@ impl NodeState {
         engine: Engine,
         service_cert_pem: String,
         ledger_public: bool,
+        ledger_id: String,
         sig_interval: Duration,
         quote: crate::attestation::VirtualQuote,
     ) -> Result<(NodeState, tokio::task::JoinHandle<()>), EngineError> {
@@ -55,6 +57,7 @@ impl NodeState {
                 node_id,
                 service_cert_pem: Arc::new(service_cert_pem),
                 ledger_public,
+                ledger_id: Arc::new(ledger_id),
                 index,
                 quote: Arc::new(quote),
             },

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use covenant_crypto::{Certificate, NodeIdentity};
+use covenant_crypto::{Certificate, NodeIdentity, SigningKeyPair};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
@@ -77,12 +77,20 @@ pub struct TlsError(String);
 /// The node's server configuration: its endorsed certificate and key, TLS 1.3 only,
 /// client certificates requested but optional, HTTP/1.1 via ALPN.
 pub fn server_config(node: &NodeIdentity) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for(&node.cert, &node.key)
+}
+
+/// The same for any certificate and key (the identity service has its own).
+pub fn server_config_for(
+    cert: &Certificate,
+    key: &SigningKeyPair,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = AnyClientCert {
         algorithms: provider.signature_verification_algorithms,
     };
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node.key.to_pkcs8_der().to_vec()));
-    let chain = vec![CertificateDer::from(node.cert.der().to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der().to_vec()));
+    let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError(e.to_string()))?
