@@ -5,7 +5,9 @@ the SDK's own flows unchanged; receipts are checked by the SDK's verify_receipt 
 by ccf.receipt.
 """
 
+import base64
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -19,8 +21,44 @@ from azure.confidentialledger import (
     ConfidentialLedgerClient,
 )
 from azure.confidentialledger.receipt import verify_receipt
+from azure.core.credentials import AccessToken
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 import ccf.receipt
+
+ISSUER = "https://issuer.covenant.test"
+ISSUER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwks() -> dict:
+    numbers = ISSUER_KEY.public_key().public_numbers()
+    as_bytes = lambda n: n.to_bytes((n.bit_length() + 7) // 8, "big")  # noqa: E731
+    return {"keys": [{"kty": "RSA", "kid": "test-key", "use": "sig", "alg": "RS256",
+                      "n": _b64url(as_bytes(numbers.n)), "e": _b64url(as_bytes(numbers.e))}]}
+
+
+def _token(oid: str, lifetime: int = 600) -> str:
+    header = {"alg": "RS256", "typ": "JWT", "kid": "test-key"}
+    now = int(time.time())
+    claims = {"iss": ISSUER, "oid": oid, "sub": f"sub-{oid}", "iat": now, "nbf": now - 5, "exp": now + lifetime}
+    signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+    signature = ISSUER_KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+class StaticTokenCredential:
+    """An azure-core TokenCredential handing out our test issuer's tokens."""
+
+    def __init__(self, oid: str):
+        self.oid = oid
+
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken(_token(self.oid), int(time.time()) + 600)
 
 
 def _free_port() -> int:
@@ -34,9 +72,13 @@ def dev():
     binary = os.environ["COVENANT_BIN"]
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "dev")
+        jwks = os.path.join(tmp, "jwks.json")
+        with open(jwks, "w") as f:
+            json.dump(_jwks(), f)
         port = _free_port()
         proc = subprocess.Popen(
-            [binary, "dev", "--data-dir", data, "--port", str(port), "--sig-ms-interval", "100"],
+            [binary, "dev", "--data-dir", data, "--port", str(port), "--sig-ms-interval", "100",
+             "--jwt-issuer", ISSUER, "--jwks", jwks],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -221,3 +263,29 @@ def test_identity_service_standalone_and_on_the_node(dev):
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
         assert proc.returncode == 0
+
+
+def test_token_credential_users(dev, client):
+    oid = "7f3c1a2b-0000-4000-8000-00000000abcd"
+    client.create_or_update_user(oid, {"assignedRole": "Contributor"})
+    token_client = ConfidentialLedgerClient(
+        endpoint=dev["endpoint"],
+        credential=StaticTokenCredential(oid),
+        ledger_certificate_path=os.path.join(dev["dir"], "service_cert.pem"),
+    )
+    created = token_client.begin_create_ledger_entry({"contents": "via a token"}, polling_interval=0.1).result()
+    entry = token_client.begin_get_ledger_entry(created["transactionId"], polling_interval=0.1).result()
+    assert entry["entry"]["contents"] == "via a token"
+    # A valid token of someone who is not a user, and a Reader trying to write, are refused.
+    stranger = ConfidentialLedgerClient(
+        endpoint=dev["endpoint"],
+        credential=StaticTokenCredential("not-a-user"),
+        ledger_certificate_path=os.path.join(dev["dir"], "service_cert.pem"),
+    )
+    with pytest.raises(Exception) as refused:
+        stranger.create_ledger_entry({"contents": "nope"})
+    assert "401" in str(refused.value) or "Unauthorized" in str(refused.value)
+    client.create_or_update_user(oid, {"assignedRole": "Reader"})
+    with pytest.raises(Exception) as forbidden:
+        token_client.create_ledger_entry({"contents": "nope"})
+    assert "403" in str(forbidden.value) or "Forbidden" in str(forbidden.value)

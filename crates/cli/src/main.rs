@@ -85,6 +85,15 @@ enum Command {
         /// The ledger id this node answers /ledgerIdentity/{ledgerId} for.
         #[arg(long, default_value = "covenant-dev")]
         ledger_id: String,
+        /// Trust bearer tokens from this issuer (`iss`), with keys from --jwks.
+        #[arg(long, requires = "jwks")]
+        jwt_issuer: Option<String>,
+        /// JWKS file ({"keys":[...]}) of --jwt-issuer.
+        #[arg(long, requires = "jwt_issuer")]
+        jwks: Option<PathBuf>,
+        /// Require this `aud` in bearer tokens.
+        #[arg(long, requires = "jwt_issuer")]
+        jwt_audience: Option<String>,
     },
     /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
     /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
@@ -185,15 +194,21 @@ fn main() -> ExitCode {
             sig_tx_interval,
             max_body_bytes,
             ledger_id,
-        } => dev(
-            &data_dir,
+            jwt_issuer,
+            jwks,
+            jwt_audience,
+        } => dev(DevOptions {
+            dir: data_dir,
             port,
             ledger_type,
             sig_ms_interval,
             sig_tx_interval,
             max_body_bytes,
             ledger_id,
-        ),
+            jwt_issuer,
+            jwks,
+            jwt_audience,
+        }),
         Command::IdentityService { dir, port } => identity_service(&dir, port),
         Command::Demo {
             data_dir,
@@ -496,17 +511,44 @@ fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn dev(
-    dir: &Path,
+/// Everything `covenant dev` is told.
+struct DevOptions {
+    dir: PathBuf,
     port: u16,
     ledger_type: LedgerType,
     sig_ms_interval: u64,
     sig_tx_interval: u64,
     max_body_bytes: usize,
     ledger_id: String,
-) -> Result<()> {
+    jwt_issuer: Option<String>,
+    jwks: Option<PathBuf>,
+    jwt_audience: Option<String>,
+}
+
+fn dev(o: DevOptions) -> Result<()> {
+    let DevOptions {
+        dir,
+        port,
+        ledger_type,
+        sig_ms_interval,
+        sig_tx_interval,
+        max_body_bytes,
+        ledger_id,
+        jwt_issuer,
+        jwks,
+        jwt_audience,
+    } = o;
+    let dir = dir.as_path();
     if !covenant_node::identity::valid_ledger_id(&ledger_id) {
         bail!("--ledger-id must be 1..64 letters, digits, '-' or '_'");
+    }
+    let mut jwt = covenant_node::jwt::JwtAuth::default();
+    if let (Some(issuer), Some(path)) = (jwt_issuer, jwks) {
+        let doc = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let i = covenant_node::jwt::JwtIssuer::from_jwks(&issuer, jwt_audience, &doc)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        jwt.issuers.push(i);
     }
     let creating = !dir.join("service_cert.pem").exists();
     let (service, node, secret) = demo_identities(dir)?;
@@ -544,6 +586,7 @@ fn dev(
         nc.max_body_bytes = max_body_bytes;
         nc.ledger_public = ledger_type == LedgerType::Public;
         nc.ledger_id = ledger_id;
+        nc.jwt = jwt;
         let bound = covenant_node::BoundNode::bind(nc, engine, &node, &service.cert).await?;
         println!(
             "covenant dev ready: https://127.0.0.1:{} (service cert {}, user0 credentials {})",

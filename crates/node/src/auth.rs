@@ -76,14 +76,28 @@ impl FromRequestParts<NodeState> for Caller {
         parts: &mut Parts,
         state: &NodeState,
     ) -> Result<Self, Self::Rejection> {
-        let cert = parts
-            .extensions
-            .get::<PeerCert>()
-            .and_then(|p| p.0.clone())
-            .ok_or_else(|| {
-                ApiError::unauthorized("present a client certificate of a ledger user")
-            })?;
-        let user_id = cert.user_fingerprint();
+        // A bearer token, when present, decides (a bad token is not silently ignored).
+        let user_id = if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            let value = auth
+                .to_str()
+                .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))?;
+            state.jwt.authenticate(token.trim())?
+        } else {
+            parts
+                .extensions
+                .get::<PeerCert>()
+                .and_then(|p| p.0.clone())
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "present a client certificate or a bearer token of a ledger user",
+                    )
+                })?
+                .user_fingerprint()
+        };
         let roles = user_roles(&state.engine(), &user_id).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "certificate {user_id} is not a user of this ledger"

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod identity;
 pub mod index;
+pub mod jwt;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -43,6 +44,8 @@ pub struct NodeConfig {
     pub ledger_public: bool,
     /// The name the node answers `/ledgerIdentity/{ledgerId}` for.
     pub ledger_id: String,
+    /// Trusted JWT issuers for bearer-token users.
+    pub jwt: jwt::JwtAuth,
 }
 
 impl NodeConfig {
@@ -54,6 +57,7 @@ impl NodeConfig {
             limits: ServerLimits::default(),
             ledger_public: false,
             ledger_id: "covenant-dev".into(),
+            jwt: jwt::JwtAuth::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl BoundNode {
             config.ledger_id.clone(),
             Duration::from_millis(config.sig_ms_interval.max(1)),
             quote,
+            config.jwt.clone(),
         )?;
         Ok(BoundNode {
             listener,

@@ -25,6 +25,8 @@ pub struct NodeState {
     pub ledger_id: Arc<String>,
     /// Collection → TxIds of its entries.
     pub index: Arc<EntryIndex>,
+    /// Trusted JWT issuers.
+    pub jwt: Arc<crate::jwt::JwtAuth>,
     /// Virtual attestation evidence of this node (SPEC §8).
     pub quote: Arc<crate::attestation::VirtualQuote>,
 }
@@ -39,6 +41,7 @@ impl NodeState {
         ledger_id: String,
         sig_interval: Duration,
         quote: crate::attestation::VirtualQuote,
+        jwt: crate::jwt::JwtAuth,
     ) -> Result<(NodeState, tokio::task::JoinHandle<()>), EngineError> {
         let node_id = engine.node_id().to_string();
         let map = if ledger_public {
@@ -60,6 +63,7 @@ impl NodeState {
                 ledger_id: Arc::new(ledger_id),
                 index,
                 quote: Arc::new(quote),
+                jwt: Arc::new(jwt),
             },
             driver,
         ))
