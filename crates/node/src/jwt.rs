@@ -138,7 +138,12 @@ mod tests {
         jwk.common.key_id = Some("k1".into());
         let doc = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
         let issuer = JwtIssuer::from_jwks("https://issuer.test", None, &doc).unwrap();
-        (JwtAuth { issuers: vec![issuer] }, enc)
+        (
+            JwtAuth {
+                issuers: vec![issuer],
+            },
+            enc,
+        )
     }
 
     fn token(enc: &EncodingKey, claims: serde_json::Value) -> String {
@@ -150,20 +155,38 @@ mod tests {
     #[test]
     fn valid_tokens_name_their_user() {
         let (auth, enc) = setup();
-        let t = token(&enc, json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o-1", "sub": "s-1"}));
+        let t = token(
+            &enc,
+            json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o-1", "sub": "s-1"}),
+        );
         assert_eq!(auth.authenticate(&t).unwrap(), "o-1");
-        let t = token(&enc, json!({"iss": "https://issuer.test", "exp": now() + 600, "sub": "s-1"}));
+        let t = token(
+            &enc,
+            json!({"iss": "https://issuer.test", "exp": now() + 600, "sub": "s-1"}),
+        );
         assert_eq!(auth.authenticate(&t).unwrap(), "s-1");
     }
 
     #[test]
     fn bad_tokens_are_refused() {
         let (auth, enc) = setup();
-        let expired = token(&enc, json!({"iss": "https://issuer.test", "exp": now() - 3600, "oid": "o"}));
-        let other_iss = token(&enc, json!({"iss": "https://evil.test", "exp": now() + 600, "oid": "o"}));
-        let no_id = token(&enc, json!({"iss": "https://issuer.test", "exp": now() + 600}));
+        let expired = token(
+            &enc,
+            json!({"iss": "https://issuer.test", "exp": now() - 3600, "oid": "o"}),
+        );
+        let other_iss = token(
+            &enc,
+            json!({"iss": "https://evil.test", "exp": now() + 600, "oid": "o"}),
+        );
+        let no_id = token(
+            &enc,
+            json!({"iss": "https://issuer.test", "exp": now() + 600}),
+        );
         let (_, other_key) = setup();
-        let forged = token(&other_key, json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o"}));
+        let forged = token(
+            &other_key,
+            json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o"}),
+        );
         let hs = encode(
             &Header::new(Algorithm::HS256),
             &json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o"}),
