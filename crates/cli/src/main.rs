@@ -21,6 +21,8 @@ use covenant_receipt::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod client_cmds;
+
 #[derive(Parser)]
 #[command(
     name = "covenant",
@@ -107,6 +109,66 @@ enum Command {
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 8100)]
         port: u16,
+    },
+    /// Append an entry ('-' reads the contents from standard input).
+    Append {
+        contents: String,
+        #[arg(long)]
+        collection: Option<String>,
+        /// Wait until the entry is committed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// Print the entry a transaction wrote.
+    Get {
+        txid: String,
+        #[arg(long)]
+        collection: Option<String>,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// List a collection's committed entries (all pages), optionally in a TxId range.
+    List {
+        #[arg(long)]
+        collection: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// Pending or Committed.
+    Status {
+        txid: String,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// Fetch a transaction's receipt (waiting until it is ready).
+    Receipt {
+        txid: String,
+        /// Verify it against --service-cert on the spot.
+        #[arg(long)]
+        verify: bool,
+        /// Also write it to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// List collections.
+    Collections {
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// Manage users and roles (Administrator).
+    Users {
+        #[command(subcommand)]
+        command: client_cmds::UsersCommand,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
     },
     /// Offline tools for ledger directories.
     Ledger {
@@ -210,6 +272,32 @@ fn main() -> ExitCode {
             jwt_audience,
         }),
         Command::IdentityService { dir, port } => identity_service(&dir, port),
+        Command::Append {
+            contents,
+            collection,
+            wait,
+            conn,
+        } => client_cmds::append(&conn, &contents, collection.as_deref(), wait),
+        Command::Get {
+            txid,
+            collection,
+            conn,
+        } => client_cmds::get(&conn, &txid, collection.as_deref()),
+        Command::List {
+            collection,
+            from,
+            to,
+            conn,
+        } => client_cmds::list(&conn, collection.as_deref(), from.as_deref(), to.as_deref()),
+        Command::Status { txid, conn } => client_cmds::status(&conn, &txid),
+        Command::Receipt {
+            txid,
+            verify,
+            out,
+            conn,
+        } => client_cmds::receipt(&conn, &txid, verify, out.as_deref()),
+        Command::Collections { conn } => client_cmds::collections(&conn),
+        Command::Users { command, conn } => client_cmds::users(&conn, &command),
         Command::Demo {
             data_dir,
             entries,

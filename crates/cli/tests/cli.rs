@@ -231,3 +231,134 @@ fn bad_inputs_get_clear_errors() {
     assert!(o.status.success());
     assert!(text(&o).contains("verify-receipt"));
 }
+
+/// `covenant dev` as a real process, driven by the CLI client commands.
+#[test]
+fn dev_server_and_client_commands() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut server = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args([
+            "dev",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--sig-ms-interval",
+            "50",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("dev exited before ready").unwrap();
+        if line.contains("ready") {
+            break;
+        }
+    }
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let conn = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--endpoint".into(),
+            endpoint.clone(),
+            "--service-cert".into(),
+            dir.join("service_cert.pem").to_string_lossy().into(),
+            "--cert".into(),
+            dir.join("user0.pem").to_string_lossy().into(),
+        ]);
+        v
+    };
+    let run = |args: Vec<String>| -> Output {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        covenant(&refs)
+    };
+
+    let o = run(conn(&["append", "first entry", "--wait", "--json"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let appended: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(appended["state"], "Committed");
+    let txid = appended["transactionId"].as_str().unwrap().to_string();
+    let o = run(conn(&[
+        "append",
+        "second",
+        "--collection",
+        "audit",
+        "--wait",
+    ]));
+    assert!(text(&o).contains("appended to audit as"), "{}", text(&o));
+
+    let o = run(conn(&["get", &txid]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "first entry");
+    let o = run(conn(&["status", &txid]));
+    assert!(text(&o).contains("Committed"));
+    let o = run(conn(&["list", "--collection", "audit"]));
+    assert!(text(&o).contains("\tsecond"), "{}", text(&o));
+    let o = run(conn(&["collections"]));
+    assert!(text(&o).contains("audit") && text(&o).contains("subledger:0"));
+    let receipt_file = tmp.path().join("r.json");
+    let o = run(conn(&[
+        "receipt",
+        &txid,
+        "--verify",
+        "--out",
+        receipt_file.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("receipt verified"));
+    // The saved receipt verifies offline too.
+    let o = covenant(&[
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--service-cert",
+        dir.join("service_cert.pem").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let fp = "AA:".repeat(31) + "BB";
+    let o = run(conn(&["users", "set", &fp, "--role", "Contributor"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(conn(&["users", "list"]));
+    assert!(text(&o).contains(&fp));
+    let o = run(conn(&["users", "delete", &fp]));
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Errors are the server's, readable, exit 1.
+    let o = run(conn(&["status", "9.999999"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("404 InvalidTransactionId"),
+        "{}",
+        text(&o)
+    );
+    let o = run(conn(&["get", "garbage"]));
+    assert!(
+        text(&o).contains("400 InvalidTransactionId"),
+        "{}",
+        text(&o)
+    );
+
+    // Graceful stop: SIGTERM, exit 0, then the ledger audits clean.
+    let pid = server.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(server.wait().unwrap().success());
+    let o = covenant(&[
+        "ledger",
+        "audit",
+        dir.join("ledger").to_str().unwrap(),
+        "--service-cert",
+        dir.join("service_cert.pem").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -50,6 +50,7 @@ pub struct LedgerClient {
     port: u16,
     connector: TlsConnector,
     server_name: ServerName<'static>,
+    bearer: Option<String>,
 }
 
 impl LedgerClient {
@@ -93,7 +94,14 @@ impl LedgerClient {
             port,
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
+            bearer: None,
         })
+    }
+
+    /// Authenticates every request with `Authorization: Bearer <token>` (JWT users).
+    pub fn with_bearer_token(mut self, token: &str) -> Self {
+        self.bearer = Some(token.trim().to_string());
+        self
     }
 
     /// Sends one request; `body` (if any) is sent as JSON.
@@ -146,6 +154,9 @@ impl LedgerClient {
             .header("host", &endpoint);
         if body.is_some() {
             req = req.header("content-type", content_type);
+        }
+        if let Some(token) = &self.bearer {
+            req = req.header("authorization", format!("Bearer {token}"));
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
