@@ -21,6 +21,7 @@ use covenant_receipt::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod bench;
 mod client_cmds;
 
 #[derive(Parser)]
@@ -170,6 +171,26 @@ enum Command {
         #[command(flatten)]
         conn: client_cmds::Conn,
     },
+    /// Load-test a local single node over HTTPS/mTLS: a no-op handler (the ceiling of
+    /// the HTTPS stack), appends with response and commit latency, and reads; prints
+    /// throughput, percentiles and the append/ceiling ratio.
+    Bench {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Bytes of contents per appended entry.
+        #[arg(long, default_value_t = 1024)]
+        entry_bytes: usize,
+        /// Milliseconds between signatures.
+        #[arg(long, default_value_t = 1000)]
+        sig_ms_interval: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Offline tools for ledger directories.
     Ledger {
         #[command(subcommand)]
@@ -297,6 +318,19 @@ fn main() -> ExitCode {
             conn,
         } => client_cmds::receipt(&conn, &txid, verify, out.as_deref()),
         Command::Collections { conn } => client_cmds::collections(&conn),
+        Command::Bench {
+            connections,
+            seconds,
+            entry_bytes,
+            sig_ms_interval,
+            json,
+        } => bench::run(bench::BenchOptions {
+            connections: connections.max(1),
+            seconds: seconds.max(0.1),
+            entry_bytes,
+            sig_ms_interval: sig_ms_interval.max(1),
+            json,
+        }),
         Command::Users { command, conn } => client_cmds::users(&conn, &command),
         Command::Demo {
             data_dir,

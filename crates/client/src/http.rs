@@ -120,7 +120,7 @@ impl LedgerClient {
         .await
     }
 
-    /// Sends one request with a raw body and content type.
+    /// Sends one request with a raw body and content type (on a new connection).
     pub async fn request_raw(
         &self,
         method: &str,
@@ -128,6 +128,14 @@ impl LedgerClient {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<HttpResponse, ClientError> {
+        let mut conn = self.connect().await?;
+        conn.request_raw(method, path_and_query, body, content_type)
+            .await
+    }
+
+    /// Opens a keep-alive connection for many sequential requests (load generators,
+    /// long sessions): one TLS handshake instead of one per request.
+    pub async fn connect(&self) -> Result<Connection, ClientError> {
         let endpoint = format!("{}:{}", self.host, self.port);
         let connect_err = |reason: String| ClientError::Connect {
             endpoint: endpoint.clone(),
@@ -142,16 +150,59 @@ impl LedgerClient {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        Ok(Connection {
+            sender,
+            host: endpoint,
+            bearer: self.bearer.clone(),
+        })
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to a node.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+    bearer: Option<String>,
+}
+
+impl Connection {
+    /// Sends one request (JSON body if any) and reads the whole response.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<HttpResponse, ClientError> {
+        self.request_raw(
+            method,
+            path_and_query,
+            body.map(|b| b.to_string().into_bytes()),
+            "application/json",
+        )
+        .await
+    }
+
+    pub async fn request_raw(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<HttpResponse, ClientError> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| ClientError::Http(format!("connection closed: {e}")))?;
         let mut req = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header("host", &endpoint);
+            .header("host", &self.host);
         if body.is_some() {
             req = req.header("content-type", content_type);
         }
@@ -161,7 +212,8 @@ impl LedgerClient {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
+        let resp = self
+            .sender
             .send_request(req)
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;

@@ -6,5 +6,5 @@
 mod http;
 mod verify;
 
-pub use http::{ClientError, HttpResponse, LedgerClient};
+pub use http::{ClientError, Connection, HttpResponse, LedgerClient};
 pub use verify::{verify_consistency, ReceiptVerifier, VerifiedReceipt, VerifyError};

@@ -36,8 +36,8 @@ pub struct UserInfo {
 
 /// The roles of `user_id`, or `None` if it is not a user. A user without roles
 /// listed is a Reader (SPEC §5 `set_user` default).
-pub fn user_roles(engine: &covenant_engine::Engine, user_id: &str) -> Option<Vec<Role>> {
-    let raw = engine.store().get(USERS_INFO, user_id.as_bytes())?;
+pub fn user_roles(store: &covenant_kv::Store, user_id: &str) -> Option<Vec<Role>> {
+    let raw = store.get(USERS_INFO, user_id.as_bytes())?;
     let info: UserInfo = serde_json::from_slice(&raw).unwrap_or_default();
     let mut roles = info.user_data.assigned_roles;
     if roles.is_empty() {
@@ -98,7 +98,7 @@ impl FromRequestParts<NodeState> for Caller {
                 })?
                 .user_fingerprint()
         };
-        let roles = user_roles(&state.engine(), &user_id).ok_or_else(|| {
+        let roles = user_roles(&state.store, &user_id).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "certificate {user_id} is not a user of this ledger"
             ))

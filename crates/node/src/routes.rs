@@ -52,6 +52,7 @@ pub fn router(state: NodeState) -> Router {
         .route("/app/governance/members", get(governance_members))
         .route("/app/governance/constitution", get(governance_constitution))
         .route("/ledgerIdentity/{ledger_id}", get(ledger_identity))
+        .route("/node/ping", get(|| async { Json(json!({})) }))
         .route("/node/state", get(node_state))
         .route("/node/version", get(node_version))
         .route("/node/commit", get(node_commit))

@@ -18,6 +18,8 @@ use crate::routes::{ENTRIES_PRIVATE, ENTRIES_PUBLIC};
 #[derive(Clone)]
 pub struct NodeState {
     engine: Arc<Mutex<Engine>>,
+    /// The engine's KV store, readable without the engine lock (users, roles).
+    pub store: covenant_kv::Store,
     committed: watch::Receiver<u64>,
     pub node_id: String,
     pub service_cert_pem: Arc<String>,
@@ -50,12 +52,14 @@ impl NodeState {
             ENTRIES_PRIVATE
         };
         let index = Arc::new(EntryIndex::build(&engine, map)?);
+        let store = engine.store().clone();
         let (tx, rx) = watch::channel(engine.committed_seqno());
         let engine = Arc::new(Mutex::new(engine));
         let driver = tokio::spawn(drive(engine.clone(), tx, sig_interval));
         Ok((
             NodeState {
                 engine,
+                store,
                 committed: rx,
                 node_id,
                 service_cert_pem: Arc::new(service_cert_pem),
@@ -74,6 +78,12 @@ impl NodeState {
         // A panic while holding the lock would be a bug; the engine's own state stays
         // consistent (every step checks before it mutates), so keep serving.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notified with the committed seqno each time it advances (load generators
+    /// measure commit latency with it).
+    pub fn subscribe_committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// The last committed seqno, as the driver last published it.

@@ -88,7 +88,7 @@ pub async fn get_v1(
     }
     check_user_id(&user_id)?;
     let engine = state.engine();
-    let roles = user_roles(&engine, &user_id).ok_or_else(|| not_found(&user_id))?;
+    let roles = user_roles(&state.store, &user_id).ok_or_else(|| not_found(&user_id))?;
     Ok(with_txid(
         engine.last_txid(),
         Json(json!({"assignedRole": highest(&roles), "userId": user_id})),
@@ -157,7 +157,7 @@ pub async fn list(
         .into_iter()
         .filter_map(|(id, _)| {
             let id = String::from_utf8_lossy(&id).to_string();
-            user_roles(&engine, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
+            user_roles(&state.store, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
         })
         .collect();
     Ok(with_txid(
@@ -176,7 +176,7 @@ pub async fn get_multi(
     caller.require(Role::Administrator)?;
     check_user_id(&user_id)?;
     let engine = state.engine();
-    let roles = user_roles(&engine, &user_id).ok_or_else(|| not_found(&user_id))?;
+    let roles = user_roles(&state.store, &user_id).ok_or_else(|| not_found(&user_id))?;
     Ok(with_txid(
         engine.last_txid(),
         Json(json!({"assignedRoles": roles, "userId": user_id})),
@@ -206,7 +206,7 @@ pub async fn patch_multi(
             format!("body must be {{\"assignedRoles\": [...]}}: {e}"),
         )
     })?;
-    let existing = user_roles(&state.engine(), &user_id).unwrap_or_default();
+    let existing = user_roles(&state.store, &user_id).unwrap_or_default();
     let mut roles: Vec<Role> = existing.into_iter().chain(patch.assigned_roles).collect();
     roles.sort();
     roles.dedup();

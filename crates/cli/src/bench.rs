@@ -1,0 +1,297 @@
+//! `covenant bench`: a load generator against an in-process single node, over real
+//! HTTPS with mTLS on 127.0.0.1. In one run it measures the ceiling (a trivial
+//! handler on the same HTTPS stack), appends (response and commit latency), and
+//! reads of committed entries, and reports the append/ceiling ratio (SPEC §11).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use covenant_client::LedgerClient;
+use covenant_crypto::{
+    generate_client_identity, Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName,
+};
+use covenant_engine::{Engine, EngineConfig};
+use serde_json::json;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub connections: usize,
+    pub seconds: f64,
+    pub entry_bytes: usize,
+    pub sig_ms_interval: u64,
+    pub json: bool,
+}
+
+#[derive(Debug, Default)]
+struct Phase {
+    requests: u64,
+    errors: u64,
+    elapsed: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Phase {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.max(1e-9)
+    }
+}
+
+fn percentiles(v: &mut [u64]) -> serde_json::Value {
+    if v.is_empty() {
+        return json!(null);
+    }
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+    json!({"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0)})
+}
+
+/// Runs `connections` keep-alive loops of `make(i)` until the deadline.
+async fn drive<F, Fut>(
+    client: &LedgerClient,
+    connections: usize,
+    seconds: f64,
+    make: F,
+) -> Result<Phase>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = (String, String, Option<serde_json::Value>)> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let mut conn = client.connect().await?;
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut p = Phase::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let (method, path, body) = make(i, n).await;
+                n += 1;
+                let t = Instant::now();
+                match conn.request(&method, &path, body.as_ref()).await {
+                    Ok(r) if (200..300).contains(&r.status) => {
+                        p.requests += 1;
+                        p.latencies_us.push(t.elapsed().as_micros() as u64);
+                    }
+                    _ => p.errors += 1,
+                }
+            }
+            p
+        }));
+    }
+    let mut total = Phase::default();
+    for t in tasks {
+        let p = t.await.context("a load task failed")?;
+        total.requests += p.requests;
+        total.errors += p.errors;
+        total.latencies_us.extend(p.latencies_us);
+    }
+    total.elapsed = start.elapsed().as_secs_f64();
+    Ok(total)
+}
+
+pub fn run(o: BenchOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(bench(o))
+}
+
+async fn bench(o: BenchOptions) -> Result<()> {
+    let tmp = tempfile::tempdir().context("creating a scratch directory")?;
+    let service = ServiceIdentity::generate(Curve::P384)?;
+    let node = Arc::new(NodeIdentity::generate(
+        &service,
+        Curve::P384,
+        &SubjectAltName::dev_defaults(),
+    )?);
+    let (user_key, user_cert) = generate_client_identity("bench", Curve::P384)?;
+    let mut engine = Engine::open(
+        EngineConfig::new(tmp.path()),
+        node.clone(),
+        Arc::new(LedgerSecret::generate()?),
+    )?;
+    covenant_node::add_cert_user(
+        &mut engine,
+        &user_cert,
+        &[covenant_node::Role::Administrator],
+    )?;
+    let mut config =
+        covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.sig_ms_interval = o.sig_ms_interval;
+    config.limits.max_connections = o.connections * 4 + 16;
+    let bound = covenant_node::BoundNode::bind(config, engine, &node, &service.cert).await?;
+    let endpoint = format!("https://127.0.0.1:{}", bound.local_addr.port());
+    let state = bound.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve(async {
+        let _ = stopped.await;
+    }));
+    let client = LedgerClient::new(&endpoint, &service.cert, Some((&user_cert, &user_key)))?;
+    eprintln!(
+        "bench: {} connections, {:.1} s per phase, {} B entries, sig every {} ms, 1 node on {endpoint}",
+        o.connections, o.seconds, o.entry_bytes, o.sig_ms_interval
+    );
+
+    // 1. The ceiling: a handler that does nothing, on the same TLS/HTTP stack.
+    let mut ceiling = drive(&client, o.connections, o.seconds, |_, _| async {
+        ("GET".to_string(), "/node/ping".to_string(), None)
+    })
+    .await?;
+    eprintln!("bench: ceiling {:.0} req/s", ceiling.rps());
+
+    // 2. Appends, with commit latency taken from the node's commit notifications.
+    let sent: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+    let commit_lat: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut watch = state.subscribe_committed();
+    let watcher = {
+        let sent = sent.clone();
+        let commit_lat = commit_lat.clone();
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let committed = *watch.borrow();
+                let now = Instant::now();
+                let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
+                let rest = s.split_off(&(committed + 1));
+                let done = std::mem::replace(&mut *s, rest);
+                drop(s);
+                let mut l = commit_lat.lock().unwrap_or_else(|e| e.into_inner());
+                l.extend(
+                    done.values()
+                        .map(|t| now.duration_since(*t).as_micros() as u64),
+                );
+            }
+        })
+    };
+    let contents = "x".repeat(o.entry_bytes);
+    let written: Arc<Mutex<Vec<String>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..o.connections {
+        let mut conn = client.connect().await?;
+        let (sent, written, contents) = (sent.clone(), written.clone(), contents.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut p = Phase::default();
+            let body = json!({"contents": contents});
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match conn
+                    .request(
+                        "POST",
+                        "/app/transactions?api-version=2022-05-13",
+                        Some(&body),
+                    )
+                    .await
+                {
+                    Ok(r) if r.status == 200 => {
+                        p.requests += 1;
+                        p.latencies_us.push(t.elapsed().as_micros() as u64);
+                        if let Some(txid) = r.transaction_id {
+                            if let Some(seqno) =
+                                txid.split('.').nth(1).and_then(|s| s.parse::<u64>().ok())
+                            {
+                                sent.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(seqno, t);
+                            }
+                            written.lock().unwrap_or_else(|e| e.into_inner()).push(txid);
+                        }
+                    }
+                    _ => p.errors += 1,
+                }
+            }
+            p
+        }));
+    }
+    let mut appends = Phase::default();
+    for t in tasks {
+        let p = t.await.context("a load task failed")?;
+        appends.requests += p.requests;
+        appends.errors += p.errors;
+        appends.latencies_us.extend(p.latencies_us);
+    }
+    appends.elapsed = start.elapsed().as_secs_f64();
+    // Let the last writes commit (a few signature intervals at most).
+    let wait_until = Instant::now() + Duration::from_millis(o.sig_ms_interval * 3 + 2000);
+    while Instant::now() < wait_until && !sent.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let uncommitted = sent.lock().unwrap_or_else(|e| e.into_inner()).len();
+    watcher.abort();
+    eprintln!("bench: appends {:.0} req/s", appends.rps());
+
+    // 3. Reads of committed entries.
+    let txids = Arc::new(written.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let mut reads = if txids.is_empty() {
+        Phase::default()
+    } else {
+        drive(&client, o.connections, o.seconds, move |i, n| {
+            let txids = txids.clone();
+            async move {
+                let t = &txids[(i * 7919 + n as usize * 104_729) % txids.len()];
+                (
+                    "GET".to_string(),
+                    format!("/app/transactions/{t}?api-version=2022-05-13"),
+                    None,
+                )
+            }
+        })
+        .await?
+    };
+    eprintln!("bench: reads {:.0} req/s", reads.rps());
+    let _ = stop.send(());
+    let _ = server.await;
+
+    let mut commit = commit_lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let report = json!({
+        "connections": o.connections,
+        "seconds_per_phase": o.seconds,
+        "entry_bytes": o.entry_bytes,
+        "sig_ms_interval": o.sig_ms_interval,
+        "ceiling": {"rps": ceiling.rps(), "errors": ceiling.errors, "latency": percentiles(&mut ceiling.latencies_us)},
+        "append": {"rps": appends.rps(), "errors": appends.errors, "latency": percentiles(&mut appends.latencies_us),
+                   "commit_latency": percentiles(&mut commit), "uncommitted_at_end": uncommitted},
+        "read": {"rps": reads.rps(), "errors": reads.errors, "latency": percentiles(&mut reads.latencies_us)},
+        "append_to_ceiling_ratio": appends.rps() / ceiling.rps().max(1e-9),
+    });
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let row = |name: &str, v: &serde_json::Value| {
+            let l = &v["latency"];
+            format!(
+                "{name:<18} {:>10.0} req/s  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                v["rps"].as_f64().unwrap_or(0.0),
+                l["p50_ms"].as_f64().unwrap_or(0.0),
+                l["p90_ms"].as_f64().unwrap_or(0.0),
+                l["p99_ms"].as_f64().unwrap_or(0.0),
+                v["errors"]
+            )
+        };
+        println!("{}", row("ceiling (no-op)", &report["ceiling"]));
+        println!("{}", row("append 1 node", &report["append"]));
+        let c = &report["append"]["commit_latency"];
+        println!(
+            "{:<18} {:>16}  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:.2} ms",
+            "  commit latency",
+            "",
+            c["p50_ms"].as_f64().unwrap_or(0.0),
+            c["p90_ms"].as_f64().unwrap_or(0.0),
+            c["p99_ms"].as_f64().unwrap_or(0.0),
+            c["max_ms"].as_f64().unwrap_or(0.0)
+        );
+        println!("{}", row("read committed", &report["read"]));
+        println!(
+            "append / ceiling = {:.2} (target >= 0.50)",
+            report["append_to_ceiling_ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
