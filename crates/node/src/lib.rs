@@ -13,6 +13,8 @@ pub mod error;
 pub mod identity;
 pub mod index;
 pub mod jwt;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;

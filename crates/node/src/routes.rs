@@ -59,7 +59,16 @@ pub fn router(state: NodeState) -> Router {
         .route("/node/tx", get(node_tx))
         .route("/node/receipt", get(node_receipt))
         .route("/node/network", get(node_network))
+        .route("/node/metrics", get(crate::metrics::render))
+        .route(
+            "/node/api",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count,
+        ))
         .with_state(state)
 }
 

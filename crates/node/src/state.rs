@@ -27,6 +27,8 @@ pub struct NodeState {
     pub ledger_id: Arc<String>,
     /// Collection → TxIds of its entries.
     pub index: Arc<EntryIndex>,
+    /// Request counters for `/node/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Trusted JWT issuers.
     pub jwt: Arc<crate::jwt::JwtAuth>,
     /// Virtual attestation evidence of this node (SPEC §8).
@@ -68,6 +70,7 @@ impl NodeState {
                 index,
                 quote: Arc::new(quote),
                 jwt: Arc::new(jwt),
+                metrics: Arc::default(),
             },
             driver,
         ))

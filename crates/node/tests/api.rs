@@ -564,3 +564,64 @@ async fn users_apis_and_the_role_matrix() {
     node.stop.send(()).unwrap();
     node.task.await.unwrap();
 }
+
+/// Every route the OpenAPI document lists is served (none falls through to the
+/// catch-all), and metrics count what was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_exactly_served_routes_and_metrics_count() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let r = admin.request("GET", "/node/api", None).await.unwrap();
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.0.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        covenant_node::openapi::ROUTES.len()
+    );
+    for (method, path, _, _) in covenant_node::openapi::ROUTES {
+        let concrete = path
+            .replace("{transactionId}", "1.1")
+            .replace("{userId}", &ids.reader.1.user_fingerprint())
+            .replace("{ledgerId}", "covenant-dev");
+        let sep = if concrete.contains('?') { '&' } else { '?' };
+        let url = format!("{concrete}{sep}api-version=2022-05-13&transaction_id=1.1");
+        let body = match *method {
+            "post" => Some(json!({"contents": "x"})),
+            "patch" if path.contains("ledgerUsers") => Some(json!({"assignedRoles": ["Reader"]})),
+            "patch" => Some(json!({"assignedRole": "Reader"})),
+            _ => None,
+        };
+        let r = admin
+            .request(&method.to_uppercase(), &url, body.as_ref())
+            .await
+            .unwrap();
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert_ne!(
+            message, "no such route",
+            "{method} {url} is documented but not served"
+        );
+        assert!(r.status < 500, "{method} {url}: {}", r.status);
+    }
+    let r = admin.request("GET", "/node/metrics", None).await.unwrap();
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(r.content_type.unwrap().starts_with("text/plain"));
+    let served: u64 = text
+        .lines()
+        .find(|l| l.starts_with("covenant_requests_total{status=\"2xx\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(served >= 20, "{text}");
+    assert!(text.contains("covenant_committed_seqno"));
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}

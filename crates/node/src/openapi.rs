@@ -1,0 +1,192 @@
+//! `/node/api`: an OpenAPI 3 document of every route, built from the same table the
+//! tests walk, so it cannot silently fall behind the router.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, who may call it).
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[
+    (
+        "post",
+        "/app/transactions",
+        "Append an entry to a collection",
+        "Contributor",
+    ),
+    (
+        "get",
+        "/app/transactions",
+        "Committed entries of a collection in a TxId range (1000 per page, nextLink)",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/transactions/current",
+        "The latest entry of a collection",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/transactions/{transactionId}",
+        "The entry a transaction wrote (Loading until committed)",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/transactions/{transactionId}/status",
+        "Pending or Committed",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/transactions/{transactionId}/receipt",
+        "Offline-verifiable receipt (Loading until signed and committed)",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/collections",
+        "Collections with at least one entry",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/users/{userId}",
+        "A user's role (v1; redirects from api-version 2024-08-22-preview)",
+        "Administrator",
+    ),
+    (
+        "patch",
+        "/app/users/{userId}",
+        "Set a user's single role (merge patch)",
+        "Administrator",
+    ),
+    (
+        "delete",
+        "/app/users/{userId}",
+        "Remove a user",
+        "Administrator",
+    ),
+    (
+        "get",
+        "/app/ledgerUsers",
+        "Users and their roles",
+        "Administrator",
+    ),
+    (
+        "get",
+        "/app/ledgerUsers/{userId}",
+        "A user's roles",
+        "Administrator",
+    ),
+    (
+        "patch",
+        "/app/ledgerUsers/{userId}",
+        "Add roles to a user",
+        "Administrator",
+    ),
+    (
+        "delete",
+        "/app/ledgerUsers/{userId}",
+        "Remove a user (succeeds if unknown)",
+        "Administrator",
+    ),
+    (
+        "get",
+        "/app/enclaveQuotes",
+        "Attestation evidence of the nodes",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/governance/members",
+        "Consortium members",
+        "Reader",
+    ),
+    (
+        "get",
+        "/app/governance/constitution",
+        "The constitution script and its digest",
+        "Reader",
+    ),
+    (
+        "get",
+        "/ledgerIdentity/{ledgerId}",
+        "The service certificate of this ledger (identity service)",
+        "anyone",
+    ),
+    (
+        "get",
+        "/node/ping",
+        "Liveness: answers at once, touches nothing",
+        "anyone",
+    ),
+    (
+        "get",
+        "/node/state",
+        "This node's id, state and position",
+        "anyone",
+    ),
+    ("get", "/node/version", "Software version", "anyone"),
+    (
+        "get",
+        "/node/network",
+        "Service status, certificate and current view",
+        "anyone",
+    ),
+    ("get", "/node/commit", "Last committed TxId", "anyone"),
+    (
+        "get",
+        "/node/tx",
+        "Status of a TxId (Unknown, Pending, Committed, Invalid)",
+        "anyone",
+    ),
+    ("get", "/node/receipt", "Receipt of a TxId", "anyone"),
+    ("get", "/node/metrics", "Prometheus metrics", "anyone"),
+    ("get", "/node/api", "This document", "anyone"),
+];
+
+fn params(path: &str, method: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if path.starts_with("/app/") {
+        out.push(json!({"name": "api-version", "in": "query", "required": true, "schema": {"type": "string"},
+                        "example": "2022-05-13"}));
+        if path.starts_with("/app/transactions") {
+            out.push(json!({"name": "collectionId", "in": "query", "required": false, "schema": {"type": "string"}}));
+        }
+        if path == "/app/transactions" && method == "get" {
+            for name in ["fromTransactionId", "toTransactionId"] {
+                out.push(json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}}));
+            }
+        }
+    }
+    if path == "/node/tx" || path == "/node/receipt" {
+        out.push(json!({"name": "transaction_id", "in": "query", "required": true, "schema": {"type": "string"}}));
+    }
+    out
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, who) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = json!({
+            "summary": summary,
+            "description": format!("Caller: {who}."),
+            "parameters": params(path, method),
+            "responses": {
+                "200": {"description": "Success; carries x-ms-ccf-transaction-id where a TxId applies"},
+                "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "covenant", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}}
+    })
+}
