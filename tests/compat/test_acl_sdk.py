@@ -289,3 +289,27 @@ def test_token_credential_users(dev, client):
     with pytest.raises(Exception) as forbidden:
         token_client.create_ledger_entry({"contents": "nope"})
     assert "403" in str(forbidden.value) or "Forbidden" in str(forbidden.value)
+
+
+def test_application_claims_verify_with_the_sdk(dev, client):
+    from azure.core.rest import HttpRequest
+
+    preview = "2024-12-09-preview"
+    resp = client.send_request(
+        HttpRequest("POST", f"/app/transactions?api-version={preview}&collectionId=claims",
+                    json={"contents": "claimed entry"})
+    )
+    resp.raise_for_status()
+    txid = resp.headers["x-ms-ccf-transaction-id"]
+    client.begin_wait_for_commit(txid, polling_interval=0.1).result()
+    got = client.send_request(HttpRequest("GET", f"/app/transactions/{txid}/receipt?api-version={preview}"))
+    got.raise_for_status()
+    body = got.json()
+    claims = body["applicationClaims"]
+    assert claims[0]["kind"] == "LedgerEntry"
+    assert claims[0]["ledgerEntry"]["contents"] == "claimed entry"
+    verify_receipt(body["receipt"], _service_cert(dev), application_claims=claims)
+    # Altered contents no longer match the digest in the leaf.
+    forged = [dict(claims[0], ledgerEntry=dict(claims[0]["ledgerEntry"], contents="forged"))]
+    with pytest.raises(Exception):
+        verify_receipt(body["receipt"], _service_cert(dev), application_claims=forged)

@@ -22,6 +22,14 @@ pub const DEFAULT_COLLECTION: &str = "subledger:0";
 /// Map holding the latest entry of each collection (private in Private ledgers).
 pub const ENTRIES_PRIVATE: &str = "acl.entries";
 pub const ENTRIES_PUBLIC: &str = "public:acl.entries";
+/// Secret keys of LedgerEntryV1 application claims, written with their entry
+/// (always private: whoever holds the key can check the claim).
+pub const CLAIM_KEYS: &str = "acl.claim_keys";
+/// Tags of an entry (private in Private ledgers).
+pub const TAGS_PRIVATE: &str = "acl.tags";
+pub const TAGS_PUBLIC: &str = "public:acl.tags";
+/// From this api-version on, every entry carries a LedgerEntryV1 application claim.
+const CLAIMS_FROM: &str = "2024-12-09";
 const TXID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-transaction-id");
 /// Longest collection id accepted.
 const MAX_COLLECTION_ID: usize = 256;
@@ -116,6 +124,39 @@ pub(crate) fn with_txid(txid: Option<TxId>, body: impl IntoResponse) -> Response
     (headers, body).into_response()
 }
 
+fn tags_map(state: &NodeState) -> &'static str {
+    if state.ledger_public {
+        TAGS_PUBLIC
+    } else {
+        TAGS_PRIVATE
+    }
+}
+
+fn api_at_least(q: &HashMap<String, String>, from: &str) -> bool {
+    q.get("api-version")
+        .and_then(|v| v.get(..10))
+        .is_some_and(|d| d >= from)
+}
+
+/// Parses `tags=a,b`: non-empty, printable, at most 32 tags of 64 characters.
+fn parse_tags(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = q.get("tags").filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let tags: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if tags.len() > 32
+        || tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 64 || t.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            "tags must be a comma-separated list of at most 32 non-empty tags of at most 64 characters",
+        ));
+    }
+    Ok(Some(tags.join(",")))
+}
+
 fn entries_map(state: &NodeState) -> &'static str {
     if state.ledger_public {
         ENTRIES_PUBLIC
@@ -146,12 +187,31 @@ async fn append(
         )
     })?;
     let map = entries_map(&state);
+    let tags = parse_tags(&q)?;
+    // LedgerEntryV1 claim under a fresh key: the digest enters the leaf, the key stays private.
+    let claim = if api_at_least(&q, CLAIMS_FROM) {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| ApiError::internal("randomness failed", "rng"))?;
+        let claim = ledger_entry_claim(&collection, &body.contents, &key);
+        let digest = covenant_receipt::claims_digest(std::slice::from_ref(&claim))
+            .map_err(|e| ApiError::internal("computing the claims digest failed", e))?;
+        Some((key, digest))
+    } else {
+        None
+    };
     let txid = {
         let mut engine = state.engine();
         let mut tx = engine.begin();
         tx.put(map, collection.as_bytes(), body.contents.as_bytes());
+        if let Some(t) = &tags {
+            tx.put(tags_map(&state), collection.as_bytes(), t.as_bytes());
+        }
+        if let Some((key, _)) = &claim {
+            tx.put(CLAIM_KEYS, collection.as_bytes(), key);
+        }
         engine
-            .commit_tx(tx, None)
+            .commit_tx(tx, claim.map(|(_, d)| d))
             .map_err(|e| ApiError::internal("appending the entry failed", e))?
     };
     state.index.add(&collection, txid);
@@ -175,11 +235,15 @@ fn entry_of(state: &NodeState, txid: TxId, collection: &str) -> Result<Option<Va
         .get(entries_map(state), collection.as_bytes())
         .flatten()
         .map(|contents| {
-            json!({
+            let mut e = json!({
                 "collectionId": collection,
                 "contents": String::from_utf8_lossy(contents),
                 "transactionId": txid.to_string(),
-            })
+            });
+            if let Some(Some(tags)) = ws.get(tags_map(state), collection.as_bytes()) {
+                e["tags"] = Value::String(String::from_utf8_lossy(tags).to_string());
+            }
+            e
         }))
 }
 
@@ -312,7 +376,35 @@ fn receipt_of(state: &NodeState, txid: TxId) -> Result<Response, ApiError> {
         ),
         other => ApiError::internal("building the receipt failed", other),
     })?;
-    Ok(with_txid(Some(txid), Json(resp)))
+    let mut body = serde_json::to_value(&resp)
+        .map_err(|e| ApiError::internal("encoding the receipt failed", e))?;
+    // An entry written with claims: reveal them (with their key) next to the receipt.
+    if resp.receipt.is_some() {
+        let (_, ws) = state
+            .engine()
+            .read_tx(txid.seqno.0)
+            .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+        let entries = entries_map(state);
+        if let Some(keys) = ws.maps.get(CLAIM_KEYS) {
+            let claims: Vec<Value> = keys
+                .iter()
+                .filter_map(|(collection, key)| {
+                    let key = key.as_ref()?;
+                    let contents = ws.get(entries, collection).flatten()?;
+                    let claim = ledger_entry_claim(
+                        &String::from_utf8_lossy(collection),
+                        &String::from_utf8_lossy(contents),
+                        key,
+                    );
+                    serde_json::to_value(claim).ok()
+                })
+                .collect();
+            if !claims.is_empty() {
+                body["applicationClaims"] = Value::Array(claims);
+            }
+        }
+    }
+    Ok(with_txid(Some(txid), Json(body)))
 }
 
 async fn receipt(
@@ -464,11 +556,27 @@ async fn list_entries(
             .read_tx(txid.seqno.0)
             .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
         if let Some(Some(contents)) = ws.get(map, collection.as_bytes()) {
-            entries.push(json!({
+            let tags = ws
+                .get(tags_map(&state), collection.as_bytes())
+                .flatten()
+                .map(|t| String::from_utf8_lossy(t).to_string());
+            if let Some(want) = q.get("tag").filter(|t| !t.is_empty()) {
+                if !tags
+                    .as_deref()
+                    .is_some_and(|t| t.split(',').any(|x| x == want))
+                {
+                    continue;
+                }
+            }
+            let mut e = json!({
                 "collectionId": collection,
                 "contents": String::from_utf8_lossy(contents),
                 "transactionId": txid.to_string(),
-            }));
+            });
+            if let Some(t) = tags {
+                e["tags"] = Value::String(t);
+            }
+            entries.push(e);
         }
     }
     let mut body = json!({"entries": entries, "state": "Ready"});
@@ -483,6 +591,9 @@ async fn list_entries(
         ];
         if let Some(t) = q.get("toTransactionId") {
             pairs.push(("toTransactionId", t.clone()));
+        }
+        if let Some(t) = q.get("tag") {
+            pairs.push(("tag", t.clone()));
         }
         body["nextLink"] = Value::String(format!("/app/transactions?{}", encode_query(&pairs)));
     }
@@ -559,4 +670,20 @@ async fn ledger_identity(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(crate::identity::own(&state.ledger_id, &state.service_cert_pem, &id)?.into_response())
+}
+
+fn ledger_entry_claim(
+    collection: &str,
+    contents: &str,
+    key: &[u8],
+) -> covenant_receipt::ApplicationClaim {
+    use base64::Engine as _;
+    covenant_receipt::ApplicationClaim::LedgerEntry {
+        ledger_entry: covenant_receipt::LedgerEntryClaim {
+            collection_id: collection.to_string(),
+            contents: contents.to_string(),
+            secret_key: base64::engine::general_purpose::STANDARD.encode(key),
+            protocol: "LedgerEntryV1".into(),
+        },
+    }
 }

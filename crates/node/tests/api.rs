@@ -625,3 +625,98 @@ async fn openapi_lists_exactly_served_routes_and_metrics_count() {
     node.stop.send(()).unwrap();
     node.task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_claims_and_tags() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let nv = "api-version=2024-12-09-preview";
+    let r = admin
+        .request(
+            "POST",
+            &format!("/app/transactions?{nv}&collectionId=c&tags=red,blue"),
+            Some(&json!({"contents": "claimed"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let t1 = r.transaction_id.unwrap();
+    let r = admin
+        .request(
+            "POST",
+            &format!("/app/transactions?{nv}&collectionId=c&tags=green"),
+            Some(&json!({"contents": "other"})),
+        )
+        .await
+        .unwrap();
+    let t2 = r.transaction_id.unwrap();
+    wait_committed(&admin, &t2).await;
+
+    // The receipt reveals the claim; the claims digest in the leaf matches it.
+    let r = admin
+        .request("GET", &format!("/app/transactions/{t1}/receipt?{nv}"), None)
+        .await
+        .unwrap();
+    let body = r.json();
+    let claims: Vec<covenant_receipt::ApplicationClaim> =
+        serde_json::from_value(body["applicationClaims"].clone()).expect("applicationClaims");
+    assert_eq!(claims.len(), 1);
+    let resp: ReceiptResponse = serde_json::from_value(body.clone()).unwrap();
+    let verifier = ReceiptVerifier::new(ids.service.cert.clone());
+    verifier.verify_response(&resp, Some(&claims)).unwrap();
+    assert_ne!(
+        resp.receipt.as_ref().unwrap().leaf_components.claims_digest,
+        "00".repeat(32)
+    );
+    // An entry written with the old api-version has no claims.
+    let r = admin
+        .request(
+            "POST",
+            "/app/transactions?api-version=2022-05-13",
+            Some(&json!({"contents": "plain"})),
+        )
+        .await
+        .unwrap();
+    let t3 = r.transaction_id.unwrap();
+    wait_committed(&admin, &t3).await;
+    let r = admin
+        .request("GET", &format!("/app/transactions/{t3}/receipt?{nv}"), None)
+        .await
+        .unwrap();
+    assert!(r.json().get("applicationClaims").is_none());
+
+    // Tags come back and filter.
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions/{t1}?{nv}&collectionId=c"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["entry"]["tags"], "red,blue");
+    let r = admin
+        .request(
+            "GET",
+            &format!("/app/transactions?{nv}&collectionId=c&tag=green"),
+            None,
+        )
+        .await
+        .unwrap();
+    let entries = r.json()["entries"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["transactionId"], t2.as_str());
+    let r = admin
+        .request(
+            "POST",
+            &format!("/app/transactions?{nv}&tags=,"),
+            Some(&json!({"contents": "x"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
