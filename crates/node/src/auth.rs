@@ -96,7 +96,8 @@ impl FromRequestParts<NodeState> for Caller {
                         "present a client certificate or a bearer token of a ledger user",
                     )
                 })?
-                .user_fingerprint()
+                .1
+                .clone()
         };
         let roles = user_roles(&state.store, &user_id).ok_or_else(|| {
             ApiError::unauthorized(format!(

@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-/// The client certificate of the connection a request came on, if any.
+/// The client certificate of the connection a request came on, if any, with its
+/// user id (colon-hex fingerprint) computed once per connection.
 #[derive(Clone, Debug, Default)]
-pub struct PeerCert(pub Option<Arc<Certificate>>);
+pub struct PeerCert(pub Option<Arc<(Certificate, String)>>);
 
 /// Limits that protect the node from slow, idle or too many clients.
 #[derive(Debug, Clone)]
@@ -91,7 +92,10 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| Certificate::from_der(c.as_ref()).ok())
-                .map(Arc::new);
+                .map(|c| {
+                    let id = c.user_fingerprint();
+                    Arc::new((c, id))
+                });
             let service = TowerToHyperService::new(app.layer(Extension(PeerCert(cert))));
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
