@@ -23,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench;
 mod client_cmds;
+mod node_start;
 
 #[derive(Parser)]
 #[command(
@@ -191,6 +192,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a node of a network (the production form of `dev`).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Offline tools for ledger directories.
     Ledger {
         #[command(subcommand)]
@@ -226,6 +232,23 @@ enum LedgerType {
     Private,
     /// Entry contents stored in clear.
     Public,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Start (or resume) a service's first node from a TOML configuration file.
+    ///
+    /// Keys: data_dir (required), listen ("127.0.0.1:8000"), ledger_type
+    /// ("private"|"public", fixed at creation), ledger_id, sig_ms_interval,
+    /// sig_tx_interval, max_body_bytes, san (extra DNS names/IPs for the node
+    /// certificate), constitution (a .js file), [[users]] cert + roles, [[members]]
+    /// cert, [[jwt_issuers]] issuer + jwks_file (+ audience). Users, members and the
+    /// constitution are registered when the ledger is created. Relative paths are
+    /// relative to the configuration file.
+    Start {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +316,9 @@ fn main() -> ExitCode {
             jwt_audience,
         }),
         Command::IdentityService { dir, port } => identity_service(&dir, port),
+        Command::Node {
+            command: NodeCommand::Start { config },
+        } => node_start::start(&config),
         Command::Append {
             contents,
             collection,
@@ -462,6 +488,15 @@ fn audit(dir: &Path, service_cert: &Path, quiet: bool) -> Result<()> {
 
 /// Loads the demo's identities and secret, or creates them on first run.
 fn demo_identities(dir: &Path) -> Result<(ServiceIdentity, NodeIdentity, LedgerSecret)> {
+    load_or_create_identities(dir, &SubjectAltName::dev_defaults())
+}
+
+/// The service and node identities and the ledger secret in `dir`, created on first
+/// use (keys 0600) with `sans` on the node certificate.
+fn load_or_create_identities(
+    dir: &Path,
+    sans: &[SubjectAltName],
+) -> Result<(ServiceIdentity, NodeIdentity, LedgerSecret)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let node_dir = dir.join("node");
     let secret_path = dir.join("ledger_secret.key");
@@ -478,7 +513,7 @@ fn demo_identities(dir: &Path) -> Result<(ServiceIdentity, NodeIdentity, LedgerS
     }
     let service = ServiceIdentity::generate(Curve::P384)?;
     service.save(dir)?;
-    let node = NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults())?;
+    let node = NodeIdentity::generate(&service, Curve::P384, sans)?;
     node.save(&node_dir)?;
     let secret = LedgerSecret::generate()?;
     write_private_file(
@@ -680,6 +715,7 @@ fn dev(o: DevOptions) -> Result<()> {
     let node = Arc::new(node);
     let mut engine =
         Engine::open(config, node.clone(), Arc::new(secret)).context("opening the ledger")?;
+    let node = node.as_ref();
     if creating {
         write_client_identity(dir, "user0")?;
         write_client_identity(dir, "member0")?;
@@ -697,25 +733,36 @@ fn dev(o: DevOptions) -> Result<()> {
             dir.display()
         );
     }
+    let mut nc = covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    nc.sig_ms_interval = sig_ms_interval.max(1);
+    nc.max_body_bytes = max_body_bytes;
+    nc.ledger_public = ledger_type == LedgerType::Public;
+    nc.ledger_id = ledger_id;
+    nc.jwt = jwt;
+    let ready = format!(
+        "(service cert {}, user0 credentials {})",
+        dir.join("service_cert.pem").display(),
+        dir.join("user0.pem").display()
+    );
+    serve_until_signal(nc, engine, &node, &service, "covenant dev", &ready)
+}
+
+/// Serves until SIGINT/SIGTERM, printing the ready line; signs and flushes on the way out.
+fn serve_until_signal(
+    nc: covenant_node::NodeConfig,
+    engine: Engine,
+    node: &NodeIdentity,
+    service: &ServiceIdentity,
+    what: &str,
+    ready_detail: &str,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let mut nc =
-            covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        nc.sig_ms_interval = sig_ms_interval.max(1);
-        nc.max_body_bytes = max_body_bytes;
-        nc.ledger_public = ledger_type == LedgerType::Public;
-        nc.ledger_id = ledger_id;
-        nc.jwt = jwt;
-        let bound = covenant_node::BoundNode::bind(nc, engine, &node, &service.cert).await?;
-        println!(
-            "covenant dev ready: https://127.0.0.1:{} (service cert {}, user0 credentials {})",
-            bound.local_addr.port(),
-            dir.join("service_cert.pem").display(),
-            dir.join("user0.pem").display()
-        );
+        let bound = covenant_node::BoundNode::bind(nc, engine, node, &service.cert).await?;
+        println!("{what} ready: https://{} {ready_detail}", bound.local_addr);
         let committed = bound.serve(shutdown_signal()).await?;
         println!("stopped; ledger flushed and committed through seqno {committed}");
         Ok::<(), anyhow::Error>(())

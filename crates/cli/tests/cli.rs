@@ -362,3 +362,102 @@ fn dev_server_and_client_commands() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+fn start_and_wait(args: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("exited before ready").unwrap();
+        if line.contains("ready") {
+            break;
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn stop(mut child: std::process::Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+}
+
+/// `covenant node start --config`: users from the file, resume on restart.
+#[test]
+fn node_start_from_a_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, cert) =
+        covenant_crypto::generate_client_identity("ops", covenant_crypto::Curve::P256).unwrap();
+    std::fs::write(
+        tmp.path().join("ops.pem"),
+        format!("{}{}", cert.to_pem(), key.to_pem().as_str()),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("ops_cert.pem"), cert.to_pem()).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\nledger_id = \"prod-1\"\nsig_ms_interval = 50\n\
+             san = [\"ledger.example.test\"]\n\n[[users]]\ncert = \"ops_cert.pem\"\nroles = [\"Administrator\"]\n"
+        ),
+    )
+    .unwrap();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let service_cert = tmp.path().join("data/service_cert.pem");
+    let ops = tmp.path().join("ops.pem");
+    let conn = |cmd: &[&str]| -> Output {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.extend([
+            "--endpoint",
+            &endpoint,
+            "--service-cert",
+            service_cert.to_str().unwrap(),
+            "--cert",
+            ops.to_str().unwrap(),
+        ]);
+        covenant(&args)
+    };
+    let node = start_and_wait(&["node", "start", "--config", config.to_str().unwrap()]);
+    let o = conn(&["append", "from ops", "--wait", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let txid = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["transactionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stop(node);
+    let node = start_and_wait(&["node", "start", "--config", config.to_str().unwrap()]);
+    let o = conn(&["get", &txid]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "from ops",
+        "{}",
+        text(&o)
+    );
+    let o = conn(&["receipt", &txid, "--verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    stop(node);
+    // A bad config is a clear error.
+    std::fs::write(&config, "data_dir = \"d\"\nledger_type = \"secret\"\n").unwrap();
+    let o = covenant(&["node", "start", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("ledger_type"), "{}", text(&o));
+    std::fs::write(&config, "data_dir = \"d\"\nunknown_key = 1\n").unwrap();
+    let o = covenant(&["node", "start", "--config", config.to_str().unwrap()]);
+    assert!(text(&o).contains("unknown_key"), "{}", text(&o));
+}
