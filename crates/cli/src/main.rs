@@ -744,7 +744,7 @@ fn dev(o: DevOptions) -> Result<()> {
         dir.join("service_cert.pem").display(),
         dir.join("user0.pem").display()
     );
-    serve_until_signal(nc, engine, &node, &service, "covenant dev", &ready)
+    serve_until_signal(nc, engine, node, &service, "covenant dev", &ready)
 }
 
 /// Serves until SIGINT/SIGTERM, printing the ready line; signs and flushes on the way out.
