@@ -719,6 +719,13 @@ fn dev(o: DevOptions) -> Result<()> {
     if creating {
         write_client_identity(dir, "user0")?;
         write_client_identity(dir, "member0")?;
+        // member0's RSA-OAEP pair: recovery shares will be encrypted to it.
+        let enc = covenant_crypto::EncryptionKeyPair::generate()?;
+        covenant_crypto::write_public_file(
+            &dir.join("member0_enc_pubk.pem"),
+            enc.public_key_pem()?.as_bytes(),
+        )?;
+        write_private_file(&dir.join("member0_enc_privk.pem"), enc.to_pem()?.as_bytes())?;
         let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
         let id = covenant_node::add_cert_user(
             &mut engine,

@@ -263,6 +263,23 @@ fn dev_server_and_client_commands() {
             break;
         }
     }
+    // The files SPEC and README promise, private ones 0600.
+    for (f, private) in [
+        ("service_cert.pem", false),
+        ("user0_cert.pem", false),
+        ("user0_privk.pem", true),
+        ("user0.pem", true),
+        ("member0_cert.pem", false),
+        ("member0_privk.pem", true),
+        ("member0_enc_pubk.pem", false),
+        ("member0_enc_privk.pem", true),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
+        if private {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+    }
     let endpoint = format!("https://127.0.0.1:{port}");
     let conn = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();

@@ -5,6 +5,7 @@
 //! the rest of covenant never touches raw key material or ASN.1.
 
 mod cert;
+mod encryption;
 mod error;
 mod files;
 mod hash;
@@ -15,6 +16,7 @@ mod secret;
 mod verify;
 
 pub use cert::Certificate;
+pub use encryption::{encrypt_to_public_key, EncryptionKeyPair};
 pub use error::CryptoError;
 pub use files::{read_pem_file, write_private_file, write_public_file};
 pub use hash::{hmac_sha256, sha256, sha256_concat, Sha256};
