@@ -26,6 +26,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// Longest a request may take from headers read to response (body upload included).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -34,6 +36,7 @@ impl Default for ServerLimits {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -96,7 +99,27 @@ pub async fn serve(
                     let id = c.user_fingerprint();
                     Arc::new((c, id))
                 });
-            let service = TowerToHyperService::new(app.layer(Extension(PeerCert(cert))));
+            let timeout = limits.request_timeout;
+            let app = app
+                .layer(axum::middleware::from_fn(
+                    move |req, next: axum::middleware::Next| async move {
+                        match tokio::time::timeout(timeout, next.run(req)).await {
+                            Ok(resp) => resp,
+                            Err(_) => axum::response::IntoResponse::into_response(
+                                crate::error::ApiError::new(
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "RequestTimeout",
+                                    format!(
+                                        "the request took longer than {} s",
+                                        timeout.as_secs_f64()
+                                    ),
+                                ),
+                            ),
+                        }
+                    },
+                ))
+                .layer(Extension(PeerCert(cert)));
+            let service = TowerToHyperService::new(app);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())

@@ -44,6 +44,15 @@ struct Running {
 }
 
 async fn start(ids: &Ids, dir: &std::path::Path, first: bool) -> Running {
+    start_with(ids, dir, first, |_| {}).await
+}
+
+async fn start_with(
+    ids: &Ids,
+    dir: &std::path::Path,
+    first: bool,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Running {
     let mut engine =
         Engine::open(EngineConfig::new(dir), ids.node.clone(), ids.secret.clone()).unwrap();
     if first {
@@ -53,6 +62,7 @@ async fn start(ids: &Ids, dir: &std::path::Path, first: bool) -> Running {
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
     config.sig_ms_interval = 20;
     config.max_body_bytes = 64 * 1024;
+    tweak(&mut config);
     let bound = BoundNode::bind(config, engine, &ids.node, &ids.service.cert)
         .await
         .unwrap();
@@ -717,6 +727,62 @@ async fn application_claims_and_tags() {
         .await
         .unwrap();
     assert_eq!(r.status, 400);
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
+
+/// A client that sends half a body and stalls gets 503 RequestTimeout, and the
+/// node keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_time_out() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_with(&ids, dir.path(), true, |c| {
+        c.limits.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ids.service.cert.der().to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from(ids.admin.1.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            ids.admin.0.to_pkcs8_der().to_vec(),
+        )),
+    )
+    .unwrap();
+    let port: u16 = node.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = "POST /app/transactions?api-version=2022-05-13 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"contents\":";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("RequestTimeout"), "{answer}");
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let r = admin.request("GET", "/node/state", None).await.unwrap();
+    assert_eq!(r.status, 200);
     node.stop.send(()).unwrap();
     node.task.await.unwrap();
 }
