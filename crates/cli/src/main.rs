@@ -32,11 +32,12 @@ mod node_start;
     about = "covenant: a confidential, tamper-evident ledger with offline-verifiable receipts",
     long_about = "covenant: a confidential, tamper-evident ledger with offline-verifiable receipts.\n\n\
         Every transaction gets a receipt: a Merkle proof to a root signed by a node whose \
-        certificate is endorsed by the service certificate. These commands check receipts \
-        and whole ledgers offline, with nothing but the service certificate.\n\n\
-        Try it:\n  covenant demo --data-dir ./covenant-demo\n  \
-        covenant ledger audit ./covenant-demo/ledger --service-cert ./covenant-demo/service_cert.pem\n  \
-        covenant verify-receipt ./covenant-demo/receipts/<txid>.json --service-cert ./covenant-demo/service_cert.pem"
+        certificate is endorsed by the service certificate, checkable offline with nothing \
+        but that certificate.\n\n\
+        Try it:\n  covenant dev                                  # a local ledger on https://127.0.0.1:8000\n  \
+        covenant append \"hello\" --wait                # as user0, from ./covenant-dev\n  \
+        covenant receipt <txid> --verify\n  \
+        covenant ledger audit ./covenant-dev/ledger --service-cert ./covenant-dev/service_cert.pem"
 )]
 struct Cli {
     #[command(subcommand)]
