@@ -38,19 +38,18 @@ impl TxEntry {
         commit_evidence_digest: Digest32,
         claims_digest: Digest32,
     ) -> Result<TxEntry, KvError> {
-        let (public, private) = ws.split();
-        let private = if private.is_empty() {
-            Vec::new()
-        } else {
+        let private = if ws.has_private() {
             let secret = secret.ok_or_else(|| {
                 KvError::malformed("transaction", "private writes but no ledger secret")
             })?;
-            secret.encrypt(txid, NonceDomain::Transaction, &private.serialize())?
+            secret.encrypt(txid, NonceDomain::Transaction, &ws.serialize_part(false))?
+        } else {
+            Vec::new()
         };
         Ok(TxEntry {
             commit_evidence_digest,
             claims_digest,
-            public: public.serialize(),
+            public: ws.serialize_part(true),
             private,
         })
     }

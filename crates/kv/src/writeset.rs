@@ -78,9 +78,39 @@ impl WriteSet {
     /// `u8 version, u32 map count, { u32+name, u32 write count, { u32+key, u8 0=remove|1=put, [u32+value] } }`,
     /// all integers little-endian, maps and keys in byte order, empty maps omitted.
     pub fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        self.serialize_where(|_| true)
+    }
+
+    /// Serializes only the public (or only the private) maps, exactly as
+    /// `split()` followed by `serialize()` would, without copying the writes.
+    pub fn serialize_part(&self, public: bool) -> Vec<u8> {
+        self.serialize_where(|name| is_public(name) == public)
+    }
+
+    /// Whether any non-empty map is private.
+    pub fn has_private(&self) -> bool {
+        self.maps
+            .iter()
+            .any(|(n, w)| !is_public(n) && !w.is_empty())
+    }
+
+    fn serialize_where(&self, keep: impl Fn(&str) -> bool) -> Vec<u8> {
+        let maps: Vec<_> = self
+            .maps
+            .iter()
+            .filter(|(n, w)| !w.is_empty() && keep(n))
+            .collect();
+        let size: usize = maps
+            .iter()
+            .map(|(n, w)| {
+                8 + n.len()
+                    + w.iter()
+                        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
+                        .sum::<usize>()
+            })
+            .sum();
+        let mut out = Vec::with_capacity(5 + size);
         out.push(WRITE_SET_FORMAT_VERSION);
-        let maps: Vec<_> = self.maps.iter().filter(|(_, w)| !w.is_empty()).collect();
         put_u32(&mut out, maps.len() as u32);
         for (name, writes) in maps {
             put_bytes(&mut out, name.as_bytes());
@@ -213,6 +243,14 @@ mod tests {
             let bytes = ws.serialize();
             let cut = cut % bytes.len();
             prop_assert!(WriteSet::deserialize(&bytes[..cut]).is_err());
+        }
+
+                #[test]
+        fn serialize_part_equals_split(ws in arb_ws()) {
+            let (p, q) = ws.split();
+            prop_assert_eq!(ws.serialize_part(true), p.serialize());
+            prop_assert_eq!(ws.serialize_part(false), q.serialize());
+            prop_assert_eq!(ws.has_private(), !q.is_empty());
         }
 
         #[test]
