@@ -48,23 +48,29 @@ fn percentiles(v: &mut [u64]) -> serde_json::Value {
     json!({"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0)})
 }
 
-/// Runs `connections` keep-alive loops of `make(i)` until the deadline.
-async fn drive<F, Fut>(
+/// One request of a load loop: method, path and optional JSON body bytes.
+type Req = (&'static str, String, Option<Vec<u8>>);
+
+/// Runs `connections` keep-alive loops until the deadline; `make(i, n)` builds the
+/// n-th request of loop i, `on_ok` sees every successful response with its send time.
+async fn drive<F, Fut, H>(
     client: &LedgerClient,
     connections: usize,
     seconds: f64,
     make: F,
+    on_ok: H,
 ) -> Result<Phase>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = (String, String, Option<serde_json::Value>)> + Send,
+    Fut: std::future::Future<Output = Req> + Send,
+    H: Fn(covenant_client::HttpResponse, Instant) + Send + Sync + Clone + 'static,
 {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..connections {
         let mut conn = client.connect().await?;
-        let make = make.clone();
+        let (make, on_ok) = (make.clone(), on_ok.clone());
         tasks.push(tokio::spawn(async move {
             let mut p = Phase::default();
             let mut n = 0u64;
@@ -72,10 +78,14 @@ where
                 let (method, path, body) = make(i, n).await;
                 n += 1;
                 let t = Instant::now();
-                match conn.request(&method, &path, body.as_ref()).await {
+                match conn
+                    .request_raw(method, &path, body, "application/json")
+                    .await
+                {
                     Ok(r) if (200..300).contains(&r.status) => {
                         p.requests += 1;
                         p.latencies_us.push(t.elapsed().as_micros() as u64);
+                        on_ok(r, t);
                     }
                     _ => p.errors += 1,
                 }
@@ -139,9 +149,13 @@ async fn bench(o: BenchOptions) -> Result<()> {
     );
 
     // 1. The ceiling: a handler that does nothing, on the same TLS/HTTP stack.
-    let mut ceiling = drive(&client, o.connections, o.seconds, |_, _| async {
-        ("GET".to_string(), "/node/ping".to_string(), None)
-    })
+    let mut ceiling = drive(
+        &client,
+        o.connections,
+        o.seconds,
+        |_, _| async { ("GET", "/node/ping".to_string(), None) },
+        |_, _| {},
+    )
     .await?;
     eprintln!("bench: ceiling {:.0} req/s", ceiling.rps());
 
@@ -168,55 +182,41 @@ async fn bench(o: BenchOptions) -> Result<()> {
             }
         })
     };
-    let contents = "x".repeat(o.entry_bytes);
+    // Serialized once: the load generator should spend its CPU on the wire, not on JSON.
+    let body = json!({"contents": "x".repeat(o.entry_bytes)})
+        .to_string()
+        .into_bytes();
     let written: Arc<Mutex<Vec<String>>> = Arc::default();
-    let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..o.connections {
-        let mut conn = client.connect().await?;
-        let (sent, written, contents) = (sent.clone(), written.clone(), contents.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut p = Phase::default();
-            // Serialized once: the load generator should spend its CPU on the wire, not on JSON.
-            let body = json!({"contents": contents}).to_string().into_bytes();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let req = conn.request_raw(
-                    "POST",
-                    "/app/transactions?api-version=2022-05-13",
-                    Some(body.clone()),
-                    "application/json",
-                );
-                match req.await {
-                    Ok(r) if r.status == 200 => {
-                        p.requests += 1;
-                        p.latencies_us.push(t.elapsed().as_micros() as u64);
-                        if let Some(txid) = r.transaction_id {
-                            if let Some(seqno) =
-                                txid.split('.').nth(1).and_then(|s| s.parse::<u64>().ok())
-                            {
-                                sent.lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .insert(seqno, t);
-                            }
-                            written.lock().unwrap_or_else(|e| e.into_inner()).push(txid);
-                        }
-                    }
-                    _ => p.errors += 1,
+    let record = {
+        let (sent, written) = (sent.clone(), written.clone());
+        move |r: covenant_client::HttpResponse, t: Instant| {
+            if let Some(txid) = r.transaction_id {
+                if let Some(seqno) = txid.split('.').nth(1).and_then(|s| s.parse::<u64>().ok()) {
+                    sent.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(seqno, t);
                 }
+                written.lock().unwrap_or_else(|e| e.into_inner()).push(txid);
             }
-            p
-        }));
-    }
-    let mut appends = Phase::default();
-    for t in tasks {
-        let p = t.await.context("a load task failed")?;
-        appends.requests += p.requests;
-        appends.errors += p.errors;
-        appends.latencies_us.extend(p.latencies_us);
-    }
-    appends.elapsed = start.elapsed().as_secs_f64();
+        }
+    };
+    let mut appends = drive(
+        &client,
+        o.connections,
+        o.seconds,
+        move |_, _| {
+            let body = body.clone();
+            async move {
+                (
+                    "POST",
+                    "/app/transactions?api-version=2022-05-13".to_string(),
+                    Some(body),
+                )
+            }
+        },
+        record,
+    )
+    .await?;
     // Let the last writes commit (a few signature intervals at most).
     let wait_until = Instant::now() + Duration::from_millis(o.sig_ms_interval * 3 + 2000);
     while Instant::now() < wait_until && !sent.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
@@ -232,17 +232,23 @@ async fn bench(o: BenchOptions) -> Result<()> {
     let mut reads = if txids.is_empty() {
         Phase::default()
     } else {
-        drive(&client, o.connections, o.seconds, move |i, n| {
-            let txids = txids.clone();
-            async move {
-                let t = &txids[(i * 7919 + n as usize * 104_729) % txids.len()];
-                (
-                    "GET".to_string(),
-                    format!("/app/transactions/{t}?api-version=2022-05-13"),
-                    None,
-                )
-            }
-        })
+        drive(
+            &client,
+            o.connections,
+            o.seconds,
+            move |i, n| {
+                let txids = txids.clone();
+                async move {
+                    let t = &txids[(i * 7919 + n as usize * 104_729) % txids.len()];
+                    (
+                        "GET",
+                        format!("/app/transactions/{t}?api-version=2022-05-13"),
+                        None,
+                    )
+                }
+            },
+            |_, _| {},
+        )
         .await?
     };
     eprintln!("bench: reads {:.0} req/s", reads.rps());

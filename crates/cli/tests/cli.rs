@@ -478,3 +478,31 @@ fn node_start_from_a_config_file() {
     let o = covenant(&["node", "start", "--config", config.to_str().unwrap()]);
     assert!(text(&o).contains("unknown_key"), "{}", text(&o));
 }
+
+/// `covenant bench` runs end to end and reports every phase (a smoke test of the
+/// tool; its figures are recorded in docs/PERFORMANCE.md, never asserted).
+#[test]
+fn bench_runs_and_reports() {
+    let o = covenant(&[
+        "bench",
+        "--seconds",
+        "0.3",
+        "--connections",
+        "2",
+        "--sig-ms-interval",
+        "20",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for phase in ["ceiling", "append", "read"] {
+        assert!(
+            report[phase]["rps"].as_f64().unwrap() > 0.0,
+            "{phase}: {report}"
+        );
+        assert_eq!(report[phase]["errors"], 0, "{phase}: {report}");
+    }
+    assert_eq!(report["append"]["uncommitted_at_end"], 0, "{report}");
+    assert!(report["append"]["commit_latency"]["p99_ms"].is_number());
+    assert!(report["append_to_ceiling_ratio"].is_number());
+}
