@@ -47,6 +47,28 @@ impl ApiError {
     }
 }
 
+/// A request body that could not be read: too large (413) or broken off (400), in
+/// covenant's error shape rather than the framework's plain text.
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            "PayloadTooLarge",
+            "the request body exceeds the configured maximum",
+        )
+    } else {
+        ApiError::new(
+            status,
+            "InvalidInput",
+            format!("cannot read the request body: {rejection}"),
+        )
+    }
+}
+
+/// The body bytes, or the error in covenant's shape.
+pub type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
@@ -55,4 +77,36 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// Every error leaves the node as `{"error":{"code","message"}}`: framework
+/// rejections (a malformed query or path, say) arrive as plain text and are wrapped.
+pub async fn json_errors(resp: axum::response::Response) -> axum::response::Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 16 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::NOT_FOUND => "ResourceNotFound",
+        s if s.is_server_error() => "InternalError",
+        _ => "InvalidInput",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }

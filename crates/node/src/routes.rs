@@ -73,6 +73,7 @@ pub fn router(state: NodeState) -> Router {
             get(|| async { Json(crate::openapi::document()) }),
         )
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
+        .layer(axum::middleware::map_response(crate::error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::count,
@@ -175,17 +176,18 @@ async fn append(
     State(state): State<NodeState>,
     caller: Caller,
     Query(q): Params,
-    body: axum::body::Bytes,
+    body: crate::error::Body,
 ) -> Result<Response, ApiError> {
     api_version(&q)?;
     caller.require(Role::Contributor)?;
     let collection = collection(&q)?;
-    let body: AppendBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "InvalidInput",
-            format!("body must be {{\"contents\": \"...\"}}: {e}"),
-        )
-    })?;
+    let body: AppendBody = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "InvalidInput",
+                format!("body must be {{\"contents\": \"...\"}}: {e}"),
+            )
+        })?;
     let map = entries_map(&state);
     let tags = parse_tags(&q)?;
     // LedgerEntryV1 claim under a fresh key: the digest enters the leaf, the key stays private.

@@ -106,7 +106,7 @@ pub async fn patch_v1(
     caller: Caller,
     Path(user_id): Path<String>,
     Query(q): Params,
-    body: axum::body::Bytes,
+    body: crate::error::Body,
 ) -> Result<Response, ApiError> {
     api_version(&q)?;
     caller.require(Role::Administrator)?;
@@ -114,7 +114,7 @@ pub async fn patch_v1(
         return Ok(r);
     }
     check_user_id(&user_id)?;
-    let patch: V1Patch = serde_json::from_slice(&body).map_err(|e| {
+    let patch: V1Patch = serde_json::from_slice(&body.map_err(crate::error::body_error)?).map_err(|e| {
         ApiError::bad_request(
             "InvalidInput",
             format!("body must be {{\"assignedRole\": \"Reader\"|\"Contributor\"|\"Administrator\"}}: {e}"),
@@ -195,17 +195,18 @@ pub async fn patch_multi(
     caller: Caller,
     Path(user_id): Path<String>,
     Query(q): Params,
-    body: axum::body::Bytes,
+    body: crate::error::Body,
 ) -> Result<Response, ApiError> {
     api_version(&q)?;
     caller.require(Role::Administrator)?;
     check_user_id(&user_id)?;
-    let patch: MultiPatch = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "InvalidInput",
-            format!("body must be {{\"assignedRoles\": [...]}}: {e}"),
-        )
-    })?;
+    let patch: MultiPatch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "InvalidInput",
+                format!("body must be {{\"assignedRoles\": [...]}}: {e}"),
+            )
+        })?;
     let existing = user_roles(&state.store, &user_id).unwrap_or_default();
     let mut roles: Vec<Role> = existing.into_iter().chain(patch.assigned_roles).collect();
     roles.sort();

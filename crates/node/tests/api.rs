@@ -295,7 +295,7 @@ async fn auth_and_bad_input_get_clear_errors() {
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidInput"));
     let big = json!({"contents": "x".repeat(100 * 1024)});
     let r = admin.request("POST", &append, Some(&big)).await.unwrap();
-    assert_eq!(r.status, 413);
+    assert_eq!((r.status, code(&r).as_str()), (413, "PayloadTooLarge"));
     let r = admin
         .request(
             "GET",
@@ -330,6 +330,22 @@ async fn auth_and_bad_input_get_clear_errors() {
     assert_eq!(r.status, 404);
     let r = admin.request("GET", "/no/such/route", None).await.unwrap();
     assert_eq!(r.status, 404);
+    // Framework-level rejections come back in the same error shape.
+    let r = admin
+        .request("DELETE", &format!("/app/collections?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (405, "MethodNotAllowed"));
+    let r = admin
+        .request("GET", &format!("/app/transactions/%FF%FE/status?{v}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"].is_string(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 
     // None of that disturbed the ledger: a write still commits.
     let r = admin.request("POST", &append, Some(&body)).await.unwrap();
