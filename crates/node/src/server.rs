@@ -28,6 +28,8 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Longest a request may take from headers read to response (body upload included).
     pub request_timeout: Duration,
+    /// At shutdown, how long open connections get to finish their current request.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -37,12 +39,15 @@ impl Default for ServerLimits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves. Connections
-/// already open are given a moment to finish their current request.
+/// Serves `app` over TLS on `listener` until `shutdown` resolves. Then no new
+/// connection is accepted, open ones finish their current request and close (idle
+/// keep-alive ones at once), and this returns once all are gone or `drain_timeout`
+/// has passed, so the caller's final flush covers every answered write.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -52,6 +57,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (draining_tx, draining) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -75,6 +81,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let limits = limits.clone();
+        let mut draining = draining.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls =
@@ -124,10 +131,36 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                                _ = async {
+                    while !*draining.borrow_and_update() {
+                        if draining.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                } => {
+                    // Finish the request in flight (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let _ = draining_tx.send(true);
+    // Every connection task holds a permit: all permits back means all connections done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_timeout, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after the drain timeout");
     }
     Ok(())
 }

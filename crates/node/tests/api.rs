@@ -802,3 +802,43 @@ async fn stalled_requests_time_out() {
     node.stop.send(()).unwrap();
     node.task.await.unwrap();
 }
+
+/// Graceful stop: idle keep-alive connections are closed, the node returns its final
+/// committed seqno, and what was written is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_closes_idle_connections_and_flushes() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let mut conn = admin.connect().await.unwrap();
+    let r = conn
+        .request(
+            "POST",
+            "/app/transactions?api-version=2022-05-13",
+            Some(&json!({"contents": "last words"})),
+        )
+        .await
+        .unwrap();
+    let txid: covenant_types::TxId = r.transaction_id.unwrap().parse().unwrap();
+    node.stop.send(()).unwrap();
+    let committed = node.task.await.unwrap();
+    assert!(
+        committed > txid.seqno.0,
+        "the final flush signs and commits the last write"
+    );
+    assert!(
+        conn.request("GET", "/node/ping", None).await.is_err(),
+        "idle connection closed"
+    );
+    let engine = Engine::open(
+        EngineConfig::new(dir.path()),
+        ids.node.clone(),
+        ids.secret.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        engine.status(txid).unwrap(),
+        covenant_engine::TxStatus::Committed
+    );
+}
