@@ -99,6 +99,9 @@ enum Command {
         /// Require this `aud` in bearer tokens.
         #[arg(long, requires = "jwt_issuer")]
         jwt_audience: Option<String>,
+        /// Also serve HTTP/2 (negotiated by ALPN); HTTP/1.1 only by default.
+        #[arg(long)]
+        http2: bool,
     },
     /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
     /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
@@ -243,7 +246,7 @@ enum NodeCommand {
     /// ("private"|"public", fixed at creation), ledger_id, sig_ms_interval,
     /// sig_tx_interval, max_body_bytes, san (extra DNS names/IPs for the node
     /// certificate), constitution (a .js file), [[users]] cert + roles, [[members]]
-    /// cert, [[jwt_issuers]] issuer + jwks_file (+ audience). Users, members and the
+    /// cert, [[jwt_issuers]] issuer + jwks_file (+ audience), http2 (false). Users, members and the
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     Start {
@@ -304,6 +307,7 @@ fn main() -> ExitCode {
             jwt_issuer,
             jwks,
             jwt_audience,
+            http2,
         } => dev(DevOptions {
             dir: data_dir,
             port,
@@ -315,6 +319,7 @@ fn main() -> ExitCode {
             jwt_issuer,
             jwks,
             jwt_audience,
+            http2,
         }),
         Command::IdentityService { dir, port } => identity_service(&dir, port),
         Command::Node {
@@ -681,6 +686,7 @@ struct DevOptions {
     jwt_issuer: Option<String>,
     jwks: Option<PathBuf>,
     jwt_audience: Option<String>,
+    http2: bool,
 }
 
 fn dev(o: DevOptions) -> Result<()> {
@@ -695,6 +701,7 @@ fn dev(o: DevOptions) -> Result<()> {
         jwt_issuer,
         jwks,
         jwt_audience,
+        http2,
     } = o;
     let dir = dir.as_path();
     if !covenant_node::identity::valid_ledger_id(&ledger_id) {
@@ -747,6 +754,7 @@ fn dev(o: DevOptions) -> Result<()> {
     nc.ledger_public = ledger_type == LedgerType::Public;
     nc.ledger_id = ledger_id;
     nc.jwt = jwt;
+    nc.limits.http2 = http2;
     let ready = format!(
         "(service cert {}, user0 credentials {})",
         dir.join("service_cert.pem").display(),

@@ -37,6 +37,8 @@ struct NodeFile {
     members: Vec<InitialMember>,
     #[serde(default)]
     jwt_issuers: Vec<JwtIssuerFile>,
+    #[serde(default)]
+    http2: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +175,7 @@ pub fn start(config_path: &Path) -> Result<()> {
     nc.ledger_public = ledger_type == LedgerType::Public;
     nc.ledger_id = file.ledger_id.clone();
     nc.jwt = jwt;
+    nc.limits.http2 = file.http2;
     let detail = format!(
         "(ledger {}, service cert {})",
         file.ledger_id,

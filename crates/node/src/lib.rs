@@ -146,7 +146,7 @@ impl BoundNode {
         node: &NodeIdentity,
         service_cert: &Certificate,
     ) -> Result<BoundNode, NodeError> {
-        let tls = tls::server_config(node)?;
+        let tls = tls::server_config(node, config.limits.http2)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::{Extension, Router};
 use covenant_crypto::Certificate;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -30,6 +30,8 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// At shutdown, how long open connections get to finish their current request.
     pub drain_timeout: Duration,
+    /// Also offer HTTP/2 (ALPN `h2`); HTTP/1.1 only by default.
+    pub http2: bool,
 }
 
 impl Default for ServerLimits {
@@ -40,6 +42,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            http2: false,
         }
     }
 }
@@ -127,10 +130,15 @@ pub async fn serve(
                 ))
                 .layer(Extension(PeerCert(cert)));
             let service = TowerToHyperService::new(app);
-            let mut builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
+                .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
+            builder.http2().timer(TokioTimer::new());
+            if !limits.http2 {
+                builder = builder.http1_only();
+            }
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
             let result = tokio::select! {

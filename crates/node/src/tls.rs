@@ -76,8 +76,12 @@ pub struct TlsError(String);
 
 /// The node's server configuration: its endorsed certificate and key, TLS 1.3 only,
 /// client certificates requested but optional, HTTP/1.1 via ALPN.
-pub fn server_config(node: &NodeIdentity) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for(&node.cert, &node.key)
+pub fn server_config(node: &NodeIdentity, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = build(&node.cert, &node.key)?;
+    if http2 {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok(Arc::new(config))
 }
 
 /// The same for any certificate and key (the identity service has its own).
@@ -85,6 +89,10 @@ pub fn server_config_for(
     cert: &Certificate,
     key: &SigningKeyPair,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(Arc::new(build(cert, key)?))
+}
+
+fn build(cert: &Certificate, key: &SigningKeyPair) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = AnyClientCert {
         algorithms: provider.signature_verification_algorithms,
@@ -98,7 +106,7 @@ pub fn server_config_for(
         .with_single_cert(chain, key)
         .map_err(|e| TlsError(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// The crypto provider everything in the node uses.

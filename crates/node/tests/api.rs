@@ -842,3 +842,75 @@ async fn graceful_stop_closes_idle_connections_and_flushes() {
         covenant_engine::TxStatus::Committed
     );
 }
+
+/// With `http2`, a client negotiating h2 by ALPN is served over HTTP/2 (mTLS included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_is_offered_when_enabled() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_with(&ids, dir.path(), true, |c| c.limits.http2 = true).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ids.service.cert.der().to_vec()))
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from(ids.admin.1.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            ids.admin.0.to_pkcs8_der().to_vec(),
+        )),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let port: u16 = node.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "https://127.0.0.1:{port}/app/transactions?api-version=2022-05-13"
+        ))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"contents\":\"over h2\"}")))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-ms-ccf-transaction-id"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"collectionId":"subledger:0"}"#);
+    // HTTP/1.1 clients are still served.
+    let admin = client(&node, &ids, Some(&ids.admin));
+    assert_eq!(
+        admin
+            .request("GET", "/node/ping", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
