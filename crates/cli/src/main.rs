@@ -90,12 +90,18 @@ enum Command {
         /// The ledger id this node answers /ledgerIdentity/{ledgerId} for.
         #[arg(long, default_value = "covenant-dev")]
         ledger_id: String,
-        /// Trust bearer tokens from this issuer (`iss`), with keys from --jwks.
-        #[arg(long, requires = "jwks")]
+        /// Trust bearer tokens from this issuer (`iss`), with keys from --jwks or --jwks-url.
+        #[arg(long)]
         jwt_issuer: Option<String>,
         /// JWKS file ({"keys":[...]}) of --jwt-issuer.
-        #[arg(long, requires = "jwt_issuer")]
+        #[arg(long, requires = "jwt_issuer", conflicts_with = "jwks_url")]
         jwks: Option<PathBuf>,
+        /// HTTPS URL of --jwt-issuer's JWKS, fetched at start.
+        #[arg(long, requires = "jwt_issuer")]
+        jwks_url: Option<String>,
+        /// CA certificate (PEM) to trust for --jwks-url instead of the system roots.
+        #[arg(long, requires = "jwks_url")]
+        jwks_ca: Option<PathBuf>,
         /// Require this `aud` in bearer tokens.
         #[arg(long, requires = "jwt_issuer")]
         jwt_audience: Option<String>,
@@ -246,7 +252,7 @@ enum NodeCommand {
     /// ("private"|"public", fixed at creation), ledger_id, sig_ms_interval,
     /// sig_tx_interval, max_body_bytes, san (extra DNS names/IPs for the node
     /// certificate), constitution (a .js file), [[users]] cert + roles, [[members]]
-    /// cert, [[jwt_issuers]] issuer + jwks_file (+ audience), http2 (false). Users, members and the
+    /// cert, [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false). Users, members and the
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     Start {
@@ -306,6 +312,8 @@ fn main() -> ExitCode {
             ledger_id,
             jwt_issuer,
             jwks,
+            jwks_url,
+            jwks_ca,
             jwt_audience,
             http2,
         } => dev(DevOptions {
@@ -317,7 +325,11 @@ fn main() -> ExitCode {
             max_body_bytes,
             ledger_id,
             jwt_issuer,
-            jwks,
+            jwks: match (jwks, jwks_url) {
+                (Some(f), _) => Some(JwksSource::File(f)),
+                (None, Some(u)) => Some(JwksSource::Url(u, jwks_ca)),
+                (None, None) => None,
+            },
             jwt_audience,
             http2,
         }),
@@ -684,9 +696,40 @@ struct DevOptions {
     max_body_bytes: usize,
     ledger_id: String,
     jwt_issuer: Option<String>,
-    jwks: Option<PathBuf>,
+    jwks: Option<JwksSource>,
     jwt_audience: Option<String>,
     http2: bool,
+}
+
+/// Where an issuer's keys come from.
+pub(crate) enum JwksSource {
+    File(PathBuf),
+    /// URL and an optional CA certificate file to trust for it.
+    Url(String, Option<PathBuf>),
+}
+
+/// Loads an issuer's JWKS from a file or fetches it over HTTPS.
+pub(crate) fn load_jwks(source: &JwksSource) -> Result<String> {
+    match source {
+        JwksSource::File(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        }
+        JwksSource::Url(url, ca) => {
+            let ca = match ca {
+                Some(p) => Some(
+                    Certificate::from_pem(&read_pem_file(p)?)
+                        .with_context(|| format!("CA {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(covenant_node::jwt::fetch_jwks(url, ca.as_ref()))
+                .map_err(|e| anyhow::anyhow!("fetching the JWKS: {e}"))
+        }
+    }
 }
 
 fn dev(o: DevOptions) -> Result<()> {
@@ -708,12 +751,15 @@ fn dev(o: DevOptions) -> Result<()> {
         bail!("--ledger-id must be 1..64 letters, digits, '-' or '_'");
     }
     let mut jwt = covenant_node::jwt::JwtAuth::default();
-    if let (Some(issuer), Some(path)) = (jwt_issuer, jwks) {
-        let doc = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let i = covenant_node::jwt::JwtIssuer::from_jwks(&issuer, jwt_audience, &doc)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        jwt.issuers.push(i);
+    match (jwt_issuer, jwks) {
+        (Some(issuer), Some(source)) => {
+            let doc = load_jwks(&source)?;
+            let i = covenant_node::jwt::JwtIssuer::from_jwks(&issuer, jwt_audience, &doc)
+                .map_err(|e| anyhow::anyhow!("the JWKS of {issuer}: {e}"))?;
+            jwt.issuers.push(i);
+        }
+        (Some(_), None) => bail!("--jwt-issuer needs --jwks or --jwks-url"),
+        _ => {}
     }
     let creating = !dir.join("service_cert.pem").exists();
     let (service, node, secret) = demo_identities(dir)?;

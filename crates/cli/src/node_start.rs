@@ -59,7 +59,12 @@ struct InitialMember {
 #[serde(deny_unknown_fields)]
 struct JwtIssuerFile {
     issuer: String,
-    jwks_file: PathBuf,
+    #[serde(default)]
+    jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    jwks_url: Option<String>,
+    #[serde(default)]
+    jwks_ca: Option<PathBuf>,
     #[serde(default)]
     audience: Option<String>,
 }
@@ -134,11 +139,18 @@ pub fn start(config_path: &Path) -> Result<()> {
     };
     let mut jwt = covenant_node::jwt::JwtAuth::default();
     for j in &file.jwt_issuers {
-        let doc = std::fs::read_to_string(at(&j.jwks_file))
-            .with_context(|| format!("reading {}", j.jwks_file.display()))?;
+        let source = match (&j.jwks_file, &j.jwks_url) {
+            (Some(f), None) => crate::JwksSource::File(at(f)),
+            (None, Some(u)) => crate::JwksSource::Url(u.clone(), j.jwks_ca.as_deref().map(&at)),
+            _ => bail!(
+                "jwt issuer {}: give exactly one of jwks_file and jwks_url",
+                j.issuer
+            ),
+        };
+        let doc = crate::load_jwks(&source)?;
         jwt.issuers.push(
             covenant_node::jwt::JwtIssuer::from_jwks(&j.issuer, j.audience.clone(), &doc)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", j.jwks_file.display()))?,
+                .map_err(|e| anyhow::anyhow!("the JWKS of {}: {e}", j.issuer))?,
         );
     }
 

@@ -116,6 +116,89 @@ impl JwtAuth {
     }
 }
 
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Fetches a JWKS document over HTTPS, trusting `ca` if given (a private identity
+/// provider), else the system's roots. TLS 1.2 is allowed here: this is a client
+/// talking to someone else's server, not covenant's own listener.
+pub async fn fetch_jwks(
+    url: &str,
+    ca: Option<&covenant_crypto::Certificate>,
+) -> Result<String, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper::body::Bytes;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid JWKS URL {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("the JWKS URL must be https://, got {url:?}"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("no host in {url:?}"))?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(c) => roots
+            .add(CertificateDer::from(c.der().to_vec()))
+            .map_err(|e| format!("the JWKS CA certificate is unusable: {e}"))?,
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err("no system root certificates found; pass the issuer's CA".into());
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(host.clone()).map_err(|e| format!("bad host {host:?}: {e}"))?;
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let req = hyper::Request::get(path)
+            .header("host", &host)
+            .header("accept", "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != hyper::StatusCode::OK {
+            return Err(format!("{url} answered {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the JWKS: {e}"))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| "the JWKS is not UTF-8".to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(15), fetch)
+        .await
+        .map_err(|_| format!("fetching {url} timed out"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -914,3 +914,79 @@ async fn http2_is_offered_when_enabled() {
     node.stop.send(()).unwrap();
     node.task.await.unwrap();
 }
+
+/// JWKS fetched from an HTTPS URL (a private issuer's CA pinned); bad URLs refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_from_an_https_url() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+
+    // The identity provider: its own CA and TLS identity, serving one JWKS.
+    let idp_ca = ServiceIdentity::generate(Curve::P384).unwrap();
+    let idp =
+        NodeIdentity::generate(&idp_ca, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
+    let signing = SigningKeyPair::generate(Curve::P256).unwrap();
+    let enc = EncodingKey::from_ec_der(&signing.to_pkcs8_der());
+    let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("idp-1".into());
+    let doc = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+    let app = axum::Router::new().route(
+        "/keys",
+        axum::routing::get(move || async move { doc.clone() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = covenant_node::tls::server_config(&idp, false).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(covenant_node::server::serve(
+        listener,
+        tls,
+        app,
+        covenant_node::ServerLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let url = format!("https://127.0.0.1:{port}/keys");
+    let fetched = covenant_node::jwt::fetch_jwks(&url, Some(&idp_ca.cert))
+        .await
+        .unwrap();
+    let issuer =
+        covenant_node::jwt::JwtIssuer::from_jwks("https://idp.test", None, &fetched).unwrap();
+    let auth = covenant_node::jwt::JwtAuth {
+        issuers: vec![issuer],
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("idp-1".into());
+    let token = encode(
+        &h,
+        &json!({"iss": "https://idp.test", "exp": now + 60, "oid": "u1"}),
+        &enc,
+    )
+    .unwrap();
+    assert_eq!(auth.authenticate(&token).unwrap(), "u1");
+
+    let other_ca = ServiceIdentity::generate(Curve::P384).unwrap();
+    assert!(covenant_node::jwt::fetch_jwks(&url, Some(&other_ca.cert))
+        .await
+        .is_err());
+    assert!(
+        covenant_node::jwt::fetch_jwks(&format!("http://127.0.0.1:{port}/keys"), None)
+            .await
+            .is_err()
+    );
+    assert!(covenant_node::jwt::fetch_jwks(
+        &format!("https://127.0.0.1:{port}/nope"),
+        Some(&idp_ca.cert)
+    )
+    .await
+    .unwrap_err()
+    .contains("404"));
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
