@@ -328,17 +328,54 @@ async fn collections(
 ) -> Result<Response, ApiError> {
     api_version(&q)?;
     caller.require(Role::Reader)?;
-    let engine = state.engine();
-    let list: Vec<Value> = engine
-        .store()
+    let keys = state
+        .store
         .entries(entries_map(&state))
         .into_iter()
-        .map(|(k, _)| json!({"collectionId": String::from_utf8_lossy(&k)}))
+        .map(|(k, _)| k)
         .collect();
-    Ok(with_txid(
-        engine.last_txid(),
-        Json(json!({"collections": list})),
-    ))
+    let (page, next) = key_page(keys, &q, "/app/collections");
+    let list: Vec<Value> = page
+        .into_iter()
+        .map(|c| json!({"collectionId": c}))
+        .collect();
+    let mut body = json!({"collections": list});
+    if let Some(n) = next {
+        body["nextLink"] = Value::String(n);
+    }
+    Ok(with_txid(state.engine().last_txid(), Json(body)))
+}
+
+/// One page of a key-ordered listing: keys after the `after` query parameter, at most
+/// [`PAGE_SIZE`], and the relative nextLink to the rest.
+pub(crate) fn key_page(
+    keys: Vec<Vec<u8>>,
+    q: &HashMap<String, String>,
+    route: &str,
+) -> (Vec<String>, Option<String>) {
+    let after = q.get("after").map(|a| a.as_bytes().to_vec());
+    let mut rest = keys
+        .into_iter()
+        .filter(|k| after.as_ref().is_none_or(|a| k > a));
+    let page: Vec<String> = rest
+        .by_ref()
+        .take(PAGE_SIZE)
+        .map(|k| String::from_utf8_lossy(&k).to_string())
+        .collect();
+    let next = match (rest.next(), page.last()) {
+        (Some(_), Some(last)) => Some(format!(
+            "{route}?{}",
+            encode_query(&[
+                (
+                    "api-version",
+                    q.get("api-version").cloned().unwrap_or_default()
+                ),
+                ("after", last.clone()),
+            ])
+        )),
+        _ => None,
+    };
+    (page, next)
 }
 
 async fn status(

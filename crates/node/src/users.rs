@@ -150,20 +150,24 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     api_version(&q)?;
     caller.require(Role::Administrator)?;
-    let engine = state.engine();
-    let users: Vec<Value> = engine
-        .store()
+    let keys = state
+        .store
         .entries(USERS_INFO)
         .into_iter()
-        .filter_map(|(id, _)| {
-            let id = String::from_utf8_lossy(&id).to_string();
+        .map(|(k, _)| k)
+        .collect();
+    let (page, next) = crate::routes::key_page(keys, &q, "/app/ledgerUsers");
+    let users: Vec<Value> = page
+        .into_iter()
+        .filter_map(|id| {
             user_roles(&state.store, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
         })
         .collect();
-    Ok(with_txid(
-        engine.last_txid(),
-        Json(json!({"ledgerUsers": users})),
-    ))
+    let mut body = json!({"ledgerUsers": users});
+    if let Some(n) = next {
+        body["nextLink"] = Value::String(n);
+    }
+    Ok(with_txid(state.engine().last_txid(), Json(body)))
 }
 
 pub async fn get_multi(

@@ -423,6 +423,37 @@ async fn ranged_queries_page_through_one_collection() {
     assert_eq!(got.len(), 10);
     assert_eq!(got[0], a.as_str());
     assert_eq!(got[9], b.as_str());
+    // Collections page too: 1,001 collections come back in two pages, each once.
+    for i in 0..1001 {
+        admin
+            .request(
+                "POST",
+                &format!("/app/transactions?{v}&collectionId=c{i:04}"),
+                Some(&json!({"contents": "x"})),
+            )
+            .await
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut link = format!("/app/collections?{v}");
+    loop {
+        let j = admin.request("GET", &link, None).await.unwrap().json();
+        names.extend(
+            j["collections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["collectionId"].as_str().unwrap().to_string()),
+        );
+        match j.get("nextLink").and_then(|l| l.as_str()) {
+            Some(l) => link = l.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 1001 + 2);
+    let mut sorted = names.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len());
     // An unknown collection is an empty list, not an error.
     let r = admin
         .request(
