@@ -313,3 +313,33 @@ def test_application_claims_verify_with_the_sdk(dev, client):
     forged = [dict(claims[0], ledgerEntry=dict(claims[0]["ledgerEntry"], contents="forged"))]
     with pytest.raises(Exception):
         verify_receipt(body["receipt"], _service_cert(dev), application_claims=forged)
+
+
+def test_ledger_users_api_and_redirect(client):
+    """The multi-role users API (2024-08-22-preview) and the v1 redirect, through the
+    SDK's own request pipeline (SDK 1.1.1 has no helper methods for them)."""
+    from azure.core.rest import HttpRequest
+
+    preview = "2024-08-22-preview"
+    user = "CD:" * 31 + "EF"
+    r = client.send_request(HttpRequest(
+        "PATCH", f"/app/ledgerUsers/{user}?api-version={preview}",
+        json={"assignedRoles": ["Reader"]}, headers={"content-type": "application/merge-patch+json"}))
+    assert r.status_code == 200, r.text()
+    r = client.send_request(HttpRequest(
+        "PATCH", f"/app/ledgerUsers/{user}?api-version={preview}",
+        json={"assignedRoles": ["Contributor"]}, headers={"content-type": "application/merge-patch+json"}))
+    assert r.json() == {"assignedRoles": ["Reader", "Contributor"], "userId": user}
+    listed = client.send_request(HttpRequest("GET", f"/app/ledgerUsers?api-version={preview}")).json()
+    assert any(u["userId"] == user for u in listed["ledgerUsers"])
+    # v1 route with the new api-version: 301 ApiVersionRedirect pointing at ledgerUsers.
+    r = client.send_request(HttpRequest("GET", f"/app/users/{user}?api-version={preview}"), permit_redirects=False)
+    assert r.status_code == 301
+    assert r.json()["error"]["code"] == "ApiVersionRedirect"
+    assert f"/app/ledgerUsers/{user}" in r.headers["location"]
+    # The v1 API with the old api-version still works on the same user.
+    assert client.get_user(user)["assignedRole"] == "Contributor"
+    r = client.send_request(HttpRequest("DELETE", f"/app/ledgerUsers/{user}?api-version={preview}"))
+    assert r.status_code == 204
+    r = client.send_request(HttpRequest("DELETE", f"/app/ledgerUsers/nobody?api-version={preview}"))
+    assert r.status_code == 204
