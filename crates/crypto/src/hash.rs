@@ -20,11 +20,29 @@ pub fn sha256_concat(parts: &[&[u8]]) -> Digest32 {
 
 /// HMAC-SHA256 of `data` under `key`.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Digest32 {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let tag = hmac::sign(&k, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    Digest32(out)
+    HmacSha256Key::new(key).sign(data)
+}
+
+/// An HMAC-SHA256 key set up once, for keys used on every transaction.
+pub struct HmacSha256Key(hmac::Key);
+
+impl HmacSha256Key {
+    pub fn new(key: &[u8]) -> HmacSha256Key {
+        HmacSha256Key(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    pub fn sign(&self, data: &[u8]) -> Digest32 {
+        let tag = hmac::sign(&self.0, data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Digest32(out)
+    }
+}
+
+impl std::fmt::Debug for HmacSha256Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacSha256Key(..)")
+    }
 }
 
 /// Incremental SHA-256, for hashing data that arrives in pieces (ledger chunks, write sets).

@@ -19,7 +19,7 @@ pub use cert::Certificate;
 pub use encryption::{encrypt_to_public_key, EncryptionKeyPair};
 pub use error::CryptoError;
 pub use files::{read_pem_file, write_private_file, write_public_file};
-pub use hash::{hmac_sha256, sha256, sha256_concat, Sha256};
+pub use hash::{hmac_sha256, sha256, sha256_concat, HmacSha256Key, Sha256};
 pub use identity::{generate_client_identity, NodeIdentity, ServiceIdentity, SubjectAltName};
 pub use ids::{member_id, node_id, user_fingerprint};
 pub use keys::{Curve, SigningKeyPair};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use covenant_crypto::{LedgerSecret, NodeIdentity};
 use covenant_kv::{KvError, Store, Tx, TxEntry, WriteSet};
-use covenant_ledger::{Ledger, LedgerConfig, LedgerError};
+use covenant_ledger::{Ledger, LedgerConfig, LedgerError, SyncTicket};
 use covenant_merkle::{leaf_hash, ConsistencyProof, MerkleError, MerkleTree};
 use covenant_receipt::{
     commit_evidence_digest, CommitEvidenceKey, LeafComponents, Receipt, ReceiptResponse,
@@ -24,6 +24,9 @@ pub struct EngineConfig {
     /// Leaves whose lower tree levels stay in memory; older pages are rebuilt from
     /// the ledger when an old receipt is asked for.
     pub merkle_resident_leaves: u64,
+    /// Chunk closes complete in the next group commit instead of fsyncing inside
+    /// the append that ends the chunk (see `LedgerConfig::deferred_close`).
+    pub deferred_chunk_close: bool,
 }
 
 impl EngineConfig {
@@ -33,6 +36,7 @@ impl EngineConfig {
             chunk_threshold_bytes: 5 * 1024 * 1024,
             sig_tx_interval: 5000,
             merkle_resident_leaves: 1 << 20,
+            deferred_chunk_close: true,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let mut lc = LedgerConfig::new(&config.ledger_dir);
         lc.chunk_threshold_bytes = config.chunk_threshold_bytes;
+        lc.deferred_close = config.deferred_chunk_close;
         let (ledger, report) = Ledger::open(lc)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(
@@ -322,15 +327,53 @@ impl Engine {
     pub fn flush(&mut self) -> Result<u64, EngineError> {
         self.ledger.sync()?;
         if let Some(&last_sig) = self.signatures.last() {
-            if last_sig > self.committed {
-                self.ledger.commit(last_sig)?;
-                self.store.mark_committed(last_sig);
-                self.committed = last_sig;
-                let keep = self.config.merkle_resident_leaves;
-                self.tree.flush_before(self.committed.saturating_sub(keep));
-            }
+            self.commit_through(last_sig)?;
         }
         Ok(self.committed)
+    }
+
+    /// Whether a group commit would achieve something now: a signature is not yet
+    /// durable (so transactions wait for Committed) or a chunk close is pending.
+    /// Syncing only then keeps fsyncs few and large under load.
+    pub fn sync_wanted(&self) -> bool {
+        self.ledger.close_pending()
+            || self
+                .signatures
+                .last()
+                .is_some_and(|&s| s > self.ledger.synced_seqno())
+    }
+
+    /// Group commit split in two so the fdatasync runs without the caller's engine
+    /// lock (appends continue meanwhile): take a ticket here, [`SyncTicket::run`] it
+    /// unlocked, then [`Engine::complete_flush`].
+    pub fn prepare_flush(&mut self) -> Result<SyncTicket, EngineError> {
+        Ok(self.ledger.prepare_sync()?)
+    }
+
+    /// Records a ticket's outcome; the last signature it made durable (single
+    /// node: every tx up to it) becomes Committed. Returns the committed seqno.
+    pub fn complete_flush(
+        &mut self,
+        ticket: SyncTicket,
+        result: Result<(), LedgerError>,
+    ) -> Result<u64, EngineError> {
+        self.ledger.complete_sync(ticket, result)?;
+        let synced = self.ledger.synced_seqno();
+        if let Some(&last_sig) = self.signatures.range(..=synced).next_back() {
+            self.commit_through(last_sig)?;
+        }
+        Ok(self.committed)
+    }
+
+    fn commit_through(&mut self, sig: u64) -> Result<(), EngineError> {
+        if sig > self.committed {
+            self.ledger.commit(sig)?;
+            self.store.mark_committed(sig);
+            self.committed = sig;
+            let keep = self.config.merkle_resident_leaves;
+            self.tree.flush_before(self.committed.saturating_sub(keep));
+        }
+        Ok(())
     }
 
     /// Status of a TxId (SPEC §5).

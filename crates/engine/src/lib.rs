@@ -16,4 +16,5 @@ mod audit;
 mod engine;
 
 pub use audit::{audit_ledger, AuditError, AuditReport};
+pub use covenant_ledger::SyncTicket;
 pub use engine::{Engine, EngineConfig, EngineError, TxStatus};

@@ -52,6 +52,10 @@ pub enum LedgerError {
     /// An earlier write or sync failed; the on-disk state is uncertain until reopened.
     #[error("ledger unusable after an earlier failure ({0}); reopen it to recover")]
     Poisoned(String),
+
+    /// Truncation must not race a prepared sync (it could rename files under it).
+    #[error("cannot truncate while a prepared sync is outstanding")]
+    SyncInFlight,
 }
 
 fn describe_corrupt(

@@ -21,8 +21,10 @@ pub const DEFAULT_CHUNK_THRESHOLD_BYTES: u64 = 5 * 1024 * 1024;
 /// Buffered bytes of the open chunk beyond which an append writes them out
 /// (without syncing), bounding memory between group commits.
 const FLUSH_AT: usize = 1 << 20;
-/// Committed/closed chunks whose file handle and index stay cached for reads.
-const CACHED_CHUNKS: usize = 32;
+/// Committed/closed chunks whose file handle and index stay cached for reads: 128
+/// default-size chunks are ~600 K entries (~5 MB of offsets, 128 descriptors), so
+/// random reads over recent history do not reload an index per read.
+const CACHED_CHUNKS: usize = 128;
 
 /// Where the ledger lives and how large chunks grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,10 @@ pub struct LedgerConfig {
     pub dir: PathBuf,
     /// A chunk closes after the first signature entry that leaves it at least this long.
     pub chunk_threshold_bytes: u64,
+    /// Close chunks without an fsync in the append path: the close completes in the
+    /// next [`Ledger::prepare_sync`] ticket (meant for a group-commit loop that syncs
+    /// often). When false, the closing append syncs and renames the chunk itself.
+    pub deferred_close: bool,
 }
 
 impl LedgerConfig {
@@ -38,6 +44,7 @@ impl LedgerConfig {
         LedgerConfig {
             dir: dir.into(),
             chunk_threshold_bytes: DEFAULT_CHUNK_THRESHOLD_BYTES,
+            deferred_close: false,
         }
     }
 }
@@ -79,12 +86,24 @@ struct Chunk {
 /// The open chunk's file and the bytes appended to it but not yet written.
 #[derive(Debug)]
 struct Writer {
-    file: File,
+    /// Shared with [`SyncTicket`]s so fdatasync can run without `&mut Ledger`.
+    /// `None` while the previous chunk is closing: the new chunk's file is created
+    /// only once that close is durable, so the directory never holds two open chunks.
+    file: Option<Arc<File>>,
     /// Bytes of the chunk already written to the file.
     flushed: u64,
     pending: Vec<u8>,
     /// Written since the last fdatasync.
     unsynced: bool,
+}
+
+/// A chunk between its closing signature and its rename to the closed name.
+#[derive(Debug, Clone)]
+struct Closing {
+    first: u64,
+    file: Arc<File>,
+    open_path: PathBuf,
+    closed_path: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +141,7 @@ impl ReadCache {
 pub struct Ledger {
     dir: PathBuf,
     threshold: u64,
+    deferred_close: bool,
     chunks: Vec<Chunk>,
     /// Present iff the last chunk is open.
     writer: Option<Writer>,
@@ -132,6 +152,13 @@ pub struct Ledger {
     dir_dirty: bool,
     /// Set when a write or sync failed; mutations are refused until reopened.
     poisoned: Option<String>,
+    /// Bumped by truncation, so a sync prepared before it cannot mark later entries synced.
+    epoch: u64,
+    /// Prepared syncs not yet completed (truncation waits for none).
+    tickets_out: u64,
+    /// The chunk ended by the last over-threshold signature, fully written but
+    /// still open-named until a sync makes it durable and renames it closed.
+    closing: Option<Closing>,
     cache: Mutex<ReadCache>,
 }
 
@@ -296,6 +323,7 @@ impl Ledger {
         let mut ledger = Ledger {
             dir,
             threshold: config.chunk_threshold_bytes,
+            deferred_close: config.deferred_close,
             chunks: Vec::new(),
             writer: None,
             last_txid: None,
@@ -303,6 +331,9 @@ impl Ledger {
             committed_seqno: 0,
             dir_dirty: false,
             poisoned: None,
+            epoch: 0,
+            tickets_out: 0,
+            closing: None,
             cache: Mutex::new(ReadCache::default()),
         };
         let mut report = RecoveryReport::default();
@@ -328,7 +359,9 @@ impl Ledger {
                 .last()
                 .map(|c| c.path.clone())
                 .unwrap_or_default();
-            w.file.sync_data().map_err(|e| LedgerError::io(path, e))?;
+            if let Some(file) = &w.file {
+                file.sync_data().map_err(|e| LedgerError::io(path, e))?;
+            }
         }
         if dir_changed {
             sync_dir(&ledger.dir)?;
@@ -486,7 +519,7 @@ impl Ledger {
             offsets: Some(offsets),
         });
         self.writer = Some(Writer {
-            file,
+            file: Some(Arc::new(file)),
             flushed: valid_len,
             pending: Vec::new(),
             unsynced: false,
@@ -568,7 +601,9 @@ impl Ledger {
             if flush {
                 l.flush()?;
             }
-            if close {
+            if close && l.deferred_close {
+                l.begin_close()?;
+            } else if close {
                 l.close_open_chunk()?;
             }
             Ok(())
@@ -592,7 +627,7 @@ impl Ledger {
             offsets: Some(Vec::new()),
         });
         self.writer = Some(Writer {
-            file,
+            file: Some(Arc::new(file)),
             flushed: 0,
             pending: encode_header(first).to_vec(),
             unsynced: true,
@@ -606,12 +641,15 @@ impl Ledger {
         let (Some(w), Some(c)) = (self.writer.as_mut(), self.chunks.last()) else {
             return Ok(());
         };
+        let Some(file) = w.file.as_ref() else {
+            // The chunk's file is created when the previous chunk's close completes.
+            return Ok(());
+        };
         if w.pending.is_empty() {
             return Ok(());
         }
         // Positioned writes: a failed attempt is simply redone at the same offset.
-        w.file
-            .write_all_at(&w.pending, w.flushed)
+        file.write_all_at(&w.pending, w.flushed)
             .map_err(|e| LedgerError::io(&c.path, e))?;
         w.flushed += w.pending.len() as u64;
         w.unsynced = true;
@@ -623,25 +661,15 @@ impl Ledger {
         Ok(())
     }
 
-    fn sync_writer(&mut self) -> Result<(), LedgerError> {
-        self.flush()?;
-        if let (Some(w), Some(c)) = (self.writer.as_mut(), self.chunks.last()) {
-            if w.unsynced {
-                w.file
-                    .sync_data()
-                    .map_err(|e| LedgerError::io(&c.path, e))?;
-                w.unsynced = false;
-            }
-        }
-        Ok(())
-    }
-
     /// Makes the open chunk whole on disk, renames it closed, syncs the directory.
     fn close_open_chunk(&mut self) -> Result<(), LedgerError> {
-        self.sync_writer()?;
+        self.flush()?;
         let Some(c) = self.chunks.last_mut() else {
             return Ok(());
         };
+        if let Some(file) = self.writer.as_ref().and_then(|w| w.file.as_ref()) {
+            file.sync_data().map_err(|e| LedgerError::io(&c.path, e))?;
+        }
         let new_path = self.dir.join(closed_name(c.first, c.last));
         fs::rename(&c.path, &new_path).map_err(|e| LedgerError::io(&new_path, e))?;
         c.path = new_path;
@@ -654,19 +682,166 @@ impl Ledger {
         Ok(())
     }
 
-    /// Group commit: makes every appended entry durable with one fdatasync
-    /// (plus a directory sync if a chunk file was created).
+    /// Ends the open chunk at the signature just appended: its bytes go to the
+    /// file and it becomes the closing chunk; appends continue into a new chunk
+    /// buffered in memory until a sync completes the close. No fsync here, so an
+    /// append never waits for the disk, as long as syncs come more often than
+    /// chunk closes (the node's group-commit loop); otherwise the previous close
+    /// is completed here first, which keeps chunk sizes and buffers bounded.
+    fn begin_close(&mut self) -> Result<(), LedgerError> {
+        if let Some(previous) = self.closing.clone() {
+            SyncTicket {
+                closing: Some(previous.clone()),
+                file: None,
+                dir: None,
+                upto: 0,
+                epoch: self.epoch,
+            }
+            .run()?;
+            self.finish_close(&previous)?;
+        }
+        self.flush()?;
+        let Some(file) = self.writer.as_ref().and_then(|w| w.file.clone()) else {
+            return Ok(());
+        };
+        let Some(c) = self.chunks.last_mut() else {
+            return Err(LedgerError::Poisoned("open chunk missing".into()));
+        };
+        let closed_path = self.dir.join(closed_name(c.first, c.last));
+        self.closing = Some(Closing {
+            first: c.first,
+            file,
+            open_path: c.path.clone(),
+            closed_path,
+        });
+        c.kind = ChunkKind::Closed;
+        let first = c.last + 1;
+        self.chunks.push(Chunk {
+            first,
+            last: first - 1,
+            kind: ChunkKind::Open,
+            path: self.dir.join(open_name(first)),
+            len: HEADER_LEN,
+            offsets: Some(Vec::new()),
+        });
+        self.writer = Some(Writer {
+            file: None,
+            flushed: 0,
+            pending: encode_header(first).to_vec(),
+            unsynced: true,
+        });
+        Ok(())
+    }
+
+    /// Group commit: makes every appended entry durable (the open chunk's
+    /// fdatasync, plus closing a chunk or syncing the directory when needed).
     pub fn sync(&mut self) -> Result<(), LedgerError> {
+        loop {
+            let ticket = self.prepare_sync()?;
+            let result = ticket.run();
+            self.complete_sync(ticket, result)?;
+            // A completed close creates the next chunk's file: sync that too.
+            if self.synced_seqno >= self.last_seqno() && !self.dir_dirty {
+                return Ok(());
+            }
+        }
+    }
+
+    /// First half of a sync that runs outside the caller's lock: writes buffered
+    /// appends to the file and returns what must be fdatasynced. Run it with
+    /// [`SyncTicket::run`] (no access to the ledger needed), then hand the result to
+    /// [`Ledger::complete_sync`]. Appends may continue in between; they are not
+    /// covered by this ticket.
+    pub fn prepare_sync(&mut self) -> Result<SyncTicket, LedgerError> {
         self.check_usable()?;
         self.guarded(|l| {
-            l.sync_writer()?;
+            l.flush()?;
+            let mut ticket = SyncTicket {
+                closing: l.closing.clone(),
+                file: None,
+                dir: None,
+                upto: l.last_seqno(),
+                epoch: l.epoch,
+            };
+            if let (Some(w), Some(c)) = (l.writer.as_mut(), l.chunks.last()) {
+                match &w.file {
+                    Some(file) if w.unsynced => {
+                        ticket.file = Some((file.clone(), c.path.clone()));
+                        w.unsynced = false;
+                    }
+                    Some(_) => {}
+                    // Buffered in memory only: not durable until a later ticket.
+                    None => ticket.upto = c.first - 1,
+                }
+            }
             if l.dir_dirty {
-                sync_dir(&l.dir)?;
+                ticket.dir = Some(l.dir.clone());
                 l.dir_dirty = false;
             }
-            l.synced_seqno = l.last_seqno();
+            l.tickets_out += 1;
+            Ok(ticket)
+        })
+    }
+
+    /// Second half of [`Ledger::prepare_sync`]: on success everything the ticket
+    /// covers is durable, a closing chunk is now closed and the next chunk's file
+    /// exists (written, not yet synced); a failed sync poisons the ledger (the page
+    /// cache may have dropped the data, so nothing after it can be trusted).
+    pub fn complete_sync(
+        &mut self,
+        ticket: SyncTicket,
+        result: Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.tickets_out = self.tickets_out.saturating_sub(1);
+        self.check_usable()?;
+        self.guarded(|l| {
+            result?;
+            if ticket.epoch != l.epoch {
+                return Ok(());
+            }
+            if let Some(done) = &ticket.closing {
+                if l.closing.as_ref().is_some_and(|c| c.first == done.first) {
+                    l.finish_close(done)?;
+                }
+            }
+            l.synced_seqno = l.synced_seqno.max(ticket.upto.min(l.last_seqno()));
             Ok(())
         })
+    }
+
+    /// The closing chunk is durable and renamed: record that, then give the
+    /// chunk after it its file and write what was buffered for it.
+    fn finish_close(&mut self, done: &Closing) -> Result<(), LedgerError> {
+        self.closing = None;
+        if let Some(c) = self.chunks.iter_mut().rev().find(|c| c.first == done.first) {
+            c.path = done.closed_path.clone();
+        }
+        let (Some(w), Some(c)) = (self.writer.as_mut(), self.chunks.last()) else {
+            return Ok(());
+        };
+        if w.file.is_none() {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&c.path)
+                .map_err(|e| LedgerError::io(&c.path, e))?;
+            w.file = Some(Arc::new(file));
+            w.unsynced = true;
+            self.dir_dirty = true;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A chunk close waits for the next sync (appends meanwhile buffer in memory).
+    pub fn close_pending(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// Last seqno known durable.
+    pub fn synced_seqno(&self) -> u64 {
+        self.synced_seqno
     }
 
     /// Seqno of the last appended entry, 0 when empty.
@@ -769,7 +944,16 @@ impl Ledger {
         };
         let split = end.min(w.flushed).max(start);
         let mut buf = if split > start {
-            pread(&w.file, &c.path, start, split - start)?
+            let Some(file) = &w.file else {
+                return Err(LedgerError::corrupt(
+                    &c.path,
+                    start,
+                    None,
+                    None,
+                    "chunk has no file yet",
+                ));
+            };
+            pread(file, &c.path, start, split - start)?
         } else {
             Vec::new()
         };
@@ -801,7 +985,11 @@ impl Ledger {
                 let buf = if kind == ChunkKind::Open {
                     self.open_bytes(c, offset, end)?
                 } else {
-                    let file = self.closed_file(c)?;
+                    let file = match &self.closing {
+                        // Being renamed outside the lock: read through the handle.
+                        Some(cl) if cl.first == c.first => cl.file.clone(),
+                        _ => self.closed_file(c)?,
+                    };
                     pread(&file, &c.path, offset, end - offset)?
                 };
                 (offset, buf)
@@ -923,6 +1111,13 @@ impl Ledger {
         if seqno >= self.last_seqno() {
             return Ok(());
         }
+        if self.tickets_out > 0 {
+            return Err(LedgerError::SyncInFlight);
+        }
+        if self.closing.is_some() {
+            // Settle the in-flight close first, so only the usual states remain.
+            self.sync()?;
+        }
         self.guarded(|l| l.truncate_inner(seqno))
     }
 
@@ -971,7 +1166,7 @@ impl Ledger {
                         .open(&c.path)
                         .map_err(|e| LedgerError::io(&c.path, e))?;
                     self.writer = Some(Writer {
-                        file,
+                        file: Some(Arc::new(file)),
                         flushed: c.len,
                         pending: Vec::new(),
                         unsynced: false,
@@ -980,9 +1175,11 @@ impl Ledger {
                 let Some(w) = self.writer.as_mut() else {
                     return Err(LedgerError::Poisoned("open chunk missing".into()));
                 };
-                w.file
-                    .set_len(new_len)
-                    .and_then(|()| w.file.sync_data())
+                let Some(file) = &w.file else {
+                    return Err(LedgerError::Poisoned("open chunk has no file".into()));
+                };
+                file.set_len(new_len)
+                    .and_then(|()| file.sync_data())
                     .map_err(|e| LedgerError::io(&c.path, e))?;
                 w.flushed = new_len;
                 w.pending.clear();
@@ -1004,6 +1201,57 @@ impl Ledger {
             Some(self.read(seqno)?.txid)
         };
         self.synced_seqno = seqno;
+        self.epoch += 1;
+        Ok(())
+    }
+}
+
+/// Pending fdatasync work taken from a [`Ledger`] by [`Ledger::prepare_sync`].
+#[derive(Debug)]
+#[must_use = "a prepared sync does nothing until run and completed"]
+pub struct SyncTicket {
+    closing: Option<Closing>,
+    file: Option<(Arc<File>, PathBuf)>,
+    dir: Option<PathBuf>,
+    upto: u64,
+    epoch: u64,
+}
+
+impl SyncTicket {
+    /// Seqno that is durable once this ticket has run.
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// Nothing to sync: every entry it covers was already durable.
+    pub fn is_empty(&self) -> bool {
+        self.closing.is_none() && self.file.is_none() && self.dir.is_none()
+    }
+
+    /// The blocking part: fdatasync of a closing chunk (then its rename to the
+    /// closed name), of the open chunk, and of the directory when it changed.
+    pub fn run(&self) -> Result<(), LedgerError> {
+        if let Some(c) = &self.closing {
+            c.file
+                .sync_data()
+                .map_err(|e| LedgerError::io(&c.open_path, e))?;
+            if let Err(e) = fs::rename(&c.open_path, &c.closed_path) {
+                // Another ticket (a concurrent full sync) may have closed it already.
+                if !(e.kind() == std::io::ErrorKind::NotFound && c.closed_path.exists()) {
+                    return Err(LedgerError::io(&c.closed_path, e));
+                }
+            }
+        }
+        if let Some((file, path)) = &self.file {
+            file.sync_data().map_err(|e| LedgerError::io(path, e))?;
+        }
+        let dir = self
+            .dir
+            .as_deref()
+            .or_else(|| self.closing.as_ref().and_then(|c| c.closed_path.parent()));
+        if let Some(dir) = dir {
+            sync_dir(dir)?;
+        }
         Ok(())
     }
 }

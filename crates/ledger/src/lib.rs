@@ -71,5 +71,7 @@ mod scanner;
 pub use covenant_types::TxId;
 pub use error::LedgerError;
 pub use format::MAX_PAYLOAD_LEN;
-pub use ledger::{Entry, Ledger, LedgerConfig, RecoveryReport, DEFAULT_CHUNK_THRESHOLD_BYTES};
+pub use ledger::{
+    Entry, Ledger, LedgerConfig, RecoveryReport, SyncTicket, DEFAULT_CHUNK_THRESHOLD_BYTES,
+};
 pub use scanner::{ChunkScanner, ScannedEntry};

@@ -4,8 +4,9 @@
 //!
 //! Request path: TLS accept (own task) → HTTP/1.1 → axum route → [`auth::Caller`]
 //! (client cert fingerprint → user, roles) → engine transaction under the engine
-//! lock → response with `x-ms-ccf-transaction-id`. The driver task signs and
-//! flushes every `sig_ms_interval`, which is what moves writes to Committed.
+//! lock → response with `x-ms-ccf-transaction-id`. The commit thread
+//! ([`state::Driver`]) signs every `sig_ms_interval` and group-commits with the
+//! fdatasync outside the engine lock, which is what moves writes to Committed.
 
 pub mod attestation;
 pub mod auth;
@@ -133,7 +134,7 @@ pub struct BoundNode {
     listener: TcpListener,
     pub local_addr: SocketAddr,
     state: NodeState,
-    driver: tokio::task::JoinHandle<()>,
+    driver: state::Driver,
     config: NodeConfig,
     tls: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -194,7 +195,7 @@ impl BoundNode {
             shutdown,
         )
         .await?;
-        self.driver.abort();
+        self.driver.stop().await;
         self.state.flush_now().await.map_err(NodeError::Flush)
     }
 }

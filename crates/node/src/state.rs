@@ -13,10 +13,22 @@ use tokio::sync::watch;
 
 use crate::index::EntryIndex;
 use crate::routes::{ENTRIES_PRIVATE, ENTRIES_PUBLIC};
+use crate::NodeError;
 
-/// What every handler shares.
+/// What every handler shares. Cloned for every request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct NodeState {
+pub struct NodeState(Arc<Shared>);
+
+impl std::ops::Deref for NodeState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields behind [`NodeState`].
+pub struct Shared {
     engine: Arc<Mutex<Engine>>,
     /// The engine's KV store, readable without the engine lock (users, roles).
     pub store: covenant_kv::Store,
@@ -36,8 +48,8 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    /// Wraps `engine` and starts its driver: every `sig_interval`, a signature if
-    /// anything is unsigned, then a flush. Returns the state and the driver's handle.
+    /// Wraps `engine` and starts its [`Driver`] (group commit, and a signature
+    /// every `sig_interval` when anything is unsigned).
     pub fn start(
         engine: Engine,
         service_cert_pem: String,
@@ -46,7 +58,7 @@ impl NodeState {
         sig_interval: Duration,
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
-    ) -> Result<(NodeState, tokio::task::JoinHandle<()>), EngineError> {
+    ) -> Result<(NodeState, Driver), NodeError> {
         let node_id = engine.node_id().to_string();
         let map = if ledger_public {
             ENTRIES_PUBLIC
@@ -57,9 +69,9 @@ impl NodeState {
         let store = engine.store().clone();
         let (tx, rx) = watch::channel(engine.committed_seqno());
         let engine = Arc::new(Mutex::new(engine));
-        let driver = tokio::spawn(drive(engine.clone(), tx, sig_interval));
+        let driver = Driver::spawn(engine.clone(), tx, sig_interval)?;
         Ok((
-            NodeState {
+            NodeState(Arc::new(Shared {
                 engine,
                 store,
                 committed: rx,
@@ -71,7 +83,7 @@ impl NodeState {
                 quote: Arc::new(quote),
                 jwt: Arc::new(jwt),
                 metrics: Arc::default(),
-            },
+            })),
             driver,
         ))
     }
@@ -97,13 +109,15 @@ impl NodeState {
     /// Signs and flushes now (graceful shutdown: nothing acknowledged is left unsynced).
     pub async fn flush_now(&self) -> Result<u64, String> {
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || tick(&engine))
+        tokio::task::spawn_blocking(move || final_flush(&engine))
             .await
             .map_err(|e| e.to_string())?
     }
 }
 
-fn tick(engine: &Mutex<Engine>) -> Result<u64, String> {
+/// Signs (if anything is unsigned) and makes everything durable, under the lock
+/// (graceful shutdown, after the driver stopped).
+fn final_flush(engine: &Mutex<Engine>) -> Result<u64, String> {
     let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
     if e.unsigned_txs() > 0 {
         e.emit_signature().map_err(|x| x.to_string())?;
@@ -111,25 +125,94 @@ fn tick(engine: &Mutex<Engine>) -> Result<u64, String> {
     e.flush().map_err(|x| x.to_string())
 }
 
-async fn drive(engine: Arc<Mutex<Engine>>, committed: watch::Sender<u64>, every: Duration) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let engine = engine.clone();
-        match tokio::task::spawn_blocking(move || tick(&engine)).await {
-            Ok(Ok(seqno)) => {
+/// How long the group-commit loop sleeps when there was nothing to sync.
+const IDLE: Duration = Duration::from_millis(5);
+
+/// The engine driver: a thread running group commit back to back (fdatasync with
+/// the engine lock released, so appends never wait for the disk) and emitting a
+/// signature every `sig_every` when anything is unsigned. Stops when told or when
+/// every receiver of the committed seqno is gone.
+pub struct Driver {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Driver {
+    fn spawn(
+        engine: Arc<Mutex<Engine>>,
+        committed: watch::Sender<u64>,
+        sig_every: Duration,
+    ) -> std::io::Result<Driver> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("covenant-commit".into())
+            .spawn(move || commit_loop(&engine, &committed, sig_every, &flag))?;
+        Ok(Driver {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the loop and waits for its current cycle to finish.
+    pub async fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn commit_loop(
+    engine: &Mutex<Engine>,
+    committed: &watch::Sender<u64>,
+    sig_every: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let lock = || engine.lock().unwrap_or_else(|e| e.into_inner());
+    let mut next_sig = std::time::Instant::now() + sig_every;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && !committed.is_closed() {
+        let now = std::time::Instant::now();
+        let sign = now >= next_sig;
+        if sign {
+            next_sig = (next_sig + sig_every).max(now);
+        }
+        let cycle = || -> Result<(u64, bool), EngineError> {
+            let ticket = {
+                let mut e = lock();
+                if sign && e.unsigned_txs() > 0 {
+                    e.emit_signature()?;
+                }
+                if !e.sync_wanted() {
+                    return Ok((e.committed_seqno(), true));
+                }
+                e.prepare_flush()?
+            };
+            let idle = ticket.is_empty();
+            let result = ticket.run();
+            Ok((lock().complete_flush(ticket, result)?, idle))
+        };
+        match cycle() {
+            Ok((seqno, idle)) => {
                 committed.send_if_modified(|c| {
                     let changed = *c != seqno;
                     *c = seqno;
                     changed
                 });
+                if idle {
+                    std::thread::sleep(IDLE.min(next_sig.saturating_duration_since(now)));
+                }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "signing or flushing the ledger failed"),
-            Err(e) => tracing::error!(error = %e, "the engine driver task failed"),
-        }
-        if committed.is_closed() {
-            break;
+            Err(e) => {
+                tracing::error!(error = %e, "signing or flushing the ledger failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }

@@ -1,6 +1,5 @@
-use covenant_crypto::{hmac_sha256, sha256, LedgerSecret};
+use covenant_crypto::{sha256, HmacSha256Key, LedgerSecret};
 use covenant_types::{Digest32, TxId};
-use zeroize::Zeroizing;
 
 use crate::ReceiptError;
 
@@ -8,19 +7,19 @@ use crate::ReceiptError;
 ///
 /// The evidence of a transaction is only revealed once it is committed: holding
 /// `ce:<txid>:<hex>` proves the service disclosed that this TxId committed.
-pub struct CommitEvidenceKey(Zeroizing<[u8; 32]>);
+pub struct CommitEvidenceKey(HmacSha256Key);
 
 impl CommitEvidenceKey {
     pub fn new(secret: &LedgerSecret) -> CommitEvidenceKey {
-        CommitEvidenceKey(secret.derive(b"covenant commit evidence"))
+        // The derived bytes are zeroized on drop; aws-lc keeps its own copy in the key.
+        CommitEvidenceKey(HmacSha256Key::new(
+            secret.derive(b"covenant commit evidence").as_ref(),
+        ))
     }
 
     /// The evidence string `ce:<view>.<seqno>:<64 hex>`.
     pub fn evidence(&self, txid: TxId) -> String {
-        commit_evidence(
-            txid,
-            &hmac_sha256(self.0.as_ref(), txid.to_string().as_bytes()),
-        )
+        commit_evidence(txid, &self.0.sign(txid.to_string().as_bytes()))
     }
 }
 
