@@ -208,6 +208,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Drops every transaction after `seqno` (an uncommitted suffix lost in a view
+    /// change): ledger, store, Merkle tree and signature index, durably. Refused below
+    /// the committed seqno.
+    pub fn rollback(&mut self, seqno: u64) -> Result<(), EngineError> {
+        if seqno >= self.ledger.last_seqno() {
+            return Ok(());
+        }
+        if seqno < self.committed {
+            return Err(LedgerError::BelowCommitted {
+                requested: seqno,
+                committed: self.committed,
+            }
+            .into());
+        }
+        self.ledger.truncate(seqno)?;
+        self.store.rollback(seqno)?;
+        self.tree.truncate(seqno)?;
+        self.signatures.split_off(&(seqno + 1));
+        self.txs_since_signature = seqno - self.signatures.last().copied().unwrap_or(0);
+        Ok(())
+    }
+
+    /// Sets the view new transactions get (consensus: the Raft term of this primary).
+    pub fn set_view(&mut self, view: View) {
+        self.view = view;
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

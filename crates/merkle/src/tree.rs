@@ -282,6 +282,29 @@ impl MerkleTree {
         Ok(())
     }
 
+    /// Drops every leaf from `size` on (a rolled-back uncommitted suffix), so the tree
+    /// is exactly the tree of the first `size` leaves. Refused below the first resident
+    /// leaf: flushed pages only hold committed history, which is never rolled back.
+    pub fn truncate(&mut self, size: u64) -> Result<(), MerkleError> {
+        if size >= self.size {
+            return Ok(());
+        }
+        if size < self.first_resident_leaf() {
+            return Err(MerkleError::NoSuchLeaf {
+                index: size,
+                size: self.size,
+            });
+        }
+        // Level h holds the perfect subtrees of 2^h leaves: a tree of `size` leaves has
+        // `size >> h` of them.
+        for (h, level) in self.levels.iter_mut().enumerate() {
+            let keep = (size >> h).saturating_sub(self.level_start[h]);
+            level.truncate(keep as usize);
+        }
+        self.size = size;
+        Ok(())
+    }
+
     /// Drops the lower levels of every complete page before the one holding `leaf`,
     /// keeping two hashes per page. The page being appended to is never flushed.
     pub fn flush_before(&mut self, leaf: u64) {

@@ -129,6 +129,43 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
+    fn truncate_then_append_equals_the_tree_of_the_same_leaves(
+        n in 1u64..300, cut in any::<u64>(), extra in 0u64..100, bits in 1u32..6, flush in any::<u64>()
+    ) {
+        let mut t = MerkleTree::with_page_bits(bits);
+        let mut leaves: Vec<_> = (0..n).map(leaf).collect();
+        for l in &leaves {
+            t.append(*l);
+        }
+        let flushed = flush % (n + 1);
+        t.flush_before(flushed);
+        let cut = cut % (n + 1);
+        if cut < t.first_resident_leaf() {
+            prop_assert!(t.truncate(cut).is_err());
+            return Ok(());
+        }
+        t.truncate(cut).unwrap();
+        prop_assert_eq!(t.len(), cut);
+        leaves.truncate(cut as usize);
+        // Different leaves after the cut: nothing of the dropped suffix may survive.
+        for i in 0..extra {
+            let l = flip(&leaf(i + 1_000_000), 3);
+            leaves.push(l);
+            t.append(l);
+        }
+        if leaves.is_empty() {
+            prop_assert!(t.root().is_err());
+        } else {
+            prop_assert_eq!(t.root().unwrap(), reference_root(&leaves));
+            let last = leaves.len() as u64 - 1;
+            if last >= t.first_resident_leaf() {
+                let p = t.inclusion_proof(last, leaves.len() as u64).unwrap();
+                prop_assert!(p.verify(&leaves[last as usize], &t.root().unwrap()));
+            }
+        }
+    }
+
+    #[test]
     fn roots_match_reference(n in 1u64..300, bits in 1u32..6) {
         let (t, leaves) = build(n, bits);
         for size in 1..=n {
