@@ -27,6 +27,10 @@ pub struct EngineConfig {
     /// Chunk closes complete in the next group commit instead of fsyncing inside
     /// the append that ends the chunk (see `LedgerConfig::deferred_close`).
     pub deferred_chunk_close: bool,
+    /// Single node (true): the last durable signature commits everything before it,
+    /// also at open. Under consensus (false) only [`Engine::advance_commit`] commits;
+    /// at open, committed is what the ledger's `.committed` chunk names say.
+    pub commit_on_sync: bool,
 }
 
 impl EngineConfig {
@@ -37,6 +41,7 @@ impl EngineConfig {
             sig_tx_interval: 5000,
             merkle_resident_leaves: 1 << 20,
             deferred_chunk_close: true,
+            commit_on_sync: true,
         }
     }
 }
@@ -86,8 +91,14 @@ pub struct Engine {
     /// Seqnos of every signature transaction.
     signatures: BTreeSet<u64>,
     txs_since_signature: u64,
-    /// Highest signature seqno known durable (committed on a single node).
+    /// Highest signature seqno known committed.
     committed: u64,
+    /// Runs of equal views: (first seqno, view), ascending. Views change rarely, so
+    /// this answers "view at seqno" (Raft's term lookups) without reading the ledger.
+    view_runs: Vec<(u64, u64)>,
+    /// Single node: the last durable signature commits. Under consensus, only
+    /// [`Engine::advance_commit`] does.
+    commit_on_sync: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -122,6 +133,7 @@ impl Engine {
             );
         }
         let node_cert_pem = node.cert.to_pem();
+        let commit_on_sync = config.commit_on_sync;
         let mut engine = Engine {
             evidence: CommitEvidenceKey::new(&secret),
             config,
@@ -135,6 +147,8 @@ impl Engine {
             signatures: BTreeSet::new(),
             txs_since_signature: 0,
             committed: 0,
+            view_runs: Vec::new(),
+            commit_on_sync,
         };
         // Replay in bounded batches: memory stays flat however long the ledger is.
         const REPLAY_BATCH: u64 = 4096;
@@ -156,7 +170,17 @@ impl Engine {
                 .flush_before(engine.tree.len().saturating_sub(keep));
         }
         engine.view = View(engine.store.last_txid().map(|t| t.view.0 + 1).unwrap_or(1));
-        engine.committed = engine.signatures.last().copied().unwrap_or(0);
+        engine.committed = if engine.commit_on_sync {
+            engine.signatures.last().copied().unwrap_or(0)
+        } else {
+            let durable = engine.ledger.committed_seqno();
+            engine
+                .signatures
+                .range(..=durable)
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+        };
         engine.store.mark_committed(engine.committed);
         if engine.committed > engine.ledger.committed_seqno() {
             engine.ledger.commit(engine.committed)?;
@@ -182,6 +206,7 @@ impl Engine {
         }
         self.store.apply(txid, &ws)?;
         self.tree.append(leaf_of(&entry));
+        self.note_view(txid);
         if is_signature {
             self.signatures.insert(txid.seqno.0);
             self.txs_since_signature = 0;
@@ -226,8 +251,64 @@ impl Engine {
         self.store.rollback(seqno)?;
         self.tree.truncate(seqno)?;
         self.signatures.split_off(&(seqno + 1));
+        while self
+            .view_runs
+            .last()
+            .is_some_and(|&(first, _)| first > seqno)
+        {
+            self.view_runs.pop();
+        }
         self.txs_since_signature = seqno - self.signatures.last().copied().unwrap_or(0);
         Ok(())
+    }
+
+    fn note_view(&mut self, txid: TxId) {
+        if self.view_runs.last().map(|&(_, v)| v) != Some(txid.view.0) {
+            self.view_runs.push((txid.seqno.0, txid.view.0));
+        }
+    }
+
+    /// The view of the transaction at `seqno`, if it exists (Raft's term of an index).
+    pub fn view_at(&self, seqno: u64) -> Option<u64> {
+        if seqno == 0 || seqno > self.ledger.last_seqno() {
+            return None;
+        }
+        let i = self.view_runs.partition_point(|&(first, _)| first <= seqno);
+        i.checked_sub(1).map(|i| self.view_runs[i].1)
+    }
+
+    /// Seqno of the last transaction appended (0 when empty).
+    pub fn last_seqno(&self) -> u64 {
+        self.ledger.last_seqno()
+    }
+
+    /// Appends the empty transaction a new primary starts its view with (Raft's
+    /// blank entry): the same bytes on every node, since sealing is deterministic.
+    pub fn append_blank(&mut self, txid: TxId) -> Result<(), EngineError> {
+        let next = self.last_seqno() + 1;
+        if txid.seqno.0 != next {
+            return Err(EngineError::Ledger(LedgerError::OutOfOrder {
+                expected: next,
+                got: txid.seqno.0,
+            }));
+        }
+        self.view = txid.view;
+        let tx = self.store.begin();
+        let got = self.append_tx(tx, Digest32::ZERO, false)?;
+        debug_assert_eq!(got, txid);
+        self.txs_since_signature += 1;
+        Ok(())
+    }
+
+    /// Under consensus: transactions up to `index` are replicated to a majority.
+    /// The last signature at or below it (and durable here) commits everything
+    /// before it. Returns the committed seqno.
+    pub fn advance_commit(&mut self, index: u64) -> Result<u64, EngineError> {
+        let limit = index.min(self.ledger.synced_seqno());
+        if let Some(&sig) = self.signatures.range(..=limit).next_back() {
+            self.commit_through(sig)?;
+        }
+        Ok(self.committed)
     }
 
     /// Sets the view new transactions get (consensus: the Raft term of this primary).
@@ -299,6 +380,8 @@ impl Engine {
         if result.is_err() {
             // Keep store, ledger and tree in step: undo the store side.
             self.store.rollback(txid.seqno.0 - 1)?;
+        } else {
+            self.note_view(txid);
         }
         result.map(|_| txid)
     }
@@ -353,8 +436,10 @@ impl Engine {
     /// everything up to the last signature is Committed. Returns the committed seqno.
     pub fn flush(&mut self) -> Result<u64, EngineError> {
         self.ledger.sync()?;
-        if let Some(&last_sig) = self.signatures.last() {
-            self.commit_through(last_sig)?;
+        if self.commit_on_sync {
+            if let Some(&last_sig) = self.signatures.last() {
+                self.commit_through(last_sig)?;
+            }
         }
         Ok(self.committed)
     }
@@ -386,8 +471,10 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         self.ledger.complete_sync(ticket, result)?;
         let synced = self.ledger.synced_seqno();
-        if let Some(&last_sig) = self.signatures.range(..=synced).next_back() {
-            self.commit_through(last_sig)?;
+        if self.commit_on_sync {
+            if let Some(&last_sig) = self.signatures.range(..=synced).next_back() {
+                self.commit_through(last_sig)?;
+            }
         }
         Ok(self.committed)
     }

@@ -341,7 +341,8 @@ fn conflicts_and_forged_signatures_leave_the_engine_healthy() {
 #[test]
 fn rolling_back_an_uncommitted_suffix_leaves_a_ledger_that_audits() {
     let f = fixture();
-    let mut engine = Engine::open(config(&f, 2048, 1000), f.node.clone(), f.secret.clone()).unwrap();
+    let mut engine =
+        Engine::open(config(&f, 2048, 1000), f.node.clone(), f.secret.clone()).unwrap();
     let kept = write_entries(&mut engine, 20, "a");
     let sig = engine.emit_signature().unwrap();
     engine.flush().unwrap();
@@ -354,7 +355,10 @@ fn rolling_back_an_uncommitted_suffix_leaves_a_ledger_that_audits() {
     assert_eq!(engine.ledger().last_seqno(), sig.seqno.0);
     assert_eq!(engine.unsigned_txs(), 0);
     for t in &lost {
-        assert_eq!(engine.store().get("entries", t.to_string().as_bytes()), None);
+        assert_eq!(
+            engine.store().get("entries", t.to_string().as_bytes()),
+            None
+        );
     }
     assert_eq!(engine.status(lost[0]).unwrap(), TxStatus::Unknown);
     // The next view writes over the same seqnos; old TxIds become Invalid.
@@ -372,5 +376,8 @@ fn rolling_back_an_uncommitted_suffix_leaves_a_ledger_that_audits() {
     drop(engine);
     audit_ledger(&f.dir.path().join("ledger"), &f.service.cert, |_, _| {}).unwrap();
     let reopened = Engine::open(config(&f, 2048, 1000), f.node.clone(), f.secret.clone()).unwrap();
-    assert_eq!(reopened.last_txid(), Some(TxId::new(2, replaced[4].seqno.0 + 1)));
+    assert_eq!(
+        reopened.last_txid(),
+        Some(TxId::new(2, replaced[4].seqno.0 + 1))
+    );
 }

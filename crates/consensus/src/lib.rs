@@ -1,0 +1,521 @@
+//! Raft replication for covenant (SPEC §1, §3): the primary executes transactions
+//! and replicates their sealed ledger entries (write sets, not requests); backups
+//! append the same bytes. TxId view = Raft term, seqno = Raft index, and the Raft
+//! log is the ledger itself ([`storage::LedgerStorage`]).
+//!
+//! Write path on the primary ([`Replica::write`]), under the Raft lock then the
+//! engine lock: the next index is read from raft-rs, the transaction commits in the
+//! engine at exactly that TxId (entry sealed, appended, Merkle leaf), and the entry
+//! is proposed; raft-rs appends it synchronously at the predicted index. A thread
+//! ([`Replica::start`]) ticks Raft, steps incoming messages, persists what raft-rs
+//! hands over (appending backups' entries, rolling back conflicting suffixes, the
+//! blank entry of a new view), fsyncs outside both locks, and turns Raft's commit
+//! index into the engine's commit: the last signature at or below it.
+
+mod storage;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use covenant_engine::{Engine, EngineError};
+use covenant_types::{TxId, View};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::watch;
+
+use storage::{lock, Meta, CTX_SIGNATURE};
+pub use storage::{HardStateFile, LedgerStorage};
+
+/// Why consensus refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// Writes go to the primary; `leader` is its Raft id when known.
+    #[error("this node is not the primary (primary: {leader:?})")]
+    NotPrimary { leader: Option<u64> },
+    #[error("the primary is still starting its view; retry")]
+    NotReady,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("raft state file {}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+    #[error("malformed raft message: {0}")]
+    BadMessage(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Delivers encoded Raft messages to other nodes. Best effort: Raft retries.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, to: u64, message: Vec<u8>);
+}
+
+/// How a replica runs.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This node's Raft id (non-zero).
+    pub id: u64,
+    /// Raft ids of every voting node, this one included.
+    pub voters: Vec<u64>,
+    /// Where the hard state file lives (beside the ledger).
+    pub state_dir: PathBuf,
+    /// Raft's clock.
+    pub tick: Duration,
+    /// Heartbeat every this many ticks.
+    pub heartbeat_ticks: usize,
+    /// Elections after this many ticks without a leader (randomized up to twice it).
+    pub election_ticks: usize,
+    /// The primary signs at least this often when anything is unsigned.
+    pub sig_interval: Duration,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64, voters: Vec<u64>, state_dir: impl Into<PathBuf>) -> ReplicaConfig {
+        ReplicaConfig {
+            id,
+            voters,
+            state_dir: state_dir.into(),
+            tick: Duration::from_millis(50),
+            heartbeat_ticks: 2,
+            election_ticks: 20,
+            sig_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// A node's view of the network, for `/node/network/nodes` and forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub id: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub is_primary: bool,
+    /// Raft's commit index (majority-replicated).
+    pub commit_index: u64,
+    /// The engine's committed seqno (last signature covered by the commit index).
+    pub committed_seqno: u64,
+}
+
+struct Inner {
+    id: u64,
+    raft: Mutex<RawNode<LedgerStorage>>,
+    engine: Arc<Mutex<Engine>>,
+    meta: Arc<Mutex<Meta>>,
+    transport: Arc<dyn Transport>,
+    inbox: Mutex<mpsc::Sender<Vec<u8>>>,
+    committed: watch::Sender<u64>,
+    status: Mutex<ReplicaStatus>,
+    stop: std::sync::atomic::AtomicBool,
+    config: ReplicaConfig,
+}
+
+/// One node's Raft replica around its engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica(Arc<Inner>);
+
+fn raft_lock(raft: &Mutex<RawNode<LedgerStorage>>) -> MutexGuard<'_, RawNode<LedgerStorage>> {
+    raft.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Replica {
+    /// Starts the replica's thread. The engine must have been opened with
+    /// `commit_on_sync = false`; it is shared with request handlers, who write
+    /// through [`Replica::write`].
+    pub fn start(
+        config: ReplicaConfig,
+        engine: Arc<Mutex<Engine>>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<(Replica, std::thread::JoinHandle<()>), ConsensusError> {
+        let saved = HardStateFile::load(&config.state_dir)?;
+        let (last, committed_seqno) = {
+            let e = lock(&engine);
+            (e.last_seqno(), e.committed_seqno())
+        };
+        // The commit index can only be trusted up to what this ledger holds.
+        let hard_state = HardState {
+            term: saved.term,
+            vote: saved.vote,
+            commit: saved.commit.min(last),
+            ..Default::default()
+        };
+        let conf_state = ConfState {
+            voters: config.voters.clone(),
+            ..Default::default()
+        };
+        let meta = Arc::new(Mutex::new(Meta {
+            hard_state,
+            conf_state,
+            stable_last: last,
+        }));
+        let storage = LedgerStorage {
+            engine: engine.clone(),
+            meta: meta.clone(),
+        };
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            // Everything in the ledger is applied to the store as it is appended.
+            applied: saved.commit.min(last),
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, storage, &logger)?;
+        let (tx, rx) = mpsc::channel();
+        let (committed, _) = watch::channel(committed_seqno);
+        let replica = Replica(Arc::new(Inner {
+            id: config.id,
+            raft: Mutex::new(raw),
+            engine,
+            meta,
+            transport,
+            inbox: Mutex::new(tx),
+            committed,
+            status: Mutex::new(ReplicaStatus {
+                id: config.id,
+                term: saved.term,
+                leader: None,
+                is_primary: false,
+                commit_index: saved.commit.min(last),
+                committed_seqno,
+            }),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            config,
+        }));
+        let r = replica.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("covenant-raft-{}", r.0.id))
+            .spawn(move || r.run(rx))
+            .map_err(|e| ConsensusError::Unsupported(format!("cannot start thread: {e}")))?;
+        Ok((replica, thread))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Hands a message received from another node to Raft (decoded by the thread).
+    pub fn receive(&self, message: Vec<u8>) {
+        let tx = self.0.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = tx.send(message);
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        *self.0.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notified with the committed seqno each time it advances.
+    pub fn subscribe_committed(&self) -> watch::Receiver<u64> {
+        self.0.committed.subscribe()
+    }
+
+    /// Stops the thread at its next iteration.
+    pub fn stop(&self) {
+        self.0
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.receive(Vec::new());
+    }
+
+    /// Runs `f` as the next transaction(s) on the primary and replicates what it
+    /// appended. `f` must only append through `Engine::commit_tx` (which may add a
+    /// signature). Fails with [`ConsensusError::NotPrimary`] on a backup.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+    ) -> Result<T, ConsensusError> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut raw = raft_lock(&self.0.raft);
+            if raw.raft.state != StateRole::Leader {
+                let leader = raw.raft.leader_id;
+                return Err(ConsensusError::NotPrimary {
+                    leader: (leader != raft::INVALID_ID).then_some(leader),
+                });
+            }
+            let last = raw.raft.raft_log.last_index();
+            let term = raw.raft.term;
+            let mut engine = lock(&self.0.engine);
+            if engine.last_seqno() != last {
+                // The blank entry of this view is not in the ledger yet.
+                drop(engine);
+                drop(raw);
+                if Instant::now() > deadline {
+                    return Err(ConsensusError::NotReady);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            engine.set_view(View(term));
+            let out = f(&mut engine);
+            let entries = appended_since(&engine, last);
+            drop(engine);
+            let entries = match (out, entries) {
+                (Ok(out), Ok(entries)) => (out, entries),
+                (Err(e), _) | (_, Err(e)) => {
+                    // Nothing may stay in the ledger that Raft does not know of.
+                    lock(&self.0.engine).rollback(last)?;
+                    return Err(e.into());
+                }
+            };
+            self.propose(&mut raw, last, entries.1)?;
+            return Ok(entries.0);
+        }
+    }
+
+    fn propose(
+        &self,
+        raw: &mut RawNode<LedgerStorage>,
+        last: u64,
+        entries: Vec<(Vec<u8>, bool)>,
+    ) -> Result<(), ConsensusError> {
+        for (i, (payload, is_signature)) in entries.into_iter().enumerate() {
+            let context = if is_signature {
+                vec![CTX_SIGNATURE]
+            } else {
+                Vec::new()
+            };
+            let expected = last + 1 + i as u64;
+            let r = raw.propose(context, payload);
+            if r.is_err() || raw.raft.raft_log.last_index() != expected {
+                // Cannot happen while we hold the Raft lock as leader; if it does,
+                // undo the engine side so ledger and log stay one.
+                tracing::error!(?r, expected, "raft did not append the proposed entry");
+                lock(&self.0.engine).rollback(raw.raft.raft_log.last_index().min(expected - 1))?;
+                r?;
+                return Err(ConsensusError::NotReady);
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits a signature on the primary if anything is unsigned.
+    fn sign_if_primary(&self) -> Result<(), ConsensusError> {
+        match self.write(|e| {
+            if e.unsigned_txs() > 0 {
+                e.emit_signature()?;
+            }
+            Ok(())
+        }) {
+            Ok(()) | Err(ConsensusError::NotPrimary { .. }) | Err(ConsensusError::NotReady) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run(self, rx: mpsc::Receiver<Vec<u8>>) {
+        let tick = self.0.config.tick;
+        let mut next_tick = Instant::now() + tick;
+        let mut next_sig = Instant::now() + self.0.config.sig_interval;
+        while !self.0.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(m) => {
+                    batch.push(m);
+                    while let Ok(m) = rx.try_recv() {
+                        batch.push(m);
+                        if batch.len() >= 1024 {
+                            break;
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            {
+                let mut raw = raft_lock(&self.0.raft);
+                for bytes in batch {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    match Message::parse_from_bytes(&bytes) {
+                        Ok(m) => {
+                            if let Err(e) = raw.step(m) {
+                                tracing::debug!(error = %e, "raft message not stepped");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "dropping a malformed raft message"),
+                    }
+                }
+                if Instant::now() >= next_tick {
+                    raw.tick();
+                    next_tick += tick;
+                    if next_tick < Instant::now() {
+                        next_tick = Instant::now() + tick;
+                    }
+                }
+            }
+            if Instant::now() >= next_sig {
+                next_sig = Instant::now() + self.0.config.sig_interval;
+                if let Err(e) = self.sign_if_primary() {
+                    tracing::error!(error = %e, "emitting a signature failed");
+                }
+            }
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "processing raft output failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for m in messages {
+            match m.write_to_bytes() {
+                Ok(bytes) => self.0.transport.send(m.to, bytes),
+                Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
+            }
+        }
+    }
+
+    /// One round of raft-rs output: persist, sync (no locks held), acknowledge,
+    /// advance the engine's commit.
+    fn on_ready(&self) -> Result<(), ConsensusError> {
+        let (hard_state, persisted, number, persisted_last) = {
+            let mut raw = raft_lock(&self.0.raft);
+            if !raw.has_ready() {
+                return Ok(());
+            }
+            let mut rd = raw.ready();
+            // A leader may send before its own append is durable (Raft §10.2.1).
+            self.send(rd.take_messages());
+            if !rd.snapshot().is_empty() {
+                return Err(ConsensusError::Unsupported(
+                    "raft snapshots are not supported yet".into(),
+                ));
+            }
+            let entries = rd.take_entries();
+            let persisted_last = entries.last().map(|e| e.index);
+            {
+                let mut engine = lock(&self.0.engine);
+                persist(&mut engine, &entries)?;
+            }
+            let hard_state = rd.hs().cloned();
+            let committed_entries = rd.take_committed_entries();
+            let persisted = rd.take_persisted_messages();
+            let number = rd.number();
+            raw.advance_append_async(rd);
+            if let Some(last) = committed_entries.last() {
+                if committed_entries
+                    .iter()
+                    .any(|e| e.get_entry_type() != EntryType::EntryNormal)
+                {
+                    return Err(ConsensusError::Unsupported(
+                        "membership changes are not supported yet".into(),
+                    ));
+                }
+                raw.advance_apply_to(last.index);
+            }
+            (hard_state, persisted, number, persisted_last)
+        };
+        if let Some(hs) = &hard_state {
+            let mut meta = self.0.meta.lock().unwrap_or_else(|e| e.into_inner());
+            if meta.hard_state.term != hs.term || meta.hard_state.vote != hs.vote {
+                HardStateFile {
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit: hs.commit,
+                }
+                .store(&self.0.config.state_dir)?;
+            }
+            meta.hard_state = hs.clone();
+        }
+        // Make the appended entries durable without holding either lock.
+        let ticket = lock(&self.0.engine).prepare_flush()?;
+        let result = ticket.run();
+        lock(&self.0.engine).complete_flush(ticket, result)?;
+        self.send(persisted);
+        let mut raw = raft_lock(&self.0.raft);
+        if let Some(last) = persisted_last {
+            self.0
+                .meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stable_last = last;
+        }
+        raw.on_persist_ready(number);
+        self.publish(&raw)
+    }
+
+    fn publish(&self, raw: &RawNode<LedgerStorage>) -> Result<(), ConsensusError> {
+        let commit_index = raw.raft.raft_log.committed;
+        let committed_seqno = lock(&self.0.engine).advance_commit(commit_index)?;
+        {
+            let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
+            let leader = raw.raft.leader_id;
+            *s = ReplicaStatus {
+                id: self.0.id,
+                term: raw.raft.term,
+                leader: (leader != raft::INVALID_ID).then_some(leader),
+                is_primary: raw.raft.state == StateRole::Leader,
+                commit_index,
+                committed_seqno,
+            };
+        }
+        self.0.committed.send_if_modified(|c| {
+            let changed = *c != committed_seqno;
+            *c = committed_seqno;
+            changed
+        });
+        Ok(())
+    }
+}
+
+/// Entries the engine appended after `last`: payload and signature flag.
+fn appended_since(engine: &Engine, last: u64) -> Result<Vec<(Vec<u8>, bool)>, EngineError> {
+    let mut out = Vec::new();
+    for seqno in last + 1..=engine.last_seqno() {
+        let e = engine.ledger().read(seqno)?;
+        out.push((e.payload, e.is_signature));
+    }
+    Ok(out)
+}
+
+/// Makes the engine's ledger equal to Raft's log over `entries`: entries already
+/// there (the primary's own) are skipped, a conflicting suffix is rolled back, new
+/// entries are appended; a view's blank entry becomes an empty transaction.
+fn persist(engine: &mut Engine, entries: &[Entry]) -> Result<(), ConsensusError> {
+    for ent in entries {
+        let txid = TxId::new(ent.term, ent.index);
+        let last = engine.last_seqno();
+        if ent.index <= last {
+            if engine.view_at(ent.index) == Some(ent.term) {
+                continue;
+            }
+            tracing::info!(
+                from = ent.index,
+                to = last,
+                "rolling back an uncommitted suffix"
+            );
+            engine.rollback(ent.index - 1)?;
+        } else if ent.index != last + 1 {
+            return Err(ConsensusError::Unsupported(format!(
+                "raft entry {} does not follow the ledger's last seqno {last}",
+                ent.index
+            )));
+        }
+        match ent.get_entry_type() {
+            EntryType::EntryNormal if ent.data.is_empty() => engine.append_blank(txid)?,
+            EntryType::EntryNormal => {
+                let is_signature = ent.context.first() == Some(&CTX_SIGNATURE);
+                engine.apply_entry(txid, is_signature, &ent.data)?;
+            }
+            other => {
+                return Err(ConsensusError::Unsupported(format!(
+                    "raft entry type {other:?} is not supported yet"
+                )))
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! raft-rs `Storage` over the engine's ledger: the Raft log *is* the ledger.
+//!
+//! Index = seqno, term = view. Only the hard state (term, vote, commit) lives
+//! beside the ledger, in a small file written atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use covenant_engine::Engine;
+use raft::eraftpb::{ConfState, Entry, HardState};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use serde::{Deserialize, Serialize};
+
+use crate::ConsensusError;
+
+/// Entry context byte: set for signature transactions.
+pub(crate) const CTX_SIGNATURE: u8 = 1;
+
+pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+    engine.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The persisted part of Raft's state that is not in the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardStateFile {
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+}
+
+impl HardStateFile {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("raft_state.json")
+    }
+
+    /// Reads the state, or the default for a new node.
+    pub fn load(dir: &Path) -> Result<HardStateFile, ConsensusError> {
+        let path = Self::path(dir);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ConsensusError::State {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HardStateFile::default()),
+            Err(e) => Err(ConsensusError::State {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Durably replaces the state (write to a temporary file, fsync, rename, fsync dir):
+    /// a vote must never be forgotten after it was sent.
+    pub fn store(&self, dir: &Path) -> Result<(), ConsensusError> {
+        let path = Self::path(dir);
+        let tmp = dir.join("raft_state.json.tmp");
+        let err = |e: std::io::Error| ConsensusError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = serde_json::to_vec(self).map_err(|e| ConsensusError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut f = fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+    }
+}
+
+/// What `Storage` needs besides the ledger.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub hard_state: HardState,
+    pub conf_state: ConfState,
+    /// Last index raft-rs has been told is persisted. raft-rs keeps entries past it
+    /// in its own unstable log and requires `Storage` to end exactly here, even though
+    /// the engine's ledger already holds them (the primary appends before proposing,
+    /// backups append before the fsync).
+    pub stable_last: u64,
+}
+
+/// The ledger seen as a Raft log. Never called with the engine lock held (the
+/// replica releases it before calling into raft-rs).
+#[derive(Clone)]
+pub struct LedgerStorage {
+    pub(crate) engine: Arc<Mutex<Engine>>,
+    pub(crate) meta: Arc<Mutex<Meta>>,
+}
+
+impl LedgerStorage {
+    fn stable_last(&self) -> u64 {
+        self.meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stable_last
+    }
+}
+
+fn unavailable() -> raft::Error {
+    raft::Error::Store(StorageError::Unavailable)
+}
+
+fn other(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+impl raft::Storage for LedgerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(RaftState {
+            hard_state: m.hard_state.clone(),
+            conf_state: m.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let stable_last = self.stable_last();
+        let engine = lock(&self.engine);
+        if low == 0 || high > stable_last.min(engine.last_seqno()) + 1 {
+            return Err(unavailable());
+        }
+        // Only replication to another node needs the bytes; raft-rs reads committed
+        // entries too (to hand them to the application), but they were applied to
+        // the store when appended, so terms and indexes are enough there.
+        let with_data = context.can_async();
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for seqno in low..high {
+            let mut e = Entry {
+                index: seqno,
+                ..Default::default()
+            };
+            if with_data {
+                let entry = engine.ledger().read(seqno).map_err(other)?;
+                e.term = entry.txid.view.0;
+                if entry.is_signature {
+                    e.context = vec![CTX_SIGNATURE].into();
+                }
+                size += entry.payload.len() as u64;
+                e.data = entry.payload.into();
+            } else {
+                e.term = engine.view_at(seqno).ok_or_else(unavailable)?;
+            }
+            // raft-rs semantics: always at least one entry, then stop at the limit.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == 0 {
+            return Ok(0);
+        }
+        if idx > self.stable_last() {
+            return Err(unavailable());
+        }
+        let engine = lock(&self.engine);
+        engine.view_at(idx).ok_or_else(unavailable)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.stable_last())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
+        // The whole log is kept (no compaction yet), so a snapshot is never needed.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
