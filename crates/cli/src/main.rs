@@ -23,6 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench;
 mod client_cmds;
+mod dev_network;
 mod node_start;
 
 #[derive(Parser)]
@@ -108,6 +109,10 @@ enum Command {
         /// Also serve HTTP/2 (negotiated by ALPN); HTTP/1.1 only by default.
         #[arg(long)]
         http2: bool,
+        /// Run a replicated network of this many nodes (each its own process on ports
+        /// PORT..PORT+N-1, files in DIR/node<i>/, a node.pid in each); 1 = one in-process node.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+        nodes: u16,
     },
     /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
     /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
@@ -321,6 +326,46 @@ fn main() -> ExitCode {
             jwks_ca,
             jwt_audience,
             http2,
+            nodes,
+        } if nodes > 1 => {
+            if jwt_issuer.is_some()
+                || jwks.is_some()
+                || jwks_url.is_some()
+                || jwks_ca.is_some()
+                || jwt_audience.is_some()
+            {
+                Err(anyhow::anyhow!("JWT issuers with --nodes: list them under jwt_issuers in each DIR/node<i>/node.toml and use `covenant node start` (dev rewrites node.toml)"))
+            } else {
+                dev_network::run(
+                    &data_dir,
+                    dev_network::NetworkOptions {
+                        port,
+                        nodes,
+                        ledger_type,
+                        sig_ms_interval,
+                        sig_tx_interval,
+                        max_body_bytes,
+                        http2,
+                        ledger_id,
+                    },
+                )
+            }
+        }
+        Command::Dev {
+            data_dir,
+            port,
+            ledger_type,
+            sig_ms_interval,
+            sig_tx_interval,
+            max_body_bytes,
+            ledger_id,
+            jwt_issuer,
+            jwks,
+            jwks_url,
+            jwks_ca,
+            jwt_audience,
+            http2,
+            nodes: _,
         } => dev(DevOptions {
             dir: data_dir,
             port,
@@ -676,7 +721,7 @@ fn dev_ledger_type(dir: &Path, requested: LedgerType, creating: bool) -> Result<
     Ok(stored)
 }
 
-fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
+pub(crate) fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
     let (key, cert) = covenant_crypto::generate_client_identity(name, Curve::P384)?;
     covenant_crypto::write_public_file(
         &dir.join(format!("{name}_cert.pem")),
@@ -837,7 +882,7 @@ fn serve_until_signal(
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

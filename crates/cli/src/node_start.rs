@@ -39,6 +39,32 @@ struct NodeFile {
     jwt_issuers: Vec<JwtIssuerFile>,
     #[serde(default)]
     http2: bool,
+    /// Present for a node of a replicated network.
+    #[serde(default)]
+    network: Option<NetworkFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    /// This node's Raft id (1, 2, ...).
+    node_id: u64,
+    /// Every voting node, this one included.
+    peers: Vec<PeerFile>,
+    /// Raft's clock in milliseconds (elections after 20 ticks without a primary).
+    #[serde(default = "default_tick_ms")]
+    tick_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerFile {
+    id: u64,
+    address: SocketAddr,
+}
+
+fn default_tick_ms() -> u64 {
+    50
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,10 +184,51 @@ pub fn start(config_path: &Path) -> Result<()> {
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
     let mut ec = EngineConfig::new(dir.join("ledger"));
     ec.sig_tx_interval = file.sig_tx_interval.max(1);
+    ec.commit_on_sync = file.network.is_none();
     let node = Arc::new(node);
     let mut engine =
         Engine::open(ec, node.clone(), Arc::new(secret)).context("opening the ledger")?;
-    if creating {
+    let network = match &file.network {
+        None => None,
+        Some(n) => {
+            let peers: std::collections::BTreeMap<u64, SocketAddr> =
+                n.peers.iter().map(|p| (p.id, p.address)).collect();
+            if n.node_id == 0 || !peers.contains_key(&n.node_id) || peers.len() != n.peers.len() {
+                bail!(
+                    "[network]: node_id must be non-zero and listed once in peers, with unique ids"
+                );
+            }
+            Some(covenant_node::network::NetworkConfig {
+                node_id: n.node_id,
+                peers,
+                state_dir: dir.clone(),
+                tick: std::time::Duration::from_millis(n.tick_ms.max(1)),
+            })
+        }
+    };
+    let genesis_users: Vec<(Certificate, Vec<covenant_node::Role>)> = users
+        .iter()
+        .map(|(c, r)| {
+            let roles = if r.is_empty() {
+                vec![covenant_node::Role::Reader]
+            } else {
+                r.clone()
+            };
+            (c.clone(), roles)
+        })
+        .collect();
+    let genesis_members = members.clone();
+    let genesis_constitution = constitution.clone();
+    let genesis = covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
+        for (cert, roles) in &genesis_users {
+            covenant_node::add_cert_user(e, cert, roles)?;
+        }
+        for m in &genesis_members {
+            covenant_node::add_member(e, m)?;
+        }
+        covenant_node::set_constitution(e, &genesis_constitution)
+    }));
+    if creating && network.is_none() {
         for (cert, roles) in &users {
             let roles = if roles.is_empty() {
                 vec![covenant_node::Role::Reader]
@@ -188,6 +255,10 @@ pub fn start(config_path: &Path) -> Result<()> {
     nc.ledger_id = file.ledger_id.clone();
     nc.jwt = jwt;
     nc.limits.http2 = file.http2;
+    if network.is_some() {
+        nc.genesis = Some(genesis);
+    }
+    nc.network = network;
     let detail = format!(
         "(ledger {}, service cert {})",
         file.ledger_id,

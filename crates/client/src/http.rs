@@ -33,6 +33,8 @@ pub struct HttpResponse {
     pub status: u16,
     pub transaction_id: Option<String>,
     pub content_type: Option<String>,
+    /// Every response header, in order (forwarding proxies pass them on).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -195,6 +197,19 @@ impl Connection {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<HttpResponse, ClientError> {
+        self.request_with_headers(method, path_and_query, body, content_type, &[])
+            .await
+    }
+
+    /// Like [`Connection::request_raw`], with extra request headers.
+    pub async fn request_with_headers(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+        headers: &[(String, String)],
+    ) -> Result<HttpResponse, ClientError> {
         self.sender
             .ready()
             .await
@@ -208,6 +223,9 @@ impl Connection {
         }
         if let Some(token) = &self.bearer {
             req = req.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            req = req.header(name.as_str(), value.as_str());
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -226,6 +244,11 @@ impl Connection {
         };
         let transaction_id = header("x-ms-ccf-transaction-id");
         let content_type = header("content-type");
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
         let body = resp
             .into_body()
             .collect()
@@ -237,6 +260,7 @@ impl Connection {
             status,
             transaction_id,
             content_type,
+            headers,
             body,
         })
     }

@@ -86,6 +86,23 @@ impl FromRequestParts<NodeState> for Caller {
                 .or_else(|| value.strip_prefix("bearer "))
                 .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))?;
             state.jwt.authenticate(token.trim())?
+        } else if let Some(fwd) = parts.headers.get(crate::network::FORWARDED_USER) {
+            // A backup forwarded this request: trust the identity it names only if the
+            // connection is from a node of this service.
+            let peer = parts
+                .extensions
+                .get::<PeerCert>()
+                .cloned()
+                .unwrap_or_default();
+            let is_node = state.network.as_ref().is_some_and(|n| n.is_node(&peer));
+            if !is_node {
+                return Err(ApiError::unauthorized(
+                    "a forwarded identity is only accepted from a node of this service",
+                ));
+            }
+            fwd.to_str()
+                .map_err(|_| ApiError::unauthorized("the forwarded identity is not text"))?
+                .to_string()
         } else {
             parts
                 .extensions

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod index;
 pub mod jwt;
 pub mod metrics;
+pub mod network;
 pub mod openapi;
 pub mod routes;
 pub mod server;
@@ -49,6 +50,24 @@ pub struct NodeConfig {
     pub ledger_id: String,
     /// Trusted JWT issuers for bearer-token users.
     pub jwt: jwt::JwtAuth,
+    /// Set for a node of a replicated network.
+    pub network: Option<network::NetworkConfig>,
+    /// Writes the service's first transactions (users, members, constitution). A
+    /// replicated network runs it once, on the first primary of an empty ledger.
+    pub genesis: Option<Genesis>,
+}
+
+/// The first transactions of a service, run through the write path.
+#[derive(Clone)]
+pub struct Genesis(pub std::sync::Arc<GenesisFn>);
+
+/// The body of a [`Genesis`].
+pub type GenesisFn = dyn Fn(&mut Engine) -> Result<(), EngineError> + Send + Sync;
+
+impl std::fmt::Debug for Genesis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Genesis(..)")
+    }
 }
 
 impl NodeConfig {
@@ -61,6 +80,8 @@ impl NodeConfig {
             ledger_public: false,
             ledger_id: "covenant-dev".into(),
             jwt: jwt::JwtAuth::default(),
+            network: None,
+            genesis: None,
         }
     }
 }
@@ -82,6 +103,10 @@ pub enum NodeError {
     Serve(#[from] std::io::Error),
     #[error("final flush failed: {0}")]
     Flush(String),
+    #[error(transparent)]
+    Consensus(#[from] covenant_consensus::ConsensusError),
+    #[error("node-to-node client: {0}")]
+    Peer(#[from] covenant_client::ClientError),
 }
 
 /// CCF's map of member certificates: member id → PEM.
@@ -134,7 +159,7 @@ pub struct BoundNode {
     listener: TcpListener,
     pub local_addr: SocketAddr,
     state: NodeState,
-    driver: state::Driver,
+    driver: Option<state::Driver>,
     config: NodeConfig,
     tls: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -157,15 +182,49 @@ impl BoundNode {
                 })?;
         let local_addr = listener.local_addr()?;
         let quote = attestation::VirtualQuote::of(node);
-        let (state, driver) = NodeState::start(
-            engine,
-            service_cert.to_pem(),
-            config.ledger_public,
-            config.ledger_id.clone(),
-            Duration::from_millis(config.sig_ms_interval.max(1)),
-            quote,
-            config.jwt.clone(),
-        )?;
+        let sig_interval = Duration::from_millis(config.sig_ms_interval.max(1));
+        let (state, driver) = match &config.network {
+            None => {
+                let (state, driver) = NodeState::start(
+                    engine,
+                    service_cert.to_pem(),
+                    config.ledger_public,
+                    config.ledger_id.clone(),
+                    sig_interval,
+                    quote,
+                    config.jwt.clone(),
+                )?;
+                (state, Some(driver))
+            }
+            Some(net) => {
+                let engine = std::sync::Arc::new(std::sync::Mutex::new(engine));
+                let transport = network::HttpTransport::start(net, service_cert, node)?;
+                let mut rc = covenant_consensus::ReplicaConfig::new(
+                    net.node_id,
+                    net.peers.keys().copied().collect(),
+                    &net.state_dir,
+                );
+                rc.tick = net.tick;
+                rc.sig_interval = sig_interval;
+                let (replica, _thread) =
+                    covenant_consensus::Replica::start(rc, engine.clone(), transport)?;
+                let network =
+                    network::Network::new(replica, net.clone(), service_cert.clone(), node)?;
+                let state = NodeState::start_replicated(
+                    engine,
+                    network,
+                    service_cert.to_pem(),
+                    config.ledger_public,
+                    config.ledger_id.clone(),
+                    quote,
+                    config.jwt.clone(),
+                )?;
+                if let Some(g) = config.genesis.clone() {
+                    tokio::spawn(write_genesis_when_primary(state.clone(), g));
+                }
+                (state, None)
+            }
+        };
         Ok(BoundNode {
             listener,
             local_addr,
@@ -195,7 +254,9 @@ impl BoundNode {
             shutdown,
         )
         .await?;
-        self.driver.stop().await;
+        if let Some(d) = self.driver {
+            d.stop().await;
+        }
         self.state.flush_now().await.map_err(NodeError::Flush)
     }
 }
@@ -219,4 +280,34 @@ pub async fn serve_identity_service(
     )
     .await?;
     Ok(())
+}
+
+/// Waits until this node is the primary of an empty service, then writes the
+/// genesis transactions through consensus. Any node may be elected first; all carry
+/// the same genesis, and whichever writes it first makes the others skip it.
+async fn write_genesis_when_primary(state: NodeState, genesis: Genesis) {
+    loop {
+        if state.store.get(CONSTITUTION, CONSTITUTION_KEY).is_some() {
+            return;
+        }
+        if let Some(n) = &state.network {
+            if n.replica.status().is_primary {
+                let g = genesis.clone();
+                let r = state.write("writing the genesis transactions", move |e| {
+                    if e.store().get(CONSTITUTION, CONSTITUTION_KEY).is_some() {
+                        return Ok(());
+                    }
+                    (g.0)(e)
+                });
+                match r {
+                    Ok(()) => {
+                        tracing::info!("wrote the genesis transactions");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = ?e, "genesis not written yet"),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

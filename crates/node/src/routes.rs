@@ -61,6 +61,11 @@ pub fn router(state: NodeState) -> Router {
         .route("/app/governance/constitution", get(governance_constitution))
         .route("/ledgerIdentity/{ledger_id}", get(ledger_identity))
         .route("/node/ping", get(|| async { Json(json!({})) }))
+        .route("/node/network/nodes", get(network_nodes))
+        .route(
+            crate::network::RAFT_PATH,
+            axum::routing::post(crate::network::raft_messages),
+        )
         .route("/node/state", get(node_state))
         .route("/node/version", get(node_version))
         .route("/node/commit", get(node_commit))
@@ -74,6 +79,10 @@ pub fn router(state: NodeState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
         .layer(axum::middleware::map_response(crate::error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::network::forward_writes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::count,
@@ -202,20 +211,18 @@ async fn append(
     } else {
         None
     };
-    let txid = {
-        let mut engine = state.engine();
+    let tags_map = tags_map(&state);
+    let txid = state.write("appending the entry failed", |engine| {
         let mut tx = engine.begin();
         tx.put(map, collection.as_bytes(), body.contents.as_bytes());
         if let Some(t) = &tags {
-            tx.put(tags_map(&state), collection.as_bytes(), t.as_bytes());
+            tx.put(tags_map, collection.as_bytes(), t.as_bytes());
         }
         if let Some((key, _)) = &claim {
             tx.put(CLAIM_KEYS, collection.as_bytes(), key);
         }
-        engine
-            .commit_tx(tx, claim.map(|(_, d)| d))
-            .map_err(|e| ApiError::internal("appending the entry failed", e))?
-    };
+        engine.commit_tx(tx, claim.map(|(_, d)| d))
+    })?;
     state.index.add(&collection, txid);
     Ok(with_txid(
         Some(txid),
@@ -527,13 +534,50 @@ async fn node_version() -> Json<Value> {
 }
 
 async fn node_network(State(state): State<NodeState>) -> Json<Value> {
-    let view = state.engine().view().0;
+    let (view, primary) = match &state.network {
+        Some(n) => {
+            let s = n.replica.status();
+            (s.term, s.leader.map(|l| l.to_string()))
+        }
+        None => (state.engine().view().0, Some(state.node_id.clone())),
+    };
     Json(json!({
         "service_certificate": *state.service_cert_pem,
         "service_status": "Open",
         "current_view": view,
-        "primary_id": state.node_id,
+        "primary_id": primary,
     }))
+}
+
+/// `/node/network/nodes`: every node with its status, address and whether it is the
+/// primary (Raft ids name nodes in a replicated network).
+async fn network_nodes(State(state): State<NodeState>) -> Json<Value> {
+    let nodes: Vec<Value> = match &state.network {
+        Some(n) => {
+            let s = n.replica.status();
+            n.config
+                .peers
+                .iter()
+                .map(|(id, addr)| {
+                    json!({
+                        "node_id": id.to_string(),
+                        "status": "Trusted",
+                        "primary": s.leader == Some(*id),
+                        "rpc_interfaces": {"primary_rpc_interface": {"published_address": addr.to_string()}},
+                        "self": *id == n.config.node_id,
+                    })
+                })
+                .collect()
+        }
+        None => vec![json!({
+            "node_id": state.node_id,
+            "status": "Trusted",
+            "primary": true,
+            "rpc_interfaces": {},
+            "self": true,
+        })],
+    };
+    Json(json!({ "nodes": nodes }))
 }
 
 /// Entries per page of a ranged query (SPEC §4).

@@ -45,6 +45,8 @@ pub struct Shared {
     pub jwt: Arc<crate::jwt::JwtAuth>,
     /// Virtual attestation evidence of this node (SPEC §8).
     pub quote: Arc<crate::attestation::VirtualQuote>,
+    /// Set when this node is one of a replicated network.
+    pub network: Option<Arc<crate::network::Network>>,
 }
 
 impl NodeState {
@@ -59,33 +61,117 @@ impl NodeState {
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
     ) -> Result<(NodeState, Driver), NodeError> {
-        let node_id = engine.node_id().to_string();
-        let map = if ledger_public {
+        let index_map = if ledger_public {
             ENTRIES_PUBLIC
         } else {
             ENTRIES_PRIVATE
         };
-        let index = Arc::new(EntryIndex::build(&engine, map)?);
-        let store = engine.store().clone();
+        let index = Arc::new(EntryIndex::build(&engine, index_map)?);
         let (tx, rx) = watch::channel(engine.committed_seqno());
         let engine = Arc::new(Mutex::new(engine));
         let driver = Driver::spawn(engine.clone(), tx, sig_interval)?;
-        Ok((
-            NodeState(Arc::new(Shared {
-                engine,
-                store,
-                committed: rx,
-                node_id,
-                service_cert_pem: Arc::new(service_cert_pem),
-                ledger_public,
-                ledger_id: Arc::new(ledger_id),
-                index,
-                quote: Arc::new(quote),
-                jwt: Arc::new(jwt),
-                metrics: Arc::default(),
-            })),
-            driver,
+        let state = NodeState::assemble(
+            engine,
+            index,
+            rx,
+            service_cert_pem,
+            ledger_public,
+            ledger_id,
+            quote,
+            jwt,
+            None,
+        );
+        Ok((state, driver))
+    }
+
+    /// A node of a replicated network: the replica (already started on `engine`)
+    /// commits and signs, so there is no local driver.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_replicated(
+        engine: Arc<Mutex<Engine>>,
+        network: crate::network::Network,
+        service_cert_pem: String,
+        ledger_public: bool,
+        ledger_id: String,
+        quote: crate::attestation::VirtualQuote,
+        jwt: crate::jwt::JwtAuth,
+    ) -> Result<NodeState, NodeError> {
+        let index_map = if ledger_public {
+            ENTRIES_PUBLIC
+        } else {
+            ENTRIES_PRIVATE
+        };
+        let index = {
+            let e = engine.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::new(EntryIndex::build(&e, index_map)?)
+        };
+        let rx = network.replica.subscribe_committed();
+        Ok(NodeState::assemble(
+            engine,
+            index,
+            rx,
+            service_cert_pem,
+            ledger_public,
+            ledger_id,
+            quote,
+            jwt,
+            Some(Arc::new(network)),
         ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        engine: Arc<Mutex<Engine>>,
+        index: Arc<EntryIndex>,
+        committed: watch::Receiver<u64>,
+        service_cert_pem: String,
+        ledger_public: bool,
+        ledger_id: String,
+        quote: crate::attestation::VirtualQuote,
+        jwt: crate::jwt::JwtAuth,
+        network: Option<Arc<crate::network::Network>>,
+    ) -> NodeState {
+        let (node_id, store) = {
+            let e = engine.lock().unwrap_or_else(|e| e.into_inner());
+            (e.node_id().to_string(), e.store().clone())
+        };
+        NodeState(Arc::new(Shared {
+            engine,
+            store,
+            committed,
+            node_id,
+            service_cert_pem: Arc::new(service_cert_pem),
+            ledger_public,
+            ledger_id: Arc::new(ledger_id),
+            index,
+            quote: Arc::new(quote),
+            jwt: Arc::new(jwt),
+            metrics: Arc::default(),
+            network,
+        }))
+    }
+
+    /// Runs `f` as a write: directly on a single node, through consensus (primary
+    /// only; the forwarding middleware sends backups' writes there) otherwise.
+    pub fn write<T>(
+        &self,
+        context: &str,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+    ) -> Result<T, crate::error::ApiError> {
+        use crate::error::ApiError;
+        use axum::http::StatusCode;
+        match &self.network {
+            None => f(&mut self.engine()).map_err(|e| ApiError::internal(context, e)),
+            Some(n) => n.replica.write(f).map_err(|e| match e {
+                covenant_consensus::ConsensusError::NotPrimary { .. }
+                | covenant_consensus::ConsensusError::NotReady => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    format!("{e}"),
+                ),
+                other => ApiError::internal(context, other),
+            }),
+        }
     }
 
     /// The engine, for a short, non-blocking critical section.
@@ -109,6 +195,19 @@ impl NodeState {
     /// Signs and flushes now (graceful shutdown: nothing acknowledged is left unsynced).
     pub async fn flush_now(&self) -> Result<u64, String> {
         let engine = self.engine.clone();
+        if let Some(n) = &self.network {
+            // Only the primary signs, through consensus; here just stop and sync.
+            n.replica.stop();
+            return tokio::task::spawn_blocking(move || {
+                engine
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .flush()
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        }
         tokio::task::spawn_blocking(move || final_flush(&engine))
             .await
             .map_err(|e| e.to_string())?

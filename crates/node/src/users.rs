@@ -33,21 +33,20 @@ fn write_roles(
     user_id: &str,
     roles: Option<&[Role]>,
 ) -> Result<covenant_types::TxId, ApiError> {
-    let mut engine = state.engine();
-    let mut tx = engine.begin();
-    match roles {
-        Some(roles) => {
-            let info = json!({"user_data": {"assignedRoles": roles}});
-            tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
+    state.write("updating the user failed", |engine| {
+        let mut tx = engine.begin();
+        match roles {
+            Some(roles) => {
+                let info = json!({"user_data": {"assignedRoles": roles}});
+                tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
+            }
+            None => {
+                tx.remove(USERS_INFO, user_id.as_bytes());
+                tx.remove(USERS_CERTS, user_id.as_bytes());
+            }
         }
-        None => {
-            tx.remove(USERS_INFO, user_id.as_bytes());
-            tx.remove(USERS_CERTS, user_id.as_bytes());
-        }
-    }
-    engine
-        .commit_tx(tx, None)
-        .map_err(|e| ApiError::internal("updating the user failed", e))
+        engine.commit_tx(tx, None)
+    })
 }
 
 fn redirect_if_new_api(

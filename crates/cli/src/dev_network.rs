@@ -1,0 +1,298 @@
+//! `covenant dev --nodes N`: a replicated network on one machine, each node its own
+//! process (`covenant node start --config DIR/node<i>/node.toml`), so a test or a
+//! user can kill one by the pid in `DIR/node<i>/node.pid`. Nothing is restarted
+//! automatically.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use covenant_client::LedgerClient;
+use covenant_crypto::{
+    read_pem_file, write_private_file, Certificate, Curve, LedgerSecret, NodeIdentity,
+    ServiceIdentity, SigningKeyPair, SubjectAltName,
+};
+
+use crate::LedgerType;
+
+fn node_dir(dir: &Path, i: u16) -> PathBuf {
+    dir.join(format!("node{i}"))
+}
+
+/// Creates the service, user0, member0 and one identity directory per node.
+fn create(dir: &Path, nodes: u16, ledger_type: LedgerType) -> Result<()> {
+    let service = ServiceIdentity::generate(Curve::P384)?;
+    service.save(dir)?;
+    crate::write_client_identity(dir, "user0")?;
+    crate::write_client_identity(dir, "member0")?;
+    let enc = covenant_crypto::EncryptionKeyPair::generate()?;
+    covenant_crypto::write_public_file(
+        &dir.join("member0_enc_pubk.pem"),
+        enc.public_key_pem()?.as_bytes(),
+    )?;
+    write_private_file(&dir.join("member0_enc_privk.pem"), enc.to_pem()?.as_bytes())?;
+    // dev only: every node gets the ledger secret directly (a production join
+    // receives it encrypted to the node's key).
+    let secret = LedgerSecret::generate()?;
+    let secret_b64 = base64::engine::general_purpose::STANDARD.encode(secret.expose_bytes());
+    let word = if ledger_type == LedgerType::Public {
+        "public"
+    } else {
+        "private"
+    };
+    for i in 1..=nodes {
+        let nd = node_dir(dir, i);
+        std::fs::create_dir_all(&nd).with_context(|| format!("creating {}", nd.display()))?;
+        service.save(&nd)?;
+        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults())?
+            .save(&nd.join("node"))?;
+        write_private_file(&nd.join("ledger_secret.key"), secret_b64.as_bytes())?;
+        std::fs::write(nd.join("ledger_type"), word)?;
+    }
+    Ok(())
+}
+
+/// What `covenant dev --nodes N` passes on to every node.
+pub struct NetworkOptions {
+    pub port: u16,
+    pub nodes: u16,
+    pub ledger_type: LedgerType,
+    pub sig_ms_interval: u64,
+    pub sig_tx_interval: u64,
+    pub max_body_bytes: usize,
+    pub http2: bool,
+    pub ledger_id: String,
+}
+
+fn write_config(
+    dir: &Path,
+    i: u16,
+    o: &NetworkOptions,
+    ledger_type: LedgerType,
+) -> Result<PathBuf> {
+    let NetworkOptions {
+        port,
+        nodes,
+        sig_ms_interval,
+        sig_tx_interval,
+        max_body_bytes,
+        http2,
+        ref ledger_id,
+        ..
+    } = *o;
+    let peers: Vec<String> = (1..=nodes)
+        .map(|j| {
+            format!(
+                "  {{ id = {j}, address = \"127.0.0.1:{}\" }},",
+                port + j - 1
+            )
+        })
+        .collect();
+    let text = format!(
+        "# Written by `covenant dev --nodes {nodes}`; rewritten at every start.\n\
+         data_dir = \".\"\n\
+         listen = \"127.0.0.1:{listen}\"\n\
+         ledger_type = \"{ty}\"\n\
+         ledger_id = \"{ledger_id}\"\n\
+         sig_ms_interval = {sig_ms_interval}\n\
+         sig_tx_interval = {sig_tx_interval}\n\
+         max_body_bytes = {max_body_bytes}\n\
+         http2 = {http2}\n\
+         users = [{{ cert = \"../user0_cert.pem\", roles = [\"Administrator\"] }}]\n\
+         members = [{{ cert = \"../member0_cert.pem\" }}]\n\
+         \n\
+         [network]\n\
+         node_id = {i}\n\
+         peers = [\n{peers}\n]\n",
+        listen = port + i - 1,
+        sig_ms_interval = sig_ms_interval.max(1),
+        sig_tx_interval = sig_tx_interval.max(1),
+        ty = if ledger_type == LedgerType::Public {
+            "public"
+        } else {
+            "private"
+        },
+        peers = peers.join("\n"),
+    );
+    let path = node_dir(dir, i).join("node.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn spawn(dir: &Path, i: u16, config: &Path) -> Result<Child> {
+    let nd = node_dir(dir, i);
+    let log = std::fs::File::create(nd.join("node.log"))?;
+    let exe = std::env::current_exe().context("locating the covenant binary")?;
+    let child = Command::new(exe)
+        .args(["node", "start", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting node {i}"))?;
+    std::fs::write(nd.join("node.pid"), format!("{}\n", child.id()))?;
+    Ok(child)
+}
+
+/// Waits until user0 is known on node 1 and node 1 reports that state committed:
+/// the network elected a primary, wrote the genesis and can commit.
+async fn wait_ready(dir: &Path, port: u16, children: &mut [Child]) -> Result<()> {
+    let service = Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem"))?)?;
+    let cert = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
+    let key = SigningKeyPair::from_pem(&read_pem_file(&dir.join("user0_privk.pem"))?)?;
+    let client = LedgerClient::new(
+        &format!("https://127.0.0.1:{port}"),
+        &service,
+        Some((&cert, &key)),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_progress = Instant::now();
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if let Some(status) = c.try_wait()? {
+                bail!(
+                    "node {} exited ({status}) before the network was ready; see {}",
+                    i + 1,
+                    node_dir(dir, i as u16 + 1).join("node.log").display()
+                );
+            }
+        }
+        let seen = client.request("GET", "/app/ledgerUsers?api-version=2024-12-09-preview", None).await;
+        if let Ok(r) = &seen {
+            if r.status == 200 {
+                let want = r
+                    .transaction_id
+                    .as_deref()
+                    .and_then(|t| t.split_once('.'))
+                    .and_then(|(_, s)| s.parse::<u64>().ok())
+                    .unwrap_or(u64::MAX);
+                let commit = client.request("GET", "/node/commit", None).await?;
+                let committed = commit
+                    .transaction_id
+                    .as_deref()
+                    .and_then(|t| t.split_once('.'))
+                    .and_then(|(_, s)| s.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if committed >= want {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the network did not become ready within 60 s (see DIR/node*/node.log)");
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "waiting for the network to elect a primary and commit its first transactions..."
+            );
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn terminate(children: &mut [Child]) {
+    for c in children.iter() {
+        // SIGTERM: each node drains, fsyncs and exits 0.
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for c in children.iter_mut() {
+        while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if c.try_wait().ok().flatten().is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn run(dir: &Path, o: NetworkOptions) -> Result<()> {
+    let (port, nodes) = (o.port, o.nodes);
+    if !covenant_node::identity::valid_ledger_id(&o.ledger_id) {
+        bail!("--ledger-id must be 1..64 letters, digits, '-' or '_'");
+    }
+    if port.checked_add(nodes - 1).is_none() {
+        bail!("--port {port} leaves no room for {nodes} consecutive ports");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let creating = !dir.join("service_cert.pem").exists();
+    let ledger_type = if creating {
+        o.ledger_type
+    } else {
+        crate::dev_ledger_type(&node_dir(dir, 1), o.ledger_type, false)?
+    };
+    if creating {
+        create(dir, nodes, ledger_type)?;
+        println!(
+            "created a {nodes}-node {ledger_type:?} network in {}; user0 is an Administrator",
+            dir.display()
+        );
+    } else if !node_dir(dir, nodes).join("node").exists() {
+        bail!(
+            "{} holds a network of fewer than {nodes} nodes; use the same --nodes as when it was created",
+            dir.display()
+        );
+    }
+    let mut children = Vec::new();
+    for i in 1..=nodes {
+        let config = write_config(dir, i, &o, ledger_type)?;
+        match spawn(dir, i, &config) {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                terminate(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = wait_ready(dir, port, &mut children) => r.map(|()| true),
+            _ = crate::shutdown_signal() => Ok(false),
+        }
+    });
+    match result {
+        Ok(true) => {}
+        Ok(false) => {
+            terminate(&mut children);
+            return Ok(());
+        }
+        Err(e) => {
+            terminate(&mut children);
+            return Err(e);
+        }
+    }
+    println!(
+        "covenant dev ready: https://127.0.0.1:{port} ({nodes} nodes on ports {port}..{}, \
+         service cert {}, user0 credentials {}, node files in {}/node<i>/)",
+        port + nodes - 1,
+        dir.join("service_cert.pem").display(),
+        dir.join("user0.pem").display(),
+        dir.display()
+    );
+    runtime.block_on(async {
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        tokio::select! {
+            _ = crate::shutdown_signal() => {},
+            _ = watch => {},
+        }
+    });
+    terminate(&mut children);
+    println!("stopped {nodes} nodes");
+    Ok(())
+}
