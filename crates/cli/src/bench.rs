@@ -18,6 +18,7 @@ use serde_json::json;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    pub nodes: u16,
     pub connections: usize,
     pub seconds: f64,
     pub entry_bytes: usize,
@@ -112,40 +113,140 @@ pub fn run(o: BenchOptions) -> Result<()> {
     runtime.block_on(bench(o))
 }
 
-async fn bench(o: BenchOptions) -> Result<()> {
-    let tmp = tempfile::tempdir().context("creating a scratch directory")?;
-    let service = ServiceIdentity::generate(Curve::P384)?;
+/// The nodes under test, serving until their stop senders fire.
+struct Nodes {
+    /// The primary's endpoint, where the load goes.
+    endpoint: String,
+    /// The primary's state (commit notifications).
+    state: covenant_node::state::NodeState,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    servers: Vec<tokio::task::JoinHandle<Result<u64, covenant_node::NodeError>>>,
+}
+
+type Bound = (
+    covenant_node::state::NodeState,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<u64, covenant_node::NodeError>>,
+);
+
+async fn start_nodes(
+    o: &BenchOptions,
+    dir: &std::path::Path,
+    service: &ServiceIdentity,
+    user_cert: &covenant_crypto::Certificate,
+) -> Result<Nodes> {
+    let secret = Arc::new(LedgerSecret::generate()?);
+    // Ports first: every node's configuration lists every peer.
+    let mut peers = BTreeMap::new();
+    for id in 1..=o.nodes as u64 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        peers.insert(id, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let mut states = Vec::new();
+    let mut addrs = Vec::new();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for id in 1..=o.nodes as u64 {
+        let (state, addr, stop, server) =
+            bind_one(o, dir, service, user_cert, &secret, id, &peers).await?;
+        states.push(state);
+        addrs.push(addr);
+        stops.push(stop);
+        servers.push(server);
+    }
+    let primary = if o.nodes == 1 {
+        0
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = states[0].network.as_ref().map(|n| n.replica.status());
+            if let Some(leader) = s.filter(|s| s.committed_seqno > 0).and_then(|s| s.leader) {
+                break (leader - 1) as usize;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the benchmark network did not elect a primary within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    Ok(Nodes {
+        endpoint: format!("https://127.0.0.1:{}", addrs[primary].port()),
+        state: states[primary].clone(),
+        stops,
+        servers,
+    })
+}
+
+async fn bind_one(
+    o: &BenchOptions,
+    dir: &std::path::Path,
+    service: &ServiceIdentity,
+    user_cert: &covenant_crypto::Certificate,
+    secret: &Arc<LedgerSecret>,
+    id: u64,
+    peers: &BTreeMap<u64, std::net::SocketAddr>,
+) -> Result<Bound> {
     let node = Arc::new(NodeIdentity::generate(
-        &service,
+        service,
         Curve::P384,
         &SubjectAltName::dev_defaults(),
     )?);
-    let (user_key, user_cert) = generate_client_identity("bench", Curve::P384)?;
-    let mut engine = Engine::open(
-        EngineConfig::new(tmp.path()),
-        node.clone(),
-        Arc::new(LedgerSecret::generate()?),
-    )?;
-    covenant_node::add_cert_user(
-        &mut engine,
-        &user_cert,
-        &[covenant_node::Role::Administrator],
-    )?;
-    let mut config =
-        covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let node_dir = dir.join(format!("node{id}"));
+    std::fs::create_dir_all(&node_dir)?;
+    let mut ec = EngineConfig::new(node_dir.join("ledger"));
+    ec.commit_on_sync = o.nodes == 1;
+    let mut engine = Engine::open(ec, node.clone(), secret.clone())?;
+    let listen = if o.nodes == 1 {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        peers[&id]
+    };
+    let mut config = covenant_node::NodeConfig::new(listen);
     config.sig_ms_interval = o.sig_ms_interval;
     config.limits.max_connections = o.connections * 4 + 16;
+    if o.nodes == 1 {
+        covenant_node::add_cert_user(
+            &mut engine,
+            user_cert,
+            &[covenant_node::Role::Administrator],
+        )?;
+    } else {
+        let user = user_cert.clone();
+        config.network = Some(covenant_node::network::NetworkConfig {
+            node_id: id,
+            peers: peers.clone(),
+            state_dir: node_dir.clone(),
+            tick: Duration::from_millis(50),
+        });
+        config.genesis = Some(covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
+            covenant_node::add_cert_user(e, &user, &[covenant_node::Role::Administrator])
+                .map(|_| ())
+        })));
+    }
     let bound = covenant_node::BoundNode::bind(config, engine, &node, &service.cert).await?;
-    let endpoint = format!("https://127.0.0.1:{}", bound.local_addr.port());
+    let addr = bound.local_addr;
     let state = bound.state().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(bound.serve(async {
         let _ = stopped.await;
     }));
+    Ok((state, addr, stop, server))
+}
+
+async fn bench(o: BenchOptions) -> Result<()> {
+    let tmp = tempfile::tempdir().context("creating a scratch directory")?;
+    let service = ServiceIdentity::generate(Curve::P384)?;
+    let (user_key, user_cert) = generate_client_identity("bench", Curve::P384)?;
+    let nodes = start_nodes(&o, tmp.path(), &service, &user_cert).await?;
+    let endpoint = nodes.endpoint.clone();
+    let state = nodes.state.clone();
     let client = LedgerClient::new(&endpoint, &service.cert, Some((&user_cert, &user_key)))?;
     eprintln!(
-        "bench: {} connections, {:.1} s per phase, {} B entries, sig every {} ms, 1 node on {endpoint}",
-        o.connections, o.seconds, o.entry_bytes, o.sig_ms_interval
+        "bench: {} connections, {:.1} s per phase, {} B entries, sig every {} ms, {} node(s), load on {endpoint}",
+        o.connections, o.seconds, o.entry_bytes, o.sig_ms_interval, o.nodes
     );
 
     // 1. The ceiling: a handler that does nothing, on the same TLS/HTTP stack.
@@ -252,11 +353,16 @@ async fn bench(o: BenchOptions) -> Result<()> {
         .await?
     };
     eprintln!("bench: reads {:.0} req/s", reads.rps());
-    let _ = stop.send(());
-    let _ = server.await;
+    for s in nodes.stops {
+        let _ = s.send(());
+    }
+    for s in nodes.servers {
+        let _ = s.await;
+    }
 
     let mut commit = commit_lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let report = json!({
+        "nodes": o.nodes,
         "connections": o.connections,
         "seconds_per_phase": o.seconds,
         "entry_bytes": o.entry_bytes,
@@ -282,7 +388,12 @@ async fn bench(o: BenchOptions) -> Result<()> {
             )
         };
         println!("{}", row("ceiling (no-op)", &report["ceiling"]));
-        println!("{}", row("append 1 node", &report["append"]));
+        let label = if o.nodes == 1 {
+            "append 1 node".to_string()
+        } else {
+            format!("append {} nodes", o.nodes)
+        };
+        println!("{}", row(&label, &report["append"]));
         let c = &report["append"]["commit_latency"];
         println!(
             "{:<18} {:>16}  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:.2} ms",

@@ -160,7 +160,13 @@ async fn wait_ready(dir: &Path, port: u16, children: &mut [Child]) -> Result<()>
                 );
             }
         }
-        let seen = client.request("GET", "/app/ledgerUsers?api-version=2024-12-09-preview", None).await;
+        let seen = client
+            .request(
+                "GET",
+                "/app/ledgerUsers?api-version=2024-12-09-preview",
+                None,
+            )
+            .await;
         if let Ok(r) = &seen {
             if r.status == 200 {
                 let want = r

@@ -206,6 +206,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Nodes in the benchmarked network (in this process, real TLS between them);
+        /// load goes to the primary.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
+        nodes: u16,
     },
     /// Run a node of a network (the production form of `dev`).
     Node {
@@ -418,7 +422,9 @@ fn main() -> ExitCode {
             entry_bytes,
             sig_ms_interval,
             json,
+            nodes,
         } => bench::run(bench::BenchOptions {
+            nodes,
             connections: connections.max(1),
             seconds: seconds.max(0.1),
             entry_bytes,

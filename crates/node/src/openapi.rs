@@ -132,6 +132,18 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Service status, certificate and current view",
         "anyone",
     ),
+    (
+        "get",
+        "/node/network/nodes",
+        "Nodes of the network: status, address, which one is primary",
+        "anyone",
+    ),
+    (
+        "post",
+        "/internal/raft",
+        "Consensus messages between nodes (length-prefixed raft-rs messages)",
+        "nodes endorsed by the service identity",
+    ),
     ("get", "/node/commit", "Last committed TxId", "anyone"),
     (
         "get",
