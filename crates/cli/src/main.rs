@@ -264,6 +264,13 @@ enum NodeCommand {
     /// cert, [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false). Users, members and the
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
+    ///
+    /// A node of a replicated network adds `[network]` with node_id (its Raft id) and
+    /// peers = [{ id, address = "host:port" }, ...] (every node, itself included;
+    /// tick_ms, default 50). data_dir must then already hold the node's identity (a
+    /// node certificate endorsed by the service key) and the ledger secret, as
+    /// `covenant dev --nodes N` prepares them; the first primary writes the users,
+    /// members and constitution through consensus.
     Start {
         #[arg(long)]
         config: PathBuf,

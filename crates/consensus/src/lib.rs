@@ -163,6 +163,9 @@ impl Replica {
             max_inflight_msgs: 256,
             pre_vote: true,
             check_quorum: true,
+            // Merge queued appends to one follower into one message (one proposal per
+            // transaction would otherwise mean one message per transaction).
+            batch_append: true,
             // Everything in the ledger is applied to the store as it is appended.
             applied: saved.commit.min(last),
             ..Default::default()
@@ -381,14 +384,15 @@ impl Replica {
     /// One round of raft-rs output: persist, sync (no locks held), acknowledge,
     /// advance the engine's commit.
     fn on_ready(&self) -> Result<(), ConsensusError> {
-        let (hard_state, persisted, number, persisted_last) = {
+        let (hard_state, persisted, number, persisted_last, messages) = {
             let mut raw = raft_lock(&self.0.raft);
             if !raw.has_ready() {
                 return Ok(());
             }
             let mut rd = raw.ready();
-            // A leader may send before its own append is durable (Raft §10.2.1).
-            self.send(rd.take_messages());
+            // A leader may send before its own append is durable (Raft §10.2.1); they
+            // are encoded and sent below, once the Raft lock is released.
+            let messages = rd.take_messages();
             if !rd.snapshot().is_empty() {
                 return Err(ConsensusError::Unsupported(
                     "raft snapshots are not supported yet".into(),
@@ -416,8 +420,9 @@ impl Replica {
                 }
                 raw.advance_apply_to(last.index);
             }
-            (hard_state, persisted, number, persisted_last)
+            (hard_state, persisted, number, persisted_last, messages)
         };
+        self.send(messages);
         if let Some(hs) = &hard_state {
             let mut meta = self.0.meta.lock().unwrap_or_else(|e| e.into_inner());
             if meta.hard_state.term != hs.term || meta.hard_state.vote != hs.vote {

@@ -64,7 +64,11 @@ pub fn router(state: NodeState) -> Router {
         .route("/node/network/nodes", get(network_nodes))
         .route(
             crate::network::RAFT_PATH,
-            axum::routing::post(crate::network::raft_messages),
+            // Batches of consensus messages are larger than any API request; this
+            // limit replaces the node's max_body_bytes on this route only.
+            axum::routing::post(crate::network::raft_messages).layer(
+                axum::extract::DefaultBodyLimit::max(crate::network::MAX_RAFT_BODY_BYTES),
+            ),
         )
         .route("/node/state", get(node_state))
         .route("/node/version", get(node_version))
