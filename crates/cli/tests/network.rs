@@ -1,8 +1,9 @@
 //! A real 3-node network (`covenant dev --nodes 3`: one OS process per node, real
 //! TLS between them) under write load: kill -9 the primary, writes continue through
 //! the others, the killed node restarts with `covenant node start` and catches up.
-//! Every write seen Committed is on every node; every ledger audits; the committed
-//! prefixes are identical entry for entry.
+//! Every write seen Committed is on every node; then every node restarts at once
+//! and the network resumes; every ledger audits; the committed prefixes are
+//! identical entry for entry.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -282,6 +283,52 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     let _ = dev.wait();
     std::thread::sleep(Duration::from_millis(200));
     let _ = net.base;
+
+    // Restart every node at once: the network resumes with nothing committed lost.
+    let mut nodes: Vec<Child> = all
+        .iter()
+        .map(|node| {
+            Command::new(env!("CARGO_BIN_EXE_covenant"))
+                .args(["node", "start", "--config"])
+                .arg(dir.join(format!("node{node}/node.toml")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let resumed = net.append(&all, "after restarting everything").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in all {
+        while net.status(node, &resumed).await.as_deref() != Some("Committed") {
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: no commit after a full restart"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for (t, c) in seen_committed.iter().step_by(7) {
+        let r = net
+            .client(3)
+            .request("GET", &format!("/app/transactions/{t}?{API}"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.json()["entry"]["contents"],
+            json!(c),
+            "{t} after the restart"
+        );
+    }
+    for node in all {
+        committed = committed.min(net.committed(node).await);
+    }
+    for c in &nodes {
+        term(c.id());
+    }
+    for c in nodes.iter_mut() {
+        assert!(c.wait().unwrap().success(), "a node did not stop cleanly");
+    }
     // Every ledger audits, and the committed prefixes are identical.
     let mut prefixes = Vec::new();
     for node in all {
