@@ -51,6 +51,23 @@ fn start_and_wait(args: &[&str]) -> Child {
     child
 }
 
+/// Kills every process it holds when dropped, so a failing test leaves none behind.
+struct Reaper(std::sync::Mutex<Vec<u32>>);
+
+impl Reaper {
+    fn watch(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().iter() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
 fn term(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -135,6 +152,16 @@ impl Net {
         r.json()["state"].as_str().map(str::to_string)
     }
 
+    /// CCF's view of a TxId (`/node/tx`): Unknown, Pending, Committed or Invalid.
+    async fn node_tx(&self, node: u16, txid: &str) -> Option<String> {
+        let r = self
+            .client(node)
+            .request("GET", &format!("/node/tx?transaction_id={txid}"), None)
+            .await
+            .ok()?;
+        r.json()["status"].as_str().map(str::to_string)
+    }
+
     async fn committed(&self, node: u16) -> u64 {
         let r = self.client(node).request("GET", "/node/commit", None).await;
         r.ok()
@@ -160,6 +187,11 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
         "--sig-ms-interval",
         "100",
     ]);
+    let reaper = Reaper(Default::default());
+    reaper.watch(dev.id());
+    for node in 1..=3 {
+        reaper.watch(pid_of(&dir, node));
+    }
     let service =
         Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
     let cert = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem")).unwrap()).unwrap();
@@ -244,6 +276,7 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
             child.id().to_string(),
         )
         .unwrap();
+        reaper.watch(child.id());
         restarted.push(child);
     }
     // Everyone converges on one commit.
@@ -297,6 +330,9 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
                 .unwrap()
         })
         .collect();
+    for c in &nodes {
+        reaper.watch(c.id());
+    }
     let resumed = net.append(&all, "after restarting everything").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for node in all {
@@ -353,4 +389,212 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
         prefixes.push(entries);
     }
     assert!(prefixes.windows(2).all(|w| w[0] == w[1]));
+}
+
+/// A TCP proxy for one direction of one node pair (`from` dials `to` through it);
+/// `cut` refuses new connections and closes open ones.
+struct Link {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn link(to_port: u16) -> Link {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to_port)).await
+                else {
+                    return;
+                };
+                let watch = async {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {},
+                    _ = watch => {},
+                }
+            });
+        }
+    });
+    Link { port, cut }
+}
+
+/// Partition: the primary is cut off from the other two (every node-to-node link
+/// goes through a proxy). It keeps accepting writes it can never commit; the
+/// majority elects a new primary and commits; after healing, the old primary rolls
+/// back its suffix (those TxIds become Invalid) and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(3);
+    // Create the network (identities, genesis), then stop it.
+    let mut dev = start_and_wait(&[
+        "dev",
+        "--nodes",
+        "3",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &base.to_string(),
+        "--sig-ms-interval",
+        "100",
+    ]);
+    term(dev.id());
+    assert!(dev.wait().unwrap().success());
+    let reaper = Reaper(Default::default());
+    // Rewire: node i reaches node j through link (i, j).
+    let mut links = std::collections::BTreeMap::new();
+    for i in 1..=3u16 {
+        for j in 1..=3u16 {
+            if i != j {
+                links.insert((i, j), link(base + j - 1).await);
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for i in 1..=3u16 {
+        let config = dir.join(format!("node{i}/node.toml"));
+        let text = std::fs::read_to_string(&config).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut line = line.to_string();
+            for j in 1..=3u16 {
+                if j != i && line.contains(&format!("id = {j},")) {
+                    line = format!(
+                        "  {{ id = {j}, address = \"127.0.0.1:{}\" }},",
+                        links[&(i, j)].port
+                    );
+                }
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        std::fs::write(&config, out).unwrap();
+        nodes.push(
+            Command::new(env!("CARGO_BIN_EXE_covenant"))
+                .args(["node", "start", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        reaper.watch(nodes.last().unwrap().id());
+    }
+    let service =
+        Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
+    let cert = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem")).unwrap()).unwrap();
+    let key =
+        SigningKeyPair::from_pem(&read_pem_file(&dir.join("user0_privk.pem")).unwrap()).unwrap();
+    let net = Net {
+        dir: dir.clone(),
+        base,
+        clients: (0..3)
+            .map(|i| {
+                LedgerClient::new(
+                    &format!("https://127.0.0.1:{}", base + i),
+                    &service,
+                    Some((&cert, &key)),
+                )
+                .unwrap()
+            })
+            .collect(),
+    };
+    let all = [1u16, 2, 3];
+    let before = net.append(&all, "before the partition").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.status(1, &before).await.as_deref() != Some("Committed") {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = net.primary(&all).await.unwrap();
+    for ((i, j), l) in &links {
+        if *i == old || *j == old {
+            l.cut.store(true, Ordering::SeqCst);
+        }
+    }
+    // Let the proxies close the connections that were open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The isolated primary still answers writes for a while, but cannot commit them.
+    let mut orphans = Vec::new();
+    for k in 0..5 {
+        let r = net
+            .client(old)
+            .request(
+                "POST",
+                &format!("/app/transactions?{API}"),
+                Some(&json!({ "contents": format!("orphan {k}") })),
+            )
+            .await
+            .unwrap();
+        if r.status == 200 {
+            orphans.push(r.transaction_id.unwrap());
+        }
+    }
+    assert!(
+        !orphans.is_empty(),
+        "the isolated primary refused every write at once"
+    );
+    let rest: Vec<u16> = all.iter().copied().filter(|&n| n != old).collect();
+    let majority = net.append(&rest, "on the majority side").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.status(rest[0], &majority).await.as_deref() != Some("Committed") {
+        assert!(Instant::now() < deadline, "the majority did not commit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for t in &orphans {
+        assert_ne!(net.status(old, t).await.as_deref(), Some("Committed"));
+    }
+    // Heal: the old primary rolls back and converges.
+    for l in links.values() {
+        l.cut.store(false, Ordering::SeqCst);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.status(old, &majority).await.as_deref() != Some("Committed") {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for t in &orphans {
+        for n in all {
+            let st = net.node_tx(n, t).await;
+            assert!(
+                matches!(st.as_deref(), Some("Invalid") | Some("Unknown")),
+                "{t} on node {n}: {st:?}"
+            );
+        }
+    }
+    for c in &nodes {
+        term(c.id());
+    }
+    for c in nodes.iter_mut() {
+        assert!(c.wait().unwrap().success());
+    }
+    for node in all {
+        let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
+            .args(["ledger", "audit", "--quiet", "--service-cert"])
+            .arg(dir.join("service_cert.pem"))
+            .arg(net.dir.join(format!("node{node}/ledger")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 }
