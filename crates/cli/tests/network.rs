@@ -300,6 +300,26 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
             assert_eq!(v["entry"]["contents"], json!(c), "{t} on node {node}: {v}");
         }
     }
+    // Receipts from any node verify against the one service certificate, and every
+    // node gives the same receipt.
+    let verifier = covenant_client::ReceiptVerifier::new(service.clone());
+    for (t, _) in seen_committed.iter().step_by(10) {
+        let mut receipts = Vec::new();
+        for node in all {
+            let r = net
+                .client(node)
+                .request("GET", &format!("/app/transactions/{t}/receipt?{API}"), None)
+                .await
+                .unwrap();
+            let resp: covenant_receipt::ReceiptResponse = serde_json::from_slice(&r.body)
+                .unwrap_or_else(|e| panic!("{t} on node {node}: {e}"));
+            verifier
+                .verify_response(&resp, None)
+                .unwrap_or_else(|e| panic!("{t} on node {node}: {e}"));
+            receipts.push(r.body);
+        }
+        assert!(receipts.windows(2).all(|w| w[0] == w[1]), "{t}");
+    }
     let mut committed = u64::MAX;
     for node in all {
         committed = committed.min(net.committed(node).await);
