@@ -103,7 +103,7 @@ impl Net {
                 let v = r.json();
                 for node in v["nodes"].as_array().into_iter().flatten() {
                     if node["primary"] == json!(true) {
-                        return node["node_id"].as_str().and_then(|s| s.parse().ok());
+                        return node["raft_id"].as_u64().map(|id| id as u16);
                     }
                 }
             }
@@ -289,6 +289,28 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
         }
     }
     assert!(seen_committed.len() >= 30, "{}", seen_committed.len());
+    // Every node registered itself: node ids (hex SHA-256 of the key) are listed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = net
+            .client(2)
+            .request("GET", "/node/network/nodes", None)
+            .await
+            .unwrap();
+        let v = r.json();
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        let ok = nodes.len() == 3
+            && nodes.iter().all(|n| {
+                n["status"] == json!("Trusted")
+                    && n["node_id"].as_str().is_some_and(|s| s.len() == 64)
+            })
+            && nodes.iter().filter(|n| n["primary"] == json!(true)).count() == 1;
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not all registered: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (t, c) in &seen_committed {
         for node in all {
             let r = net

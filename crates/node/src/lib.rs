@@ -222,6 +222,11 @@ impl BoundNode {
                 if let Some(g) = config.genesis.clone() {
                     tokio::spawn(write_genesis_when_primary(state.clone(), g));
                 }
+                tokio::spawn(network::register_self(
+                    state.clone(),
+                    node.node_id.clone(),
+                    node.cert.to_pem(),
+                ));
                 (state, None)
             }
         };

@@ -27,6 +27,11 @@ use crate::state::NodeState;
 
 /// Path of the node-to-node Raft endpoint.
 pub const RAFT_PATH: &str = "/internal/raft";
+/// Path where a node registers itself in the nodes table (primary only).
+pub const REGISTER_PATH: &str = "/internal/register";
+/// CCF's nodes table: node id (hex SHA-256 of its public key) → JSON
+/// `{"status","raft_id","address","cert"}`.
+pub const NODES_INFO: &str = "public:ccf.gov.nodes.info";
 /// Set by a backup forwarding a request: the caller's certificate fingerprint.
 pub const FORWARDED_USER: &str = "x-covenant-forwarded-user";
 /// Set on every forwarded request, so it is never forwarded twice.
@@ -368,5 +373,104 @@ mod tests {
             }
         }
         assert!(split_frames(&[9, 0, 0, 0, 1]).is_none());
+    }
+}
+
+/// A node's row in [`NODES_INFO`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub status: String,
+    pub raft_id: u64,
+    pub address: String,
+    pub cert: String,
+}
+
+/// `POST /internal/register`: a node of this service records itself (body: its
+/// [`NodeInfo`]); the row's key is the node id of the presenting certificate, so a
+/// node can only register itself.
+pub async fn register(
+    State(state): State<NodeState>,
+    peer: axum::Extension<PeerCert>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(net) = state.network.as_ref() else {
+        return Err(ApiError::not_found(
+            "ResourceNotFound",
+            "this node is not part of a replicated network",
+        ));
+    };
+    if !net.is_node(&peer) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "only nodes endorsed by the service identity may register",
+        ));
+    }
+    let Some(p) = peer.0 .0.as_ref() else {
+        return Err(ApiError::unauthorized("no client certificate"));
+    };
+    let mut info: NodeInfo = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("InvalidInput", format!("node info: {e}")))?;
+    if !net.config.peers.contains_key(&info.raft_id) {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            format!("raft id {} is not a member of this network", info.raft_id),
+        ));
+    }
+    info.cert = p.0.to_pem();
+    info.status = "Trusted".into();
+    let node_id = p.0.node_id();
+    let value = serde_json::to_vec(&info)
+        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
+    let txid = state.write("registering the node failed", |e| {
+        let mut tx = e.begin();
+        tx.put(NODES_INFO, node_id.as_bytes(), &value);
+        e.commit_tx(tx, None)
+    })?;
+    Ok(crate::routes::with_txid(Some(txid), StatusCode::OK).into_response())
+}
+
+/// Registers this node in the nodes table once a primary exists (directly when it is
+/// the primary, through `POST /internal/register` on the primary otherwise).
+pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) {
+    let Some(net) = state.network.clone() else {
+        return;
+    };
+    let address = net
+        .config
+        .peers
+        .get(&net.config.node_id)
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let info = NodeInfo {
+        status: "Trusted".into(),
+        raft_id: net.config.node_id,
+        address,
+        cert: cert_pem,
+    };
+    loop {
+        if state.store.get(NODES_INFO, node_id.as_bytes()).is_some() {
+            return;
+        }
+        let s = net.replica.status();
+        if s.is_primary {
+            if let Ok(value) = serde_json::to_vec(&info) {
+                let r = state.write("registering this node failed", |e| {
+                    let mut tx = e.begin();
+                    tx.put(NODES_INFO, node_id.as_bytes(), &value);
+                    e.commit_tx(tx, None)
+                });
+                if r.is_ok() {
+                    return;
+                }
+            }
+        } else if let Some(client) = s.leader.and_then(|l| net.clients.get(&l)) {
+            if let (Ok(mut c), Ok(body)) = (client.connect().await, serde_json::to_vec(&info)) {
+                let _ = c
+                    .request_raw("POST", REGISTER_PATH, Some(body), "application/json")
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

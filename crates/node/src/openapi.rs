@@ -140,6 +140,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "post",
+        "/internal/register",
+        "A node records itself in public:ccf.gov.nodes.info (primary only)",
+        "nodes endorsed by the service identity",
+    ),
+    (
+        "post",
         "/internal/raft",
         "Consensus messages between nodes (length-prefixed raft-rs messages)",
         "nodes endorsed by the service identity",

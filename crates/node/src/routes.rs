@@ -63,6 +63,10 @@ pub fn router(state: NodeState) -> Router {
         .route("/node/ping", get(|| async { Json(json!({})) }))
         .route("/node/network/nodes", get(network_nodes))
         .route(
+            crate::network::REGISTER_PATH,
+            axum::routing::post(crate::network::register),
+        )
+        .route(
             crate::network::RAFT_PATH,
             // Batches of consensus messages are larger than any API request; this
             // limit replaces the node's max_body_bytes on this route only.
@@ -559,13 +563,28 @@ async fn network_nodes(State(state): State<NodeState>) -> Json<Value> {
     let nodes: Vec<Value> = match &state.network {
         Some(n) => {
             let s = n.replica.status();
+            // Registered nodes by Raft id (node ids are known once a node registered).
+            let registered: HashMap<u64, String> = state
+                .store
+                .entries(crate::network::NODES_INFO)
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let info: crate::network::NodeInfo = serde_json::from_slice(&v).ok()?;
+                    Some((info.raft_id, String::from_utf8(k).ok()?))
+                })
+                .collect();
             n.config
                 .peers
                 .iter()
                 .map(|(id, addr)| {
+                    let (node_id, status) = match registered.get(id) {
+                        Some(node_id) => (node_id.clone(), "Trusted"),
+                        None => (String::new(), "Pending"),
+                    };
                     json!({
-                        "node_id": id.to_string(),
-                        "status": "Trusted",
+                        "node_id": node_id,
+                        "raft_id": id,
+                        "status": status,
                         "primary": s.leader == Some(*id),
                         "rpc_interfaces": {"primary_rpc_interface": {"published_address": addr.to_string()}},
                         "self": *id == n.config.node_id,
