@@ -106,10 +106,7 @@ where
 }
 
 pub fn run(o: BenchOptions) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::node_runtime()?;
     runtime.block_on(bench(o))
 }
 

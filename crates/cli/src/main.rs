@@ -872,6 +872,21 @@ fn dev(o: DevOptions) -> Result<()> {
     serve_until_signal(nc, engine, node, &service, "covenant dev", &ready)
 }
 
+/// The async runtime a node serves on. Handlers take the engine (and, replicated,
+/// the Raft) mutex for short synchronous sections; with only one worker per core a
+/// worker waiting there stalls the connections it owns, so run twice as many workers
+/// as cores (at least 4). Measured: 3-node appends 15 K/s with 2 workers, 18.5–21 K/s
+/// with 4–6 on this 2-core machine; single node unchanged within noise.
+/// `TOKIO_WORKER_THREADS` still overrides.
+pub(crate) fn node_runtime() -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        b.worker_threads((2 * cores).max(4));
+    }
+    b.enable_all().build().context("starting the async runtime")
+}
+
 /// Serves until SIGINT/SIGTERM, printing the ready line; signs and flushes on the way out.
 fn serve_until_signal(
     nc: covenant_node::NodeConfig,
@@ -881,10 +896,7 @@ fn serve_until_signal(
     what: &str,
     ready_detail: &str,
 ) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = node_runtime()?;
     runtime.block_on(async move {
         let bound = covenant_node::BoundNode::bind(nc, engine, node, &service.cert).await?;
         println!("{what} ready: https://{} {ready_detail}", bound.local_addr);
