@@ -384,7 +384,7 @@ impl Replica {
     /// One round of raft-rs output: persist, sync (no locks held), acknowledge,
     /// advance the engine's commit.
     fn on_ready(&self) -> Result<(), ConsensusError> {
-        let (hard_state, persisted, number, persisted_last, messages) = {
+        let (hard_state, persisted, number, messages) = {
             let mut raw = raft_lock(&self.0.raft);
             if !raw.has_ready() {
                 return Ok(());
@@ -408,6 +408,17 @@ impl Replica {
             let committed_entries = rd.take_committed_entries();
             let persisted = rd.take_persisted_messages();
             let number = rd.number();
+            // raft-rs marks these entries stable (moves its unstable log past them) in
+            // `advance_append_async`, from then on reading them from `Storage`, so the
+            // storage must cover them now; durability is reported separately by
+            // `on_persist_ready` after the fsync below.
+            if let Some(last) = persisted_last {
+                self.0
+                    .meta
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .stable_last = last;
+            }
             raw.advance_append_async(rd);
             if let Some(last) = committed_entries.last() {
                 if committed_entries
@@ -420,7 +431,7 @@ impl Replica {
                 }
                 raw.advance_apply_to(last.index);
             }
-            (hard_state, persisted, number, persisted_last, messages)
+            (hard_state, persisted, number, messages)
         };
         self.send(messages);
         if let Some(hs) = &hard_state {
@@ -441,13 +452,6 @@ impl Replica {
         lock(&self.0.engine).complete_flush(ticket, result)?;
         self.send(persisted);
         let mut raw = raft_lock(&self.0.raft);
-        if let Some(last) = persisted_last {
-            self.0
-                .meta
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .stable_last = last;
-        }
         raw.on_persist_ready(number);
         self.publish(&raw)
     }

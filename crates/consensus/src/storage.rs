@@ -78,10 +78,10 @@ impl HardStateFile {
 pub(crate) struct Meta {
     pub hard_state: HardState,
     pub conf_state: ConfState,
-    /// Last index raft-rs has been told is persisted. raft-rs keeps entries past it
-    /// in its own unstable log and requires `Storage` to end exactly here, even though
-    /// the engine's ledger already holds them (the primary appends before proposing,
-    /// backups append before the fsync).
+    /// Last index handed to raft-rs as stable (`advance_append_async`, before the
+    /// fsync; durability is reported by `on_persist_ready`). raft-rs keeps entries past
+    /// it in its own unstable log and requires `Storage` to end exactly here, even
+    /// though the primary's ledger already holds its own proposals.
     pub stable_last: u64,
 }
 
