@@ -47,6 +47,10 @@ pub enum ConsensusError {
     BadMessage(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Persisting Raft's output failed (disk error, corrupt entry): this replica stopped
+    /// taking part, since raft-rs cannot continue from a half-processed output.
+    #[error("this node stopped replicating: {0}")]
+    Failed(String),
 }
 
 /// Delivers encoded Raft messages to other nodes. Best effort: Raft retries.
@@ -110,6 +114,8 @@ struct Inner {
     committed: watch::Sender<u64>,
     status: Mutex<ReplicaStatus>,
     stop: std::sync::atomic::AtomicBool,
+    /// Set when the thread stopped on an error; writes are refused from then on.
+    failed: Mutex<Option<String>>,
     config: ReplicaConfig,
 }
 
@@ -192,6 +198,7 @@ impl Replica {
                 committed_seqno,
             }),
             stop: std::sync::atomic::AtomicBool::new(false),
+            failed: Mutex::new(None),
             config,
         }));
         let r = replica.clone();
@@ -238,6 +245,15 @@ impl Replica {
     ) -> Result<T, ConsensusError> {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
+            if let Some(why) = self
+                .0
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return Err(ConsensusError::Failed(why));
+            }
             let mut raw = raft_lock(&self.0.raft);
             if raw.raft.state != StateRole::Leader {
                 let leader = raw.raft.leader_id;
@@ -366,8 +382,16 @@ impl Replica {
                 }
             }
             if let Err(e) = self.on_ready() {
-                tracing::error!(error = %e, "processing raft output failed");
-                std::thread::sleep(Duration::from_millis(50));
+                // raft-rs cannot resume from a Ready that was taken but not advanced,
+                // and a failed fsync may have lost data: stop taking part. The other
+                // nodes carry on; the operator restarts this one (it recovers from its
+                // ledger files).
+                tracing::error!(error = %e, "processing raft output failed; this node stops replicating");
+                *self.0.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
+                s.is_primary = false;
+                s.leader = None;
+                break;
             }
         }
     }

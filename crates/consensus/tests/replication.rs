@@ -431,3 +431,68 @@ fn repeated_primary_crashes_under_load_lose_nothing_committed() {
     c.assert_same_committed_prefix(&all);
     c.stop_all_and_audit();
 }
+
+/// A backup that cannot persist what Raft hands it (here: an entry that does not
+/// decode, as a faulty or malicious primary would send) stops replicating instead of
+/// continuing from a half-processed state; the others carry on, and after a restart
+/// it recovers from its ledger and catches up.
+#[test]
+fn a_backup_that_cannot_persist_stops_and_recovers_on_restart() {
+    use protobuf::Message as _;
+    let mut c = Cluster::new();
+    let all = [1u64, 2, 3];
+    let first = c.append(&all, "k0");
+    c.wait_committed(&all, first);
+    let p = c.primary(&all);
+    let f = all.iter().copied().find(|&id| id != p).unwrap();
+    let (term, last, log_term) = {
+        let e = c.engine(f);
+        let e = e.lock().unwrap();
+        let last = e.last_seqno();
+        (
+            c.replica(f).unwrap().status().term,
+            last,
+            e.view_at(last).unwrap(),
+        )
+    };
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+    m.from = p;
+    m.to = f;
+    m.term = term;
+    m.log_term = log_term;
+    m.index = last;
+    let bad = raft::eraftpb::Entry {
+        term,
+        index: last + 1,
+        data: b"not a ledger entry".to_vec().into(),
+        ..Default::default()
+    };
+    m.entries = vec![bad].into();
+    c.replica(f).unwrap().receive(m.write_to_bytes().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.replica(f).unwrap().write(|_| Ok(())) {
+            Err(ConsensusError::Failed(why)) => {
+                assert!(!why.is_empty());
+                break;
+            }
+            _ => {
+                assert!(Instant::now() < deadline, "the backup kept going");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // The ledger holds nothing of the bad entry.
+    assert_eq!(c.engine(f).lock().unwrap().last_seqno(), last);
+    // The other two still commit.
+    let rest: Vec<u64> = all.iter().copied().filter(|&id| id != f).collect();
+    let more = c.append(&rest, "k1");
+    c.wait_committed(&rest, more);
+    // Restarted, the backup catches up.
+    c.kill(f);
+    c.start(f);
+    c.wait_committed(&all, more);
+    c.assert_same_committed_prefix(&all);
+    c.stop_all_and_audit();
+}

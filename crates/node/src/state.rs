@@ -164,7 +164,8 @@ impl NodeState {
             None => f(&mut self.engine()).map_err(|e| ApiError::internal(context, e)),
             Some(n) => n.replica.write(f).map_err(|e| match e {
                 covenant_consensus::ConsensusError::NotPrimary { .. }
-                | covenant_consensus::ConsensusError::NotReady => ApiError::new(
+                | covenant_consensus::ConsensusError::NotReady
+                | covenant_consensus::ConsensusError::Failed(_) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
                     format!("{e}"),
