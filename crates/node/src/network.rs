@@ -295,7 +295,8 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
 
 async fn forward(client: &LedgerClient, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
+    // The primary enforces its own body limit; this only bounds what a backup buffers.
+    let body = axum::body::to_bytes(body, MAX_RAFT_BODY_BYTES)
         .await
         .map_err(|e| ApiError::bad_request("InvalidInput", format!("reading the body: {e}")))?;
     let mut headers = vec![(FORWARDED.to_string(), "1".to_string())];
