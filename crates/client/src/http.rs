@@ -174,6 +174,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether the peer closed this connection (a pooled connection is then dropped).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends one request (JSON body if any) and reads the whole response.
     pub async fn request(
         &mut self,

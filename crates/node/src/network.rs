@@ -61,6 +61,8 @@ pub struct Network {
     pub service_cert: Certificate,
     /// Clients to every peer, presenting this node's certificate.
     clients: BTreeMap<u64, LedgerClient>,
+    /// Idle keep-alive connections to the primary, per Raft id (forwarded writes).
+    idle: std::sync::Mutex<BTreeMap<u64, Vec<Connection>>>,
     /// Fingerprints of certificates already checked against the service key (an
     /// ECDSA P-384 verification per consensus request was ~3% of a 3-node bench).
     endorsed: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -79,6 +81,7 @@ impl Network {
             config,
             service_cert,
             clients,
+            idle: Default::default(),
             endorsed: Default::default(),
         })
     }
@@ -279,7 +282,10 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         )
         .into_response();
     }
-    let Some(client) = status.leader.and_then(|l| net.clients.get(&l)) else {
+    let Some((leader, client)) = status
+        .leader
+        .and_then(|l| net.clients.get(&l).map(|c| (l, c)))
+    else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -287,13 +293,21 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         )
         .into_response();
     };
-    match forward(client, req).await {
+    match forward(&net, leader, client, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
 }
 
-async fn forward(client: &LedgerClient, req: Request) -> Result<Response, ApiError> {
+/// Idle connections kept per primary.
+const MAX_IDLE: usize = 32;
+
+async fn forward(
+    net: &Network,
+    leader: u64,
+    client: &LedgerClient,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     // The primary enforces its own body limit; this only bounds what a backup buffers.
     let body = axum::body::to_bytes(body, MAX_RAFT_BODY_BYTES)
@@ -325,8 +339,25 @@ async fn forward(client: &LedgerClient, req: Request) -> Result<Response, ApiErr
             format!("forwarding to the primary failed: {e}"),
         )
     };
-    let mut conn = client.connect().await.map_err(unavailable)?;
-    let resp = conn
+    let pooled = {
+        let mut idle = net.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = idle.entry(leader).or_default();
+        let mut found = None;
+        while let Some(c) = pool.pop() {
+            if !c.is_closed() {
+                found = Some(c);
+                break;
+            }
+        }
+        found
+    };
+    let mut conn = match pooled {
+        Some(c) => c,
+        None => client.connect().await.map_err(unavailable)?,
+    };
+    // No retry: a write that reached the primary may have been applied even if its
+    // response was lost; the client decides (as with any HTTP request).
+    let result = conn
         .request_with_headers(
             parts.method.as_str(),
             &path,
@@ -334,8 +365,15 @@ async fn forward(client: &LedgerClient, req: Request) -> Result<Response, ApiErr
             &content_type,
             &headers,
         )
-        .await
-        .map_err(unavailable)?;
+        .await;
+    let resp = result.map_err(unavailable)?;
+    {
+        let mut idle = net.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = idle.entry(leader).or_default();
+        if pool.len() < MAX_IDLE {
+            pool.push(conn);
+        }
+    }
     let mut out = Response::new(Body::from(resp.body));
     *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in resp.headers {
