@@ -67,6 +67,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# COVENANT_COMPAT_NODES=3 runs the whole suite against a 3-node network, through a
+# backup (writes are forwarded to the primary).
+NODES = int(os.environ.get("COVENANT_COMPAT_NODES", "1"))
+
+
+def _free_ports(n: int) -> int:
+    for _ in range(50):
+        base = _free_port()
+        if base + n > 65535:
+            continue
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _a_backup_port(base: int, service_cert: str) -> int:
+    import requests
+
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        nodes = requests.get(
+            f"https://127.0.0.1:{base}/node/network/nodes", verify=service_cert, timeout=5
+        ).json()["nodes"]
+        if any(n["primary"] for n in nodes):
+            backup = next(n for n in nodes if not n["primary"])
+            return int(backup["rpc_interfaces"]["primary_rpc_interface"]["published_address"].rsplit(":", 1)[1])
+        time.sleep(0.1)
+    raise RuntimeError("no primary elected")
+
+
 @pytest.fixture(scope="module")
 def dev():
     binary = os.environ["COVENANT_BIN"]
@@ -75,10 +115,11 @@ def dev():
         jwks = os.path.join(tmp, "jwks.json")
         with open(jwks, "w") as f:
             json.dump(_jwks(), f)
-        port = _free_port()
+        port = _free_ports(NODES)
+        extra = ["--nodes", str(NODES)] if NODES > 1 else []
         proc = subprocess.Popen(
             [binary, "dev", "--data-dir", data, "--port", str(port), "--sig-ms-interval", "100",
-             "--jwt-issuer", ISSUER, "--jwks", jwks],
+             "--jwt-issuer", ISSUER, "--jwks", jwks] + extra,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -97,11 +138,13 @@ def dev():
         if not lines or "ready" not in lines[-1]:
             proc.kill()
             pytest.fail("covenant dev did not become ready:\n" + "".join(lines))
+        if NODES > 1:
+            port = _a_backup_port(port, os.path.join(data, "service_cert.pem"))
         yield {"endpoint": f"https://127.0.0.1:{port}", "dir": data}
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-        assert "flushed" in out
+        assert ("flushed" in out) if NODES == 1 else (f"stopped {NODES} nodes" in out), out
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +219,8 @@ def test_ranged_query_over_five_collections(client):
         result = client.create_ledger_entry({"contents": f"{coll}-{n}"}, collection_id=coll)
         assert result["collectionId"] == coll
     # Wait for everything through the last write.
-    client.create_ledger_entry({"contents": "marker"}, collection_id="marker")
-    client.begin_wait_for_commit(
-        client.get_current_ledger_entry(collection_id="marker")["transactionId"], polling_interval=0.1
-    ).result()
+    marker = client.create_ledger_entry({"contents": "marker"}, collection_id="marker")
+    client.begin_wait_for_commit(marker["transactionId"], polling_interval=0.1).result()
     for coll in collections:
         entries = list(client.list_ledger_entries(collection_id=coll))
         assert [e["contents"] for e in entries] == [f"{coll}-{n}" for n in range(10) if f"col{n % 5}" == coll]

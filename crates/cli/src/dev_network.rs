@@ -64,6 +64,47 @@ pub struct NetworkOptions {
     pub max_body_bytes: usize,
     pub http2: bool,
     pub ledger_id: String,
+    pub jwt: Option<JwtOption>,
+}
+
+/// A trusted JWT issuer passed on to every node's configuration.
+pub struct JwtOption {
+    pub issuer: String,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub jwks_ca: Option<PathBuf>,
+    pub audience: Option<String>,
+}
+
+fn toml_str(s: &str) -> String {
+    // TOML basic strings share JSON's escapes for what can appear here.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn abs(p: &Path) -> Result<String> {
+    let p = std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
+    Ok(toml_str(&p.to_string_lossy()))
+}
+
+fn jwt_toml(jwt: &Option<JwtOption>) -> Result<String> {
+    let Some(j) = jwt else {
+        return Ok(String::new());
+    };
+    let mut t = format!("jwt_issuers = [{{ issuer = {}", toml_str(&j.issuer));
+    if let Some(f) = &j.jwks_file {
+        t.push_str(&format!(", jwks_file = {}", abs(f)?));
+    }
+    if let Some(u) = &j.jwks_url {
+        t.push_str(&format!(", jwks_url = {}", toml_str(u)));
+    }
+    if let Some(ca) = &j.jwks_ca {
+        t.push_str(&format!(", jwks_ca = {}", abs(ca)?));
+    }
+    if let Some(a) = &j.audience {
+        t.push_str(&format!(", audience = {}", toml_str(a)));
+    }
+    t.push_str(" }]\n");
+    Ok(t)
 }
 
 fn write_config(
@@ -102,6 +143,7 @@ fn write_config(
          http2 = {http2}\n\
          users = [{{ cert = \"../user0_cert.pem\", roles = [\"Administrator\"] }}]\n\
          members = [{{ cert = \"../member0_cert.pem\" }}]\n\
+         {jwt}\
          \n\
          [network]\n\
          node_id = {i}\n\
@@ -115,6 +157,7 @@ fn write_config(
             "private"
         },
         peers = peers.join("\n"),
+        jwt = jwt_toml(&o.jwt)?,
     );
     let path = node_dir(dir, i).join("node.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

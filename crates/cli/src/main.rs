@@ -339,14 +339,27 @@ fn main() -> ExitCode {
             http2,
             nodes,
         } if nodes > 1 => {
-            if jwt_issuer.is_some()
-                || jwks.is_some()
-                || jwks_url.is_some()
-                || jwks_ca.is_some()
-                || jwt_audience.is_some()
-            {
-                Err(anyhow::anyhow!("JWT issuers with --nodes: list them under jwt_issuers in each DIR/node<i>/node.toml and use `covenant node start` (dev rewrites node.toml)"))
-            } else {
+            let jwt = match (jwt_issuer, jwks, jwks_url) {
+                (Some(issuer), Some(file), None) => Ok(Some(dev_network::JwtOption {
+                    issuer,
+                    jwks_file: Some(file),
+                    jwks_url: None,
+                    jwks_ca,
+                    audience: jwt_audience,
+                })),
+                (Some(issuer), None, Some(url)) => Ok(Some(dev_network::JwtOption {
+                    issuer,
+                    jwks_file: None,
+                    jwks_url: Some(url),
+                    jwks_ca,
+                    audience: jwt_audience,
+                })),
+                (None, None, None) => Ok(None),
+                _ => Err(anyhow::anyhow!(
+                    "--jwt-issuer needs exactly one of --jwks and --jwks-url"
+                )),
+            };
+            jwt.and_then(|jwt| {
                 dev_network::run(
                     &data_dir,
                     dev_network::NetworkOptions {
@@ -358,9 +371,10 @@ fn main() -> ExitCode {
                         max_body_bytes,
                         http2,
                         ledger_id,
+                        jwt,
                     },
                 )
-            }
+            })
         }
         Command::Dev {
             data_dir,

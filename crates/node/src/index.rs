@@ -14,24 +14,60 @@ use covenant_types::TxId;
 #[derive(Default)]
 pub struct EntryIndex {
     by_collection: RwLock<HashMap<String, Vec<TxId>>>,
+    /// Highest seqno scanned from the ledger (replicated nodes index what they commit).
+    scanned: std::sync::atomic::AtomicU64,
 }
 
 impl EntryIndex {
-    /// Scans every transaction of `engine` for writes to `map`.
-    pub fn build(engine: &Engine, map: &str) -> Result<EntryIndex, covenant_engine::EngineError> {
+    /// Scans the transactions of `engine` up to `upto` for writes to `map` (a single
+    /// node: all of them; a replicated node: what is committed, since an uncommitted
+    /// tail may still be rolled back and rewritten).
+    pub fn build(
+        engine: &Engine,
+        map: &str,
+        upto: u64,
+    ) -> Result<EntryIndex, covenant_engine::EngineError> {
         let index = EntryIndex::default();
-        let last = engine.last_txid().map(|t| t.seqno.0).unwrap_or(0);
-        for seqno in 1..=last {
+        index.scan(engine, map, upto.min(engine.last_seqno()))?;
+        Ok(index)
+    }
+
+    /// Indexes the transactions after the last scanned one, up to `upto` (at most
+    /// `batch` of them per call, so the caller's engine lock is held briefly).
+    /// Returns whether more remain.
+    pub fn scan_some(
+        &self,
+        engine: &Engine,
+        map: &str,
+        upto: u64,
+        batch: u64,
+    ) -> Result<bool, covenant_engine::EngineError> {
+        let from = self.scanned.load(std::sync::atomic::Ordering::Relaxed);
+        let to = upto.min(from.saturating_add(batch));
+        self.scan(engine, map, to)?;
+        Ok(to < upto)
+    }
+
+    fn scan(
+        &self,
+        engine: &Engine,
+        map: &str,
+        upto: u64,
+    ) -> Result<(), covenant_engine::EngineError> {
+        let from = self.scanned.load(std::sync::atomic::Ordering::Relaxed) + 1;
+        for seqno in from..=upto {
             let (txid, ws) = engine.read_tx(seqno)?;
             if let Some(writes) = ws.maps.get(map) {
                 for (key, value) in writes {
                     if value.is_some() {
-                        index.add(&String::from_utf8_lossy(key), txid);
+                        self.add(&String::from_utf8_lossy(key), txid);
                     }
                 }
             }
         }
-        Ok(index)
+        self.scanned
+            .fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn add(&self, collection: &str, txid: TxId) {
@@ -40,11 +76,17 @@ impl EntryIndex {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let list = m.entry(collection.to_string()).or_default();
-        // Appends come in seqno order; keep the list sorted even if one does not.
+        // Appends come in seqno order; keep the list sorted even if one does not. A
+        // seqno seen again (indexed twice, or rewritten after a view change) keeps the
+        // newest TxId only.
         match list.last() {
             Some(l) if l.seqno >= txid.seqno => {
                 let at = list.partition_point(|t| t.seqno < txid.seqno);
-                list.insert(at, txid);
+                if list.get(at).is_some_and(|t| t.seqno == txid.seqno) {
+                    list[at] = txid;
+                } else {
+                    list.insert(at, txid);
+                }
             }
             _ => list.push(txid),
         }

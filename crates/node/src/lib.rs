@@ -222,6 +222,7 @@ impl BoundNode {
                 if let Some(g) = config.genesis.clone() {
                     tokio::spawn(write_genesis_when_primary(state.clone(), g));
                 }
+                tokio::spawn(network::index_committed(state.clone()));
                 tokio::spawn(network::register_self(
                     state.clone(),
                     node.node_id.clone(),

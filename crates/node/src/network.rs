@@ -261,18 +261,34 @@ pub async fn raft_messages(
 
 /// Middleware: a write (`/app/*`, any method but GET/HEAD) reaching a backup is
 /// forwarded to the primary with the caller's identity; the primary's answer is
-/// returned as is. Reads are served locally.
+/// returned as is. Reads are served locally, except on a connection that already
+/// forwarded a write: those go to the primary too, so a client reads its own writes.
 pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: Next) -> Response {
     let Some(net) = state.network.clone() else {
         return next.run(req).await;
     };
+    if !req.uri().path().starts_with("/app/") {
+        return next.run(req).await;
+    }
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if !is_write || !req.uri().path().starts_with("/app/") {
+    let session = req
+        .extensions()
+        .get::<crate::server::SessionForwarded>()
+        .cloned();
+    let sticky = session
+        .as_ref()
+        .is_some_and(|s| s.0.load(std::sync::atomic::Ordering::Relaxed));
+    if !is_write && !sticky {
         return next.run(req).await;
     }
     let status = net.replica.status();
     if status.is_primary {
         return next.run(req).await;
+    }
+    if is_write {
+        if let Some(s) = &session {
+            s.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     if req.headers().contains_key(FORWARDED) {
         return ApiError::new(
@@ -511,5 +527,36 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keeps a replicated node's collection index up to date with what it commits
+/// (entries written through any primary, replayed here by Raft).
+pub async fn index_committed(state: NodeState) {
+    let map = if state.ledger_public {
+        crate::routes::ENTRIES_PUBLIC
+    } else {
+        crate::routes::ENTRIES_PRIVATE
+    };
+    let mut committed = state.subscribe_committed();
+    loop {
+        let upto = *committed.borrow_and_update();
+        loop {
+            let more = {
+                let engine = state.engine();
+                state.index.scan_some(&engine, map, upto, 512)
+            };
+            match more {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "indexing committed entries failed");
+                    break;
+                }
+            }
+        }
+        if committed.changed().await.is_err() {
+            return;
+        }
     }
 }

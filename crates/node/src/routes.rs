@@ -231,7 +231,11 @@ async fn append(
         }
         engine.commit_tx(tx, claim.map(|(_, d)| d))
     })?;
-    state.index.add(&collection, txid);
+    if state.network.is_none() {
+        // A replicated node indexes what it commits (see `network::index_committed`),
+        // whichever node wrote it.
+        state.index.add(&collection, txid);
+    }
     Ok(with_txid(
         Some(txid),
         Json(json!({"collectionId": collection})),
@@ -409,6 +413,9 @@ async fn status(
     let word = match s {
         TxStatus::Committed => "Committed",
         TxStatus::Pending => "Pending",
+        // A backup may not have received a TxId the primary just handed out (a client
+        // that wrote through one node polls another): in a network that is Pending.
+        TxStatus::Unknown if state.network.is_some() => "Pending",
         TxStatus::Unknown | TxStatus::Invalid => {
             return Err(ApiError::not_found(
                 "InvalidTransactionId",

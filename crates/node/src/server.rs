@@ -20,6 +20,12 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Clone, Debug, Default)]
 pub struct PeerCert(pub Option<Arc<(Certificate, String)>>);
 
+/// Per connection: set once a write on it was forwarded to the primary, after which
+/// every request on it is forwarded (CCF's session consistency: a client reads its
+/// own writes even when it talks to a backup).
+#[derive(Clone, Debug, Default)]
+pub struct SessionForwarded(pub Arc<std::sync::atomic::AtomicBool>);
+
 /// Limits that protect the node from slow, idle or too many clients.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
@@ -128,7 +134,8 @@ pub async fn serve(
                         }
                     },
                 ))
-                .layer(Extension(PeerCert(cert)));
+                .layer(Extension(PeerCert(cert)))
+                .layer(Extension(SessionForwarded::default()));
             let service = TowerToHyperService::new(app);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder

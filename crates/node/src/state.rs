@@ -66,7 +66,7 @@ impl NodeState {
         } else {
             ENTRIES_PRIVATE
         };
-        let index = Arc::new(EntryIndex::build(&engine, index_map)?);
+        let index = Arc::new(EntryIndex::build(&engine, index_map, engine.last_seqno())?);
         let (tx, rx) = watch::channel(engine.committed_seqno());
         let engine = Arc::new(Mutex::new(engine));
         let driver = Driver::spawn(engine.clone(), tx, sig_interval)?;
@@ -103,7 +103,7 @@ impl NodeState {
         };
         let index = {
             let e = engine.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::new(EntryIndex::build(&e, index_map)?)
+            Arc::new(EntryIndex::build(&e, index_map, e.committed_seqno())?)
         };
         let rx = network.replica.subscribe_committed();
         Ok(NodeState::assemble(
