@@ -53,6 +53,10 @@ pub enum ConsensusError {
     Failed(String),
 }
 
+/// Called for every transaction a backup applies from the primary (with its decoded
+/// write set), e.g. to maintain indexes without reading the ledger back.
+pub type OnApply = Arc<dyn Fn(TxId, &covenant_engine::WriteSet) + Send + Sync>;
+
 /// Delivers encoded Raft messages to other nodes. Best effort: Raft retries.
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, to: u64, message: Vec<u8>);
@@ -116,6 +120,7 @@ struct Inner {
     stop: std::sync::atomic::AtomicBool,
     /// Set when the thread stopped on an error; writes are refused from then on.
     failed: Mutex<Option<String>>,
+    on_apply: Option<OnApply>,
     config: ReplicaConfig,
 }
 
@@ -135,6 +140,7 @@ impl Replica {
         config: ReplicaConfig,
         engine: Arc<Mutex<Engine>>,
         transport: Arc<dyn Transport>,
+        on_apply: Option<OnApply>,
     ) -> Result<(Replica, std::thread::JoinHandle<()>), ConsensusError> {
         let saved = HardStateFile::load(&config.state_dir)?;
         let (last, committed_seqno) = {
@@ -199,6 +205,7 @@ impl Replica {
             }),
             stop: std::sync::atomic::AtomicBool::new(false),
             failed: Mutex::new(None),
+            on_apply,
             config,
         }));
         let r = replica.clone();
@@ -426,7 +433,7 @@ impl Replica {
             let persisted_last = entries.last().map(|e| e.index);
             {
                 let mut engine = lock(&self.0.engine);
-                persist(&mut engine, &entries)?;
+                persist(&mut engine, &entries, self.0.on_apply.as_ref())?;
             }
             let hard_state = rd.hs().cloned();
             let committed_entries = rd.take_committed_entries();
@@ -517,7 +524,11 @@ fn appended_since(engine: &Engine, last: u64) -> Result<Vec<(Vec<u8>, bool)>, En
 /// Makes the engine's ledger equal to Raft's log over `entries`: entries already
 /// there (the primary's own) are skipped, a conflicting suffix is rolled back, new
 /// entries are appended; a view's blank entry becomes an empty transaction.
-fn persist(engine: &mut Engine, entries: &[Entry]) -> Result<(), ConsensusError> {
+fn persist(
+    engine: &mut Engine,
+    entries: &[Entry],
+    on_apply: Option<&OnApply>,
+) -> Result<(), ConsensusError> {
     for ent in entries {
         let txid = TxId::new(ent.term, ent.index);
         let last = engine.last_seqno();
@@ -541,7 +552,10 @@ fn persist(engine: &mut Engine, entries: &[Entry]) -> Result<(), ConsensusError>
             EntryType::EntryNormal if ent.data.is_empty() => engine.append_blank(txid)?,
             EntryType::EntryNormal => {
                 let is_signature = ent.context.first() == Some(&CTX_SIGNATURE);
-                engine.apply_entry(txid, is_signature, &ent.data)?;
+                let ws = engine.apply_entry(txid, is_signature, &ent.data)?;
+                if let Some(f) = on_apply {
+                    f(txid, &ws);
+                }
             }
             other => {
                 return Err(ConsensusError::Unsupported(format!(

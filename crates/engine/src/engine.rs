@@ -194,7 +194,7 @@ impl Engine {
         txid: TxId,
         is_signature: bool,
         payload: &[u8],
-    ) -> Result<(), EngineError> {
+    ) -> Result<WriteSet, EngineError> {
         let bad = |reason: String| EngineError::BadEntry { txid, reason };
         let entry = TxEntry::decode(payload).map_err(|e| bad(e.to_string()))?;
         let ws = entry
@@ -213,24 +213,29 @@ impl Engine {
         } else {
             self.txs_since_signature += 1;
         }
-        Ok(())
+        Ok(ws)
     }
 
     /// Applies an entry produced by the primary (a backup's write path): ledger,
-    /// store and tree, in that order, exactly as the primary did.
+    /// store and tree, in that order, exactly as the primary did. Returns the decoded
+    /// write set (the node indexes it without reading the entry back).
     pub fn apply_entry(
         &mut self,
         txid: TxId,
         is_signature: bool,
         payload: &[u8],
-    ) -> Result<(), EngineError> {
+    ) -> Result<WriteSet, EngineError> {
         self.ledger.append(txid, is_signature, payload)?;
-        if let Err(e) = self.replay(txid, is_signature, payload) {
-            self.ledger.truncate(txid.seqno.0 - 1)?;
-            return Err(e);
+        match self.replay(txid, is_signature, payload) {
+            Ok(ws) => {
+                self.view = self.view.max(txid.view);
+                Ok(ws)
+            }
+            Err(e) => {
+                self.ledger.truncate(txid.seqno.0 - 1)?;
+                Err(e)
+            }
         }
-        self.view = self.view.max(txid.view);
-        Ok(())
     }
 
     /// Drops every transaction after `seqno` (an uncommitted suffix lost in a view

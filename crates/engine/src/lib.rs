@@ -16,5 +16,6 @@ mod audit;
 mod engine;
 
 pub use audit::{audit_ledger, AuditError, AuditReport};
+pub use covenant_kv::WriteSet;
 pub use covenant_ledger::SyncTicket;
 pub use engine::{Engine, EngineConfig, EngineError, TxStatus};

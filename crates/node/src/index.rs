@@ -14,14 +14,12 @@ use covenant_types::TxId;
 #[derive(Default)]
 pub struct EntryIndex {
     by_collection: RwLock<HashMap<String, Vec<TxId>>>,
-    /// Highest seqno scanned from the ledger (replicated nodes index what they commit).
-    scanned: std::sync::atomic::AtomicU64,
 }
 
 impl EntryIndex {
-    /// Scans the transactions of `engine` up to `upto` for writes to `map` (a single
-    /// node: all of them; a replicated node: what is committed, since an uncommitted
-    /// tail may still be rolled back and rewritten).
+    /// Scans the transactions of `engine` up to `upto` for writes to `map`. An entry
+    /// later rolled back is replaced when its seqno is indexed again (see `add`), and
+    /// readers check the TxId at a seqno before answering.
     pub fn build(
         engine: &Engine,
         map: &str,
@@ -32,42 +30,29 @@ impl EntryIndex {
         Ok(index)
     }
 
-    /// Indexes the transactions after the last scanned one, up to `upto` (at most
-    /// `batch` of them per call, so the caller's engine lock is held briefly).
-    /// Returns whether more remain.
-    pub fn scan_some(
-        &self,
-        engine: &Engine,
-        map: &str,
-        upto: u64,
-        batch: u64,
-    ) -> Result<bool, covenant_engine::EngineError> {
-        let from = self.scanned.load(std::sync::atomic::Ordering::Relaxed);
-        let to = upto.min(from.saturating_add(batch));
-        self.scan(engine, map, to)?;
-        Ok(to < upto)
-    }
-
     fn scan(
         &self,
         engine: &Engine,
         map: &str,
         upto: u64,
     ) -> Result<(), covenant_engine::EngineError> {
-        let from = self.scanned.load(std::sync::atomic::Ordering::Relaxed) + 1;
-        for seqno in from..=upto {
+        for seqno in 1..=upto {
             let (txid, ws) = engine.read_tx(seqno)?;
-            if let Some(writes) = ws.maps.get(map) {
-                for (key, value) in writes {
-                    if value.is_some() {
-                        self.add(&String::from_utf8_lossy(key), txid);
-                    }
+            self.add_from(txid, &ws, map);
+        }
+        Ok(())
+    }
+
+    /// Indexes the writes of one transaction to `map` (a backup applying the primary's
+    /// transactions).
+    pub fn add_from(&self, txid: TxId, ws: &covenant_kv::WriteSet, map: &str) {
+        if let Some(writes) = ws.maps.get(map) {
+            for (key, value) in writes {
+                if value.is_some() {
+                    self.add(&String::from_utf8_lossy(key), txid);
                 }
             }
         }
-        self.scanned
-            .fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
     }
 
     pub fn add(&self, collection: &str, txid: TxId) {

@@ -206,12 +206,34 @@ impl BoundNode {
                 );
                 rc.tick = net.tick;
                 rc.sig_interval = sig_interval;
-                let (replica, _thread) =
-                    covenant_consensus::Replica::start(rc, engine.clone(), transport)?;
+                // The collection index: built from the ledger now, then kept up to date
+                // by the primary's append handler and, on backups, for every applied
+                // transaction (no read-back).
+                let index_map = if config.ledger_public {
+                    routes::ENTRIES_PUBLIC
+                } else {
+                    routes::ENTRIES_PRIVATE
+                };
+                let index = {
+                    let e = engine.lock().unwrap_or_else(|e| e.into_inner());
+                    std::sync::Arc::new(index::EntryIndex::build(&e, index_map, e.last_seqno())?)
+                };
+                let hook_index = index.clone();
+                let on_apply: covenant_consensus::OnApply =
+                    std::sync::Arc::new(move |txid, ws: &covenant_engine::WriteSet| {
+                        hook_index.add_from(txid, ws, index_map);
+                    });
+                let (replica, _thread) = covenant_consensus::Replica::start(
+                    rc,
+                    engine.clone(),
+                    transport,
+                    Some(on_apply),
+                )?;
                 let network =
                     network::Network::new(replica, net.clone(), service_cert.clone(), node)?;
                 let state = NodeState::start_replicated(
                     engine,
+                    index,
                     network,
                     service_cert.to_pem(),
                     config.ledger_public,
@@ -222,7 +244,6 @@ impl BoundNode {
                 if let Some(g) = config.genesis.clone() {
                     tokio::spawn(write_genesis_when_primary(state.clone(), g));
                 }
-                tokio::spawn(network::index_committed(state.clone()));
                 tokio::spawn(network::register_self(
                     state.clone(),
                     node.node_id.clone(),

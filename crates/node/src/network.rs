@@ -529,34 +529,3 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
-
-/// Keeps a replicated node's collection index up to date with what it commits
-/// (entries written through any primary, replayed here by Raft).
-pub async fn index_committed(state: NodeState) {
-    let map = if state.ledger_public {
-        crate::routes::ENTRIES_PUBLIC
-    } else {
-        crate::routes::ENTRIES_PRIVATE
-    };
-    let mut committed = state.subscribe_committed();
-    loop {
-        let upto = *committed.borrow_and_update();
-        loop {
-            let more = {
-                let engine = state.engine();
-                state.index.scan_some(&engine, map, upto, 512)
-            };
-            match more {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "indexing committed entries failed");
-                    break;
-                }
-            }
-        }
-        if committed.changed().await.is_err() {
-            return;
-        }
-    }
-}

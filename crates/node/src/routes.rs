@@ -231,11 +231,7 @@ async fn append(
         }
         engine.commit_tx(tx, claim.map(|(_, d)| d))
     })?;
-    if state.network.is_none() {
-        // A replicated node indexes what it commits (see `network::index_committed`),
-        // whichever node wrote it.
-        state.index.add(&collection, txid);
-    }
+    state.index.add(&collection, txid);
     Ok(with_txid(
         Some(txid),
         Json(json!({"collectionId": collection})),

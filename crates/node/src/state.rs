@@ -89,6 +89,7 @@ impl NodeState {
     #[allow(clippy::too_many_arguments)]
     pub fn start_replicated(
         engine: Arc<Mutex<Engine>>,
+        index: Arc<EntryIndex>,
         network: crate::network::Network,
         service_cert_pem: String,
         ledger_public: bool,
@@ -96,15 +97,6 @@ impl NodeState {
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
     ) -> Result<NodeState, NodeError> {
-        let index_map = if ledger_public {
-            ENTRIES_PUBLIC
-        } else {
-            ENTRIES_PRIVATE
-        };
-        let index = {
-            let e = engine.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::new(EntryIndex::build(&e, index_map, e.committed_seqno())?)
-        };
         let rx = network.replica.subscribe_committed();
         Ok(NodeState::assemble(
             engine,
