@@ -25,14 +25,7 @@ fn node_dir(dir: &Path, i: u16) -> PathBuf {
 fn create(dir: &Path, nodes: u16, ledger_type: LedgerType) -> Result<()> {
     let service = ServiceIdentity::generate(Curve::P384)?;
     service.save(dir)?;
-    crate::write_client_identity(dir, "user0")?;
-    crate::write_client_identity(dir, "member0")?;
-    let enc = covenant_crypto::EncryptionKeyPair::generate()?;
-    covenant_crypto::write_public_file(
-        &dir.join("member0_enc_pubk.pem"),
-        enc.public_key_pem()?.as_bytes(),
-    )?;
-    write_private_file(&dir.join("member0_enc_privk.pem"), enc.to_pem()?.as_bytes())?;
+    crate::write_dev_user_and_member(dir)?;
     // dev only: every node gets the ledger secret directly (a production join
     // receives it encrypted to the node's key).
     let secret = LedgerSecret::generate()?;

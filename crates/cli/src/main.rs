@@ -748,6 +748,20 @@ fn dev_ledger_type(dir: &Path, requested: LedgerType, creating: bool) -> Result<
     Ok(stored)
 }
 
+/// `covenant dev`'s user0 (cert, key, both in user0.pem) and member0 (the same, plus
+/// the RSA-OAEP pair recovery shares will be encrypted to).
+pub(crate) fn write_dev_user_and_member(dir: &Path) -> Result<()> {
+    write_client_identity(dir, "user0")?;
+    write_client_identity(dir, "member0")?;
+    let enc = covenant_crypto::EncryptionKeyPair::generate()?;
+    covenant_crypto::write_public_file(
+        &dir.join("member0_enc_pubk.pem"),
+        enc.public_key_pem()?.as_bytes(),
+    )?;
+    write_private_file(&dir.join("member0_enc_privk.pem"), enc.to_pem()?.as_bytes())?;
+    Ok(())
+}
+
 pub(crate) fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
     let (key, cert) = covenant_crypto::generate_client_identity(name, Curve::P384)?;
     covenant_crypto::write_public_file(
@@ -848,15 +862,7 @@ fn dev(o: DevOptions) -> Result<()> {
         Engine::open(config, node.clone(), Arc::new(secret)).context("opening the ledger")?;
     let node = node.as_ref();
     if creating {
-        write_client_identity(dir, "user0")?;
-        write_client_identity(dir, "member0")?;
-        // member0's RSA-OAEP pair: recovery shares will be encrypted to it.
-        let enc = covenant_crypto::EncryptionKeyPair::generate()?;
-        covenant_crypto::write_public_file(
-            &dir.join("member0_enc_pubk.pem"),
-            enc.public_key_pem()?.as_bytes(),
-        )?;
-        write_private_file(&dir.join("member0_enc_privk.pem"), enc.to_pem()?.as_bytes())?;
+        write_dev_user_and_member(dir)?;
         let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
         let id = covenant_node::add_cert_user(
             &mut engine,

@@ -1,5 +1,8 @@
 //! The `covenant` binary end to end: real processes, real files.
 
+mod common;
+use common::start_and_wait;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -378,26 +381,6 @@ fn dev_server_and_client_commands() {
         dir.join("service_cert.pem").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-}
-
-fn start_and_wait(args: &[&str]) -> std::process::Child {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("exited before ready").unwrap();
-        if line.contains("ready") {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
 }
 
 fn stop(mut child: std::process::Child) {

@@ -5,6 +5,9 @@
 //! and the network resumes; every ledger audits; the committed prefixes are
 //! identical entry for entry.
 
+mod common;
+use common::start_and_wait;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,25 +33,6 @@ fn free_ports(n: u16) -> u16 {
         }
     }
     panic!("no free port range");
-}
-
-fn start_and_wait(args: &[&str]) -> Child {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("exited before ready").unwrap();
-        if line.contains("ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
 }
 
 /// Kills every process it holds when dropped, so a failing test leaves none behind.
@@ -89,6 +73,30 @@ struct Net {
 }
 
 impl Net {
+    /// Clients of user0 to the three nodes of the network in `dir`.
+    fn open(dir: &Path, base: u16) -> (Net, Certificate) {
+        let pem = |name: &str| read_pem_file(&dir.join(name)).unwrap();
+        let service = Certificate::from_pem(&pem("service_cert.pem")).unwrap();
+        let cert = Certificate::from_pem(&pem("user0_cert.pem")).unwrap();
+        let key = SigningKeyPair::from_pem(&pem("user0_privk.pem")).unwrap();
+        let clients = (0..3)
+            .map(|i| {
+                LedgerClient::new(
+                    &format!("https://127.0.0.1:{}", base + i),
+                    &service,
+                    Some((&cert, &key)),
+                )
+                .unwrap()
+            })
+            .collect();
+        let net = Net {
+            dir: dir.to_path_buf(),
+            base,
+            clients,
+        };
+        (net, service)
+    }
+
     fn client(&self, node: u16) -> &LedgerClient {
         &self.clients[(node - 1) as usize]
     }
@@ -192,26 +200,7 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     for node in 1..=3 {
         reaper.watch(pid_of(&dir, node));
     }
-    let service =
-        Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
-    let cert = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem")).unwrap()).unwrap();
-    let key =
-        SigningKeyPair::from_pem(&read_pem_file(&dir.join("user0_privk.pem")).unwrap()).unwrap();
-    let clients = (0..3)
-        .map(|i| {
-            LedgerClient::new(
-                &format!("https://127.0.0.1:{}", base + i),
-                &service,
-                Some((&cert, &key)),
-            )
-            .unwrap()
-        })
-        .collect();
-    let net = Net {
-        dir: dir.clone(),
-        base,
-        clients,
-    };
+    let (net, service) = Net::open(&dir, base);
     let all = [1u16, 2, 3];
     let mut acked: Vec<(String, String)> = Vec::new();
     let mut seen_committed: Vec<(String, String)> = Vec::new();
@@ -539,25 +528,7 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
         );
         reaper.watch(nodes.last().unwrap().id());
     }
-    let service =
-        Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
-    let cert = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem")).unwrap()).unwrap();
-    let key =
-        SigningKeyPair::from_pem(&read_pem_file(&dir.join("user0_privk.pem")).unwrap()).unwrap();
-    let net = Net {
-        dir: dir.clone(),
-        base,
-        clients: (0..3)
-            .map(|i| {
-                LedgerClient::new(
-                    &format!("https://127.0.0.1:{}", base + i),
-                    &service,
-                    Some((&cert, &key)),
-                )
-                .unwrap()
-            })
-            .collect(),
-    };
+    let (net, _service) = Net::open(&dir, base);
     let all = [1u16, 2, 3];
     let before = net.append(&all, "before the partition").await;
     let deadline = Instant::now() + Duration::from_secs(20);

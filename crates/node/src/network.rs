@@ -474,15 +474,23 @@ pub async fn register(
     }
     info.cert = p.0.to_pem();
     info.status = "Trusted".into();
-    let node_id = p.0.node_id();
-    let value = serde_json::to_vec(&info)
+    let txid = write_node_row(&state, &p.0.node_id(), &info)?;
+    Ok(crate::routes::with_txid(Some(txid), StatusCode::OK).into_response())
+}
+
+/// Records a node's row in [`NODES_INFO`] (on the primary).
+fn write_node_row(
+    state: &NodeState,
+    node_id: &str,
+    info: &NodeInfo,
+) -> Result<covenant_types::TxId, ApiError> {
+    let value = serde_json::to_vec(info)
         .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
-    let txid = state.write("registering the node failed", |e| {
+    state.write("registering the node failed", |e| {
         let mut tx = e.begin();
         tx.put(NODES_INFO, node_id.as_bytes(), &value);
         e.commit_tx(tx, None)
-    })?;
-    Ok(crate::routes::with_txid(Some(txid), StatusCode::OK).into_response())
+    })
 }
 
 /// Registers this node in the nodes table once a primary exists (directly when it is
@@ -509,15 +517,8 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
         }
         let s = net.replica.status();
         if s.is_primary {
-            if let Ok(value) = serde_json::to_vec(&info) {
-                let r = state.write("registering this node failed", |e| {
-                    let mut tx = e.begin();
-                    tx.put(NODES_INFO, node_id.as_bytes(), &value);
-                    e.commit_tx(tx, None)
-                });
-                if r.is_ok() {
-                    return;
-                }
+            if write_node_row(&state, &node_id, &info).is_ok() {
+                return;
             }
         } else if let Some(client) = s.leader.and_then(|l| net.clients.get(&l)) {
             if let (Ok(mut c), Ok(body)) = (client.connect().await, serde_json::to_vec(&info)) {
