@@ -287,12 +287,21 @@ async fn bench(o: BenchOptions) -> Result<()> {
     let written: Arc<Mutex<Vec<String>>> = Arc::default();
     let record = {
         let (sent, written) = (sent.clone(), written.clone());
+        let (state, commit_lat) = (state.clone(), commit_lat.clone());
         move |r: covenant_client::HttpResponse, t: Instant| {
             if let Some(txid) = r.transaction_id {
                 if let Some(seqno) = txid.split('.').nth(1).and_then(|s| s.parse::<u64>().ok()) {
-                    sent.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(seqno, t);
+                    // The commit notification may have come before this response did.
+                    if state.committed_seqno() >= seqno {
+                        commit_lat
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(t.elapsed().as_micros() as u64);
+                    } else {
+                        sent.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(seqno, t);
+                    }
                 }
                 written.lock().unwrap_or_else(|e| e.into_inner()).push(txid);
             }
@@ -320,6 +329,17 @@ async fn bench(o: BenchOptions) -> Result<()> {
     while Instant::now() < wait_until && !sent.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        // Recorded after the last commit notification they were covered by.
+        let committed = state.committed_seqno();
+        let now = Instant::now();
+        let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
+        let rest = s.split_off(&(committed + 1));
+        let done = std::mem::replace(&mut *s, rest);
+        drop(s);
+        commit_lat.lock().unwrap_or_else(|e| e.into_inner()).extend(
+            done.values()
+                .map(|t| now.duration_since(*t).as_micros() as u64),
+        );
     }
     let uncommitted = sent.lock().unwrap_or_else(|e| e.into_inner()).len();
     watcher.abort();
