@@ -105,6 +105,20 @@ where
     Ok(total)
 }
 
+/// Moves every sent write at or below `committed` to the commit latencies.
+fn settle(sent: &Mutex<BTreeMap<u64, Instant>>, commit_lat: &Mutex<Vec<u64>>, committed: u64) {
+    let now = Instant::now();
+    let done = {
+        let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
+        let rest = s.split_off(&(committed + 1));
+        std::mem::replace(&mut *s, rest)
+    };
+    commit_lat.lock().unwrap_or_else(|e| e.into_inner()).extend(
+        done.values()
+            .map(|t| now.duration_since(*t).as_micros() as u64),
+    );
+}
+
 pub fn run(o: BenchOptions) -> Result<()> {
     let runtime = crate::node_runtime()?;
     runtime.block_on(bench(o))
@@ -267,16 +281,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
         tokio::spawn(async move {
             while watch.changed().await.is_ok() {
                 let committed = *watch.borrow();
-                let now = Instant::now();
-                let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
-                let rest = s.split_off(&(committed + 1));
-                let done = std::mem::replace(&mut *s, rest);
-                drop(s);
-                let mut l = commit_lat.lock().unwrap_or_else(|e| e.into_inner());
-                l.extend(
-                    done.values()
-                        .map(|t| now.duration_since(*t).as_micros() as u64),
-                );
+                settle(&sent, &commit_lat, committed);
             }
         })
     };
@@ -330,16 +335,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Recorded after the last commit notification they were covered by.
-        let committed = state.committed_seqno();
-        let now = Instant::now();
-        let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
-        let rest = s.split_off(&(committed + 1));
-        let done = std::mem::replace(&mut *s, rest);
-        drop(s);
-        commit_lat.lock().unwrap_or_else(|e| e.into_inner()).extend(
-            done.values()
-                .map(|t| now.duration_since(*t).as_micros() as u64),
-        );
+        settle(&sent, &commit_lat, state.committed_seqno());
     }
     let uncommitted = sent.lock().unwrap_or_else(|e| e.into_inner()).len();
     watcher.abort();

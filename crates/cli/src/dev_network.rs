@@ -15,7 +15,7 @@ use covenant_crypto::{
     ServiceIdentity, SigningKeyPair, SubjectAltName,
 };
 
-use crate::LedgerType;
+use crate::{DevOptions, JwksSource, LedgerType};
 
 fn node_dir(dir: &Path, i: u16) -> PathBuf {
     dir.join(format!("node{i}"))
@@ -47,28 +47,6 @@ fn create(dir: &Path, nodes: u16, ledger_type: LedgerType) -> Result<()> {
     Ok(())
 }
 
-/// What `covenant dev --nodes N` passes on to every node.
-pub struct NetworkOptions {
-    pub port: u16,
-    pub nodes: u16,
-    pub ledger_type: LedgerType,
-    pub sig_ms_interval: u64,
-    pub sig_tx_interval: u64,
-    pub max_body_bytes: usize,
-    pub http2: bool,
-    pub ledger_id: String,
-    pub jwt: Option<JwtOption>,
-}
-
-/// A trusted JWT issuer passed on to every node's configuration.
-pub struct JwtOption {
-    pub issuer: String,
-    pub jwks_file: Option<PathBuf>,
-    pub jwks_url: Option<String>,
-    pub jwks_ca: Option<PathBuf>,
-    pub audience: Option<String>,
-}
-
 fn toml_str(s: &str) -> String {
     // TOML basic strings share JSON's escapes for what can appear here.
     serde_json::Value::String(s.to_string()).to_string()
@@ -79,21 +57,24 @@ fn abs(p: &Path) -> Result<String> {
     Ok(toml_str(&p.to_string_lossy()))
 }
 
-fn jwt_toml(jwt: &Option<JwtOption>) -> Result<String> {
-    let Some(j) = jwt else {
-        return Ok(String::new());
+/// The `jwt_issuers` line of every node's configuration, from dev's --jwt-* options.
+fn jwt_toml(o: &DevOptions) -> Result<String> {
+    let (issuer, source) = match (&o.jwt_issuer, &o.jwks) {
+        (None, _) => return Ok(String::new()),
+        (Some(i), Some(s)) => (i, s),
+        (Some(_), None) => bail!("--jwt-issuer needs --jwks or --jwks-url"),
     };
-    let mut t = format!("jwt_issuers = [{{ issuer = {}", toml_str(&j.issuer));
-    if let Some(f) = &j.jwks_file {
-        t.push_str(&format!(", jwks_file = {}", abs(f)?));
+    let mut t = format!("jwt_issuers = [{{ issuer = {}", toml_str(issuer));
+    match source {
+        JwksSource::File(f) => t.push_str(&format!(", jwks_file = {}", abs(f)?)),
+        JwksSource::Url(u, ca) => {
+            t.push_str(&format!(", jwks_url = {}", toml_str(u)));
+            if let Some(ca) = ca {
+                t.push_str(&format!(", jwks_ca = {}", abs(ca)?));
+            }
+        }
     }
-    if let Some(u) = &j.jwks_url {
-        t.push_str(&format!(", jwks_url = {}", toml_str(u)));
-    }
-    if let Some(ca) = &j.jwks_ca {
-        t.push_str(&format!(", jwks_ca = {}", abs(ca)?));
-    }
-    if let Some(a) = &j.audience {
+    if let Some(a) = &o.jwt_audience {
         t.push_str(&format!(", audience = {}", toml_str(a)));
     }
     t.push_str(" }]\n");
@@ -103,12 +84,12 @@ fn jwt_toml(jwt: &Option<JwtOption>) -> Result<String> {
 fn write_config(
     dir: &Path,
     i: u16,
-    o: &NetworkOptions,
+    nodes: u16,
+    o: &DevOptions,
     ledger_type: LedgerType,
 ) -> Result<PathBuf> {
-    let NetworkOptions {
+    let DevOptions {
         port,
-        nodes,
         sig_ms_interval,
         sig_tx_interval,
         max_body_bytes,
@@ -150,7 +131,7 @@ fn write_config(
             "private"
         },
         peers = peers.join("\n"),
-        jwt = jwt_toml(&o.jwt)?,
+        jwt = jwt_toml(o)?,
     );
     let path = node_dir(dir, i).join("node.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -255,8 +236,9 @@ fn terminate(children: &mut [Child]) {
     }
 }
 
-pub fn run(dir: &Path, o: NetworkOptions) -> Result<()> {
-    let (port, nodes) = (o.port, o.nodes);
+/// `covenant dev` with `--nodes` > 1.
+pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
+    let (dir, port) = (o.dir.as_path(), o.port);
     if !covenant_node::identity::valid_ledger_id(&o.ledger_id) {
         bail!("--ledger-id must be 1..64 letters, digits, '-' or '_'");
     }
@@ -284,7 +266,7 @@ pub fn run(dir: &Path, o: NetworkOptions) -> Result<()> {
     }
     let mut children = Vec::new();
     for i in 1..=nodes {
-        let config = write_config(dir, i, &o, ledger_type)?;
+        let config = write_config(dir, i, nodes, &o, ledger_type)?;
         match spawn(dir, i, &config) {
             Ok(c) => children.push(c),
             Err(e) => {

@@ -338,76 +338,30 @@ fn main() -> ExitCode {
             jwt_audience,
             http2,
             nodes,
-        } if nodes > 1 => {
-            let jwt = match (jwt_issuer, jwks, jwks_url) {
-                (Some(issuer), Some(file), None) => Ok(Some(dev_network::JwtOption {
-                    issuer,
-                    jwks_file: Some(file),
-                    jwks_url: None,
-                    jwks_ca,
-                    audience: jwt_audience,
-                })),
-                (Some(issuer), None, Some(url)) => Ok(Some(dev_network::JwtOption {
-                    issuer,
-                    jwks_file: None,
-                    jwks_url: Some(url),
-                    jwks_ca,
-                    audience: jwt_audience,
-                })),
-                (None, None, None) => Ok(None),
-                _ => Err(anyhow::anyhow!(
-                    "--jwt-issuer needs exactly one of --jwks and --jwks-url"
-                )),
+        } => {
+            let o = DevOptions {
+                dir: data_dir,
+                port,
+                ledger_type,
+                sig_ms_interval,
+                sig_tx_interval,
+                max_body_bytes,
+                ledger_id,
+                jwt_issuer,
+                jwks: match (jwks, jwks_url) {
+                    (Some(f), _) => Some(JwksSource::File(f)),
+                    (None, Some(u)) => Some(JwksSource::Url(u, jwks_ca)),
+                    (None, None) => None,
+                },
+                jwt_audience,
+                http2,
             };
-            jwt.and_then(|jwt| {
-                dev_network::run(
-                    &data_dir,
-                    dev_network::NetworkOptions {
-                        port,
-                        nodes,
-                        ledger_type,
-                        sig_ms_interval,
-                        sig_tx_interval,
-                        max_body_bytes,
-                        http2,
-                        ledger_id,
-                        jwt,
-                    },
-                )
-            })
+            if nodes > 1 {
+                dev_network::run(o, nodes)
+            } else {
+                dev(o)
+            }
         }
-        Command::Dev {
-            data_dir,
-            port,
-            ledger_type,
-            sig_ms_interval,
-            sig_tx_interval,
-            max_body_bytes,
-            ledger_id,
-            jwt_issuer,
-            jwks,
-            jwks_url,
-            jwks_ca,
-            jwt_audience,
-            http2,
-            nodes: _,
-        } => dev(DevOptions {
-            dir: data_dir,
-            port,
-            ledger_type,
-            sig_ms_interval,
-            sig_tx_interval,
-            max_body_bytes,
-            ledger_id,
-            jwt_issuer,
-            jwks: match (jwks, jwks_url) {
-                (Some(f), _) => Some(JwksSource::File(f)),
-                (None, Some(u)) => Some(JwksSource::Url(u, jwks_ca)),
-                (None, None) => None,
-            },
-            jwt_audience,
-            http2,
-        }),
         Command::IdentityService { dir, port } => identity_service(&dir, port),
         Command::Node {
             command: NodeCommand::Start { config },
@@ -778,18 +732,18 @@ pub(crate) fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
 }
 
 /// Everything `covenant dev` is told.
-struct DevOptions {
-    dir: PathBuf,
-    port: u16,
-    ledger_type: LedgerType,
-    sig_ms_interval: u64,
-    sig_tx_interval: u64,
-    max_body_bytes: usize,
-    ledger_id: String,
-    jwt_issuer: Option<String>,
-    jwks: Option<JwksSource>,
-    jwt_audience: Option<String>,
-    http2: bool,
+pub(crate) struct DevOptions {
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) ledger_type: LedgerType,
+    pub(crate) sig_ms_interval: u64,
+    pub(crate) sig_tx_interval: u64,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) ledger_id: String,
+    pub(crate) jwt_issuer: Option<String>,
+    pub(crate) jwks: Option<JwksSource>,
+    pub(crate) jwt_audience: Option<String>,
+    pub(crate) http2: bool,
 }
 
 /// Where an issuer's keys come from.

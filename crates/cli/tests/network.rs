@@ -68,7 +68,6 @@ fn pid_of(dir: &Path, node: u16) -> u32 {
 
 struct Net {
     dir: PathBuf,
-    base: u16,
     clients: Vec<LedgerClient>,
 }
 
@@ -91,7 +90,6 @@ impl Net {
             .collect();
         let net = Net {
             dir: dir.to_path_buf(),
-            base,
             clients,
         };
         (net, service)
@@ -346,7 +344,6 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     let mut dev = dev;
     let _ = dev.wait();
     std::thread::sleep(Duration::from_millis(200));
-    let _ = net.base;
 
     // Restart every node at once: the network resumes with nothing committed lost.
     let mut nodes: Vec<Child> = all

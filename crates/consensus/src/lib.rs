@@ -282,19 +282,20 @@ impl Replica {
                 continue;
             }
             engine.set_view(View(term));
+            engine.begin_capture();
             let out = f(&mut engine);
-            let entries = appended_since(&engine, last);
-            drop(engine);
-            let entries = match (out, entries) {
-                (Ok(out), Ok(entries)) => (out, entries),
-                (Err(e), _) | (_, Err(e)) => {
+            let entries = engine.take_captured();
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
                     // Nothing may stay in the ledger that Raft does not know of.
-                    lock(&self.0.engine).rollback(last)?;
+                    engine.rollback(last)?;
                     return Err(e.into());
                 }
             };
-            self.propose(&mut raw, last, entries.1)?;
-            return Ok(entries.0);
+            drop(engine);
+            self.propose(&mut raw, last, entries)?;
+            return Ok(out);
         }
     }
 
@@ -509,16 +510,6 @@ impl Replica {
         });
         Ok(())
     }
-}
-
-/// Entries the engine appended after `last`: payload and signature flag.
-fn appended_since(engine: &Engine, last: u64) -> Result<Vec<(Vec<u8>, bool)>, EngineError> {
-    let mut out = Vec::new();
-    for seqno in last + 1..=engine.last_seqno() {
-        let e = engine.ledger().read(seqno)?;
-        out.push((e.payload, e.is_signature));
-    }
-    Ok(out)
 }
 
 /// Makes the engine's ledger equal to Raft's log over `entries`: entries already

@@ -99,6 +99,9 @@ pub struct Engine {
     /// Single node: the last durable signature commits. Under consensus, only
     /// [`Engine::advance_commit`] does.
     commit_on_sync: bool,
+    /// While set, the encoded entries appended (payload, is_signature), so a primary
+    /// can replicate them without reading them back from the ledger.
+    captured: Option<Vec<(Vec<u8>, bool)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -149,6 +152,7 @@ impl Engine {
             committed: 0,
             view_runs: Vec::new(),
             commit_on_sync,
+            captured: None,
         };
         // Replay in bounded batches: memory stays flat however long the ledger is.
         const REPLAY_BATCH: u64 = 4096;
@@ -400,9 +404,25 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let ce = commit_evidence_digest(&self.evidence.evidence(txid));
         let entry = TxEntry::seal(txid, ws, Some(&self.secret), ce, claims)?;
-        self.ledger.append(txid, is_signature, &entry.encode())?;
+        let bytes = entry.encode();
+        self.ledger.append(txid, is_signature, &bytes)?;
         self.tree.append(leaf_of(&entry));
+        if let Some(c) = self.captured.as_mut() {
+            c.push((bytes, is_signature));
+        }
         Ok(())
+    }
+
+    /// Starts recording the encoded entries this engine appends (a primary about to
+    /// replicate them); [`Engine::take_captured`] ends it.
+    pub fn begin_capture(&mut self) {
+        self.captured = Some(Vec::new());
+    }
+
+    /// The entries appended since [`Engine::begin_capture`], in order: payload and
+    /// signature flag.
+    pub fn take_captured(&mut self) -> Vec<(Vec<u8>, bool)> {
+        self.captured.take().unwrap_or_default()
     }
 
     /// Emits a signature transaction over the root of every transaction so far.

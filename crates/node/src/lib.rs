@@ -209,11 +209,7 @@ impl BoundNode {
                 // The collection index: built from the ledger now, then kept up to date
                 // by the primary's append handler and, on backups, for every applied
                 // transaction (no read-back).
-                let index_map = if config.ledger_public {
-                    routes::ENTRIES_PUBLIC
-                } else {
-                    routes::ENTRIES_PRIVATE
-                };
+                let index_map = routes::entries_map_of(config.ledger_public);
                 let index = {
                     let e = engine.lock().unwrap_or_else(|e| e.into_inner());
                     std::sync::Arc::new(index::EntryIndex::build(&e, index_map, e.last_seqno())?)

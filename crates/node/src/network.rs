@@ -230,26 +230,32 @@ fn split_frames(mut body: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// The network, if this node is in one and the caller is a node of this service
+/// (the guard of every `/internal/*` route).
+fn node_caller<'a>(state: &'a NodeState, peer: &PeerCert) -> Result<&'a Network, ApiError> {
+    let Some(net) = state.network.as_deref() else {
+        return Err(ApiError::not_found(
+            "ResourceNotFound",
+            "this node is not part of a replicated network",
+        ));
+    };
+    if !net.is_node(peer) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "only nodes endorsed by the service identity may call /internal routes",
+        ));
+    }
+    Ok(net)
+}
+
 /// `POST /internal/raft`: messages from another node of this service.
 pub async fn raft_messages(
     State(state): State<NodeState>,
     peer: axum::Extension<PeerCert>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(net) = state.network.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            "this node is not part of a replicated network",
-        ));
-    };
-    if !net.is_node(&peer) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "only nodes endorsed by the service identity may send consensus messages",
-        ));
-    }
+    let net = node_caller(&state, &peer)?;
     let frames = split_frames(&body).ok_or_else(|| {
         ApiError::bad_request("InvalidInput", "malformed consensus message frames")
     })?;
@@ -448,19 +454,7 @@ pub async fn register(
     peer: axum::Extension<PeerCert>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(net) = state.network.as_ref() else {
-        return Err(ApiError::not_found(
-            "ResourceNotFound",
-            "this node is not part of a replicated network",
-        ));
-    };
-    if !net.is_node(&peer) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "only nodes endorsed by the service identity may register",
-        ));
-    }
+    let net = node_caller(&state, &peer)?;
     let Some(p) = peer.0 .0.as_ref() else {
         return Err(ApiError::unauthorized("no client certificate"));
     };

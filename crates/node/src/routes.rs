@@ -176,7 +176,12 @@ fn parse_tags(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
 }
 
 fn entries_map(state: &NodeState) -> &'static str {
-    if state.ledger_public {
+    entries_map_of(state.ledger_public)
+}
+
+/// The map holding the ledger app's entries: in clear on a public ledger.
+pub fn entries_map_of(ledger_public: bool) -> &'static str {
+    if ledger_public {
         ENTRIES_PUBLIC
     } else {
         ENTRIES_PRIVATE

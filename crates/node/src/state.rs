@@ -12,7 +12,6 @@ use covenant_engine::{Engine, EngineError};
 use tokio::sync::watch;
 
 use crate::index::EntryIndex;
-use crate::routes::{ENTRIES_PRIVATE, ENTRIES_PUBLIC};
 use crate::NodeError;
 
 /// What every handler shares. Cloned for every request, so it is one `Arc`.
@@ -61,11 +60,7 @@ impl NodeState {
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
     ) -> Result<(NodeState, Driver), NodeError> {
-        let index_map = if ledger_public {
-            ENTRIES_PUBLIC
-        } else {
-            ENTRIES_PRIVATE
-        };
+        let index_map = crate::routes::entries_map_of(ledger_public);
         let index = Arc::new(EntryIndex::build(&engine, index_map, engine.last_seqno())?);
         let (tx, rx) = watch::channel(engine.committed_seqno());
         let engine = Arc::new(Mutex::new(engine));
