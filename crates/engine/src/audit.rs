@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use covenant_crypto::{sha256, Certificate};
 use covenant_kv::TxEntry;
@@ -9,6 +9,7 @@ use covenant_receipt::{SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY};
 use covenant_types::{Digest32, TxId};
 
 use crate::engine::leaf_of;
+use crate::snapshot::{self, SnapshotFile};
 
 /// What a successful audit checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub struct AuditReport {
     pub unsigned_tail: u64,
     /// Distinct node identities that signed.
     pub signing_nodes: usize,
+    /// The snapshot the ledger continues (it starts right after it), when it does.
+    pub snapshot: Option<TxId>,
 }
 
 /// The first inconsistency found, with the TxId where it was found (when one is readable).
@@ -44,19 +47,60 @@ fn fail(txid: Option<TxId>, reason: impl Into<String>) -> AuditError {
 /// must be fully covered by signatures. Needs no ledger secret.
 ///
 /// `progress(bytes_read, total_bytes)` is called as chunks are read.
+///
+/// A ledger whose first chunk starts at `f > 1` continues a snapshot: it is
+/// looked for as `<dir>/../snapshots/snapshot_<f-1>.committed` (see
+/// [`audit_ledger_with_snapshot`] to name it).
 pub fn audit_ledger(
     dir: &Path,
+    service_cert: &Certificate,
+    progress: impl FnMut(u64, u64),
+) -> Result<AuditReport, AuditError> {
+    audit_ledger_with_snapshot(dir, None, service_cert, progress)
+}
+
+/// Where [`audit_ledger`] looks for the snapshot a ledger starting at `first` continues.
+pub fn default_snapshot_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join("..")
+        .join("snapshots")
+        .join(snapshot::file_name(first.saturating_sub(1)))
+}
+
+/// [`audit_ledger`] for a ledger that continues a snapshot: the snapshot file is
+/// verified first (its signature, endorsement and checkpoint root; private maps
+/// stay sealed), then the ledger is checked from the checkpoint's tree on exactly
+/// as a full ledger is. `snapshot` overrides the default location; it must be the
+/// snapshot at the seqno just before the ledger's first entry.
+pub fn audit_ledger_with_snapshot(
+    dir: &Path,
+    snapshot: Option<&Path>,
     service_cert: &Certificate,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<AuditReport, AuditError> {
     let scanner = ChunkScanner::open(dir).map_err(|e| fail(None, e.to_string()))?;
     let total = scanner.total_bytes();
-    progress(0, total);
+    let first = scanner.first_seqno();
+    let path = match snapshot {
+        Some(p) => Some(p.to_path_buf()),
+        None if first > 1 => Some(default_snapshot_path(dir, first)),
+        None => None,
+    };
     let mut report = AuditReport::default();
     let mut tree = MerkleTree::new();
     let mut endorsed: HashSet<Digest32> = HashSet::new();
     let mut last_committed_seqno = 0u64;
     let mut last_sig_seqno = 0u64;
+    let mut min_view = 0u64;
+    if let Some(path) = path {
+        let v = audit_snapshot(&path, first, service_cert)?;
+        let txid = v.info.txid;
+        tree = v.tree;
+        endorsed.insert(sha256(&v.signer_der));
+        last_sig_seqno = txid.seqno.0;
+        min_view = txid.view.0;
+        report.snapshot = Some(txid);
+    }
+    progress(0, total);
     let mut tick = 0u64;
 
     let mut scanner = scanner;
@@ -70,6 +114,12 @@ pub fn audit_ledger(
         })?;
         let e = scanned.entry;
         let txid = e.txid;
+        if txid.view.0 < min_view {
+            return Err(fail(
+                Some(txid),
+                format!("view goes back from the snapshot's view {min_view}"),
+            ));
+        }
         let entry = TxEntry::decode(&e.payload).map_err(|x| fail(Some(txid), x.to_string()))?;
         let public = entry
             .public_write_set()
@@ -142,9 +192,39 @@ pub fn audit_ledger(
             ),
         ));
     }
-    report.unsigned_tail = report.last_txid.map(|t| t.seqno.0).unwrap_or(0) - last_sig_seqno;
+    let last = report
+        .last_txid
+        .or(report.snapshot)
+        .map_or(0, |t| t.seqno.0);
+    report.unsigned_tail = last - last_sig_seqno;
     report.bytes = scanner.bytes_read();
     report.signing_nodes = endorsed.len();
     progress(report.bytes, total);
     Ok(report)
+}
+
+/// Reads and verifies the snapshot a ledger starting at `first` continues.
+fn audit_snapshot(
+    path: &Path,
+    first: u64,
+    service_cert: &Certificate,
+) -> Result<snapshot::Verified, AuditError> {
+    let snap_fail = |reason: String| fail(None, format!("snapshot {}: {reason}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| {
+        snap_fail(if first > 1 {
+            format!("cannot read it ({e}); the ledger starts at seqno {first} and needs the snapshot at seqno {}", first - 1)
+        } else {
+            format!("cannot read it ({e})")
+        })
+    })?;
+    let v = SnapshotFile::decode(&bytes)
+        .and_then(|f| f.check(Some(service_cert), None))
+        .map_err(|e| fail(None, format!("snapshot {}: {e}", path.display())))?;
+    let txid = v.info.txid;
+    if txid.seqno.0 + 1 != first {
+        return Err(snap_fail(format!(
+            "it is at {txid}, but the ledger starts at seqno {first}"
+        )));
+    }
+    Ok(v)
 }

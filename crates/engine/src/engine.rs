@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use covenant_crypto::{LedgerSecret, NodeIdentity};
-use covenant_kv::{KvError, Store, Tx, TxEntry, WriteSet};
+use covenant_crypto::{Certificate, LedgerSecret, NodeIdentity};
+use covenant_kv::{KvError, Snapshot, Store, Tx, TxEntry, WriteSet};
 use covenant_ledger::{Ledger, LedgerConfig, LedgerError, SyncTicket};
 use covenant_merkle::{leaf_hash, ConsistencyProof, MerkleError, MerkleTree};
 use covenant_receipt::{
@@ -12,6 +12,14 @@ use covenant_receipt::{
     ReceiptState, SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
 };
 use covenant_types::{Digest32, TxId, View};
+
+use crate::snapshot::{self, SnapshotFile};
+
+/// Captured snapshots waiting for their signature to commit; older ones are
+/// dropped beyond this (a newer committed one supersedes them anyway).
+const MAX_PENDING_SNAPSHOTS: usize = 2;
+/// Snapshot files kept in `snapshot_dir` (plus the one this ledger continues).
+const KEPT_SNAPSHOTS: usize = 2;
 
 /// Tunables of the write path.
 #[derive(Debug, Clone)]
@@ -31,6 +39,16 @@ pub struct EngineConfig {
     /// also at open. Under consensus (false) only [`Engine::advance_commit`] commits;
     /// at open, committed is what the ledger's `.committed` chunk names say.
     pub commit_on_sync: bool,
+    /// Where snapshot files live (`snapshot_<seqno>.committed`); `None` takes no
+    /// snapshots and can only open a ledger that starts at seqno 1.
+    pub snapshot_dir: Option<PathBuf>,
+    /// A snapshot is captured at the first signature this many seqnos after the
+    /// previous one (and written once that signature commits).
+    pub snapshot_tx_interval: u64,
+    /// The service certificate snapshots must be endorsed by when the engine
+    /// starts from one. `None` skips only that check (the signature under the
+    /// record's own certificate and the root are still verified).
+    pub service_cert: Option<Certificate>,
 }
 
 impl EngineConfig {
@@ -42,6 +60,9 @@ impl EngineConfig {
             merkle_resident_leaves: 1 << 20,
             deferred_chunk_close: true,
             commit_on_sync: true,
+            snapshot_dir: None,
+            snapshot_tx_interval: 10_000,
+            service_cert: None,
         }
     }
 }
@@ -63,6 +84,27 @@ pub enum EngineError {
     NoSuchTx(u64),
     #[error("the ledger is empty: nothing to sign")]
     NothingToSign,
+    /// History before [`Engine::first_seqno`] is only in the snapshot this node
+    /// started from, which keeps the state, not the transactions.
+    #[error("transaction {0} precedes this node's ledger, which starts from a snapshot")]
+    NotHeld(u64),
+    #[error("invalid snapshot: {0}")]
+    BadSnapshot(String),
+    #[error("the ledger starts at seqno {first}: it continues the snapshot {}, which is missing (is snapshot_dir set?)", path.display())]
+    MissingSnapshot { first: u64, path: PathBuf },
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A snapshot captured at a signature, written once that signature commits.
+struct PendingSnapshot {
+    txid: TxId,
+    state: Snapshot,
+    tree: Vec<u8>,
 }
 
 /// Where a transaction stands (SPEC §5 `/node/tx`).
@@ -102,6 +144,18 @@ pub struct Engine {
     /// While set, the encoded entries appended (payload, is_signature), so a primary
     /// can replicate them without reading them back from the ledger.
     captured: Option<Vec<(Vec<u8>, bool)>>,
+    /// The snapshot this engine started from (its ledger holds only what follows).
+    base: Option<TxId>,
+    /// Leaves of the base snapshot's last page from the checkpoint (first leaf
+    /// index, digests): a page mixing pre-snapshot leaves with ledger ones can
+    /// still be restored after the tree flushed it.
+    base_leaves: (u64, Vec<Digest32>),
+    /// Committed snapshot files in `snapshot_dir`, oldest first.
+    snapshots: Vec<(TxId, PathBuf)>,
+    pending_snapshots: Vec<PendingSnapshot>,
+    snapshot_requested: bool,
+    /// Seqno of the last snapshot captured, written or started from.
+    last_snapshot_seqno: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,14 +173,26 @@ impl Engine {
     /// and the tree, and starts a new view after the last one in the ledger.
     ///
     /// Everything up to the last signature in the durable ledger is committed.
+    ///
+    /// A ledger whose first chunk starts at `f > 1` continues the snapshot
+    /// `snapshot_<f-1>.committed` in `config.snapshot_dir`, which must be there and
+    /// valid; an empty ledger directory starts from the newest valid snapshot there,
+    /// if any. A snapshot is verified (see [`SnapshotFile::verify`]) before use.
     pub fn open(
         config: EngineConfig,
         node: Arc<NodeIdentity>,
         secret: Arc<LedgerSecret>,
     ) -> Result<Engine, EngineError> {
+        let listing = match &config.snapshot_dir {
+            Some(dir) => snapshot::list(dir)?,
+            None => snapshot::Listing::default(),
+        };
+        let start = Self::pick_snapshot(&config, &listing, &secret)?;
+        let snapshots = listing.usable;
         let mut lc = LedgerConfig::new(&config.ledger_dir);
         lc.chunk_threshold_bytes = config.chunk_threshold_bytes;
         lc.deferred_close = config.deferred_chunk_close;
+        lc.start_after = start.as_ref().map(|v| v.info.txid);
         let (ledger, report) = Ledger::open(lc)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(
@@ -153,11 +219,35 @@ impl Engine {
             view_runs: Vec::new(),
             commit_on_sync,
             captured: None,
+            base: None,
+            base_leaves: (0, Vec::new()),
+            snapshots,
+            pending_snapshots: Vec::new(),
+            snapshot_requested: false,
+            last_snapshot_seqno: 0,
         };
+        if let Some(v) = start {
+            let (Some(state), txid) = (v.state, v.info.txid) else {
+                return Err(EngineError::BadSnapshot("state was not decrypted".into()));
+            };
+            let s = txid.seqno.0;
+            let from = v.tree.first_resident_leaf();
+            let leaves = (from..s)
+                .map(|i| v.tree.leaf(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(%txid, "starting from a snapshot");
+            engine.store = Store::from_snapshot(state);
+            engine.tree = v.tree;
+            engine.base_leaves = (from, leaves);
+            engine.signatures.insert(s);
+            engine.view_runs.push((s, txid.view.0));
+            engine.committed = s;
+            engine.base = Some(txid);
+        }
         // Replay in bounded batches: memory stays flat however long the ledger is.
         const REPLAY_BATCH: u64 = 4096;
         let last = engine.ledger.last_seqno();
-        let mut next = 1;
+        let mut next = engine.ledger.first_seqno();
         while next <= last {
             let to = (next + REPLAY_BATCH - 1).min(last);
             let batch = engine
@@ -189,7 +279,55 @@ impl Engine {
         if engine.committed > engine.ledger.committed_seqno() {
             engine.ledger.commit(engine.committed)?;
         }
+        engine.last_snapshot_seqno = engine.newest_snapshot_seqno();
         Ok(engine)
+    }
+
+    /// The snapshot to start from, verified: the one the ledger continues, else
+    /// (empty ledger) the newest valid one, else none (a ledger from seqno 1).
+    fn pick_snapshot(
+        config: &EngineConfig,
+        listing: &snapshot::Listing,
+        secret: &LedgerSecret,
+    ) -> Result<Option<snapshot::Verified>, EngineError> {
+        let cert = config.service_cert.as_ref();
+        match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
+            Some(1) => Ok(None),
+            Some(first) => {
+                let name = snapshot::file_name(first - 1);
+                let path = match &config.snapshot_dir {
+                    Some(dir) => dir.join(name),
+                    None => PathBuf::from(name),
+                };
+                if config.snapshot_dir.is_none() || !path.exists() {
+                    return Err(EngineError::MissingSnapshot { first, path });
+                }
+                snapshot::load(&path, cert, Some(secret)).map(Some)
+            }
+            None => {
+                let mut newest_error = None;
+                for (txid, path) in listing.usable.iter().rev() {
+                    match snapshot::load(path, cert, Some(secret)) {
+                        Ok(v) => return Ok(Some(v)),
+                        Err(e) => {
+                            tracing::warn!(%txid, error = %e, "skipping an invalid snapshot");
+                            newest_error.get_or_insert(e);
+                        }
+                    }
+                }
+                if let (None, Some(p)) = (&newest_error, listing.unusable.first()) {
+                    newest_error = Some(EngineError::BadSnapshot(format!(
+                        "{}: its header does not match its name",
+                        p.display()
+                    )));
+                }
+                // Snapshots were meant to be started from: never silently start anew.
+                match newest_error {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     /// Applies one entry to store and tree (no ledger write): replay at start.
@@ -233,6 +371,9 @@ impl Engine {
         match self.replay(txid, is_signature, payload) {
             Ok(ws) => {
                 self.view = self.view.max(txid.view);
+                if is_signature {
+                    self.capture_snapshot(txid);
+                }
                 Ok(ws)
             }
             Err(e) => {
@@ -268,6 +409,8 @@ impl Engine {
             self.view_runs.pop();
         }
         self.txs_since_signature = seqno - self.signatures.last().copied().unwrap_or(0);
+        self.pending_snapshots.retain(|p| p.txid.seqno.0 <= seqno);
+        self.last_snapshot_seqno = self.newest_snapshot_seqno();
         Ok(())
     }
 
@@ -278,17 +421,147 @@ impl Engine {
     }
 
     /// The view of the transaction at `seqno`, if it exists (Raft's term of an index).
+    /// On an engine started from a snapshot at `s`, this answers for `s` too (the
+    /// snapshot's view) and `None` for anything before.
     pub fn view_at(&self, seqno: u64) -> Option<u64> {
-        if seqno == 0 || seqno > self.ledger.last_seqno() {
+        let base = self.ledger.first_seqno() - 1;
+        if seqno == 0 || seqno < base || seqno > self.ledger.last_seqno() {
             return None;
         }
         let i = self.view_runs.partition_point(|&(first, _)| first <= seqno);
         i.checked_sub(1).map(|i| self.view_runs[i].1)
     }
 
-    /// Seqno of the last transaction appended (0 when empty).
+    /// Seqno of the last transaction appended (0 when empty; the snapshot's seqno
+    /// on an engine started from a snapshot with nothing after it yet).
     pub fn last_seqno(&self) -> u64 {
         self.ledger.last_seqno()
+    }
+
+    /// First seqno whose transaction this node holds: 1, or `s + 1` on an engine
+    /// started from a snapshot at `s`. History before it is [`EngineError::NotHeld`].
+    pub fn first_seqno(&self) -> u64 {
+        self.ledger.first_seqno()
+    }
+
+    /// The snapshot this engine started from, if any.
+    pub fn snapshot_base(&self) -> Option<TxId> {
+        self.base
+    }
+
+    /// The newest committed snapshot file in `snapshot_dir` (what a joining node
+    /// can be sent), from the listing kept in memory.
+    pub fn latest_snapshot(&self) -> Option<(TxId, PathBuf)> {
+        self.snapshots.last().cloned()
+    }
+
+    /// Captures a snapshot at the next signature, whatever the interval says (it is
+    /// written once that signature commits). Needs `snapshot_dir`.
+    pub fn request_snapshot(&mut self) {
+        self.snapshot_requested = true;
+    }
+
+    fn newest_snapshot_seqno(&self) -> u64 {
+        let last = self.ledger.last_seqno();
+        let written = self
+            .snapshots
+            .iter()
+            .map(|(t, _)| t.seqno.0)
+            .filter(|&s| s <= last)
+            .max();
+        let pending = self.pending_snapshots.last().map(|p| p.txid.seqno.0);
+        let base = self.base.map(|t| t.seqno.0);
+        written.max(pending).max(base).unwrap_or(0)
+    }
+
+    /// After a signature at `txid` is appended (never during the replay at open):
+    /// captures the state and tree when a snapshot is due.
+    fn capture_snapshot(&mut self, txid: TxId) {
+        if self.config.snapshot_dir.is_none() {
+            return;
+        }
+        let s = txid.seqno.0;
+        let due = self.snapshot_requested
+            || s.saturating_sub(self.last_snapshot_seqno) >= self.config.snapshot_tx_interval;
+        if !due {
+            return;
+        }
+        let Some(state) = self.store.snapshot().filter(|st| st.txid == txid) else {
+            tracing::warn!(%txid, "store is not at the signature: no snapshot captured");
+            return;
+        };
+        self.pending_snapshots.push(PendingSnapshot {
+            txid,
+            state,
+            tree: self.tree.checkpoint(),
+        });
+        if self.pending_snapshots.len() > MAX_PENDING_SNAPSHOTS {
+            self.pending_snapshots.remove(0);
+        }
+        self.snapshot_requested = false;
+        self.last_snapshot_seqno = s;
+    }
+
+    /// Writes the newest captured snapshot that is now committed (older committed
+    /// ones are superseded). Failures are logged: a snapshot is an optimisation and
+    /// must never fail a commit.
+    fn write_committed_snapshots(&mut self) {
+        let committed = self.committed;
+        let Some(i) = self
+            .pending_snapshots
+            .iter()
+            .rposition(|p| p.txid.seqno.0 <= committed)
+        else {
+            return;
+        };
+        let p = self.pending_snapshots.remove(i);
+        self.pending_snapshots
+            .retain(|q| q.txid.seqno.0 > committed);
+        if let Err(e) = self.write_snapshot(&p) {
+            tracing::warn!(txid = %p.txid, error = %e, "could not write a snapshot");
+        }
+    }
+
+    fn write_snapshot(&mut self, p: &PendingSnapshot) -> Result<(), EngineError> {
+        let Some(dir) = self.config.snapshot_dir.clone() else {
+            return Ok(());
+        };
+        let file = SnapshotFile {
+            kv: p.state.to_bytes(Some(&self.secret))?,
+            tree: p.tree.clone(),
+        };
+        let path = snapshot::write_durably(&dir, p.txid.seqno.0, &file.encode()?)?;
+        tracing::info!(txid = %p.txid, file = %path.display(), "wrote a snapshot");
+        self.snapshots.retain(|(t, _)| t.seqno != p.txid.seqno);
+        self.snapshots.push((p.txid, path));
+        self.snapshots.sort_by_key(|(t, _)| t.seqno.0);
+        self.prune_snapshots();
+        Ok(())
+    }
+
+    /// Keeps the newest [`KEPT_SNAPSHOTS`] files, and always the one this ledger
+    /// continues (without it the node could not reopen, nor its ledger be audited).
+    fn prune_snapshots(&mut self) {
+        let keep_from = self.snapshots.len().saturating_sub(KEPT_SNAPSHOTS);
+        let base = self.base.map(|t| t.seqno);
+        let mut kept = Vec::new();
+        for (i, (txid, path)) in std::mem::take(&mut self.snapshots).into_iter().enumerate() {
+            if i >= keep_from || Some(txid.seqno) == base {
+                kept.push((txid, path));
+            } else if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "could not remove an old snapshot");
+                kept.push((txid, path));
+            }
+        }
+        self.snapshots = kept;
+    }
+
+    /// Seqnos before [`Engine::first_seqno`] are only in the snapshot.
+    fn check_held(&self, seqno: u64) -> Result<(), EngineError> {
+        if seqno != 0 && seqno < self.first_seqno() {
+            return Err(EngineError::NotHeld(seqno));
+        }
+        Ok(())
     }
 
     /// Appends the empty transaction a new primary starts its view with (Raft's
@@ -449,6 +722,7 @@ impl Engine {
         debug_assert_eq!(txid.seqno.0, seqno);
         self.signatures.insert(seqno);
         self.txs_since_signature = 0;
+        self.capture_snapshot(txid);
         Ok(txid)
     }
 
@@ -511,15 +785,28 @@ impl Engine {
             self.committed = sig;
             let keep = self.config.merkle_resident_leaves;
             self.tree.flush_before(self.committed.saturating_sub(keep));
+            self.write_committed_snapshots();
         }
         Ok(())
     }
 
     /// Status of a TxId (SPEC §5).
+    /// On an engine started from a snapshot at `s`, `s` itself is Committed (or
+    /// Invalid for another view) and anything before it is [`EngineError::NotHeld`].
     pub fn status(&self, txid: TxId) -> Result<TxStatus, EngineError> {
         let last = self.store.last_seqno();
         if txid.seqno.0 > last {
             return Ok(TxStatus::Unknown);
+        }
+        if let Some(base) = self.base {
+            if txid.seqno == base.seqno {
+                return Ok(if txid.view == base.view {
+                    TxStatus::Committed
+                } else {
+                    TxStatus::Invalid
+                });
+            }
+            self.check_held(txid.seqno.0)?;
         }
         let actual = self.ledger.read(txid.seqno.0)?.txid;
         if actual.view != txid.view {
@@ -534,6 +821,7 @@ impl Engine {
 
     /// The decoded write set of a transaction, read back from the ledger (historical reads).
     pub fn read_tx(&self, seqno: u64) -> Result<(TxId, WriteSet), EngineError> {
+        self.check_held(seqno)?;
         if seqno == 0 || seqno > self.ledger.last_seqno() {
             return Err(EngineError::NoSuchTx(seqno));
         }
@@ -564,7 +852,9 @@ impl Engine {
         })
     }
 
-    /// Runs a tree query, rebuilding flushed pages from the ledger as needed.
+    /// Runs a tree query, rebuilding flushed pages from the ledger as needed (and,
+    /// on an engine started from a snapshot, from the checkpoint's last page: other
+    /// pages before the snapshot are [`EngineError::NotHeld`]).
     fn with_tree<T>(
         &mut self,
         f: impl Fn(&MerkleTree) -> Result<T, MerkleError>,
@@ -573,7 +863,19 @@ impl Engine {
             match f(&self.tree) {
                 Err(MerkleError::Evicted { page, first, end }) => {
                     let mut leaves = Vec::with_capacity((end - first) as usize);
-                    for e in self.ledger.read_range(first + 1, end)? {
+                    // Leaf i is seqno i + 1: leaves before `held` are the snapshot's.
+                    let held = self.first_seqno() - 1;
+                    if first < held {
+                        let (from, base_leaves) = &self.base_leaves;
+                        let upto = end.min(held);
+                        let got = first
+                            .checked_sub(*from)
+                            .and_then(|a| base_leaves.get(a as usize..(upto - from) as usize))
+                            .ok_or(EngineError::NotHeld(first + 1))?;
+                        leaves.extend_from_slice(got);
+                    }
+                    let next = (first + 1).max(held + 1);
+                    for e in self.ledger.read_range(next, end)? {
                         let e = e?;
                         let entry =
                             TxEntry::decode(&e.payload).map_err(|x| EngineError::BadEntry {
@@ -593,6 +895,7 @@ impl Engine {
     /// signature covers it; commit evidence is only revealed then.
     pub fn receipt(&mut self, txid: TxId) -> Result<ReceiptResponse, EngineError> {
         let seqno = txid.seqno.0;
+        self.check_held(seqno)?;
         if seqno == 0 || seqno > self.ledger.last_seqno() {
             return Err(EngineError::NoSuchTx(seqno));
         }
@@ -635,9 +938,10 @@ impl Engine {
         })
     }
 
-    /// Seqnos of all signature transactions.
+    /// Seqnos of all signature transactions this node holds (on an engine started
+    /// from a snapshot, not the snapshot's own signature: it is not in the ledger).
     pub fn signature_seqnos(&self) -> impl Iterator<Item = u64> + '_ {
-        self.signatures.iter().copied()
+        self.signatures.range(self.first_seqno()..).copied()
     }
 
     /// Two signature records and the proof that the later tree extends the earlier one.

@@ -12,10 +12,20 @@
 //! backups feed the primary's entries to [`Engine::apply_entry`], the same path a
 //! node uses to replay its own ledger at start.
 
+//!
+//! Snapshots ([`SnapshotFile`]): the state and Merkle checkpoint right after a
+//! committed signature, written to `snapshot_dir`, so a node can start from one
+//! (with a ledger that continues it, see [`Engine::first_seqno`]) instead of
+//! replaying from seqno 1.
+
 mod audit;
 mod engine;
+mod snapshot;
 
-pub use audit::{audit_ledger, AuditError, AuditReport};
+pub use audit::{
+    audit_ledger, audit_ledger_with_snapshot, default_snapshot_path, AuditError, AuditReport,
+};
 pub use covenant_kv::WriteSet;
 pub use covenant_ledger::SyncTicket;
 pub use engine::{Engine, EngineConfig, EngineError, TxStatus};
+pub use snapshot::{install_snapshot, SnapshotFile, SnapshotInfo, SNAPSHOT_FILE_MAGIC};

@@ -15,7 +15,7 @@ mod store;
 mod writeset;
 
 pub use entry::{TxEntry, ENTRY_FORMAT_VERSION};
-pub use snapshot::Snapshot;
+pub use snapshot::{PublicSnapshot, Snapshot};
 pub use store::{Store, Tx};
 pub use writeset::{WriteSet, WRITE_SET_FORMAT_VERSION};
 

@@ -106,31 +106,72 @@ impl Snapshot {
     }
 
     pub fn from_bytes(bytes: &[u8], secret: Option<&LedgerSecret>) -> Result<Snapshot, KvError> {
-        let mut r = Reader::new(bytes, "snapshot");
-        if r.take(4)? != MAGIC {
-            return Err(KvError::malformed("snapshot", "bad magic"));
-        }
-        if r.u8()? != VERSION {
-            return Err(KvError::malformed("snapshot", "unknown version"));
-        }
-        let view = r.u64()?;
-        let seqno = r.u64()?;
-        if view == 0 || seqno == 0 {
-            return Err(KvError::malformed("snapshot", "zero TxId"));
-        }
-        let txid = TxId::new(view, seqno);
-        let public = r.bytes()?;
-        let private = r.bytes()?;
-        r.finish()?;
+        let (txid, public, private) = split(bytes)?;
         let mut maps = Maps::new();
-        decode_maps(public, &mut maps, true, seqno)?;
+        decode_maps(public, &mut maps, true, txid.seqno.0)?;
         if !private.is_empty() {
             let s = secret.ok_or_else(|| {
                 KvError::malformed("snapshot", "private maps need the ledger secret")
             })?;
             let plain = s.decrypt(txid, NonceDomain::Snapshot, private)?;
-            decode_maps(&plain, &mut maps, false, seqno)?;
+            decode_maps(&plain, &mut maps, false, txid.seqno.0)?;
         }
         Ok(Snapshot { txid, maps })
     }
+
+    /// Decodes only the public maps, leaving the private ciphertext unopened: what an
+    /// auditor without the ledger secret can check. A separate type, so it can never
+    /// be mistaken for the whole state.
+    pub fn public_from_bytes(bytes: &[u8]) -> Result<PublicSnapshot, KvError> {
+        let (txid, public, _) = split(bytes)?;
+        let mut maps = Maps::new();
+        decode_maps(public, &mut maps, true, txid.seqno.0)?;
+        Ok(PublicSnapshot { txid, maps })
+    }
+
+    /// Value of `key` in `map` in this state.
+    pub fn get(&self, map: &str, key: &[u8]) -> Option<&[u8]> {
+        get(&self.maps, map, key)
+    }
+}
+
+/// The public maps of a [`Snapshot`] (see [`Snapshot::public_from_bytes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicSnapshot {
+    pub txid: TxId,
+    maps: Maps,
+}
+
+impl PublicSnapshot {
+    /// Value of `key` in the public map `map`.
+    pub fn get(&self, map: &str, key: &[u8]) -> Option<&[u8]> {
+        get(&self.maps, map, key)
+    }
+}
+
+fn get<'a>(maps: &'a Maps, map: &str, key: &[u8]) -> Option<&'a [u8]> {
+    maps.get(map)
+        .and_then(|m| m.get(key))
+        .map(|(v, _)| v.as_slice())
+}
+
+/// Header checks and framing: (TxId, public maps bytes, private ciphertext).
+fn split(bytes: &[u8]) -> Result<(TxId, &[u8], &[u8]), KvError> {
+    let mut r = Reader::new(bytes, "snapshot");
+    if r.take(4)? != MAGIC {
+        return Err(KvError::malformed("snapshot", "bad magic"));
+    }
+    if r.u8()? != VERSION {
+        return Err(KvError::malformed("snapshot", "unknown version"));
+    }
+    let view = r.u64()?;
+    let seqno = r.u64()?;
+    if view == 0 || seqno == 0 {
+        return Err(KvError::malformed("snapshot", "zero TxId"));
+    }
+    let txid = TxId::new(view, seqno);
+    let public = r.bytes()?;
+    let private = r.bytes()?;
+    r.finish()?;
+    Ok((txid, public, private))
 }

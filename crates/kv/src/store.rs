@@ -427,6 +427,12 @@ mod tests {
         assert!(Snapshot::from_bytes(&bytes, None).is_err());
         let other = covenant_crypto::LedgerSecret::generate().unwrap();
         assert!(Snapshot::from_bytes(&bytes, Some(&other)).is_err());
+        // Without the secret: the public maps only, the private part left sealed.
+        let public = Snapshot::public_from_bytes(&bytes).unwrap();
+        assert_eq!(public.txid, snap.txid);
+        assert_eq!(public.get("public:p", b"k"), Some(&b"visible"[..]));
+        assert_eq!(public.get("private", b"k"), None);
+        assert_eq!(back.get("private", b"k"), Some(&b"hidden-value"[..]));
         let restored = Store::from_snapshot(back);
         assert_eq!(
             restored.get("private", b"k"),
@@ -439,6 +445,7 @@ mod tests {
         #[test]
         fn snapshot_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Snapshot::from_bytes(&bytes, None);
+            let _ = Snapshot::public_from_bytes(&bytes);
         }
 
         /// Replaying the write sets on a fresh store gives the same state (what a

@@ -40,6 +40,12 @@ pub enum LedgerError {
     #[error("no ledger entry with seqno {0}")]
     NotFound(u64),
 
+    /// The ledger continues a snapshot and holds nothing before `first`.
+    #[error(
+        "seqno {seqno} precedes this ledger, which starts at seqno {first} (after a snapshot)"
+    )]
+    BeforeStart { seqno: u64, first: u64 },
+
     #[error("cannot truncate to seqno {requested}: entries up to {committed} are committed")]
     BelowCommitted { requested: u64, committed: u64 },
 

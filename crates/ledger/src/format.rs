@@ -152,8 +152,8 @@ pub(crate) struct Listing {
 }
 
 /// Lists and checks the layout of a ledger directory: names parse, chunks are
-/// contiguous from seqno 1, committed chunks form a prefix, only the last
-/// chunk may be open.
+/// contiguous (from seqno 1, or from any seqno after a snapshot base), committed
+/// chunks form a prefix, only the last chunk may be open.
 pub(crate) fn list_dir(dir: &Path) -> Result<Listing, LedgerError> {
     let mut listing = Listing::default();
     let rd = std::fs::read_dir(dir).map_err(|e| LedgerError::io(dir, e))?;
@@ -218,23 +218,20 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing, LedgerError> {
 }
 
 fn check_layout(dir: &Path, chunks: &[ChunkFile]) -> Result<(), LedgerError> {
-    let mut expected = 1u64;
+    // The first chunk may start past 1: the ledger then continues a snapshot.
+    let mut expected = chunks.first().map_or(1, |c| c.first);
     let mut prev: Option<&ChunkFile> = None;
     let mut seen_uncommitted = false;
     for (i, c) in chunks.iter().enumerate() {
         if c.first != expected {
             let what = if c.first > expected { "gap" } else { "overlap" };
-            let reason = match prev {
-                Some(p) => format!(
-                    "{what} between {} and {}: expected the next chunk to start at seqno {expected}",
-                    p.path.display(),
-                    c.path.display()
-                ),
-                None => format!(
-                    "first chunk {} does not start at seqno 1",
-                    c.path.display()
-                ),
-            };
+            let prev_name = prev
+                .map(|p| p.path.display().to_string())
+                .unwrap_or_default();
+            let reason = format!(
+                "{what} between {prev_name} and {}: expected the next chunk to start at seqno {expected}",
+                c.path.display()
+            );
             return Err(LedgerError::layout(dir, reason));
         }
         match c.kind {

@@ -36,6 +36,11 @@ pub struct LedgerConfig {
     /// next [`Ledger::prepare_sync`] ticket (meant for a group-commit loop that syncs
     /// often). When false, the closing append syncs and renames the chunk itself.
     pub deferred_close: bool,
+    /// The transaction this ledger continues (a snapshot's TxId), for a node that
+    /// starts from a snapshot instead of seqno 1. Used when the directory is empty;
+    /// a directory whose first chunk starts at `f > 1` has base `f - 1` anyway, and
+    /// a `start_after` naming another seqno is then a layout error.
+    pub start_after: Option<TxId>,
 }
 
 impl LedgerConfig {
@@ -45,6 +50,7 @@ impl LedgerConfig {
             dir: dir.into(),
             chunk_threshold_bytes: DEFAULT_CHUNK_THRESHOLD_BYTES,
             deferred_close: false,
+            start_after: None,
         }
     }
 }
@@ -65,7 +71,7 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Whether an incomplete or checksum-failing last entry was discarded.
     pub dropped_partial_entry: bool,
-    /// Last seqno present after recovery (0 when empty).
+    /// Last seqno present after recovery (when empty, the base: 0 for a full ledger).
     pub last_seqno: u64,
 }
 
@@ -145,6 +151,10 @@ pub struct Ledger {
     chunks: Vec<Chunk>,
     /// Present iff the last chunk is open.
     writer: Option<Writer>,
+    /// Seqno this ledger starts after (0 for a full ledger): entries are `base + 1..`.
+    base: u64,
+    /// TxId at `base`, when known (from [`LedgerConfig::start_after`]).
+    base_txid: Option<TxId>,
     last_txid: Option<TxId>,
     synced_seqno: u64,
     committed_seqno: u64,
@@ -300,6 +310,28 @@ impl Ledger {
         let dir = config.dir;
         fs::create_dir_all(&dir).map_err(|e| LedgerError::io(&dir, e))?;
         let listing = list_dir(&dir)?;
+        if config
+            .start_after
+            .is_some_and(|b| b.seqno.0 == 0 || b.view.0 == 0)
+        {
+            return Err(LedgerError::layout(
+                &dir,
+                "start_after must name a transaction (view and seqno >= 1)",
+            ));
+        }
+        let (base, base_txid) = match (listing.chunks.first().map(|c| c.first), config.start_after) {
+            (None, after) => (after.map_or(0, |b| b.seqno.0), after),
+            (Some(1), _) => (0, None),
+            (Some(f), Some(b)) if b.seqno.0 != f - 1 => {
+                return Err(LedgerError::layout(
+                    &dir,
+                    format!(
+                        "the first chunk starts at seqno {f}, but the ledger was opened to continue after {b}"
+                    ),
+                ))
+            }
+            (Some(f), after) => (f - 1, after),
+        };
         let mut dir_changed = false;
         for tmp in &listing.temps {
             tracing::warn!(file = %tmp.display(), "removing leftover temporary ledger file");
@@ -326,9 +358,11 @@ impl Ledger {
             deferred_close: config.deferred_close,
             chunks: Vec::new(),
             writer: None,
-            last_txid: None,
-            synced_seqno: 0,
-            committed_seqno: 0,
+            base,
+            base_txid,
+            last_txid: base_txid,
+            synced_seqno: base,
+            committed_seqno: base,
             dir_dirty: false,
             poisoned: None,
             epoch: 0,
@@ -374,7 +408,7 @@ impl Ledger {
     /// Sets `last_txid` from the last committed entry when committed chunks
     /// are all there is so far (one index load and one frame read).
     fn resolve_committed_tail(&mut self) -> Result<(), LedgerError> {
-        if self.last_txid.is_none() && self.committed_seqno > 0 {
+        if self.committed_seqno > self.last_seqno() {
             self.last_txid = Some(self.read(self.committed_seqno)?.txid);
         }
         Ok(())
@@ -844,14 +878,48 @@ impl Ledger {
         self.synced_seqno
     }
 
-    /// Seqno of the last appended entry, 0 when empty.
+    /// Seqno of the last appended entry; when there is none, the base seqno
+    /// (0 for a full ledger, the snapshot's seqno for one that continues it).
     pub fn last_seqno(&self) -> u64 {
-        self.last_txid.map_or(0, |t| t.seqno.0)
+        self.last_txid.map_or(self.base, |t| t.seqno.0)
     }
 
-    /// TxId of the last appended entry.
+    /// TxId of the last appended entry, else the `start_after` TxId (if given).
     pub fn last_txid(&self) -> Option<TxId> {
         self.last_txid
+    }
+
+    /// Seqno of the first entry this ledger can hold: 1, or `base + 1` for a
+    /// ledger that continues a snapshot.
+    pub fn first_seqno(&self) -> u64 {
+        self.base + 1
+    }
+
+    /// First seqno of the first chunk file in `dir` (after checking the layout),
+    /// `None` when there is no chunk or no directory: lets a caller pick the
+    /// snapshot a ledger continues before opening it.
+    pub fn first_seqno_on_disk(dir: &Path) -> Result<Option<u64>, LedgerError> {
+        match fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LedgerError::io(dir, e)),
+            Ok(m) if !m.is_dir() => return Err(LedgerError::layout(dir, "not a directory")),
+            Ok(_) => {}
+        }
+        Ok(list_dir(dir)?.chunks.first().map(|c| c.first))
+    }
+
+    /// Entries 1..=base are not here (they are in the snapshot); 0 never exists.
+    fn check_held(&self, seqno: u64) -> Result<(), LedgerError> {
+        if seqno == 0 {
+            return Err(LedgerError::NotFound(0));
+        }
+        if seqno <= self.base {
+            return Err(LedgerError::BeforeStart {
+                seqno,
+                first: self.first_seqno(),
+            });
+        }
+        Ok(())
     }
 
     /// Highest seqno known committed: the end of the last `.committed` chunk
@@ -971,6 +1039,7 @@ impl Ledger {
     /// Reads one entry through the chunk index (no scan), verifying its checksum.
     /// Sees entries appended but not yet synced.
     pub fn read(&self, seqno: u64) -> Result<Entry, LedgerError> {
+        self.check_held(seqno)?;
         let c = self.find_chunk(seqno).ok_or(LedgerError::NotFound(seqno))?;
         let i = (seqno - c.first) as usize;
         let missing =
@@ -1041,9 +1110,7 @@ impl Ledger {
         to: u64,
     ) -> Result<impl Iterator<Item = Result<Entry, LedgerError>> + '_, LedgerError> {
         if from <= to {
-            if from == 0 {
-                return Err(LedgerError::NotFound(0));
-            }
+            self.check_held(from)?;
             if to > self.last_seqno() {
                 return Err(LedgerError::NotFound(to));
             }
@@ -1099,7 +1166,8 @@ impl Ledger {
     }
 
     /// Drops every entry after `seqno` (rolling back an uncommitted suffix),
-    /// durably. Refused below [`Ledger::committed_seqno`]; a no-op at or past the end.
+    /// durably. Refused below [`Ledger::committed_seqno`] (never below the base of a
+    /// ledger that continues a snapshot); a no-op at or past the end.
     pub fn truncate(&mut self, seqno: u64) -> Result<(), LedgerError> {
         self.check_usable()?;
         if seqno < self.committed_seqno {
@@ -1195,8 +1263,8 @@ impl Ledger {
             sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
-        self.last_txid = if seqno == 0 {
-            None
+        self.last_txid = if seqno == self.base {
+            self.base_txid
         } else {
             Some(self.read(seqno)?.txid)
         };

@@ -8,7 +8,9 @@
 //! # Directory layout
 //!
 //! A ledger is a directory of chunk files. Seqnos are gapless across chunks and
-//! start at 1; chunk ranges must be contiguous.
+//! start at 1; chunk ranges must be contiguous. A node that started from a
+//! snapshot at seqno `b` has a ledger whose first chunk is `ledger_<b+1>`: it
+//! holds nothing before (see [`LedgerConfig::start_after`], [`Ledger::first_seqno`]).
 //!
 //! | name                                  | meaning                                   |
 //! |---------------------------------------|-------------------------------------------|

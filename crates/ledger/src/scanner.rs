@@ -18,7 +18,8 @@ pub struct ScannedEntry {
 /// trusts no index, so any damaged byte in any chunk surfaces as an error.
 ///
 /// Checks headers, every frame's length bound, flags and checksum, gapless
-/// seqnos from 1, non-decreasing views, that each chunk holds exactly the
+/// seqnos from the first chunk's first seqno (1, or later for a ledger that
+/// continues a snapshot: see [`ChunkScanner::first_seqno`]), non-decreasing views, that each chunk holds exactly the
 /// range its file name claims and that nothing trails its last frame. The
 /// first problem is yielded as an `Err` and ends the iteration.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ pub struct ChunkScanner {
     chunks: Vec<ChunkFile>,
     next_chunk: usize,
     current: Option<Current>,
+    first: u64,
     expected: u64,
     view: u64,
     total_bytes: u64,
@@ -49,8 +51,8 @@ impl std::fmt::Debug for Current {
 }
 
 impl ChunkScanner {
-    /// Lists `dir` and checks its layout (names, contiguous ranges from 1,
-    /// committed prefix); frames are checked as the iterator advances.
+    /// Lists `dir` and checks its layout (names, contiguous ranges, committed
+    /// prefix); frames are checked as the iterator advances.
     pub fn open(dir: &Path) -> Result<ChunkScanner, LedgerError> {
         let meta = std::fs::metadata(dir).map_err(|e| LedgerError::io(dir, e))?;
         if !meta.is_dir() {
@@ -58,16 +60,24 @@ impl ChunkScanner {
         }
         let listing = list_dir(dir)?;
         let total_bytes = listing.chunks.iter().map(|c| c.len).sum();
+        let first = listing.chunks.first().map_or(1, |c| c.first);
         Ok(ChunkScanner {
             chunks: listing.chunks,
             next_chunk: 0,
             current: None,
-            expected: 1,
+            first,
+            expected: first,
             view: 0,
             total_bytes,
             done_bytes: 0,
             finished: false,
         })
+    }
+
+    /// Seqno of the first entry (the first chunk's): 1 for a full ledger, `b + 1`
+    /// for one that continues a snapshot at `b`, which the caller must supply.
+    pub fn first_seqno(&self) -> u64 {
+        self.first
     }
 
     /// Sum of the chunk file sizes, for progress reporting.

@@ -888,11 +888,18 @@ fn gaps_overlaps_and_stray_files_are_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("overlap"), "{err}");
 
-    // First chunk missing.
+    // First chunk missing: the rest reads as a ledger continuing a snapshot at the
+    // seqno before it, but not one that claims to continue another seqno.
     let dir = copy_dir(pristine.path());
     fs::remove_file(dir.path().join(&chunks[0])).unwrap();
+    let f = first_of(&chunks[1]).0;
+    assert_eq!(ChunkScanner::open(dir.path()).unwrap().first_seqno(), f);
+    let wrong = LedgerConfig {
+        start_after: Some(TxId::new(1, f)),
+        ..config(dir.path(), 200)
+    };
     assert!(matches!(
-        ChunkScanner::open(dir.path()),
+        Ledger::open(wrong),
         Err(LedgerError::Layout { .. })
     ));
 

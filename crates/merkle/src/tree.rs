@@ -365,22 +365,32 @@ impl MerkleTree {
     }
 
     /// A compact checkpoint of the tree (for snapshots): the size, every retained
-    /// upper-level hash and the lower levels of the page being appended to. A tree
-    /// rebuilt from it answers roots at any size and proofs for the current page;
-    /// older pages come back through [`MerkleTree::restore_page`].
+    /// upper-level hash and the lower levels of the page holding the last leaf (if
+    /// still resident). A tree rebuilt from it answers roots at any size down to
+    /// `len() - 1` (what a signature at the end of the tree signs), proofs within
+    /// that page and beyond; older pages come back through
+    /// [`MerkleTree::restore_page`]. Written straight from the live levels, so a
+    /// large resident window is not copied.
     pub fn checkpoint(&self) -> Vec<u8> {
-        let mut t = self.clone();
-        t.flush_before(self.size);
+        let last_page_start = (self.size.saturating_sub(1) >> self.page_bits) << self.page_bits;
+        let keep_from = last_page_start.max(self.first_resident_leaf());
         let mut out = Vec::new();
         out.extend_from_slice(b"CVMT");
         out.push(1);
-        out.push(t.page_bits as u8);
-        out.extend_from_slice(&t.size.to_le_bytes());
-        out.extend_from_slice(&(t.levels.len() as u32).to_le_bytes());
-        for (h, level) in t.levels.iter().enumerate() {
-            out.extend_from_slice(&t.level_start[h].to_le_bytes());
-            out.extend_from_slice(&(level.len() as u64).to_le_bytes());
-            for d in level {
+        out.push(self.page_bits as u8);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&(self.levels.len() as u32).to_le_bytes());
+        for (h, level) in self.levels.iter().enumerate() {
+            let start = self.level_start[h];
+            let from = if h < self.page_bits as usize {
+                (keep_from >> h).max(start)
+            } else {
+                start
+            };
+            let skip = ((from - start) as usize).min(level.len());
+            out.extend_from_slice(&from.to_le_bytes());
+            out.extend_from_slice(&((level.len() - skip) as u64).to_le_bytes());
+            for d in level.iter().skip(skip) {
                 out.extend_from_slice(&d.0);
             }
         }

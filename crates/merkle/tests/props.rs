@@ -279,6 +279,32 @@ proptest! {
         let mut all = leaves.clone();
         all.push(leaf(n));
         prop_assert_eq!(back.root().unwrap(), reference_root(&all));
+        // A signature at the end of the tree signs the root one leaf back: answerable.
+        if n > 1 {
+            prop_assert_eq!(
+                MerkleTree::from_checkpoint(&cp).unwrap().root_at(n - 1).unwrap(),
+                reference_root(&leaves[..n as usize - 1])
+            );
+        }
+        // Flushing old pages first changes nothing: only the last leaf's page is kept.
+        let mut flushed = t.clone();
+        flushed.flush_before(n - 1);
+        prop_assert_eq!(flushed.checkpoint(), cp.clone());
+        // Proofs in the tree grown after the checkpoint, for leaves after it.
+        let mut grown = MerkleTree::from_checkpoint(&cp).unwrap();
+        let mut all = leaves.clone();
+        for i in n..n + 9 {
+            grown.append(leaf(i));
+            all.push(leaf(i));
+        }
+        let size = n + 9;
+        for i in n..size {
+            let p = grown.inclusion_proof(i, size).unwrap();
+            prop_assert_eq!(
+                root_from_inclusion(&all[i as usize], &p.path),
+                reference_root(&all)
+            );
+        }
         // Garbage never panics.
         let _ = MerkleTree::from_checkpoint(&garbage);
         let mut cut = cp.clone();
