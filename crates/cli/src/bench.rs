@@ -226,12 +226,11 @@ async fn bind_one(
         )?;
     } else {
         let user = user_cert.clone();
-        config.network = Some(covenant_node::network::NetworkConfig {
-            node_id: id,
-            peers: peers.clone(),
-            state_dir: node_dir.clone(),
-            tick: Duration::from_millis(50),
-        });
+        config.network = Some(covenant_node::network::NetworkConfig::new(
+            id,
+            peers.clone(),
+            node_dir.clone(),
+        ));
         config.genesis = Some(covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
             covenant_node::add_cert_user(e, &user, &[covenant_node::Role::Administrator])
                 .map(|_| ())

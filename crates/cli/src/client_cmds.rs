@@ -54,8 +54,23 @@ pub enum UsersCommand {
     Delete { user_id: String },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// List the network's nodes: node id, Raft id, status, consensus role, primary.
+    List,
+    /// Trust a Pending node (a member's certificate: --cert covenant-dev/member0.pem).
+    Trust { node_id: String },
+    /// Retire a node: it leaves the Raft configuration and its row becomes Retired
+    /// (a member's certificate). Retiring the primary first hands its role over.
+    Retire { node_id: String },
+}
+
 impl Conn {
     fn client(&self) -> Result<LedgerClient> {
+        self.client_at(&self.endpoint)
+    }
+
+    fn client_at(&self, endpoint: &str) -> Result<LedgerClient> {
         let service =
             Certificate::from_pem(&read_pem_file(&self.service_cert)?).with_context(|| {
                 format!(
@@ -69,7 +84,7 @@ impl Conn {
                     .with_context(|| format!("reading token file {path}"))?,
                 None => token.clone(),
             };
-            return Ok(LedgerClient::new(&self.endpoint, &service, None)?.with_bearer_token(&token));
+            return Ok(LedgerClient::new(endpoint, &service, None)?.with_bearer_token(&token));
         }
         let cert_pem = read_pem_file(&self.cert)
             .with_context(|| format!("reading {}", self.cert.display()))?;
@@ -80,11 +95,7 @@ impl Conn {
         };
         let key = SigningKeyPair::from_pem(&key_pem)
             .context("reading the client key (pass --key if it is in another file)")?;
-        Ok(LedgerClient::new(
-            &self.endpoint,
-            &service,
-            Some((&cert, &key)),
-        )?)
+        Ok(LedgerClient::new(endpoint, &service, Some((&cert, &key)))?)
     }
 
     fn v(&self) -> String {
@@ -389,5 +400,79 @@ pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
             }
         });
         Ok(())
+    })
+}
+
+/// `covenant nodes ...`: the network's nodes, and the operations members run on them
+/// (network changes go to the primary: a backup's redirect is followed, and a 503
+/// while a primary is elected or hands over is retried for a few seconds).
+pub fn nodes(conn: &Conn, cmd: &NodesCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        let (node_id, action) = match cmd {
+            NodesCommand::List => {
+                let c = conn.client()?;
+                let body = ok(c.request("GET", "/node/network/nodes", None).await?)?;
+                print(conn, &body, |b| {
+                    let mut lines = vec![format!(
+                        "{:<64}  {:>4}  {:<8}  {:<7}  {:<7}  address",
+                        "node id", "raft", "status", "role", "primary"
+                    )];
+                    for n in b["nodes"].as_array().into_iter().flatten() {
+                        lines.push(format!(
+                            "{:<64}  {:>4}  {:<8}  {:<7}  {:<7}  {}",
+                            n["node_id"].as_str().unwrap_or(""),
+                            n["raft_id"]
+                                .as_u64()
+                                .map(|r| r.to_string())
+                                .unwrap_or_default(),
+                            n["status"].as_str().unwrap_or(""),
+                            n["consensus_role"].as_str().unwrap_or(""),
+                            if n["primary"] == true { "yes" } else { "" },
+                            n["rpc_interfaces"]["primary_rpc_interface"]["published_address"]
+                                .as_str()
+                                .unwrap_or("")
+                        ));
+                    }
+                    lines.join("\n")
+                });
+                return Ok(());
+            }
+            NodesCommand::Trust { node_id } => (node_id, "trust"),
+            NodesCommand::Retire { node_id } => (node_id, "retire"),
+        };
+        if node_id.len() != 64 || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("a node id is 64 hex digits (see `covenant nodes list`)");
+        }
+        let path = format!("/node/network/nodes/{node_id}/{action}");
+        let mut endpoint = conn.endpoint.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = conn
+                .client_at(&endpoint)?
+                .request("POST", &path, None)
+                .await?;
+            if r.status == 307 {
+                let location = r
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.clone())
+                    .context("a redirect without a location")?;
+                endpoint = location
+                    .strip_suffix(&path)
+                    .unwrap_or(&location)
+                    .to_string();
+                continue;
+            }
+            if r.status == 503 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            let body = ok(r)?;
+            print(conn, &body, |b| {
+                format!("node {node_id}: {}", b["status"].as_str().unwrap_or("done"))
+            });
+            return Ok(());
+        }
     })
 }

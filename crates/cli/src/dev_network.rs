@@ -115,6 +115,7 @@ fn write_config(
          sig_tx_interval = {sig_tx_interval}\n\
          max_body_bytes = {max_body_bytes}\n\
          http2 = {http2}\n\
+         join_policy = \"{join_policy}\"\n\
          users = [{{ cert = \"../user0_cert.pem\", roles = [\"Administrator\"] }}]\n\
          members = [{{ cert = \"../member0_cert.pem\" }}]\n\
          {jwt}\
@@ -132,6 +133,7 @@ fn write_config(
         },
         peers = peers.join("\n"),
         jwt = jwt_toml(o)?,
+        join_policy = o.join_policy,
     );
     let path = node_dir(dir, i).join("node.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -113,6 +113,11 @@ enum Command {
         /// PORT..PORT+N-1, files in DIR/node<i>/, a node.pid in each); 1 = one in-process node.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
         nodes: u16,
+        /// With --nodes: how the network admits nodes that `covenant node join` it:
+        /// "auto" trusts a node whose attestation verifies, "pending" waits for a
+        /// member (`covenant nodes trust <node id> --cert DIR/member0.pem`).
+        #[arg(long, value_parser = ["auto", "pending"], default_value = "auto")]
+        join_policy: String,
     },
     /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
     /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
@@ -184,6 +189,13 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: client_cmds::UsersCommand,
+        #[command(flatten)]
+        conn: client_cmds::Conn,
+    },
+    /// The nodes of a replicated network: list them; trust or retire one (members).
+    Nodes {
+        #[command(subcommand)]
+        command: client_cmds::NodesCommand,
         #[command(flatten)]
         conn: client_cmds::Conn,
     },
@@ -275,18 +287,46 @@ enum NodeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Join an existing network: ask the node at --target to admit this one, wait
+    /// while it is Pending, receive the service identity, an endorsed certificate and
+    /// the ledger secret, start from a snapshot of the primary, then serve (like
+    /// `start`). The configuration has no [network] section; `data_dir` must be new
+    /// (or hold an interrupted join, which resumes). Once joined, `start` restarts it.
+    ///
+    /// The primary admits the node by its `join_policy`: "auto" (the default) trusts
+    /// a node whose attestation evidence verifies; "pending" waits until a member runs
+    /// `covenant nodes trust <node id>`.
+    Join {
+        #[arg(long)]
+        config: PathBuf,
+        /// Any node of the network, e.g. https://127.0.0.1:8000 (a backup redirects).
+        #[arg(long)]
+        target: String,
+        /// The network's service certificate (PEM), pinned for the join.
+        #[arg(long)]
+        service_cert: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
 enum LedgerCommand {
     /// Replay every chunk, recompute every leaf and root, check every signature and
     /// endorsement. Exit 0 with a summary, or 1 naming the first bad TxId and why.
+    ///
+    /// The ledger of a node that started from a snapshot begins at seqno f > 1: the
+    /// audit then verifies the snapshot at f-1 (signature, endorsement, Merkle root;
+    /// no ledger secret needed) and checks the ledger from it. By default the snapshot
+    /// is DIR/../snapshots/snapshot_<f-1>.committed.
     Audit {
         /// The ledger directory (the one holding ledger_* chunk files).
         dir: PathBuf,
         /// The service certificate (PEM) the signing nodes must be endorsed by.
         #[arg(long)]
         service_cert: PathBuf,
+        /// The snapshot file the ledger continues (default:
+        /// DIR/../snapshots/snapshot_<f-1>.committed when the ledger starts at f > 1).
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
         /// No progress bar, even on a terminal.
         #[arg(long)]
         quiet: bool,
@@ -320,9 +360,10 @@ fn main() -> ExitCode {
                 LedgerCommand::Audit {
                     dir,
                     service_cert,
+                    snapshot,
                     quiet,
                 },
-        } => audit(&dir, &service_cert, quiet),
+        } => audit(&dir, &service_cert, snapshot.as_deref(), quiet),
         Command::Dev {
             data_dir,
             port,
@@ -338,6 +379,7 @@ fn main() -> ExitCode {
             jwt_audience,
             http2,
             nodes,
+            join_policy,
         } => {
             let o = DevOptions {
                 dir: data_dir,
@@ -355,6 +397,7 @@ fn main() -> ExitCode {
                 },
                 jwt_audience,
                 http2,
+                join_policy,
             };
             if nodes > 1 {
                 dev_network::run(o, nodes)
@@ -366,6 +409,15 @@ fn main() -> ExitCode {
         Command::Node {
             command: NodeCommand::Start { config },
         } => node_start::start(&config),
+        Command::Node {
+            command:
+                NodeCommand::Join {
+                    config,
+                    target,
+                    service_cert,
+                },
+        } => node_start::join(&config, &target, service_cert.as_deref()),
+        Command::Nodes { command, conn } => client_cmds::nodes(&conn, &command),
         Command::Append {
             contents,
             collection,
@@ -504,25 +556,30 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
-fn audit(dir: &Path, service_cert: &Path, quiet: bool) -> Result<()> {
+fn audit(dir: &Path, service_cert: &Path, snapshot: Option<&Path>, quiet: bool) -> Result<()> {
     let cert = load_service_cert(service_cert)?;
     let pb = progress_bar(0, quiet, "auditing");
     let started = std::time::Instant::now();
-    let result = audit_ledger(dir, &cert, |done, total| {
+    let on_progress = |done, total| {
         pb.set_length(total);
         pb.set_position(done);
-    });
+    };
+    let result = match snapshot {
+        Some(s) => covenant_engine::audit_ledger_with_snapshot(dir, Some(s), &cert, on_progress),
+        None => audit_ledger(dir, &cert, on_progress),
+    };
     pb.finish_and_clear();
     match result {
         Ok(r) => {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             println!(
-                "audit ok: {} entries, {} signatures, {} bytes checked ({:.1} MB/s), last transaction {}{}",
+                "audit ok: {} entries, {} signatures, {} bytes checked ({:.1} MB/s), last transaction {}{}{}",
                 r.entries,
                 r.signatures,
                 r.bytes,
                 r.bytes as f64 / secs / 1e6,
                 r.last_txid.map(|t| t.to_string()).unwrap_or_else(|| "none".into()),
+                r.snapshot.map(|t| format!(", from snapshot at {t}")).unwrap_or_default(),
                 if r.unsigned_tail > 0 {
                     format!(", {} entries after the last signature not yet signed", r.unsigned_tail)
                 } else {
@@ -744,6 +801,7 @@ pub(crate) struct DevOptions {
     pub(crate) jwks: Option<JwksSource>,
     pub(crate) jwt_audience: Option<String>,
     pub(crate) http2: bool,
+    pub(crate) join_policy: String,
 }
 
 /// Where an issuer's keys come from.
@@ -790,6 +848,7 @@ fn dev(o: DevOptions) -> Result<()> {
         jwks,
         jwt_audience,
         http2,
+        join_policy: _,
     } = o;
     let dir = dir.as_path();
     if !covenant_node::identity::valid_ledger_id(&ledger_id) {

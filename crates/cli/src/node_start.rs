@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use covenant_crypto::{read_pem_file, Certificate, SubjectAltName};
+use base64::Engine as _;
+use covenant_crypto::{read_pem_file, Certificate, ServiceIdentity, SubjectAltName};
 use covenant_engine::{Engine, EngineConfig};
 use serde::Deserialize;
 
@@ -39,10 +40,26 @@ struct NodeFile {
     jwt_issuers: Vec<JwtIssuerFile>,
     #[serde(default)]
     http2: bool,
+    /// A snapshot of the state every this many transactions (at the next signature).
+    #[serde(default = "default_snapshot_tx")]
+    snapshot_tx_interval: u64,
+    /// How this node, as primary, admits joining nodes: "auto" or "pending".
+    #[serde(default)]
+    join_policy: covenant_node::network::JoinPolicy,
     /// Present for a node of a replicated network.
     #[serde(default)]
     network: Option<NetworkFile>,
 }
+
+/// What `covenant node join` leaves in the data directory once the node was admitted:
+/// its Raft id and the network it joined (`network.json`).
+#[derive(Debug, serde::Serialize, Deserialize)]
+pub(crate) struct JoinedNetwork {
+    pub raft_id: u64,
+    pub peers: Vec<covenant_node::join::PeerAddress>,
+}
+
+pub(crate) const JOINED_FILE: &str = "network.json";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,20 +130,28 @@ fn default_sig_tx() -> u64 {
 fn default_body() -> usize {
     1 << 20
 }
+fn default_snapshot_tx() -> u64 {
+    10_000
+}
 
-pub fn start(config_path: &Path) -> Result<()> {
+fn read_config(config_path: &Path) -> Result<NodeFile> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    let file: NodeFile =
-        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))
+}
+
+fn resolve(config_path: &Path, p: &Path) -> PathBuf {
     let base = config_path.parent().unwrap_or_else(|| Path::new("."));
-    let at = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+pub fn start(config_path: &Path) -> Result<()> {
+    let file = read_config(config_path)?;
+    let at = |p: &Path| resolve(config_path, p);
     let requested = match file.ledger_type.as_str() {
         "private" | "Private" => LedgerType::Private,
         "public" | "Public" => LedgerType::Public,
@@ -180,17 +205,30 @@ pub fn start(config_path: &Path) -> Result<()> {
         );
     }
 
+    let joined = read_joined(&dir)?;
+    if creating && joined.is_none() && file.network.is_some() {
+        bail!(
+            "{} holds no node identity: a node of a network is prepared by `covenant dev --nodes N` \
+             or joins one with `covenant node join --target <url> --config {}`",
+            dir.display(),
+            config_path.display()
+        );
+    }
     let (service, node, secret) = load_or_create_identities(&dir, &sans)?;
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
+    let networked = file.network.is_some() || joined.is_some();
     let mut ec = EngineConfig::new(dir.join("ledger"));
     ec.sig_tx_interval = file.sig_tx_interval.max(1);
-    ec.commit_on_sync = file.network.is_none();
+    ec.commit_on_sync = !networked;
+    ec.snapshot_dir = Some(dir.join("snapshots"));
+    ec.snapshot_tx_interval = file.snapshot_tx_interval.max(1);
+    ec.service_cert = Some(service.cert.clone());
     let node = Arc::new(node);
+    let secret = Arc::new(secret);
     let mut engine =
-        Engine::open(ec, node.clone(), Arc::new(secret)).context("opening the ledger")?;
-    let network = match &file.network {
-        None => None,
-        Some(n) => {
+        Engine::open(ec, node.clone(), secret.clone()).context("opening the ledger")?;
+    let (node_id, peers, tick_ms) = match (&file.network, &joined) {
+        (Some(n), _) => {
             let peers: std::collections::BTreeMap<u64, SocketAddr> =
                 n.peers.iter().map(|p| (p.id, p.address)).collect();
             if n.node_id == 0 || !peers.contains_key(&n.node_id) || peers.len() != n.peers.len() {
@@ -198,14 +236,37 @@ pub fn start(config_path: &Path) -> Result<()> {
                     "[network]: node_id must be non-zero and listed once in peers, with unique ids"
                 );
             }
-            Some(covenant_node::network::NetworkConfig {
-                node_id: n.node_id,
-                peers,
-                state_dir: dir.clone(),
-                tick: std::time::Duration::from_millis(n.tick_ms.max(1)),
-            })
+            (n.node_id, peers, n.tick_ms)
         }
+        (None, Some(j)) => {
+            let mut peers = std::collections::BTreeMap::new();
+            for p in &j.peers {
+                let a: SocketAddr = p
+                    .address
+                    .parse()
+                    .with_context(|| format!("{}: peer address {:?}", JOINED_FILE, p.address))?;
+                peers.insert(p.raft_id, a);
+            }
+            (j.raft_id, peers, default_tick_ms())
+        }
+        (None, None) => (0, Default::default(), 0),
     };
+    let network = networked.then(|| {
+        let mut nc = covenant_node::network::NetworkConfig::new(node_id, peers, dir.clone());
+        nc.address = match &file.network {
+            Some(_) => nc.address,
+            None => file.listen,
+        };
+        nc.tick = std::time::Duration::from_millis(tick_ms.max(1));
+        nc.join_policy = file.join_policy;
+        nc.service = Some(Arc::new(ServiceIdentity::from_parts(
+            covenant_crypto::SigningKeyPair::from_pem(&service.key.to_pem())?,
+            service.cert.clone(),
+        )?));
+        nc.ledger_secret = Some(secret.clone());
+        Ok::<_, covenant_crypto::CryptoError>(nc)
+    });
+    let network = network.transpose()?;
     let genesis_users: Vec<(Certificate, Vec<covenant_node::Role>)> = users
         .iter()
         .map(|(c, r)| {
@@ -255,7 +316,8 @@ pub fn start(config_path: &Path) -> Result<()> {
     nc.ledger_id = file.ledger_id.clone();
     nc.jwt = jwt;
     nc.limits.http2 = file.http2;
-    if network.is_some() {
+    if file.network.is_some() {
+        // A new network's first primary writes it; a node that joined never does.
         nc.genesis = Some(genesis);
     }
     nc.network = network;
@@ -265,4 +327,268 @@ pub fn start(config_path: &Path) -> Result<()> {
         dir.join("service_cert.pem").display()
     );
     serve_until_signal(nc, engine, &node, &service, "covenant node", &detail)
+}
+
+fn read_joined(dir: &Path) -> Result<Option<JoinedNetwork>> {
+    let path = dir.join(JOINED_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// `covenant node join --target URL --config node.toml`: asks the network at `target`
+/// to admit this node, waits while it is Pending, receives the service identity, its
+/// endorsed certificate and the ledger secret, installs a snapshot fetched from the
+/// primary, then runs as a node of the network (like `node start`). Run again after
+/// an interruption it resumes; once joined it just starts.
+pub fn join(config_path: &Path, target: &str, service_cert: Option<&Path>) -> Result<()> {
+    let file = read_config(config_path)?;
+    if file.network.is_some() {
+        bail!(
+            "{}: a joining node has no [network] section (its Raft id and peers come from the network)",
+            config_path.display()
+        );
+    }
+    let dir = resolve(config_path, &file.data_dir);
+    if read_joined(&dir)?.is_some() {
+        println!("{} already joined a network; starting it", dir.display());
+        return start(config_path);
+    }
+    if dir.join("ledger").exists() && std::fs::read_dir(dir.join("ledger"))?.next().is_some() {
+        bail!(
+            "{} already holds a ledger; a joining node starts from an empty data directory",
+            dir.display()
+        );
+    }
+    let pin = match service_cert {
+        Some(p) => p.to_path_buf(),
+        None if dir.join("service_cert.pem").exists() => dir.join("service_cert.pem"),
+        None => bail!("give --service-cert: the service certificate (PEM) of the network to join"),
+    };
+    let service_cert = Certificate::from_pem(&read_pem_file(&pin)?)
+        .with_context(|| format!("service certificate {}", pin.display()))?;
+    // The node's own key, kept across attempts so polling a Pending join works.
+    let node_dir = dir.join("node");
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
+    let key_path = node_dir.join("node_key.pem");
+    let candidate_path = node_dir.join("candidate_cert.pem");
+    let (key, candidate) = if key_path.exists() && candidate_path.exists() {
+        (
+            covenant_crypto::SigningKeyPair::from_pem(&read_pem_file(&key_path)?)?,
+            Certificate::from_pem(&read_pem_file(&candidate_path)?)?,
+        )
+    } else {
+        let (k, c) = covenant_crypto::generate_client_identity(
+            "covenant joining node",
+            covenant_crypto::Curve::P384,
+        )?;
+        covenant_crypto::write_private_file(&key_path, k.to_pem().as_bytes())?;
+        covenant_crypto::write_public_file(&candidate_path, c.to_pem().as_bytes())?;
+        (k, c)
+    };
+    let quote = covenant_node::attestation::VirtualQuote::for_key(&candidate.spki_der());
+    let request = covenant_node::join::JoinRequest {
+        quote_info: covenant_node::join::QuoteInfo {
+            format: covenant_node::attestation::VIRTUAL_FORMAT.into(),
+            quote: base64::engine::general_purpose::STANDARD.encode(quote.raw()),
+            endorsements: String::new(),
+        },
+        node_info_network: covenant_node::join::NodeInfoNetwork {
+            rpc_address: file.listen.to_string(),
+        },
+        subject_alt_names: file.san.clone(),
+    };
+    let runtime = crate::node_runtime()?;
+    let (info, raft_id, primary) = runtime.block_on(request_admission(
+        target,
+        &service_cert,
+        &candidate,
+        &key,
+        &request,
+        &quote.node_id,
+    ))?;
+    // Everything the node needs, written before the snapshot is fetched with the
+    // endorsed certificate; `network.json` last marks the join complete.
+    let service = ServiceIdentity::from_parts(
+        covenant_crypto::SigningKeyPair::from_pem(&info.service_key)?,
+        Certificate::from_pem(&info.service_cert)?,
+    )
+    .context("the service identity received")?;
+    if service.cert.der() != service_cert.der() {
+        bail!("the network answered with another service certificate than the one pinned");
+    }
+    let node =
+        covenant_crypto::NodeIdentity::from_parts(key, Certificate::from_pem(&info.node_cert)?)
+            .context("the endorsed node certificate received")?;
+    node.cert
+        .verify_signed_by(&service.cert)
+        .context("the node certificate received is not endorsed by the service")?;
+    let secret_bytes = base64::engine::general_purpose::STANDARD
+        .decode(info.ledger_secret.as_bytes())
+        .context("the ledger secret received is not base64")?;
+    let secret = covenant_crypto::LedgerSecret::from_bytes(&secret_bytes)?;
+    service.save(&dir)?;
+    node.save(&node_dir)?;
+    covenant_crypto::write_private_file(
+        &dir.join("ledger_secret.key"),
+        info.ledger_secret.as_bytes(),
+    )?;
+    std::fs::write(
+        dir.join("ledger_type"),
+        if info.ledger_public {
+            "public"
+        } else {
+            "private"
+        },
+    )?;
+    let snapshot = runtime.block_on(fetch_snapshot(&primary, &service.cert, &node))?;
+    let txid = covenant_engine::install_snapshot(
+        &dir.join("snapshots"),
+        &snapshot,
+        &service.cert,
+        &secret,
+    )
+    .context("the snapshot received does not verify")?;
+    println!(
+        "received a snapshot at {txid} ({} bytes); the node replicates the ledger after it",
+        snapshot.len()
+    );
+    let joined = JoinedNetwork {
+        raft_id,
+        peers: info.peers.clone(),
+    };
+    std::fs::write(dir.join(JOINED_FILE), serde_json::to_vec_pretty(&joined)?)?;
+    let _ = std::fs::remove_file(&candidate_path);
+    drop(runtime);
+    start(config_path)
+}
+
+/// Posts the join request until the node is trusted, following the backups'
+/// redirects to the primary. Returns the network info, the Raft id and the
+/// primary's URL.
+async fn request_admission(
+    target: &str,
+    service_cert: &Certificate,
+    candidate: &Certificate,
+    key: &covenant_crypto::SigningKeyPair,
+    request: &covenant_node::join::JoinRequest,
+    node_id: &str,
+) -> Result<(covenant_node::join::NetworkInfo, u64, String)> {
+    let body = serde_json::to_value(request)?;
+    let mut url = target.trim_end_matches('/').to_string();
+    let mut said_pending = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let client =
+            covenant_client::LedgerClient::new(&url, service_cert, Some((candidate, key)))?;
+        let r = client
+            .request("POST", covenant_node::join::JOIN_PATH, Some(&body))
+            .await;
+        let retry = |why: String| -> Result<()> {
+            if std::time::Instant::now() > deadline {
+                bail!("joining through {url} failed: {why}");
+            }
+            Ok(())
+        };
+        match r {
+            Ok(resp) if resp.status == 200 => {
+                let answer: covenant_node::join::JoinResponse =
+                    serde_json::from_slice(&resp.body).context("the join answer is malformed")?;
+                match (answer.network_info, answer.raft_id) {
+                    (Some(info), Some(raft_id)) => {
+                        println!("node {node_id} is Trusted as Raft node {raft_id} by {url}");
+                        return Ok((info, raft_id, url));
+                    }
+                    _ => {
+                        if !said_pending {
+                            println!(
+                                "node {node_id} is {}: waiting until a member trusts it (Ctrl-C to stop; running join again resumes)",
+                                answer.node_status
+                            );
+                            said_pending = true;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Ok(resp) if resp.status == 307 => {
+                let location = resp
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.clone())
+                    .context("a redirect without a location")?;
+                let base = location
+                    .strip_suffix(covenant_node::join::JOIN_PATH)
+                    .unwrap_or(&location)
+                    .to_string();
+                println!("{url} is a backup; asking the primary at {base}");
+                url = base;
+            }
+            Ok(resp) if resp.status == 503 => {
+                retry(String::from_utf8_lossy(&resp.body).into_owned())?;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Ok(resp) => bail!(
+                "the network refused the join ({}): {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ),
+            Err(e) => {
+                retry(e.to_string())?;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The primary's latest committed snapshot (it takes one at its next signature if
+/// it has none yet).
+async fn fetch_snapshot(
+    url: &str,
+    service_cert: &Certificate,
+    node: &covenant_crypto::NodeIdentity,
+) -> Result<Vec<u8>> {
+    let client =
+        covenant_client::LedgerClient::new(url, service_cert, Some((&node.cert, &node.key)))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut said = false;
+    loop {
+        match client
+            .request_raw(
+                "GET",
+                covenant_node::join::SNAPSHOT_PATH,
+                None,
+                "application/octet-stream",
+            )
+            .await
+        {
+            Ok(r) if r.status == 200 => return Ok(r.body),
+            Ok(r) if r.status == 503 => {
+                if !said {
+                    println!("waiting for the primary to commit a snapshot...");
+                    said = true;
+                }
+            }
+            Ok(r) => bail!(
+                "fetching the snapshot failed ({}): {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "snapshot fetch failed; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no snapshot was committed by {url} within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 }

@@ -18,6 +18,11 @@ use serde_json::{json, Value};
 
 const API: &str = "api-version=2024-01-01";
 
+/// The tests of this file each run a network of 3-4 node processes; on a 2-core
+/// machine two at once starve each other's timers (elections, partitions that take
+/// effect late), so they take turns.
+static ONE_NETWORK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_ports(n: u16) -> u16 {
     for _ in 0..50 {
         let base = std::net::TcpListener::bind("127.0.0.1:0")
@@ -74,11 +79,16 @@ struct Net {
 impl Net {
     /// Clients of user0 to the three nodes of the network in `dir`.
     fn open(dir: &Path, base: u16) -> (Net, Certificate) {
+        Self::open_n(dir, base, 3, "user0")
+    }
+
+    /// Clients of `who` (user0, member0) to `n` nodes on ports `base..base+n`.
+    fn open_n(dir: &Path, base: u16, n: u16, who: &str) -> (Net, Certificate) {
         let pem = |name: &str| read_pem_file(&dir.join(name)).unwrap();
         let service = Certificate::from_pem(&pem("service_cert.pem")).unwrap();
-        let cert = Certificate::from_pem(&pem("user0_cert.pem")).unwrap();
-        let key = SigningKeyPair::from_pem(&pem("user0_privk.pem")).unwrap();
-        let clients = (0..3)
+        let cert = Certificate::from_pem(&pem(&format!("{who}_cert.pem"))).unwrap();
+        let key = SigningKeyPair::from_pem(&pem(&format!("{who}_privk.pem"))).unwrap();
+        let clients = (0..n)
             .map(|i| {
                 LedgerClient::new(
                     &format!("https://127.0.0.1:{}", base + i),
@@ -179,6 +189,7 @@ impl Net {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_primary_under_load_and_lose_nothing_committed() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let base = free_ports(3);
@@ -467,6 +478,7 @@ async fn link(to_port: u16) -> Link {
 /// back its suffix (those TxIds become Invalid) and converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
     use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
@@ -596,7 +608,8 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
         term(c.id());
     }
     for c in nodes.iter_mut() {
-        assert!(c.wait().unwrap().success());
+        let status = c.wait().unwrap();
+        assert!(status.success(), "a node did not stop cleanly: {status}");
     }
     for node in all {
         let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
@@ -606,5 +619,426 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// The configuration of a node that joins the network on `port`.
+fn joiner_config(dir: &Path, name: &str, port: u16) -> PathBuf {
+    let nd = dir.join(name);
+    std::fs::create_dir_all(&nd).unwrap();
+    let config = nd.join("node.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \".\"\nlisten = \"127.0.0.1:{port}\"\nsig_ms_interval = 100\n"),
+    )
+    .unwrap();
+    config
+}
+
+fn join_args<'a>(config: &'a Path, target: &'a str, service_cert: &'a Path) -> Vec<&'a str> {
+    vec![
+        "node",
+        "join",
+        "--config",
+        config.to_str().unwrap(),
+        "--target",
+        target,
+        "--service-cert",
+        service_cert.to_str().unwrap(),
+    ]
+}
+
+impl Net {
+    /// `/node/network/nodes` as seen by `node`.
+    async fn nodes(&self, node: u16) -> Vec<Value> {
+        match self
+            .client(node)
+            .request("GET", "/node/network/nodes", None)
+            .await
+        {
+            Ok(r) => r.json()["nodes"].as_array().cloned().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Waits until `node` lists a node with `raft_id` (or `node_id`) matching `f`.
+    async fn wait_node(&self, node: u16, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(n) = self.nodes(node).await.into_iter().find(&f) {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} never listed {what}: {:?}",
+                self.nodes(node).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_committed_on(&self, nodes: &[u16], txid: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for &n in nodes {
+            while self.status(n, txid).await.as_deref() != Some("Committed") {
+                assert!(
+                    Instant::now() < deadline,
+                    "{txid} not committed on node {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    async fn receipt(&self, node: u16, txid: &str) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .client(node)
+                .request(
+                    "GET",
+                    &format!("/app/transactions/{txid}/receipt?{API}"),
+                    None,
+                )
+                .await
+                .unwrap();
+            if r.status == 200 && r.json()["state"] == json!("Ready") {
+                return r.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no receipt of {txid} on node {node}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn audit(ledger: &Path, service_cert: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["ledger", "audit", "--quiet", "--service-cert"])
+        .arg(service_cert)
+        .arg(ledger)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        ledger.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// First seqno of a ledger directory (from its chunk file names).
+fn first_chunk_seqno(ledger: &Path) -> u64 {
+    std::fs::read_dir(ledger)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().ok()?;
+            let rest = name.strip_prefix("ledger_")?;
+            rest.split(['-', '.']).next()?.parse::<u64>().ok()
+        })
+        .min()
+        .unwrap()
+}
+
+/// A fourth node joins a running 3-node network with `covenant node join` (through
+/// a backup, which redirects to the primary), starts from a snapshot instead of the
+/// whole ledger, becomes a voter, serves reads (history before its snapshot through
+/// the primary) and receipts identical to the others', survives the loss of the
+/// primary with the others; then a member retires it and the network goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_from_a_snapshot_votes_and_retires() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(4);
+    let dev = start_and_wait(&[
+        "dev",
+        "--nodes",
+        "3",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &base.to_string(),
+        "--sig-ms-interval",
+        "100",
+    ]);
+    let reaper = Reaper(Default::default());
+    reaper.watch(dev.id());
+    for node in 1..=3 {
+        reaper.watch(pid_of(&dir, node));
+    }
+    let (net, service) = Net::open_n(&dir, base, 4, "user0");
+    let (members, _) = Net::open_n(&dir, base, 4, "member0");
+    let three = [1u16, 2, 3];
+    let mut before = Vec::new();
+    for i in 0..40 {
+        let c = format!("before join {i}");
+        before.push((net.append(&three, &c).await, c));
+    }
+    net.wait_committed_on(&three, &before.last().unwrap().0)
+        .await;
+
+    // Join through a backup: it answers with a redirect to the primary.
+    let primary = net.primary(&three).await.unwrap();
+    let backup = three.iter().copied().find(|&n| n != primary).unwrap();
+    let config = joiner_config(&dir, "node4", base + 3);
+    let target = format!("https://127.0.0.1:{}", base + backup - 1);
+    let service_cert = dir.join("service_cert.pem");
+    let joiner = start_and_wait(&join_args(&config, &target, &service_cert));
+    reaper.watch(joiner.id());
+    let row = net
+        .wait_node(1, "node 4 as a voter", |n| {
+            n["raft_id"] == json!(4)
+                && n["status"] == json!("Trusted")
+                && n["consensus_role"] == json!("Voter")
+        })
+        .await;
+    let node4_id = row["node_id"].as_str().unwrap().to_string();
+    assert_eq!(node4_id.len(), 64);
+    // It started from a snapshot: its ledger does not begin at seqno 1.
+    let node4_ledger = dir.join("node4/ledger");
+    let first = first_chunk_seqno(&node4_ledger);
+    assert!(first > 1, "node 4 replayed the whole ledger");
+    assert!(dir
+        .join("node4/snapshots")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+
+    let four = [1u16, 2, 3, 4];
+    let mut after = Vec::new();
+    for i in 0..20 {
+        let c = format!("after join {i}");
+        // Through node 4 too (it forwards writes to the primary).
+        after.push((net.append(&[4, 1, 2, 3], &c).await, c));
+    }
+    net.wait_committed_on(&four, &after.last().unwrap().0).await;
+    // Node 4 answers for everything: its own ledger after the snapshot, history
+    // before it through the primary; its receipts are the others' byte for byte.
+    for (t, c) in before.iter().step_by(9).chain(after.iter().step_by(5)) {
+        let r = net
+            .client(4)
+            .request("GET", &format!("/app/transactions/{t}?{API}"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.json()["entry"]["contents"],
+            json!(c),
+            "{t} on node 4: {}",
+            r.json()
+        );
+    }
+    let verifier = covenant_client::ReceiptVerifier::new(service.clone());
+    for (t, _) in after.iter().step_by(6) {
+        let mine = net.receipt(4, t).await;
+        let resp: covenant_receipt::ReceiptResponse = serde_json::from_slice(&mine).unwrap();
+        verifier.verify_response(&resp, None).unwrap();
+        assert_eq!(mine, net.receipt(1, t).await, "{t}");
+    }
+
+    // Four voters: losing the primary leaves a majority of three.
+    let primary = net.primary(&four).await.unwrap();
+    let pid = if primary == 4 {
+        joiner.id()
+    } else {
+        pid_of(&dir, primary)
+    };
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let live: Vec<u16> = four.iter().copied().filter(|&n| n != primary).collect();
+    let t = net.append(&live, "with a primary down").await;
+    net.wait_committed_on(&live, &t).await;
+    let config_of = |n: u16| {
+        if n == 4 {
+            config.clone()
+        } else {
+            dir.join(format!("node{n}/node.toml"))
+        }
+    };
+    let restarted = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["node", "start", "--config"])
+        .arg(config_of(primary))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    reaper.watch(restarted.id());
+    net.wait_committed_on(&[primary], &t).await;
+
+    // A user is not a member: it may not change the network.
+    let r = net
+        .client(1)
+        .request(
+            "POST",
+            &format!("/node/network/nodes/{node4_id}/retire"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.json());
+    // A member retires node 4 (through any node; the CLI follows the redirect).
+    let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["nodes", "retire", &node4_id, "--endpoint"])
+        .arg(format!("https://127.0.0.1:{base}"))
+        .arg("--service-cert")
+        .arg(&service_cert)
+        .arg("--cert")
+        .arg(dir.join("member0_cert.pem"))
+        .arg("--key")
+        .arg(dir.join("member0_privk.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = &members;
+    net.wait_node(1, "node 4 retired", |n| {
+        n["node_id"] == json!(node4_id)
+            && n["status"] == json!("Retired")
+            && n["consensus_role"] == json!("None")
+    })
+    .await;
+    let t = net.append(&three, "after retiring node 4").await;
+    net.wait_committed_on(&three, &t).await;
+    let r = net
+        .client(1)
+        .request("GET", "/node/commit", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // Stop everything; every ledger audits (node 4's from its snapshot) and all
+    // agree entry for entry where they overlap.
+    let mut committed = u64::MAX;
+    for node in three {
+        committed = committed.min(net.committed(node).await);
+    }
+    let node4_committed = net.committed(4).await;
+    for node in three {
+        term(pid_of(&dir, node));
+    }
+    term(restarted.id());
+    term(joiner.id());
+    term(dev.id());
+    for mut c in [dev, restarted, joiner] {
+        let _ = c.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for node in three {
+        audit(&dir.join(format!("node{node}/ledger")), &service_cert);
+    }
+    let report = audit(&node4_ledger, &service_cert);
+    assert!(report.contains("snapshot"), "{report}");
+    let scan = |ledger: &Path, upto: u64| -> Vec<covenant_ledger::Entry> {
+        covenant_ledger::ChunkScanner::open(ledger)
+            .unwrap()
+            .map(|e| e.unwrap().entry)
+            .take_while(|e| e.txid.seqno.0 <= upto)
+            .collect()
+    };
+    let reference = scan(&dir.join("node1/ledger"), committed);
+    for node in [2u16, 3] {
+        assert_eq!(
+            scan(&dir.join(format!("node{node}/ledger")), committed),
+            reference
+        );
+    }
+    let mine = scan(&node4_ledger, node4_committed.min(committed));
+    assert_eq!(mine.first().map(|e| e.txid.seqno.0), Some(first));
+    let theirs: Vec<_> = reference
+        .into_iter()
+        .filter(|e| e.txid.seqno.0 >= first && e.txid.seqno.0 <= node4_committed)
+        .collect();
+    assert_eq!(mine, theirs);
+}
+
+/// With `--join-policy pending` a joining node waits, outside the configuration,
+/// until a member trusts it; then it catches up and commits like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_node_waits_until_a_member_trusts_it() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(4);
+    let dev = start_and_wait(&[
+        "dev",
+        "--nodes",
+        "3",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &base.to_string(),
+        "--sig-ms-interval",
+        "100",
+        "--join-policy",
+        "pending",
+    ]);
+    let reaper = Reaper(Default::default());
+    reaper.watch(dev.id());
+    for node in 1..=3 {
+        reaper.watch(pid_of(&dir, node));
+    }
+    let (net, _) = Net::open_n(&dir, base, 4, "user0");
+    let (members, _) = Net::open_n(&dir, base, 4, "member0");
+    let three = [1u16, 2, 3];
+    let t = net.append(&three, "before").await;
+    net.wait_committed_on(&three, &t).await;
+    let config = joiner_config(&dir, "node4", base + 3);
+    let target = format!("https://127.0.0.1:{base}");
+    let service_cert = dir.join("service_cert.pem");
+    let joiner = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(join_args(&config, &target, &service_cert))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    reaper.watch(joiner.id());
+    let row = net
+        .wait_node(2, "a Pending node", |n| {
+            n["status"] == json!("Pending") && n["node_id"].as_str().is_some_and(|s| s.len() == 64)
+        })
+        .await;
+    let node_id = row["node_id"].as_str().unwrap().to_string();
+    assert_eq!(row["consensus_role"], json!("None"));
+    // Pending: no identity handed out, nothing replicated to it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!dir.join("node4/ledger_secret.key").exists());
+    assert!(!dir.join("node4/network.json").exists());
+    // Only members may trust it.
+    let path = format!("/node/network/nodes/{node_id}/trust");
+    let primary = net.primary(&three).await.unwrap();
+    let r = net
+        .client(primary)
+        .request("POST", &path, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let r = members
+        .client(primary)
+        .request("POST", &path, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.json());
+    // Trusting twice is refused clearly.
+    let r = members
+        .client(primary)
+        .request("POST", &path, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.json());
+    net.wait_node(1, "node 4 as a voter", |n| {
+        n["node_id"] == json!(node_id) && n["consensus_role"] == json!("Voter")
+    })
+    .await;
+    let t = net.append(&[4, 1], "after trust").await;
+    net.wait_committed_on(&[1, 2, 3, 4], &t).await;
+    for node in three {
+        term(pid_of(&dir, node));
+    }
+    term(joiner.id());
+    term(dev.id());
+    for mut c in [dev, joiner] {
+        let _ = c.wait();
     }
 }

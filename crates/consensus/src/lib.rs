@@ -12,6 +12,7 @@
 //! blank entry of a new view), fsyncs outside both locks, and turns Raft's commit
 //! index into the engine's commit: the last signature at or below it.
 
+mod membership;
 mod storage;
 
 use std::path::PathBuf;
@@ -22,12 +23,14 @@ use std::time::{Duration, Instant};
 use covenant_engine::{Engine, EngineError};
 use covenant_types::{TxId, View};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
+use raft::eraftpb::{Entry, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
 use tokio::sync::watch;
 
+use membership::MembershipState;
+pub use membership::{Membership, MEMBERSHIP_KEY, MEMBERSHIP_MAP};
 use storage::{lock, Meta, CTX_SIGNATURE};
-pub use storage::{HardStateFile, LedgerStorage};
+pub use storage::{AppliedConf, HardStateFile, LedgerStorage};
 
 /// Why consensus refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,11 @@ pub enum ConsensusError {
     BadMessage(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("invalid configuration change: {0}")]
+    BadMembership(String),
+    /// Configuration changes go one at a time.
+    #[error("another configuration change (at seqno {0}) is not committed yet; retry")]
+    MembershipChangePending(u64),
     /// Persisting Raft's output failed (disk error, corrupt entry): this replica stopped
     /// taking part, since raft-rs cannot continue from a half-processed output.
     #[error("this node stopped replicating: {0}")]
@@ -67,7 +75,8 @@ pub trait Transport: Send + Sync + 'static {
 pub struct ReplicaConfig {
     /// This node's Raft id (non-zero).
     pub id: u64,
-    /// Raft ids of every voting node, this one included.
+    /// Raft ids of the voting nodes a new network starts with (this one included).
+    /// Once the ledger holds a configuration ([`MEMBERSHIP_MAP`]), that one rules.
     pub voters: Vec<u64>,
     /// Where the hard state file lives (beside the ledger).
     pub state_dir: PathBuf,
@@ -121,6 +130,9 @@ struct Inner {
     /// Set when the thread stopped on an error; writes are refused from then on.
     failed: Mutex<Option<String>>,
     on_apply: Option<OnApply>,
+    membership: Mutex<MembershipState>,
+    /// Serializes configuration changes (one in flight at a time).
+    change_lock: Mutex<()>,
     config: ReplicaConfig,
 }
 
@@ -143,21 +155,50 @@ impl Replica {
         on_apply: Option<OnApply>,
     ) -> Result<(Replica, std::thread::JoinHandle<()>), ConsensusError> {
         let saved = HardStateFile::load(&config.state_dir)?;
-        let (last, committed_seqno) = {
+        let (last, committed_seqno, written) = {
             let e = lock(&engine);
-            (e.last_seqno(), e.committed_seqno())
+            let written = match e.store().get(MEMBERSHIP_MAP, MEMBERSHIP_KEY) {
+                Some(bytes) => Some((
+                    e.store()
+                        .version_of(MEMBERSHIP_MAP, MEMBERSHIP_KEY)
+                        .unwrap_or(0),
+                    Membership::decode(&bytes)?,
+                )),
+                None => None,
+            };
+            (e.last_seqno(), e.committed_seqno(), written)
         };
-        // The commit index can only be trusted up to what this ledger holds.
+        // The commit index can only be trusted up to what this ledger holds; what the
+        // engine knows committed (a signature replicated to a majority) was too. A
+        // node started from a snapshot has its whole (empty) ledger committed.
+        let commit = saved.commit.max(committed_seqno).min(last);
         let hard_state = HardState {
             term: saved.term,
             vote: saved.vote,
-            commit: saved.commit.min(last),
+            commit,
             ..Default::default()
         };
-        let conf_state = ConfState {
-            voters: config.voters.clone(),
-            ..Default::default()
+        let bootstrap = || AppliedConf {
+            seqno: 0,
+            membership: Membership::with_voters(config.voters.iter().copied()),
         };
+        // The configuration in force is the last one written at or below the commit
+        // index; one written after it is pending (there is at most one).
+        let mut membership = MembershipState::default();
+        let applied = match written {
+            Some((seqno, m)) if seqno <= commit => AppliedConf {
+                seqno,
+                membership: m,
+            },
+            Some((seqno, m)) => {
+                membership.pending.insert(seqno, m);
+                saved.conf.clone().unwrap_or_else(bootstrap)
+            }
+            None => bootstrap(),
+        };
+        membership.applied_seqno = applied.seqno;
+        membership.applied = applied.membership;
+        let conf_state = membership.applied.to_conf_state();
         let meta = Arc::new(Mutex::new(Meta {
             hard_state,
             conf_state,
@@ -179,7 +220,7 @@ impl Replica {
             // transaction would otherwise mean one message per transaction).
             batch_append: true,
             // Everything in the ledger is applied to the store as it is appended.
-            applied: saved.commit.min(last),
+            applied: commit,
             ..Default::default()
         };
         raft_config.validate()?;
@@ -200,12 +241,14 @@ impl Replica {
                 term: saved.term,
                 leader: None,
                 is_primary: false,
-                commit_index: saved.commit.min(last),
+                commit_index: commit,
                 committed_seqno,
             }),
             stop: std::sync::atomic::AtomicBool::new(false),
             failed: Mutex::new(None),
             on_apply,
+            membership: Mutex::new(membership),
+            change_lock: Mutex::new(()),
             config,
         }));
         let r = replica.clone();
@@ -241,6 +284,77 @@ impl Replica {
             .stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.receive(Vec::new());
+    }
+
+    fn membership(&self) -> MutexGuard<'_, MembershipState> {
+        self.0.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration in force, and the change written but not yet committed.
+    pub fn configuration(&self) -> (Membership, Option<(u64, Membership)>) {
+        let m = self.membership();
+        let pending = m.pending.iter().next_back().map(|(s, c)| (*s, c.clone()));
+        (m.applied.clone(), pending)
+    }
+
+    /// On the primary: writes the configuration `target` (one node added as a
+    /// learner, promoted, or removed), together with `extra` writes (such as the
+    /// node's row in the nodes table), as one transaction. It takes effect on every
+    /// node when Raft commits it. Refused while another change is uncommitted.
+    pub fn change_membership(
+        &self,
+        target: Membership,
+        extra: impl FnOnce(&mut covenant_kv::Tx),
+    ) -> Result<TxId, ConsensusError> {
+        let _one_at_a_time = self.0.change_lock.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let m = self.membership();
+            if let Some((&seqno, _)) = m.pending.iter().next_back() {
+                return Err(ConsensusError::MembershipChangePending(seqno));
+            }
+            m.applied.change_to(&target)?;
+        }
+        let value = target.encode();
+        let inner = self.0.clone();
+        self.write(move |e| {
+            let mut tx = e.begin();
+            extra(&mut tx);
+            tx.put(MEMBERSHIP_MAP, MEMBERSHIP_KEY, &value);
+            let txid = e.commit_tx(tx, None)?;
+            // Recorded under the Raft lock, before the Raft thread can see the entry
+            // committed; dropped again if the write is rolled back.
+            inner
+                .membership
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending
+                .insert(txid.seqno.0, target);
+            Ok(txid)
+        })
+    }
+
+    /// On the primary: hands leadership to the most caught-up other voter (before
+    /// this node retires). Returns whether a transfer started.
+    pub fn transfer_leadership(&self) -> bool {
+        let mut raw = raft_lock(&self.0.raft);
+        if raw.raft.state != StateRole::Leader {
+            return false;
+        }
+        let voters = self.membership().applied.voters.clone();
+        let best = raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.0.id && voters.contains(id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id);
+        match best {
+            Some(to) => {
+                raw.transfer_leader(to);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Runs `f` as the next transaction(s) on the primary and replicates what it
@@ -290,11 +404,16 @@ impl Replica {
                 Err(e) => {
                     // Nothing may stay in the ledger that Raft does not know of.
                     engine.rollback(last)?;
+                    self.membership().rollback(last);
                     return Err(e.into());
                 }
             };
             drop(engine);
-            self.propose(&mut raw, last, entries)?;
+            if let Err(e) = self.propose(&mut raw, last, entries) {
+                let kept = lock(&self.0.engine).last_seqno();
+                self.membership().rollback(kept);
+                return Err(e);
+            }
             return Ok(out);
         }
     }
@@ -344,6 +463,7 @@ impl Replica {
         let tick = self.0.config.tick;
         let mut next_tick = Instant::now() + tick;
         let mut next_sig = Instant::now() + self.0.config.sig_interval;
+        let mut next_promote = Instant::now() + tick * 4;
         while !self.0.stop.load(std::sync::atomic::Ordering::Relaxed) {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut batch = Vec::new();
@@ -387,6 +507,12 @@ impl Replica {
                 next_sig = Instant::now() + self.0.config.sig_interval;
                 if let Err(e) = self.sign_if_primary() {
                     tracing::error!(error = %e, "emitting a signature failed");
+                }
+            }
+            if Instant::now() >= next_promote {
+                next_promote = Instant::now() + tick * 4;
+                if let Err(e) = self.promote_learners() {
+                    tracing::error!(error = %e, "promoting a learner failed");
                 }
             }
             if let Err(e) = self.on_ready() {
@@ -434,7 +560,12 @@ impl Replica {
             let persisted_last = entries.last().map(|e| e.index);
             {
                 let mut engine = lock(&self.0.engine);
-                persist(&mut engine, &entries, self.0.on_apply.as_ref())?;
+                persist(
+                    &mut engine,
+                    &entries,
+                    self.0.on_apply.as_ref(),
+                    &self.0.membership,
+                )?;
             }
             let hard_state = rd.hs().cloned();
             let committed_entries = rd.take_committed_entries();
@@ -469,12 +600,9 @@ impl Replica {
         if let Some(hs) = &hard_state {
             let mut meta = self.0.meta.lock().unwrap_or_else(|e| e.into_inner());
             if meta.hard_state.term != hs.term || meta.hard_state.vote != hs.vote {
-                HardStateFile {
-                    term: hs.term,
-                    vote: hs.vote,
-                    commit: hs.commit,
-                }
-                .store(&self.0.config.state_dir)?;
+                let mut file = self.state_file(hs);
+                file.commit = hs.commit;
+                file.store(&self.0.config.state_dir)?;
             }
             meta.hard_state = hs.clone();
         }
@@ -485,7 +613,120 @@ impl Replica {
         self.send(persisted);
         let mut raw = raft_lock(&self.0.raft);
         raw.on_persist_ready(number);
+        self.apply_membership(&mut raw)?;
         self.publish(&raw)
+    }
+
+    /// What the hard state file holds: `hs` and the applied configuration.
+    fn state_file(&self, hs: &HardState) -> HardStateFile {
+        let m = self.membership();
+        HardStateFile {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+            conf: (m.applied_seqno > 0).then(|| AppliedConf {
+                seqno: m.applied_seqno,
+                membership: m.applied.clone(),
+            }),
+        }
+    }
+
+    /// Applies every pending configuration change that Raft has now committed.
+    fn apply_membership(&self, raw: &mut RawNode<LedgerStorage>) -> Result<(), ConsensusError> {
+        let commit_index = raw.raft.raft_log.committed;
+        let mut changed = false;
+        loop {
+            let next = {
+                let m = self.membership();
+                match m.pending.iter().next() {
+                    Some((&seqno, target)) if seqno <= commit_index => {
+                        // Writing the configuration in force again (a genesis) is no change.
+                        let change = (m.applied != *target).then(|| m.applied.change_to(target));
+                        Some((seqno, change, target.clone()))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((seqno, change, target)) = next else {
+                break;
+            };
+            match change {
+                None => {}
+                Some(Ok(cc)) => {
+                    let cs = raw.apply_conf_change(&cc)?;
+                    tracing::info!(seqno, voters = ?cs.voters, learners = ?cs.learners, "applied a configuration change");
+                }
+                // Written by a primary that validated it against the same applied
+                // configuration: only a bug gets here. Adopt the target anyway so
+                // every node ends in the same configuration.
+                Some(Err(e)) => {
+                    tracing::error!(seqno, error = %e, "configuration change does not apply; adopting it as is")
+                }
+            }
+            {
+                let mut m = self.membership();
+                m.pending.remove(&seqno);
+                m.applied = target;
+                m.applied_seqno = seqno;
+            }
+            self.0
+                .meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .conf_state = self.membership().applied.to_conf_state();
+            changed = true;
+        }
+        if changed {
+            let hs = raw.raft.hard_state();
+            self.state_file(&hs).store(&self.0.config.state_dir)?;
+            // A primary that removed itself hands over to the most caught-up voter.
+            let voters = self.membership().applied.voters.clone();
+            if raw.raft.state == StateRole::Leader && !voters.contains(&self.0.id) {
+                let best = raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| **id != self.0.id && voters.contains(id))
+                    .max_by_key(|(_, p)| p.matched)
+                    .map(|(id, _)| *id);
+                if let Some(to) = best {
+                    raw.transfer_leader(to);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// On the primary: a learner that has caught up becomes a voter.
+    fn promote_learners(&self) -> Result<(), ConsensusError> {
+        let candidate = {
+            let raw = raft_lock(&self.0.raft);
+            if raw.raft.state != StateRole::Leader {
+                return Ok(());
+            }
+            let m = self.membership();
+            if !m.pending.is_empty() {
+                return Ok(());
+            }
+            let committed = raw.raft.raft_log.committed;
+            m.learners_caught_up(|id| raw.raft.prs().get(id).map(|p| p.matched), committed)
+        };
+        let Some(id) = candidate else {
+            return Ok(());
+        };
+        let mut target = self.membership().applied.clone();
+        target.learners.remove(&id);
+        target.voters.insert(id);
+        match self.change_membership(target, |_| {}) {
+            Ok(txid) => {
+                tracing::info!(raft_id = id, %txid, "promoting a caught-up learner to voter");
+                Ok(())
+            }
+            Err(ConsensusError::NotPrimary { .. })
+            | Err(ConsensusError::NotReady)
+            | Err(ConsensusError::MembershipChangePending(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn publish(&self, raw: &RawNode<LedgerStorage>) -> Result<(), ConsensusError> {
@@ -519,7 +760,9 @@ fn persist(
     engine: &mut Engine,
     entries: &[Entry],
     on_apply: Option<&OnApply>,
+    membership: &Mutex<MembershipState>,
 ) -> Result<(), ConsensusError> {
+    let membership = || membership.lock().unwrap_or_else(|e| e.into_inner());
     for ent in entries {
         let txid = TxId::new(ent.term, ent.index);
         let last = engine.last_seqno();
@@ -533,6 +776,7 @@ fn persist(
                 "rolling back an uncommitted suffix"
             );
             engine.rollback(ent.index - 1)?;
+            membership().rollback(ent.index - 1);
         } else if ent.index != last + 1 {
             return Err(ConsensusError::Unsupported(format!(
                 "raft entry {} does not follow the ledger's last seqno {last}",
@@ -544,6 +788,11 @@ fn persist(
             EntryType::EntryNormal => {
                 let is_signature = ent.context.first() == Some(&CTX_SIGNATURE);
                 let ws = engine.apply_entry(txid, is_signature, &ent.data)?;
+                if let Some(Some(bytes)) = ws.get(MEMBERSHIP_MAP, MEMBERSHIP_KEY) {
+                    membership()
+                        .pending
+                        .insert(ent.index, Membership::decode(bytes)?);
+                }
                 if let Some(f) = on_apply {
                     f(txid, &ws);
                 }

@@ -23,11 +23,22 @@ pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
 }
 
 /// The persisted part of Raft's state that is not in the ledger.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardStateFile {
     pub term: u64,
     pub vote: u64,
     pub commit: u64,
+    /// The configuration last applied to raft-rs and the seqno that wrote it
+    /// (absent: the bootstrap configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<AppliedConf>,
+}
+
+/// A configuration applied at a seqno (see [`crate::Membership`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedConf {
+    pub seqno: u64,
+    pub membership: crate::Membership,
 }
 
 impl HardStateFile {
@@ -129,7 +140,12 @@ impl raft::Storage for LedgerStorage {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let stable_last = self.stable_last();
         let engine = lock(&self.engine);
-        if low == 0 || high > stable_last.min(engine.last_seqno()) + 1 {
+        if low < engine.first_seqno() {
+            // Before a snapshot this node started from: raft-rs would need to send a
+            // Raft snapshot, which covenant does not (see `snapshot` below).
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > stable_last.min(engine.last_seqno()) + 1 {
             return Err(unavailable());
         }
         // Only replication to another node needs the bytes; raft-rs reads committed
@@ -171,11 +187,16 @@ impl raft::Storage for LedgerStorage {
             return Err(unavailable());
         }
         let engine = lock(&self.engine);
+        if idx + 1 < engine.first_seqno() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        // Also answers for the seqno of the snapshot a node started from.
         engine.view_at(idx).ok_or_else(unavailable)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        // 1 for a full ledger; one past the snapshot for a node that started from one.
+        Ok(lock(&self.engine).first_seqno())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -183,7 +204,10 @@ impl raft::Storage for LedgerStorage {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
-        // The whole log is kept (no compaction yet), so a snapshot is never needed.
+        // Ledgers are never compacted: a node that started from a snapshot got it when
+        // it joined (over HTTPS, see the node crate), and every leader's ledger reaches
+        // back to its own start. A follower behind the start of the leader's ledger
+        // cannot be caught up by Raft; it rejoins.
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -47,7 +47,9 @@ struct Cluster {
     threads: Vec<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Nodes a cluster starts with; up to `MAX` may run (the others join).
 const N: u64 = 3;
+const MAX: u64 = 5;
 
 fn engine_config(dir: &std::path::Path) -> EngineConfig {
     let mut c = EngineConfig::new(dir.join("ledger"));
@@ -63,7 +65,7 @@ impl Cluster {
         let service = ServiceIdentity::generate(Curve::P384).unwrap();
         let mut idents = Vec::new();
         let mut dirs = Vec::new();
-        for i in 1..=N {
+        for i in 1..=MAX {
             idents.push(Arc::new(
                 NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults())
                     .unwrap(),
@@ -73,7 +75,7 @@ impl Cluster {
             dirs.push(d);
         }
         let net = Arc::new(Net::default());
-        *net.nodes.write().unwrap() = (0..=N).map(|_| None).collect();
+        *net.nodes.write().unwrap() = (0..=MAX).map(|_| None).collect();
         let mut c = Cluster {
             service,
             secret: Arc::new(LedgerSecret::generate().unwrap()),
@@ -81,8 +83,8 @@ impl Cluster {
             dirs,
             _tmp: tmp,
             net,
-            engines: (0..=N).map(|_| None).collect(),
-            threads: (0..=N).map(|_| None).collect(),
+            engines: (0..=MAX).map(|_| None).collect(),
+            threads: (0..=MAX).map(|_| None).collect(),
         };
         for id in 1..=N {
             c.start(id);
@@ -136,7 +138,7 @@ impl Cluster {
 
     fn isolate(&self, id: u64) {
         let mut cut = self.net.cut.write().unwrap();
-        for other in 1..=N {
+        for other in 1..=MAX {
             if other != id {
                 cut.insert((id, other));
                 cut.insert((other, id));
@@ -238,11 +240,57 @@ impl Cluster {
     }
 
     fn stop_all_and_audit(mut self) {
-        for id in 1..=N {
+        for id in 1..=MAX {
             self.kill(id);
         }
         for d in &self.dirs {
-            audit_ledger(&d.join("ledger"), &self.service.cert, |_, _| {}).unwrap();
+            if d.join("ledger").exists() {
+                audit_ledger(&d.join("ledger"), &self.service.cert, |_, _| {}).unwrap();
+            }
+        }
+    }
+
+    /// Waits until every node of `ids` runs with the voters `voters` and no learners.
+    fn wait_voters(&self, ids: &[u64], voters: &[u64]) {
+        let want: std::collections::BTreeSet<u64> = voters.iter().copied().collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &id in ids {
+            loop {
+                let (conf, pending) = self.replica(id).unwrap().configuration();
+                if conf.voters == want && conf.learners.is_empty() && pending.is_none() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} runs {conf:?} (pending {pending:?}), want voters {want:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Changes the configuration through the current primary, retrying while a
+    /// primary is elected or another change commits.
+    fn change(&self, among: &[u64], f: impl Fn(&mut covenant_consensus::Membership)) -> TxId {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.replica(self.primary(among)).unwrap();
+            let (mut target, _) = r.configuration();
+            f(&mut target);
+            match r.change_membership(target, |_| {}) {
+                Ok(t) => return t,
+                Err(
+                    ConsensusError::NotPrimary { .. }
+                    | ConsensusError::NotReady
+                    | ConsensusError::MembershipChangePending(_),
+                ) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "configuration change did not go through"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -494,5 +542,71 @@ fn a_backup_that_cannot_persist_stops_and_recovers_on_restart() {
     c.start(f);
     c.wait_committed(&all, more);
     c.assert_same_committed_prefix(&all);
+    c.stop_all_and_audit();
+}
+
+#[test]
+fn a_new_node_joins_as_learner_becomes_voter_and_a_node_retires() {
+    let mut c = Cluster::new();
+    let three = [1, 2, 3];
+    for i in 0..40 {
+        c.append(&three, &format!("before{i}"));
+    }
+    // Node 4 starts empty and outside the configuration: it never campaigns, and it
+    // catches up once the primary adds it as a learner.
+    c.start(4);
+    let p = c.primary(&three);
+    let r = c.replica(p).unwrap();
+    let (conf, _) = r.configuration();
+    let mut two_at_once = conf.clone();
+    two_at_once.learners.extend([4, 5]);
+    assert!(matches!(
+        r.change_membership(two_at_once, |_| {}),
+        Err(ConsensusError::BadMembership(_))
+    ));
+    let added = c.change(&three, |m| {
+        m.learners.insert(4);
+    });
+    // The primary promotes the learner once it has caught up, on every node.
+    let four = [1, 2, 3, 4];
+    c.wait_voters(&four, &four);
+    let t = c.append(&four, "after-join");
+    c.wait_committed(&four, t);
+    c.assert_same_committed_prefix(&four);
+    assert!(added.seqno < t.seqno);
+
+    // Four voters: a majority is three, so one node down changes nothing.
+    let p = c.primary(&four);
+    let down = four.iter().copied().find(|&id| id != p && id != 4).unwrap();
+    c.kill(down);
+    let up: Vec<u64> = four.iter().copied().filter(|&id| id != down).collect();
+    let t = c.append(&up, "one-down");
+    c.wait_committed(&up, t);
+    c.start(down);
+    c.wait_committed(&[down], t);
+
+    // Retire a backup: it leaves the configuration on every node, the others commit.
+    let p = c.primary(&four);
+    let gone = four.iter().copied().find(|&id| id != p).unwrap();
+    c.change(&four, |m| {
+        m.voters.remove(&gone);
+    });
+    let rest: Vec<u64> = four.iter().copied().filter(|&id| id != gone).collect();
+    c.wait_voters(&rest, &rest);
+    c.kill(gone);
+    let t = c.append(&rest, "after-retire");
+    c.wait_committed(&rest, t);
+
+    // The configuration survives a restart of everyone (it is in the ledger).
+    for &id in &rest {
+        c.kill(id);
+    }
+    for &id in &rest {
+        c.start(id);
+    }
+    c.wait_voters(&rest, &rest);
+    let t = c.append(&rest, "after-restart");
+    c.wait_committed(&rest, t);
+    c.assert_same_committed_prefix(&rest);
     c.stop_all_and_audit();
 }

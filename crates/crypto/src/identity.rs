@@ -128,6 +128,27 @@ impl ServiceIdentity {
         sans: &[SubjectAltName],
         validity_days: i64,
     ) -> Result<Certificate, CryptoError> {
+        self.issue_node_cert_to(&node_key.to_rcgen()?, sans, validity_days)
+    }
+
+    /// Issues a node certificate for the public key of `candidate` (a joining node's
+    /// self-signed certificate: the service never sees the node's private key).
+    pub fn issue_node_cert_for(
+        &self,
+        candidate: &Certificate,
+        sans: &[SubjectAltName],
+        validity_days: i64,
+    ) -> Result<Certificate, CryptoError> {
+        let (raw, alg) = candidate.public_key().rcgen_parts()?;
+        self.issue_node_cert_to(&RawPublic { raw, alg }, sans, validity_days)
+    }
+
+    fn issue_node_cert_to(
+        &self,
+        subject: &impl rcgen::PublicKeyData,
+        sans: &[SubjectAltName],
+        validity_days: i64,
+    ) -> Result<Certificate, CryptoError> {
         let mut p = params(NODE_CN, validity_days)?;
         p.subject_alt_names = sans
             .iter()
@@ -146,7 +167,7 @@ impl ServiceIdentity {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         p.use_authority_key_identifier_extension = true;
-        self.sign_cert(&p, &node_key.to_rcgen()?)
+        self.sign_cert(&p, subject)
     }
 
     /// Endorses a previous service identity (after a recovery): a certificate for the old
@@ -276,6 +297,21 @@ mod tests {
         assert_eq!(node.node_id, node.cert.node_id());
         let other = ServiceIdentity::generate(Curve::P384).unwrap();
         assert!(node.cert.verify_signed_by(&other.cert).is_err());
+    }
+
+    #[test]
+    fn a_joining_node_is_endorsed_without_revealing_its_key() {
+        let service = ServiceIdentity::generate(Curve::P384).unwrap();
+        let (key, candidate) =
+            generate_client_identity("covenant joining node", Curve::P384).unwrap();
+        let issued = service
+            .issue_node_cert_for(&candidate, &SubjectAltName::dev_defaults(), 30)
+            .unwrap();
+        issued.verify_signed_by(&service.cert).unwrap();
+        assert_eq!(issued.spki_der(), candidate.spki_der());
+        let node = NodeIdentity::from_parts(key, issued).unwrap();
+        assert_eq!(node.node_id, candidate.node_id());
+        assert!(candidate.verify_signed_by(&service.cert).is_err());
     }
 
     #[test]

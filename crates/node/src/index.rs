@@ -36,7 +36,8 @@ impl EntryIndex {
         map: &str,
         upto: u64,
     ) -> Result<(), covenant_engine::EngineError> {
-        for seqno in 1..=upto {
+        // A node that started from a snapshot holds the ledger after it only.
+        for seqno in engine.first_seqno()..=upto {
             let (txid, ws) = engine.read_tx(seqno)?;
             self.add_from(txid, &ws, map);
         }

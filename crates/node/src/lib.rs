@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod identity;
 pub mod index;
+pub mod join;
 pub mod jwt;
 pub mod metrics;
 pub mod network;
@@ -197,8 +198,10 @@ impl BoundNode {
                 (state, Some(driver))
             }
             Some(net) => {
+                let store = engine.store().clone();
                 let engine = std::sync::Arc::new(std::sync::Mutex::new(engine));
-                let transport = network::HttpTransport::start(net, service_cert, node)?;
+                let peers = network::PeerBook::new(net, store, service_cert, node)?;
+                let transport = network::HttpTransport::start(peers.clone());
                 let mut rc = covenant_consensus::ReplicaConfig::new(
                     net.node_id,
                     net.peers.keys().copied().collect(),
@@ -214,6 +217,23 @@ impl BoundNode {
                     let e = engine.lock().unwrap_or_else(|e| e.into_inner());
                     std::sync::Arc::new(index::EntryIndex::build(&e, index_map, e.last_seqno())?)
                 };
+                // The genesis also records the configuration and the trusted code.
+                let genesis = config.genesis.clone().map(|g| {
+                    let voters = net.peers.keys().copied().collect::<Vec<_>>();
+                    let measurement = attestation::binary_measurement();
+                    Genesis(std::sync::Arc::new(move |e: &mut Engine| {
+                        (g.0)(e)?;
+                        join::add_node_code(e, &measurement)?;
+                        let mut tx = e.begin();
+                        tx.put(
+                            covenant_consensus::MEMBERSHIP_MAP,
+                            covenant_consensus::MEMBERSHIP_KEY,
+                            &covenant_consensus::Membership::with_voters(voters.iter().copied())
+                                .encode(),
+                        );
+                        e.commit_tx(tx, None).map(|_| ())
+                    }))
+                });
                 let hook_index = index.clone();
                 let on_apply: covenant_consensus::OnApply =
                     std::sync::Arc::new(move |txid, ws: &covenant_engine::WriteSet| {
@@ -226,7 +246,7 @@ impl BoundNode {
                     Some(on_apply),
                 )?;
                 let network =
-                    network::Network::new(replica, net.clone(), service_cert.clone(), node)?;
+                    network::Network::new(replica, net.clone(), service_cert.clone(), peers);
                 let state = NodeState::start_replicated(
                     engine,
                     index,
@@ -237,9 +257,13 @@ impl BoundNode {
                     quote,
                     config.jwt.clone(),
                 )?;
-                if let Some(g) = config.genesis.clone() {
+                if let Some(g) = genesis {
                     tokio::spawn(write_genesis_when_primary(state.clone(), g));
                 }
+                tokio::spawn(network::stop_when_retired(
+                    state.clone(),
+                    node.node_id.clone(),
+                ));
                 tokio::spawn(network::register_self(
                     state.clone(),
                     node.node_id.clone(),

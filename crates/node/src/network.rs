@@ -42,16 +42,133 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// `MAX_BATCH_BYTES` by one message of at most a few MiB).
 pub const MAX_RAFT_BODY_BYTES: usize = 64 << 20;
 
+/// How a primary decides on a node that asks to join (until governance does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// Trust a node whose evidence verifies (key bound, code trusted) at once.
+    #[default]
+    Auto,
+    /// Record it as Pending; a member trusts it later.
+    Pending,
+}
+
 /// The other nodes and this one's Raft id.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
     pub node_id: u64,
-    /// Raft id → address of every voting node (this one included).
+    /// Raft id → address of the nodes this one knows at start: every voting node of
+    /// a new network (this one included), or the network a node joined. Nodes that
+    /// join later are found in [`NODES_INFO`].
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// The address other nodes reach this one at.
+    pub address: SocketAddr,
     /// Where the Raft hard state file lives.
     pub state_dir: std::path::PathBuf,
     /// Raft tick; elections after 20 ticks without a primary.
     pub tick: Duration,
+    pub join_policy: JoinPolicy,
+    /// The service identity with its key, so that this node, as primary, can endorse
+    /// joining nodes and hand the identity on; `None`: it admits no one.
+    pub service: Option<Arc<covenant_crypto::ServiceIdentity>>,
+    /// The ledger secret, handed to trusted joining nodes.
+    pub ledger_secret: Option<Arc<covenant_crypto::LedgerSecret>>,
+}
+
+impl NetworkConfig {
+    /// A node of a network of `peers` (which must include `node_id`); defaults for
+    /// the rest (no service key: this node admits no joining node).
+    pub fn new(
+        node_id: u64,
+        peers: BTreeMap<u64, SocketAddr>,
+        state_dir: impl Into<std::path::PathBuf>,
+    ) -> NetworkConfig {
+        let address = peers
+            .get(&node_id)
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        NetworkConfig {
+            node_id,
+            peers,
+            address,
+            state_dir: state_dir.into(),
+            tick: Duration::from_millis(50),
+            join_policy: JoinPolicy::Auto,
+            service: None,
+            ledger_secret: None,
+        }
+    }
+}
+
+/// Where the other nodes are: the configured peers, then the addresses in
+/// [`NODES_INFO`] (nodes that joined later), with one client per node.
+pub struct PeerBook {
+    own_id: u64,
+    configured: BTreeMap<u64, SocketAddr>,
+    store: covenant_kv::Store,
+    service_cert: Certificate,
+    node_cert: Certificate,
+    node_key: covenant_crypto::SigningKeyPair,
+    clients: std::sync::Mutex<BTreeMap<u64, (String, LedgerClient)>>,
+}
+
+impl PeerBook {
+    pub fn new(
+        config: &NetworkConfig,
+        store: covenant_kv::Store,
+        service_cert: &Certificate,
+        node: &NodeIdentity,
+    ) -> Result<Arc<PeerBook>, covenant_client::ClientError> {
+        let node_key = covenant_crypto::SigningKeyPair::from_pem(&node.key.to_pem())
+            .map_err(|e| covenant_client::ClientError::Tls(e.to_string()))?;
+        Ok(Arc::new(PeerBook {
+            own_id: config.node_id,
+            configured: config.peers.clone(),
+            store,
+            service_cert: service_cert.clone(),
+            node_cert: node.cert.clone(),
+            node_key,
+            clients: Default::default(),
+        }))
+    }
+
+    /// The address of node `raft_id`, if known: this node's configuration first (the
+    /// operator's route to that node, e.g. through a proxy), then the address the
+    /// node registered.
+    pub fn address(&self, raft_id: u64) -> Option<String> {
+        if let Some(a) = self.configured.get(&raft_id) {
+            return Some(a.to_string());
+        }
+        self.store
+            .entries(NODES_INFO)
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+            .find(|i| i.raft_id == raft_id && !i.address.is_empty())
+            .map(|i| i.address)
+    }
+
+    /// A client to node `raft_id` presenting this node's certificate (cached while
+    /// the node's address stays the same).
+    pub fn client(&self, raft_id: u64) -> Option<LedgerClient> {
+        if raft_id == self.own_id {
+            return None;
+        }
+        let address = self.address(raft_id)?;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((a, c)) = clients.get(&raft_id) {
+            if *a == address {
+                return Some(c.clone());
+            }
+        }
+        let c = LedgerClient::new(
+            &format!("https://{address}"),
+            &self.service_cert,
+            Some((&self.node_cert, &self.node_key)),
+        )
+        .ok()?;
+        clients.insert(raft_id, (address, c.clone()));
+        Some(c)
+    }
 }
 
 /// What a networked node shares with its handlers.
@@ -59,8 +176,8 @@ pub struct Network {
     pub replica: Replica,
     pub config: NetworkConfig,
     pub service_cert: Certificate,
-    /// Clients to every peer, presenting this node's certificate.
-    clients: BTreeMap<u64, LedgerClient>,
+    /// Clients to the other nodes, presenting this node's certificate.
+    pub peers: Arc<PeerBook>,
     /// Idle keep-alive connections to the primary, per Raft id (forwarded writes).
     idle: std::sync::Mutex<BTreeMap<u64, Vec<Connection>>>,
     /// Fingerprints of certificates already checked against the service key (an
@@ -73,17 +190,16 @@ impl Network {
         replica: Replica,
         config: NetworkConfig,
         service_cert: Certificate,
-        node: &NodeIdentity,
-    ) -> Result<Network, covenant_client::ClientError> {
-        let clients = peer_clients(&config, &service_cert, node)?;
-        Ok(Network {
+        peers: Arc<PeerBook>,
+    ) -> Network {
+        Network {
             replica,
             config,
             service_cert,
-            clients,
+            peers,
             idle: Default::default(),
             endorsed: Default::default(),
-        })
+        }
     }
 
     /// Whether `peer` is a node of this service (certificate endorsed by the service key).
@@ -94,10 +210,18 @@ impl Network {
         let known = |s: &std::sync::Mutex<std::collections::HashSet<String>>| {
             s.lock().unwrap_or_else(|e| e.into_inner()).contains(&p.1)
         };
+        // A retired node keeps its endorsed certificate but takes no further part.
+        let retired = || {
+            self.peers
+                .store
+                .get(NODES_INFO, p.0.node_id().as_bytes())
+                .and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
+                .is_some_and(|i| i.status == STATUS_RETIRED)
+        };
         if known(&self.endorsed) {
-            return true;
+            return !retired();
         }
-        if p.0.verify_signed_by(&self.service_cert).is_err() {
+        if p.0.verify_signed_by(&self.service_cert).is_err() || retired() {
             return false;
         }
         let mut set = self.endorsed.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,55 +233,45 @@ impl Network {
     }
 }
 
-fn peer_clients(
-    config: &NetworkConfig,
-    service_cert: &Certificate,
-    node: &NodeIdentity,
-) -> Result<BTreeMap<u64, LedgerClient>, covenant_client::ClientError> {
-    config
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != config.node_id)
-        .map(|(id, addr)| {
-            let c = LedgerClient::new(
-                &format!("https://{addr}"),
-                service_cert,
-                Some((&node.cert, &node.key)),
-            )?;
-            Ok((*id, c))
-        })
-        .collect()
-}
-
-/// Sends Raft messages to peers: one queue and one keep-alive connection per peer,
-/// messages batched while a request is in flight. Losing messages is fine (Raft
-/// retries); blocking the Raft thread is not, so `send` never waits.
+/// Sends Raft messages to peers: one queue and one keep-alive connection per peer
+/// (started the first time a message goes there, so nodes that join later are
+/// reached too), messages batched while a request is in flight. Losing messages is
+/// fine (Raft retries); blocking the Raft thread is not, so `send` never waits.
 pub struct HttpTransport {
-    queues: BTreeMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    peers: Arc<PeerBook>,
+    runtime: tokio::runtime::Handle,
+    queues: std::sync::Mutex<BTreeMap<u64, mpsc::UnboundedSender<Vec<u8>>>>,
 }
 
 impl HttpTransport {
-    /// Starts one task per peer on the current tokio runtime.
-    pub fn start(
-        config: &NetworkConfig,
-        service_cert: &Certificate,
-        node: &NodeIdentity,
-    ) -> Result<Arc<HttpTransport>, covenant_client::ClientError> {
-        let mut queues = BTreeMap::new();
-        for (id, client) in peer_clients(config, service_cert, node)? {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(peer_loop(id, client, rx));
-            queues.insert(id, tx);
-        }
-        Ok(Arc::new(HttpTransport { queues }))
+    /// Peer tasks run on the current tokio runtime.
+    pub fn start(peers: Arc<PeerBook>) -> Arc<HttpTransport> {
+        Arc::new(HttpTransport {
+            peers,
+            runtime: tokio::runtime::Handle::current(),
+            queues: Default::default(),
+        })
     }
 }
 
 impl Transport for HttpTransport {
     fn send(&self, to: u64, message: Vec<u8>) {
-        if let Some(q) = self.queues.get(&to) {
-            let _ = q.send(message);
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = queues.get(&to) {
+            if q.send(message).is_ok() {
+                return;
+            }
+            queues.remove(&to);
+            return;
         }
+        // Unknown address: drop (Raft resends once the node's row is replicated).
+        let Some(client) = self.peers.client(to) else {
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(message);
+        self.runtime.spawn(peer_loop(to, client, rx));
+        queues.insert(to, tx);
     }
 }
 
@@ -277,6 +391,12 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         return next.run(req).await;
     }
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    // A node that started from a snapshot lacks the history before it: reads of that
+    // history go to the primary (which, as a rule, holds the whole ledger).
+    let before_ledger = !is_write && {
+        let first = state.engine().first_seqno();
+        first > 1 && reads_before(req.uri(), first)
+    };
     let session = req
         .extensions()
         .get::<crate::server::SessionForwarded>()
@@ -284,7 +404,7 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     let sticky = session
         .as_ref()
         .is_some_and(|s| s.0.load(std::sync::atomic::Ordering::Relaxed));
-    if !is_write && !sticky {
+    if !is_write && !sticky && !before_ledger {
         return next.run(req).await;
     }
     let status = net.replica.status();
@@ -306,7 +426,7 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     }
     let Some((leader, client)) = status
         .leader
-        .and_then(|l| net.clients.get(&l).map(|c| (l, c)))
+        .and_then(|l| net.peers.client(l).map(|c| (l, c)))
     else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -315,9 +435,33 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         )
         .into_response();
     };
-    match forward(&net, leader, client, req).await {
+    match forward(&net, leader, &client, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Whether a ledger read names a transaction (or a range starting) before seqno
+/// `first`: `/app/transactions/{txid}[/receipt|/status]` and ranged lists.
+fn reads_before(uri: &axum::http::Uri, first: u64) -> bool {
+    let seqno_of = |t: &str| t.split_once('.').and_then(|(_, s)| s.parse::<u64>().ok());
+    let Some(rest) = uri.path().strip_prefix("/app/transactions") else {
+        return false;
+    };
+    match rest.strip_prefix('/') {
+        None if rest.is_empty() => {
+            // A list starts at fromTransactionId, or at the beginning.
+            let from = uri.query().unwrap_or("").split('&').find_map(|kv| {
+                kv.strip_prefix("fromTransactionId=")
+                    .filter(|v| !v.is_empty())
+            });
+            from.is_none_or(|t| seqno_of(t).is_some_and(|s| s < first))
+        }
+        Some(tail) => {
+            let txid = tail.split('/').next().unwrap_or("");
+            txid != "current" && seqno_of(txid).is_some_and(|s| s < first)
+        }
+        None => false,
     }
 }
 
@@ -420,6 +564,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn history_before_a_snapshot_is_recognized() {
+        let before = |u: &str| reads_before(&u.parse().unwrap(), 100);
+        assert!(before("/app/transactions/2.50?api-version=x"));
+        assert!(before("/app/transactions/2.50/receipt"));
+        assert!(!before("/app/transactions/2.150"));
+        assert!(!before("/app/transactions/current?collectionId=a"));
+        assert!(before("/app/transactions?api-version=x&collectionId=a"));
+        assert!(before("/app/transactions?fromTransactionId=2.99"));
+        assert!(!before(
+            "/app/transactions?fromTransactionId=2.100&api-version=x"
+        ));
+        assert!(!before("/app/collections"));
+        assert!(!before("/app/transactionsX/2.5"));
+    }
+
+    #[test]
     fn frames_round_trip_and_malformed_bodies_are_refused() {
         let mut body = Vec::new();
         push_frame(&mut body, b"one");
@@ -437,13 +597,29 @@ mod tests {
     }
 }
 
+/// Node statuses in [`NODES_INFO`] (SPEC §5).
+pub const STATUS_PENDING: &str = "Pending";
+pub const STATUS_TRUSTED: &str = "Trusted";
+pub const STATUS_RETIRED: &str = "Retired";
+
 /// A node's row in [`NODES_INFO`].
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
+    /// Pending, Trusted or Retired.
     pub status: String,
+    /// 0 while Pending (no Raft id is given before the node is trusted).
     pub raft_id: u64,
+    /// Where other nodes and clients reach it (`host:port`).
     pub address: String,
+    /// Its certificate: endorsed by the service once Trusted, the node's own
+    /// self-signed one while Pending.
     pub cert: String,
+    /// The evidence it joined with (hex of the raw quote), if it joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
+    /// Extra names (IPs or DNS names) asked for its endorsed certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
 }
 
 /// `POST /internal/register`: a node of this service records itself (body: its
@@ -460,6 +636,14 @@ pub async fn register(
     };
     let mut info: NodeInfo = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("InvalidInput", format!("node info: {e}")))?;
+    if state
+        .store
+        .get(NODES_INFO, p.0.node_id().as_bytes())
+        .is_some()
+    {
+        // Registered already (or admitted by a join): never overwrite its status.
+        return Ok(StatusCode::OK.into_response());
+    }
     if !net.config.peers.contains_key(&info.raft_id) {
         return Err(ApiError::bad_request(
             "InvalidInput",
@@ -467,13 +651,14 @@ pub async fn register(
         ));
     }
     info.cert = p.0.to_pem();
-    info.status = "Trusted".into();
+    info.status = STATUS_TRUSTED.into();
+    info.quote = None;
     let txid = write_node_row(&state, &p.0.node_id(), &info)?;
     Ok(crate::routes::with_txid(Some(txid), StatusCode::OK).into_response())
 }
 
 /// Records a node's row in [`NODES_INFO`] (on the primary).
-fn write_node_row(
+pub(crate) fn write_node_row(
     state: &NodeState,
     node_id: &str,
     info: &NodeInfo,
@@ -493,17 +678,17 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
     let Some(net) = state.network.clone() else {
         return;
     };
-    let address = net
-        .config
-        .peers
-        .get(&net.config.node_id)
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    if !net.config.peers.contains_key(&net.config.node_id) {
+        // A node that joined was registered by the primary that admitted it.
+        return;
+    }
     let info = NodeInfo {
-        status: "Trusted".into(),
+        status: STATUS_TRUSTED.into(),
         raft_id: net.config.node_id,
-        address,
+        address: net.config.address.to_string(),
         cert: cert_pem,
+        quote: None,
+        subject_alt_names: Vec::new(),
     };
     loop {
         if state.store.get(NODES_INFO, node_id.as_bytes()).is_some() {
@@ -514,7 +699,7 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
             if write_node_row(&state, &node_id, &info).is_ok() {
                 return;
             }
-        } else if let Some(client) = s.leader.and_then(|l| net.clients.get(&l)) {
+        } else if let Some(client) = s.leader.and_then(|l| net.peers.client(l)) {
             if let (Ok(mut c), Ok(body)) = (client.connect().await, serde_json::to_vec(&info)) {
                 let _ = c
                     .request_raw("POST", REGISTER_PATH, Some(body), "application/json")
@@ -522,5 +707,27 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Stops this node's part in consensus once its own row says Retired (it was removed
+/// from the configuration; without this it would keep knocking at nodes that refuse
+/// it). Reads and the ledger stay available until the process is stopped.
+pub async fn stop_when_retired(state: NodeState, node_id: String) {
+    let Some(net) = state.network.clone() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let retired = state
+            .store
+            .get(NODES_INFO, node_id.as_bytes())
+            .and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
+            .is_some_and(|i| i.status == STATUS_RETIRED);
+        if retired {
+            tracing::warn!(%node_id, "this node was retired from the network; it stops replicating (stop the process)");
+            net.replica.stop();
+            return;
+        }
     }
 }

@@ -150,6 +150,30 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Consensus messages between nodes (length-prefixed raft-rs messages)",
         "nodes endorsed by the service identity",
     ),
+    (
+        "post",
+        "/node/join",
+        "A node asks to join (and polls): attestation evidence and address; Trusted nodes get the network's identity",
+        "a joining node, presenting its own key as client certificate",
+    ),
+    (
+        "post",
+        "/node/network/nodes/{node_id}/trust",
+        "Trust a Pending node: endorsed certificate, Raft id, learner in the configuration",
+        "members",
+    ),
+    (
+        "post",
+        "/node/network/nodes/{node_id}/retire",
+        "Retire a node: it leaves the Raft configuration, its row becomes Retired",
+        "members",
+    ),
+    (
+        "get",
+        "/internal/snapshot",
+        "The latest committed snapshot (a joining node starts from it)",
+        "nodes endorsed by the service identity",
+    ),
     ("get", "/node/commit", "Last committed TxId", "anyone"),
     (
         "get",

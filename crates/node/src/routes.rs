@@ -62,6 +62,16 @@ pub fn router(state: NodeState) -> Router {
         .route("/ledgerIdentity/{ledger_id}", get(ledger_identity))
         .route("/node/ping", get(|| async { Json(json!({})) }))
         .route("/node/network/nodes", get(network_nodes))
+        .route(crate::join::JOIN_PATH, post(crate::join::join))
+        .route(
+            "/node/network/nodes/{node_id}/trust",
+            post(crate::join::trust_pending),
+        )
+        .route(
+            "/node/network/nodes/{node_id}/retire",
+            post(crate::join::retire),
+        )
+        .route(crate::join::SNAPSHOT_PATH, get(crate::join::snapshot))
         .route(
             crate::network::REGISTER_PATH,
             axum::routing::post(crate::network::register),
@@ -566,43 +576,63 @@ async fn node_network(State(state): State<NodeState>) -> Json<Value> {
 }
 
 /// `/node/network/nodes`: every node with its status, address and whether it is the
-/// primary (Raft ids name nodes in a replicated network).
+/// primary (Raft ids name nodes in a replicated network). Nodes are those of the
+/// nodes table, plus configured peers that have not registered yet (Pending).
 async fn network_nodes(State(state): State<NodeState>) -> Json<Value> {
+    use crate::network::{NodeInfo, NODES_INFO, STATUS_PENDING, STATUS_TRUSTED};
     let nodes: Vec<Value> = match &state.network {
         Some(n) => {
             let s = n.replica.status();
-            // Registered nodes by Raft id (node ids are known once a node registered).
-            let registered: HashMap<u64, String> = state
+            let (conf, _) = n.replica.configuration();
+            let mut rows: Vec<(String, NodeInfo)> = state
                 .store
-                .entries(crate::network::NODES_INFO)
+                .entries(NODES_INFO)
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    let info: crate::network::NodeInfo = serde_json::from_slice(&v).ok()?;
-                    Some((info.raft_id, String::from_utf8(k).ok()?))
+                    let info: NodeInfo = serde_json::from_slice(&v).ok()?;
+                    Some((String::from_utf8(k).ok()?, info))
                 })
                 .collect();
-            n.config
-                .peers
-                .iter()
-                .map(|(id, addr)| {
-                    let (node_id, status) = match registered.get(id) {
-                        Some(node_id) => (node_id.clone(), "Trusted"),
-                        None => (String::new(), "Pending"),
+            for (id, addr) in &n.config.peers {
+                if !rows.iter().any(|(_, i)| i.raft_id == *id) {
+                    rows.push((
+                        String::new(),
+                        NodeInfo {
+                            status: STATUS_PENDING.into(),
+                            raft_id: *id,
+                            address: addr.to_string(),
+                            cert: String::new(),
+                            quote: None,
+                            subject_alt_names: Vec::new(),
+                        },
+                    ));
+                }
+            }
+            rows.sort_by_key(|(_, i)| (i.raft_id == 0, i.raft_id));
+            rows.into_iter()
+                .map(|(node_id, info)| {
+                    let role = if conf.voters.contains(&info.raft_id) {
+                        "Voter"
+                    } else if conf.learners.contains(&info.raft_id) {
+                        "Learner"
+                    } else {
+                        "None"
                     };
                     json!({
                         "node_id": node_id,
-                        "raft_id": id,
-                        "status": status,
-                        "primary": s.leader == Some(*id),
-                        "rpc_interfaces": {"primary_rpc_interface": {"published_address": addr.to_string()}},
-                        "self": *id == n.config.node_id,
+                        "raft_id": info.raft_id,
+                        "status": info.status,
+                        "consensus_role": role,
+                        "primary": info.raft_id != 0 && s.leader == Some(info.raft_id),
+                        "rpc_interfaces": {"primary_rpc_interface": {"published_address": info.address}},
+                        "self": info.raft_id != 0 && info.raft_id == n.config.node_id,
                     })
                 })
                 .collect()
         }
         None => vec![json!({
             "node_id": state.node_id,
-            "status": "Trusted",
+            "status": STATUS_TRUSTED,
             "primary": true,
             "rpc_interfaces": {},
             "self": true,

@@ -1,0 +1,575 @@
+//! Nodes joining and leaving a network (SPEC §5, §8; issue 4).
+//!
+//! A joining node connects with its own key and a self-signed certificate and
+//! sends `POST /node/join` with its attestation evidence and address. The primary
+//! checks the evidence (the key is bound, the code is trusted) and, by the
+//! network's join policy, trusts it at once or records it as Pending. Trusting a
+//! node is one transaction: its row in the nodes table (with a certificate for its
+//! key endorsed by the service) and the Raft configuration with the node added as a
+//! learner. The answer to a trusted node carries what it needs to take part: the
+//! service identity, its endorsed certificate and the ledger secret. It travels only
+//! over the TLS session the node opened with the key being endorsed (the primary
+//! answers only to that key), so no one else can obtain it. The node then fetches a
+//! snapshot (`GET /internal/snapshot`) and replicates the ledger suffix after it;
+//! the primary promotes it to voter once it has caught up. Retiring a node removes
+//! it from the configuration and marks its row Retired in one transaction.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use covenant_consensus::ConsensusError;
+use covenant_crypto::{Certificate, NodeIdentity, SubjectAltName};
+use serde::{Deserialize, Serialize};
+
+use crate::attestation::{binary_measurement, VirtualQuote, NODES_CODE_IDS, VIRTUAL_FORMAT};
+use crate::error::ApiError;
+use crate::network::{
+    JoinPolicy, Network, NodeInfo, NODES_INFO, STATUS_PENDING, STATUS_RETIRED, STATUS_TRUSTED,
+};
+use crate::server::PeerCert;
+use crate::state::NodeState;
+
+/// Path of the join endpoint.
+pub const JOIN_PATH: &str = "/node/join";
+/// Path where nodes fetch the latest committed snapshot.
+pub const SNAPSHOT_PATH: &str = "/internal/snapshot";
+/// Response header naming the snapshot's TxId.
+pub const SNAPSHOT_TXID_HEADER: &str = "x-covenant-snapshot-txid";
+
+/// `POST /node/join` body (CCF's field names where they exist).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub quote_info: QuoteInfo,
+    pub node_info_network: NodeInfoNetwork,
+    /// Extra names for the node's endorsed certificate (IP addresses or DNS names;
+    /// `localhost`, `127.0.0.1` and the rpc address's IP are always included).
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteInfo {
+    pub format: String,
+    /// Base64 of the raw evidence.
+    pub quote: String,
+    #[serde(default)]
+    pub endorsements: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfoNetwork {
+    /// `host:port` where other nodes and clients reach the node.
+    pub rpc_address: String,
+}
+
+/// `POST /node/join` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: String,
+    /// Pending or Trusted.
+    pub node_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_id: Option<u64>,
+    /// Only for a trusted node, over the session it opened with its own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_info: Option<NetworkInfo>,
+}
+
+/// What a trusted node needs to take part.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub service_cert: String,
+    /// PKCS#8 PEM of the service key (every node can endorse the next).
+    pub service_key: String,
+    /// The node's certificate, endorsed by the service.
+    pub node_cert: String,
+    /// Base64 of the ledger secret.
+    pub ledger_secret: String,
+    pub ledger_public: bool,
+    /// The nodes of the network and their addresses.
+    pub peers: Vec<PeerAddress>,
+}
+
+impl std::fmt::Debug for NetworkInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkInfo")
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub raft_id: u64,
+    pub address: String,
+}
+
+fn network(state: &NodeState) -> Result<&Network, ApiError> {
+    state.network.as_deref().ok_or_else(|| {
+        ApiError::not_found(
+            "ResourceNotFound",
+            "this node is not part of a replicated network",
+        )
+    })
+}
+
+fn unavailable(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
+}
+
+/// Writes that change the network go to the primary; a backup answers 307 with the
+/// primary's address (the answer to a join must reach the joining key directly,
+/// which forwarding would not preserve).
+fn redirect_to_primary(net: &Network, path: &str) -> Option<Response> {
+    let s = net.replica.status();
+    if s.is_primary {
+        return None;
+    }
+    let Some(address) = s.leader.and_then(|l| net.peers.address(l)) else {
+        return Some(unavailable("no primary is elected at the moment; retry").into_response());
+    };
+    let location = format!("https://{address}{path}");
+    let mut r = ApiError::new(
+        StatusCode::TEMPORARY_REDIRECT,
+        "NotPrimary",
+        format!("this node is a backup; the primary is at {address}"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Some(r)
+}
+
+fn consensus_error(context: &str, e: ConsensusError) -> ApiError {
+    match e {
+        ConsensusError::NotPrimary { .. }
+        | ConsensusError::NotReady
+        | ConsensusError::Failed(_)
+        | ConsensusError::MembershipChangePending(_) => unavailable(e.to_string()),
+        ConsensusError::BadMembership(m) => {
+            ApiError::new(StatusCode::CONFLICT, "InvalidConfiguration", m)
+        }
+        other => ApiError::internal(context, other),
+    }
+}
+
+fn node_row(state: &NodeState, node_id: &str) -> Option<NodeInfo> {
+    let raw = state.store.get(NODES_INFO, node_id.as_bytes())?;
+    serde_json::from_slice(&raw).ok()
+}
+
+/// Measurements nodes may run (the service's own binary until governance adds more).
+fn trusted_code(state: &NodeState) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = state
+        .store
+        .entries(NODES_CODE_IDS)
+        .into_iter()
+        .filter_map(|(k, _)| String::from_utf8(k).ok())
+        .collect();
+    if set.is_empty() {
+        set.insert(binary_measurement());
+    }
+    set
+}
+
+/// Records the running binary as trusted code (the genesis of a network).
+pub fn add_node_code(
+    engine: &mut covenant_engine::Engine,
+    measurement: &str,
+) -> Result<(), covenant_engine::EngineError> {
+    let mut tx = engine.begin();
+    tx.put(NODES_CODE_IDS, measurement.as_bytes(), b"\"AllowedToJoin\"");
+    engine.commit_tx(tx, None)?;
+    Ok(())
+}
+
+/// The next free Raft id: above every id in the nodes table, the configuration and
+/// the configured peers (ids are never reused, retired nodes keep theirs).
+fn next_raft_id(state: &NodeState, net: &Network) -> u64 {
+    let (applied, pending) = net.replica.configuration();
+    let rows = state
+        .store
+        .entries(NODES_INFO)
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+        .map(|i| i.raft_id);
+    let conf = applied
+        .voters
+        .iter()
+        .chain(&applied.learners)
+        .copied()
+        .chain(
+            pending
+                .into_iter()
+                .flat_map(|(_, m)| m.voters.into_iter().chain(m.learners).collect::<Vec<_>>()),
+        );
+    rows.chain(conf)
+        .chain(net.config.peers.keys().copied())
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+fn peer_addresses(state: &NodeState, net: &Network) -> Vec<PeerAddress> {
+    let mut out: Vec<PeerAddress> = state
+        .store
+        .entries(NODES_INFO)
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+        .filter(|i| i.status == STATUS_TRUSTED && i.raft_id != 0)
+        .map(|i| PeerAddress {
+            raft_id: i.raft_id,
+            address: i.address,
+        })
+        .collect();
+    for (id, addr) in &net.config.peers {
+        if !out.iter().any(|p| p.raft_id == *id) {
+            out.push(PeerAddress {
+                raft_id: *id,
+                address: addr.to_string(),
+            });
+        }
+    }
+    out.sort_by_key(|p| p.raft_id);
+    out
+}
+
+/// The answer to a node whose row is `row`.
+fn answer(
+    state: &NodeState,
+    net: &Network,
+    node_id: &str,
+    row: &NodeInfo,
+) -> Result<Response, ApiError> {
+    let network_info = if row.status == STATUS_TRUSTED {
+        let (Some(service), Some(secret)) = (&net.config.service, &net.config.ledger_secret) else {
+            return Err(unavailable(
+                "this node holds no service key to hand on; ask another node",
+            ));
+        };
+        Some(NetworkInfo {
+            service_cert: service.cert.to_pem(),
+            service_key: service.key.to_pem().to_string(),
+            node_cert: row.cert.clone(),
+            ledger_secret: base64::engine::general_purpose::STANDARD.encode(secret.expose_bytes()),
+            ledger_public: state.ledger_public,
+            peers: peer_addresses(state, net),
+        })
+    } else {
+        None
+    };
+    let body = JoinResponse {
+        node_id: node_id.to_string(),
+        node_status: row.status.clone(),
+        raft_id: (row.raft_id != 0).then_some(row.raft_id),
+        network_info,
+    };
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Trusts node `node_id` (row `row`, Pending or new): endorses its key, gives it a
+/// Raft id and adds it as a learner, in one transaction; asks for a snapshot it can
+/// start from. Returns the new row.
+fn trust(
+    state: &NodeState,
+    net: &Network,
+    node_id: &str,
+    row: &NodeInfo,
+) -> Result<NodeInfo, ApiError> {
+    let Some(service) = &net.config.service else {
+        return Err(unavailable(
+            "this primary holds no service key and cannot endorse nodes",
+        ));
+    };
+    let candidate = Certificate::from_pem(&row.cert)
+        .map_err(|e| ApiError::bad_request("InvalidInput", format!("node certificate: {e}")))?;
+    let mut sans = SubjectAltName::dev_defaults();
+    if let Ok(addr) = row.address.parse::<SocketAddr>() {
+        sans.push(SubjectAltName::Ip(addr.ip()));
+    }
+    sans.extend(
+        row.subject_alt_names
+            .iter()
+            .map(|s| SubjectAltName::parse(s)),
+    );
+    let endorsed = service
+        .issue_node_cert_for(&candidate, &sans, NodeIdentity::DEFAULT_VALIDITY_DAYS)
+        .map_err(|e| ApiError::internal("endorsing the node certificate failed", e))?;
+    let raft_id = next_raft_id(state, net);
+    let trusted = NodeInfo {
+        status: STATUS_TRUSTED.into(),
+        raft_id,
+        address: row.address.clone(),
+        cert: endorsed.to_pem(),
+        quote: row.quote.clone(),
+        subject_alt_names: row.subject_alt_names.clone(),
+    };
+    let value = serde_json::to_vec(&trusted)
+        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
+    let (mut target, _) = net.replica.configuration();
+    target.learners.insert(raft_id);
+    state.engine().request_snapshot();
+    let txid = net
+        .replica
+        .change_membership(target, |tx| {
+            tx.put(NODES_INFO, node_id.as_bytes(), &value);
+        })
+        .map_err(|e| consensus_error("trusting the node failed", e))?;
+    tracing::info!(%node_id, raft_id, %txid, "trusted a joining node; it catches up as a learner");
+    Ok(trusted)
+}
+
+/// `POST /node/join`: a node asks to join (and polls its status the same way).
+pub async fn join(
+    State(state): State<NodeState>,
+    peer: axum::Extension<PeerCert>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let net = network(&state)?;
+    if let Some(redirect) = redirect_to_primary(net, JOIN_PATH) {
+        return Ok(redirect);
+    }
+    let Some(p) = peer.0 .0.as_ref() else {
+        return Err(ApiError::unauthorized(
+            "a joining node presents its own key as a TLS client certificate",
+        ));
+    };
+    let cert = &p.0;
+    let req: JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("InvalidInput", format!("join request: {e}")))?;
+    let address: SocketAddr = req.node_info_network.rpc_address.parse().map_err(|_| {
+        ApiError::bad_request(
+            "InvalidInput",
+            "node_info_network.rpc_address must be ip:port",
+        )
+    })?;
+    let node_id = cert.node_id();
+    if let Some(row) = node_row(&state, &node_id) {
+        if row.status == STATUS_RETIRED {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "NodeRetired",
+                "this node was retired; a new key must join",
+            ));
+        }
+        return answer(&state, net, &node_id, &row);
+    }
+    if req.quote_info.format != VIRTUAL_FORMAT {
+        return Err(ApiError::bad_request(
+            "InvalidQuote",
+            format!(
+                "evidence format {:?} is not supported on this platform (expected {VIRTUAL_FORMAT:?})",
+                req.quote_info.format
+            ),
+        ));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(req.quote_info.quote.as_bytes())
+        .map_err(|_| ApiError::bad_request("InvalidQuote", "quote_info.quote is not base64"))?;
+    let quote =
+        VirtualQuote::from_raw(&raw).map_err(|m| ApiError::bad_request("InvalidQuote", m))?;
+    quote
+        .verify(&cert.spki_der(), &trusted_code(&state))
+        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "InvalidQuote", m))?;
+    for s in &req.subject_alt_names {
+        let dns_like = !s.is_empty()
+            && s.len() <= 253
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*'));
+        if s.parse::<std::net::IpAddr>().is_err() && !dns_like {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                format!("subject alternative name {s:?} is neither an IP address nor a DNS name"),
+            ));
+        }
+    }
+    if req.subject_alt_names.len() > 32 {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            "at most 32 subject alternative names",
+        ));
+    }
+    let pending = NodeInfo {
+        status: STATUS_PENDING.into(),
+        raft_id: 0,
+        address: address.to_string(),
+        cert: cert.to_pem(),
+        quote: Some(raw.iter().map(|b| format!("{b:02x}")).collect()),
+        subject_alt_names: req.subject_alt_names.clone(),
+    };
+    let row = match net.config.join_policy {
+        JoinPolicy::Auto => trust(&state, net, &node_id, &pending)?,
+        JoinPolicy::Pending => {
+            crate::network::write_node_row(&state, &node_id, &pending)?;
+            tracing::info!(%node_id, %address, "a node asked to join; it is Pending until trusted");
+            pending
+        }
+    };
+    answer(&state, net, &node_id, &row)
+}
+
+/// The caller, if it is a member of the consortium (until governance proposals
+/// exist, members operate the network directly).
+fn require_member(state: &NodeState, peer: &PeerCert) -> Result<String, ApiError> {
+    let Some(p) = peer.0.as_ref() else {
+        return Err(ApiError::unauthorized("a member certificate is required"));
+    };
+    let id = p.0.member_id();
+    if state
+        .store
+        .get(crate::MEMBERS_CERTS, id.as_bytes())
+        .is_none()
+    {
+        return Err(ApiError::forbidden(
+            "only members of the consortium may change the network",
+        ));
+    }
+    Ok(id)
+}
+
+/// `POST /node/network/nodes/{node_id}/trust` (member): trusts a Pending node.
+pub async fn trust_pending(
+    State(state): State<NodeState>,
+    peer: axum::Extension<PeerCert>,
+    Path(node_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let net = network(&state)?;
+    require_member(&state, &peer)?;
+    if let Some(redirect) =
+        redirect_to_primary(net, &format!("/node/network/nodes/{node_id}/trust"))
+    {
+        return Ok(redirect);
+    }
+    let Some(row) = node_row(&state, &node_id) else {
+        return Err(ApiError::not_found(
+            "NodeNotFound",
+            format!("no node {node_id}"),
+        ));
+    };
+    if row.status != STATUS_PENDING {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InvalidNodeState",
+            format!("node {node_id} is {}, not Pending", row.status),
+        ));
+    }
+    let row = trust(&state, net, &node_id, &row)?;
+    Ok(
+        Json(serde_json::json!({"node_id": node_id, "status": row.status, "raft_id": row.raft_id}))
+            .into_response(),
+    )
+}
+
+/// `POST /node/network/nodes/{node_id}/retire` (member): removes a node from the
+/// configuration and marks it Retired. Retiring the primary first hands its role to
+/// the most caught-up voter (answer 503: retry once the new primary is elected).
+pub async fn retire(
+    State(state): State<NodeState>,
+    peer: axum::Extension<PeerCert>,
+    Path(node_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let net = network(&state)?;
+    require_member(&state, &peer)?;
+    if let Some(redirect) =
+        redirect_to_primary(net, &format!("/node/network/nodes/{node_id}/retire"))
+    {
+        return Ok(redirect);
+    }
+    let Some(row) = node_row(&state, &node_id) else {
+        return Err(ApiError::not_found(
+            "NodeNotFound",
+            format!("no node {node_id}"),
+        ));
+    };
+    if row.status == STATUS_RETIRED {
+        return Ok(
+            Json(serde_json::json!({"node_id": node_id, "status": row.status})).into_response(),
+        );
+    }
+    let (mut target, _) = net.replica.configuration();
+    if row.raft_id != 0 {
+        if row.raft_id == net.config.node_id {
+            if net.replica.transfer_leadership() {
+                return Err(unavailable(
+                    "this node is the primary; it is handing over to another node: retry in a moment",
+                ));
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "InvalidConfiguration",
+                "the primary is the only voter and cannot retire",
+            ));
+        }
+        target.voters.remove(&row.raft_id);
+        target.learners.remove(&row.raft_id);
+    }
+    let retired = NodeInfo {
+        status: STATUS_RETIRED.into(),
+        ..row.clone()
+    };
+    let value = serde_json::to_vec(&retired)
+        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
+    let (applied, _) = net.replica.configuration();
+    let txid = if applied == target {
+        // Pending (never in the configuration): only its row changes.
+        crate::network::write_node_row(&state, &node_id, &retired)?
+    } else {
+        net.replica
+            .change_membership(target, |tx| {
+                tx.put(NODES_INFO, node_id.as_bytes(), &value);
+            })
+            .map_err(|e| consensus_error("retiring the node failed", e))?
+    };
+    tracing::info!(%node_id, raft_id = row.raft_id, %txid, "retired a node");
+    Ok(crate::routes::with_txid(
+        Some(txid),
+        Json(serde_json::json!({"node_id": node_id, "status": STATUS_RETIRED})),
+    ))
+}
+
+/// `GET /internal/snapshot` (nodes only): the latest committed snapshot, so a node
+/// that joined starts from it instead of replaying the ledger. 503 until one exists
+/// (one is then requested at the next signature).
+pub async fn snapshot(
+    State(state): State<NodeState>,
+    peer: axum::Extension<PeerCert>,
+) -> Result<Response, ApiError> {
+    let net = network(&state)?;
+    if !net.is_node(&peer) {
+        return Err(ApiError::forbidden(
+            "only nodes endorsed by the service identity may fetch snapshots",
+        ));
+    }
+    let latest = state.engine().latest_snapshot();
+    let Some((txid, path)) = latest else {
+        state.engine().request_snapshot();
+        return Err(unavailable(
+            "no snapshot is committed yet; one was requested: retry",
+        ));
+    };
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::internal("reading the snapshot failed", e))?;
+    let mut r = (StatusCode::OK, bytes).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&txid.to_string()) {
+        r.headers_mut().insert(SNAPSHOT_TXID_HEADER, v);
+    }
+    Ok(r)
+}
