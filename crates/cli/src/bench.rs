@@ -209,6 +209,9 @@ async fn bind_one(
     std::fs::create_dir_all(&node_dir)?;
     let mut ec = EngineConfig::new(node_dir.join("ledger"));
     ec.commit_on_sync = o.nodes == 1;
+    // As `node start` runs nodes: snapshots every 10,000 transactions.
+    ec.snapshot_dir = Some(node_dir.join("snapshots"));
+    ec.service_cert = Some(service.cert.clone());
     let mut engine = Engine::open(ec, node.clone(), secret.clone())?;
     let listen = if o.nodes == 1 {
         std::net::SocketAddr::from(([127, 0, 0, 1], 0))

@@ -71,6 +71,31 @@ fn pid_of(dir: &Path, node: u16) -> u32 {
         .unwrap()
 }
 
+/// `covenant dev --nodes 3` in `dir` on ports `base..base+3` (signatures every
+/// 100 ms), its processes watched by the returned reaper.
+fn dev_network(dir: &Path, base: u16, extra: &[&str]) -> (Child, Reaper) {
+    let base = base.to_string();
+    let mut args = vec![
+        "dev",
+        "--nodes",
+        "3",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &base,
+        "--sig-ms-interval",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    let dev = start_and_wait(&args);
+    let reaper = Reaper(Default::default());
+    reaper.watch(dev.id());
+    for node in 1..=3 {
+        reaper.watch(pid_of(dir, node));
+    }
+    (dev, reaper)
+}
+
 struct Net {
     dir: PathBuf,
     clients: Vec<LedgerClient>,
@@ -193,22 +218,7 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let base = free_ports(3);
-    let dev = start_and_wait(&[
-        "dev",
-        "--nodes",
-        "3",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &base.to_string(),
-        "--sig-ms-interval",
-        "100",
-    ]);
-    let reaper = Reaper(Default::default());
-    reaper.watch(dev.id());
-    for node in 1..=3 {
-        reaper.watch(pid_of(&dir, node));
-    }
+    let (dev, reaper) = dev_network(&dir, base, &[]);
     let (net, service) = Net::open(&dir, base);
     let all = [1u16, 2, 3];
     let mut acked: Vec<(String, String)> = Vec::new();
@@ -754,22 +764,7 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let base = free_ports(4);
-    let dev = start_and_wait(&[
-        "dev",
-        "--nodes",
-        "3",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &base.to_string(),
-        "--sig-ms-interval",
-        "100",
-    ]);
-    let reaper = Reaper(Default::default());
-    reaper.watch(dev.id());
-    for node in 1..=3 {
-        reaper.watch(pid_of(&dir, node));
-    }
+    let (dev, reaper) = dev_network(&dir, base, &[]);
     let (net, service) = Net::open_n(&dir, base, 4, "user0");
     let (members, _) = Net::open_n(&dir, base, 4, "member0");
     let three = [1u16, 2, 3];
@@ -787,7 +782,7 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
     let config = joiner_config(&dir, "node4", base + 3);
     let target = format!("https://127.0.0.1:{}", base + backup - 1);
     let service_cert = dir.join("service_cert.pem");
-    let joiner = start_and_wait(&join_args(&config, &target, &service_cert));
+    let mut joiner = start_and_wait(&join_args(&config, &target, &service_cert));
     reaper.watch(joiner.id());
     let row = net
         .wait_node(1, "node 4 as a voter", |n| {
@@ -867,6 +862,18 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
         .unwrap();
     reaper.watch(restarted.id());
     net.wait_committed_on(&[primary], &t).await;
+    // The joined node restarts from its own files (snapshot + suffix), like any node.
+    let mut restarted_joiner = None;
+    if primary != 4 {
+        term(joiner.id());
+        assert!(joiner.wait().unwrap().success());
+        let c = start_and_wait(&["node", "start", "--config", config.to_str().unwrap()]);
+        reaper.watch(c.id());
+        restarted_joiner = Some(c);
+        let t = net.append(&four, "after node 4 restarted").await;
+        net.wait_committed_on(&four, &t).await;
+    }
+    assert_eq!(first_chunk_seqno(&node4_ledger), first);
 
     // A user is not a member: it may not change the network.
     let r = net
@@ -899,6 +906,29 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
             && n["consensus_role"] == json!("None")
     })
     .await;
+    // Its certificate, though endorsed, no longer passes the node checks.
+    let node4 = {
+        let pem = |f: &str| read_pem_file(&dir.join("node4/node").join(f)).unwrap();
+        LedgerClient::new(
+            &format!("https://127.0.0.1:{base}"),
+            &service,
+            Some((
+                &Certificate::from_pem(&pem("node_cert.pem")).unwrap(),
+                &SigningKeyPair::from_pem(&pem("node_key.pem")).unwrap(),
+            )),
+        )
+        .unwrap()
+    };
+    let r = node4
+        .request_raw(
+            "GET",
+            "/internal/snapshot",
+            None,
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
     let t = net.append(&three, "after retiring node 4").await;
     net.wait_committed_on(&three, &t).await;
     let r = net
@@ -921,7 +951,8 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
     term(restarted.id());
     term(joiner.id());
     term(dev.id());
-    for mut c in [dev, restarted, joiner] {
+    for mut c in [dev, restarted, joiner].into_iter().chain(restarted_joiner) {
+        term(c.id());
         let _ = c.wait();
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -961,24 +992,7 @@ async fn a_pending_node_waits_until_a_member_trusts_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let base = free_ports(4);
-    let dev = start_and_wait(&[
-        "dev",
-        "--nodes",
-        "3",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &base.to_string(),
-        "--sig-ms-interval",
-        "100",
-        "--join-policy",
-        "pending",
-    ]);
-    let reaper = Reaper(Default::default());
-    reaper.watch(dev.id());
-    for node in 1..=3 {
-        reaper.watch(pid_of(&dir, node));
-    }
+    let (dev, reaper) = dev_network(&dir, base, &["--join-policy", "pending"]);
     let (net, _) = Net::open_n(&dir, base, 4, "user0");
     let (members, _) = Net::open_n(&dir, base, 4, "member0");
     let three = [1u16, 2, 3];

@@ -333,6 +333,17 @@ impl Replica {
         })
     }
 
+    /// The most caught-up other voter (by the primary's view of its log).
+    fn successor(&self, raw: &RawNode<LedgerStorage>) -> Option<u64> {
+        let voters = self.membership().applied.voters.clone();
+        raw.raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.0.id && voters.contains(id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id)
+    }
+
     /// On the primary: hands leadership to the most caught-up other voter (before
     /// this node retires). Returns whether a transfer started.
     pub fn transfer_leadership(&self) -> bool {
@@ -340,15 +351,7 @@ impl Replica {
         if raw.raft.state != StateRole::Leader {
             return false;
         }
-        let voters = self.membership().applied.voters.clone();
-        let best = raw
-            .raft
-            .prs()
-            .iter()
-            .filter(|(id, _)| **id != self.0.id && voters.contains(id))
-            .max_by_key(|(_, p)| p.matched)
-            .map(|(id, _)| *id);
-        match best {
+        match self.successor(&raw) {
             Some(to) => {
                 raw.transfer_leader(to);
                 true
@@ -682,14 +685,7 @@ impl Replica {
             // A primary that removed itself hands over to the most caught-up voter.
             let voters = self.membership().applied.voters.clone();
             if raw.raft.state == StateRole::Leader && !voters.contains(&self.0.id) {
-                let best = raw
-                    .raft
-                    .prs()
-                    .iter()
-                    .filter(|(id, _)| **id != self.0.id && voters.contains(id))
-                    .max_by_key(|(_, p)| p.matched)
-                    .map(|(id, _)| *id);
-                if let Some(to) = best {
+                if let Some(to) = self.successor(raw) {
                     raw.transfer_leader(to);
                 }
             }

@@ -440,24 +440,42 @@ fn require_member(state: &NodeState, peer: &PeerCert) -> Result<String, ApiError
     Ok(id)
 }
 
+/// Where a member's action on node `node_id` goes: a redirect to the primary, or
+/// (on the primary) the node's row.
+enum MemberAction<'a> {
+    Redirect(Response),
+    On(&'a Network, NodeInfo),
+}
+
+fn member_action<'a>(
+    state: &'a NodeState,
+    peer: &PeerCert,
+    node_id: &str,
+    action: &str,
+) -> Result<MemberAction<'a>, ApiError> {
+    let net = network(state)?;
+    require_member(state, peer)?;
+    if let Some(r) = redirect_to_primary(net, &format!("/node/network/nodes/{node_id}/{action}")) {
+        return Ok(MemberAction::Redirect(r));
+    }
+    match node_row(state, node_id) {
+        Some(row) => Ok(MemberAction::On(net, row)),
+        None => Err(ApiError::not_found(
+            "NodeNotFound",
+            format!("no node {node_id}"),
+        )),
+    }
+}
+
 /// `POST /node/network/nodes/{node_id}/trust` (member): trusts a Pending node.
 pub async fn trust_pending(
     State(state): State<NodeState>,
     peer: axum::Extension<PeerCert>,
     Path(node_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let net = network(&state)?;
-    require_member(&state, &peer)?;
-    if let Some(redirect) =
-        redirect_to_primary(net, &format!("/node/network/nodes/{node_id}/trust"))
-    {
-        return Ok(redirect);
-    }
-    let Some(row) = node_row(&state, &node_id) else {
-        return Err(ApiError::not_found(
-            "NodeNotFound",
-            format!("no node {node_id}"),
-        ));
+    let (net, row) = match member_action(&state, &peer, &node_id, "trust")? {
+        MemberAction::Redirect(r) => return Ok(r),
+        MemberAction::On(net, row) => (net, row),
     };
     if row.status != STATUS_PENDING {
         return Err(ApiError::new(
@@ -481,18 +499,9 @@ pub async fn retire(
     peer: axum::Extension<PeerCert>,
     Path(node_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let net = network(&state)?;
-    require_member(&state, &peer)?;
-    if let Some(redirect) =
-        redirect_to_primary(net, &format!("/node/network/nodes/{node_id}/retire"))
-    {
-        return Ok(redirect);
-    }
-    let Some(row) = node_row(&state, &node_id) else {
-        return Err(ApiError::not_found(
-            "NodeNotFound",
-            format!("no node {node_id}"),
-        ));
+    let (net, row) = match member_action(&state, &peer, &node_id, "retire")? {
+        MemberAction::Redirect(r) => return Ok(r),
+        MemberAction::On(net, row) => (net, row),
     };
     if row.status == STATUS_RETIRED {
         return Ok(
