@@ -273,7 +273,10 @@ enum NodeCommand {
     /// ("private"|"public", fixed at creation), ledger_id, sig_ms_interval,
     /// sig_tx_interval, max_body_bytes, san (extra DNS names/IPs for the node
     /// certificate), constitution (a .js file), [[users]] cert + roles, [[members]]
-    /// cert, [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false). Users, members and the
+    /// cert, [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false),
+    /// snapshot_tx_interval (10000: a snapshot in DATA_DIR/snapshots at the next signature
+    /// after that many transactions), join_policy ("auto"|"pending": how this node, as
+    /// primary, admits nodes that `node join`). Users, members and the
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     ///
@@ -282,7 +285,8 @@ enum NodeCommand {
     /// tick_ms, default 50). data_dir must then already hold the node's identity (a
     /// node certificate endorsed by the service key) and the ledger secret, as
     /// `covenant dev --nodes N` prepares them; the first primary writes the users,
-    /// members and constitution through consensus.
+    /// members and constitution through consensus. A node that joined with `node join`
+    /// has no [network] section: its Raft id and peers are in DATA_DIR/network.json.
     Start {
         #[arg(long)]
         config: PathBuf,

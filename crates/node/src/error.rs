@@ -36,6 +36,26 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// An engine failure: history this node does not hold (it started from a
+    /// snapshot) is the caller's 404, anything else the node's own failure.
+    pub fn engine(context: &str, err: impl Into<covenant_engine::EngineError>) -> Self {
+        use covenant_engine::EngineError;
+        match err.into() {
+            EngineError::NotHeld(seqno)
+            | EngineError::Ledger(covenant_ledger::LedgerError::BeforeStart { seqno, .. }) => {
+                Self::new(
+                    StatusCode::NOT_FOUND,
+                    "TransactionNotHeld",
+                    format!(
+                        "seqno {seqno} precedes this node's ledger (it started from a snapshot); \
+                     ask a node that holds the whole ledger"
+                    ),
+                )
+            }
+            other => Self::internal(context, other),
+        }
+    }
+
     /// A failure of the node itself; the details go to the log, not to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");

@@ -258,7 +258,7 @@ fn entry_of(state: &NodeState, txid: TxId, collection: &str) -> Result<Option<Va
     let (actual, ws) = match state.engine().read_tx(txid.seqno.0) {
         Ok(x) => x,
         Err(covenant_engine::EngineError::NoSuchTx(_)) => return Ok(None),
-        Err(e) => return Err(ApiError::internal("reading the ledger failed", e)),
+        Err(e) => return Err(ApiError::engine("reading the ledger failed", e)),
     };
     if actual != txid {
         return Ok(None);
@@ -292,7 +292,7 @@ async fn get_entry(
     let status = state
         .engine()
         .status(txid)
-        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+        .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
     let unknown = || {
         ApiError::not_found(
             "InvalidTransactionId",
@@ -339,7 +339,7 @@ async fn current(
         .ledger()
         .read(version)
         .map(|e| e.txid)
-        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+        .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
     let last = engine.last_txid();
     Ok(with_txid(
         last,
@@ -420,7 +420,7 @@ async fn status(
     let s = state
         .engine()
         .status(txid)
-        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+        .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
     let word = match s {
         TxStatus::Committed => "Committed",
         TxStatus::Pending => "Pending",
@@ -446,7 +446,7 @@ fn receipt_of(state: &NodeState, txid: TxId) -> Result<Response, ApiError> {
             "InvalidTransactionId",
             format!("transaction {txid} does not exist"),
         ),
-        other => ApiError::internal("building the receipt failed", other),
+        other => ApiError::engine("building the receipt failed", other),
     })?;
     let mut body = serde_json::to_value(&resp)
         .map_err(|e| ApiError::internal("encoding the receipt failed", e))?;
@@ -455,7 +455,7 @@ fn receipt_of(state: &NodeState, txid: TxId) -> Result<Response, ApiError> {
         let (_, ws) = state
             .engine()
             .read_tx(txid.seqno.0)
-            .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+            .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
         let entries = entries_map(state);
         if let Some(keys) = ws.maps.get(CLAIM_KEYS) {
             let claims: Vec<Value> = keys
@@ -509,7 +509,7 @@ async fn node_tx(State(state): State<NodeState>, Query(q): Params) -> Result<Res
     let s = state
         .engine()
         .status(txid)
-        .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+        .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
     let word = match s {
         TxStatus::Unknown => "Unknown",
         TxStatus::Pending => "Pending",
@@ -529,7 +529,7 @@ async fn node_commit(State(state): State<NodeState>) -> Result<Response, ApiErro
             engine
                 .ledger()
                 .read(seqno)
-                .map_err(|e| ApiError::internal("reading the ledger failed", e))?
+                .map_err(|e| ApiError::engine("reading the ledger failed", e))?
                 .txid,
         )
     };
@@ -698,7 +698,7 @@ async fn list_entries(
         let (_, ws) = state
             .engine()
             .read_tx(txid.seqno.0)
-            .map_err(|e| ApiError::internal("reading the ledger failed", e))?;
+            .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
         if let Some(Some(contents)) = ws.get(map, collection.as_bytes()) {
             let tags = ws
                 .get(tags_map(&state), collection.as_bytes())
