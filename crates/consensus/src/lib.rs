@@ -697,7 +697,11 @@ impl Replica {
     fn promote_learners(&self) -> Result<(), ConsensusError> {
         let candidate = {
             let raw = raft_lock(&self.0.raft);
-            if raw.raft.state != StateRole::Leader {
+            // Not before this view's blank entry is in the ledger: `write` would wait
+            // for this very thread to persist it.
+            if raw.raft.state != StateRole::Leader
+                || lock(&self.0.engine).last_seqno() != raw.raft.raft_log.last_index()
+            {
                 return Ok(());
             }
             let m = self.membership();
