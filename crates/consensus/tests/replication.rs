@@ -51,11 +51,14 @@ struct Cluster {
 const N: u64 = 3;
 const MAX: u64 = 5;
 
-fn engine_config(dir: &std::path::Path) -> EngineConfig {
+fn engine_config(dir: &std::path::Path, service: &ServiceIdentity) -> EngineConfig {
     let mut c = EngineConfig::new(dir.join("ledger"));
     c.commit_on_sync = false;
     c.chunk_threshold_bytes = 8 * 1024;
     c.sig_tx_interval = 20;
+    c.snapshot_dir = Some(dir.join("snapshots"));
+    c.snapshot_tx_interval = 50;
+    c.service_cert = Some(service.cert.clone());
     c
 }
 
@@ -95,7 +98,7 @@ impl Cluster {
     fn start(&mut self, id: u64) {
         let i = (id - 1) as usize;
         let engine = Engine::open(
-            engine_config(&self.dirs[i]),
+            engine_config(&self.dirs[i], &self.service),
             self.idents[i].clone(),
             self.secret.clone(),
         )
@@ -608,5 +611,72 @@ fn a_new_node_joins_as_learner_becomes_voter_and_a_node_retires() {
     let t = c.append(&rest, "after-restart");
     c.wait_committed(&rest, t);
     c.assert_same_committed_prefix(&rest);
+    c.stop_all_and_audit();
+}
+
+#[test]
+fn a_node_started_from_a_snapshot_catches_up_votes_and_restarts() {
+    let mut c = Cluster::new();
+    let three = [1, 2, 3];
+    let mut last = TxId::new(1, 1);
+    for i in 0..150 {
+        last = c.append(&three, &format!("k{i}"));
+    }
+    c.wait_committed(&three, last);
+    // Node 4 gets the primary's latest snapshot (as `node join` does over HTTPS).
+    let p = c.primary(&three);
+    let (snap_txid, path) = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = c.engine(p).lock().unwrap().latest_snapshot() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no snapshot on the primary");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let installed = covenant_engine::install_snapshot(
+        &c.dirs[3].join("snapshots"),
+        &bytes,
+        &c.service.cert,
+        &c.secret,
+    )
+    .unwrap();
+    assert_eq!(installed, snap_txid);
+    c.start(4);
+    assert_eq!(
+        c.engine(4).lock().unwrap().first_seqno(),
+        snap_txid.seqno.0 + 1
+    );
+    c.change(&three, |m| {
+        m.learners.insert(4);
+    });
+    let four = [1, 2, 3, 4];
+    c.wait_voters(&four, &four);
+    let t = c.append(&four, "after the snapshot join");
+    c.wait_committed(&four, t);
+    // Same store contents as a node that replayed everything.
+    let e4 = c.engine(4);
+    let e1 = c.engine(1);
+    assert_eq!(
+        e4.lock().unwrap().store().entries("entries"),
+        e1.lock().unwrap().store().entries("entries")
+    );
+    // Receipts of transactions after the snapshot are the same on every node.
+    assert_eq!(
+        e4.lock().unwrap().receipt(t).unwrap(),
+        e1.lock().unwrap().receipt(t).unwrap()
+    );
+    drop((e1, e4));
+    // It restarts from its own snapshot and ledger suffix and goes on.
+    c.kill(4);
+    let t = c.append(&three, "while node 4 is down");
+    c.start(4);
+    assert_eq!(
+        c.engine(4).lock().unwrap().first_seqno(),
+        snap_txid.seqno.0 + 1
+    );
+    c.wait_committed(&four, t);
     c.stop_all_and_audit();
 }
