@@ -20,8 +20,9 @@ struct NodeFile {
     listen: SocketAddr,
     #[serde(default = "default_ledger_type")]
     ledger_type: String,
-    #[serde(default = "default_ledger_id")]
-    ledger_id: String,
+    /// Default "covenant"; a node that joined takes the network's.
+    #[serde(default)]
+    ledger_id: Option<String>,
     #[serde(default = "default_sig_ms")]
     sig_ms_interval: u64,
     #[serde(default = "default_sig_tx")]
@@ -57,6 +58,9 @@ struct NodeFile {
 pub(crate) struct JoinedNetwork {
     pub raft_id: u64,
     pub peers: Vec<covenant_node::join::PeerAddress>,
+    /// The ledger id the network answers `/ledgerIdentity/{ledgerId}` for.
+    #[serde(default)]
+    pub ledger_id: Option<String>,
 }
 
 pub(crate) const JOINED_FILE: &str = "network.json";
@@ -118,9 +122,6 @@ fn default_listen() -> SocketAddr {
 fn default_ledger_type() -> String {
     "private".into()
 }
-fn default_ledger_id() -> String {
-    "covenant".into()
-}
 fn default_sig_ms() -> u64 {
     1000
 }
@@ -157,10 +158,16 @@ pub fn start(config_path: &Path) -> Result<()> {
         "public" | "Public" => LedgerType::Public,
         other => bail!("ledger_type must be \"private\" or \"public\", not {other:?}"),
     };
-    if !covenant_node::identity::valid_ledger_id(&file.ledger_id) {
+    let dir = at(&file.data_dir);
+    let joined = read_joined(&dir)?;
+    let ledger_id = file
+        .ledger_id
+        .clone()
+        .or_else(|| joined.as_ref().and_then(|j| j.ledger_id.clone()))
+        .unwrap_or_else(|| "covenant".into());
+    if !covenant_node::identity::valid_ledger_id(&ledger_id) {
         bail!("ledger_id must be 1..64 letters, digits, '-' or '_'");
     }
-    let dir = at(&file.data_dir);
     let mut sans = SubjectAltName::dev_defaults();
     sans.extend(file.san.iter().map(|s| SubjectAltName::parse(s)));
     let creating = !dir.join("service_cert.pem").exists();
@@ -205,7 +212,6 @@ pub fn start(config_path: &Path) -> Result<()> {
         );
     }
 
-    let joined = read_joined(&dir)?;
     if creating && joined.is_none() && file.network.is_some() {
         bail!(
             "{} holds no node identity: a node of a network is prepared by `covenant dev --nodes N` \
@@ -313,7 +319,7 @@ pub fn start(config_path: &Path) -> Result<()> {
     nc.sig_ms_interval = file.sig_ms_interval.max(1);
     nc.max_body_bytes = file.max_body_bytes;
     nc.ledger_public = ledger_type == LedgerType::Public;
-    nc.ledger_id = file.ledger_id.clone();
+    nc.ledger_id = ledger_id.clone();
     nc.jwt = jwt;
     nc.limits.http2 = file.http2;
     if file.network.is_some() {
@@ -323,7 +329,7 @@ pub fn start(config_path: &Path) -> Result<()> {
     nc.network = network;
     let detail = format!(
         "(ledger {}, service cert {})",
-        file.ledger_id,
+        ledger_id,
         dir.join("service_cert.pem").display()
     );
     serve_until_signal(nc, engine, &node, &service, "covenant node", &detail)
@@ -462,6 +468,7 @@ pub fn join(config_path: &Path, target: &str, service_cert: Option<&Path>) -> Re
     let joined = JoinedNetwork {
         raft_id,
         peers: info.peers.clone(),
+        ledger_id: info.ledger_id.clone(),
     };
     std::fs::write(dir.join(JOINED_FILE), serde_json::to_vec_pretty(&joined)?)?;
     let _ = std::fs::remove_file(&candidate_path);

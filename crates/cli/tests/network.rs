@@ -793,6 +793,13 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
         .await;
     let node4_id = row["node_id"].as_str().unwrap().to_string();
     assert_eq!(node4_id.len(), 64);
+    // It answers for the network's ledger id, which it learned when it joined.
+    let r = net
+        .client(4)
+        .request("GET", "/ledgerIdentity/covenant-dev", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.json());
     // It started from a snapshot: its ledger does not begin at seqno 1.
     let node4_ledger = dir.join("node4/ledger");
     let first = first_chunk_seqno(&node4_ledger);

@@ -94,6 +94,9 @@ pub struct NetworkInfo {
     /// Base64 of the ledger secret.
     pub ledger_secret: String,
     pub ledger_public: bool,
+    /// The name the network answers `/ledgerIdentity/{ledgerId}` for.
+    #[serde(default)]
+    pub ledger_id: Option<String>,
     /// The nodes of the network and their addresses.
     pub peers: Vec<PeerAddress>,
 }
@@ -266,6 +269,7 @@ fn answer(
             node_cert: row.cert.clone(),
             ledger_secret: base64::engine::general_purpose::STANDARD.encode(secret.expose_bytes()),
             ledger_public: state.ledger_public,
+            ledger_id: Some(state.ledger_id.to_string()),
             peers: peer_addresses(state, net),
         })
     } else {

@@ -180,6 +180,8 @@ pub struct Network {
     pub peers: Arc<PeerBook>,
     /// Idle keep-alive connections to the primary, per Raft id (forwarded writes).
     idle: std::sync::Mutex<BTreeMap<u64, Vec<Connection>>>,
+    /// Set once this node saw itself retired: it no longer replicates or forwards.
+    pub retired: std::sync::atomic::AtomicBool,
     /// Fingerprints of certificates already checked against the service key (an
     /// ECDSA P-384 verification per consensus request was ~3% of a 3-node bench).
     endorsed: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -197,6 +199,7 @@ impl Network {
             config,
             service_cert,
             peers,
+            retired: Default::default(),
             idle: Default::default(),
             endorsed: Default::default(),
         }
@@ -415,6 +418,14 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         if let Some(s) = &session {
             s.0.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+    if net.retired.load(std::sync::atomic::Ordering::Relaxed) {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "this node was retired from the network; send requests to another node",
+        )
+        .into_response();
     }
     if req.headers().contains_key(FORWARDED) {
         return ApiError::new(
@@ -726,6 +737,8 @@ pub async fn stop_when_retired(state: NodeState, node_id: String) {
             .is_some_and(|i| i.status == STATUS_RETIRED);
         if retired {
             tracing::warn!(%node_id, "this node was retired from the network; it stops replicating (stop the process)");
+            net.retired
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             net.replica.stop();
             return;
         }
