@@ -13,6 +13,8 @@
 //! callers that expose host objects (the `ccf` global) do so with
 //! [`call_with_host`], which hands them the context before the call.
 
+pub mod ccf;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
