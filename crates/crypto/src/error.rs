@@ -19,6 +19,15 @@ pub enum CryptoError {
     Encrypt,
     #[error("certificate generation failed: {0}")]
     Generation(String),
+    /// A COSE_Sign1 envelope or one of its headers is malformed or not acceptable.
+    #[error("invalid COSE_Sign1 governance request: {0}")]
+    Cose(String),
+    /// A header every governance request must carry in its protected header is absent.
+    #[error("invalid COSE_Sign1 governance request: protected header {0} is missing")]
+    CoseMissingHeader(&'static str),
+    /// The envelope names (kid) a different member than the certificate it was checked against.
+    #[error("COSE_Sign1 kid {kid} is not the signer's member id {member_id}")]
+    CoseKidMismatch { kid: String, member_id: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

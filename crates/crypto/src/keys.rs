@@ -2,7 +2,8 @@ use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING,
-    ECDSA_P384_SHA384_ASN1_SIGNING,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING,
+    ECDSA_P384_SHA384_FIXED_SIGNING,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
@@ -158,6 +159,24 @@ impl SigningKeyPair {
             .map_err(|_| CryptoError::Signing)?;
         Ok(sig.as_ref().to_vec())
     }
+
+    /// ECDSA over `message` with the curve's own hash, as fixed-width big-endian `r||s`
+    /// (96 bytes on P-384, 64 on P-256): the encoding COSE (RFC 9053 §2.1) requires,
+    /// where X.509 and TLS use DER.
+    pub fn sign_fixed(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let alg = match self.curve {
+            Curve::P384 => &ECDSA_P384_SHA384_FIXED_SIGNING,
+            Curve::P256 => &ECDSA_P256_SHA256_FIXED_SIGNING,
+        };
+        // aws-lc-rs fixes the signature encoding per key object; governance requests
+        // are rare, so a short-lived key in the fixed encoding costs nothing that matters.
+        let key = EcdsaKeyPair::from_pkcs8(alg, self.pkcs8.as_slice())
+            .map_err(|_| CryptoError::Signing)?;
+        let sig = key
+            .sign(&SystemRandom::new(), message)
+            .map_err(|_| CryptoError::Signing)?;
+        Ok(sig.as_ref().to_vec())
+    }
 }
 
 /// Adapter so rcgen can encode our public key as a SubjectPublicKeyInfo.
@@ -201,6 +220,23 @@ mod tests {
             let mut other = root;
             other[31] ^= 1;
             assert!(verify_prehashed_sha256(&k.public_key_spki_der(), &other, &sig).is_err());
+        }
+    }
+
+    #[test]
+    fn fixed_signatures_have_the_curve_width_and_verify() {
+        for (curve, len) in [(Curve::P384, 96), (Curve::P256, 64)] {
+            let k = SigningKeyPair::generate(curve).unwrap();
+            let sig = k.sign_fixed(b"hello").unwrap();
+            assert_eq!(sig.len(), len);
+            let pk = crate::PublicKey::from_spki_der(&k.public_key_spki_der()).unwrap();
+            assert_eq!(pk.ec_curve(), Some(curve));
+            pk.verify_fixed(b"hello", &sig).unwrap();
+            assert!(pk.verify_fixed(b"hellO", &sig).is_err());
+            // A DER signature is not accepted where the fixed form is expected.
+            assert!(pk
+                .verify_fixed(b"hello", &k.sign(b"hello").unwrap())
+                .is_err());
         }
     }
 

@@ -5,6 +5,7 @@
 //! the rest of covenant never touches raw key material or ASN.1.
 
 mod cert;
+mod cose;
 mod encryption;
 mod error;
 mod files;
@@ -16,6 +17,10 @@ mod secret;
 mod verify;
 
 pub use cert::Certificate;
+pub use cose::{
+    parse_gov_sign1, sign_gov_sign1, verify_gov_sign1, GovMessage, COSE_SIGN1_TAG, GOV_MSG_TYPES,
+    GOV_MSG_TYPES_WITH_PROPOSAL_ID, HEADER_CREATED_AT, HEADER_MSG_TYPE, HEADER_PROPOSAL_ID,
+};
 pub use encryption::{encrypt_to_public_key, EncryptionKeyPair};
 pub use error::CryptoError;
 pub use files::{read_pem_file, write_private_file, write_public_file};

@@ -3,6 +3,7 @@ use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
+use crate::keys::Curve;
 use crate::CryptoError;
 
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
@@ -103,6 +104,32 @@ impl PublicKey {
         UnparsedPublicKey::new(alg, &self.raw)
             .verify(message, sig)
             .map_err(|_| CryptoError::BadSignature("certificate signature does not verify".into()))
+    }
+
+    /// The curve of an ECDSA P-256 or P-384 key; `None` for every other key type.
+    pub fn ec_curve(&self) -> Option<Curve> {
+        match self.kind {
+            KeyKind::P256 => Some(Curve::P256),
+            KeyKind::P384 => Some(Curve::P384),
+            _ => None,
+        }
+    }
+
+    /// Verifies a fixed-width `r||s` ECDSA signature (the COSE/JOSE form) over `message`,
+    /// hashed with the curve's own hash: SHA-384 on P-384, SHA-256 on P-256.
+    pub fn verify_fixed(&self, message: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
+        let alg: &'static dyn VerificationAlgorithm = match self.kind {
+            KeyKind::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+            KeyKind::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+            k => {
+                return Err(CryptoError::Unsupported(format!(
+                    "fixed-width ECDSA signatures need a P-256 or P-384 key, not {k:?}"
+                )))
+            }
+        };
+        UnparsedPublicKey::new(alg, &self.raw)
+            .verify(message, sig)
+            .map_err(|_| CryptoError::BadSignature("ECDSA signature does not verify".into()))
     }
 
     /// The raw key and rcgen algorithm, so a service can endorse this key (EC keys only).

@@ -39,13 +39,13 @@ const PRELUDE: &str = r#"
       get size() { return n.entries(name).length; },
     };
   }
-  globalThis.ccf = Object.freeze({
+  globalThis.ccf = Object.freeze(Object.assign({
     kv: new Proxy({}, { get(_, name) { return typeof name === "string" ? table(name) : undefined; } }),
     strToBuf: (s) => n.strToBuf(String(s)),
     bufToStr: (b) => n.bufToStr(b),
     jsonCompatibleToBuf: (v) => n.strToBuf(JSON.stringify(v)),
     bufToJsonCompatible: (b) => JSON.parse(n.bufToStr(b)),
-  });
+  }, n.extra));
 })();
 "#;
 
@@ -59,7 +59,20 @@ fn bytes(buf: &ArrayBuffer<'_>) -> Vec<u8> {
 
 /// Installs `ccf` (maps through `kv`) in the context.
 pub fn install<'js>(ctx: &Ctx<'js>, kv: SharedKv<'js>) -> rquickjs::Result<()> {
+    install_with(ctx, kv, |_| Ok(()))
+}
+
+/// [`install`], with more members of `ccf` (host functions such as `pemToId`) set
+/// by `extra` on the object passed to it.
+pub fn install_with<'js>(
+    ctx: &Ctx<'js>,
+    kv: SharedKv<'js>,
+    extra: impl FnOnce(&rquickjs::Object<'js>) -> rquickjs::Result<()>,
+) -> rquickjs::Result<()> {
     let natives = rquickjs::Object::new(ctx.clone())?;
+    let more = rquickjs::Object::new(ctx.clone())?;
+    extra(&more)?;
+    natives.set("extra", more)?;
     let k = kv.clone();
     natives.set(
         "get",

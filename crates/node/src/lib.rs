@@ -110,15 +110,10 @@ pub enum NodeError {
     Peer(#[from] covenant_client::ClientError),
 }
 
-/// CCF's map of member certificates: member id → PEM.
-pub const MEMBERS_CERTS: &str = "public:ccf.gov.members.certs";
-/// CCF's map of member information: member id → `{"status": ..., "member_data": ...}`.
-pub const MEMBERS_INFO: &str = "public:ccf.gov.members.info";
-/// The constitution script (single key).
-pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
-pub const CONSTITUTION_KEY: &[u8] = b"0";
-/// The constitution a new covenant ledger starts with.
-pub const DEFAULT_CONSTITUTION: &str = include_str!("default_constitution.js");
+/// Governance maps and the default constitution (owned by `covenant-governance`).
+pub use covenant_governance::{
+    CONSTITUTION, CONSTITUTION_KEY, DEFAULT_CONSTITUTION, MEMBERS_CERTS, MEMBERS_INFO,
+};
 
 /// Records a consortium member (state Accepted until it acks, SPEC §5) in one transaction.
 pub fn add_member(engine: &mut Engine, cert: &Certificate) -> Result<String, EngineError> {

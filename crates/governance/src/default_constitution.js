@@ -4,8 +4,8 @@
 // validate(input): is the proposal well formed? Returns {valid, description}.
 // resolve(proposal, proposerId, votes): "Open", "Accepted" or "Rejected"; a strict
 //   majority of *active* members must vote for it (accepted members do not vote yet).
-// apply(proposal, proposalId): performs the accepted actions; each action's own
-//   apply function lives with the action table of the governance module.
+// apply(proposal, proposalId): performs the accepted actions with the action table
+//   the governance engine provides as `covenant.actions` (validate/apply per action).
 
 export function validate(input) {
   let proposal;
@@ -20,6 +20,15 @@ export function validate(input) {
   for (const action of proposal.actions) {
     if (typeof action.name !== "string" || action.name.length === 0) {
       return { valid: false, description: "every action needs a name" };
+    }
+    const known = covenant.actions[action.name];
+    if (known === undefined) {
+      return { valid: false, description: `unknown action ${action.name}` };
+    }
+    try {
+      known.validate(action.args);
+    } catch (e) {
+      return { valid: false, description: `${action.name}: ${e.message}` };
     }
   }
   return { valid: true, description: "OK" };

@@ -1,0 +1,175 @@
+// covenant's governance actions (SPEC §5), installed as `covenant.actions` before a
+// constitution runs. Each action has `validate(args)` (throws on bad arguments) and
+// `apply(args, proposalId)` (writes the governance maps through ccf.kv). A
+// constitution may use them, wrap them, or define its own.
+(() => {
+  const str = (v) => ccf.strToBuf(v);
+  const json = (v) => ccf.jsonCompatibleToBuf(v);
+  const map = (name) => ccf.kv[name];
+
+  function need(args, field, type) {
+    if (args === null || typeof args !== "object") {
+      throw new Error("the action needs an args object");
+    }
+    const v = args[field];
+    if (typeof v !== type) {
+      throw new Error(`args.${field} must be a ${type}`);
+    }
+    return v;
+  }
+  function optionalObject(args, field) {
+    const v = args[field];
+    if (v !== undefined && v !== null && typeof v !== "object") {
+      throw new Error(`args.${field} must be an object`);
+    }
+    return v;
+  }
+  // ACL user ids: SHA-256 of the certificate DER, upper-case hex pairs joined by ':'.
+  function userId(pem) {
+    return ccf.pemToId(pem).toUpperCase().match(/../g).join(":");
+  }
+  const ROLES = ["Reader", "Contributor", "Administrator"];
+
+  const actions = {
+    set_user: {
+      validate(args) {
+        ccf.pemToId(need(args, "cert", "string"));
+        const data = optionalObject(args, "user_data");
+        const roles = data && data.assignedRoles;
+        if (roles !== undefined && (!Array.isArray(roles) || !roles.every((r) => ROLES.includes(r)))) {
+          throw new Error(`user_data.assignedRoles must list roles among ${ROLES.join(", ")}`);
+        }
+      },
+      apply(args) {
+        const id = userId(args.cert);
+        const data = args.user_data || {};
+        if (data.assignedRoles === undefined) {
+          data.assignedRoles = ["Reader"];
+        }
+        map("public:ccf.gov.users.certs").set(str(id), str(args.cert));
+        map("public:ccf.gov.users.info").set(str(id), json({ user_data: data }));
+      },
+    },
+    remove_user: {
+      validate(args) {
+        need(args, "user_id", "string");
+      },
+      apply(args) {
+        map("public:ccf.gov.users.certs").delete(str(args.user_id));
+        map("public:ccf.gov.users.info").delete(str(args.user_id));
+      },
+    },
+    set_member: {
+      validate(args) {
+        ccf.pemToId(need(args, "cert", "string"));
+        if (args.encryption_pub_key !== undefined) {
+          need(args, "encryption_pub_key", "string");
+        }
+      },
+      apply(args) {
+        const id = ccf.pemToId(args.cert);
+        map("public:ccf.gov.members.certs").set(str(id), str(args.cert));
+        map("public:ccf.gov.members.info").set(
+          str(id),
+          json({ status: "Accepted", member_data: args.member_data === undefined ? null : args.member_data }),
+        );
+        if (args.encryption_pub_key !== undefined) {
+          map("public:ccf.gov.members.encryption_public_keys").set(str(id), str(args.encryption_pub_key));
+        }
+      },
+    },
+    remove_member: {
+      validate(args) {
+        need(args, "member_id", "string");
+      },
+      apply(args) {
+        for (const m of ["certs", "info", "encryption_public_keys", "acks"]) {
+          map(`public:ccf.gov.members.${m}`).delete(str(args.member_id));
+        }
+      },
+    },
+    set_constitution: {
+      validate(args) {
+        need(args, "constitution", "string");
+      },
+      apply(args) {
+        map("public:ccf.gov.constitution").set(str("0"), str(args.constitution));
+      },
+    },
+    add_node_code: {
+      validate(args) {
+        if (!/^[0-9a-f]{64}$/.test(need(args, "code_id", "string"))) {
+          throw new Error("args.code_id must be 64 lower-case hex digits");
+        }
+      },
+      apply(args) {
+        map("public:ccf.gov.nodes.code_ids").set(str(args.code_id), json("AllowedToJoin"));
+      },
+    },
+    remove_node_code: {
+      validate(args) {
+        need(args, "code_id", "string");
+      },
+      apply(args) {
+        map("public:ccf.gov.nodes.code_ids").delete(str(args.code_id));
+      },
+    },
+    set_jwt_issuer: {
+      validate(args) {
+        need(args, "issuer", "string");
+      },
+      apply(args) {
+        map("public:ccf.gov.jwt.issuers").set(str(args.issuer), json(args));
+      },
+    },
+    remove_jwt_issuer: {
+      validate(args) {
+        need(args, "issuer", "string");
+      },
+      apply(args) {
+        map("public:ccf.gov.jwt.issuers").delete(str(args.issuer));
+      },
+    },
+    set_recovery_threshold: {
+      validate(args) {
+        const t = need(args, "recovery_threshold", "number");
+        if (!Number.isInteger(t) || t < 1 || t > 255) {
+          throw new Error("args.recovery_threshold must be an integer in 1..255");
+        }
+      },
+      apply(args) {
+        const config = map("public:ccf.gov.service.config");
+        const old = config.get(str("0"));
+        const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
+        value.recovery_threshold = args.recovery_threshold;
+        config.set(str("0"), json(value));
+      },
+    },
+    transition_service_to_open: {
+      validate() {},
+      apply() {
+        const info = map("public:ccf.gov.service.info");
+        const old = info.get(str("0"));
+        const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
+        value.status = "Open";
+        info.set(str("0"), json(value));
+      },
+    },
+    set_service_recent_cose_proposals_window_size: {
+      validate(args) {
+        const n = need(args, "proposals_window_size", "number");
+        if (!Number.isInteger(n) || n < 1 || n > 10000) {
+          throw new Error("args.proposals_window_size must be an integer in 1..10000");
+        }
+      },
+      apply(args) {
+        const config = map("public:ccf.gov.service.config");
+        const old = config.get(str("0"));
+        const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
+        value.recent_cose_proposals_window_size = args.proposals_window_size;
+        config.set(str("0"), json(value));
+      },
+    },
+  };
+  globalThis.covenant = Object.freeze({ actions: Object.freeze(actions) });
+})();

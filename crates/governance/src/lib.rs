@@ -1,0 +1,497 @@
+//! Consortium governance (SPEC §5): members propose, vote with JavaScript ballots,
+//! and the constitution (JavaScript: `validate`, `resolve`, `apply`) decides.
+//!
+//! Everything is state in public maps with CCF's names and encodings, written by
+//! ordinary transactions, so the governance history is in the ledger:
+//! `public:ccf.gov.proposals` (id → the proposal as submitted),
+//! `public:ccf.gov.proposals_info` (id → [`ProposalInfo`]), members in
+//! `public:ccf.gov.members.{certs,info,encryption_public_keys,acks}`, the
+//! constitution in `public:ccf.gov.constitution`.
+//!
+//! The functions here take the transaction to write into and run every script
+//! through [`covenant_js`] (fresh runtime, time and memory limits). An accepted
+//! proposal's `apply` runs on a buffer of writes that reaches the transaction only if
+//! it succeeds, so a failing action leaves nothing behind but the Failed state.
+
+mod kv;
+
+use std::collections::BTreeMap;
+
+use covenant_js::{JsError, Limits};
+use covenant_kv::{Store, Tx};
+use serde::{Deserialize, Serialize};
+
+pub use kv::GovKv;
+
+pub const MEMBERS_CERTS: &str = "public:ccf.gov.members.certs";
+pub const MEMBERS_INFO: &str = "public:ccf.gov.members.info";
+pub const MEMBERS_ENCRYPTION_KEYS: &str = "public:ccf.gov.members.encryption_public_keys";
+/// Member id → `{"state_digest"}` the member must sign to become Active.
+pub const MEMBERS_ACKS: &str = "public:ccf.gov.members.acks";
+pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
+pub const CONSTITUTION_KEY: &[u8] = b"0";
+pub const PROPOSALS: &str = "public:ccf.gov.proposals";
+pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
+
+/// The constitution a new covenant service starts with (majority of active members).
+pub const DEFAULT_CONSTITUTION: &str = include_str!("default_constitution.js");
+/// The action table every constitution can use (`covenant.actions`).
+const ACTIONS: &str = include_str!("actions.js");
+
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposalState {
+    Open,
+    Accepted,
+    Withdrawn,
+    Rejected,
+    /// A ballot, `resolve` or `apply` threw: see [`ProposalInfo::failure`].
+    Failed,
+    /// Still open when the constitution changed.
+    Dropped,
+}
+
+/// Why a proposal Failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// A proposal's row in [`PROPOSALS_INFO`] (CCF's shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalInfo {
+    pub proposer_id: String,
+    pub state: ProposalState,
+    /// Member id → ballot script.
+    #[serde(default)]
+    pub ballots: BTreeMap<String, String>,
+    /// Member id → vote, recorded once the proposal is no longer Open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_votes: Option<BTreeMap<String, bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// A member's row in [`MEMBERS_INFO`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Accepted (may not vote or propose yet) or Active.
+    pub status: String,
+    #[serde(default)]
+    pub member_data: serde_json::Value,
+}
+
+/// Why governance refused a request (all of them the caller's 4xx, but `Internal`).
+#[derive(Debug, thiserror::Error)]
+pub enum GovError {
+    #[error("{0} is not a member of the consortium")]
+    NotAMember(String),
+    #[error("member {0} is not Active yet: it must ack the state digest first")]
+    NotActive(String),
+    #[error("no proposal {0}")]
+    NoSuchProposal(String),
+    #[error("proposal {id} is {state:?}, not Open")]
+    NotOpen { id: String, state: ProposalState },
+    #[error("only the proposer may withdraw proposal {0}")]
+    NotProposer(String),
+    #[error("the proposal is invalid: {0}")]
+    Invalid(String),
+    #[error("the proposal is not JSON text: {0}")]
+    NotJson(String),
+    #[error("the ack names state digest {got}, but the member's digest is {want}")]
+    WrongDigest { got: String, want: String },
+    #[error("member {0} has not asked for a state digest to ack")]
+    NoDigest(String),
+    #[error("the service has no constitution")]
+    NoConstitution,
+    /// The constitution's `validate` failed to run (threw, timed out): the
+    /// constitution's fault, reported to the proposer.
+    #[error("the constitution's validate failed: {0}")]
+    Validate(JsError),
+    #[error("governance state is corrupt: {0}")]
+    Internal(String),
+}
+
+/// Runs governance with the script limits of `limits`.
+#[derive(Debug, Clone, Default)]
+pub struct Governance {
+    pub limits: Limits,
+}
+
+fn text(tx: &mut Tx, map: &str, key: &[u8]) -> Option<String> {
+    tx.get(map, key)
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, GovError> {
+    serde_json::from_slice(bytes).map_err(|e| GovError::Internal(format!("{what}: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Plain data structs always serialize.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// The member row of `id`, if it is a member.
+pub fn member(tx: &mut Tx, id: &str) -> Result<Option<MemberInfo>, GovError> {
+    match tx.get(MEMBERS_INFO, id.as_bytes()) {
+        Some(v) => Ok(Some(decode("member info", &v)?)),
+        None => Ok(None),
+    }
+}
+
+fn require_active(tx: &mut Tx, id: &str) -> Result<(), GovError> {
+    match member(tx, id)? {
+        None => Err(GovError::NotAMember(id.to_string())),
+        Some(m) if m.status != "Active" => Err(GovError::NotActive(id.to_string())),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The stored proposal and its info.
+pub fn proposal(tx: &mut Tx, id: &str) -> Result<(String, ProposalInfo), GovError> {
+    let body = text(tx, PROPOSALS, id.as_bytes())
+        .ok_or_else(|| GovError::NoSuchProposal(id.to_string()))?;
+    let info = tx
+        .get(PROPOSALS_INFO, id.as_bytes())
+        .ok_or_else(|| GovError::Internal(format!("proposal {id} has no info")))?;
+    Ok((body, decode("proposal info", &info)?))
+}
+
+/// A proposal's id: SHA-256 of the seqno it is recorded at and its text, so equal
+/// proposals submitted twice get two ids.
+pub fn proposal_id(seqno: u64, body: &[u8]) -> String {
+    covenant_crypto::sha256_concat(&[&seqno.to_le_bytes(), body]).to_hex()
+}
+
+impl Governance {
+    /// Records a proposal by `proposer` (an Active member) after the constitution's
+    /// `validate` accepted it, and resolves it once (a constitution may accept a
+    /// proposal with no votes). `seqno` is the seqno the transaction will get.
+    pub fn propose(
+        &self,
+        tx: &mut Tx,
+        store: &Store,
+        proposer: &str,
+        body: &[u8],
+        seqno: u64,
+    ) -> Result<(String, ProposalInfo), GovError> {
+        require_active(tx, proposer)?;
+        let text = std::str::from_utf8(body)
+            .map_err(|e| GovError::NotJson(e.to_string()))?
+            .to_string();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| GovError::NotJson(e.to_string()))?;
+        let constitution = self.constitution(tx)?;
+        let verdict = self
+            .run(
+                store,
+                tx,
+                &constitution,
+                "validate",
+                &[serde_json::Value::String(text.clone())],
+                false,
+            )
+            .map_err(GovError::Validate)?
+            .0;
+        if verdict["valid"] != serde_json::Value::Bool(true) {
+            let why = verdict["description"]
+                .as_str()
+                .unwrap_or("the constitution's validate refused it")
+                .to_string();
+            return Err(GovError::Invalid(why));
+        }
+        let id = proposal_id(seqno, body);
+        tx.put(PROPOSALS, id.as_bytes(), text.as_bytes());
+        let info = ProposalInfo {
+            proposer_id: proposer.to_string(),
+            state: ProposalState::Open,
+            ballots: BTreeMap::new(),
+            final_votes: None,
+            failure: None,
+        };
+        let info = self.resolve(tx, store, &id, &text, info, &constitution)?;
+        Ok((id, info))
+    }
+
+    /// Records `member`'s ballot on proposal `id` and resolves the proposal again
+    /// with every ballot.
+    pub fn vote(
+        &self,
+        tx: &mut Tx,
+        store: &Store,
+        member: &str,
+        id: &str,
+        ballot: &str,
+    ) -> Result<ProposalInfo, GovError> {
+        require_active(tx, member)?;
+        let (body, mut info) = proposal(tx, id)?;
+        if info.state != ProposalState::Open {
+            return Err(GovError::NotOpen {
+                id: id.to_string(),
+                state: info.state,
+            });
+        }
+        info.ballots.insert(member.to_string(), ballot.to_string());
+        let constitution = self.constitution(tx)?;
+        self.resolve(tx, store, id, &body, info, &constitution)
+    }
+
+    /// The proposer takes back an Open proposal.
+    pub fn withdraw(&self, tx: &mut Tx, member: &str, id: &str) -> Result<ProposalInfo, GovError> {
+        if crate::member(tx, member)?.is_none() {
+            return Err(GovError::NotAMember(member.to_string()));
+        }
+        let (_, mut info) = proposal(tx, id)?;
+        if info.proposer_id != member {
+            return Err(GovError::NotProposer(id.to_string()));
+        }
+        if info.state != ProposalState::Open {
+            return Err(GovError::NotOpen {
+                id: id.to_string(),
+                state: info.state,
+            });
+        }
+        info.state = ProposalState::Withdrawn;
+        tx.put(PROPOSALS_INFO, id.as_bytes(), &encode(&info));
+        Ok(info)
+    }
+
+    /// Step one of a member's activation: the digest it must sign and send back
+    /// (`digest` is the caller's choice: the current state's Merkle root).
+    pub fn update_state_digest(
+        &self,
+        tx: &mut Tx,
+        member: &str,
+        digest: &str,
+    ) -> Result<(), GovError> {
+        if crate::member(tx, member)?.is_none() {
+            return Err(GovError::NotAMember(member.to_string()));
+        }
+        let row = serde_json::json!({ "state_digest": digest });
+        tx.put(MEMBERS_ACKS, member.as_bytes(), row.to_string().as_bytes());
+        Ok(())
+    }
+
+    /// Step two: the member acks the digest it was given and becomes Active.
+    pub fn ack(&self, tx: &mut Tx, member: &str, digest: &str) -> Result<MemberInfo, GovError> {
+        let Some(mut info) = crate::member(tx, member)? else {
+            return Err(GovError::NotAMember(member.to_string()));
+        };
+        let want = tx
+            .get(MEMBERS_ACKS, member.as_bytes())
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+            .and_then(|v| v["state_digest"].as_str().map(str::to_string))
+            .ok_or_else(|| GovError::NoDigest(member.to_string()))?;
+        if want != digest {
+            return Err(GovError::WrongDigest {
+                got: digest.to_string(),
+                want,
+            });
+        }
+        info.status = "Active".into();
+        tx.put(MEMBERS_INFO, member.as_bytes(), &encode(&info));
+        Ok(info)
+    }
+
+    fn constitution(&self, tx: &mut Tx) -> Result<String, GovError> {
+        text(tx, CONSTITUTION, CONSTITUTION_KEY).ok_or(GovError::NoConstitution)
+    }
+
+    /// Runs `function` of `module` with the governance host (ccf.kv over the store
+    /// and `tx`'s writes, writable when `write`); returns the result and the writes.
+    fn run(
+        &self,
+        store: &Store,
+        tx: &Tx,
+        module: &str,
+        function: &str,
+        args: &[serde_json::Value],
+        write: bool,
+    ) -> Result<(serde_json::Value, GovKv), JsError> {
+        let kv = std::rc::Rc::new(std::cell::RefCell::new(GovKv::new(
+            store.clone(),
+            tx.write_set().clone(),
+            write,
+        )));
+        let host_kv = kv.clone();
+        let out = covenant_js::call_with_host(
+            &self.limits,
+            if function == "vote" {
+                "ballot"
+            } else {
+                "constitution"
+            },
+            module,
+            function,
+            args,
+            move |ctx| {
+                covenant_js::ccf::install_with(ctx, host_kv, |extra| {
+                    extra.set(
+                        "pemToId",
+                        covenant_js::rquickjs::Function::new(
+                            ctx.clone(),
+                            |ctx: covenant_js::rquickjs::Ctx<'_>, pem: String| {
+                                covenant_crypto::Certificate::from_pem(&pem)
+                                    .map(|c| c.member_id())
+                                    .map_err(|e| {
+                                        covenant_js::rquickjs::Exception::throw_message(
+                                            &ctx,
+                                            &format!("not a PEM certificate: {e}"),
+                                        )
+                                    })
+                            },
+                        )?,
+                    )
+                })?;
+                ctx.eval::<(), _>(ACTIONS)
+            },
+        )?;
+        let kv = std::rc::Rc::try_unwrap(kv)
+            .map(|c| c.into_inner())
+            .unwrap_or_else(|rc| rc.borrow().clone());
+        Ok((out, kv))
+    }
+
+    /// Evaluates every ballot, asks `resolve`, applies an accepted proposal, and
+    /// records the outcome (a script that throws makes the proposal Failed).
+    fn resolve(
+        &self,
+        tx: &mut Tx,
+        store: &Store,
+        id: &str,
+        body: &str,
+        mut info: ProposalInfo,
+        constitution: &str,
+    ) -> Result<ProposalInfo, GovError> {
+        let raw = serde_json::Value::String(body.to_string());
+        let proposer = serde_json::Value::String(info.proposer_id.clone());
+        let mut votes = Vec::new();
+        let mut failure = None;
+        for (member, ballot) in &info.ballots {
+            match self.run(
+                store,
+                tx,
+                ballot,
+                "vote",
+                &[raw.clone(), proposer.clone()],
+                false,
+            ) {
+                Ok((serde_json::Value::Bool(v), _)) => votes.push((member.clone(), v)),
+                Ok((other, _)) => {
+                    failure = Some(Failure {
+                        reason: format!("the ballot of {member} returned {other}, not a boolean"),
+                        trace: None,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(Failure {
+                        reason: format!("the ballot of {member} failed: {e}"),
+                        trace: e.stack().map(str::to_string),
+                    });
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            let js_votes: Vec<serde_json::Value> = votes
+                .iter()
+                .map(|(m, v)| serde_json::json!({"member_id": m, "vote": v}))
+                .collect();
+            match self.run(
+                store,
+                tx,
+                constitution,
+                "resolve",
+                &[raw.clone(), proposer, serde_json::Value::Array(js_votes)],
+                false,
+            ) {
+                Ok((serde_json::Value::String(s), _)) if s == "Open" => {}
+                Ok((serde_json::Value::String(s), _)) if s == "Rejected" => {
+                    info.state = ProposalState::Rejected;
+                }
+                Ok((serde_json::Value::String(s), _)) if s == "Accepted" => {
+                    match self.run(
+                        store,
+                        tx,
+                        constitution,
+                        "apply",
+                        &[raw, serde_json::Value::String(id.to_string())],
+                        true,
+                    ) {
+                        Ok((_, writes)) => {
+                            let constitution_changed = writes.writes_to(CONSTITUTION);
+                            writes.apply_to(tx);
+                            info.state = ProposalState::Accepted;
+                            if constitution_changed {
+                                drop_open_proposals(tx, store, id)?;
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(Failure {
+                                reason: format!("applying the proposal failed: {e}"),
+                                trace: e.stack().map(str::to_string),
+                            })
+                        }
+                    }
+                }
+                Ok((other, _)) => {
+                    failure = Some(Failure {
+                        reason: format!(
+                            "the constitution's resolve returned {other}, not \"Open\", \"Accepted\" or \"Rejected\""
+                        ),
+                        trace: None,
+                    })
+                }
+                Err(e) => {
+                    failure = Some(Failure {
+                        reason: format!("the constitution's resolve failed: {e}"),
+                        trace: e.stack().map(str::to_string),
+                    })
+                }
+            }
+        }
+        if let Some(f) = failure {
+            info.state = ProposalState::Failed;
+            info.failure = Some(f);
+        }
+        if info.state != ProposalState::Open {
+            info.final_votes = Some(votes.into_iter().collect());
+        }
+        tx.put(PROPOSALS_INFO, id.as_bytes(), &encode(&info));
+        Ok(info)
+    }
+}
+
+/// After the constitution changed, proposals still Open were judged by the old
+/// one: they become Dropped.
+fn drop_open_proposals(tx: &mut Tx, store: &Store, except: &str) -> Result<(), GovError> {
+    let ids: Vec<Vec<u8>> = store
+        .entries(PROPOSALS_INFO)
+        .into_iter()
+        .map(|(k, _)| k)
+        .chain(
+            tx.write_set()
+                .maps
+                .get(PROPOSALS_INFO)
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
+        .collect();
+    for key in ids {
+        if key == except.as_bytes() {
+            continue;
+        }
+        if let Some(v) = tx.get(PROPOSALS_INFO, &key) {
+            let mut info: ProposalInfo = decode("proposal info", &v)?;
+            if info.state == ProposalState::Open {
+                info.state = ProposalState::Dropped;
+                tx.put(PROPOSALS_INFO, &key, &encode(&info));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! Governance over a real store with the default constitution: three members,
+//! proposals accepted, rejected, withdrawn, failed and dropped; activation by ack.
+
+use covenant_crypto::{generate_client_identity, Certificate, Curve};
+use covenant_governance::{
+    proposal, GovError, Governance, ProposalState, CONSTITUTION, CONSTITUTION_KEY,
+    DEFAULT_CONSTITUTION, MEMBERS_CERTS, MEMBERS_INFO,
+};
+use covenant_kv::Store;
+use covenant_types::View;
+use serde_json::json;
+
+const USERS_INFO: &str = "public:ccf.gov.users.info";
+
+struct Consortium {
+    store: Store,
+    gov: Governance,
+    members: Vec<String>,
+}
+
+fn commit(store: &Store, tx: covenant_kv::Tx) {
+    store.commit(tx, View(1)).unwrap();
+}
+
+impl Consortium {
+    fn new(active: usize, accepted: usize) -> Consortium {
+        let store = Store::new();
+        let mut tx = store.begin();
+        let mut members = Vec::new();
+        for i in 0..active + accepted {
+            let (_, cert) = generate_client_identity(&format!("member{i}"), Curve::P384).unwrap();
+            let id = cert.member_id();
+            let status = if i < active { "Active" } else { "Accepted" };
+            tx.put(MEMBERS_CERTS, id.as_bytes(), cert.to_pem().as_bytes());
+            tx.put(
+                MEMBERS_INFO,
+                id.as_bytes(),
+                json!({"status": status, "member_data": null})
+                    .to_string()
+                    .as_bytes(),
+            );
+            members.push(id);
+        }
+        tx.put(
+            CONSTITUTION,
+            CONSTITUTION_KEY,
+            DEFAULT_CONSTITUTION.as_bytes(),
+        );
+        commit(&store, tx);
+        Consortium {
+            store,
+            gov: Governance::default(),
+            members,
+        }
+    }
+
+    fn propose(
+        &self,
+        by: usize,
+        body: serde_json::Value,
+    ) -> Result<(String, ProposalState), GovError> {
+        let mut tx = self.store.begin();
+        let seqno = self.store.last_seqno() + 1;
+        let r = self.gov.propose(
+            &mut tx,
+            &self.store,
+            &self.members[by],
+            body.to_string().as_bytes(),
+            seqno,
+        );
+        if r.is_ok() {
+            commit(&self.store, tx);
+        }
+        r.map(|(id, info)| (id, info.state))
+    }
+
+    fn vote(
+        &self,
+        by: usize,
+        id: &str,
+        ballot: &str,
+    ) -> Result<covenant_governance::ProposalInfo, GovError> {
+        let mut tx = self.store.begin();
+        let r = self
+            .gov
+            .vote(&mut tx, &self.store, &self.members[by], id, ballot);
+        if r.is_ok() {
+            commit(&self.store, tx);
+        }
+        r
+    }
+
+    fn info(&self, id: &str) -> covenant_governance::ProposalInfo {
+        proposal(&mut self.store.begin(), id).unwrap().1
+    }
+}
+
+const YES: &str = "export function vote(proposal, proposerId) { return true; }";
+const NO: &str = "export function vote(proposal, proposerId) { return false; }";
+
+fn user_cert() -> Certificate {
+    generate_client_identity("user1", Curve::P384).unwrap().1
+}
+
+fn set_user(cert: &Certificate) -> serde_json::Value {
+    json!({"actions": [{"name": "set_user", "args": {"cert": cert.to_pem(), "user_data": {"assignedRoles": ["Contributor"]}}}]})
+}
+
+#[test]
+fn a_majority_accepts_and_the_action_applies() {
+    let c = Consortium::new(3, 0);
+    let user = user_cert();
+    let (id, state) = c.propose(0, set_user(&user)).unwrap();
+    assert_eq!(state, ProposalState::Open);
+    assert_eq!(c.vote(0, &id, YES).unwrap().state, ProposalState::Open);
+    // A ballot may inspect the proposal.
+    let picky =
+        "export function vote(p, who) { return JSON.parse(p).actions[0].name === 'set_user'; }";
+    let info = c.vote(1, &id, picky).unwrap();
+    assert_eq!(info.state, ProposalState::Accepted);
+    assert_eq!(info.final_votes.unwrap().len(), 2);
+    let row = c
+        .store
+        .get(USERS_INFO, user.user_fingerprint().as_bytes())
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
+    assert_eq!(
+        row,
+        json!({"user_data": {"assignedRoles": ["Contributor"]}})
+    );
+    assert!(matches!(c.vote(2, &id, YES), Err(GovError::NotOpen { .. })));
+}
+
+#[test]
+fn rejected_and_withdrawn_proposals_change_nothing() {
+    let c = Consortium::new(3, 0);
+    let user = user_cert();
+    let (id, _) = c.propose(0, set_user(&user)).unwrap();
+    c.vote(1, &id, NO).unwrap();
+    assert_eq!(c.vote(2, &id, NO).unwrap().state, ProposalState::Rejected);
+    let (id2, _) = c.propose(0, set_user(&user)).unwrap();
+    assert_ne!(id, id2);
+    assert!(matches!(
+        c.gov.withdraw(&mut c.store.begin(), &c.members[1], &id2),
+        Err(GovError::NotProposer(_))
+    ));
+    let mut tx = c.store.begin();
+    assert_eq!(
+        c.gov.withdraw(&mut tx, &c.members[0], &id2).unwrap().state,
+        ProposalState::Withdrawn
+    );
+    commit(&c.store, tx);
+    assert!(matches!(
+        c.vote(1, &id2, YES),
+        Err(GovError::NotOpen { .. })
+    ));
+    assert!(c
+        .store
+        .get(USERS_INFO, user.user_fingerprint().as_bytes())
+        .is_none());
+}
+
+#[test]
+fn bad_ballots_and_constitution_errors_fail_the_proposal_cleanly() {
+    let c = Consortium::new(3, 0);
+    let user = user_cert();
+    for (ballot, needle) in [
+        (
+            "export function vote() { throw new Error('I object'); }",
+            "I object",
+        ),
+        ("export function vote() { for (;;) {} }", "limit"),
+        ("export function vote() { return 'yes'; }", "not a boolean"),
+        ("this is not javascript", "ballot"),
+    ] {
+        let (id, _) = c.propose(0, set_user(&user)).unwrap();
+        let info = c.vote(1, &id, ballot).unwrap();
+        assert_eq!(info.state, ProposalState::Failed, "{ballot}");
+        let reason = info.failure.unwrap().reason;
+        assert!(reason.contains(needle), "{ballot}: {reason}");
+    }
+    assert!(c
+        .store
+        .get(USERS_INFO, user.user_fingerprint().as_bytes())
+        .is_none());
+    // The service is healthy: the next proposal goes through.
+    let (id, _) = c.propose(0, set_user(&user)).unwrap();
+    c.vote(0, &id, YES).unwrap();
+    assert_eq!(c.vote(1, &id, YES).unwrap().state, ProposalState::Accepted);
+
+    // A constitution whose apply throws: Failed, and none of its writes remain.
+    let broken = DEFAULT_CONSTITUTION.replace(
+        "export function apply(proposal, proposalId) {",
+        "export function apply(proposal, proposalId) {\n  ccf.kv['public:ccf.gov.members.info'].delete(ccf.strToBuf('x'));\n  throw new Error('apply is broken');",
+    );
+    let (id, _) = c
+        .propose(
+            0,
+            json!({"actions": [{"name": "set_constitution", "args": {"constitution": broken}}]}),
+        )
+        .unwrap();
+    c.vote(0, &id, YES).unwrap();
+    assert_eq!(c.vote(1, &id, YES).unwrap().state, ProposalState::Accepted);
+    let (id, _) = c
+        .propose(
+            0,
+            set_user(&generate_client_identity("u2", Curve::P384).unwrap().1),
+        )
+        .unwrap();
+    c.vote(0, &id, YES).unwrap();
+    let info = c.vote(1, &id, YES).unwrap();
+    assert_eq!(info.state, ProposalState::Failed);
+    assert!(info.failure.unwrap().reason.contains("apply is broken"));
+}
+
+#[test]
+fn invalid_proposals_are_refused_with_the_constitutions_reason() {
+    let c = Consortium::new(1, 1);
+    for (body, needle) in [
+        (json!({"actions": []}), "non-empty"),
+        (
+            json!({"actions": [{"name": "no_such_action"}]}),
+            "unknown action",
+        ),
+        (
+            json!({"actions": [{"name": "set_user", "args": {"cert": "not a pem"}}]}),
+            "PEM",
+        ),
+        (
+            json!({"actions": [{"name": "set_user", "args": {"cert": user_cert().to_pem(), "user_data": {"assignedRoles": ["Owner"]}}}]}),
+            "roles",
+        ),
+    ] {
+        match c.propose(0, body.clone()) {
+            Err(GovError::Invalid(why)) => assert!(why.contains(needle), "{body}: {why}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    let mut tx = c.store.begin();
+    assert!(matches!(
+        c.gov
+            .propose(&mut tx, &c.store, &c.members[0], b"{not json", 9),
+        Err(GovError::NotJson(_))
+    ));
+    // An Accepted member neither proposes nor votes; nor does a stranger.
+    assert!(matches!(
+        c.propose(1, set_user(&user_cert())),
+        Err(GovError::NotActive(_))
+    ));
+    assert!(matches!(
+        c.gov.propose(&mut tx, &c.store, "0123", b"{}", 9),
+        Err(GovError::NotAMember(_))
+    ));
+}
+
+#[test]
+fn a_member_becomes_active_by_acking_its_state_digest() {
+    let c = Consortium::new(1, 1);
+    let m = &c.members[1];
+    let mut tx = c.store.begin();
+    assert!(matches!(
+        c.gov.ack(&mut tx, m, "ab"),
+        Err(GovError::NoDigest(_))
+    ));
+    c.gov.update_state_digest(&mut tx, m, "abcd").unwrap();
+    assert!(matches!(
+        c.gov.ack(&mut tx, m, "ffff"),
+        Err(GovError::WrongDigest { .. })
+    ));
+    assert_eq!(c.gov.ack(&mut tx, m, "abcd").unwrap().status, "Active");
+    commit(&c.store, tx);
+    // Now two active members: one vote is no longer a majority.
+    let (id, _) = c.propose(1, set_user(&user_cert())).unwrap();
+    assert_eq!(c.vote(1, &id, YES).unwrap().state, ProposalState::Open);
+    assert_eq!(c.vote(0, &id, YES).unwrap().state, ProposalState::Accepted);
+}
+
+#[test]
+fn a_new_constitution_drops_the_proposals_still_open() {
+    let c = Consortium::new(1, 0);
+    let (open, _) = c.propose(0, set_user(&user_cert())).unwrap();
+    let (id, _) = c
+        .propose(0, json!({"actions": [{"name": "set_constitution", "args": {"constitution": DEFAULT_CONSTITUTION}}]}))
+        .unwrap();
+    assert_eq!(c.vote(0, &id, YES).unwrap().state, ProposalState::Accepted);
+    assert_eq!(c.info(&open).state, ProposalState::Dropped);
+}
+
+#[test]
+fn member_actions_and_scripts_cannot_write_outside_governance() {
+    let c = Consortium::new(1, 0);
+    let (_, new_member) = generate_client_identity("member9", Curve::P384).unwrap();
+    let (id, _) = c
+        .propose(0, json!({"actions": [{"name": "set_member", "args": {"cert": new_member.to_pem(), "member_data": {"role": "operator"}}}]}))
+        .unwrap();
+    assert_eq!(c.vote(0, &id, YES).unwrap().state, ProposalState::Accepted);
+    let row = c
+        .store
+        .get(MEMBERS_INFO, new_member.member_id().as_bytes())
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
+    assert_eq!(
+        row,
+        json!({"status": "Accepted", "member_data": {"role": "operator"}})
+    );
+    // A ballot that tries to write is refused (Failed), as is an apply writing app data.
+    let (id, _) = c.propose(0, set_user(&user_cert())).unwrap();
+    let sneaky = "export function vote() { ccf.kv['public:ccf.gov.users.info'].set(ccf.strToBuf('x'), ccf.strToBuf('y')); return true; }";
+    let info = c.vote(0, &id, sneaky).unwrap();
+    assert_eq!(info.state, ProposalState::Failed);
+    assert!(info.failure.unwrap().reason.contains("read-only"));
+}
