@@ -11,6 +11,7 @@
 pub mod attestation;
 pub mod auth;
 pub mod error;
+pub mod gov;
 pub mod identity;
 pub mod index;
 pub mod join;

@@ -390,10 +390,13 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     let Some(net) = state.network.clone() else {
         return next.run(req).await;
     };
-    if !req.uri().path().starts_with("/app/") {
+    let path = req.uri().path();
+    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    // Governance writes carry their member's signature: the primary checks it.
+    let gov_write = is_write && path.starts_with("/gov/");
+    if !path.starts_with("/app/") && !gov_write {
         return next.run(req).await;
     }
-    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
     // A node that started from a snapshot lacks the history before it: reads of that
     // history go to the primary (which, as a rule, holds the whole ledger).
     let before_ledger = !is_write && {

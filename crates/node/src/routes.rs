@@ -63,6 +63,30 @@ pub fn router(state: NodeState) -> Router {
         .route("/node/ping", get(|| async { Json(json!({})) }))
         .route("/node/network/nodes", get(network_nodes))
         .route(crate::join::JOIN_PATH, post(crate::join::join))
+        .route("/gov/proposals", post(crate::gov::propose))
+        .route(
+            "/gov/proposals/{proposal_id}",
+            get(crate::gov::get_proposal),
+        )
+        .route(
+            "/gov/proposals/{proposal_id}/actions",
+            get(crate::gov::get_proposal_actions),
+        )
+        .route(
+            "/gov/proposals/{proposal_id}/ballots",
+            post(crate::gov::ballot),
+        )
+        .route(
+            "/gov/proposals/{proposal_id}/withdraw",
+            post(crate::gov::withdraw),
+        )
+        .route("/gov/members", get(crate::gov::members))
+        .route("/gov/constitution", get(crate::gov::constitution))
+        .route(
+            "/gov/ack/update_state_digest",
+            post(crate::gov::update_state_digest),
+        )
+        .route("/gov/ack", post(crate::gov::ack))
         .route(
             "/node/network/nodes/{node_id}/trust",
             post(crate::join::trust_pending),
