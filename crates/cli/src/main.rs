@@ -590,6 +590,12 @@ fn audit(dir: &Path, service_cert: &Path, snapshot: Option<&Path>, quiet: bool) 
                     String::new()
                 }
             );
+            if !r.governance.is_empty() {
+                println!("governance: {} proposal state changes", r.governance.len());
+                for g in &r.governance {
+                    println!("  {}  proposal {}  {}", g.txid, g.proposal_id, g.state);
+                }
+            }
             Ok(())
         }
         Err(e) => bail!("audit FAILED {e}"),

@@ -11,6 +11,19 @@ use covenant_types::{Digest32, TxId};
 use crate::engine::leaf_of;
 use crate::snapshot::{self, SnapshotFile};
 
+/// CCF's map of proposal states (`covenant-governance` writes it): the audit lists
+/// every change of it.
+pub const GOV_PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
+
+/// A proposal's state as a transaction recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovernanceEvent {
+    pub txid: TxId,
+    pub proposal_id: String,
+    /// Open, Accepted, Rejected, Withdrawn, Failed, Dropped.
+    pub state: String,
+}
+
 /// What a successful audit checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditReport {
@@ -24,6 +37,8 @@ pub struct AuditReport {
     pub signing_nodes: usize,
     /// The snapshot the ledger continues (it starts right after it), when it does.
     pub snapshot: Option<TxId>,
+    /// Every proposal state the ledger recorded, in ledger order.
+    pub governance: Vec<GovernanceEvent>,
 }
 
 /// The first inconsistency found, with the TxId where it was found (when one is readable).
@@ -168,6 +183,21 @@ pub fn audit_ledger_with_snapshot(
             }
             report.signatures += 1;
             last_sig_seqno = txid.seqno.0;
+        }
+        // Governance is public state: list what it did, transaction by transaction.
+        if let Some(m) = public.maps.get(GOV_PROPOSALS_INFO) {
+            for (id, info) in m {
+                let state = info
+                    .as_deref()
+                    .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+                    .and_then(|v| v["state"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "removed".into());
+                report.governance.push(GovernanceEvent {
+                    txid,
+                    proposal_id: String::from_utf8_lossy(id).into_owned(),
+                    state,
+                });
+            }
         }
         tree.append(leaf_of(&entry));
         // Audits need roots, not old proofs: keep memory flat.

@@ -24,6 +24,7 @@ mod snapshot;
 
 pub use audit::{
     audit_ledger, audit_ledger_with_snapshot, default_snapshot_path, AuditError, AuditReport,
+    GovernanceEvent, GOV_PROPOSALS_INFO,
 };
 pub use covenant_kv::WriteSet;
 pub use covenant_ledger::SyncTicket;

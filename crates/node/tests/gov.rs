@@ -355,4 +355,23 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     stop.send(()).unwrap();
     task.await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
+
+    // The governance history is in the public ledger: the audit passes and lists it.
+    let report = covenant_engine::audit_ledger(dir.path(), &service.cert, |_, _| {}).unwrap();
+    let last_state = |id: &str| {
+        report
+            .governance
+            .iter()
+            .rev()
+            .find(|g| g.proposal_id == id)
+            .map(|g| g.state.clone())
+    };
+    assert_eq!(last_state(&id).as_deref(), Some("Accepted"));
+    assert_eq!(last_state(&rejected).as_deref(), Some("Rejected"));
+    assert_eq!(last_state(&withdrawn).as_deref(), Some("Withdrawn"));
+    assert_eq!(last_state(&failed).as_deref(), Some("Failed"));
+    assert!(report
+        .governance
+        .iter()
+        .any(|g| g.proposal_id == id && g.state == "Open"));
 }
