@@ -283,8 +283,17 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
+        let ready_and_governed = async {
+            wait_ready(dir, port, &mut children).await?;
+            let service = Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem"))?)?;
+            let endpoint = format!("https://127.0.0.1:{port}");
+            for line in crate::gov_cmds::activate_dev_members(&endpoint, &service, dir).await? {
+                println!("{line}");
+            }
+            Ok::<(), anyhow::Error>(())
+        };
         tokio::select! {
-            r = wait_ready(dir, port, &mut children) => r.map(|()| true),
+            r = ready_and_governed => r.map(|()| true),
             _ = crate::shutdown_signal() => Ok(false),
         }
     });

@@ -24,6 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 mod bench;
 mod client_cmds;
 mod dev_network;
+mod gov_cmds;
 mod node_start;
 
 #[derive(Parser)]
@@ -191,6 +192,26 @@ enum Command {
         command: client_cmds::UsersCommand,
         #[command(flatten)]
         conn: client_cmds::Conn,
+    },
+    /// Consortium governance as a member: propose, vote, withdraw, ack, and read
+    /// members, proposals and the constitution. Requests are COSE Sign1 signed with
+    /// --member-key (defaults: covenant dev's member0).
+    Gov {
+        #[command(subcommand)]
+        command: gov_cmds::GovCommand,
+        #[command(flatten)]
+        conn: gov_cmds::GovConn,
+    },
+    /// Make a member or user identity: NAME_cert.pem and NAME_privk.pem (P-384), and
+    /// with --enc an RSA-OAEP encryption key pair for recovery shares.
+    Keygen {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        enc: bool,
+        /// Where the files go.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// The nodes of a replicated network: list them; trust or retire one (members).
     Nodes {
@@ -422,6 +443,8 @@ fn main() -> ExitCode {
                 },
         } => node_start::join(&config, &target, service_cert.as_deref()),
         Command::Nodes { command, conn } => client_cmds::nodes(&conn, &command),
+        Command::Gov { command, conn } => gov_cmds::run(&conn, &command),
+        Command::Keygen { name, enc, dir } => gov_cmds::keygen(&dir, &name, enc),
         Command::Append {
             contents,
             collection,
@@ -912,7 +935,15 @@ fn dev(o: DevOptions) -> Result<()> {
         dir.join("service_cert.pem").display(),
         dir.join("user0.pem").display()
     );
-    serve_until_signal(nc, engine, node, &service, "covenant dev", &ready)
+    serve_until_signal(
+        nc,
+        engine,
+        node,
+        &service,
+        "covenant dev",
+        &ready,
+        Some(dir),
+    )
 }
 
 /// The async runtime a node serves on. Handlers take the engine (and, replicated,
@@ -938,12 +969,22 @@ fn serve_until_signal(
     service: &ServiceIdentity,
     what: &str,
     ready_detail: &str,
+    activate_members_in: Option<&Path>,
 ) -> Result<()> {
     let runtime = node_runtime()?;
     runtime.block_on(async move {
         let bound = covenant_node::BoundNode::bind(nc, engine, node, &service.cert).await?;
-        println!("{what} ready: https://{} {ready_detail}", bound.local_addr);
-        let committed = bound.serve(shutdown_signal()).await?;
+        let addr = bound.local_addr;
+        let server = tokio::spawn(bound.serve(shutdown_signal()));
+        if let Some(dir) = activate_members_in {
+            // dev: its generated members ack the state digest, as a member would.
+            let endpoint = format!("https://{addr}");
+            for line in gov_cmds::activate_dev_members(&endpoint, &service.cert, dir).await? {
+                println!("{line}");
+            }
+        }
+        println!("{what} ready: https://{addr} {ready_detail}");
+        let committed = server.await.context("the server task failed")??;
         println!("stopped; ledger flushed and committed through seqno {committed}");
         Ok::<(), anyhow::Error>(())
     })

@@ -332,7 +332,7 @@ pub fn start(config_path: &Path) -> Result<()> {
         ledger_id,
         dir.join("service_cert.pem").display()
     );
-    serve_until_signal(nc, engine, &node, &service, "covenant node", &detail)
+    serve_until_signal(nc, engine, &node, &service, "covenant node", &detail, None)
 }
 
 fn read_joined(dir: &Path) -> Result<Option<JoinedNetwork>> {

@@ -1,0 +1,348 @@
+//! `covenant gov ...`: a member's side of governance (SPEC §5), every
+//! state-changing request signed as COSE Sign1 with the member's key (what
+//! `ccf_cose_sign1` produces), and `covenant keygen` for new identities.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use covenant_client::{HttpResponse, LedgerClient};
+use covenant_crypto::{read_pem_file, sign_gov_sign1, Certificate, SigningKeyPair};
+use serde_json::{json, Value};
+
+/// Where the service is and who the member is.
+#[derive(Args, Debug)]
+pub struct GovConn {
+    /// Any node of the service (backups forward signed requests to the primary).
+    #[arg(long, default_value = "https://127.0.0.1:8000", global = true)]
+    pub endpoint: String,
+    /// The service certificate to trust.
+    #[arg(long, default_value = "./covenant-dev/service_cert.pem", global = true)]
+    pub service_cert: PathBuf,
+    /// The member's certificate (PEM).
+    #[arg(long, default_value = "./covenant-dev/member0_cert.pem", global = true)]
+    pub member_cert: PathBuf,
+    /// The member's private key (PEM).
+    #[arg(
+        long,
+        default_value = "./covenant-dev/member0_privk.pem",
+        global = true
+    )]
+    pub member_key: PathBuf,
+    /// Print raw JSON responses.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GovCommand {
+    /// List the consortium's members and their status.
+    Members,
+    /// Print the constitution (JavaScript).
+    Constitution,
+    /// Submit a proposal: a JSON file (or '-' for stdin) `{"actions":[{"name","args"}]}`.
+    Propose { proposal: PathBuf },
+    /// Vote on a proposal: --accept, --reject, or a ballot script file.
+    Vote {
+        proposal_id: String,
+        #[arg(long, conflicts_with_all = ["reject", "ballot"])]
+        accept: bool,
+        #[arg(long, conflicts_with = "ballot")]
+        reject: bool,
+        /// A file with `export function vote(proposal, proposerId) { ... }`.
+        #[arg(long)]
+        ballot: Option<PathBuf>,
+    },
+    /// Withdraw a proposal you made (while it is Open).
+    Withdraw { proposal_id: String },
+    /// Fetch the state digest and ack it: an Accepted member becomes Active.
+    Ack,
+    /// Show a proposal's state, ballots and outcome (and its actions).
+    Proposal { proposal_id: String },
+}
+
+struct Member {
+    key: SigningKeyPair,
+    cert: Certificate,
+    client: LedgerClient,
+}
+
+impl GovConn {
+    fn member(&self) -> Result<Member> {
+        let service = Certificate::from_pem(&read_pem_file(&self.service_cert)?)
+            .with_context(|| format!("service certificate {}", self.service_cert.display()))?;
+        let cert = Certificate::from_pem(&read_pem_file(&self.member_cert)?)
+            .with_context(|| format!("member certificate {}", self.member_cert.display()))?;
+        let key = SigningKeyPair::from_pem(&read_pem_file(&self.member_key)?)
+            .with_context(|| format!("member key {}", self.member_key.display()))?;
+        // No TLS client certificate: the COSE signature authenticates the member.
+        let client = LedgerClient::new(&self.endpoint, &service, None)?;
+        Ok(Member { key, cert, client })
+    }
+}
+
+impl Member {
+    async fn signed(
+        &self,
+        path: &str,
+        msg_type: &str,
+        proposal_id: Option<&str>,
+        payload: &[u8],
+    ) -> Result<Value> {
+        let created_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let envelope = sign_gov_sign1(
+            &self.key,
+            &self.cert,
+            msg_type,
+            created_at,
+            proposal_id,
+            payload,
+        )?;
+        let r = self
+            .client
+            .request_raw("POST", path, Some(envelope), "application/cose")
+            .await?;
+        ok(r)
+    }
+}
+
+fn ok(r: HttpResponse) -> Result<Value> {
+    if (200..300).contains(&r.status) {
+        return Ok(r.json());
+    }
+    let j = r.json();
+    bail!(
+        "{} {}: {}",
+        r.status,
+        j["error"]["code"].as_str().unwrap_or("error"),
+        j["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned())
+    )
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        return Ok(buf);
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn summary(v: &Value) -> String {
+    let mut s = format!(
+        "proposal {}: {} ({} ballot(s))",
+        v["proposal_id"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        v["ballot_count"].as_u64().unwrap_or(0)
+    );
+    if let Some(reason) = v["failure"]["reason"].as_str() {
+        s.push_str(&format!("\n  failure: {reason}"));
+    }
+    s
+}
+
+pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let m = conn.member()?;
+        let show = |v: &Value, human: String| {
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            } else {
+                println!("{human}");
+            }
+        };
+        match cmd {
+            GovCommand::Members => {
+                let v = ok(m.client.request("GET", "/gov/members", None).await?)?;
+                let lines: Vec<String> = v
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(id, m)| format!("{id}  {}", m["status"].as_str().unwrap_or("?")))
+                    .collect();
+                show(&v, lines.join("\n"));
+            }
+            GovCommand::Constitution => {
+                let r = m.client.request("GET", "/gov/constitution", None).await?;
+                if r.status != 200 {
+                    ok(r)?;
+                } else {
+                    print!("{}", String::from_utf8_lossy(&r.body));
+                }
+            }
+            GovCommand::Propose { proposal } => {
+                let body = read_input(proposal)?;
+                serde_json::from_slice::<Value>(&body).context("the proposal is not JSON")?;
+                let v = m.signed("/gov/proposals", "proposal", None, &body).await?;
+                show(&v, summary(&v));
+            }
+            GovCommand::Vote {
+                proposal_id,
+                accept,
+                reject,
+                ballot,
+            } => {
+                let script = match (accept, reject, ballot) {
+                    (true, _, _) => {
+                        "export function vote(proposal, proposerId) { return true; }".to_string()
+                    }
+                    (_, true, _) => {
+                        "export function vote(proposal, proposerId) { return false; }".to_string()
+                    }
+                    (_, _, Some(f)) => {
+                        String::from_utf8(read_input(f)?).context("the ballot is not UTF-8 text")?
+                    }
+                    _ => bail!("give --accept, --reject or --ballot <file.js>"),
+                };
+                let body = json!({ "ballot": script }).to_string();
+                let path = format!("/gov/proposals/{proposal_id}/ballots");
+                let v = m
+                    .signed(&path, "ballot", Some(proposal_id), body.as_bytes())
+                    .await?;
+                show(&v, summary(&v));
+            }
+            GovCommand::Withdraw { proposal_id } => {
+                let path = format!("/gov/proposals/{proposal_id}/withdraw");
+                let v = m
+                    .signed(&path, "withdrawal", Some(proposal_id), b"")
+                    .await?;
+                show(&v, summary(&v));
+            }
+            GovCommand::Ack => {
+                let d = m
+                    .signed("/gov/ack/update_state_digest", "state_digest", None, b"")
+                    .await?;
+                let digest = d["state_digest"].as_str().unwrap_or_default().to_string();
+                let body = json!({ "state_digest": digest }).to_string();
+                let v = m.signed("/gov/ack", "ack", None, body.as_bytes()).await?;
+                show(
+                    &v,
+                    format!(
+                        "member {} is {} (acked state digest {digest})",
+                        v["member_id"].as_str().unwrap_or("?"),
+                        v["status"].as_str().unwrap_or("?")
+                    ),
+                );
+            }
+            GovCommand::Proposal { proposal_id } => {
+                let info = ok(m
+                    .client
+                    .request("GET", &format!("/gov/proposals/{proposal_id}"), None)
+                    .await?)?;
+                let actions = ok(m
+                    .client
+                    .request(
+                        "GET",
+                        &format!("/gov/proposals/{proposal_id}/actions"),
+                        None,
+                    )
+                    .await?)?;
+                let v = json!({"info": info, "proposal": actions});
+                show(
+                    &v,
+                    format!(
+                        "{}\n{}",
+                        summary(&info),
+                        serde_json::to_string_pretty(&actions).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `covenant keygen --name NAME [--enc]`: NAME_cert.pem, NAME_privk.pem (0600) and,
+/// with --enc, an RSA-OAEP encryption pair NAME_enc_pubk.pem / NAME_enc_privk.pem
+/// (what a recovery member registers), like CCF's keygenerator.sh.
+pub fn keygen(dir: &Path, name: &str, enc: bool) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("--name must be letters, digits, '-' or '_'");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cert_path = dir.join(format!("{name}_cert.pem"));
+    if cert_path.exists() {
+        bail!(
+            "{} exists already; choose another --name",
+            cert_path.display()
+        );
+    }
+    crate::write_client_identity(dir, name)?;
+    let cert = Certificate::from_pem(&read_pem_file(&cert_path)?)?;
+    println!(
+        "wrote {} and {}_privk.pem (member id {})",
+        cert_path.display(),
+        name,
+        cert.member_id()
+    );
+    if enc {
+        let pair = covenant_crypto::EncryptionKeyPair::generate()?;
+        covenant_crypto::write_public_file(
+            &dir.join(format!("{name}_enc_pubk.pem")),
+            pair.public_key_pem()?.as_bytes(),
+        )?;
+        covenant_crypto::write_private_file(
+            &dir.join(format!("{name}_enc_privk.pem")),
+            pair.to_pem()?.as_bytes(),
+        )?;
+        println!("wrote {name}_enc_pubk.pem and {name}_enc_privk.pem (RSA-OAEP)");
+    }
+    Ok(())
+}
+
+/// `covenant dev`'s generated members (`memberN_cert.pem` / `memberN_privk.pem` in
+/// `dir`) that are still Accepted ack the state digest and become Active. Returns
+/// what was done, for the console.
+pub async fn activate_dev_members(
+    endpoint: &str,
+    service_cert: &Certificate,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    let client = LedgerClient::new(endpoint, service_cert, None)?;
+    let members = ok(client.request("GET", "/gov/members", None).await?)?;
+    let mut done = Vec::new();
+    for i in 0.. {
+        let (cert_path, key_path) = (
+            dir.join(format!("member{i}_cert.pem")),
+            dir.join(format!("member{i}_privk.pem")),
+        );
+        if !cert_path.exists() {
+            break;
+        }
+        let cert = Certificate::from_pem(&read_pem_file(&cert_path)?)?;
+        let id = cert.member_id();
+        if members[&id]["status"] != "Accepted" {
+            continue;
+        }
+        let m = Member {
+            key: SigningKeyPair::from_pem(&read_pem_file(&key_path)?)?,
+            cert,
+            client: client.clone(),
+        };
+        let d = m
+            .signed("/gov/ack/update_state_digest", "state_digest", None, b"")
+            .await?;
+        let body = json!({ "state_digest": d["state_digest"] }).to_string();
+        m.signed("/gov/ack", "ack", None, body.as_bytes()).await?;
+        done.push(format!(
+            "member{i} ({id}) acked the state digest and is Active (covenant gov ... --member-cert {})",
+            cert_path.display()
+        ));
+    }
+    Ok(done)
+}
