@@ -998,9 +998,9 @@ async fn a_pending_node_waits_until_a_member_trusts_it() {
     let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let base = free_ports(4);
+    let base = free_ports(5);
     let (dev, reaper) = dev_network(&dir, base, &["--join-policy", "pending"]);
-    let (net, _) = Net::open_n(&dir, base, 4, "user0");
+    let (net, _) = Net::open_n(&dir, base, 5, "user0");
     let (members, _) = Net::open_n(&dir, base, 4, "member0");
     let three = [1u16, 2, 3];
     let t = net.append(&three, "before").await;
@@ -1054,12 +1054,93 @@ async fn a_pending_node_waits_until_a_member_trusts_it() {
     .await;
     let t = net.append(&[4, 1], "after trust").await;
     net.wait_committed_on(&[1, 2, 3, 4], &t).await;
+
+    // A fifth node is trusted by governance: a proposal transition_node_to_trusted,
+    // accepted by the consortium (dev's member0, Active), with `covenant gov`.
+    let config5 = joiner_config(&dir, "node5", base + 4);
+    let joiner5 = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(join_args(&config5, &target, &service_cert))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    reaper.watch(joiner5.id());
+    let row = net
+        .wait_node(1, "node 5 Pending", |n| {
+            n["status"] == json!("Pending")
+                && n["node_id"] != json!(node_id)
+                && n["node_id"].as_str().is_some_and(|s| s.len() == 64)
+        })
+        .await;
+    let node5 = row["node_id"].as_str().unwrap().to_string();
+    let proposal = dir.join("trust5.json");
+    std::fs::write(
+        &proposal,
+        json!({"actions": [{"name": "transition_node_to_trusted", "args": {"node_id": node5}}]})
+            .to_string(),
+    )
+    .unwrap();
+    let gov = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
+            .arg("gov")
+            .args(args)
+            .arg("--endpoint")
+            .arg(format!("https://127.0.0.1:{}", base + 1))
+            .arg("--service-cert")
+            .arg(&service_cert)
+            .arg("--member-cert")
+            .arg(dir.join("member0_cert.pem"))
+            .arg("--member-key")
+            .arg(dir.join("member0_privk.pem"))
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let v = gov(&["propose", proposal.to_str().unwrap()]);
+    let id = v["proposal_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // 503 while another configuration change (node 4's promotion) commits.
+        let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
+            .args(["gov", "vote", &id, "--accept", "--json", "--endpoint"])
+            .arg(format!("https://127.0.0.1:{}", base + 1))
+            .arg("--service-cert")
+            .arg(&service_cert)
+            .arg("--member-cert")
+            .arg(dir.join("member0_cert.pem"))
+            .arg("--member-key")
+            .arg(dir.join("member0_privk.pem"))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["state"], json!("Accepted"), "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    net.wait_node(1, "node 5 as a voter", |n| {
+        n["node_id"] == json!(node5) && n["consensus_role"] == json!("Voter")
+    })
+    .await;
+    let t = net
+        .append(&[5, 1], "after node 5 was trusted by governance")
+        .await;
+    net.wait_committed_on(&[1, 2, 3, 4, 5], &t).await;
     for node in three {
         term(pid_of(&dir, node));
     }
     term(joiner.id());
+    term(joiner5.id());
     term(dev.id());
-    for mut c in [dev, joiner] {
+    for mut c in [dev, joiner, joiner5] {
         let _ = c.wait();
     }
 }

@@ -314,23 +314,44 @@ impl Replica {
             }
             m.applied.change_to(&target)?;
         }
-        let value = target.encode();
-        let inner = self.0.clone();
+        let this = self.clone();
         self.write(move |e| {
             let mut tx = e.begin();
             extra(&mut tx);
-            tx.put(MEMBERSHIP_MAP, MEMBERSHIP_KEY, &value);
+            // Checked again under the Raft lock: a governance transaction may have
+            // staged a change since (see `stage_membership`).
+            if let Err(err) = this.stage_membership(&mut tx, &target) {
+                return Ok(Err(err));
+            }
             let txid = e.commit_tx(tx, None)?;
-            // Recorded under the Raft lock, before the Raft thread can see the entry
-            // committed; dropped again if the write is rolled back.
-            inner
-                .membership
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pending
-                .insert(txid.seqno.0, target);
-            Ok(txid)
-        })
+            this.note_membership(txid.seqno.0, target);
+            Ok(Ok(txid))
+        })?
+    }
+
+    /// Inside a [`Replica::write`] closure: checks that `target` may be written now
+    /// (no change pending, exactly one node changed) and puts it into `tx`; once the
+    /// transaction is committed (in the same closure) call
+    /// [`Replica::note_membership`] with its seqno.
+    pub fn stage_membership(
+        &self,
+        tx: &mut covenant_kv::Tx,
+        target: &Membership,
+    ) -> Result<(), ConsensusError> {
+        let m = self.membership();
+        if let Some((&seqno, _)) = m.pending.iter().next_back() {
+            return Err(ConsensusError::MembershipChangePending(seqno));
+        }
+        m.applied.change_to(target)?;
+        tx.put(MEMBERSHIP_MAP, MEMBERSHIP_KEY, &target.encode());
+        Ok(())
+    }
+
+    /// Records a staged configuration written at `seqno`. Called under the Raft lock
+    /// (in the write closure), before the Raft thread can see the entry committed; it
+    /// is dropped again if the write is rolled back.
+    pub fn note_membership(&self, seqno: u64, target: Membership) {
+        self.membership().pending.insert(seqno, target);
     }
 
     /// The most caught-up other voter (by the primary's view of its log).

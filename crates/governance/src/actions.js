@@ -114,6 +114,42 @@
         map("public:ccf.gov.nodes.code_ids").delete(str(args.code_id));
       },
     },
+    // The node layer completes these in the same transaction: a Trusted row gets an
+    // endorsed certificate and a Raft id and the node joins the configuration; a
+    // Retired row leaves it.
+    transition_node_to_trusted: {
+      validate(args) {
+        need(args, "node_id", "string");
+      },
+      apply(args) {
+        const nodes = map("public:ccf.gov.nodes.info");
+        const raw = nodes.get(str(args.node_id));
+        if (raw === undefined) {
+          throw new Error(`no node ${args.node_id}`);
+        }
+        const row = ccf.bufToJsonCompatible(raw);
+        if (row.status !== "Pending") {
+          throw new Error(`node ${args.node_id} is ${row.status}, not Pending`);
+        }
+        row.status = "Trusted";
+        nodes.set(str(args.node_id), json(row));
+      },
+    },
+    remove_node: {
+      validate(args) {
+        need(args, "node_id", "string");
+      },
+      apply(args) {
+        const nodes = map("public:ccf.gov.nodes.info");
+        const raw = nodes.get(str(args.node_id));
+        if (raw === undefined) {
+          throw new Error(`no node ${args.node_id}`);
+        }
+        const row = ccf.bufToJsonCompatible(raw);
+        row.status = "Retired";
+        nodes.set(str(args.node_id), json(row));
+      },
+    },
     set_jwt_issuer: {
       validate(args) {
         need(args, "issuer", "string");

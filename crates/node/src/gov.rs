@@ -154,13 +154,83 @@ fn run<T>(
         let mut tx = e.begin();
         let store = e.store().clone();
         let seqno = e.last_seqno() + 1;
-        let r = remember(&mut tx, state, msg).and_then(|()| f(&mut tx, &store, seqno));
+        let r = remember(&mut tx, state, msg)
+            .and_then(|()| f(&mut tx, &store, seqno))
+            .and_then(|v| settle_nodes(state, e, &mut tx).map(|staged| (v, staged)));
         match r {
-            Ok(v) => e.commit_tx(tx, None).map(|txid| Ok((txid, v))),
+            Ok((v, staged)) => e.commit_tx(tx, None).map(|txid| {
+                if let (Some(target), Some(net)) = (staged, &state.network) {
+                    net.replica.note_membership(txid.seqno.0, target);
+                }
+                Ok((txid, v))
+            }),
             Err(err) => Ok(Err(err)),
         }
     })?;
+    if let Err(e) = &out {
+        if e.code == PRIMARY_RETIRING {
+            if let Some(net) = &state.network {
+                net.replica.transfer_leadership();
+            }
+        }
+    }
     out
+}
+
+/// Error code of a governance request that would retire the primary: it hands over
+/// first (the request is answered 503; retry it on the new primary).
+const PRIMARY_RETIRING: &str = "PrimaryRetiring";
+
+/// Carries out what accepted proposals decided about nodes, in the same
+/// transaction: a row the constitution set Trusted (`transition_node_to_trusted`)
+/// gets a certificate endorsed by the service and a Raft id, and the node joins the
+/// configuration as a learner; a row set Retired (`remove_node`) leaves it. Returns
+/// the configuration staged, to record once the transaction has its seqno.
+fn settle_nodes(
+    state: &NodeState,
+    engine: &mut covenant_engine::Engine,
+    tx: &mut Tx,
+) -> Result<Option<covenant_consensus::Membership>, ApiError> {
+    use crate::network::{NodeInfo, NODES_INFO, STATUS_RETIRED, STATUS_TRUSTED};
+    let Some(net) = state.network.as_deref() else {
+        return Ok(None);
+    };
+    let Some(rows) = tx.write_set().maps.get(NODES_INFO).cloned() else {
+        return Ok(None);
+    };
+    let (mut target, _) = net.replica.configuration();
+    let before = target.clone();
+    for (key, value) in rows {
+        let Some(value) = value else { continue };
+        let Ok(row) = serde_json::from_slice::<NodeInfo>(&value) else {
+            continue;
+        };
+        if row.status == STATUS_TRUSTED && row.raft_id == 0 {
+            let trusted = crate::join::trusted_row(state, net, &row)?;
+            target.learners.insert(trusted.raft_id);
+            let v = serde_json::to_vec(&trusted)
+                .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
+            tx.put(NODES_INFO, &key, &v);
+            engine.request_snapshot();
+        } else if row.status == STATUS_RETIRED && row.raft_id != 0 && target.contains(row.raft_id) {
+            if row.raft_id == net.config.node_id {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PRIMARY_RETIRING,
+                    "the proposal retires this node, the primary: it hands over to another node first; retry",
+                ));
+            }
+            target.voters.remove(&row.raft_id);
+            target.learners.remove(&row.raft_id);
+        }
+    }
+    if target == before {
+        return Ok(None);
+    }
+    net.replica
+        .stage_membership(tx, &target)
+        .map_err(|e| crate::join::consensus_error("changing the configuration failed", e))?;
+    Ok(Some(target))
 }
 
 fn info_json(id: &str, info: &ProposalInfo) -> Value {

@@ -156,7 +156,7 @@ fn redirect_to_primary(net: &Network, path: &str) -> Option<Response> {
     Some(r)
 }
 
-fn consensus_error(context: &str, e: ConsensusError) -> ApiError {
+pub(crate) fn consensus_error(context: &str, e: ConsensusError) -> ApiError {
     match e {
         ConsensusError::NotPrimary { .. }
         | ConsensusError::NotReady
@@ -293,6 +293,29 @@ fn trust(
     node_id: &str,
     row: &NodeInfo,
 ) -> Result<NodeInfo, ApiError> {
+    let trusted = trusted_row(state, net, row)?;
+    let value = serde_json::to_vec(&trusted)
+        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
+    let (mut target, _) = net.replica.configuration();
+    target.learners.insert(trusted.raft_id);
+    state.engine().request_snapshot();
+    let txid = net
+        .replica
+        .change_membership(target, |tx| {
+            tx.put(NODES_INFO, node_id.as_bytes(), &value);
+        })
+        .map_err(|e| consensus_error("trusting the node failed", e))?;
+    tracing::info!(%node_id, raft_id = trusted.raft_id, %txid, "trusted a joining node; it catches up as a learner");
+    Ok(trusted)
+}
+
+/// The row of a node being trusted: a certificate for its key endorsed by the
+/// service, and a new Raft id.
+pub(crate) fn trusted_row(
+    state: &NodeState,
+    net: &Network,
+    row: &NodeInfo,
+) -> Result<NodeInfo, ApiError> {
     let Some(service) = &net.config.service else {
         return Err(unavailable(
             "this primary holds no service key and cannot endorse nodes",
@@ -312,28 +335,14 @@ fn trust(
     let endorsed = service
         .issue_node_cert_for(&candidate, &sans, NodeIdentity::DEFAULT_VALIDITY_DAYS)
         .map_err(|e| ApiError::internal("endorsing the node certificate failed", e))?;
-    let raft_id = next_raft_id(state, net);
-    let trusted = NodeInfo {
+    Ok(NodeInfo {
         status: STATUS_TRUSTED.into(),
-        raft_id,
+        raft_id: next_raft_id(state, net),
         address: row.address.clone(),
         cert: endorsed.to_pem(),
         quote: row.quote.clone(),
         subject_alt_names: row.subject_alt_names.clone(),
-    };
-    let value = serde_json::to_vec(&trusted)
-        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
-    let (mut target, _) = net.replica.configuration();
-    target.learners.insert(raft_id);
-    state.engine().request_snapshot();
-    let txid = net
-        .replica
-        .change_membership(target, |tx| {
-            tx.put(NODES_INFO, node_id.as_bytes(), &value);
-        })
-        .map_err(|e| consensus_error("trusting the node failed", e))?;
-    tracing::info!(%node_id, raft_id, %txid, "trusted a joining node; it catches up as a learner");
-    Ok(trusted)
+    })
 }
 
 /// `POST /node/join`: a node asks to join (and polls its status the same way).
