@@ -22,10 +22,10 @@ fn node_dir(dir: &Path, i: u16) -> PathBuf {
 }
 
 /// Creates the service, user0, member0 and one identity directory per node.
-fn create(dir: &Path, nodes: u16, ledger_type: LedgerType) -> Result<()> {
+fn create(dir: &Path, nodes: u16, members: u16, ledger_type: LedgerType) -> Result<()> {
     let service = ServiceIdentity::generate(Curve::P384)?;
     service.save(dir)?;
-    crate::write_dev_user_and_member(dir)?;
+    crate::write_dev_user_and_members(dir, members)?;
     // dev only: every node gets the ledger secret directly (a production join
     // receives it encrypted to the node's key).
     let secret = LedgerSecret::generate()?;
@@ -117,7 +117,7 @@ fn write_config(
          http2 = {http2}\n\
          join_policy = \"{join_policy}\"\n\
          users = [{{ cert = \"../user0_cert.pem\", roles = [\"Administrator\"] }}]\n\
-         members = [{{ cert = \"../member0_cert.pem\" }}]\n\
+         members = [{members}]\n\
          {jwt}\
          \n\
          [network]\n\
@@ -134,6 +134,12 @@ fn write_config(
         peers = peers.join("\n"),
         jwt = jwt_toml(o)?,
         join_policy = o.join_policy,
+        members = crate::dev_member_certs(dir)?
+            .iter()
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+            .map(|n| format!("{{ cert = \"../{n}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let path = node_dir(dir, i).join("node.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -255,7 +261,7 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
         crate::dev_ledger_type(&node_dir(dir, 1), o.ledger_type, false)?
     };
     if creating {
-        create(dir, nodes, ledger_type)?;
+        create(dir, nodes, o.members, ledger_type)?;
         println!(
             "created a {nodes}-node {ledger_type:?} network in {}; user0 is an Administrator",
             dir.display()

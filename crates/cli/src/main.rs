@@ -67,7 +67,8 @@ enum Command {
     ///
     /// The first run creates the service and node identities and, in DATA_DIR,
     /// service_cert.pem, user0_cert.pem, user0_privk.pem and user0.pem (cert + key;
-    /// user0 is an Administrator), member0_cert.pem and member0_privk.pem. Later runs
+    /// user0 is an Administrator), member0_cert.pem and member0_privk.pem (more with
+    /// --members; dev acks for them, so they are Active). Later runs
     /// resume the same ledger. Prints a line containing "ready" once it accepts
     /// requests; SIGINT/SIGTERM stop it gracefully (everything written is signed and
     /// fsynced first).
@@ -119,6 +120,10 @@ enum Command {
         /// member (`covenant nodes trust <node id> --cert DIR/member0.pem`).
         #[arg(long, value_parser = ["auto", "pending"], default_value = "auto")]
         join_policy: String,
+        /// Consortium members to create (member0..member<K-1>, each with an RSA-OAEP
+        /// encryption key pair); dev acks for all of them. Fixed at creation.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        members: u16,
     },
     /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
     /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
@@ -405,6 +410,7 @@ fn main() -> ExitCode {
             http2,
             nodes,
             join_policy,
+            members,
         } => {
             let o = DevOptions {
                 dir: data_dir,
@@ -423,6 +429,7 @@ fn main() -> ExitCode {
                 jwt_audience,
                 http2,
                 join_policy,
+                members,
             };
             if nodes > 1 {
                 dev_network::run(o, nodes)
@@ -794,16 +801,35 @@ fn dev_ledger_type(dir: &Path, requested: LedgerType, creating: bool) -> Result<
 
 /// `covenant dev`'s user0 (cert, key, both in user0.pem) and member0 (the same, plus
 /// the RSA-OAEP pair recovery shares will be encrypted to).
-pub(crate) fn write_dev_user_and_member(dir: &Path) -> Result<()> {
+pub(crate) fn write_dev_user_and_members(dir: &Path, members: u16) -> Result<()> {
     write_client_identity(dir, "user0")?;
-    write_client_identity(dir, "member0")?;
-    let enc = covenant_crypto::EncryptionKeyPair::generate()?;
-    covenant_crypto::write_public_file(
-        &dir.join("member0_enc_pubk.pem"),
-        enc.public_key_pem()?.as_bytes(),
-    )?;
-    write_private_file(&dir.join("member0_enc_privk.pem"), enc.to_pem()?.as_bytes())?;
+    for i in 0..members.max(1) {
+        let name = format!("member{i}");
+        write_client_identity(dir, &name)?;
+        let enc = covenant_crypto::EncryptionKeyPair::generate()?;
+        covenant_crypto::write_public_file(
+            &dir.join(format!("{name}_enc_pubk.pem")),
+            enc.public_key_pem()?.as_bytes(),
+        )?;
+        write_private_file(
+            &dir.join(format!("{name}_enc_privk.pem")),
+            enc.to_pem()?.as_bytes(),
+        )?;
+    }
     Ok(())
+}
+
+/// The certificates of dev's members (`member<i>_cert.pem`, from member0 on).
+pub(crate) fn dev_member_certs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let p = dir.join(format!("member{i}_cert.pem"));
+        if !p.exists() {
+            break;
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 pub(crate) fn write_client_identity(dir: &Path, name: &str) -> Result<()> {
@@ -835,6 +861,7 @@ pub(crate) struct DevOptions {
     pub(crate) jwt_audience: Option<String>,
     pub(crate) http2: bool,
     pub(crate) join_policy: String,
+    pub(crate) members: u16,
 }
 
 /// Where an issuer's keys come from.
@@ -882,6 +909,7 @@ fn dev(o: DevOptions) -> Result<()> {
         jwt_audience,
         http2,
         join_policy: _,
+        members,
     } = o;
     let dir = dir.as_path();
     if !covenant_node::identity::valid_ledger_id(&ledger_id) {
@@ -908,15 +936,17 @@ fn dev(o: DevOptions) -> Result<()> {
         Engine::open(config, node.clone(), Arc::new(secret)).context("opening the ledger")?;
     let node = node.as_ref();
     if creating {
-        write_dev_user_and_member(dir)?;
+        write_dev_user_and_members(dir, members)?;
         let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
         let id = covenant_node::add_cert_user(
             &mut engine,
             &user0,
             &[covenant_node::Role::Administrator],
         )?;
-        let member0 = Certificate::from_pem(&read_pem_file(&dir.join("member0_cert.pem"))?)?;
-        covenant_node::add_member(&mut engine, &member0)?;
+        for path in dev_member_certs(dir)? {
+            let member = Certificate::from_pem(&read_pem_file(&path)?)?;
+            covenant_node::add_member(&mut engine, &member)?;
+        }
         covenant_node::set_constitution(&mut engine, covenant_node::DEFAULT_CONSTITUTION)?;
         println!(
             "created a new {ledger_type:?} ledger in {}; user0 ({id}) is an Administrator",

@@ -140,3 +140,46 @@ fn a_member_adds_a_user_through_governance() {
         .status();
     assert!(dev.wait().unwrap().success());
 }
+
+#[test]
+fn dev_creates_and_activates_k_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut dev = start_and_wait(&[
+        "dev",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &port,
+        "--members",
+        "3",
+    ]);
+    let out = ok(covenant(&[
+        "gov",
+        "members",
+        "--json",
+        "--endpoint",
+        &format!("https://127.0.0.1:{port}"),
+        "--service-cert",
+        dir.join("service_cert.pem").to_str().unwrap(),
+        "--member-cert",
+        dir.join("member2_cert.pem").to_str().unwrap(),
+        "--member-key",
+        dir.join("member2_privk.pem").to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let members = v.as_object().unwrap();
+    assert_eq!(members.len(), 3, "{v}");
+    assert!(members.values().all(|m| m["status"] == "Active"), "{v}");
+    assert!(dir.join("member2_enc_pubk.pem").exists());
+    let _ = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    assert!(dev.wait().unwrap().success());
+}
