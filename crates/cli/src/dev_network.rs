@@ -225,6 +225,31 @@ async fn wait_ready(dir: &Path, port: u16, children: &mut [Child]) -> Result<()>
     }
 }
 
+/// Waits until node 1 holds the genesis (the constitution is set): members can act.
+async fn wait_genesis(endpoint: &str, service: &Certificate, children: &mut [Child]) -> Result<()> {
+    let client = LedgerClient::new(endpoint, service, None)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if let Some(status) = c.try_wait()? {
+                bail!(
+                    "node {} exited ({status}) before the network was ready",
+                    i + 1
+                );
+            }
+        }
+        if let Ok(r) = client.request("GET", "/gov/constitution", None).await {
+            if r.status == 200 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the network wrote no genesis within 60 s (see DIR/node*/node.log)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn terminate(children: &mut [Child]) {
     for c in children.iter() {
         // SIGTERM: each node drains, fsyncs and exits 0.
@@ -290,12 +315,16 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let ready_and_governed = async {
-            wait_ready(dir, port, &mut children).await?;
             let service = Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem"))?)?;
             let endpoint = format!("https://127.0.0.1:{port}");
+            wait_genesis(&endpoint, &service, &mut children).await?;
             for line in crate::gov_cmds::activate_dev_members(&endpoint, &service, dir).await? {
                 println!("{line}");
             }
+            if let Some(line) = crate::gov_cmds::open_dev_service(&endpoint, &service, dir).await? {
+                println!("{line}");
+            }
+            wait_ready(dir, port, &mut children).await?;
             Ok::<(), anyhow::Error>(())
         };
         tokio::select! {

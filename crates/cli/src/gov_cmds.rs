@@ -102,11 +102,21 @@ impl Member {
             proposal_id,
             payload,
         )?;
-        let r = self
-            .client
-            .request_raw("POST", path, Some(envelope), "application/cose")
-            .await?;
-        ok(r)
+        // 503: no primary at the moment, or a configuration change is committing;
+        // nothing was applied, so the same envelope is sent again for a while.
+        let mut tries = 0;
+        loop {
+            let r = self
+                .client
+                .request_raw("POST", path, Some(envelope.clone()), "application/cose")
+                .await?;
+            tries += 1;
+            if r.status == 503 && tries < 40 {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                continue;
+            }
+            return ok(r);
+        }
     }
 }
 
@@ -345,4 +355,65 @@ pub async fn activate_dev_members(
         ));
     }
     Ok(done)
+}
+
+/// `covenant dev`: a service still Opening is opened by its generated members (a
+/// `transition_service_to_open` proposal by member0, accepted by their votes).
+pub async fn open_dev_service(
+    endpoint: &str,
+    service_cert: &Certificate,
+    dir: &Path,
+) -> Result<Option<String>> {
+    let client = LedgerClient::new(endpoint, service_cert, None)?;
+    let network = ok(client.request("GET", "/node/network", None).await?)?;
+    if network["service_status"] == "Open" {
+        return Ok(None);
+    }
+    let mut members = Vec::new();
+    for i in 0.. {
+        let (cert_path, key_path) = (
+            dir.join(format!("member{i}_cert.pem")),
+            dir.join(format!("member{i}_privk.pem")),
+        );
+        if !cert_path.exists() {
+            break;
+        }
+        members.push(Member {
+            key: SigningKeyPair::from_pem(&read_pem_file(&key_path)?)?,
+            cert: Certificate::from_pem(&read_pem_file(&cert_path)?)?,
+            client: client.clone(),
+        });
+    }
+    let Some(first) = members.first() else {
+        bail!(
+            "the service is not open and {} holds no member to open it",
+            dir.display()
+        );
+    };
+    let proposal = json!({"actions": [{"name": "transition_service_to_open"}]}).to_string();
+    let v = first
+        .signed("/gov/proposals", "proposal", None, proposal.as_bytes())
+        .await?;
+    let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
+    let ballot = json!({"ballot": "export function vote(proposal, proposerId) { return true; }"})
+        .to_string();
+    let mut state = v["state"].as_str().unwrap_or_default().to_string();
+    let mut voters = 0;
+    for m in &members {
+        if state != "Open" {
+            break;
+        }
+        let path = format!("/gov/proposals/{id}/ballots");
+        let v = m
+            .signed(&path, "ballot", Some(&id), ballot.as_bytes())
+            .await?;
+        state = v["state"].as_str().unwrap_or_default().to_string();
+        voters += 1;
+    }
+    if state != "Accepted" {
+        bail!("opening the service: proposal {id} is {state}");
+    }
+    Ok(Some(format!(
+        "the service is open: proposal {id} (transition_service_to_open) accepted by {voters} member vote(s)"
+    )))
 }

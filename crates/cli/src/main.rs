@@ -948,6 +948,7 @@ fn dev(o: DevOptions) -> Result<()> {
             covenant_node::add_member(&mut engine, &member)?;
         }
         covenant_node::set_constitution(&mut engine, covenant_node::DEFAULT_CONSTITUTION)?;
+        covenant_node::set_service_opening(&mut engine)?;
         println!(
             "created a new {ledger_type:?} ledger in {}; user0 ({id}) is an Administrator",
             dir.display()
@@ -1010,6 +1011,9 @@ fn serve_until_signal(
             // dev: its generated members ack the state digest, as a member would.
             let endpoint = format!("https://{addr}");
             for line in gov_cmds::activate_dev_members(&endpoint, &service.cert, dir).await? {
+                println!("{line}");
+            }
+            if let Some(line) = gov_cmds::open_dev_service(&endpoint, &service.cert, dir).await? {
                 println!("{line}");
             }
         }

@@ -293,7 +293,11 @@ pub fn start(config_path: &Path) -> Result<()> {
         for m in &genesis_members {
             covenant_node::add_member(e, m)?;
         }
-        covenant_node::set_constitution(e, &genesis_constitution)
+        covenant_node::set_constitution(e, &genesis_constitution)?;
+        if !genesis_members.is_empty() {
+            covenant_node::set_service_opening(e)?;
+        }
+        Ok(())
     }));
     if creating && network.is_none() {
         for (cert, roles) in &users {
@@ -308,6 +312,11 @@ pub fn start(config_path: &Path) -> Result<()> {
             covenant_node::add_member(&mut engine, m)?;
         }
         covenant_node::set_constitution(&mut engine, &constitution)?;
+        if !members.is_empty() {
+            // A consortium opens the service (transition_service_to_open); a node
+            // configured without members has no one to do it and starts open.
+            covenant_node::set_service_opening(&mut engine)?;
+        }
         println!(
             "created a new {ledger_type:?} service in {} with {} user(s) and {} member(s)",
             dir.display(),

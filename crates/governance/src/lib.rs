@@ -31,6 +31,18 @@ pub const MEMBERS_ACKS: &str = "public:ccf.gov.members.acks";
 pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
 pub const CONSTITUTION_KEY: &[u8] = b"0";
 pub const PROPOSALS: &str = "public:ccf.gov.proposals";
+/// The service's status (key `0`, `{"status": "Opening" | "Open", ...}`): users are
+/// served only once it is Open (`transition_service_to_open`). A service without the
+/// row (one created without a consortium) is open.
+pub const SERVICE_INFO: &str = "public:ccf.gov.service.info";
+pub const SERVICE_INFO_KEY: &[u8] = b"0";
+
+/// "Open", "Opening", ...; `None` when the service has no status row.
+pub fn service_status(store: &Store) -> Option<String> {
+    let raw = store.get(SERVICE_INFO, SERVICE_INFO_KEY)?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    v["status"].as_str().map(str::to_string)
+}
 pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
 
 /// The constitution a new covenant service starts with (majority of active members).

@@ -127,6 +127,19 @@ pub fn add_member(engine: &mut Engine, cert: &Certificate) -> Result<String, Eng
     Ok(id)
 }
 
+/// Records the service as Opening: users are refused (503 `ServiceNotOpen`) until
+/// the consortium accepts `transition_service_to_open`.
+pub fn set_service_opening(engine: &mut Engine) -> Result<(), EngineError> {
+    let mut tx = engine.begin();
+    tx.put(
+        covenant_governance::SERVICE_INFO,
+        covenant_governance::SERVICE_INFO_KEY,
+        br#"{"status":"Opening"}"#,
+    );
+    engine.commit_tx(tx, None)?;
+    Ok(())
+}
+
 /// Sets the constitution script.
 pub fn set_constitution(engine: &mut Engine, script: &str) -> Result<(), EngineError> {
     let mut tx = engine.begin();

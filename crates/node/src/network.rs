@@ -386,6 +386,30 @@ pub async fn raft_messages(
 /// forwarded to the primary with the caller's identity; the primary's answer is
 /// returned as is. Reads are served locally, except on a connection that already
 /// forwarded a write: those go to the primary too, so a client reads its own writes.
+/// Middleware: until the consortium opens the service (`transition_service_to_open`),
+/// the ledger API refuses everyone with 503 `ServiceNotOpen`.
+pub async fn service_open_gate(
+    State(state): State<NodeState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path().starts_with("/app/") {
+        if let Some(status) = covenant_governance::service_status(&state.store) {
+            if status != "Open" {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceNotOpen",
+                    format!(
+                        "the service is {status}: the consortium opens it with a transition_service_to_open proposal"
+                    ),
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
 pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: Next) -> Response {
     let Some(net) = state.network.clone() else {
         return next.run(req).await;

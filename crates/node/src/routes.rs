@@ -127,6 +127,10 @@ pub fn router(state: NodeState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            crate::network::service_open_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             crate::metrics::count,
         ))
         .with_state(state)
@@ -591,9 +595,10 @@ async fn node_network(State(state): State<NodeState>) -> Json<Value> {
         }
         None => (state.engine().view().0, Some(state.node_id.clone())),
     };
+    let status = covenant_governance::service_status(&state.store).unwrap_or_else(|| "Open".into());
     Json(json!({
         "service_certificate": *state.service_cert_pem,
-        "service_status": "Open",
+        "service_status": status,
         "current_view": view,
         "primary_id": primary,
     }))

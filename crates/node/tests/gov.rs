@@ -77,6 +77,7 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         })
         .collect();
     set_constitution(&mut engine, DEFAULT_CONSTITUTION).unwrap();
+    covenant_node::set_service_opening(&mut engine).unwrap();
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
     config.sig_ms_interval = 20;
     let bound = BoundNode::bind(config, engine, &node, &service.cert)
@@ -123,6 +124,49 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "Active");
     }
+    // The service is Opening: the ledger API refuses everyone until the consortium
+    // opens it.
+    let r = gov
+        .request(
+            "GET",
+            "/app/transactions/current?api-version=2022-05-13",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "ServiceNotOpen");
+    let network = gov
+        .request("GET", "/node/network", None)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(network["service_status"], "Opening");
+    let open = json!({"actions": [{"name": "transition_service_to_open"}]});
+    let (status, body) = post(
+        &gov,
+        "/gov/proposals",
+        members[1].sign("proposal", None, &open),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let open_id = body["proposal_id"].as_str().unwrap().to_string();
+    let yes_ballot =
+        json!({"ballot": "export function vote(proposal, proposerId) { return true; }"});
+    for m in &members[..2] {
+        post(
+            &gov,
+            &format!("/gov/proposals/{open_id}/ballots"),
+            m.sign("ballot", Some(&open_id), &yes_ballot),
+        )
+        .await;
+    }
+    let network = gov
+        .request("GET", "/node/network", None)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(network["service_status"], "Open");
     let listed = gov
         .request("GET", "/gov/members", None)
         .await
