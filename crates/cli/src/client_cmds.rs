@@ -57,12 +57,9 @@ pub enum UsersCommand {
 #[derive(Subcommand, Debug)]
 pub enum NodesCommand {
     /// List the network's nodes: node id, Raft id, status, consensus role, primary.
+    /// (The consortium trusts and retires nodes with `covenant gov propose`:
+    /// `transition_node_to_trusted`, `remove_node`.)
     List,
-    /// Trust a Pending node (a member's certificate: --cert covenant-dev/member0.pem).
-    Trust { node_id: String },
-    /// Retire a node: it leaves the Raft configuration and its row becomes Retired
-    /// (a member's certificate). Retiring the primary first hands its role over.
-    Retire { node_id: String },
 }
 
 impl Conn {
@@ -403,76 +400,35 @@ pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
     })
 }
 
-/// `covenant nodes ...`: the network's nodes, and the operations members run on them
-/// (network changes go to the primary: a backup's redirect is followed, and a 503
-/// while a primary is elected or hands over is retried for a few seconds).
+/// `covenant nodes list`: the network's nodes.
 pub fn nodes(conn: &Conn, cmd: &NodesCommand) -> Result<()> {
+    let NodesCommand::List = cmd;
     runtime()?.block_on(async {
-        let (node_id, action) = match cmd {
-            NodesCommand::List => {
-                let c = conn.client()?;
-                let body = ok(c.request("GET", "/node/network/nodes", None).await?)?;
-                print(conn, &body, |b| {
-                    let mut lines = vec![format!(
-                        "{:<64}  {:>4}  {:<8}  {:<7}  {:<7}  address",
-                        "node id", "raft", "status", "role", "primary"
-                    )];
-                    for n in b["nodes"].as_array().into_iter().flatten() {
-                        lines.push(format!(
-                            "{:<64}  {:>4}  {:<8}  {:<7}  {:<7}  {}",
-                            n["node_id"].as_str().unwrap_or(""),
-                            n["raft_id"]
-                                .as_u64()
-                                .map(|r| r.to_string())
-                                .unwrap_or_default(),
-                            n["status"].as_str().unwrap_or(""),
-                            n["consensus_role"].as_str().unwrap_or(""),
-                            if n["primary"] == true { "yes" } else { "" },
-                            n["rpc_interfaces"]["primary_rpc_interface"]["published_address"]
-                                .as_str()
-                                .unwrap_or("")
-                        ));
-                    }
-                    lines.join("\n")
-                });
-                return Ok(());
+        let c = conn.client()?;
+        let body = ok(c.request("GET", "/node/network/nodes", None).await?)?;
+        print(conn, &body, |b| {
+            let mut lines = vec![format!(
+                "{:<64}  {:>4}  {:<8}  {:<7}  {:<7}  address",
+                "node id", "raft", "status", "role", "primary"
+            )];
+            for n in b["nodes"].as_array().into_iter().flatten() {
+                lines.push(format!(
+                    "{:<64}  {:>4}  {:<8}  {:<7}  {:<7}  {}",
+                    n["node_id"].as_str().unwrap_or(""),
+                    n["raft_id"]
+                        .as_u64()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    n["status"].as_str().unwrap_or(""),
+                    n["consensus_role"].as_str().unwrap_or(""),
+                    if n["primary"] == true { "yes" } else { "" },
+                    n["rpc_interfaces"]["primary_rpc_interface"]["published_address"]
+                        .as_str()
+                        .unwrap_or("")
+                ));
             }
-            NodesCommand::Trust { node_id } => (node_id, "trust"),
-            NodesCommand::Retire { node_id } => (node_id, "retire"),
-        };
-        if node_id.len() != 64 || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("a node id is 64 hex digits (see `covenant nodes list`)");
-        }
-        let path = format!("/node/network/nodes/{node_id}/{action}");
-        let mut endpoint = conn.endpoint.clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let r = conn
-                .client_at(&endpoint)?
-                .request("POST", &path, None)
-                .await?;
-            if r.status == 307 {
-                let location = r
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("location"))
-                    .map(|(_, v)| v.clone())
-                    .context("a redirect without a location")?;
-                endpoint = location
-                    .strip_suffix(&path)
-                    .unwrap_or(&location)
-                    .to_string();
-                continue;
-            }
-            if r.status == 503 && std::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
-            let body = ok(r)?;
-            print(conn, &body, |b| {
-                format!("node {node_id}: {}", b["status"].as_str().unwrap_or("done"))
-            });
-            return Ok(());
-        }
+            lines.join("\n")
+        });
+        Ok(())
     })
 }

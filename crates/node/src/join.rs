@@ -11,13 +11,14 @@
 //! over the TLS session the node opened with the key being endorsed (the primary
 //! answers only to that key), so no one else can obtain it. The node then fetches a
 //! snapshot (`GET /internal/snapshot`) and replicates the ledger suffix after it;
-//! the primary promotes it to voter once it has caught up. Retiring a node removes
-//! it from the configuration and marks its row Retired in one transaction.
+//! the primary promotes it to voter once it has caught up. Under the `pending`
+//! policy, the consortium trusts a node with a `transition_node_to_trusted`
+//! proposal and retires one with `remove_node` (completed in `gov.rs`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -432,134 +433,6 @@ pub async fn join(
         }
     };
     answer(&state, net, &node_id, &row)
-}
-
-/// The caller, if it is a member of the consortium (until governance proposals
-/// exist, members operate the network directly).
-fn require_member(state: &NodeState, peer: &PeerCert) -> Result<String, ApiError> {
-    let Some(p) = peer.0.as_ref() else {
-        return Err(ApiError::unauthorized("a member certificate is required"));
-    };
-    let id = p.0.member_id();
-    if state
-        .store
-        .get(crate::MEMBERS_CERTS, id.as_bytes())
-        .is_none()
-    {
-        return Err(ApiError::forbidden(
-            "only members of the consortium may change the network",
-        ));
-    }
-    Ok(id)
-}
-
-/// Where a member's action on node `node_id` goes: a redirect to the primary, or
-/// (on the primary) the node's row.
-enum MemberAction<'a> {
-    Redirect(Response),
-    On(&'a Network, NodeInfo),
-}
-
-fn member_action<'a>(
-    state: &'a NodeState,
-    peer: &PeerCert,
-    node_id: &str,
-    action: &str,
-) -> Result<MemberAction<'a>, ApiError> {
-    let net = network(state)?;
-    require_member(state, peer)?;
-    if let Some(r) = redirect_to_primary(net, &format!("/node/network/nodes/{node_id}/{action}")) {
-        return Ok(MemberAction::Redirect(r));
-    }
-    match node_row(state, node_id) {
-        Some(row) => Ok(MemberAction::On(net, row)),
-        None => Err(ApiError::not_found(
-            "NodeNotFound",
-            format!("no node {node_id}"),
-        )),
-    }
-}
-
-/// `POST /node/network/nodes/{node_id}/trust` (member): trusts a Pending node.
-pub async fn trust_pending(
-    State(state): State<NodeState>,
-    peer: axum::Extension<PeerCert>,
-    Path(node_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (net, row) = match member_action(&state, &peer, &node_id, "trust")? {
-        MemberAction::Redirect(r) => return Ok(r),
-        MemberAction::On(net, row) => (net, row),
-    };
-    if row.status != STATUS_PENDING {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "InvalidNodeState",
-            format!("node {node_id} is {}, not Pending", row.status),
-        ));
-    }
-    let row = trust(&state, net, &node_id, &row)?;
-    Ok(
-        Json(serde_json::json!({"node_id": node_id, "status": row.status, "raft_id": row.raft_id}))
-            .into_response(),
-    )
-}
-
-/// `POST /node/network/nodes/{node_id}/retire` (member): removes a node from the
-/// configuration and marks it Retired. Retiring the primary first hands its role to
-/// the most caught-up voter (answer 503: retry once the new primary is elected).
-pub async fn retire(
-    State(state): State<NodeState>,
-    peer: axum::Extension<PeerCert>,
-    Path(node_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (net, row) = match member_action(&state, &peer, &node_id, "retire")? {
-        MemberAction::Redirect(r) => return Ok(r),
-        MemberAction::On(net, row) => (net, row),
-    };
-    if row.status == STATUS_RETIRED {
-        return Ok(
-            Json(serde_json::json!({"node_id": node_id, "status": row.status})).into_response(),
-        );
-    }
-    let (mut target, _) = net.replica.configuration();
-    if row.raft_id != 0 {
-        if row.raft_id == net.config.node_id {
-            if net.replica.transfer_leadership() {
-                return Err(unavailable(
-                    "this node is the primary; it is handing over to another node: retry in a moment",
-                ));
-            }
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "InvalidConfiguration",
-                "the primary is the only voter and cannot retire",
-            ));
-        }
-        target.voters.remove(&row.raft_id);
-        target.learners.remove(&row.raft_id);
-    }
-    let retired = NodeInfo {
-        status: STATUS_RETIRED.into(),
-        ..row.clone()
-    };
-    let value = serde_json::to_vec(&retired)
-        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
-    let (applied, _) = net.replica.configuration();
-    let txid = if applied == target {
-        // Pending (never in the configuration): only its row changes.
-        crate::network::write_node_row(&state, &node_id, &retired)?
-    } else {
-        net.replica
-            .change_membership(target, |tx| {
-                tx.put(NODES_INFO, node_id.as_bytes(), &value);
-            })
-            .map_err(|e| consensus_error("retiring the node failed", e))?
-    };
-    tracing::info!(%node_id, raft_id = row.raft_id, %txid, "retired a node");
-    Ok(crate::routes::with_txid(
-        Some(txid),
-        Json(serde_json::json!({"node_id": node_id, "status": STATUS_RETIRED})),
-    ))
 }
 
 /// `GET /internal/snapshot` (nodes only): the latest committed snapshot, so a node

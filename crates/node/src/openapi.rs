@@ -157,18 +157,6 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "a joining node, presenting its own key as client certificate",
     ),
     (
-        "post",
-        "/node/network/nodes/{node_id}/trust",
-        "Trust a Pending node: endorsed certificate, Raft id, learner in the configuration",
-        "members",
-    ),
-    (
-        "post",
-        "/node/network/nodes/{node_id}/retire",
-        "Retire a node: it leaves the Raft configuration, its row becomes Retired",
-        "members",
-    ),
-    (
         "get",
         "/internal/snapshot",
         "The latest committed snapshot (a joining node starts from it)",

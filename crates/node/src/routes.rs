@@ -87,14 +87,6 @@ pub fn router(state: NodeState) -> Router {
             post(crate::gov::update_state_digest),
         )
         .route("/gov/ack", post(crate::gov::ack))
-        .route(
-            "/node/network/nodes/{node_id}/trust",
-            post(crate::join::trust_pending),
-        )
-        .route(
-            "/node/network/nodes/{node_id}/retire",
-            post(crate::join::retire),
-        )
         .route(crate::join::SNAPSHOT_PATH, get(crate::join::snapshot))
         .route(
             crate::network::REGISTER_PATH,
