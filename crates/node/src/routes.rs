@@ -113,13 +113,15 @@ pub fn router(state: NodeState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
         .layer(axum::middleware::map_response(crate::error::json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::network::forward_writes,
-        ))
+        // Inside forwarding: the node that executes a request (the primary, for a
+        // write) decides whether the service is open, not a backup that may lag.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::network::service_open_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::network::forward_writes,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
