@@ -112,7 +112,7 @@ fn enc(s: &str) -> String {
 }
 
 /// The body of a successful response, or the server's error as an error.
-fn ok(r: HttpResponse) -> Result<Value> {
+pub(crate) fn ok(r: HttpResponse) -> Result<Value> {
     if (200..300).contains(&r.status) {
         return Ok(r.json());
     }

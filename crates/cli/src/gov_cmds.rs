@@ -7,9 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use covenant_client::{HttpResponse, LedgerClient};
+use covenant_client::LedgerClient;
 use covenant_crypto::{read_pem_file, sign_gov_sign1, Certificate, SigningKeyPair};
 use serde_json::{json, Value};
+
+use crate::client_cmds::ok;
 
 /// Where the service is and who the member is.
 #[derive(Args, Debug)]
@@ -118,22 +120,6 @@ impl Member {
             return ok(r);
         }
     }
-}
-
-fn ok(r: HttpResponse) -> Result<Value> {
-    if (200..300).contains(&r.status) {
-        return Ok(r.json());
-    }
-    let j = r.json();
-    bail!(
-        "{} {}: {}",
-        r.status,
-        j["error"]["code"].as_str().unwrap_or("error"),
-        j["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned())
-    )
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>> {
@@ -315,6 +301,30 @@ pub fn keygen(dir: &Path, name: &str, enc: bool) -> Result<()> {
     Ok(())
 }
 
+/// `covenant dev`'s generated members in `dir` (`member<i>_cert.pem` and
+/// `member<i>_privk.pem`), with the path of each certificate.
+fn dev_members(dir: &Path, client: &LedgerClient) -> Result<Vec<(PathBuf, Member)>> {
+    crate::dev_member_certs(dir)?
+        .into_iter()
+        .map(|cert_path| {
+            let name = cert_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix("_cert.pem"))
+                .unwrap_or_default()
+                .to_string();
+            let member = Member {
+                key: SigningKeyPair::from_pem(&read_pem_file(
+                    &dir.join(format!("{name}_privk.pem")),
+                )?)?,
+                cert: Certificate::from_pem(&read_pem_file(&cert_path)?)?,
+                client: client.clone(),
+            };
+            Ok((cert_path, member))
+        })
+        .collect()
+}
+
 /// `covenant dev`'s generated members (`memberN_cert.pem` / `memberN_privk.pem` in
 /// `dir`) that are still Accepted ack the state digest and become Active. Returns
 /// what was done, for the console.
@@ -326,24 +336,11 @@ pub async fn activate_dev_members(
     let client = LedgerClient::new(endpoint, service_cert, None)?;
     let members = ok(client.request("GET", "/gov/members", None).await?)?;
     let mut done = Vec::new();
-    for i in 0.. {
-        let (cert_path, key_path) = (
-            dir.join(format!("member{i}_cert.pem")),
-            dir.join(format!("member{i}_privk.pem")),
-        );
-        if !cert_path.exists() {
-            break;
-        }
-        let cert = Certificate::from_pem(&read_pem_file(&cert_path)?)?;
-        let id = cert.member_id();
+    for (i, (cert_path, m)) in dev_members(dir, &client)?.into_iter().enumerate() {
+        let id = m.cert.member_id();
         if members[&id]["status"] != "Accepted" {
             continue;
         }
-        let m = Member {
-            key: SigningKeyPair::from_pem(&read_pem_file(&key_path)?)?,
-            cert,
-            client: client.clone(),
-        };
         let d = m
             .signed("/gov/ack/update_state_digest", "state_digest", None, b"")
             .await?;
@@ -369,21 +366,10 @@ pub async fn open_dev_service(
     if network["service_status"] == "Open" {
         return Ok(None);
     }
-    let mut members = Vec::new();
-    for i in 0.. {
-        let (cert_path, key_path) = (
-            dir.join(format!("member{i}_cert.pem")),
-            dir.join(format!("member{i}_privk.pem")),
-        );
-        if !cert_path.exists() {
-            break;
-        }
-        members.push(Member {
-            key: SigningKeyPair::from_pem(&read_pem_file(&key_path)?)?,
-            cert: Certificate::from_pem(&read_pem_file(&cert_path)?)?,
-            client: client.clone(),
-        });
-    }
+    let members: Vec<Member> = dev_members(dir, &client)?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
     let Some(first) = members.first() else {
         bail!(
             "the service is not open and {} holds no member to open it",

@@ -24,17 +24,32 @@ fn ok(o: Output) -> String {
     out
 }
 
-#[test]
-fn a_member_adds_a_user_through_governance() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
+/// `covenant dev` in `dir` on a free port, with `extra` options; returns it and the port.
+fn dev(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
         .to_string();
-    let mut dev = start_and_wait(&["dev", "--data-dir", dir.to_str().unwrap(), "--port", &port]);
+    let mut args = vec!["dev", "--data-dir", dir.to_str().unwrap(), "--port", &port];
+    args.extend_from_slice(extra);
+    (start_and_wait(&args), port)
+}
+
+/// Stops `dev` as Ctrl-C would; it must exit cleanly.
+fn stop(mut dev: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    assert!(dev.wait().unwrap().success());
+}
+
+#[test]
+fn a_member_adds_a_user_through_governance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (dev, port) = dev(&dir, &[]);
     let endpoint = format!("https://127.0.0.1:{port}");
     let sc = dir.join("service_cert.pem");
     let conn = |extra: &[&str]| -> Vec<String> {
@@ -135,31 +150,14 @@ fn a_member_adds_a_user_through_governance() {
     let o = run(&["gov", "propose", proposal.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown action launch"));
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status();
-    assert!(dev.wait().unwrap().success());
+    stop(dev);
 }
 
 #[test]
 fn dev_creates_and_activates_k_members() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut dev = start_and_wait(&[
-        "dev",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &port,
-        "--members",
-        "3",
-    ]);
+    let (dev, port) = dev(&dir, &["--members", "3"]);
     let out = ok(covenant(&[
         "gov",
         "members",
@@ -178,8 +176,5 @@ fn dev_creates_and_activates_k_members() {
     assert_eq!(members.len(), 3, "{v}");
     assert!(members.values().all(|m| m["status"] == "Active"), "{v}");
     assert!(dir.join("member2_enc_pubk.pem").exists());
-    let _ = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status();
-    assert!(dev.wait().unwrap().success());
+    stop(dev);
 }

@@ -24,6 +24,25 @@
     }
     return v;
   }
+  // Reads the JSON row `key` of `name` ({} when absent), lets `change` edit it, writes it.
+  function updateRow(name, key, change) {
+    const old = map(name).get(str(key));
+    const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
+    change(value);
+    map(name).set(str(key), json(value));
+  }
+  // Sets the status of an existing node row (which must be `from`, when given).
+  function setNodeStatus(nodeId, status, from) {
+    if (map("public:ccf.gov.nodes.info").get(str(nodeId)) === undefined) {
+      throw new Error(`no node ${nodeId}`);
+    }
+    updateRow("public:ccf.gov.nodes.info", nodeId, (row) => {
+      if (from !== undefined && row.status !== from) {
+        throw new Error(`node ${nodeId} is ${row.status}, not ${from}`);
+      }
+      row.status = status;
+    });
+  }
   // ACL user ids: SHA-256 of the certificate DER, upper-case hex pairs joined by ':'.
   function userId(pem) {
     return ccf.pemToId(pem).toUpperCase().match(/../g).join(":");
@@ -122,17 +141,7 @@
         need(args, "node_id", "string");
       },
       apply(args) {
-        const nodes = map("public:ccf.gov.nodes.info");
-        const raw = nodes.get(str(args.node_id));
-        if (raw === undefined) {
-          throw new Error(`no node ${args.node_id}`);
-        }
-        const row = ccf.bufToJsonCompatible(raw);
-        if (row.status !== "Pending") {
-          throw new Error(`node ${args.node_id} is ${row.status}, not Pending`);
-        }
-        row.status = "Trusted";
-        nodes.set(str(args.node_id), json(row));
+        setNodeStatus(args.node_id, "Trusted", "Pending");
       },
     },
     remove_node: {
@@ -140,14 +149,7 @@
         need(args, "node_id", "string");
       },
       apply(args) {
-        const nodes = map("public:ccf.gov.nodes.info");
-        const raw = nodes.get(str(args.node_id));
-        if (raw === undefined) {
-          throw new Error(`no node ${args.node_id}`);
-        }
-        const row = ccf.bufToJsonCompatible(raw);
-        row.status = "Retired";
-        nodes.set(str(args.node_id), json(row));
+        setNodeStatus(args.node_id, "Retired");
       },
     },
     set_jwt_issuer: {
@@ -174,21 +176,17 @@
         }
       },
       apply(args) {
-        const config = map("public:ccf.gov.service.config");
-        const old = config.get(str("0"));
-        const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
-        value.recovery_threshold = args.recovery_threshold;
-        config.set(str("0"), json(value));
+        updateRow("public:ccf.gov.service.config", "0", (c) => {
+          c.recovery_threshold = args.recovery_threshold;
+        });
       },
     },
     transition_service_to_open: {
       validate() {},
       apply() {
-        const info = map("public:ccf.gov.service.info");
-        const old = info.get(str("0"));
-        const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
-        value.status = "Open";
-        info.set(str("0"), json(value));
+        updateRow("public:ccf.gov.service.info", "0", (i) => {
+          i.status = "Open";
+        });
       },
     },
     set_service_recent_cose_proposals_window_size: {
@@ -199,11 +197,9 @@
         }
       },
       apply(args) {
-        const config = map("public:ccf.gov.service.config");
-        const old = config.get(str("0"));
-        const value = old === undefined ? {} : ccf.bufToJsonCompatible(old);
-        value.recent_cose_proposals_window_size = args.proposals_window_size;
-        config.set(str("0"), json(value));
+        updateRow("public:ccf.gov.service.config", "0", (c) => {
+          c.recent_cose_proposals_window_size = args.proposals_window_size;
+        });
       },
     },
   };

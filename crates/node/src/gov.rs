@@ -269,14 +269,7 @@ pub async fn ballot(
 ) -> Result<Response, ApiError> {
     let (member, msg) = authenticate(&state, &headers, &body, "ballot")?;
     check_proposal_header(&msg, &id)?;
-    let payload: Value = serde_json::from_slice(&msg.payload)
-        .map_err(|e| ApiError::bad_request("InvalidInput", format!("ballot body: {e}")))?;
-    let Some(script) = payload["ballot"].as_str().map(str::to_string) else {
-        return Err(ApiError::bad_request(
-            "InvalidInput",
-            "the body must be {\"ballot\": \"<javascript>\"}",
-        ));
-    };
+    let script = payload_text(&msg, "ballot", "<javascript>")?;
     let gov = Governance::default();
     let (txid, info) = run(
         &state,
@@ -307,6 +300,21 @@ pub async fn withdraw(
         |tx, _, _| gov.withdraw(tx, &member, &id).map_err(gov_error),
     )?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
+}
+
+/// The text field `field` of a signed JSON payload `{"<field>": "<text>"}`.
+fn payload_text(msg: &GovMessage, field: &str, shape: &str) -> Result<String, ApiError> {
+    let refused = || {
+        ApiError::bad_request(
+            "InvalidInput",
+            format!("the body must be {{\"{field}\": \"{shape}\"}}"),
+        )
+    };
+    let payload: Value = serde_json::from_slice(&msg.payload).map_err(|_| refused())?;
+    payload[field]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(refused)
 }
 
 fn check_proposal_header(msg: &GovMessage, id: &str) -> Result<(), ApiError> {
@@ -422,14 +430,7 @@ pub async fn ack(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let (member, msg) = authenticate(&state, &headers, &body, "ack")?;
-    let payload: Value = serde_json::from_slice(&msg.payload)
-        .map_err(|e| ApiError::bad_request("InvalidInput", format!("ack body: {e}")))?;
-    let Some(digest) = payload["state_digest"].as_str().map(str::to_string) else {
-        return Err(ApiError::bad_request(
-            "InvalidInput",
-            "the body must be {\"state_digest\": \"<hex>\"}",
-        ));
-    };
+    let digest = payload_text(&msg, "state_digest", "<hex>")?;
     let gov = Governance::default();
     let (txid, info) = run(&state, "recording the ack failed", &msg, |tx, _, _| {
         gov.ack(tx, &member, &digest).map_err(gov_error)

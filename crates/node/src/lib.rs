@@ -254,8 +254,17 @@ impl BoundNode {
                     transport,
                     Some(on_apply),
                 )?;
-                let network =
-                    network::Network::new(replica, net.clone(), service_cert.clone(), peers);
+                let first_seqno = engine
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .first_seqno();
+                let network = network::Network::new(
+                    replica,
+                    net.clone(),
+                    service_cert.clone(),
+                    peers,
+                    first_seqno,
+                );
                 let state = NodeState::start_replicated(
                     engine,
                     index,

@@ -182,6 +182,9 @@ pub struct Network {
     idle: std::sync::Mutex<BTreeMap<u64, Vec<Connection>>>,
     /// Set once this node saw itself retired: it no longer replicates or forwards.
     pub retired: std::sync::atomic::AtomicBool,
+    /// The first seqno this node's ledger holds (fixed once the engine is open):
+    /// reads of earlier history go to the primary.
+    pub first_seqno: u64,
     /// Fingerprints of certificates already checked against the service key (an
     /// ECDSA P-384 verification per consensus request was ~3% of a 3-node bench).
     endorsed: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -193,6 +196,7 @@ impl Network {
         config: NetworkConfig,
         service_cert: Certificate,
         peers: Arc<PeerBook>,
+        first_seqno: u64,
     ) -> Network {
         Network {
             replica,
@@ -200,6 +204,7 @@ impl Network {
             service_cert,
             peers,
             retired: Default::default(),
+            first_seqno,
             idle: Default::default(),
             endorsed: Default::default(),
         }
@@ -214,11 +219,16 @@ impl Network {
             s.lock().unwrap_or_else(|e| e.into_inner()).contains(&p.1)
         };
         // A retired node keeps its endorsed certificate but takes no further part.
+        // (Only the status is decoded: this runs for every consensus request.)
+        #[derive(serde::Deserialize)]
+        struct Status {
+            status: String,
+        }
         let retired = || {
             self.peers
                 .store
                 .get(NODES_INFO, p.0.node_id().as_bytes())
-                .and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
+                .and_then(|v| serde_json::from_slice::<Status>(&v).ok())
                 .is_some_and(|i| i.status == STATUS_RETIRED)
         };
         if known(&self.endorsed) {
@@ -423,10 +433,8 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     }
     // A node that started from a snapshot lacks the history before it: reads of that
     // history go to the primary (which, as a rule, holds the whole ledger).
-    let before_ledger = !is_write && {
-        let first = state.engine().first_seqno();
-        first > 1 && reads_before(req.uri(), first)
-    };
+    let before_ledger =
+        !is_write && net.first_seqno > 1 && reads_before(req.uri(), net.first_seqno);
     let session = req
         .extensions()
         .get::<crate::server::SessionForwarded>()
