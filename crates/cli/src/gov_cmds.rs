@@ -62,6 +62,12 @@ pub enum GovCommand {
     Ack,
     /// Show a proposal's state, ballots and outcome (and its actions).
     Proposal { proposal_id: String },
+    /// List proposals, oldest first.
+    Proposals {
+        /// Only those in this state (Open, Accepted, Withdrawn, Rejected, Failed, Dropped).
+        #[arg(long)]
+        state: Option<String>,
+    },
 }
 
 struct Member {
@@ -230,6 +236,31 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                         v["status"].as_str().unwrap_or("?")
                     ),
                 );
+            }
+            GovCommand::Proposals { state } => {
+                let path = match state {
+                    Some(s) => format!("/gov/proposals?state={s}"),
+                    None => "/gov/proposals".to_string(),
+                };
+                let v = ok(m.client.request("GET", &path, None).await?)?;
+                let list = v["proposals"].as_array().cloned().unwrap_or_default();
+                let mut human = if list.is_empty() {
+                    "no proposals".to_string()
+                } else {
+                    String::new()
+                };
+                for p in &list {
+                    if !human.is_empty() {
+                        human.push('\n');
+                    }
+                    human.push_str(&format!(
+                        "{} (seqno {}, by {})",
+                        summary(p),
+                        p["seqno"],
+                        p["proposer_id"].as_str().unwrap_or("?")
+                    ));
+                }
+                show(&v, human);
             }
             GovCommand::Proposal { proposal_id } => {
                 let info = ok(m

@@ -115,9 +115,10 @@ enum Command {
         /// PORT..PORT+N-1, files in DIR/node<i>/, a node.pid in each); 1 = one in-process node.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
         nodes: u16,
-        /// With --nodes: how the network admits nodes that `covenant node join` it:
-        /// "auto" trusts a node whose attestation verifies, "pending" waits for a
-        /// member (`covenant nodes trust <node id> --cert DIR/member0.pem`).
+        /// With --nodes: the service's initial join policy for nodes that `covenant node
+        /// join` it: "auto" trusts a node whose attestation verifies, "pending" waits
+        /// for a `transition_node_to_trusted` proposal (`covenant gov propose`).
+        /// Governance changes it later with `set_join_policy`.
         #[arg(long, value_parser = ["auto", "pending"], default_value = "auto")]
         join_policy: String,
         /// Consortium members to create (member0..member<K-1>, each with an RSA-OAEP
@@ -218,7 +219,8 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
-    /// The nodes of a replicated network: list them; trust or retire one (members).
+    /// The nodes of a replicated network and their status (trust and retire them with
+    /// `covenant gov propose`: transition_node_to_trusted, remove_node).
     Nodes {
         #[command(subcommand)]
         command: client_cmds::NodesCommand,
@@ -301,8 +303,9 @@ enum NodeCommand {
     /// certificate), constitution (a .js file), [[users]] cert + roles, [[members]]
     /// cert, [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false),
     /// snapshot_tx_interval (10000: a snapshot in DATA_DIR/snapshots at the next signature
-    /// after that many transactions), join_policy ("auto"|"pending": how this node, as
-    /// primary, admits nodes that `node join`). Users, members and the
+    /// after that many transactions), join_policy ("auto"|"pending": the service's
+    /// initial policy for nodes that `node join`, recorded at genesis; governance
+    /// changes it with `set_join_policy`). Users, members and the
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     ///
@@ -323,9 +326,10 @@ enum NodeCommand {
     /// `start`). The configuration has no [network] section; `data_dir` must be new
     /// (or hold an interrupted join, which resumes). Once joined, `start` restarts it.
     ///
-    /// The primary admits the node by its `join_policy`: "auto" (the default) trusts
-    /// a node whose attestation evidence verifies; "pending" waits until a member runs
-    /// `covenant nodes trust <node id>`.
+    /// The constitution decides (its `join_policy` export): under the default one,
+    /// the service's join policy "auto" (the default) trusts a node whose attestation
+    /// evidence verifies; "pending" waits until a `transition_node_to_trusted`
+    /// proposal is accepted.
     Join {
         #[arg(long)]
         config: PathBuf,
@@ -948,6 +952,10 @@ fn dev(o: DevOptions) -> Result<()> {
             covenant_node::add_member(&mut engine, &member)?;
         }
         covenant_node::set_constitution(&mut engine, covenant_node::DEFAULT_CONSTITUTION)?;
+        covenant_node::set_service_config(
+            &mut engine,
+            covenant_node::network::JoinPolicy::default(),
+        )?;
         covenant_node::set_service_opening(&mut engine)?;
         println!(
             "created a new {ledger_type:?} ledger in {}; user0 ({id}) is an Administrator",

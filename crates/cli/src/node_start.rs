@@ -264,7 +264,6 @@ pub fn start(config_path: &Path) -> Result<()> {
             None => file.listen,
         };
         nc.tick = std::time::Duration::from_millis(tick_ms.max(1));
-        nc.join_policy = file.join_policy;
         nc.service = Some(Arc::new(ServiceIdentity::from_parts(
             covenant_crypto::SigningKeyPair::from_pem(&service.key.to_pem())?,
             service.cert.clone(),
@@ -286,6 +285,7 @@ pub fn start(config_path: &Path) -> Result<()> {
         .collect();
     let genesis_members = members.clone();
     let genesis_constitution = constitution.clone();
+    let join_policy = file.join_policy;
     let genesis = covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
         for (cert, roles) in &genesis_users {
             covenant_node::add_cert_user(e, cert, roles)?;
@@ -294,6 +294,7 @@ pub fn start(config_path: &Path) -> Result<()> {
             covenant_node::add_member(e, m)?;
         }
         covenant_node::set_constitution(e, &genesis_constitution)?;
+        covenant_node::set_service_config(e, join_policy)?;
         if !genesis_members.is_empty() {
             covenant_node::set_service_opening(e)?;
         }
@@ -312,6 +313,7 @@ pub fn start(config_path: &Path) -> Result<()> {
             covenant_node::add_member(&mut engine, m)?;
         }
         covenant_node::set_constitution(&mut engine, &constitution)?;
+        covenant_node::set_service_config(&mut engine, file.join_policy)?;
         if !members.is_empty() {
             // A consortium opens the service (transition_service_to_open); a node
             // configured without members has no one to do it and starts open.

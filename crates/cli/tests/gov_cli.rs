@@ -24,8 +24,21 @@ fn ok(o: Output) -> String {
     out
 }
 
+/// A running `covenant dev`, killed if a test panics before [`stop`] (an orphan
+/// would hold the test's output pipes open).
+struct Dev(Option<std::process::Child>);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// `covenant dev` in `dir` on a free port, with `extra` options; returns it and the port.
-fn dev(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+fn dev(dir: &std::path::Path, extra: &[&str]) -> (Dev, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,15 +47,38 @@ fn dev(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
         .to_string();
     let mut args = vec!["dev", "--data-dir", dir.to_str().unwrap(), "--port", &port];
     args.extend_from_slice(extra);
-    (start_and_wait(&args), port)
+    (Dev(Some(start_and_wait(&args))), port)
 }
 
 /// Stops `dev` as Ctrl-C would; it must exit cleanly.
-fn stop(mut dev: std::process::Child) {
+fn stop(mut dev: Dev) {
+    let Some(mut child) = dev.0.take() else {
+        return;
+    };
     let _ = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
-    assert!(dev.wait().unwrap().success());
+    assert!(child.wait().unwrap().success());
+}
+
+/// `covenant <extra> --endpoint .. --service-cert .. --member-cert/--member-key` as
+/// dev's member0.
+fn as_member0(dir: &std::path::Path, port: &str, extra: &[&str]) -> Output {
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
+        .map(|f| dir.join(f).to_str().unwrap().to_string());
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend([
+        "--endpoint",
+        &endpoint,
+        "--service-cert",
+        &files[0],
+        "--member-cert",
+        &files[1],
+        "--member-key",
+        &files[2],
+    ]);
+    covenant(&args)
 }
 
 #[test]
@@ -52,25 +88,7 @@ fn a_member_adds_a_user_through_governance() {
     let (dev, port) = dev(&dir, &[]);
     let endpoint = format!("https://127.0.0.1:{port}");
     let sc = dir.join("service_cert.pem");
-    let conn = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        v.extend([
-            "--endpoint".into(),
-            endpoint.clone(),
-            "--service-cert".into(),
-            sc.to_str().unwrap().into(),
-            "--member-cert".into(),
-            dir.join("member0_cert.pem").to_str().unwrap().into(),
-            "--member-key".into(),
-            dir.join("member0_privk.pem").to_str().unwrap().into(),
-        ]);
-        v
-    };
-    let run = |extra: &[&str]| {
-        let args = conn(extra);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        covenant(&refs)
-    };
+    let run = |extra: &[&str]| as_member0(&dir, &port, extra);
     // dev made member0 Active.
     let members = ok(run(&["gov", "members"]));
     assert!(members.contains("Active"), "{members}");
@@ -176,5 +194,116 @@ fn dev_creates_and_activates_k_members() {
     assert_eq!(members.len(), 3, "{v}");
     assert!(members.values().all(|m| m["status"] == "Active"), "{v}");
     assert!(dir.join("member2_enc_pubk.pem").exists());
+    stop(dev);
+}
+
+/// A `set_jwt_issuer` proposal makes the node trust the issuer's tokens at once (no
+/// restart, no node configuration); `remove_jwt_issuer` stops it. Proposals list.
+#[test]
+fn a_jwt_issuer_set_by_governance_authenticates_its_users() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (dev, port) = dev(&dir, &[]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let sc = dir.join("service_cert.pem");
+    let key = covenant_crypto::SigningKeyPair::generate(covenant_crypto::Curve::P256).unwrap();
+    let enc = EncodingKey::from_ec_der(&key.to_pkcs8_der());
+    let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("idp-1".into());
+    let jwks = serde_json::to_value(JwkSet { keys: vec![jwk] }).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("idp-1".into());
+    let claims = serde_json::json!({"iss": "https://idp.test", "exp": exp, "oid": "alice-oid"});
+    let token = encode(&h, &claims, &enc).unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let as_alice = || {
+        covenant(&[
+            "append",
+            "by alice",
+            "--endpoint",
+            &endpoint,
+            "--service-cert",
+            sc.to_str().unwrap(),
+            "--token",
+            &format!("@{}", token_file.display()),
+        ])
+    };
+    // user0 (Administrator) makes alice a Contributor by her oid.
+    ok(covenant(&[
+        "users",
+        "set",
+        "alice-oid",
+        "--role",
+        "Contributor",
+        "--endpoint",
+        &endpoint,
+        "--service-cert",
+        sc.to_str().unwrap(),
+        "--cert",
+        dir.join("user0.pem").to_str().unwrap(),
+    ]));
+    let refused = as_alice();
+    assert!(!refused.status.success(), "the issuer is not trusted yet");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("invalid bearer token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let proposal = tmp.path().join("proposal.json");
+    let propose_and_accept = |body: serde_json::Value| {
+        std::fs::write(&proposal, body.to_string()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ok(as_member0(
+            &dir,
+            &port,
+            &["gov", "propose", proposal.to_str().unwrap(), "--json"],
+        )))
+        .unwrap();
+        let id = v["proposal_id"].as_str().unwrap().to_string();
+        let out = ok(as_member0(&dir, &port, &["gov", "vote", &id, "--accept"]));
+        assert!(out.contains("Accepted"), "{out}");
+        // Two identical signed requests within a second would be a replay.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        id
+    };
+    let set = propose_and_accept(serde_json::json!({"actions": [{"name": "set_jwt_issuer",
+        "args": {"issuer": "https://idp.test", "jwks": jwks}}]}));
+    ok(as_alice());
+
+    let removed = propose_and_accept(serde_json::json!({"actions": [{"name": "remove_jwt_issuer",
+        "args": {"issuer": "https://idp.test"}}]}));
+    assert!(!as_alice().status.success(), "the issuer was removed");
+
+    // Both proposals are listed, oldest first; the state filter works.
+    let v: serde_json::Value = serde_json::from_str(&ok(as_member0(
+        &dir,
+        &port,
+        &["gov", "proposals", "--state", "Accepted", "--json"],
+    )))
+    .unwrap();
+    let ids: Vec<&str> = v["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["proposal_id"].as_str().unwrap())
+        .collect();
+    let at = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(at(&set) < at(&removed), "{v}");
+    let open = ok(as_member0(
+        &dir,
+        &port,
+        &["gov", "proposals", "--state", "Open"],
+    ));
+    assert!(open.contains("no proposals"), "{open}");
+    let bad = as_member0(&dir, &port, &["gov", "proposals", "--state", "Sideways"]);
+    assert!(!bad.status.success());
     stop(dev);
 }

@@ -153,8 +153,31 @@
       },
     },
     set_jwt_issuer: {
+      // args: {issuer, jwks: {keys: [JWK...]}, audience?}. Keys are given inline:
+      // a node never fetches them itself (auto_refresh is not supported).
       validate(args) {
-        need(args, "issuer", "string");
+        const issuer = need(args, "issuer", "string");
+        if (issuer.length === 0) {
+          throw new Error("args.issuer must not be empty");
+        }
+        const jwks = need(args, "jwks", "object");
+        if (jwks === null || !Array.isArray(jwks.keys) || jwks.keys.length === 0) {
+          throw new Error("args.jwks must be a JWKS document with a non-empty keys list");
+        }
+        for (const k of jwks.keys) {
+          if (k === null || typeof k !== "object" || typeof k.kty !== "string") {
+            throw new Error("every key of args.jwks.keys must be a JWK object with a kty");
+          }
+          if (k.kty === "oct") {
+            throw new Error("symmetric (oct) keys cannot verify tokens from a public key set");
+          }
+        }
+        if (args.audience !== undefined && typeof args.audience !== "string") {
+          throw new Error("args.audience must be a string");
+        }
+        if (args.auto_refresh === true) {
+          throw new Error("auto_refresh is not supported: pass the issuer's keys in args.jwks");
+        }
       },
       apply(args) {
         map("public:ccf.gov.jwt.issuers").set(str(args.issuer), json(args));
@@ -178,6 +201,21 @@
       apply(args) {
         updateRow("public:ccf.gov.service.config", "0", (c) => {
           c.recovery_threshold = args.recovery_threshold;
+        });
+      },
+    },
+    // covenant's own: how a joining node is admitted under the default constitution's
+    // join_policy ("auto": trusted at once; "pending": after transition_node_to_trusted).
+    set_join_policy: {
+      validate(args) {
+        const p = need(args, "join_policy", "string");
+        if (p !== "auto" && p !== "pending") {
+          throw new Error('args.join_policy must be "auto" or "pending"');
+        }
+      },
+      apply(args) {
+        updateRow("public:ccf.gov.service.config", "0", (c) => {
+          c.join_policy = args.join_policy;
         });
       },
     },

@@ -4,6 +4,9 @@
 // validate(input): is the proposal well formed? Returns {valid, description}.
 // resolve(proposal, proposerId, votes): "Open", "Accepted" or "Rejected"; a strict
 //   majority of *active* members must vote for it (accepted members do not vote yet).
+// join_policy(node): "Trusted" or "Pending" for a node asking to join; this one follows
+//   the service's join_policy setting ("auto" trusts, anything else waits for a
+//   transition_node_to_trusted proposal). A constitution without it keeps joiners Pending.
 // apply(proposal, proposalId): performs the accepted actions with the action table
 //   the governance engine provides as `covenant.actions` (validate/apply per action).
 
@@ -68,4 +71,10 @@ export function apply(proposal, proposalId) {
     }
     handler.apply(action.args, proposalId);
   }
+}
+
+export function join_policy(node) {
+  const raw = ccf.kv["public:ccf.gov.service.config"].get(ccf.strToBuf("0"));
+  const config = raw === undefined ? {} : ccf.bufToJsonCompatible(raw);
+  return config.join_policy === "auto" ? "Trusted" : "Pending";
 }

@@ -44,6 +44,23 @@ pub fn service_status(store: &Store) -> Option<String> {
     v["status"].as_str().map(str::to_string)
 }
 pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
+/// Service configuration (key `0`, JSON): `join_policy` ("auto" | "pending", seeded
+/// at genesis from the first node's config, changed by `set_join_policy`),
+/// `recovery_threshold`, `recent_cose_proposals_window_size`.
+pub const SERVICE_CONFIG: &str = "public:ccf.gov.service.config";
+pub const SERVICE_CONFIG_KEY: &[u8] = b"0";
+/// Issuer URL → `{issuer, jwks, audience?}` (set by `set_jwt_issuer`): tokens these
+/// issuers sign authenticate users.
+pub const JWT_ISSUERS: &str = "public:ccf.gov.jwt.issuers";
+
+/// What the constitution decided for a node that asks to join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinDecision {
+    /// Trusted at once: it is endorsed and joins the configuration.
+    Trusted,
+    /// Recorded Pending until `transition_node_to_trusted` passes.
+    Pending,
+}
 
 /// The constitution a new covenant service starts with (majority of active members).
 pub const DEFAULT_CONSTITUTION: &str = include_str!("default_constitution.js");
@@ -122,6 +139,9 @@ pub enum GovError {
     /// constitution's fault, reported to the proposer.
     #[error("the constitution's validate failed: {0}")]
     Validate(JsError),
+    /// The constitution's `join_policy` threw or answered something else.
+    #[error("the constitution's join_policy failed: {0}")]
+    JoinPolicy(String),
     #[error("governance state is corrupt: {0}")]
     Internal(String),
 }
@@ -306,6 +326,35 @@ impl Governance {
         info.status = "Active".into();
         tx.put(MEMBERS_INFO, member.as_bytes(), &encode(&info));
         Ok(info)
+    }
+
+    /// Asks the constitution about a node asking to join: its optional export
+    /// `join_policy(node)` returns "Trusted" or "Pending"; a constitution without it
+    /// leaves every joining node Pending (as CCF does). `node` is the node's row as
+    /// it would be recorded, plus its `node_id`.
+    pub fn join_decision(
+        &self,
+        store: &Store,
+        node: &serde_json::Value,
+    ) -> Result<JoinDecision, GovError> {
+        let tx = store.begin();
+        let constitution = self.constitution(&mut store.begin())?;
+        match self.run(
+            store,
+            &tx,
+            &constitution,
+            "join_policy",
+            std::slice::from_ref(node),
+            false,
+        ) {
+            Ok((serde_json::Value::String(s), _)) if s == "Trusted" => Ok(JoinDecision::Trusted),
+            Ok((serde_json::Value::String(s), _)) if s == "Pending" => Ok(JoinDecision::Pending),
+            Ok((other, _)) => Err(GovError::JoinPolicy(format!(
+                "returned {other}, not \"Trusted\" or \"Pending\""
+            ))),
+            Err(JsError::NoSuchFunction { .. }) => Ok(JoinDecision::Pending),
+            Err(e) => Err(GovError::JoinPolicy(e.to_string())),
+        }
     }
 
     fn constitution(&self, tx: &mut Tx) -> Result<String, GovError> {

@@ -310,3 +310,104 @@ fn member_actions_and_scripts_cannot_write_outside_governance() {
     assert_eq!(info.state, ProposalState::Failed);
     assert!(info.failure.unwrap().reason.contains("read-only"));
 }
+
+fn accept(c: &Consortium, body: serde_json::Value) -> covenant_governance::ProposalInfo {
+    let (id, _) = c.propose(0, body).unwrap();
+    c.vote(0, &id, YES).unwrap();
+    c.vote(1, &id, YES).unwrap()
+}
+
+#[test]
+fn the_constitution_decides_how_joining_nodes_are_admitted() {
+    use covenant_governance::JoinDecision;
+    let c = Consortium::new(3, 0);
+    let node = json!({"node_id": "ab", "status": "Pending", "cert": "PEM"});
+    // No join_policy recorded: the default constitution keeps joiners Pending.
+    assert_eq!(
+        c.gov.join_decision(&c.store, &node).unwrap(),
+        JoinDecision::Pending
+    );
+    let auto = json!({"actions": [{"name": "set_join_policy", "args": {"join_policy": "auto"}}]});
+    assert_eq!(accept(&c, auto).state, ProposalState::Accepted);
+    assert_eq!(
+        c.gov.join_decision(&c.store, &node).unwrap(),
+        JoinDecision::Trusted
+    );
+    let bad =
+        json!({"actions": [{"name": "set_join_policy", "args": {"join_policy": "sometimes"}}]});
+    assert!(matches!(c.propose(0, bad), Err(GovError::Invalid(_))));
+
+    // A constitution may decide by the node itself; one without join_policy keeps
+    // every joiner Pending; one whose join_policy throws refuses the join.
+    let set = |script: &str| {
+        let mut tx = c.store.begin();
+        tx.put(CONSTITUTION, CONSTITUTION_KEY, script.as_bytes());
+        commit(&c.store, tx);
+    };
+    set("export function join_policy(n) { return n.node_id === 'ab' ? 'Trusted' : 'Pending'; }");
+    assert_eq!(
+        c.gov.join_decision(&c.store, &node).unwrap(),
+        JoinDecision::Trusted
+    );
+    assert_eq!(
+        c.gov
+            .join_decision(&c.store, &json!({"node_id": "cd"}))
+            .unwrap(),
+        JoinDecision::Pending
+    );
+    set("export function validate() {}");
+    assert_eq!(
+        c.gov.join_decision(&c.store, &node).unwrap(),
+        JoinDecision::Pending
+    );
+    set("export function join_policy() { throw new Error('no joins today'); }");
+    let e = c.gov.join_decision(&c.store, &node).unwrap_err();
+    assert!(e.to_string().contains("no joins today"), "{e}");
+    set("export function join_policy() { return 7; }");
+    assert!(c.gov.join_decision(&c.store, &node).is_err());
+}
+
+#[test]
+fn jwt_issuers_are_validated_and_recorded_with_their_keys() {
+    let c = Consortium::new(3, 0);
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]});
+    let set = json!({"actions": [{"name": "set_jwt_issuer",
+        "args": {"issuer": "https://login.test", "jwks": jwks, "audience": "app"}}]});
+    assert_eq!(accept(&c, set).state, ProposalState::Accepted);
+    let row = c
+        .store
+        .get(covenant_governance::JWT_ISSUERS, b"https://login.test")
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
+    assert_eq!(row["jwks"]["keys"][0]["kid"], json!("k1"));
+    assert_eq!(row["audience"], json!("app"));
+    for (what, args) in [
+        ("no jwks", json!({"issuer": "https://x.test"})),
+        (
+            "empty keys",
+            json!({"issuer": "https://x.test", "jwks": {"keys": []}}),
+        ),
+        (
+            "symmetric",
+            json!({"issuer": "https://x.test", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+        ),
+        (
+            "auto refresh",
+            json!({"issuer": "https://x.test", "jwks": jwks, "auto_refresh": true}),
+        ),
+    ] {
+        let body = json!({"actions": [{"name": "set_jwt_issuer", "args": args}]});
+        assert!(
+            matches!(c.propose(0, body), Err(GovError::Invalid(_))),
+            "{what}"
+        );
+    }
+    let remove = json!({"actions": [{"name": "remove_jwt_issuer", "args": {"issuer": "https://login.test"}}]});
+    assert_eq!(accept(&c, remove).state, ProposalState::Accepted);
+    assert!(c
+        .store
+        .get(covenant_governance::JWT_ISSUERS, b"https://login.test")
+        .is_none());
+}

@@ -85,7 +85,7 @@ impl FromRequestParts<NodeState> for Caller {
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
                 .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))?;
-            state.jwt.authenticate(token.trim())?
+            state.jwt.authenticate(token.trim(), &state.store)?
         } else if let Some(fwd) = parts.headers.get(crate::network::FORWARDED_USER) {
             // A backup forwarded this request: trust the identity it names only if the
             // connection is from a node of this service.

@@ -53,7 +53,7 @@ fn gov_error(e: GovError) -> ApiError {
         GovError::WrongDigest { .. } | GovError::NoDigest(_) => {
             (StatusCode::BAD_REQUEST, "StateDigestMismatch")
         }
-        GovError::NoConstitution | GovError::Internal(_) => {
+        GovError::NoConstitution | GovError::Internal(_) | GovError::JoinPolicy(_) => {
             return ApiError::internal("governance failed", e)
         }
     };
@@ -338,6 +338,52 @@ pub async fn get_proposal(
     let (_, info) =
         covenant_governance::proposal(&mut state.store.begin(), &id).map_err(gov_error)?;
     Ok(Json(info_json(&id, &info)).into_response())
+}
+
+/// `?state=` of `GET /gov/proposals`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ProposalFilter {
+    state: Option<String>,
+}
+
+/// `GET /gov/proposals[?state=Open]`: every proposal (or those in one state), oldest
+/// first, each as `GET /gov/proposals/{id}` shows it plus the seqno it was made at.
+pub async fn list_proposals(
+    State(state): State<NodeState>,
+    axum::extract::Query(filter): axum::extract::Query<ProposalFilter>,
+) -> Result<Response, ApiError> {
+    let wanted = match filter.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value::<covenant_governance::ProposalState>(json!(s)).map_err(
+                |_| {
+                    ApiError::bad_request(
+                        "InvalidInput",
+                        format!("state {s:?} is not one of Open, Accepted, Withdrawn, Rejected, Failed, Dropped"),
+                    )
+                },
+            )?,
+        ),
+    };
+    let mut out = Vec::new();
+    for (key, raw) in state.store.entries(covenant_governance::PROPOSALS_INFO) {
+        let id = String::from_utf8_lossy(&key).into_owned();
+        let info: ProposalInfo = serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::internal("a proposal's info is corrupt", e))?;
+        if wanted.is_some_and(|w| w != info.state) {
+            continue;
+        }
+        let seqno = state
+            .store
+            .version_of(covenant_governance::PROPOSALS, &key)
+            .unwrap_or(0);
+        let mut v = info_json(&id, &info);
+        v["seqno"] = json!(seqno);
+        out.push((seqno, v));
+    }
+    out.sort_by_key(|(seqno, _)| *seqno);
+    let proposals: Vec<Value> = out.into_iter().map(|(_, v)| v).collect();
+    Ok(Json(json!({ "proposals": proposals })).into_response())
 }
 
 /// `GET /gov/proposals/{id}/actions`: the proposal as submitted.

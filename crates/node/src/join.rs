@@ -25,12 +25,13 @@ use axum::Json;
 use base64::Engine as _;
 use covenant_consensus::ConsensusError;
 use covenant_crypto::{Certificate, NodeIdentity, SubjectAltName};
+use covenant_governance::JoinDecision;
 use serde::{Deserialize, Serialize};
 
 use crate::attestation::{binary_measurement, VirtualQuote, NODES_CODE_IDS, VIRTUAL_FORMAT};
 use crate::error::ApiError;
 use crate::network::{
-    JoinPolicy, Network, NodeInfo, NODES_INFO, STATUS_PENDING, STATUS_RETIRED, STATUS_TRUSTED,
+    Network, NodeInfo, NODES_INFO, STATUS_PENDING, STATUS_RETIRED, STATUS_TRUSTED,
 };
 use crate::server::PeerCert;
 use crate::state::NodeState;
@@ -424,9 +425,15 @@ pub async fn join(
         quote: Some(raw.iter().map(|b| format!("{b:02x}")).collect()),
         subject_alt_names: req.subject_alt_names.clone(),
     };
-    let row = match net.config.join_policy {
-        JoinPolicy::Auto => trust(&state, net, &node_id, &pending)?,
-        JoinPolicy::Pending => {
+    let mut asked = serde_json::to_value(&pending)
+        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
+    asked["node_id"] = serde_json::Value::String(node_id.clone());
+    let decision = covenant_governance::Governance::default()
+        .join_decision(&state.store, &asked)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "JoinRefused", e.to_string()))?;
+    let row = match decision {
+        JoinDecision::Trusted => trust(&state, net, &node_id, &pending)?,
+        JoinDecision::Pending => {
             crate::network::write_node_row(&state, &node_id, &pending)?;
             tracing::info!(%node_id, %address, "a node asked to join; it is Pending until trusted");
             pending

@@ -6,6 +6,11 @@
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+pub use covenant_governance::JWT_ISSUERS;
+
 use crate::error::ApiError;
 
 const ACCEPTED: &[Algorithm] = &[
@@ -69,23 +74,91 @@ impl JwtIssuer {
     }
 }
 
-/// Every configured issuer.
+/// The issuers tokens are checked against: those of the node's configuration and
+/// those governance set (`set_jwt_issuer`, in [`JWT_ISSUERS`]).
 #[derive(Clone, Debug, Default)]
 pub struct JwtAuth {
+    /// From the node's configuration.
     pub issuers: Vec<JwtIssuer>,
+    /// Governed issuers parsed from their rows, reused while a row's bytes stay the
+    /// same (a JWKS is parsed once, not per request).
+    governed: Arc<Mutex<GovernedCache>>,
+}
+
+type GovernedCache = BTreeMap<Vec<u8>, (Vec<u8>, Option<Arc<JwtIssuer>>)>;
+
+/// The issuer of one governance row, `None` (and a warning) if it is unusable.
+fn governed_issuer(key: &[u8], row: &[u8]) -> Option<Arc<JwtIssuer>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        issuer: String,
+        jwks: serde_json::Value,
+        #[serde(default)]
+        audience: Option<String>,
+    }
+    let parsed = serde_json::from_slice::<Row>(row)
+        .map_err(|e| e.to_string())
+        .and_then(|r| JwtIssuer::from_jwks(&r.issuer, r.audience, &r.jwks.to_string()));
+    match parsed {
+        Ok(i) => Some(Arc::new(i)),
+        Err(e) => {
+            tracing::warn!(issuer = %String::from_utf8_lossy(key), error = %e, "a JWT issuer set by governance is unusable; its tokens are refused");
+            None
+        }
+    }
 }
 
 impl JwtAuth {
-    /// Validates `token` (signature, `iss`, `exp`, `nbf`, `aud` when configured) and
+    /// Trusts `issuers` (from the node's configuration) besides the governed ones.
+    pub fn new(issuers: Vec<JwtIssuer>) -> JwtAuth {
+        JwtAuth {
+            issuers,
+            governed: Default::default(),
+        }
+    }
+
+    /// The governed issuers of `store`'s current state.
+    fn governed(&self, store: &covenant_kv::Store) -> Vec<Arc<JwtIssuer>> {
+        let rows = store.entries(JWT_ISSUERS);
+        let mut cache = match self.governed.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        cache.retain(|k, _| rows.iter().any(|(key, _)| key == k));
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, row) in rows {
+            let fresh = cache.get(&key).is_some_and(|(bytes, _)| *bytes == row);
+            if !fresh {
+                let issuer = governed_issuer(&key, &row);
+                cache.insert(key.clone(), (row, issuer));
+            }
+            if let Some((_, Some(i))) = cache.get(&key) {
+                out.push(i.clone());
+            }
+        }
+        out
+    }
+
+    /// Validates `token` (signature, `iss`, `exp`, `nbf`, `aud` when configured)
+    /// against the configured issuers and those governance set in `store`, and
     /// returns the user id it names.
-    pub fn authenticate(&self, token: &str) -> Result<String, ApiError> {
+    pub fn authenticate(
+        &self,
+        token: &str,
+        store: &covenant_kv::Store,
+    ) -> Result<String, ApiError> {
         let bad = |why: &str| ApiError::unauthorized(format!("invalid bearer token: {why}"));
         let header = decode_header(token).map_err(|e| bad(&e.to_string()))?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(bad(&format!("algorithm {:?} is not accepted", header.alg)));
         }
-        let mut last_error = "no configured issuer has its key".to_string();
-        for issuer in &self.issuers {
+        let governed = self.governed(store);
+        let mut last_error = "no trusted issuer has its key".to_string();
+        for issuer in self
+            .issuers
+            .iter()
+            .chain(governed.iter().map(|i| i.as_ref()))
+        {
             let mut validation = Validation::new(header.alg);
             validation.set_issuer(&[&issuer.issuer]);
             match &issuer.audience {
@@ -214,19 +287,21 @@ mod tests {
             .as_secs()
     }
 
-    fn setup() -> (JwtAuth, EncodingKey) {
+    fn key_and_jwks() -> (EncodingKey, String) {
         let key = SigningKeyPair::generate(Curve::P256).unwrap();
         let enc = EncodingKey::from_ec_der(&key.to_pkcs8_der());
         let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap();
         jwk.common.key_id = Some("k1".into());
-        let doc = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
-        let issuer = JwtIssuer::from_jwks("https://issuer.test", None, &doc).unwrap();
         (
-            JwtAuth {
-                issuers: vec![issuer],
-            },
             enc,
+            serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap(),
         )
+    }
+
+    fn setup() -> (JwtAuth, EncodingKey) {
+        let (enc, doc) = key_and_jwks();
+        let issuer = JwtIssuer::from_jwks("https://issuer.test", None, &doc).unwrap();
+        (JwtAuth::new(vec![issuer]), enc)
     }
 
     fn token(enc: &EncodingKey, claims: serde_json::Value) -> String {
@@ -242,12 +317,18 @@ mod tests {
             &enc,
             json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o-1", "sub": "s-1"}),
         );
-        assert_eq!(auth.authenticate(&t).unwrap(), "o-1");
+        assert_eq!(
+            auth.authenticate(&t, &covenant_kv::Store::new()).unwrap(),
+            "o-1"
+        );
         let t = token(
             &enc,
             json!({"iss": "https://issuer.test", "exp": now() + 600, "sub": "s-1"}),
         );
-        assert_eq!(auth.authenticate(&t).unwrap(), "s-1");
+        assert_eq!(
+            auth.authenticate(&t, &covenant_kv::Store::new()).unwrap(),
+            "s-1"
+        );
     }
 
     #[test]
@@ -284,10 +365,59 @@ mod tests {
             ("hs256", hs),
             ("garbage", "a.b.c".to_string()),
         ] {
-            let e = auth.authenticate(&t).unwrap_err();
+            let e = auth
+                .authenticate(&t, &covenant_kv::Store::new())
+                .unwrap_err();
             assert_eq!(e.status, axum::http::StatusCode::UNAUTHORIZED, "{what}");
         }
         assert!(JwtIssuer::from_jwks("i", None, "{\"keys\":[]}").is_err());
         assert!(JwtIssuer::from_jwks("i", None, "not json").is_err());
+    }
+
+    fn put(store: &covenant_kv::Store, key: &str, value: Option<&str>) {
+        let mut tx = store.begin();
+        match value {
+            Some(v) => tx.put(JWT_ISSUERS, key.as_bytes(), v.as_bytes()),
+            None => tx.remove(JWT_ISSUERS, key.as_bytes()),
+        }
+        store.commit(tx, covenant_types::View(1)).unwrap();
+    }
+
+    #[test]
+    fn issuers_set_by_governance_are_trusted_while_their_row_stands() {
+        let auth = JwtAuth::default();
+        let store = covenant_kv::Store::new();
+        let (enc, doc) = key_and_jwks();
+        let claims = json!({"iss": "https://gov.test", "exp": now() + 600, "oid": "g-1"});
+        let t = token(&enc, claims.clone());
+        assert!(auth.authenticate(&t, &store).is_err(), "no issuer yet");
+        let row = json!({"issuer": "https://gov.test", "jwks": serde_json::from_str::<serde_json::Value>(&doc).unwrap()});
+        put(&store, "https://gov.test", Some(&row.to_string()));
+        assert_eq!(auth.authenticate(&t, &store).unwrap(), "g-1");
+        // A key rotation replaces the row: old tokens stop working, new ones work.
+        let (enc2, doc2) = key_and_jwks();
+        let row2 = json!({"issuer": "https://gov.test", "audience": "app", "jwks": serde_json::from_str::<serde_json::Value>(&doc2).unwrap()});
+        put(&store, "https://gov.test", Some(&row2.to_string()));
+        assert!(auth.authenticate(&t, &store).is_err(), "rotated key");
+        let mut with_aud = claims.clone();
+        with_aud["aud"] = json!("app");
+        assert_eq!(
+            auth.authenticate(&token(&enc2, with_aud), &store).unwrap(),
+            "g-1"
+        );
+        assert!(
+            auth.authenticate(&token(&enc2, claims.clone()), &store)
+                .is_err(),
+            "audience required"
+        );
+        // A corrupt row is skipped, not fatal; removal untrusts the issuer.
+        put(&store, "https://bad.test", Some("{not json"));
+        put(&store, "https://gov.test", None);
+        let mut with_aud = claims;
+        with_aud["aud"] = json!("app");
+        assert!(
+            auth.authenticate(&token(&enc2, with_aud), &store).is_err(),
+            "removed"
+        );
     }
 }

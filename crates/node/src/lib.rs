@@ -140,6 +140,27 @@ pub fn set_service_opening(engine: &mut Engine) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Records the service configuration a new service starts with (its join policy).
+pub fn set_service_config(
+    engine: &mut Engine,
+    join_policy: network::JoinPolicy,
+) -> Result<(), EngineError> {
+    let policy = match join_policy {
+        network::JoinPolicy::Auto => "auto",
+        network::JoinPolicy::Pending => "pending",
+    };
+    let mut tx = engine.begin();
+    tx.put(
+        covenant_governance::SERVICE_CONFIG,
+        covenant_governance::SERVICE_CONFIG_KEY,
+        serde_json::json!({ "join_policy": policy })
+            .to_string()
+            .as_bytes(),
+    );
+    engine.commit_tx(tx, None)?;
+    Ok(())
+}
+
 /// Sets the constitution script.
 pub fn set_constitution(engine: &mut Engine, script: &str) -> Result<(), EngineError> {
     let mut tx = engine.begin();

@@ -42,7 +42,9 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// `MAX_BATCH_BYTES` by one message of at most a few MiB).
 pub const MAX_RAFT_BODY_BYTES: usize = 64 << 20;
 
-/// How a primary decides on a node that asks to join (until governance does).
+/// How joining nodes are admitted under the default constitution, recorded as the
+/// service's `join_policy` at genesis (governance changes it with `set_join_policy`;
+/// the constitution's `join_policy` export decides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinPolicy {
@@ -67,7 +69,6 @@ pub struct NetworkConfig {
     pub state_dir: std::path::PathBuf,
     /// Raft tick; elections after 20 ticks without a primary.
     pub tick: Duration,
-    pub join_policy: JoinPolicy,
     /// The service identity with its key, so that this node, as primary, can endorse
     /// joining nodes and hand the identity on; `None`: it admits no one.
     pub service: Option<Arc<covenant_crypto::ServiceIdentity>>,
@@ -93,7 +94,6 @@ impl NetworkConfig {
             address,
             state_dir: state_dir.into(),
             tick: Duration::from_millis(50),
-            join_policy: JoinPolicy::Auto,
             service: None,
             ledger_secret: None,
         }

@@ -163,6 +163,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "nodes endorsed by the service identity",
     ),
     ("post", "/gov/proposals", "Submit a proposal (COSE Sign1, msg type proposal)", "active members"),
+    ("get", "/gov/proposals", "Every proposal (or ?state=Open etc.), oldest first", "anyone"),
     ("get", "/gov/proposals/{proposal_id}", "A proposal's state, ballots and outcome", "anyone"),
     ("get", "/gov/proposals/{proposal_id}/actions", "A proposal as submitted", "anyone"),
     ("post", "/gov/proposals/{proposal_id}/ballots", "Vote (COSE Sign1, msg type ballot): {\"ballot\": js}", "active members"),

@@ -63,7 +63,10 @@ pub fn router(state: NodeState) -> Router {
         .route("/node/ping", get(|| async { Json(json!({})) }))
         .route("/node/network/nodes", get(network_nodes))
         .route(crate::join::JOIN_PATH, post(crate::join::join))
-        .route("/gov/proposals", post(crate::gov::propose))
+        .route(
+            "/gov/proposals",
+            post(crate::gov::propose).get(crate::gov::list_proposals),
+        )
         .route(
             "/gov/proposals/{proposal_id}",
             get(crate::gov::get_proposal),

@@ -986,9 +986,7 @@ async fn jwks_from_an_https_url() {
         .unwrap();
     let issuer =
         covenant_node::jwt::JwtIssuer::from_jwks("https://idp.test", None, &fetched).unwrap();
-    let auth = covenant_node::jwt::JwtAuth {
-        issuers: vec![issuer],
-    };
+    let auth = covenant_node::jwt::JwtAuth::new(vec![issuer]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1001,7 +999,11 @@ async fn jwks_from_an_https_url() {
         &enc,
     )
     .unwrap();
-    assert_eq!(auth.authenticate(&token).unwrap(), "u1");
+    assert_eq!(
+        auth.authenticate(&token, &covenant_kv::Store::new())
+            .unwrap(),
+        "u1"
+    );
 
     let other_ca = ServiceIdentity::generate(Curve::P384).unwrap();
     assert!(covenant_node::jwt::fetch_jwks(&url, Some(&other_ca.cert))
