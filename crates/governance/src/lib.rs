@@ -375,7 +375,7 @@ impl Governance {
         let kv = std::rc::Rc::new(std::cell::RefCell::new(GovKv::new(
             store.clone(),
             tx.write_set().clone(),
-            write,
+            kv::policy(write),
         )));
         let host_kv = kv.clone();
         let out = covenant_js::call_with_host(

@@ -14,6 +14,7 @@
 //! [`call_with_host`], which hands them the context before the call.
 
 pub mod ccf;
+pub mod kv;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use rquickjs;
 use rquickjs::{
-    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime, Value,
+    CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Module, Object, Runtime, Value,
 };
 
 /// What one execution may use (ACL's `runtimeOptions` defaults).
@@ -97,7 +98,110 @@ pub fn call_with_host(
     args: &[serde_json::Value],
     host: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<()>,
 ) -> Result<serde_json::Value, JsError> {
+    call_inner(limits, None, module, source, function, args, host)
+}
+
+/// The ES modules of an application bundle, by name (`endpoints/app.js`, without a
+/// leading `/`). `import`s between them resolve relative to the importing module
+/// (`./x.js`, `../node_modules/y/index.js`); a bare specifier names a module as is.
+pub type Bundle = std::sync::Arc<std::collections::BTreeMap<String, String>>;
+
+/// [`call_with_host`] for `source`, which may import modules of `bundle`.
+pub fn call_in_bundle(
+    limits: &Limits,
+    bundle: Bundle,
+    module: &str,
+    source: &str,
+    function: &str,
+    args: &[serde_json::Value],
+    host: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<()>,
+) -> Result<serde_json::Value, JsError> {
+    call_inner(limits, Some(bundle), module, source, function, args, host)
+}
+
+/// Normalizes `name` imported from `base` into a bundle module name: relative
+/// specifiers join `base`'s directory, `.`/`..` segments fold, leading `/` goes.
+pub fn resolve_module_name(base: &str, name: &str) -> Result<String, String> {
+    let joined = if name.starts_with("./") || name.starts_with("../") {
+        match base.rfind('/') {
+            Some(i) => format!("{}/{name}", &base[..i]),
+            None => name.to_string(),
+        }
+    } else {
+        name.to_string()
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in joined.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("import {name:?} from {base:?} leaves the bundle"));
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+struct BundleResolver(Bundle);
+
+impl rquickjs::loader::Resolver for BundleResolver {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        let resolved =
+            resolve_module_name(base, name).map_err(|m| Exception::throw_message(ctx, &m))?;
+        if self.0.contains_key(&resolved) {
+            return Ok(resolved);
+        }
+        // Bundlers write imports with and without the extension.
+        let with_js = format!("{resolved}.js");
+        if self.0.contains_key(&with_js) {
+            return Ok(with_js);
+        }
+        Err(Exception::throw_message(
+            ctx,
+            &format!("module {name:?} (imported by {base:?}) is not in the bundle"),
+        ))
+    }
+}
+
+struct BundleLoader(Bundle);
+
+impl rquickjs::loader::Loader for BundleLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
+        let source = self
+            .0
+            .get(name)
+            .ok_or_else(|| Exception::throw_message(ctx, &format!("no module {name:?}")))?;
+        Module::declare(ctx.clone(), name, source.as_str())
+    }
+}
+
+fn call_inner(
+    limits: &Limits,
+    bundle: Option<Bundle>,
+    module: &str,
+    source: &str,
+    function: &str,
+    args: &[serde_json::Value],
+    host: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<()>,
+) -> Result<serde_json::Value, JsError> {
     let rt = Runtime::new().map_err(|e| JsError::Engine(e.to_string()))?;
+    if let Some(b) = bundle {
+        rt.set_loader(BundleResolver(b.clone()), BundleLoader(b));
+    }
     rt.set_memory_limit(limits.max_heap_bytes);
     rt.set_max_stack_size(limits.max_stack_bytes);
     let deadline = Instant::now() + limits.max_execution_time;

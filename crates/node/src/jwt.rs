@@ -162,7 +162,11 @@ impl JwtAuth {
             let mut validation = Validation::new(header.alg);
             validation.set_issuer(&[&issuer.issuer]);
             match &issuer.audience {
-                Some(aud) => validation.set_audience(&[aud]),
+                Some(aud) => {
+                    // Without this, a token that has no `aud` at all would pass.
+                    validation.set_audience(&[aud]);
+                    validation.set_required_spec_claims(&["exp", "aud"]);
+                }
                 None => validation.validate_aud = false,
             }
             validation.validate_nbf = true;
