@@ -162,6 +162,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Path parameters by name.
+pub type Params = BTreeMap<String, String>;
+
 /// A deployed application.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -227,11 +230,7 @@ impl App {
 
     /// The endpoint for `method` and `path` (the request path, `/app/...`), with its
     /// parameters. `Err(allowed)` when the path matches but not the method.
-    pub fn route(
-        &self,
-        method: &str,
-        path: &str,
-    ) -> Option<Result<(&Route, BTreeMap<String, String>), Vec<String>>> {
+    pub fn route(&self, method: &str, path: &str) -> Option<Result<(&Route, Params), Vec<String>>> {
         let rest = path.strip_prefix(PREFIX)?;
         let rest = if rest.is_empty() { "/" } else { rest };
         let mut allowed = Vec::new();

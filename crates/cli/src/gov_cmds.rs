@@ -62,6 +62,15 @@ pub enum GovCommand {
     Ack,
     /// Show a proposal's state, ballots and outcome (and its actions).
     Proposal { proposal_id: String },
+    /// Propose deploying a JavaScript app (`set_js_app`): a bundle file
+    /// (`{"metadata":{"endpoints":...},"modules":[{"name","module"}]}`) or a
+    /// directory with `app.json` (the metadata) and the modules under `src/` (or
+    /// `js/`), named by their path there. --accept also votes for it.
+    SetJsApp {
+        bundle: PathBuf,
+        #[arg(long)]
+        accept: bool,
+    },
     /// List proposals, oldest first.
     Proposals {
         /// Only those in this state (Open, Accepted, Withdrawn, Rejected, Failed, Dropped).
@@ -237,6 +246,28 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                     ),
                 );
             }
+            GovCommand::SetJsApp { bundle, accept } => {
+                let bundle = read_bundle(bundle)?;
+                let body = json!({"actions": [{"name": "set_js_app",
+                    "args": {"bundle": bundle, "disable_bytecode_cache": false}}]})
+                .to_string();
+                let mut v = m
+                    .signed("/gov/proposals", "proposal", None, body.as_bytes())
+                    .await?;
+                if *accept && v["state"] == "Open" {
+                    let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
+                    let ballot = json!({ "ballot": "export function vote(proposal, proposerId) { return true; }" }).to_string();
+                    v = m
+                        .signed(
+                            &format!("/gov/proposals/{id}/ballots"),
+                            "ballot",
+                            Some(&id),
+                            ballot.as_bytes(),
+                        )
+                        .await?;
+                }
+                show(&v, summary(&v));
+            }
             GovCommand::Proposals { state } => {
                 let path = match state {
                     Some(s) => format!("/gov/proposals?state={s}"),
@@ -288,6 +319,45 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// An app bundle from a bundle file or an app directory (see `gov set-js-app`).
+pub fn read_bundle(path: &Path) -> Result<Value> {
+    if path.is_file() {
+        let v: Value = serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("{} is not a JSON bundle", path.display()))?;
+        return Ok(v);
+    }
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(path.join("app.json"))
+            .with_context(|| format!("reading {}/app.json", path.display()))?,
+    )
+    .context("app.json is not JSON")?;
+    let root = ["src", "js"]
+        .iter()
+        .map(|d| path.join(d))
+        .find(|d| d.is_dir())
+        .with_context(|| format!("{} has neither src/ nor js/", path.display()))?;
+    let mut modules = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "js" || e == "mjs") {
+                let name = p.strip_prefix(&root)?.to_string_lossy().replace('\\', "/");
+                let source = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                modules.push(json!({"name": name, "module": source}));
+            }
+        }
+    }
+    if modules.is_empty() {
+        bail!("no .js modules under {}", root.display());
+    }
+    modules.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(json!({"metadata": metadata, "modules": modules}))
 }
 
 /// `covenant keygen --name NAME [--enc]`: NAME_cert.pem, NAME_privk.pem (0600) and,

@@ -31,6 +31,13 @@
     change(value);
     map(name).set(str(key), json(value));
   }
+  function clearMap(name) {
+    const keys = [];
+    map(name).forEach((_, k) => keys.push(k));
+    for (const k of keys) {
+      map(name).delete(k);
+    }
+  }
   // Sets the status of an existing node row (which must be `from`, when given).
   function setNodeStatus(nodeId, status, from) {
     if (map("public:ccf.gov.nodes.info").get(str(nodeId)) === undefined) {
@@ -202,6 +209,71 @@
         updateRow("public:ccf.gov.service.config", "0", (c) => {
           c.recovery_threshold = args.recovery_threshold;
         });
+      },
+    },
+    // args: {bundle: {metadata: {endpoints: {path: {method: props}}}, modules: [{name, module}]},
+    //        disable_bytecode_cache?}. Replaces the whole app: modules by name (no leading
+    // "/"), endpoints as "<METHOD> <path>" (served under /app).
+    set_js_app: {
+      validate(args) {
+        const bundle = need(args, "bundle", "object");
+        if (bundle === null || !Array.isArray(bundle.modules)) {
+          throw new Error("args.bundle.modules must be a list of {name, module}");
+        }
+        const names = new Set();
+        for (const m of bundle.modules) {
+          if (m === null || typeof m.name !== "string" || typeof m.module !== "string" || m.name.length === 0) {
+            throw new Error("every module needs a name and a module (its source)");
+          }
+          names.add(m.name.replace(/^\/+/, ""));
+        }
+        const endpoints = bundle.metadata && bundle.metadata.endpoints;
+        if (endpoints === null || typeof endpoints !== "object") {
+          throw new Error("args.bundle.metadata.endpoints must be an object");
+        }
+        const METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+        for (const [path, methods] of Object.entries(endpoints)) {
+          if (!path.startsWith("/")) {
+            throw new Error(`endpoint path ${path} must start with /`);
+          }
+          for (const [method, props] of Object.entries(methods)) {
+            if (!METHODS.includes(method.toUpperCase())) {
+              throw new Error(`endpoint ${path}: unknown method ${method}`);
+            }
+            if (props === null || typeof props.js_module !== "string" || typeof props.js_function !== "string") {
+              throw new Error(`endpoint ${method} ${path} needs js_module and js_function`);
+            }
+            if (!names.has(props.js_module.replace(/^\/+/, ""))) {
+              throw new Error(`endpoint ${method} ${path}: module ${props.js_module} is not in the bundle`);
+            }
+            const mode = props.mode;
+            if (mode !== undefined && !["readwrite", "readonly", "historical"].includes(mode)) {
+              throw new Error(`endpoint ${method} ${path}: mode must be readwrite, readonly or historical`);
+            }
+            if (props.authn_policies !== undefined && !Array.isArray(props.authn_policies)) {
+              throw new Error(`endpoint ${method} ${path}: authn_policies must be a list`);
+            }
+          }
+        }
+      },
+      apply(args) {
+        clearMap("public:ccf.gov.modules");
+        clearMap("public:ccf.gov.endpoints");
+        for (const m of args.bundle.modules) {
+          map("public:ccf.gov.modules").set(str(m.name.replace(/^\/+/, "")), str(m.module));
+        }
+        for (const [path, methods] of Object.entries(args.bundle.metadata.endpoints)) {
+          for (const [method, props] of Object.entries(methods)) {
+            map("public:ccf.gov.endpoints").set(str(`${method.toUpperCase()} ${path}`), json(props));
+          }
+        }
+      },
+    },
+    remove_js_app: {
+      validate() {},
+      apply() {
+        clearMap("public:ccf.gov.modules");
+        clearMap("public:ccf.gov.endpoints");
       },
     },
     // covenant's own: how a joining node is admitted under the default constitution's

@@ -8,6 +8,7 @@
 //! ([`state::Driver`]) signs every `sig_ms_interval` and group-commits with the
 //! fdatasync outside the engine lock, which is what moves writes to Committed.
 
+pub mod app;
 pub mod attestation;
 pub mod auth;
 pub mod error;

@@ -30,7 +30,7 @@ pub const TAGS_PRIVATE: &str = "acl.tags";
 pub const TAGS_PUBLIC: &str = "public:acl.tags";
 /// From this api-version on, every entry carries a LedgerEntryV1 application claim.
 const CLAIMS_FROM: &str = "2024-12-09";
-const TXID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-transaction-id");
+pub(crate) const TXID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-transaction-id");
 /// Longest collection id accepted.
 const MAX_COLLECTION_ID: usize = 256;
 
@@ -116,6 +116,12 @@ pub fn router(state: NodeState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
         .layer(axum::middleware::map_response(crate::error::json_errors))
+        // App endpoints take precedence over built-in /app routes of the same path
+        // and method (after forwarding and the service-open gate).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::app::dispatch,
+        ))
         // Inside forwarding: the node that executes a request (the primary, for a
         // write) decides whether the service is open, not a backup that may lag.
         .layer(axum::middleware::from_fn_with_state(

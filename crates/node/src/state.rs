@@ -44,6 +44,8 @@ pub struct Shared {
     pub jwt: Arc<crate::jwt::JwtAuth>,
     /// Virtual attestation evidence of this node (SPEC §8).
     pub quote: Arc<crate::attestation::VirtualQuote>,
+    /// The deployed JavaScript app, parsed once per version.
+    pub apps: Arc<crate::app::AppCache>,
     /// Set when this node is one of a replicated network.
     pub network: Option<Arc<crate::network::Network>>,
 }
@@ -134,6 +136,7 @@ impl NodeState {
             quote: Arc::new(quote),
             jwt: Arc::new(jwt),
             metrics: Arc::default(),
+            apps: Arc::default(),
             network,
         }))
     }

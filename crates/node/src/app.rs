@@ -1,0 +1,357 @@
+//! JavaScript app endpoints (SPEC §6) on a node: requests under `/app` that match an
+//! endpoint of the deployed bundle ([`covenant_app`]) run its handler, authenticated
+//! by the endpoint's `authn_policies`; the rest fall through to the built-in routes.
+//!
+//! A `readwrite` handler runs as a write (on the primary; its writes form one
+//! transaction, applied only for a 2xx answer); `readonly` and `historical` ones
+//! read the current state and write nothing. Handlers run on a blocking thread
+//! under the script limits; an exception is a 500 whose message names the failure.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use covenant_app::{App, AppError, AppRequest, AppResponse, Mode, Route};
+use covenant_governance::{MEMBERS_CERTS, MEMBERS_INFO};
+use covenant_js::Limits;
+use serde_json::{json, Value};
+
+use crate::auth::{USERS_CERTS, USERS_INFO};
+use crate::error::ApiError;
+use crate::server::PeerCert;
+use crate::state::NodeState;
+
+/// An app version ([`App::version`]) and the app parsed at it.
+type Cached = ((usize, u64), Option<Arc<App>>);
+
+/// The parsed app of the store's current version.
+#[derive(Default)]
+pub struct AppCache {
+    current: Mutex<Option<Cached>>,
+}
+
+impl AppCache {
+    /// The deployed app, if any (parsed again only after a `set_js_app`).
+    pub fn current(&self, store: &covenant_kv::Store) -> Result<Option<Arc<App>>, AppError> {
+        let version = App::version(store);
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, app)) = cur.as_ref() {
+            if *v == version {
+                return Ok(app.clone());
+            }
+        }
+        let app = App::load(store)?.map(Arc::new);
+        *cur = Some((version, app.clone()));
+        Ok(app)
+    }
+}
+
+fn unauthorized(msg: String) -> ApiError {
+    ApiError::unauthorized(msg)
+}
+
+/// The identity behind the request's certificate: the TLS peer's, or for a request
+/// a backup forwarded, the fingerprint it names.
+fn cert_fingerprint(state: &NodeState, req: &Request) -> Option<String> {
+    let peer = req
+        .extensions()
+        .get::<PeerCert>()
+        .cloned()
+        .unwrap_or_default();
+    if let Some(fwd) = req.headers().get(crate::network::FORWARDED_USER) {
+        let is_node = state.network.as_ref().is_some_and(|n| n.is_node(&peer));
+        return if is_node {
+            fwd.to_str().ok().map(str::to_string)
+        } else {
+            None
+        };
+    }
+    peer.0.as_ref().map(|p| p.1.clone())
+}
+
+/// The TLS peer's certificate (PEM), `null` for a forwarded request.
+fn peer_pem(req: &Request) -> Value {
+    if req.headers().contains_key(crate::network::FORWARDED_USER) {
+        return Value::Null;
+    }
+    req.extensions()
+        .get::<PeerCert>()
+        .and_then(|p| p.0.as_ref().map(|c| Value::String(c.0.to_pem())))
+        .unwrap_or(Value::Null)
+}
+
+fn text(store: &covenant_kv::Store, map: &str, key: &str) -> Option<String> {
+    store
+        .get(map, key.as_bytes())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn json_row(store: &covenant_kv::Store, map: &str, key: &str) -> Value {
+    store
+        .get(map, key.as_bytes())
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The caller object of one policy, or why it does not apply.
+fn policy_caller(state: &NodeState, req: &Request, policy: &Value) -> Result<Value, String> {
+    if let Some(all) = policy.get("all_of").and_then(Value::as_array) {
+        let mut out = serde_json::Map::new();
+        for p in all {
+            let c = policy_caller(state, req, p)?;
+            let name = p.as_str().unwrap_or("all_of").to_string();
+            out.insert(name, c);
+        }
+        out.insert("policy".into(), json!(all));
+        return Ok(Value::Object(out));
+    }
+    let name = policy
+        .as_str()
+        .ok_or("a policy must be a name or {all_of}")?;
+    let store = &state.store;
+    match name {
+        "no_auth" => Ok(json!({"policy": "no_auth"})),
+        "user_cert" => {
+            let fp = cert_fingerprint(state, req).ok_or("no client certificate")?;
+            // A user added by governance has its certificate recorded; one added
+            // through the ACL users API (by fingerprint) only its roles.
+            let info = json_row(store, USERS_INFO, &fp);
+            let cert = match text(store, USERS_CERTS, &fp) {
+                Some(pem) => Value::String(pem),
+                None if !info.is_null() => peer_pem(req),
+                None => return Err("the certificate is not a user's".into()),
+            };
+            Ok(json!({"policy": "user_cert", "id": fp, "cert": cert, "data": info["user_data"]}))
+        }
+        "member_cert" => {
+            let fp = cert_fingerprint(state, req).ok_or("no client certificate")?;
+            // Member ids are the same SHA-256 as user fingerprints, in lower-case hex.
+            let id = fp.replace(':', "").to_ascii_lowercase();
+            let cert =
+                text(store, MEMBERS_CERTS, &id).ok_or("the certificate is not a member's")?;
+            let info = json_row(store, MEMBERS_INFO, &id);
+            Ok(
+                json!({"policy": "member_cert", "id": id, "cert": cert, "data": info["member_data"]}),
+            )
+        }
+        "any_cert" => {
+            let peer = req
+                .extensions()
+                .get::<PeerCert>()
+                .cloned()
+                .unwrap_or_default();
+            if peer.0.is_none() || req.headers().contains_key(crate::network::FORWARDED_USER) {
+                return Err("no client certificate".into());
+            }
+            Ok(json!({"policy": "any_cert", "cert": peer_pem(req)}))
+        }
+        "jwt" => {
+            let value = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or("no bearer token")?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or("not a bearer token")?
+                .trim();
+            let id = state
+                .jwt
+                .authenticate(token, store)
+                .map_err(|e| e.message.clone())?;
+            // Verified above; now only read its parts.
+            let part = |i: usize| -> Value {
+                token
+                    .split('.')
+                    .nth(i)
+                    .and_then(|p| {
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(p)
+                            .ok()
+                    })
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null)
+            };
+            let payload = part(1);
+            Ok(json!({"policy": "jwt", "id": id,
+                "jwt": {"keyIssuer": payload["iss"], "header": part(0), "payload": payload}}))
+        }
+        "user_cose_sign1" => Err("user_cose_sign1 is not supported yet".into()),
+        other => Err(format!("unknown policy {other}")),
+    }
+}
+
+/// The caller for the endpoint's policies: the first that applies (CCF's rule);
+/// `null` for an endpoint without policies.
+fn caller(state: &NodeState, req: &Request, route: &Route) -> Result<Value, ApiError> {
+    let policies = &route.properties.authn_policies;
+    if policies.is_empty() {
+        return Ok(Value::Null);
+    }
+    let mut why = Vec::new();
+    for p in policies {
+        match policy_caller(state, req, p) {
+            Ok(c) => return Ok(c),
+            Err(e) => why.push(format!("{p}: {e}")),
+        }
+    }
+    Err(unauthorized(format!(
+        "no authentication policy of this endpoint accepted the request ({})",
+        why.join("; ")
+    )))
+}
+
+fn script_error(e: AppError) -> ApiError {
+    match e {
+        AppError::Corrupt(_) => ApiError::internal("the deployed app is unusable", e),
+        other => {
+            tracing::warn!(error = %other, "an app handler failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("the app's handler failed: {other}"),
+            )
+        }
+    }
+}
+
+fn into_response(resp: AppResponse, txid: Option<covenant_types::TxId>) -> Response {
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, resp.body).into_response();
+    let h = r.headers_mut();
+    if let Some(ct) = resp.default_content_type {
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(ct),
+        );
+    }
+    for (k, v) in resp.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::from_str(&v)) {
+            h.insert(k, v);
+        }
+    }
+    if let Some(t) = txid {
+        if let Ok(v) = HeaderValue::from_str(&t.to_string()) {
+            h.insert(crate::routes::TXID_HEADER, v);
+        }
+    }
+    r
+}
+
+/// Middleware: serves app endpoints, passes everything else on.
+pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with(covenant_app::PREFIX) {
+        return next.run(req).await;
+    }
+    let app = match state.apps.current(&state.store) {
+        Ok(Some(app)) => app,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return script_error(e).into_response(),
+    };
+    let (route, params) = match app.route(req.method().as_str(), req.uri().path()) {
+        Some(Ok((route, params))) => (route.clone(), params),
+        // A path of the app with another method may still be a built-in route.
+        _ => return next.run(req).await,
+    };
+    match serve(state, app, route, params, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Largest request body an app handler receives.
+const MAX_APP_BODY: usize = 8 << 20;
+
+async fn serve(
+    state: NodeState,
+    app: Arc<App>,
+    route: Route,
+    params: BTreeMap<String, String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &req, &route)?;
+    let mut headers = BTreeMap::new();
+    for (k, v) in req.headers() {
+        if k.as_str() == crate::network::FORWARDED_USER {
+            continue;
+        }
+        headers.insert(
+            k.as_str().to_ascii_lowercase(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
+    }
+    let uri = req.uri().clone();
+    let hostname = headers
+        .get("host")
+        .map(|h| h.split(':').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_string();
+    let body = axum::body::to_bytes(req.into_body(), MAX_APP_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("app request bodies are limited to {MAX_APP_BODY} bytes"),
+            )
+        })?;
+    let request = AppRequest {
+        method,
+        path: uri.path().to_string(),
+        url: uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        query: uri.query().unwrap_or_default().to_string(),
+        hostname,
+        headers,
+        params,
+        body: body.to_vec(),
+        caller,
+    };
+    let limits = Limits::default();
+    tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
+        if route.properties.mode() != Mode::Readwrite {
+            let txid = state.engine().last_txid();
+            let (resp, _) = covenant_app::run(
+                &limits,
+                &app,
+                &route,
+                &request,
+                &state.store,
+                Default::default(),
+            )
+            .map_err(script_error)?;
+            return Ok(into_response(resp, txid));
+        }
+        let out = state.write("running the app handler failed", |e| {
+            let mut tx = e.begin();
+            let store = e.store().clone();
+            let ran = covenant_app::run(
+                &limits,
+                &app,
+                &route,
+                &request,
+                &store,
+                tx.write_set().clone(),
+            );
+            match ran {
+                Ok((resp, kv)) if (200..300).contains(&resp.status) && !kv.is_empty() => {
+                    kv.apply_to(&mut tx);
+                    e.commit_tx(tx, None).map(|txid| Ok((resp, Some(txid))))
+                }
+                Ok((resp, _)) => Ok(Ok((resp, e.last_txid()))),
+                Err(err) => Ok(Err(err)),
+            }
+        })?;
+        let (resp, txid) = out.map_err(script_error)?;
+        Ok(into_response(resp, txid))
+    })
+    .await
+    .map_err(|e| ApiError::internal("the app handler's thread failed", e))?
+}
