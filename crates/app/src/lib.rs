@@ -216,16 +216,10 @@ impl App {
         }))
     }
 
-    /// What identifies the deployed app's version in `store` (the endpoint rows are
-    /// all rewritten by every `set_js_app`), so a node can cache the parsed app.
+    /// What identifies the deployed app's version in `store` (every `set_js_app`
+    /// rewrites all endpoint rows), so a node can cache the parsed app.
     pub fn version(store: &Store) -> (usize, u64) {
-        let rows = store.entries(ENDPOINTS);
-        let newest = rows
-            .iter()
-            .filter_map(|(k, _)| store.version_of(ENDPOINTS, k))
-            .max()
-            .unwrap_or(0);
-        (rows.len(), newest)
+        store.map_version(ENDPOINTS)
     }
 
     /// The endpoint for `method` and `path` (the request path, `/app/...`), with its
@@ -426,10 +420,7 @@ pub fn run(
         &[req],
         move |ctx| install_host(ctx, host_kv),
     )?;
-    let kv = std::rc::Rc::try_unwrap(kv)
-        .map(|c| c.into_inner())
-        .unwrap_or_else(|rc| rc.borrow().clone());
-    Ok((response(&out)?, kv))
+    Ok((response(&out)?, BufferedKv::take(kv)))
 }
 
 fn response(out: &Value) -> Result<AppResponse, AppError> {

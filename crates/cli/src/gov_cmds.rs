@@ -99,7 +99,23 @@ impl GovConn {
     }
 }
 
+/// The ballots of `--accept` and `--reject`.
+const ACCEPT: &str = "export function vote(proposal, proposerId) { return true; }";
+const REJECT: &str = "export function vote(proposal, proposerId) { return false; }";
+
 impl Member {
+    /// Casts `script` as this member's ballot on proposal `id`.
+    async fn vote(&self, id: &str, script: &str) -> Result<Value> {
+        let body = json!({ "ballot": script }).to_string();
+        self.signed(
+            &format!("/gov/proposals/{id}/ballots"),
+            "ballot",
+            Some(id),
+            body.as_bytes(),
+        )
+        .await
+    }
+
     async fn signed(
         &self,
         path: &str,
@@ -205,22 +221,14 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                 ballot,
             } => {
                 let script = match (accept, reject, ballot) {
-                    (true, _, _) => {
-                        "export function vote(proposal, proposerId) { return true; }".to_string()
-                    }
-                    (_, true, _) => {
-                        "export function vote(proposal, proposerId) { return false; }".to_string()
-                    }
+                    (true, _, _) => ACCEPT.to_string(),
+                    (_, true, _) => REJECT.to_string(),
                     (_, _, Some(f)) => {
                         String::from_utf8(read_input(f)?).context("the ballot is not UTF-8 text")?
                     }
                     _ => bail!("give --accept, --reject or --ballot <file.js>"),
                 };
-                let body = json!({ "ballot": script }).to_string();
-                let path = format!("/gov/proposals/{proposal_id}/ballots");
-                let v = m
-                    .signed(&path, "ballot", Some(proposal_id), body.as_bytes())
-                    .await?;
+                let v = m.vote(proposal_id, &script).await?;
                 show(&v, summary(&v));
             }
             GovCommand::Withdraw { proposal_id } => {
@@ -256,15 +264,7 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                     .await?;
                 if *accept && v["state"] == "Open" {
                     let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
-                    let ballot = json!({ "ballot": "export function vote(proposal, proposerId) { return true; }" }).to_string();
-                    v = m
-                        .signed(
-                            &format!("/gov/proposals/{id}/ballots"),
-                            "ballot",
-                            Some(&id),
-                            ballot.as_bytes(),
-                        )
-                        .await?;
+                    v = m.vote(&id, ACCEPT).await?;
                 }
                 show(&v, summary(&v));
             }
@@ -482,18 +482,13 @@ pub async fn open_dev_service(
         .signed("/gov/proposals", "proposal", None, proposal.as_bytes())
         .await?;
     let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
-    let ballot = json!({"ballot": "export function vote(proposal, proposerId) { return true; }"})
-        .to_string();
     let mut state = v["state"].as_str().unwrap_or_default().to_string();
     let mut voters = 0;
     for m in &members {
         if state != "Open" {
             break;
         }
-        let path = format!("/gov/proposals/{id}/ballots");
-        let v = m
-            .signed(&path, "ballot", Some(&id), ballot.as_bytes())
-            .await?;
+        let v = m.vote(&id, ACCEPT).await?;
         state = v["state"].as_str().unwrap_or_default().to_string();
         voters += 1;
     }

@@ -4,43 +4,13 @@
 //! writes, built-in routes still served, and `remove_js_app`.
 
 mod common;
-use common::start_and_wait;
+use common::{covenant, dev, ok, stop};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use covenant_client::LedgerClient;
 use covenant_crypto::{Certificate, SigningKeyPair};
 use serde_json::{json, Value};
-
-fn covenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .output()
-        .expect("run covenant")
-}
-
-fn ok(o: Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-/// Kills dev if the test panics (an orphan would hold the output pipes open).
-struct Dev(std::process::Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
 
 fn identity(pem_file: &Path) -> (Certificate, SigningKeyPair) {
     let pem = std::fs::read_to_string(pem_file).unwrap();
@@ -67,19 +37,7 @@ fn example() -> PathBuf {
 async fn the_banking_example_runs_as_a_governed_app() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let _dev = Dev(start_and_wait(&[
-        "dev",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &port,
-    ]));
+    let (dev, port) = dev(&dir, &[]);
     let endpoint = format!("https://127.0.0.1:{port}");
     let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
         .map(|f| dir.join(f).to_str().unwrap().to_string());
@@ -255,4 +213,5 @@ async fn the_banking_example_runs_as_a_governed_app() {
             .status,
         404
     );
+    stop(dev);
 }

@@ -3,63 +3,9 @@
 //! a withdrawn proposal changes nothing; errors are clear.
 
 mod common;
-use common::start_and_wait;
+use common::{covenant, dev, ok, stop};
 
-use std::process::{Command, Output};
-
-fn covenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .output()
-        .expect("run covenant")
-}
-
-fn ok(o: Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-/// A running `covenant dev`, killed if a test panics before [`stop`] (an orphan
-/// would hold the test's output pipes open).
-struct Dev(Option<std::process::Child>);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `covenant dev` in `dir` on a free port, with `extra` options; returns it and the port.
-fn dev(dir: &std::path::Path, extra: &[&str]) -> (Dev, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut args = vec!["dev", "--data-dir", dir.to_str().unwrap(), "--port", &port];
-    args.extend_from_slice(extra);
-    (Dev(Some(start_and_wait(&args))), port)
-}
-
-/// Stops `dev` as Ctrl-C would; it must exit cleanly.
-fn stop(mut dev: Dev) {
-    let Some(mut child) = dev.0.take() else {
-        return;
-    };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
-}
+use std::process::Output;
 
 /// `covenant <extra> --endpoint .. --service-cert .. --member-cert/--member-key` as
 /// dev's member0.

@@ -410,10 +410,7 @@ impl Governance {
                 ctx.eval::<(), _>(ACTIONS)
             },
         )?;
-        let kv = std::rc::Rc::try_unwrap(kv)
-            .map(|c| c.into_inner())
-            .unwrap_or_else(|rc| rc.borrow().clone());
-        Ok((out, kv))
+        Ok((out, GovKv::take(kv)))
     }
 
     /// Evaluates every ballot, asks `resolve`, applies an accepted proposal, and

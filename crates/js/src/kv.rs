@@ -40,6 +40,14 @@ impl BufferedKv {
         }
     }
 
+    /// The maps back from the handle shared with the script's host functions (the
+    /// context is gone by then, so the handle is normally the last one).
+    pub fn take(shared: std::rc::Rc<std::cell::RefCell<BufferedKv>>) -> BufferedKv {
+        std::rc::Rc::try_unwrap(shared)
+            .map(|c| c.into_inner())
+            .unwrap_or_else(|rc| rc.borrow().clone())
+    }
+
     /// Whether the script wrote to `map`.
     pub fn writes_to(&self, map: &str) -> bool {
         self.writes.keys().any(|(m, _)| m == map)

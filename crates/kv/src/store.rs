@@ -118,6 +118,17 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// `(number of keys, newest write's seqno)` of `map`: changes whenever the map
+    /// does (a write, a removal, a rollback), so callers can cache what they derive
+    /// from a map without copying it on every request.
+    pub fn map_version(&self, map: &str) -> (usize, u64) {
+        self.read()
+            .maps
+            .get(map)
+            .map(|m| (m.len(), m.values().map(|(_, v)| *v).max().unwrap_or(0)))
+            .unwrap_or((0, 0))
+    }
+
     /// Number of keys in `map`.
     pub fn map_len(&self, map: &str) -> usize {
         self.read().maps.get(map).map(|m| m.len()).unwrap_or(0)
@@ -326,6 +337,29 @@ impl Tx {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn map_version_changes_with_writes_removals_and_rollbacks() {
+        let s = Store::new();
+        assert_eq!(s.map_version("m"), (0, 0));
+        let put = |k: &[u8], v: Option<&[u8]>| {
+            let mut tx = s.begin();
+            match v {
+                Some(v) => tx.put("m", k, v),
+                None => tx.remove("m", k),
+            }
+            s.commit(tx, View(1)).unwrap();
+        };
+        put(b"a", Some(b"1"));
+        put(b"b", Some(b"1"));
+        assert_eq!(s.map_version("m"), (2, 2));
+        put(b"a", Some(b"2"));
+        assert_eq!(s.map_version("m"), (2, 3));
+        put(b"b", None);
+        assert_eq!(s.map_version("m"), (1, 3));
+        s.rollback(2).unwrap();
+        assert_eq!(s.map_version("m"), (2, 2));
+    }
 
     #[test]
     fn commit_assigns_seqnos_and_applies() {

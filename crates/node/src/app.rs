@@ -50,29 +50,6 @@ impl AppCache {
     }
 }
 
-fn unauthorized(msg: String) -> ApiError {
-    ApiError::unauthorized(msg)
-}
-
-/// The identity behind the request's certificate: the TLS peer's, or for a request
-/// a backup forwarded, the fingerprint it names.
-fn cert_fingerprint(state: &NodeState, req: &Request) -> Option<String> {
-    let peer = req
-        .extensions()
-        .get::<PeerCert>()
-        .cloned()
-        .unwrap_or_default();
-    if let Some(fwd) = req.headers().get(crate::network::FORWARDED_USER) {
-        let is_node = state.network.as_ref().is_some_and(|n| n.is_node(&peer));
-        return if is_node {
-            fwd.to_str().ok().map(str::to_string)
-        } else {
-            None
-        };
-    }
-    peer.0.as_ref().map(|p| p.1.clone())
-}
-
 /// The TLS peer's certificate (PEM), `null` for a forwarded request.
 fn peer_pem(req: &Request) -> Value {
     if req.headers().contains_key(crate::network::FORWARDED_USER) {
@@ -116,7 +93,9 @@ fn policy_caller(state: &NodeState, req: &Request, policy: &Value) -> Result<Val
     match name {
         "no_auth" => Ok(json!({"policy": "no_auth"})),
         "user_cert" => {
-            let fp = cert_fingerprint(state, req).ok_or("no client certificate")?;
+            let fp = crate::auth::certificate_user(state, req.headers(), req.extensions())
+                .map_err(|e| e.message)?
+                .ok_or("no client certificate")?;
             // A user added by governance has its certificate recorded; one added
             // through the ACL users API (by fingerprint) only its roles.
             let info = json_row(store, USERS_INFO, &fp);
@@ -128,7 +107,9 @@ fn policy_caller(state: &NodeState, req: &Request, policy: &Value) -> Result<Val
             Ok(json!({"policy": "user_cert", "id": fp, "cert": cert, "data": info["user_data"]}))
         }
         "member_cert" => {
-            let fp = cert_fingerprint(state, req).ok_or("no client certificate")?;
+            let fp = crate::auth::certificate_user(state, req.headers(), req.extensions())
+                .map_err(|e| e.message)?
+                .ok_or("no client certificate")?;
             // Member ids are the same SHA-256 as user fingerprints, in lower-case hex.
             let id = fp.replace(':', "").to_ascii_lowercase();
             let cert =
@@ -200,7 +181,7 @@ fn caller(state: &NodeState, req: &Request, route: &Route) -> Result<Value, ApiE
             Err(e) => why.push(format!("{p}: {e}")),
         }
     }
-    Err(unauthorized(format!(
+    Err(ApiError::unauthorized(format!(
         "no authentication policy of this endpoint accepted the request ({})",
         why.join("; ")
     )))

@@ -48,6 +48,28 @@ pub fn user_roles(store: &covenant_kv::Store, user_id: &str) -> Option<Vec<Role>
     Some(roles)
 }
 
+/// The fingerprint (ACL user id) of the certificate behind a request: the TLS
+/// peer's, or for a request a backup forwarded, the one it names (trusted only from
+/// a node of this service). `None` without a certificate.
+pub(crate) fn certificate_user(
+    state: &NodeState,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<Option<String>, ApiError> {
+    let peer = extensions.get::<PeerCert>().cloned().unwrap_or_default();
+    let Some(fwd) = headers.get(crate::network::FORWARDED_USER) else {
+        return Ok(peer.0.as_ref().map(|p| p.1.clone()));
+    };
+    if !state.network.as_ref().is_some_and(|n| n.is_node(&peer)) {
+        return Err(ApiError::unauthorized(
+            "a forwarded identity is only accepted from a node of this service",
+        ));
+    }
+    fwd.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| ApiError::unauthorized("the forwarded identity is not text"))
+}
+
 /// An authenticated user.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -86,35 +108,12 @@ impl FromRequestParts<NodeState> for Caller {
                 .or_else(|| value.strip_prefix("bearer "))
                 .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))?;
             state.jwt.authenticate(token.trim(), &state.store)?
-        } else if let Some(fwd) = parts.headers.get(crate::network::FORWARDED_USER) {
-            // A backup forwarded this request: trust the identity it names only if the
-            // connection is from a node of this service.
-            let peer = parts
-                .extensions
-                .get::<PeerCert>()
-                .cloned()
-                .unwrap_or_default();
-            let is_node = state.network.as_ref().is_some_and(|n| n.is_node(&peer));
-            if !is_node {
-                return Err(ApiError::unauthorized(
-                    "a forwarded identity is only accepted from a node of this service",
-                ));
-            }
-            fwd.to_str()
-                .map_err(|_| ApiError::unauthorized("the forwarded identity is not text"))?
-                .to_string()
         } else {
-            parts
-                .extensions
-                .get::<PeerCert>()
-                .and_then(|p| p.0.clone())
-                .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "present a client certificate or a bearer token of a ledger user",
-                    )
-                })?
-                .1
-                .clone()
+            certificate_user(state, &parts.headers, &parts.extensions)?.ok_or_else(|| {
+                ApiError::unauthorized(
+                    "present a client certificate or a bearer token of a ledger user",
+                )
+            })?
         };
         let roles = user_roles(&state.store, &user_id).ok_or_else(|| {
             ApiError::unauthorized(format!(

@@ -6,7 +6,6 @@
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 pub use covenant_governance::JWT_ISSUERS;
@@ -80,15 +79,16 @@ impl JwtIssuer {
 pub struct JwtAuth {
     /// From the node's configuration.
     pub issuers: Vec<JwtIssuer>,
-    /// Governed issuers parsed from their rows, reused while a row's bytes stay the
-    /// same (a JWKS is parsed once, not per request).
+    /// Governed issuers parsed from their rows, reused while the map's version
+    /// stays the same (a JWKS is parsed once, not per request).
     governed: Arc<Mutex<GovernedCache>>,
 }
 
-type GovernedCache = BTreeMap<Vec<u8>, (Vec<u8>, Option<Arc<JwtIssuer>>)>;
+/// The issuers map's version ([`covenant_kv::Store::map_version`]) and its issuers.
+type GovernedCache = Option<((usize, u64), Arc<Vec<JwtIssuer>>)>;
 
 /// The issuer of one governance row, `None` (and a warning) if it is unusable.
-fn governed_issuer(key: &[u8], row: &[u8]) -> Option<Arc<JwtIssuer>> {
+fn governed_issuer(key: &[u8], row: &[u8]) -> Option<JwtIssuer> {
     #[derive(serde::Deserialize)]
     struct Row {
         issuer: String,
@@ -100,7 +100,7 @@ fn governed_issuer(key: &[u8], row: &[u8]) -> Option<Arc<JwtIssuer>> {
         .map_err(|e| e.to_string())
         .and_then(|r| JwtIssuer::from_jwks(&r.issuer, r.audience, &r.jwks.to_string()));
     match parsed {
-        Ok(i) => Some(Arc::new(i)),
+        Ok(i) => Some(i),
         Err(e) => {
             tracing::warn!(issuer = %String::from_utf8_lossy(key), error = %e, "a JWT issuer set by governance is unusable; its tokens are refused");
             None
@@ -118,25 +118,23 @@ impl JwtAuth {
     }
 
     /// The governed issuers of `store`'s current state.
-    fn governed(&self, store: &covenant_kv::Store) -> Vec<Arc<JwtIssuer>> {
-        let rows = store.entries(JWT_ISSUERS);
-        let mut cache = match self.governed.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        cache.retain(|k, _| rows.iter().any(|(key, _)| key == k));
-        let mut out = Vec::with_capacity(rows.len());
-        for (key, row) in rows {
-            let fresh = cache.get(&key).is_some_and(|(bytes, _)| *bytes == row);
-            if !fresh {
-                let issuer = governed_issuer(&key, &row);
-                cache.insert(key.clone(), (row, issuer));
-            }
-            if let Some((_, Some(i))) = cache.get(&key) {
-                out.push(i.clone());
+    fn governed(&self, store: &covenant_kv::Store) -> Arc<Vec<JwtIssuer>> {
+        let version = store.map_version(JWT_ISSUERS);
+        let mut cache = self.governed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, issuers)) = cache.as_ref() {
+            if *v == version {
+                return issuers.clone();
             }
         }
-        out
+        let issuers: Arc<Vec<JwtIssuer>> = Arc::new(
+            store
+                .entries(JWT_ISSUERS)
+                .iter()
+                .filter_map(|(k, row)| governed_issuer(k, row))
+                .collect(),
+        );
+        *cache = Some((version, issuers.clone()));
+        issuers
     }
 
     /// Validates `token` (signature, `iss`, `exp`, `nbf`, `aud` when configured)
@@ -154,11 +152,7 @@ impl JwtAuth {
         }
         let governed = self.governed(store);
         let mut last_error = "no trusted issuer has its key".to_string();
-        for issuer in self
-            .issuers
-            .iter()
-            .chain(governed.iter().map(|i| i.as_ref()))
-        {
+        for issuer in self.issuers.iter().chain(governed.iter()) {
             let mut validation = Validation::new(header.alg);
             validation.set_issuer(&[&issuer.issuer]);
             match &issuer.audience {

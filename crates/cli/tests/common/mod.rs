@@ -1,6 +1,6 @@
 //! Helpers shared by the CLI's end-to-end tests.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Starts `covenant <args>` and returns once it printed a line containing `ready`
 /// (its stdout keeps being drained so it never blocks on a full pipe).
@@ -21,4 +21,63 @@ pub fn start_and_wait(args: &[&str]) -> Child {
     }
     std::thread::spawn(move || for _ in lines {});
     child
+}
+
+#[allow(dead_code)]
+pub fn covenant(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(args)
+        .output()
+        .expect("run covenant")
+}
+
+#[allow(dead_code)]
+pub fn ok(o: Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// A running `covenant dev`, killed if a test panics before [`stop`] (an orphan
+/// would hold the test's output pipes open).
+#[allow(dead_code)]
+pub struct Dev(Option<std::process::Child>);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `covenant dev` in `dir` on a free port, with `extra` options; returns it and the port.
+#[allow(dead_code)]
+pub fn dev(dir: &std::path::Path, extra: &[&str]) -> (Dev, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut args = vec!["dev", "--data-dir", dir.to_str().unwrap(), "--port", &port];
+    args.extend_from_slice(extra);
+    (Dev(Some(start_and_wait(&args))), port)
+}
+
+/// Stops `dev` as Ctrl-C would; it must exit cleanly.
+#[allow(dead_code)]
+pub fn stop(mut dev: Dev) {
+    let Some(mut child) = dev.0.take() else {
+        return;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
 }
