@@ -341,12 +341,64 @@ fn bytes_of(buf: &covenant_js::rquickjs::ArrayBuffer<'_>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// What a handler asked of its transaction through `ccf.rpc`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxOptions {
+    /// `ccf.rpc.setApplyWrites(b)`: keep (true) or drop (false) the writes whatever
+    /// the status; unset, they are kept only for a 2xx response.
+    pub apply_writes: Option<bool>,
+    /// `ccf.rpc.setClaimsDigest(buf)`: the 32 bytes that enter the transaction's
+    /// Merkle leaf (and so its receipt's `leafComponents.claimsDigest`).
+    pub claims_digest: Option<[u8; 32]>,
+}
+
+impl TxOptions {
+    /// Whether the handler's writes become a transaction, given its status.
+    pub fn keeps_writes(&self, status: u16) -> bool {
+        self.apply_writes.unwrap_or((200..300).contains(&status))
+    }
+}
+
+type SharedOptions = std::rc::Rc<std::cell::RefCell<TxOptions>>;
+
 fn install_host<'js>(
     ctx: &covenant_js::rquickjs::Ctx<'js>,
     kv: covenant_js::ccf::SharedKv<'js>,
+    options: SharedOptions,
 ) -> covenant_js::rquickjs::Result<()> {
     use covenant_js::rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object};
-    covenant_js::ccf::install(ctx, kv)?;
+    let c = ctx.clone();
+    covenant_js::ccf::install_with(ctx, kv, move |more| {
+        let rpc = Object::new(c.clone())?;
+        let o = options.clone();
+        rpc.set(
+            "setApplyWrites",
+            Function::new(c.clone(), move |apply: bool| {
+                o.borrow_mut().apply_writes = Some(apply);
+            })?,
+        )?;
+        let o = options;
+        rpc.set(
+            "setClaimsDigest",
+            Function::new(
+                c.clone(),
+                move |ctx: Ctx<'js>,
+                      digest: ArrayBuffer<'js>|
+                      -> covenant_js::rquickjs::Result<()> {
+                    let raw = bytes_of(&digest);
+                    let d: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
+                        Exception::throw_message(
+                            &ctx,
+                            &format!("a claims digest is 32 bytes (SHA-256), not {}", raw.len()),
+                        )
+                    })?;
+                    o.borrow_mut().claims_digest = Some(d);
+                    Ok(())
+                },
+            )?,
+        )?;
+        more.set("rpc", rpc)
+    })?;
     let app = Object::new(ctx.clone())?;
     app.set(
         "b64ToBuf",
@@ -382,8 +434,8 @@ fn install_host<'js>(
 }
 
 /// Runs `route`'s handler for `request` over `store` plus `base` (the transaction's
-/// writes so far). Returns the response and the handler's writes (empty for a
-/// readonly endpoint).
+/// writes so far). Returns the response, the handler's writes (empty for a
+/// readonly endpoint) and what it asked of the transaction.
 pub fn run(
     limits: &Limits,
     app: &App,
@@ -391,13 +443,15 @@ pub fn run(
     request: &AppRequest,
     store: &Store,
     base: WriteSet,
-) -> Result<(AppResponse, BufferedKv), AppError> {
+) -> Result<(AppResponse, BufferedKv, TxOptions), AppError> {
     let kv = std::rc::Rc::new(std::cell::RefCell::new(BufferedKv::new(
         store.clone(),
         base,
         write_policy(route.properties.mode()),
     )));
     let host_kv = kv.clone();
+    let options = SharedOptions::default();
+    let host_options = options.clone();
     let req = json!({
         "method": request.method,
         "path": request.path,
@@ -418,9 +472,10 @@ pub fn run(
         &entry,
         "dispatch",
         &[req],
-        move |ctx| install_host(ctx, host_kv),
+        move |ctx| install_host(ctx, host_kv, host_options),
     )?;
-    Ok((response(&out)?, BufferedKv::take(kv)))
+    let options = *options.borrow();
+    Ok((response(&out)?, BufferedKv::take(kv), options))
 }
 
 fn response(out: &Value) -> Result<AppResponse, AppError> {

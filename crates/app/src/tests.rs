@@ -29,6 +29,20 @@ export function raw(request) {
   return { headers: { "x-thing": "1" }, body: request.body.arrayBuffer() };
 }
 export async function later(request) { return { statusCode: 201 }; }
+export function claim(request) {
+  ccf.kv["audit"].set(ccf.strToBuf("k"), ccf.strToBuf("v"));
+  const d = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) d[i] = i;
+  ccf.rpc.setClaimsDigest(d.buffer);
+  ccf.rpc.setApplyWrites(true);
+  return { statusCode: 400, body: "kept anyway" };
+}
+export function badclaim(request) { ccf.rpc.setClaimsDigest(new ArrayBuffer(16)); }
+export function dropped(request) {
+  ccf.kv["audit"].set(ccf.strToBuf("k"), ccf.strToBuf("v"));
+  ccf.rpc.setApplyWrites(false);
+  return { body: "dropped" };
+}
 "#;
 const UTIL: &str = "export function ok(body) { return { statusCode: 200, body }; }";
 
@@ -48,6 +62,9 @@ fn store_with_app() -> Store {
         ("POST /raw", "raw", "readwrite"),
         ("POST /later", "later", "readwrite"),
         ("POST /missing", "nothing", "readwrite"),
+        ("POST /claim", "claim", "readwrite"),
+        ("POST /badclaim", "badclaim", "readwrite"),
+        ("POST /dropped", "dropped", "readwrite"),
     ] {
         let props = json!({"js_module": "endpoints/bank.js", "js_function": function,
             "authn_policies": ["user_cert"], "forwarding_required": "sometimes", "mode": mode});
@@ -71,6 +88,15 @@ fn call(
     path: &str,
     body: &[u8],
 ) -> Result<(AppResponse, BufferedKv), AppError> {
+    call_with_options(store, method, path, body).map(|(r, kv, _)| (r, kv))
+}
+
+fn call_with_options(
+    store: &Store,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(AppResponse, BufferedKv, TxOptions), AppError> {
     let app = App::load(store).unwrap().unwrap();
     let (route, params) = app.route(method, path).unwrap().unwrap();
     let route = route.clone();
@@ -184,4 +210,26 @@ fn runaway_handlers_are_stopped_by_the_limits() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // And the next request runs normally.
     assert!(call(&store, "GET", "/app/accounts/nobody", b"").is_ok());
+}
+
+#[test]
+fn handlers_set_apply_writes_and_the_claims_digest() {
+    let store = store_with_app();
+    let (resp, kv, opts) = call_with_options(&store, "POST", "/app/claim", b"").unwrap();
+    assert_eq!(resp.status, 400);
+    assert!(opts.keeps_writes(400) && kv.writes_to("audit"));
+    let want: Vec<u8> = (0..32).collect();
+    assert_eq!(opts.claims_digest.unwrap().to_vec(), want);
+
+    let (resp, kv, opts) = call_with_options(&store, "POST", "/app/dropped", b"").unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(!opts.keeps_writes(200) && kv.writes_to("audit"));
+    assert_eq!(opts.claims_digest, None);
+
+    // Unset: writes kept for 2xx only.
+    let (_, _, opts) = call_with_options(&store, "POST", "/app/later", b"").unwrap();
+    assert!(opts.keeps_writes(201) && !opts.keeps_writes(409));
+
+    let e = call(&store, "POST", "/app/badclaim", b"").unwrap_err();
+    assert!(e.to_string().contains("32 bytes"), "{e}");
 }

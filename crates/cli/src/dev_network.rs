@@ -324,6 +324,11 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
             if let Some(line) = crate::gov_cmds::open_dev_service(&endpoint, &service, dir).await? {
                 println!("{line}");
             }
+            if let Some(bundle) = &o.app {
+                let line =
+                    crate::gov_cmds::deploy_dev_app(&endpoint, &service, dir, bundle).await?;
+                println!("{line}");
+            }
             wait_ready(dir, port, &mut children).await?;
             Ok::<(), anyhow::Error>(())
         };

@@ -457,6 +457,74 @@ pub async fn activate_dev_members(
 
 /// `covenant dev`: a service still Opening is opened by its generated members (a
 /// `transition_service_to_open` proposal by member0, accepted by their votes).
+/// Proposes `actions` as the first member and has every member accept until the
+/// proposal is decided; the proposal id and how many voted, or why it was not accepted.
+async fn propose_and_accept(
+    first: &Member,
+    members: &[Member],
+    actions: &Value,
+    what: &str,
+) -> Result<(String, usize)> {
+    let proposal = json!({ "actions": actions }).to_string();
+    let v = first
+        .signed("/gov/proposals", "proposal", None, proposal.as_bytes())
+        .await?;
+    let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
+    let mut state = v["state"].as_str().unwrap_or_default().to_string();
+    let mut failure = v["failure"]["reason"].as_str().map(str::to_string);
+    let mut voters = 0;
+    for m in members {
+        if state != "Open" {
+            break;
+        }
+        let v = m.vote(&id, ACCEPT).await?;
+        state = v["state"].as_str().unwrap_or_default().to_string();
+        failure = v["failure"]["reason"].as_str().map(str::to_string);
+        voters += 1;
+    }
+    if state != "Accepted" {
+        match failure {
+            Some(reason) => bail!("{what}: proposal {id} is {state}: {reason}"),
+            None => bail!("{what}: proposal {id} is {state}"),
+        }
+    }
+    Ok((id, voters))
+}
+
+/// `covenant dev --app`: deploys `bundle` (see [`read_bundle`]) with a `set_js_app`
+/// proposal that dev's members accept.
+pub async fn deploy_dev_app(
+    endpoint: &str,
+    service_cert: &Certificate,
+    dir: &Path,
+    bundle: &Value,
+) -> Result<String> {
+    let client = LedgerClient::new(endpoint, service_cert, None)?;
+    let members: Vec<Member> = dev_members(dir, &client)?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    let Some(first) = members.first() else {
+        bail!("{} holds no member to deploy the app", dir.display());
+    };
+    let actions = json!([{"name": "set_js_app",
+        "args": {"bundle": bundle, "disable_bytecode_cache": false}}]);
+    let (id, voters) = propose_and_accept(first, &members, &actions, "deploying the app").await?;
+    let endpoints = bundle["metadata"]["endpoints"]
+        .as_object()
+        .map(|e| {
+            e.values()
+                .filter_map(Value::as_object)
+                .map(|m| m.len())
+                .sum::<usize>()
+        })
+        .unwrap_or(0);
+    let modules = bundle["modules"].as_array().map_or(0, Vec::len);
+    Ok(format!(
+        "deployed the app ({endpoints} endpoint(s), {modules} module(s)) under /app: proposal {id} (set_js_app) accepted by {voters} member vote(s)"
+    ))
+}
+
 pub async fn open_dev_service(
     endpoint: &str,
     service_cert: &Certificate,
@@ -477,24 +545,8 @@ pub async fn open_dev_service(
             dir.display()
         );
     };
-    let proposal = json!({"actions": [{"name": "transition_service_to_open"}]}).to_string();
-    let v = first
-        .signed("/gov/proposals", "proposal", None, proposal.as_bytes())
-        .await?;
-    let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
-    let mut state = v["state"].as_str().unwrap_or_default().to_string();
-    let mut voters = 0;
-    for m in &members {
-        if state != "Open" {
-            break;
-        }
-        let v = m.vote(&id, ACCEPT).await?;
-        state = v["state"].as_str().unwrap_or_default().to_string();
-        voters += 1;
-    }
-    if state != "Accepted" {
-        bail!("opening the service: proposal {id} is {state}");
-    }
+    let actions = json!([{"name": "transition_service_to_open"}]);
+    let (id, voters) = propose_and_accept(first, &members, &actions, "opening the service").await?;
     Ok(Some(format!(
         "the service is open: proposal {id} (transition_service_to_open) accepted by {voters} member vote(s)"
     )))

@@ -125,6 +125,12 @@ enum Command {
         /// encryption key pair); dev acks for all of them. Fixed at creation.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
         members: u16,
+        /// Deploy this JavaScript app at start (a `set_js_app` proposal dev's members
+        /// accept): a bundle JSON file ({"metadata":{"endpoints":...},"modules":[...]})
+        /// or a directory with app.json and its modules under src/ or js/. Its
+        /// endpoints answer under /app; a later run with --app replaces it.
+        #[arg(long)]
+        app: Option<PathBuf>,
     },
     /// Serve the identity service (GET /ledgerIdentity/{ledgerId}) over TLS, apart from
     /// any ledger, from DIR/<ledgerId>.pem files (each a ledger's service certificate).
@@ -415,8 +421,15 @@ fn main() -> ExitCode {
             nodes,
             join_policy,
             members,
+            app,
         } => {
-            let o = DevOptions {
+            let app = app
+                .map(|path| {
+                    gov_cmds::read_bundle(&path)
+                        .with_context(|| format!("--app {}", path.display()))
+                })
+                .transpose();
+            let o = |app| DevOptions {
                 dir: data_dir,
                 port,
                 ledger_type,
@@ -434,11 +447,12 @@ fn main() -> ExitCode {
                 http2,
                 join_policy,
                 members,
+                app,
             };
-            if nodes > 1 {
-                dev_network::run(o, nodes)
-            } else {
-                dev(o)
+            match app {
+                Err(e) => Err(e),
+                Ok(app) if nodes > 1 => dev_network::run(o(app), nodes),
+                Ok(app) => dev(o(app)),
             }
         }
         Command::IdentityService { dir, port } => identity_service(&dir, port),
@@ -866,6 +880,8 @@ pub(crate) struct DevOptions {
     pub(crate) http2: bool,
     pub(crate) join_policy: String,
     pub(crate) members: u16,
+    /// The bundle of `--app`, read (and checked to be one) before anything starts.
+    pub(crate) app: Option<serde_json::Value>,
 }
 
 /// Where an issuer's keys come from.
@@ -914,6 +930,7 @@ fn dev(o: DevOptions) -> Result<()> {
         http2,
         join_policy: _,
         members,
+        app,
     } = o;
     let dir = dir.as_path();
     if !covenant_node::identity::valid_ledger_id(&ledger_id) {
@@ -981,7 +998,7 @@ fn dev(o: DevOptions) -> Result<()> {
         &service,
         "covenant dev",
         &ready,
-        Some(dir),
+        Some((dir, app.as_ref())),
     )
 }
 
@@ -1008,20 +1025,24 @@ fn serve_until_signal(
     service: &ServiceIdentity,
     what: &str,
     ready_detail: &str,
-    activate_members_in: Option<&Path>,
+    activate_members_in: Option<(&Path, Option<&serde_json::Value>)>,
 ) -> Result<()> {
     let runtime = node_runtime()?;
     runtime.block_on(async move {
         let bound = covenant_node::BoundNode::bind(nc, engine, node, &service.cert).await?;
         let addr = bound.local_addr;
         let server = tokio::spawn(bound.serve(shutdown_signal()));
-        if let Some(dir) = activate_members_in {
+        if let Some((dir, app)) = activate_members_in {
             // dev: its generated members ack the state digest, as a member would.
             let endpoint = format!("https://{addr}");
             for line in gov_cmds::activate_dev_members(&endpoint, &service.cert, dir).await? {
                 println!("{line}");
             }
             if let Some(line) = gov_cmds::open_dev_service(&endpoint, &service.cert, dir).await? {
+                println!("{line}");
+            }
+            if let Some(bundle) = app {
+                let line = gov_cmds::deploy_dev_app(&endpoint, &service.cert, dir, bundle).await?;
                 println!("{line}");
             }
         }

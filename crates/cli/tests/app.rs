@@ -215,3 +215,42 @@ async fn the_banking_example_runs_as_a_governed_app() {
     );
     stop(dev);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_app_deploys_the_bundle_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    // Two members: the deployment needs both ballots under the default constitution.
+    let (dev, port) = dev(
+        &dir,
+        &["--members", "2", "--app", example().to_str().unwrap()],
+    );
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let service =
+        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
+            .unwrap();
+    let (m_cert, m_key) = (
+        Certificate::from_pem(&std::fs::read_to_string(dir.join("member1_cert.pem")).unwrap())
+            .unwrap(),
+        SigningKeyPair::from_pem(&std::fs::read_to_string(dir.join("member1_privk.pem")).unwrap())
+            .unwrap(),
+    );
+    let member = LedgerClient::new(&endpoint, &service, Some((&m_cert, &m_key))).unwrap();
+    let r = send(&member, "PUT", "/app/accounts/someone".to_string(), None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(r.json()["opened_by"], json!(m_cert.member_id()));
+    stop(dev);
+
+    // A path that is not a bundle fails before anything starts, saying why.
+    let o = covenant(&[
+        "dev",
+        "--data-dir",
+        tmp.path().join("other").to_str().unwrap(),
+        "--app",
+        tmp.path().join("missing").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--app") && err.contains("app.json"), "{err}");
+    assert!(!tmp.path().join("other").exists(), "{err}");
+}

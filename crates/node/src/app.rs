@@ -3,7 +3,8 @@
 //! by the endpoint's `authn_policies`; the rest fall through to the built-in routes.
 //!
 //! A `readwrite` handler runs as a write (on the primary; its writes form one
-//! transaction, applied only for a 2xx answer); `readonly` and `historical` ones
+//! transaction, applied only for a 2xx answer unless `ccf.rpc.setApplyWrites` says
+//! otherwise, with the `ccf.rpc.setClaimsDigest` digest in its Merkle leaf); `readonly` and `historical` ones
 //! read the current state and write nothing. Handlers run on a blocking thread
 //! under the script limits; an exception is a 500 whose message names the failure.
 
@@ -299,7 +300,7 @@ async fn serve(
     tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
         if route.properties.mode() != Mode::Readwrite {
             let txid = state.engine().last_txid();
-            let (resp, _) = covenant_app::run(
+            let (resp, _, _) = covenant_app::run(
                 &limits,
                 &app,
                 &route,
@@ -322,11 +323,17 @@ async fn serve(
                 tx.write_set().clone(),
             );
             match ran {
-                Ok((resp, kv)) if (200..300).contains(&resp.status) && !kv.is_empty() => {
+                // A claims digest makes a transaction even without writes: it is
+                // what the handler wants a receipt for.
+                Ok((resp, kv, opts))
+                    if opts.keeps_writes(resp.status)
+                        && (!kv.is_empty() || opts.claims_digest.is_some()) =>
+                {
                     kv.apply_to(&mut tx);
-                    e.commit_tx(tx, None).map(|txid| Ok((resp, Some(txid))))
+                    let claims = opts.claims_digest.map(covenant_types::Digest32);
+                    e.commit_tx(tx, claims).map(|txid| Ok((resp, Some(txid))))
                 }
-                Ok((resp, _)) => Ok(Ok((resp, e.last_txid()))),
+                Ok((resp, _, _)) => Ok(Ok((resp, e.last_txid()))),
                 Err(err) => Ok(Err(err)),
             }
         })?;
