@@ -455,8 +455,6 @@ pub async fn activate_dev_members(
     Ok(done)
 }
 
-/// `covenant dev`: a service still Opening is opened by its generated members (a
-/// `transition_service_to_open` proposal by member0, accepted by their votes).
 /// Proposes `actions` as the first member and has every member accept until the
 /// proposal is decided; the proposal id and how many voted, or why it was not accepted.
 async fn propose_and_accept(
@@ -525,6 +523,8 @@ pub async fn deploy_dev_app(
     ))
 }
 
+/// `covenant dev`: a service still Opening is opened by its generated members (a
+/// `transition_service_to_open` proposal by member0, accepted by their votes).
 pub async fn open_dev_service(
     endpoint: &str,
     service_cert: &Certificate,

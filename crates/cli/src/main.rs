@@ -429,31 +429,33 @@ fn main() -> ExitCode {
                         .with_context(|| format!("--app {}", path.display()))
                 })
                 .transpose();
-            let o = |app| DevOptions {
-                dir: data_dir,
-                port,
-                ledger_type,
-                sig_ms_interval,
-                sig_tx_interval,
-                max_body_bytes,
-                ledger_id,
-                jwt_issuer,
-                jwks: match (jwks, jwks_url) {
-                    (Some(f), _) => Some(JwksSource::File(f)),
-                    (None, Some(u)) => Some(JwksSource::Url(u, jwks_ca)),
-                    (None, None) => None,
-                },
-                jwt_audience,
-                http2,
-                join_policy,
-                members,
-                app,
-            };
-            match app {
-                Err(e) => Err(e),
-                Ok(app) if nodes > 1 => dev_network::run(o(app), nodes),
-                Ok(app) => dev(o(app)),
-            }
+            app.and_then(|app| {
+                let o = DevOptions {
+                    dir: data_dir,
+                    port,
+                    ledger_type,
+                    sig_ms_interval,
+                    sig_tx_interval,
+                    max_body_bytes,
+                    ledger_id,
+                    jwt_issuer,
+                    jwks: match (jwks, jwks_url) {
+                        (Some(f), _) => Some(JwksSource::File(f)),
+                        (None, Some(u)) => Some(JwksSource::Url(u, jwks_ca)),
+                        (None, None) => None,
+                    },
+                    jwt_audience,
+                    http2,
+                    join_policy,
+                    members,
+                    app,
+                };
+                if nodes > 1 {
+                    dev_network::run(o, nodes)
+                } else {
+                    dev(o)
+                }
+            })
         }
         Command::IdentityService { dir, port } => identity_service(&dir, port),
         Command::Node {

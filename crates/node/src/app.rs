@@ -4,8 +4,8 @@
 //!
 //! A `readwrite` handler runs as a write (on the primary; its writes form one
 //! transaction, applied only for a 2xx answer unless `ccf.rpc.setApplyWrites` says
-//! otherwise, with the `ccf.rpc.setClaimsDigest` digest in its Merkle leaf); `readonly` and `historical` ones
-//! read the current state and write nothing. Handlers run on a blocking thread
+//! otherwise, with the `ccf.rpc.setClaimsDigest` digest in its Merkle leaf);
+//! `readonly` and `historical` ones read the current state and write nothing. Handlers run on a blocking thread
 //! under the script limits; an exception is a 500 whose message names the failure.
 
 use std::collections::BTreeMap;
