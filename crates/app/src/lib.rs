@@ -14,6 +14,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod bundle;
+mod host;
+pub use bundle::{AppBundle, BundleRows, Metadata, ModuleDef};
+pub use host::{ConsensusView, HistoricalTx, History, Host, RuntimeOptions, RUNTIME_OPTIONS};
+
 use base64::Engine as _;
 use covenant_js::kv::{BufferedKv, WritePolicy};
 use covenant_js::{JsError, Limits};
@@ -365,6 +370,7 @@ fn install_host<'js>(
     ctx: &covenant_js::rquickjs::Ctx<'js>,
     kv: covenant_js::ccf::SharedKv<'js>,
     options: SharedOptions,
+    host: Host,
 ) -> covenant_js::rquickjs::Result<()> {
     use covenant_js::rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object};
     let c = ctx.clone();
@@ -397,7 +403,8 @@ fn install_host<'js>(
                 },
             )?,
         )?;
-        more.set("rpc", rpc)
+        more.set("rpc", rpc)?;
+        host::install(&c, more, host)
     })?;
     let app = Object::new(ctx.clone())?;
     app.set(
@@ -434,8 +441,9 @@ fn install_host<'js>(
 }
 
 /// Runs `route`'s handler for `request` over `store` plus `base` (the transaction's
-/// writes so far). Returns the response, the handler's writes (empty for a
-/// readonly endpoint) and what it asked of the transaction.
+/// writes so far), with what the node lends it in `host`. Returns the response, the
+/// handler's writes (empty for a readonly endpoint) and what it asked of the
+/// transaction.
 pub fn run(
     limits: &Limits,
     app: &App,
@@ -443,6 +451,7 @@ pub fn run(
     request: &AppRequest,
     store: &Store,
     base: WriteSet,
+    host: Host,
 ) -> Result<(AppResponse, BufferedKv, TxOptions), AppError> {
     let kv = std::rc::Rc::new(std::cell::RefCell::new(BufferedKv::new(
         store.clone(),
@@ -472,10 +481,63 @@ pub fn run(
         &entry,
         "dispatch",
         &[req],
-        move |ctx| install_host(ctx, host_kv, host_options),
+        move |ctx| install_host(ctx, host_kv, host_options, host),
     )?;
     let options = *options.borrow();
     Ok((response(&out)?, BufferedKv::take(kv), options))
+}
+
+/// The module name a user-defined function's code is loaded as.
+pub const FUNCTION_MODULE: &str = "function.js";
+
+/// Runs `function` exported by a user-defined function's `code` (ACL's
+/// `userDefinedFunctions/{id}:execute`) with string `arguments`, over `store` plus
+/// `base`, writing as an app may. Its return value comes back as a string: a
+/// string as it is, `undefined` as `""`, anything else as JSON.
+pub fn run_function(
+    limits: &Limits,
+    code: &str,
+    function: &str,
+    arguments: &[String],
+    store: &Store,
+    base: WriteSet,
+    host: Host,
+) -> Result<(String, BufferedKv), AppError> {
+    let kv = std::rc::Rc::new(std::cell::RefCell::new(BufferedKv::new(
+        store.clone(),
+        base,
+        write_policy(Mode::Readwrite),
+    )));
+    let host_kv = kv.clone();
+    let modules: BTreeMap<String, String> =
+        [(FUNCTION_MODULE.to_string(), code.to_string())].into();
+    let name = serde_json::to_string(function).unwrap_or_default();
+    let entry = format!(
+        r#"import * as udf from "{FUNCTION_MODULE}";
+export async function execute(args) {{
+  const f = udf[{name}];
+  if (typeof f !== "function") {{
+    throw new Error(`the function's code exports no function ${{{name}}}`);
+  }}
+  const r = await f(...args);
+  return r === undefined ? "" : typeof r === "string" ? r : JSON.stringify(r);
+}}
+"#
+    );
+    let out = covenant_js::call_in_bundle(
+        limits,
+        Arc::new(modules),
+        "__covenant_udf",
+        &entry,
+        "execute",
+        &[json!(arguments)],
+        move |ctx| install_host(ctx, host_kv, SharedOptions::default(), host),
+    )?;
+    let text = match out {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    Ok((text, BufferedKv::take(kv)))
 }
 
 fn response(out: &Value) -> Result<AppResponse, AppError> {

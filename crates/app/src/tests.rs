@@ -110,7 +110,15 @@ fn call_with_options(
         caller: json!({"policy": "user_cert", "id": "u1"}),
         ..Default::default()
     };
-    run(&limits(), &app, &route, &req, store, WriteSet::default())
+    run(
+        &limits(),
+        &app,
+        &route,
+        &req,
+        store,
+        WriteSet::default(),
+        Host::default(),
+    )
 }
 
 #[test]
@@ -232,4 +240,301 @@ fn handlers_set_apply_writes_and_the_claims_digest() {
 
     let e = call(&store, "POST", "/app/badclaim", b"").unwrap_err();
     assert!(e.to_string().contains("32 bytes"), "{e}");
+}
+
+const HOST_APP: &str = r#"
+const bound = ccf.consensus.getLastCommittedTxId.bind(ccf.consensus);
+const hs = ccf.historicalState;
+export function consensus() {
+  return { body: {
+    committed: bound(),
+    statuses: [ccf.consensus.getStatusForTxId(2, 3), ccf.consensus.getStatusForTxId(2, 5),
+               ccf.consensus.getStatusForTxId(3, 5), ccf.consensus.getStatusForTxId(3, 9),
+               ccf.consensus.getStatusForTxId(2, 7)],
+    views: [ccf.consensus.getViewForSeqno(1), ccf.consensus.getViewForSeqno(6), ccf.consensus.getViewForSeqno(9)],
+  } };
+}
+export function historical() {
+  const m = hs.kv["records"];
+  let thrown = "";
+  try { m.set(ccf.strToBuf("a"), ccf.strToBuf("b")); } catch (e) { thrown = e.message; }
+  const seen = [];
+  m.forEach((v, k) => seen.push([ccf.bufToStr(k), ccf.bufToStr(v)]));
+  return { body: {
+    id: hs.transactionId, receipt: hs.receipt, seen, size: m.size, thrown,
+    a: ccf.bufToStr(m.get(ccf.strToBuf("a"))), gone: m.has(ccf.strToBuf("gone")),
+    missing: hs.kv["nothing"].get(ccf.strToBuf("a")) === undefined,
+    version: m.getVersionOfPreviousWrite(ccf.strToBuf("a")),
+  } };
+}
+export function range() {
+  const first = ccf.historical.getStateRange(7, 4, 5, 60);
+  if (first === null) return { statusCode: 202 };
+  return { body: { ids: first.map((s) => s.transactionId),
+                   a: ccf.bufToStr(first[1].kv["records"].get(ccf.strToBuf("a"))),
+                   dropped: ccf.historical.dropCachedStates(7), again: ccf.historical.dropCachedStates(7) } };
+}
+export function badrange() { ccf.historical.getStateRange(1, 5, 4, 60); }
+export function time() {
+  const before = Date.now();
+  const was = ccf.enableUntrustedDateTime(true);
+  const after = Date.now();
+  const back = ccf.enableUntrustedDateTime(false);
+  return { body: { before, was, later: after > 1.7e12, back, epoch: new Date().getTime(),
+                   parsed: new Date(86400000).getTime(), metrics: ccf.enableMetricsLogging(false) } };
+}
+export function maps() {
+  const m = ccf.kv["things"];
+  const version = m.getVersionOfPreviousWrite(ccf.strToBuf("x"));
+  const none = m.getVersionOfPreviousWrite(ccf.strToBuf("nope"));
+  m.clear();
+  return { body: { version, none: none === undefined, size: m.size } };
+}
+"#;
+
+struct FakeHistory {
+    handles: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+fn past(seqno: u64, value: &str) -> HistoricalTx {
+    let mut writes = WriteSet::default();
+    writes
+        .maps
+        .entry("records".into())
+        .or_default()
+        .insert(b"a".to_vec(), Some(value.as_bytes().to_vec()));
+    writes
+        .maps
+        .entry("records".into())
+        .or_default()
+        .insert(b"gone".to_vec(), None);
+    HistoricalTx {
+        view: 2,
+        seqno,
+        receipt: json!({"signature": "c2ln", "node_id": "n1", "proof": [{"left": "00"}]}),
+        writes,
+    }
+}
+
+impl History for FakeHistory {
+    fn states(
+        &self,
+        handle: u64,
+        from: u64,
+        to: u64,
+        _expiry: u64,
+    ) -> Result<Option<Vec<HistoricalTx>>, String> {
+        // The first request for a handle is "loading", as in CCF.
+        if self.handles.lock().unwrap().insert(handle) {
+            return Ok(None);
+        }
+        Ok(Some(
+            (from..=to).map(|s| past(s, &format!("v{s}"))).collect(),
+        ))
+    }
+    fn drop_states(&self, handle: u64) -> bool {
+        self.handles.lock().unwrap().remove(&handle)
+    }
+}
+
+fn call_host(function: &str, mode: &str, host: Host) -> Result<Value, AppError> {
+    let store = Store::new();
+    let mut tx = store.begin();
+    tx.put(MODULES, b"host.js", HOST_APP.as_bytes());
+    tx.put("things", b"x", b"1");
+    tx.put("things", b"y", b"2");
+    let props = json!({"js_module": "host.js", "js_function": function, "mode": mode});
+    tx.put(ENDPOINTS, b"GET /h", props.to_string().as_bytes());
+    store.commit(tx, View(1)).unwrap();
+    let app = App::load(&store).unwrap().unwrap();
+    let (route, params) = app.route("GET", "/app/h").unwrap().unwrap();
+    let req = AppRequest {
+        method: "GET".into(),
+        path: "/app/h".into(),
+        params,
+        ..Default::default()
+    };
+    let (resp, kv, _) = run(
+        &limits(),
+        &app,
+        &route.clone(),
+        &req,
+        &store,
+        WriteSet::default(),
+        host,
+    )?;
+    let mut body: Value = if resp.body.is_empty() {
+        json!(null)
+    } else {
+        serde_json::from_slice(&resp.body).unwrap()
+    };
+    if let Value::Object(o) = &mut body {
+        o.insert("status".into(), json!(resp.status));
+        o.insert("wrote".into(), json!(!kv.is_empty()));
+    } else {
+        body = json!({"status": resp.status});
+    }
+    Ok(body)
+}
+
+#[test]
+fn consensus_answers_from_the_view_of_the_request() {
+    let host = Host {
+        consensus: ConsensusView {
+            committed: (2, 5),
+            last_seqno: 8,
+            view_runs: vec![(1, 1), (3, 2), (7, 3)],
+        },
+        ..Default::default()
+    };
+    let out = call_host("consensus", "readonly", host).unwrap();
+    assert_eq!(out["committed"], json!({"view": 2, "seqno": 5}));
+    assert_eq!(
+        out["statuses"],
+        json!(["Committed", "Committed", "Invalid", "Unknown", "Invalid"])
+    );
+    assert_eq!(out["views"], json!([1, 2, null]));
+}
+
+#[test]
+fn historical_state_is_the_transaction_asked_for_and_read_only() {
+    let host = Host {
+        historical: Some(past(4, "old")),
+        ..Default::default()
+    };
+    let out = call_host("historical", "historical", host).unwrap();
+    assert_eq!(out["id"], "2.4");
+    assert_eq!(out["receipt"]["node_id"], "n1");
+    assert_eq!(out["seen"], json!([["a", "old"]]));
+    assert_eq!(out["size"], 1);
+    assert_eq!(out["a"], "old");
+    assert_eq!(out["gone"], false);
+    assert_eq!(out["missing"], true);
+    assert_eq!(out["version"], 4);
+    assert_eq!(out["thrown"], "historical state is read-only");
+    // Without a historical transaction the global is simply absent.
+    let out = call_host("historical", "historical", Host::default());
+    assert!(matches!(out, Err(AppError::Script(_))), "{out:?}");
+}
+
+#[test]
+fn state_ranges_load_then_answer_and_handles_drop() {
+    let history: Arc<dyn History> = Arc::new(FakeHistory {
+        handles: Default::default(),
+    });
+    let host = Host {
+        history: Some(history),
+        ..Default::default()
+    };
+    let out = call_host("range", "readonly", host.clone()).unwrap();
+    assert_eq!(out["status"], 202);
+    let out = call_host("range", "readonly", host.clone()).unwrap();
+    assert_eq!(out["ids"], json!(["2.4", "2.5"]));
+    assert_eq!(out["a"], "v5");
+    assert_eq!(out["dropped"], true);
+    assert_eq!(out["again"], false);
+    let e = call_host("badrange", "readonly", host).unwrap_err();
+    assert!(e.to_string().contains("endSeqno"), "{e}");
+    // Readwrite handlers get no history.
+    let e = call_host("range", "readwrite", Host::default()).unwrap_err();
+    assert!(e.to_string().contains("readonly and historical"), "{e}");
+}
+
+#[test]
+fn dates_are_zero_until_untrusted_time_is_enabled() {
+    let out = call_host("time", "readonly", Host::default()).unwrap();
+    assert_eq!(out["before"], 0);
+    assert_eq!(out["was"], false);
+    assert_eq!(out["later"], true);
+    assert_eq!(out["back"], true);
+    assert_eq!(out["epoch"], 0);
+    assert_eq!(out["parsed"], 86400000);
+    assert_eq!(out["metrics"], true);
+}
+
+#[test]
+fn maps_report_previous_write_versions_and_clear() {
+    let out = call_host("maps", "readwrite", Host::default()).unwrap();
+    assert_eq!(out["version"], 1);
+    assert_eq!(out["none"], true);
+    assert_eq!(out["size"], 0);
+    assert_eq!(out["wrote"], true);
+}
+
+#[test]
+fn runtime_options_default_and_load_from_governance() {
+    let store = Store::new();
+    let d = RuntimeOptions::load(&store);
+    assert_eq!(d, RuntimeOptions::default());
+    assert!(!d.return_exception_details);
+    let mut tx = store.begin();
+    tx.put(
+        RUNTIME_OPTIONS,
+        b"0",
+        br#"{"max_heap_bytes":1048576,"max_stack_bytes":65536,"max_execution_time_ms":50,"return_exception_details":true}"#,
+    );
+    store.commit(tx, View(1)).unwrap();
+    let o = RuntimeOptions::load(&store);
+    assert!(o.return_exception_details && o.log_exception_details);
+    assert_eq!(o.limits().max_execution_time, Duration::from_millis(50));
+    assert_eq!(o.limits().max_heap_bytes, 1 << 20);
+}
+
+#[test]
+fn runtime_options_patch_merges_and_checks_ranges() {
+    let d = RuntimeOptions::default();
+    let p = d
+        .patched(&json!({"max_execution_time_ms": 50, "return_exception_details": true}))
+        .unwrap();
+    assert_eq!(p.max_execution_time_ms, 50);
+    assert!(p.return_exception_details);
+    assert_eq!(p.max_heap_bytes, d.max_heap_bytes);
+    for (bad, why) in [
+        (json!({"max_heap_bytes": 10}), "max_heap_bytes"),
+        (json!({"max_execution_time_ms": 0}), "max_execution_time_ms"),
+        (json!({"max_stack_bytes": 1u64 << 40}), "max_stack_bytes"),
+        (json!({"speed": 1}), "speed"),
+        (json!({"log_exception_details": "yes"}), "bad runtime options"),
+        (json!([1]), "object"),
+    ] {
+        let err = d.patched(&bad).unwrap_err();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn user_defined_functions_run_with_string_arguments_and_write_like_apps() {
+    let store = Store::new();
+    let code = r#"
+export function main(a, b) { ccf.kv["udf.counts"].set(ccf.strToBuf(a), ccf.strToBuf(b)); return a + b; }
+export function obj() { return { n: 1 }; }
+export function nothing() {}
+export function sneaky() { ccf.kv["public:ccf.gov.users.info"].set(ccf.strToBuf("me"), ccf.strToBuf("{}")); }
+export function spin() { for (;;) {} }
+"#;
+    let exec = |f: &str, args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        run_function(
+            &limits(),
+            code,
+            f,
+            &args,
+            &store,
+            WriteSet::default(),
+            Host::default(),
+        )
+    };
+    let (v, kv) = exec("main", &["x", "y"]).unwrap();
+    assert_eq!(v, "xy");
+    assert!(!kv.is_empty());
+    assert_eq!(exec("obj", &[]).unwrap().0, r#"{"n":1}"#);
+    assert_eq!(exec("nothing", &[]).unwrap().0, "");
+    let err = exec("absent", &[]).unwrap_err().to_string();
+    assert!(err.contains("exports no function"), "{err}");
+    let err = exec("sneaky", &[]).unwrap_err().to_string();
+    assert!(err.contains("may not write"), "{err}");
+    assert!(matches!(
+        exec("spin", &[]),
+        Err(AppError::Script(JsError::Timeout(_)))
+    ));
 }

@@ -254,3 +254,241 @@ async fn dev_app_deploys_the_bundle_at_start() {
     assert!(err.contains("--app") && err.contains("app.json"), "{err}");
     assert!(!tmp.path().join("other").exists(), "{err}");
 }
+
+/// A bundle that misbehaves on purpose, and reads history: written by the test so
+/// the example stays a clean sample.
+fn write_probe_app(dir: &Path) {
+    let ep = |function: &str, mode: &str| {
+        json!({"js_module": "probe.js", "js_function": function, "authn_policies": [],
+               "forwarding_required": "sometimes", "mode": mode})
+    };
+    let metadata = json!({"endpoints": {
+        "/spin": {"post": ep("spin", "readwrite")},
+        "/hog": {"post": ep("hog", "readwrite")},
+        "/throw": {"post": ep("throws", "readwrite")},
+        "/claim": {"post": ep("claim", "readwrite")},
+        "/ping": {"get": ep("ping", "readonly")},
+        "/committed": {"get": ep("committed", "readonly")},
+        "/receipt": {"get": ep("receipt", "historical")},
+    }});
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("app.json"), metadata.to_string()).unwrap();
+    std::fs::write(
+        dir.join("src/probe.js"),
+        r#"
+export function spin() { for (;;) {} }
+export function hog() { const a = []; for (;;) a.push(new Array(100000).fill(7)); }
+export function throws() { ccf.kv["probe"].set(ccf.strToBuf("lost"), ccf.strToBuf("x")); throw new Error("boom: the secret detail"); }
+export function claim(request) {
+  const { note, digest } = request.body.json();
+  ccf.kv["probe"].set(ccf.strToBuf("note"), ccf.strToBuf(note));
+  const raw = new Uint8Array(digest.match(/../g).map((h) => parseInt(h, 16)));
+  ccf.rpc.setClaimsDigest(raw.buffer);
+  return { body: { ok: true } };
+}
+export function ping() { return { body: "pong" }; }
+export function committed() {
+  const last = ccf.consensus.getLastCommittedTxId();
+  return { body: { last, status: ccf.consensus.getStatusForTxId(last.view, last.seqno) } };
+}
+export function receipt() {
+  const s = ccf.historicalState;
+  const note = s.kv["probe"].get(ccf.strToBuf("note"));
+  return { body: { transactionId: s.transactionId, receipt: s.receipt,
+                   note: note === undefined ? null : ccf.bufToStr(note) } };
+}
+"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_handlers_are_stopped_and_history_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let bundle = tmp.path().join("probe");
+    write_probe_app(&bundle);
+    let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
+        .map(|f| dir.join(f).to_str().unwrap().to_string());
+    let service = Certificate::from_pem(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    let anyone = LedgerClient::new(&endpoint, &service, None).unwrap();
+    let message = |r: &covenant_client::HttpResponse| {
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // An endless loop and an endless allocation are stopped at the default limits;
+    // the node keeps serving between them.
+    let r = send(&anyone, "POST", "/app/spin".into(), None).await;
+    assert_eq!(r.status, 500);
+    assert!(
+        message(&r).contains("time limit") || message(&r).contains("ms"),
+        "{}",
+        message(&r)
+    );
+    let r = send(&anyone, "POST", "/app/hog".into(), None).await;
+    assert_eq!(r.status, 500);
+    assert!(message(&r).contains("heap"), "{}", message(&r));
+    let r = send(&anyone, "GET", "/app/ping".into(), None).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, b"pong".as_slice()));
+
+    // An exception's details stay in the node unless the runtime options say so;
+    // its writes are discarded either way.
+    let r = send(&anyone, "POST", "/app/throw".into(), None).await;
+    assert_eq!(r.status, 500);
+    assert!(!message(&r).contains("secret"), "{}", message(&r));
+
+    let gov = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend([
+            "--endpoint",
+            &endpoint,
+            "--service-cert",
+            &files[0],
+            "--member-cert",
+            &files[1],
+            "--member-key",
+            &files[2],
+        ]);
+        covenant(&args)
+    };
+    let propose = |name: &str, options: Value| {
+        let proposal = tmp.path().join(format!("{name}.json"));
+        std::fs::write(
+            &proposal,
+            json!({"actions": [{"name": "set_js_runtime_options", "args": options}]}).to_string(),
+        )
+        .unwrap();
+        gov(&["gov", "propose", proposal.to_str().unwrap(), "--json"])
+    };
+    // Out-of-range options are refused when proposed.
+    let bad = propose(
+        "bad",
+        json!({"max_heap_bytes": 10, "max_stack_bytes": 1048576, "max_execution_time_ms": 100}),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("max_heap_bytes"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let v: Value = serde_json::from_str(&ok(propose(
+        "good",
+        json!({"max_heap_bytes": 8 << 20, "max_stack_bytes": 1 << 20, "max_execution_time_ms": 50,
+               "log_exception_details": false, "return_exception_details": true}),
+    )))
+    .unwrap();
+    let id = v["proposal_id"].as_str().unwrap().to_string();
+    assert!(ok(gov(&["gov", "vote", &id, "--accept"])).contains("Accepted"));
+    let r = send(&anyone, "POST", "/app/throw".into(), None).await;
+    assert_eq!(r.status, 500);
+    assert!(
+        message(&r).contains("boom: the secret detail"),
+        "{}",
+        message(&r)
+    );
+    let r = send(&anyone, "POST", "/app/spin".into(), None).await;
+    assert!(message(&r).contains("50 ms"), "{}", message(&r));
+    let r = send(&anyone, "POST", "/app/hog".into(), None).await;
+    assert!(
+        message(&r).contains(&(8 << 20).to_string()),
+        "{}",
+        message(&r)
+    );
+
+    // A claims digest set by the handler is in the historical receipt, which
+    // verifies offline; the state of that transaction is readable there.
+    let claim = "transfer 5 from a to b";
+    let digest = covenant_crypto::sha256(claim.as_bytes()).to_hex();
+    let r = send(
+        &anyone,
+        "POST",
+        "/app/claim".into(),
+        Some(json!({"note": claim, "digest": digest})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let txid = r.transaction_id.clone().unwrap();
+    // The id goes in CCF's header; an empty one means "leave the header out".
+    let historical = |txid: &str| {
+        let headers = if txid.is_empty() {
+            vec![]
+        } else {
+            vec![("x-ms-ccf-transaction-id".to_string(), txid.to_string())]
+        };
+        let c = &anyone;
+        async move {
+            let r = c
+                .connect()
+                .await
+                .unwrap()
+                .request_with_headers("GET", "/app/receipt", None, "application/json", &headers)
+                .await
+                .unwrap();
+            let retry = r
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                .map(|(_, v)| v.clone());
+            (
+                r.status,
+                retry,
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )
+        }
+    };
+    let mut got = None;
+    for _ in 0..100 {
+        let (status, retry, body) = historical(&txid).await;
+        if status == 202 {
+            assert_eq!(retry.as_deref(), Some("1"));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        got = Some(body);
+        break;
+    }
+    let got: Value = serde_json::from_str(&got.expect("the receipt never became ready")).unwrap();
+    assert_eq!(got["transactionId"], json!(txid));
+    assert_eq!(got["note"], json!(claim));
+    let receipt = &got["receipt"];
+    assert_eq!(receipt["leaf_components"]["claims_digest"], json!(digest));
+    let file = tmp.path().join("receipt.json");
+    std::fs::write(&file, receipt.to_string()).unwrap();
+    let out = ok(covenant(&[
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--service-cert",
+        &files[0],
+    ]));
+    assert!(out.contains("receipt verified"), "{out}");
+
+    // Historical requests without, or with a bad or unknown, transaction id.
+    let (status, _, body) = historical("").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = historical("two.five").await;
+    assert!(
+        status == 400 && body.contains("InvalidHeaderValue"),
+        "{body}"
+    );
+    let (status, _, body) = historical("2.999999").await;
+    assert!(
+        status == 404 && body.contains("TransactionPendingOrUnknown"),
+        "{body}"
+    );
+
+    let r = send(&anyone, "GET", "/app/committed".into(), None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["last"]["seqno"].as_u64().unwrap() > 0,
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(r.json()["status"], json!("Committed"));
+    stop(dev);
+}

@@ -1124,3 +1124,86 @@ async fn a_pending_node_waits_until_a_member_trusts_it() {
         let _ = c.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banking_app_runs_on_three_nodes_with_writes_through_a_backup() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(3);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/banking");
+    let (dev, _reaper) = dev_network(&dir, base, &["--app", example.to_str().unwrap()]);
+    let (members, _) = Net::open_n(&dir, base, 3, "member0");
+    let (users, _) = Net::open(&dir, base);
+    let all = [1u16, 2, 3];
+    let primary = members.primary(&all).await.expect("a primary");
+    let backups: Vec<u16> = all.into_iter().filter(|&n| n != primary).collect();
+    let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem")).unwrap())
+        .unwrap()
+        .user_fingerprint();
+
+    // Member writes sent to a backup are forwarded to the primary, which runs them.
+    let via = members.client(backups[0]);
+    for id in [user0.as_str(), "savings"] {
+        let r = via
+            .request("PUT", &format!("/app/accounts/{id}"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{:?}", r.json());
+    }
+    let r = via
+        .request(
+            "POST",
+            &format!("/app/accounts/{user0}/deposit"),
+            Some(&json!({"amount": 100})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["balance"], json!(100));
+    // A user's transfer through the other backup: a readwrite handler, forwarded.
+    let r = users
+        .client(backups[1])
+        .request(
+            "POST",
+            "/app/transfer/savings",
+            Some(&json!({"amount": 30})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["balance"], json!(70));
+    let txid = r.transaction_id.clone().expect("a transaction id");
+    users.wait_committed_on(&all, &txid).await;
+    // Readonly handlers run where they are sent: every node has the same state.
+    for node in all {
+        let r = users
+            .client(node)
+            .request("GET", "/app/balance", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.json()["balance"].clone()),
+            (200, json!(70)),
+            "node {node}"
+        );
+    }
+    // A failed transfer is an error from the primary, through the backup, and writes nothing.
+    let r = users
+        .client(backups[0])
+        .request(
+            "POST",
+            "/app/transfer/savings",
+            Some(&json!({"amount": 1000})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["code"], json!("InsufficientFunds"));
+    for node in all {
+        term(pid_of(&dir, node));
+    }
+    term(dev.id());
+    let mut dev = dev;
+    let _ = dev.wait();
+}

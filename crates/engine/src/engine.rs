@@ -432,6 +432,11 @@ impl Engine {
         i.checked_sub(1).map(|i| self.view_runs[i].1)
     }
 
+    /// (first seqno, view) of each run of transactions appended in one view, in order.
+    pub fn view_runs(&self) -> &[(u64, u64)] {
+        &self.view_runs
+    }
+
     /// Seqno of the last transaction appended (0 when empty; the snapshot's seqno
     /// on an engine started from a snapshot with nothing after it yet).
     pub fn last_seqno(&self) -> u64 {

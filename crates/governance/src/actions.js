@@ -276,6 +276,36 @@
         clearMap("public:ccf.gov.endpoints");
       },
     },
+    // args: {max_heap_bytes, max_stack_bytes, max_execution_time_ms, log_exception_details?,
+    // return_exception_details?, max_cached_interpreters?}: the limits every app handler
+    // runs under (one row, key "0").
+    set_js_runtime_options: {
+      validate(args) {
+        const limits = {
+          max_heap_bytes: [64 * 1024, 4 * 1024 * 1024 * 1024],
+          max_stack_bytes: [16 * 1024, 256 * 1024 * 1024],
+          max_execution_time_ms: [1, 600000],
+        };
+        for (const [field, [lo, hi]] of Object.entries(limits)) {
+          const v = need(args, field, "number");
+          if (!Number.isInteger(v) || v < lo || v > hi) {
+            throw new Error(`args.${field} must be an integer in ${lo}..${hi}`);
+          }
+        }
+        for (const field of ["log_exception_details", "return_exception_details"]) {
+          if (args[field] !== undefined && typeof args[field] !== "boolean") {
+            throw new Error(`args.${field} must be a boolean`);
+          }
+        }
+        const c = args.max_cached_interpreters;
+        if (c !== undefined && (!Number.isInteger(c) || c < 0)) {
+          throw new Error("args.max_cached_interpreters must be a non-negative integer");
+        }
+      },
+      apply(args) {
+        map("public:ccf.gov.js_runtime_options").set(str("0"), json(args));
+      },
+    },
     // covenant's own: how a joining node is admitted under the default constitution's
     // join_policy ("auto": trusted at once; "pending": after transition_node_to_trusted).
     set_join_policy: {

@@ -1,6 +1,6 @@
 //! The part of CCF's `ccf` global that constitutions and apps use to read and write
-//! key-value maps: `ccf.kv["<map>"]` with `get`, `has`, `set`, `delete`, `forEach`
-//! and `size`, keys and values as `ArrayBuffer`s, and the converters `strToBuf`,
+//! key-value maps: `ccf.kv["<map>"]` with `get`, `has`, `set`, `delete`, `clear`,
+//! `forEach`, `size` and `getVersionOfPreviousWrite`, keys and values as `ArrayBuffer`s, and the converters `strToBuf`,
 //! `bufToStr`, `jsonCompatibleToBuf`, `bufToJsonCompatible` (CCF's encoding of the
 //! governance maps: key = id string, value = PEM or JSON text).
 //!
@@ -20,6 +20,11 @@ pub trait KvAccess {
     fn delete(&mut self, map: &str, key: &[u8]) -> Result<(), String>;
     /// Every (key, value) of `map`, in key order.
     fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// The seqno of the last write to `key` before this script's transaction
+    /// (`getVersionOfPreviousWrite`); `None` when unknown.
+    fn version(&self, _map: &str, _key: &[u8]) -> Option<u64> {
+        None
+    }
 }
 
 /// A shared handle the host keeps, to take its state back after the call.
@@ -35,6 +40,8 @@ const PRELUDE: &str = r#"
       has(k) { return n.has(name, k); },
       set(k, v) { n.set(name, k, v); return this; },
       delete(k) { return n.del(name, k); },
+      clear() { for (const [k] of n.entries(name)) n.del(name, k); },
+      getVersionOfPreviousWrite(k) { return n.version(name, k); },
       forEach(cb) { for (const [k, v] of n.entries(name)) cb(v, k, this); },
       get size() { return n.entries(name).length; },
     };
@@ -126,6 +133,13 @@ pub fn install_with<'js>(
                 Ok(existed)
             },
         )?,
+    )?;
+    let k = kv.clone();
+    natives.set(
+        "version",
+        Function::new(ctx.clone(), move |map: String, key: ArrayBuffer<'js>| {
+            k.borrow().version(&map, &bytes(&key))
+        })?,
     )?;
     let k = kv;
     natives.set(

@@ -93,6 +93,10 @@ impl KvAccess for BufferedKv {
         Ok(())
     }
 
+    fn version(&self, map: &str, key: &[u8]) -> Option<u64> {
+        self.store.version_of(map, key)
+    }
+
     fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut all: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
             .store

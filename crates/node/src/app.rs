@@ -8,17 +8,23 @@
 //! `readonly` and `historical` ones read the current state and write nothing. Handlers run on a blocking thread
 //! under the script limits; an exception is a 500 whose message names the failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use covenant_app::{App, AppError, AppRequest, AppResponse, Mode, Route};
+use covenant_app::{
+    App, AppError, AppRequest, AppResponse, ConsensusView, HistoricalTx, History, Host, Mode,
+    Route, RuntimeOptions,
+};
+use covenant_engine::TxStatus;
+use covenant_engine::{Engine, EngineError};
 use covenant_governance::{MEMBERS_CERTS, MEMBERS_INFO};
-use covenant_js::Limits;
+use covenant_types::TxId;
 use serde_json::{json, Value};
 
 use crate::auth::{USERS_CERTS, USERS_INFO};
@@ -29,10 +35,12 @@ use crate::state::NodeState;
 /// An app version ([`App::version`]) and the app parsed at it.
 type Cached = ((usize, u64), Option<Arc<App>>);
 
-/// The parsed app of the store's current version.
+/// The parsed app of the store's current version, and the handles of
+/// `ccf.historical.getStateRange` requests (with when each expires).
 #[derive(Default)]
 pub struct AppCache {
     current: Mutex<Option<Cached>>,
+    handles: Mutex<HashMap<u64, Instant>>,
 }
 
 impl AppCache {
@@ -188,9 +196,32 @@ fn caller(state: &NodeState, req: &Request, route: &Route) -> Result<Value, ApiE
     )))
 }
 
-fn script_error(e: AppError) -> ApiError {
+/// A failed handler's 500. An exception's message and stack reach the log and the
+/// client only as the JS runtime options allow (CCF's defaults: log, don't return);
+/// limits hit and malformed responses are always named.
+fn script_error(e: AppError, opts: &RuntimeOptions) -> ApiError {
+    use covenant_js::JsError;
     match e {
         AppError::Corrupt(_) => ApiError::internal("the deployed app is unusable", e),
+        AppError::Script(JsError::Exception { message, stack }) => {
+            let details = match &stack {
+                Some(s) if !s.is_empty() => format!("{message}\n{s}"),
+                _ => message,
+            };
+            if opts.log_exception_details {
+                tracing::warn!(error = %details, "an app handler threw");
+            } else {
+                tracing::warn!("an app handler threw");
+            }
+            let message = if opts.return_exception_details {
+                format!("the app's handler threw: {details}")
+            } else {
+                "the app's handler threw an exception (set return_exception_details in the JS \
+                 runtime options to see it here; log_exception_details puts it in the node log)"
+                    .to_string()
+            };
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+        }
         other => {
             tracing::warn!(error = %other, "an app handler failed");
             ApiError::new(
@@ -233,7 +264,7 @@ pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) 
     let app = match state.apps.current(&state.store) {
         Ok(Some(app)) => app,
         Ok(None) => return next.run(req).await,
-        Err(e) => return script_error(e).into_response(),
+        Err(e) => return script_error(e, &RuntimeOptions::default()).into_response(),
     };
     let (route, params) = match app.route(req.method().as_str(), req.uri().path()) {
         Some(Ok((route, params))) => (route.clone(), params),
@@ -296,10 +327,29 @@ async fn serve(
         body: body.to_vec(),
         caller,
     };
-    let limits = Limits::default();
+    let opts = RuntimeOptions::load(&state.store);
+    let limits = opts.limits();
     tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
-        if route.properties.mode() != Mode::Readwrite {
-            let txid = state.engine().last_txid();
+        let fail = |e| script_error(e, &opts);
+        let mode = route.properties.mode();
+        if mode != Mode::Readwrite {
+            let (consensus, historical, txid) = {
+                let mut e = state.engine();
+                let historical = if mode == Mode::Historical {
+                    match historical_target(&mut e, &request)? {
+                        Ok(tx) => Some(tx),
+                        Err(loading) => return Ok(loading),
+                    }
+                } else {
+                    None
+                };
+                (consensus_view(&e), historical, e.last_txid())
+            };
+            let host = Host {
+                consensus,
+                history: Some(Arc::new(NodeHistory(state.clone()))),
+                historical,
+            };
             let (resp, _, _) = covenant_app::run(
                 &limits,
                 &app,
@@ -307,13 +357,18 @@ async fn serve(
                 &request,
                 &state.store,
                 Default::default(),
+                host,
             )
-            .map_err(script_error)?;
+            .map_err(fail)?;
             return Ok(into_response(resp, txid));
         }
         let out = state.write("running the app handler failed", |e| {
             let mut tx = e.begin();
             let store = e.store().clone();
+            let host = Host {
+                consensus: consensus_view(e),
+                ..Default::default()
+            };
             let ran = covenant_app::run(
                 &limits,
                 &app,
@@ -321,6 +376,7 @@ async fn serve(
                 &request,
                 &store,
                 tx.write_set().clone(),
+                host,
             );
             match ran {
                 // A claims digest makes a transaction even without writes: it is
@@ -337,9 +393,190 @@ async fn serve(
                 Err(err) => Ok(Err(err)),
             }
         })?;
-        let (resp, txid) = out.map_err(script_error)?;
+        let (resp, txid) = out.map_err(fail)?;
         Ok(into_response(resp, txid))
     })
     .await
     .map_err(|e| ApiError::internal("the app handler's thread failed", e))?
+}
+
+/// What `ccf.consensus` answers from.
+pub(crate) fn consensus_view(e: &Engine) -> ConsensusView {
+    let c = e.committed_seqno();
+    let view = e
+        .view_at(c)
+        .or_else(|| {
+            e.snapshot_base()
+                .filter(|b| b.seqno.0 == c)
+                .map(|b| b.view.0)
+        })
+        .unwrap_or(0);
+    ConsensusView {
+        committed: if c == 0 { (0, 0) } else { (view, c) },
+        last_seqno: e.last_seqno(),
+        view_runs: e.view_runs().to_vec(),
+    }
+}
+
+/// The header a historical endpoint's transaction id comes in (CCF's), with the
+/// `transaction_id` query parameter accepted as well.
+const TXID_REQUEST_HEADER: &str = "x-ms-ccf-transaction-id";
+
+/// The past transaction a historical endpoint was asked about, or the answer to
+/// give instead while it cannot be served yet (202, retry after a second).
+fn historical_target(
+    e: &mut Engine,
+    request: &AppRequest,
+) -> Result<Result<HistoricalTx, Response>, ApiError> {
+    let from_query = || {
+        request.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "transaction_id").then(|| v.to_string())
+        })
+    };
+    let raw = request
+        .headers
+        .get(TXID_REQUEST_HEADER)
+        .cloned()
+        .or_else(from_query)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "MissingRequiredHeader",
+                format!(
+                    "a historical endpoint needs the transaction id (view.seqno) in the \
+                     {TXID_REQUEST_HEADER} header or the transaction_id query parameter"
+                ),
+            )
+        })?;
+    let txid: TxId = raw.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "InvalidHeaderValue",
+            format!("{raw:?} is not a transaction id (view.seqno, e.g. 2.15)"),
+        )
+    })?;
+    let loading = || {
+        let mut r = (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"state": "Loading", "transactionId": txid.to_string()})),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
+        r
+    };
+    match e
+        .status(txid)
+        .map_err(|x| ApiError::engine("reading the ledger failed", x))?
+    {
+        TxStatus::Unknown => Err(ApiError::not_found(
+            "TransactionPendingOrUnknown",
+            format!("transaction {txid} is not known to this node"),
+        )),
+        TxStatus::Invalid => Err(ApiError::not_found(
+            "TransactionInvalid",
+            format!("transaction {txid} is invalid: its seqno belongs to another view"),
+        )),
+        TxStatus::Pending => Ok(Err(loading())),
+        TxStatus::Committed => match historical_tx(e, txid)
+            .map_err(|x| ApiError::engine("reading the ledger failed", x))?
+        {
+            Some(tx) => Ok(Ok(tx)),
+            None => Ok(Err(loading())),
+        },
+    }
+}
+
+/// A committed transaction with its receipt and writes; `None` until a committed
+/// signature covers it.
+fn historical_tx(e: &mut Engine, txid: TxId) -> Result<Option<HistoricalTx>, EngineError> {
+    let Some(r) = e.receipt(txid)?.receipt else {
+        return Ok(None);
+    };
+    let (_, writes) = e.read_tx(txid.seqno.0)?;
+    let receipt = json!({
+        "signature": r.signature,
+        "cert": r.cert,
+        "proof": r.proof,
+        "leaf_components": {
+            "write_set_digest": r.leaf_components.write_set_digest,
+            "commit_evidence": r.leaf_components.commit_evidence,
+            "claims_digest": r.leaf_components.claims_digest,
+        },
+        "node_id": r.node_id,
+    });
+    Ok(Some(HistoricalTx {
+        view: txid.view.0,
+        seqno: txid.seqno.0,
+        receipt,
+        writes,
+    }))
+}
+
+/// Most states one `getStateRange` call returns.
+const MAX_STATE_RANGE: u64 = 1000;
+
+/// `ccf.historical` over this node's ledger. States are read (and their receipts
+/// built) on each call; a handle only records that the range was asked for.
+struct NodeHistory(NodeState);
+
+impl History for NodeHistory {
+    fn states(
+        &self,
+        handle: u64,
+        from: u64,
+        to: u64,
+        expiry_secs: u64,
+    ) -> Result<Option<Vec<HistoricalTx>>, String> {
+        if from == 0 {
+            return Err("seqnos start at 1".into());
+        }
+        if to - from >= MAX_STATE_RANGE {
+            return Err(format!(
+                "a state range holds at most {MAX_STATE_RANGE} transactions"
+            ));
+        }
+        {
+            let now = Instant::now();
+            let mut handles = self
+                .0
+                .apps
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            handles.retain(|_, until| *until > now);
+            handles.insert(handle, now + Duration::from_secs(expiry_secs.min(86_400)));
+        }
+        let mut e = self.0.engine();
+        let mut out = Vec::with_capacity((to - from + 1) as usize);
+        for seqno in from..=to {
+            if seqno > e.committed_seqno() {
+                return Ok(None);
+            }
+            let Some(view) = e.view_at(seqno) else {
+                return Ok(None);
+            };
+            let txid = TxId::new(view, seqno);
+            match historical_tx(&mut e, txid) {
+                Ok(Some(tx)) => out.push(tx),
+                Ok(None) => return Ok(None),
+                Err(x) => {
+                    tracing::warn!(error = %x, seqno, "a historical state could not be read");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn drop_states(&self, handle: u64) -> bool {
+        let mut handles = self
+            .0
+            .apps
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        handles.remove(&handle).is_some()
+    }
 }

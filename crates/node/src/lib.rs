@@ -24,6 +24,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod udf;
 pub mod users;
 
 use std::net::SocketAddr;

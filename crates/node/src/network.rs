@@ -420,12 +420,30 @@ pub async fn service_open_gate(
     next.run(req).await
 }
 
+/// For a request to an endpoint of the deployed JS app: whether it must run on the
+/// primary. A `readwrite` endpoint writes whatever its method (a GET included);
+/// `forwarding_required: "always"` forwards even a read, `"never"` keeps even a
+/// write here (where it then fails if this node is not the primary, as in CCF).
+fn app_endpoint_writes(state: &NodeState, req: &Request) -> Option<bool> {
+    let app = state.apps.current(&state.store).ok()??;
+    let (route, _) = app.route(req.method().as_str(), req.uri().path())?.ok()?;
+    let p = &route.properties;
+    Some(match p.forwarding_required.as_deref() {
+        Some("always") => true,
+        Some("never") => false,
+        _ => p.mode() == covenant_app::Mode::Readwrite,
+    })
+}
+
 pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: Next) -> Response {
     let Some(net) = state.network.clone() else {
         return next.run(req).await;
     };
     let path = req.uri().path();
-    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let is_write = match app_endpoint_writes(&state, &req) {
+        Some(w) => w,
+        None => !matches!(*req.method(), Method::GET | Method::HEAD),
+    };
     // Governance writes carry their member's signature: the primary checks it.
     let gov_write = is_write && path.starts_with("/gov/");
     if !path.starts_with("/app/") && !gov_write {
@@ -526,6 +544,32 @@ async fn forward(
         .await
         .map_err(|e| ApiError::bad_request("InvalidInput", format!("reading the body: {e}")))?;
     let mut headers = vec![(FORWARDED.to_string(), "1".to_string())];
+    // End-to-end headers travel on (app handlers read them); the hop's own, and
+    // the node-to-node ones a client might try to forge, do not.
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if matches!(
+            n,
+            "host"
+                | "content-length"
+                | "content-type"
+                | "authorization"
+                | "connection"
+                | "transfer-encoding"
+                | "keep-alive"
+                | "upgrade"
+                | "te"
+                | "trailer"
+                | "proxy-connection"
+        ) || n == FORWARDED
+            || n == FORWARDED_USER
+        {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            headers.push((n.to_string(), v.to_string()));
+        }
+    }
     if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         if let Ok(v) = auth.to_str() {
             headers.push(("authorization".into(), v.to_string()));

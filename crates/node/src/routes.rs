@@ -56,6 +56,26 @@ pub fn router(state: NodeState) -> Router {
                 .patch(users::patch_multi)
                 .delete(users::delete_multi),
         )
+        .route(
+            "/app/userDefinedEndpoints",
+            get(crate::udf::get_endpoints).put(crate::udf::put_endpoints),
+        )
+        .route(
+            "/app/userDefinedEndpoints/runtimeOptions",
+            get(crate::udf::get_runtime_options).patch(crate::udf::patch_runtime_options),
+        )
+        .route(
+            "/app/userDefinedEndpoints/modules",
+            get(crate::udf::get_module),
+        )
+        .route("/app/userDefinedFunctions", get(crate::udf::list_functions))
+        .route(
+            "/app/userDefinedFunctions/{function_id}",
+            get(crate::udf::get_function)
+                .put(crate::udf::put_function)
+                .delete(crate::udf::delete_function)
+                .post(crate::udf::execute),
+        )
         .route("/app/enclaveQuotes", get(enclave_quotes))
         .route("/app/governance/members", get(governance_members))
         .route("/app/governance/constitution", get(governance_constitution))

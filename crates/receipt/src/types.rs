@@ -7,25 +7,31 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeafComponents {
     /// Hex.
+    #[serde(alias = "claims_digest")]
     pub claims_digest: String,
     /// `ce:<view>.<seqno>:<hex>`.
+    #[serde(alias = "commit_evidence")]
     pub commit_evidence: String,
     /// Hex.
+    #[serde(alias = "write_set_digest")]
     pub write_set_digest: String,
 }
 
 /// An ACL receipt: everything needed to check offline that a transaction is in the
-/// ledger, given only the service certificate.
+/// ledger, given only the service certificate. CCF's snake_case spelling (the
+/// receipts JS apps see in `ccf.historicalState`) reads as well.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
     /// PEM of the node that signed the root.
     pub cert: String,
+    #[serde(alias = "leaf_components")]
     pub leaf_components: LeafComponents,
+    #[serde(alias = "node_id")]
     pub node_id: String,
     pub proof: Vec<ProofStep>,
     /// PEMs of previous service identities, each endorsed by the next (after recoveries).
-    #[serde(default)]
+    #[serde(default, alias = "service_endorsements")]
     pub service_endorsements: Vec<String>,
     /// Base64 DER ECDSA over the root.
     pub signature: String,
@@ -96,5 +102,20 @@ mod tests {
             serde_json::to_string(&loading).unwrap(),
             r#"{"receipt":null,"state":"Loading","transactionId":"2.35"}"#
         );
+    }
+
+    #[test]
+    fn ccf_snake_case_receipts_read_the_same() {
+        let camel: Receipt = serde_json::from_value(serde_json::json!({
+            "cert": "PEM", "nodeId": "nid", "signature": "c2ln", "proof": [{"left": "00".repeat(32)}],
+            "leafComponents": {"claimsDigest": "00", "commitEvidence": "ce:2.3:ab", "writeSetDigest": "11"},
+        }))
+        .unwrap();
+        let snake: Receipt = serde_json::from_value(serde_json::json!({
+            "cert": "PEM", "node_id": "nid", "signature": "c2ln", "proof": [{"left": "00".repeat(32)}],
+            "leaf_components": {"claims_digest": "00", "commit_evidence": "ce:2.3:ab", "write_set_digest": "11"},
+        }))
+        .unwrap();
+        assert_eq!(camel, snake);
     }
 }

@@ -1,0 +1,361 @@
+//! ACL's programmability routes (SPEC §4): user-defined endpoints (an app bundle an
+//! Administrator deploys directly, the same rows `set_js_app` writes), the JS
+//! runtime options, and user-defined functions (stored JavaScript modules a caller
+//! runs with `:execute`).
+//!
+//! Roles: deploying endpoints, changing runtime options and changing functions take
+//! Administrator; reading them takes any role; executing a function takes
+//! Contributor (it may write, as an app may).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use covenant_app::{AppBundle, Host, RuntimeOptions, ENDPOINTS, MODULES, RUNTIME_OPTIONS};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{Caller, Role};
+use crate::error::{body_error, ApiError, Body};
+use crate::routes::{api_version, with_txid, Params};
+use crate::state::NodeState;
+
+/// Function id → `{"code"}` (private: the code is the caller's).
+pub const FUNCTIONS: &str = "acl.user_defined_functions";
+/// Longest function source accepted.
+const MAX_CODE_BYTES: usize = 1 << 20;
+/// The suffix of the execute route: `/app/userDefinedFunctions/{id}:execute`.
+const EXECUTE: &str = ":execute";
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("InvalidInput", message)
+}
+
+fn json_body(body: Body) -> Result<Value, ApiError> {
+    let raw = body.map_err(body_error)?;
+    serde_json::from_slice(&raw).map_err(|e| bad(format!("the body is not JSON: {e}")))
+}
+
+pub async fn get_endpoints(
+    State(state): State<NodeState>,
+    caller: Caller,
+    axum::extract::Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let txid = state.engine().last_txid();
+    Ok(with_txid(txid, Json(AppBundle::from_store(&state.store))))
+}
+
+pub async fn put_endpoints(
+    State(state): State<NodeState>,
+    caller: Caller,
+    axum::extract::Query(q): Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    let raw = body.map_err(body_error)?;
+    let bundle = AppBundle::from_json(&raw).map_err(bad)?;
+    let rows = bundle.rows();
+    let txid = state.write("deploying the endpoints failed", |e| {
+        let mut tx = e.begin();
+        for map in [MODULES, ENDPOINTS] {
+            for (k, _) in e.store().entries(map) {
+                tx.remove(map, &k);
+            }
+        }
+        for (name, source) in &rows.modules {
+            tx.put(MODULES, name.as_bytes(), source.as_bytes());
+        }
+        for (key, props) in &rows.endpoints {
+            tx.put(ENDPOINTS, key.as_bytes(), props);
+        }
+        e.commit_tx(tx, None)
+    })?;
+    Ok(with_txid(Some(txid), StatusCode::CREATED))
+}
+
+pub async fn get_runtime_options(
+    State(state): State<NodeState>,
+    caller: Caller,
+    axum::extract::Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let txid = state.engine().last_txid();
+    Ok(with_txid(txid, Json(RuntimeOptions::load(&state.store))))
+}
+
+pub async fn patch_runtime_options(
+    State(state): State<NodeState>,
+    caller: Caller,
+    axum::extract::Query(q): Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    let patch = json_body(body)?;
+    let opts = RuntimeOptions::load(&state.store)
+        .patched(&patch)
+        .map_err(bad)?;
+    let value = serde_json::to_vec(&opts).map_err(|e| ApiError::internal("encoding", e))?;
+    let txid = state.write("updating the runtime options failed", |e| {
+        let mut tx = e.begin();
+        tx.put(RUNTIME_OPTIONS, b"0", &value);
+        e.commit_tx(tx, None)
+    })?;
+    Ok(with_txid(Some(txid), Json(opts)))
+}
+
+pub async fn get_module(
+    State(state): State<NodeState>,
+    caller: Caller,
+    axum::extract::Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let name = q.get("module_name").ok_or_else(|| {
+        ApiError::bad_request(
+            "QueryParameterError",
+            "the module_name query parameter is required",
+        )
+    })?;
+    let name = covenant_app::module_name(name);
+    let source = state.store.get(MODULES, name.as_bytes()).ok_or_else(|| {
+        ApiError::not_found("ModuleNotFound", format!("no module {name} is deployed"))
+    })?;
+    let txid = state.engine().last_txid();
+    Ok(with_txid(
+        txid,
+        Json(json!({"name": name, "module": String::from_utf8_lossy(&source)})),
+    ))
+}
+
+fn check_function_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "a function id is 1..128 characters of letters, digits, '-', '_' and '.'",
+        ))
+    }
+}
+
+fn function_code(state: &NodeState, id: &str) -> Result<String, ApiError> {
+    let row = state.store.get(FUNCTIONS, id.as_bytes()).ok_or_else(|| {
+        ApiError::not_found(
+            "UserDefinedFunctionNotFound",
+            format!("no user-defined function {id}"),
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&row)
+        .map_err(|e| ApiError::internal("a stored function is unreadable", e))?;
+    Ok(v["code"].as_str().unwrap_or_default().to_string())
+}
+
+pub async fn list_functions(
+    State(state): State<NodeState>,
+    caller: Caller,
+    axum::extract::Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    let functions: Vec<Value> = state
+        .store
+        .entries(FUNCTIONS)
+        .into_iter()
+        .map(|(k, v)| {
+            let code = serde_json::from_slice::<Value>(&v)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            json!({"id": String::from_utf8_lossy(&k), "code": code})
+        })
+        .collect();
+    let txid = state.engine().last_txid();
+    Ok(with_txid(txid, Json(json!({"functions": functions}))))
+}
+
+pub async fn get_function(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Reader)?;
+    check_function_id(&id)?;
+    let code = function_code(&state, &id)?;
+    let txid = state.engine().last_txid();
+    Ok(with_txid(txid, Json(json!({"id": id, "code": code}))))
+}
+
+pub async fn put_function(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(q): Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    check_function_id(&id)?;
+    let v = json_body(body)?;
+    let code = v["code"]
+        .as_str()
+        .ok_or_else(|| bad("the body must be {\"code\": \"<JavaScript module>\"}"))?;
+    if code.len() > MAX_CODE_BYTES {
+        return Err(bad(format!(
+            "a function's code is at most {MAX_CODE_BYTES} bytes"
+        )));
+    }
+    let row = json!({"code": code}).to_string();
+    let existed = state.store.get(FUNCTIONS, id.as_bytes()).is_some();
+    let txid = state.write("storing the function failed", |e| {
+        let mut tx = e.begin();
+        tx.put(FUNCTIONS, id.as_bytes(), row.as_bytes());
+        e.commit_tx(tx, None)
+    })?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(with_txid(
+        Some(txid),
+        (status, Json(json!({"id": id, "code": code}))),
+    ))
+}
+
+pub async fn delete_function(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(q): Params,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    caller.require(Role::Administrator)?;
+    check_function_id(&id)?;
+    function_code(&state, &id)?;
+    let txid = state.write("deleting the function failed", |e| {
+        let mut tx = e.begin();
+        tx.remove(FUNCTIONS, id.as_bytes());
+        e.commit_tx(tx, None)
+    })?;
+    Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Execution {
+    #[serde(default)]
+    arguments: Vec<String>,
+    #[serde(default)]
+    exported_function_name: Option<String>,
+    #[serde(default)]
+    runtime_options: Option<Value>,
+}
+
+/// `POST /app/userDefinedFunctions/{id}:execute`: runs the function in one
+/// transaction (kept when it returns). Its own failures are a 200 with
+/// `status: "Failed"`, as ACL answers; bad requests are 4xx.
+pub async fn execute(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Path(id_and_verb): Path<String>,
+    axum::extract::Query(q): Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api_version(&q)?;
+    let Some(id) = id_and_verb.strip_suffix(EXECUTE).map(str::to_string) else {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "POST is for /app/userDefinedFunctions/{id}:execute",
+        ));
+    };
+    caller.require(Role::Contributor)?;
+    check_function_id(&id)?;
+    let raw = body.map_err(body_error)?;
+    let run: Execution = if raw.iter().all(u8::is_ascii_whitespace) {
+        Execution::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| {
+            bad(format!(
+                "the body must be {{\"arguments\": [strings], \"exportedFunctionName\", \"runtimeOptions\"}}: {e}"
+            ))
+        })?
+    };
+    let code = function_code(&state, &id)?;
+    let base = RuntimeOptions::load(&state.store);
+    let opts = match &run.runtime_options {
+        Some(patch) => base.patched(patch).map_err(bad)?,
+        None => base,
+    };
+    let function = run
+        .exported_function_name
+        .unwrap_or_else(|| "main".to_string());
+    let limits = opts.limits();
+    let task = tokio::task::spawn_blocking(move || {
+        state.write("running the function failed", |e| {
+            let mut tx = e.begin();
+            let store = e.store().clone();
+            let host = Host {
+                consensus: crate::app::consensus_view(e),
+                ..Default::default()
+            };
+            match covenant_app::run_function(
+                &limits,
+                &code,
+                &function,
+                &run.arguments,
+                &store,
+                tx.write_set().clone(),
+                host,
+            ) {
+                Ok((value, kv)) if !kv.is_empty() => {
+                    kv.apply_to(&mut tx);
+                    e.commit_tx(tx, None).map(|t| Ok((value, Some(t))))
+                }
+                Ok((value, _)) => Ok(Ok((value, e.last_txid()))),
+                Err(err) => Ok(Err((err, e.last_txid()))),
+            }
+        })
+    });
+    let out = task
+        .await
+        .map_err(|e| ApiError::internal("the function's thread failed", e))??;
+    Ok(match out {
+        Ok((value, txid)) => with_txid(
+            txid,
+            Json(json!({"status": "Succeeded", "result": {"returnValue": value}})),
+        ),
+        Err((err, txid)) => {
+            let message = failure_message(err, &opts);
+            with_txid(
+                txid,
+                Json(json!({"status": "Failed", "error": {"message": message}})),
+            )
+        }
+    })
+}
+
+/// What a failed function tells its caller: the exception's message (its stack
+/// too when the runtime options return exception details), or the limit it hit.
+fn failure_message(err: covenant_app::AppError, opts: &RuntimeOptions) -> String {
+    use covenant_app::AppError;
+    use covenant_js::JsError;
+    match err {
+        AppError::Script(JsError::Exception { message, stack }) => match stack {
+            Some(s) if opts.return_exception_details && !s.is_empty() => format!("{message}\n{s}"),
+            _ => message,
+        },
+        other => other.to_string(),
+    }
+}
