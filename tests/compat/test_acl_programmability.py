@@ -340,6 +340,11 @@ def test_function_lifecycle(client):
     assert got.id == fid and got.code == ADD_JS
     listed = {f.id: f.code for f in client.list_user_defined_functions()}
     assert listed[fid] == ADD_JS
+    # The SDK reads the write's transaction id from the x-ms-ccf-transaction-id header.
+    headers = client.create_user_defined_function(
+        fid, {"code": ADD_JS}, cls=lambda response, body, headers: headers)
+    view, seqno = headers["x-ms-ccf-transaction-id"].split(".")
+    assert int(view) >= 1 and int(seqno) >= 1
 
     # Replacing keeps the id (200 instead of 201: both are what the SDK accepts).
     replaced = client.create_user_defined_function(fid, models.UserDefinedFunction(
@@ -492,13 +497,15 @@ def test_reader_may_read_but_not_change_or_execute(dev, client, reader):
 
 
 def test_contributor_may_execute_but_not_create(dev, client):
-    """A Contributor, added through the SDK's own users API."""
+    """A Contributor, added through the SDK's multi-role users API (ledgerUsers)."""
     binary = os.environ["COVENANT_BIN"]
     keys = os.path.join(dev["tmp"], "contributor-keys")
     subprocess.run([binary, "keygen", "--name", "contrib", "--dir", keys], check=True, capture_output=True)
     cert_path = os.path.join(keys, "contrib_cert.pem")
     fingerprint = _fingerprint(cert_path)
-    client.create_or_update_user(fingerprint, {"assignedRole": "Contributor"})
+    added = client.create_or_update_ledger_user(
+        fingerprint, models.LedgerUserMultipleRoles(assigned_roles=["Contributor"]))
+    assert added.assigned_roles == ["Contributor"]
     combined = os.path.join(keys, "contrib.pem")
     with open(combined, "w") as f, open(cert_path) as c, open(os.path.join(keys, "contrib_privk.pem")) as k:
         f.write(c.read() + k.read())

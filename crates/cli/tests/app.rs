@@ -482,6 +482,12 @@ async fn runaway_handlers_are_stopped_and_history_is_served() {
         "{body}"
     );
 
+    // The app's endpoints are in the node's OpenAPI document, beside the built-ins.
+    let r = send(&anyone, "GET", "/node/api".into(), None).await;
+    let doc = r.json();
+    assert_eq!(doc["paths"]["/app/receipt"]["get"]["x-covenant-app"]["mode"], json!("historical"));
+    assert!(doc["paths"]["/app/transactions"]["post"].is_object());
+
     let r = send(&anyone, "GET", "/app/committed".into(), None).await;
     assert_eq!(r.status, 200);
     assert!(

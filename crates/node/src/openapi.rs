@@ -181,13 +181,31 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("get", "/node/receipt", "Receipt of a TxId", "anyone"),
     ("get", "/node/metrics", "Prometheus metrics", "anyone"),
-    ("get", "/node/api", "This document", "anyone"),
+    ("get", "/node/api", "This document (with the deployed app's endpoints)", "anyone"),
+    ("get", "/app/userDefinedEndpoints", "The deployed app bundle (metadata and modules)", "Reader"),
+    ("put", "/app/userDefinedEndpoints", "Deploy an app bundle, replacing the app (201)", "Administrator"),
+    ("get", "/app/userDefinedEndpoints/runtimeOptions", "The JS runtime options", "Reader"),
+    ("patch", "/app/userDefinedEndpoints/runtimeOptions", "Change some JS runtime options", "Administrator"),
+    ("get", "/app/userDefinedEndpoints/modules", "One module of the deployed app (?module_name=)", "Reader"),
+    ("get", "/app/userDefinedFunctions", "Every user-defined function", "Reader"),
+    ("get", "/app/userDefinedFunctions/{functionId}", "A user-defined function", "Reader"),
+    ("put", "/app/userDefinedFunctions/{functionId}", "Create (201) or replace (200) a function {\"code\"}", "Administrator"),
+    ("delete", "/app/userDefinedFunctions/{functionId}", "Delete a function (204)", "Administrator"),
+    (
+        "post",
+        "/app/userDefinedFunctions/{functionId}:execute",
+        "Run a function: {\"arguments\", \"exportedFunctionName\", \"runtimeOptions\"}",
+        "Contributor",
+    ),
 ];
 
 fn params(path: &str, method: &str) -> Vec<Value> {
     let mut out: Vec<Value> = path
         .split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .filter_map(|seg| {
+            let (_, rest) = seg.split_once('{')?;
+            rest.split_once('}').map(|(name, _)| name)
+        })
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
     if path.starts_with("/app/") {
@@ -208,7 +226,9 @@ fn params(path: &str, method: &str) -> Vec<Value> {
     out
 }
 
-pub fn document() -> Value {
+/// The document, with the endpoints of `app` (each with its bundle's `openapi`
+/// object, or a stub naming its handler) when one is deployed.
+pub fn document(app: Option<&covenant_app::App>) -> Value {
     let mut paths = Map::new();
     for (method, path, summary, who) in ROUTES {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
@@ -221,6 +241,27 @@ pub fn document() -> Value {
                 "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             }
         });
+    }
+    for route in app.map(covenant_app::App::routes).unwrap_or_default() {
+        let path = format!("{}{}", covenant_app::PREFIX, route.template);
+        let p = &route.properties;
+        let mut op = match &p.openapi {
+            Value::Object(o) => Value::Object(o.clone()),
+            _ => json!({}),
+        };
+        if op.get("summary").is_none() {
+            op["summary"] = json!(format!("{} in {}", p.js_function, p.js_module));
+        }
+        if op.get("responses").is_none() {
+            op["responses"] = json!({"default": {"description": "The app's answer"}});
+        }
+        if op.get("parameters").is_none() {
+            op["parameters"] = json!(params(&route.template, ""));
+        }
+        op["x-covenant-app"] = json!({"mode": p.mode(), "authn_policies": p.authn_policies,
+                                      "js_module": p.js_module, "js_function": p.js_function});
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
+        entry[route.method.to_ascii_lowercase()] = op;
     }
     json!({
         "openapi": "3.0.0",

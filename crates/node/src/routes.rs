@@ -132,7 +132,10 @@ pub fn router(state: NodeState) -> Router {
         .route("/node/metrics", get(crate::metrics::render))
         .route(
             "/node/api",
-            get(|| async { Json(crate::openapi::document()) }),
+            get(|State(state): State<NodeState>| async move {
+                let app = state.apps.current(&state.store).ok().flatten();
+                Json(crate::openapi::document(app.as_deref()))
+            }),
         )
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
         .layer(axum::middleware::map_response(crate::error::json_errors))

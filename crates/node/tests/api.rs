@@ -646,7 +646,8 @@ async fn openapi_lists_exactly_served_routes_and_metrics_count() {
             .replace("{transactionId}", "1.1")
             .replace("{userId}", &ids.reader.1.user_fingerprint())
             .replace("{ledgerId}", "covenant-dev")
-            .replace("{node_id}", &"0".repeat(64));
+            .replace("{node_id}", &"0".repeat(64))
+            .replace("{functionId}", "f1");
         let sep = if concrete.contains('?') { '&' } else { '?' };
         let url = format!("{concrete}{sep}api-version=2022-05-13&transaction_id=1.1");
         let body = match *method {
