@@ -389,24 +389,8 @@ impl Governance {
             function,
             args,
             move |ctx| {
-                covenant_js::ccf::install_with(ctx, host_kv, |extra| {
-                    extra.set(
-                        "pemToId",
-                        covenant_js::rquickjs::Function::new(
-                            ctx.clone(),
-                            |ctx: covenant_js::rquickjs::Ctx<'_>, pem: String| {
-                                covenant_crypto::Certificate::from_pem(&pem)
-                                    .map(|c| c.member_id())
-                                    .map_err(|e| {
-                                        covenant_js::rquickjs::Exception::throw_message(
-                                            &ctx,
-                                            &format!("not a PEM certificate: {e}"),
-                                        )
-                                    })
-                            },
-                        )?,
-                    )
-                })?;
+                // ccf.pemToId (and ccf.crypto) come with covenant-js's ccf.
+                covenant_js::ccf::install(ctx, host_kv)?;
                 ctx.eval::<(), _>(ACTIONS)
             },
         )?;

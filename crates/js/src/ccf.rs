@@ -2,7 +2,8 @@
 //! key-value maps: `ccf.kv["<map>"]` with `get`, `has`, `set`, `delete`, `clear`,
 //! `forEach`, `size` and `getVersionOfPreviousWrite`, keys and values as `ArrayBuffer`s, and the converters `strToBuf`,
 //! `bufToStr`, `jsonCompatibleToBuf`, `bufToJsonCompatible` (CCF's encoding of the
-//! governance maps: key = id string, value = PEM or JSON text).
+//! governance maps: key = id string, value = PEM or JSON text). Also `ccf.crypto`
+//! ([`crate::crypto`]) with its deprecated aliases on `ccf`, and `ccf.pemToId`.
 //!
 //! The maps themselves belong to the caller ([`KvAccess`]), which also decides what
 //! a script may write (governance may write `public:ccf.gov.*`, apps may not).
@@ -46,17 +47,32 @@ const PRELUDE: &str = r#"
       get size() { return n.entries(name).length; },
     };
   }
+  const c = n.crypto;
   globalThis.ccf = Object.freeze(Object.assign({
     kv: new Proxy({}, { get(_, name) { return typeof name === "string" ? table(name) : undefined; } }),
     strToBuf: (s) => n.strToBuf(String(s)),
     bufToStr: (b) => n.bufToStr(b),
     jsonCompatibleToBuf: (v) => n.strToBuf(JSON.stringify(v)),
     bufToJsonCompatible: (b) => JSON.parse(n.bufToStr(b)),
+    crypto: c,
+    pemToId: (pem) => {
+      if (typeof pem !== "string") throw new TypeError("pem must be a string");
+      return n.pemToId(pem);
+    },
+    // Deprecated aliases of ccf.crypto members (still in @microsoft/ccf-app's typings).
+    generateAesKey: c.generateAesKey,
+    generateRsaKeyPair: c.generateRsaKeyPair,
+    generateEcdsaKeyPair: c.generateEcdsaKeyPair,
+    wrapKey: c.wrapKey,
+    unwrapKey: c.unwrapKey,
+    digest: c.digest,
+    isValidX509CertBundle: c.isValidX509CertBundle,
+    isValidX509CertChain: c.isValidX509CertChain,
   }, n.extra));
 })();
 "#;
 
-fn bytes(buf: &ArrayBuffer<'_>) -> Vec<u8> {
+pub(crate) fn bytes(buf: &ArrayBuffer<'_>) -> Vec<u8> {
     // SAFETY: the slice is copied at once, before any JavaScript can run and detach
     // the buffer.
     unsafe { buf.as_bytes() }
@@ -69,8 +85,9 @@ pub fn install<'js>(ctx: &Ctx<'js>, kv: SharedKv<'js>) -> rquickjs::Result<()> {
     install_with(ctx, kv, |_| Ok(()))
 }
 
-/// [`install`], with more members of `ccf` (host functions such as `pemToId`) set
-/// by `extra` on the object passed to it.
+/// [`install`], with more members of `ccf` (host functions such as `rpc`) set by
+/// `extra` on the object passed to it. Every caller gets `ccf.crypto` (see
+/// [`crate::crypto`]), its deprecated aliases on `ccf`, and `ccf.pemToId`.
 pub fn install_with<'js>(
     ctx: &Ctx<'js>,
     kv: SharedKv<'js>,
@@ -168,6 +185,13 @@ pub fn install_with<'js>(
         "bufToStr",
         Function::new(ctx.clone(), |b: ArrayBuffer<'js>| {
             String::from_utf8_lossy(&bytes(&b)).into_owned()
+        })?,
+    )?;
+    natives.set("crypto", crate::crypto::object(ctx)?)?;
+    natives.set(
+        "pemToId",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, pem: String| {
+            crate::crypto::pem_to_id(&pem).map_err(|m| Exception::throw_message(&ctx, &m))
         })?,
     )?;
     ctx.globals().set("__covenant", natives)?;

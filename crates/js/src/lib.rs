@@ -14,6 +14,7 @@
 //! [`call_with_host`], which hands them the context before the call.
 
 pub mod ccf;
+pub mod crypto;
 pub mod kv;
 
 use std::sync::atomic::{AtomicBool, Ordering};
