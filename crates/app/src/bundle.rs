@@ -140,7 +140,8 @@ mod tests {
     fn a_good_bundle_round_trips_through_its_rows() {
         let b = bundle(json!({
             "metadata": {"endpoints": {"/a/{id}": {"get": {"js_module": "m.js", "js_function": "f", "mode": "readonly"}},
-                                        "/b": {"POST": {"js_module": "/m.js", "js_function": "g"}}}},
+                                        "/b": {"POST": {"js_module": "/m.js", "js_function": "g", "openapi_hidden": true,
+                                                        "redirection_strategy": "to_primary"}}}},
             "modules": [{"name": "m.js", "module": "export function f() {}"}]
         }))
         .unwrap();
@@ -166,7 +167,14 @@ mod tests {
             back.metadata.endpoints["/a/{id}"],
             b.metadata.endpoints["/a/{id}"]
         );
-        assert!(back.metadata.endpoints["/b"].contains_key("post"));
+        // Properties covenant does not act on read back as deployed; absent ones stay absent.
+        let post = serde_json::to_value(&back.metadata.endpoints["/b"]["post"]).unwrap();
+        assert_eq!(post["openapi_hidden"], json!(true));
+        assert_eq!(post["redirection_strategy"], json!("to_primary"));
+        assert!(
+            post.get("mode").is_none() && post.get("openapi").is_none(),
+            "{post}"
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ use serde_json::{json, Value};
 
 /// Module name → source.
 pub const MODULES: &str = "public:ccf.gov.modules";
+/// ACL's user-defined roles: `<prefix><role>` maps a JSON-quoted action to `{}`.
+pub const ROLE_DEFINITIONS_PREFIX: &str = "public:confidentialledger.roles.user_roles_definitions.";
+/// ACL's role assignments: JSON-quoted user id → JSON list of role names.
+pub const USER_ROLES_MAPPING: &str = "public:confidentialledger.roles.user_roles_mapping";
 /// `"<METHOD> <path>"` → [`EndpointProperties`].
 pub const ENDPOINTS: &str = "public:ccf.gov.endpoints";
 /// Where app endpoints live: a template `/accounts/{id}` answers `/app/accounts/{id}`.
@@ -66,12 +70,16 @@ pub struct EndpointProperties {
     /// `{"all_of": [...]}`; empty: unauthenticated.
     #[serde(default)]
     pub authn_policies: Vec<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarding_required: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub openapi: Value,
+    /// Properties covenant does not act on (`openapi_hidden`, `interpreter_reuse`,
+    /// `redirection_strategy`, ...), kept so a bundle reads back as deployed.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
 }
 
 impl EndpointProperties {
@@ -335,6 +343,11 @@ pub fn write_policy(mode: Mode) -> WritePolicy {
                 "applications may not write {map}: public:ccf.* and ccf.* maps belong to governance and the service"
             ));
         }
+        if map.starts_with("public:confidentialledger.") {
+            return Err(format!(
+                "applications may not write {map}: roles are managed at /app/roles and /app/ledgerUsers"
+            ));
+        }
         Ok(())
     })
 }
@@ -437,8 +450,46 @@ fn install_host<'js>(
         r#"globalThis.console = Object.freeze(Object.fromEntries(
   ["log", "info", "warn", "error", "debug"].map((l) => [l, (...a) => __app.log(l,
     a.map((x) => typeof x === "string" ? x : JSON.stringify(x)).join(" "))])));"#,
-    )
+    )?;
+    ctx.eval::<(), _>(ACL_JS)
 }
+
+/// The `acl` global: role checks over ACL's tables (what `/app/roles` and
+/// `/app/ledgerUsers` write), so an app need not parse them itself.
+const ACL_JS: &str = r#"
+(() => {
+  const q = (s) => ccf.strToBuf(JSON.stringify(s));
+  const json = (b) => { try { return JSON.parse(ccf.bufToStr(b)); } catch { return undefined; } };
+  const str = (x, what) => { if (typeof x !== "string") throw new TypeError(`${what} must be a string`); return x; };
+  function builtinRoles(userId) {
+    const row = ccf.kv["public:ccf.gov.users.info"].get(ccf.strToBuf(userId));
+    if (row === undefined) return [];
+    const roles = json(row)?.user_data?.assignedRoles;
+    return Array.isArray(roles) && roles.length > 0 ? roles : ["Reader"];
+  }
+  function customRoles(userId) {
+    const row = ccf.kv["public:confidentialledger.roles.user_roles_mapping"].get(q(userId));
+    const roles = row === undefined ? [] : json(row);
+    return Array.isArray(roles) ? roles : [];
+  }
+  function roleActions(role) {
+    const out = [];
+    ccf.kv["public:confidentialledger.roles.user_roles_definitions." + str(role, "role")]
+      .forEach((_, k) => { const a = json(k); if (typeof a === "string") out.push(a); });
+    return out;
+  }
+  globalThis.acl = Object.freeze({
+    userRoles(userId) { str(userId, "userId"); return [...builtinRoles(userId), ...customRoles(userId)]; },
+    hasRole(userId, role) { return acl.userRoles(userId).includes(str(role, "role")); },
+    roleActions,
+    isActionAllowed(userId, action) {
+      str(userId, "userId"); str(action, "action");
+      return customRoles(userId).some((r) =>
+        ccf.kv["public:confidentialledger.roles.user_roles_definitions." + r].has(q(action)));
+    },
+  });
+})();
+"#;
 
 /// Runs `route`'s handler for `request` over `store` plus `base` (the transaction's
 /// writes so far), with what the node lends it in `host`. Returns the response, the

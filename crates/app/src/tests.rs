@@ -494,7 +494,10 @@ fn runtime_options_patch_merges_and_checks_ranges() {
         (json!({"max_execution_time_ms": 0}), "max_execution_time_ms"),
         (json!({"max_stack_bytes": 1u64 << 40}), "max_stack_bytes"),
         (json!({"speed": 1}), "speed"),
-        (json!({"log_exception_details": "yes"}), "bad runtime options"),
+        (
+            json!({"log_exception_details": "yes"}),
+            "bad runtime options",
+        ),
         (json!([1]), "object"),
     ] {
         let err = d.patched(&bad).unwrap_err();

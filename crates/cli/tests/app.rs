@@ -270,6 +270,10 @@ fn write_probe_app(dir: &Path) {
         "/ping": {"get": ep("ping", "readonly")},
         "/committed": {"get": ep("committed", "readonly")},
         "/receipt": {"get": ep("receipt", "historical")},
+        "/can/{action}": {"get": {"js_module": "probe.js", "js_function": "can",
+                                   "authn_policies": ["user_cert"], "mode": "readonly"}},
+        "/grant": {"post": {"js_module": "probe.js", "js_function": "grant",
+                            "authn_policies": ["user_cert"], "mode": "readwrite"}},
     }});
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("app.json"), metadata.to_string()).unwrap();
@@ -290,6 +294,18 @@ export function ping() { return { body: "pong" }; }
 export function committed() {
   const last = ccf.consensus.getLastCommittedTxId();
   return { body: { last, status: ccf.consensus.getStatusForTxId(last.view, last.seqno) } };
+}
+export function can(request) {
+  const id = request.caller.id;
+  const action = "/" + request.params.action;
+  // As ACL's samples read the tables, and through the acl global.
+  const mapped = ccf.kv["public:confidentialledger.roles.user_roles_mapping"].get(ccf.strToBuf(JSON.stringify(id)));
+  return { body: { roles: acl.userRoles(id), allowed: acl.isActionAllowed(id, action),
+                   hasBanker: acl.hasRole(id, "banker"), actions: acl.roleActions("banker"),
+                   mapped: mapped === undefined ? null : JSON.parse(ccf.bufToStr(mapped)) } };
+}
+export function grant(request) {
+  ccf.kv["public:confidentialledger.roles.user_roles_mapping"].set(ccf.strToBuf("x"), ccf.strToBuf("[]"));
 }
 export function receipt() {
   const s = ccf.historicalState;
@@ -485,7 +501,10 @@ async fn runaway_handlers_are_stopped_and_history_is_served() {
     // The app's endpoints are in the node's OpenAPI document, beside the built-ins.
     let r = send(&anyone, "GET", "/node/api".into(), None).await;
     let doc = r.json();
-    assert_eq!(doc["paths"]["/app/receipt"]["get"]["x-covenant-app"]["mode"], json!("historical"));
+    assert_eq!(
+        doc["paths"]["/app/receipt"]["get"]["x-covenant-app"]["mode"],
+        json!("historical")
+    );
     assert!(doc["paths"]["/app/transactions"]["post"].is_object());
 
     let r = send(&anyone, "GET", "/app/committed".into(), None).await;
@@ -496,5 +515,128 @@ async fn runaway_handlers_are_stopped_and_history_is_served() {
         r.json()
     );
     assert_eq!(r.json()["status"], json!("Committed"));
+    stop(dev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_defined_roles_reach_apps_through_acl_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let bundle = tmp.path().join("probe");
+    write_probe_app(&bundle);
+    let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let service =
+        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
+            .unwrap();
+    let (u0_cert, u0_key) = identity(&dir.join("user0.pem"));
+    let admin = LedgerClient::new(&endpoint, &service, Some((&u0_cert, &u0_key))).unwrap();
+    let me = u0_cert.user_fingerprint();
+    const V: &str = "api-version=2024-12-09-preview";
+
+    let define = json!({"roles": [{"roleName": "banker", "roleActions": ["/deposit", "/open"]}]});
+    let r = send(&admin, "PUT", format!("/app/roles?{V}"), Some(define)).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let r = send(
+        &admin,
+        "GET",
+        format!("/app/roles?roleName=banker&{V}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.json(),
+        json!({"roles": [{"roleName": "banker", "roleActions": ["/deposit", "/open"]}]})
+    );
+    // Undefined and built-in names are refused.
+    let r = send(
+        &admin,
+        "PATCH",
+        format!("/app/ledgerUsers/{me}?{V}"),
+        Some(json!({"assignedRoles": ["teller"]})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    let r = send(
+        &admin,
+        "PUT",
+        format!("/app/roles?{V}"),
+        Some(json!({"roles": [{"roleName": "Reader", "roleActions": []}]})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.json());
+
+    let r = send(
+        &admin,
+        "PATCH",
+        format!("/app/ledgerUsers/{me}?{V}"),
+        Some(json!({"assignedRoles": ["banker"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(
+        r.json()["assignedRoles"],
+        json!(["Administrator", "banker"])
+    );
+    let r = send(&admin, "GET", format!("/app/ledgerUsers/{me}?{V}"), None).await;
+    assert_eq!(
+        r.json()["assignedRoles"],
+        json!(["Administrator", "banker"])
+    );
+
+    let r = send(&admin, "GET", "/app/can/deposit".into(), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(
+        r.json(),
+        json!({"roles": ["Administrator", "banker"], "allowed": true, "hasBanker": true,
+               "actions": ["/deposit", "/open"], "mapped": ["banker"]})
+    );
+    assert_eq!(
+        send(&admin, "GET", "/app/can/withdraw".into(), None)
+            .await
+            .json()["allowed"],
+        json!(false)
+    );
+    // Apps read the role tables but may not write them.
+    let r = send(&admin, "POST", "/app/grant".into(), None).await;
+    assert_eq!(r.status, 500);
+
+    // Narrowing the role reaches the app; deleting it takes it from the user.
+    let r = send(
+        &admin,
+        "PATCH",
+        format!("/app/roles?{V}"),
+        Some(json!({"roles": [{"roleName": "banker", "roleActions": ["/open"]}]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(
+        send(&admin, "GET", "/app/can/deposit".into(), None)
+            .await
+            .json()["allowed"],
+        json!(false)
+    );
+    let r = send(
+        &admin,
+        "DELETE",
+        format!("/app/roles?roleName=banker&{V}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let r = send(&admin, "GET", "/app/can/open".into(), None).await;
+    assert_eq!(r.json()["roles"], json!(["Administrator"]));
+    assert_eq!(r.json()["mapped"], Value::Null);
+    assert_eq!(
+        send(
+            &admin,
+            "GET",
+            format!("/app/roles?roleName=banker&{V}"),
+            None
+        )
+        .await
+        .status,
+        404
+    );
     stop(dev);
 }

@@ -20,6 +20,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod roles;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -76,6 +76,13 @@ pub fn router(state: NodeState) -> Router {
                 .delete(crate::udf::delete_function)
                 .post(crate::udf::execute),
         )
+        .route(
+            "/app/roles",
+            get(crate::roles::get)
+                .put(crate::roles::put)
+                .patch(crate::roles::patch)
+                .delete(crate::roles::delete),
+        )
         .route("/app/enclaveQuotes", get(enclave_quotes))
         .route("/app/governance/members", get(governance_members))
         .route("/app/governance/constitution", get(governance_constitution))

@@ -43,6 +43,7 @@ fn write_roles(
             None => {
                 tx.remove(USERS_INFO, user_id.as_bytes());
                 tx.remove(USERS_CERTS, user_id.as_bytes());
+                crate::roles::put_user_custom_roles(&mut tx, user_id, &[]);
             }
         }
         engine.commit_tx(tx, None)
@@ -159,7 +160,7 @@ pub async fn list(
     let users: Vec<Value> = page
         .into_iter()
         .filter_map(|id| {
-            user_roles(&state.store, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
+            all_roles(&state, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
         })
         .collect();
     let mut body = json!({"ledgerUsers": users});
@@ -179,7 +180,7 @@ pub async fn get_multi(
     caller.require(Role::Administrator)?;
     check_user_id(&user_id)?;
     let engine = state.engine();
-    let roles = user_roles(&state.store, &user_id).ok_or_else(|| not_found(&user_id))?;
+    let roles = all_roles(&state, &user_id).ok_or_else(|| not_found(&user_id))?;
     Ok(with_txid(
         engine.last_txid(),
         Json(json!({"assignedRoles": roles, "userId": user_id})),
@@ -188,8 +189,21 @@ pub async fn get_multi(
 
 #[derive(Deserialize)]
 struct MultiPatch {
+    /// Built-in roles and roles defined at `/app/roles`.
     #[serde(rename = "assignedRoles")]
-    assigned_roles: Vec<Role>,
+    assigned_roles: Vec<String>,
+}
+
+/// Every role of a user: the built-in ones, then those defined at `/app/roles`.
+fn all_roles(state: &NodeState, user_id: &str) -> Option<Vec<Value>> {
+    let builtin = user_roles(&state.store, user_id)?;
+    let mut out: Vec<Value> = builtin.iter().map(|r| json!(r)).collect();
+    out.extend(
+        crate::roles::user_custom_roles(&state.store, user_id)
+            .into_iter()
+            .map(Value::String),
+    );
+    Some(out)
 }
 
 /// Adds roles (a merge patch: roles already held stay).
@@ -210,14 +224,40 @@ pub async fn patch_multi(
                 format!("body must be {{\"assignedRoles\": [...]}}: {e}"),
             )
         })?;
+    let mut builtin = Vec::new();
+    let mut custom = crate::roles::user_custom_roles(&state.store, &user_id);
+    for name in patch.assigned_roles {
+        match serde_json::from_value::<Role>(Value::String(name.clone())) {
+            Ok(r) => builtin.push(r),
+            Err(_) if crate::roles::is_defined(&state, &name) => custom.push(name),
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "InvalidInput",
+                    format!(
+                        "{name} is neither Reader, Contributor, Administrator nor a role defined at /app/roles"
+                    ),
+                ))
+            }
+        }
+    }
+    custom.sort();
+    custom.dedup();
     let existing = user_roles(&state.store, &user_id).unwrap_or_default();
-    let mut roles: Vec<Role> = existing.into_iter().chain(patch.assigned_roles).collect();
+    let mut roles: Vec<Role> = existing.into_iter().chain(builtin).collect();
     roles.sort();
     roles.dedup();
-    let txid = write_roles(&state, &user_id, Some(&roles))?;
+    let txid = state.write("updating the user failed", |engine| {
+        let mut tx = engine.begin();
+        let info = json!({"user_data": {"assignedRoles": roles}});
+        tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
+        crate::roles::put_user_custom_roles(&mut tx, &user_id, &custom);
+        engine.commit_tx(tx, None)
+    })?;
+    let mut all: Vec<Value> = roles.iter().map(|r| json!(r)).collect();
+    all.extend(custom.into_iter().map(Value::String));
     Ok(with_txid(
         Some(txid),
-        Json(json!({"assignedRoles": roles, "userId": user_id})),
+        Json(json!({"assignedRoles": all, "userId": user_id})),
     ))
 }
 

@@ -2,9 +2,8 @@
 // the transaction's claims digest (ccf.rpc.setClaimsDigest), so it enters the
 // transaction's Merkle leaf and every receipt for it. Whoever holds the claim text
 // and the receipt can check offline that the ledger recorded exactly this transfer.
-import { ccf } from "@microsoft/ccf-app/global.js";
 import * as ccfapp from "@microsoft/ccf-app";
-import { sha256 } from "./sha256.js";
+import { digest } from "@microsoft/ccf-app/crypto.js";
 
 export type TransferClaim = {
   kind: "covenant.banking-ts.transfer";
@@ -28,23 +27,13 @@ export function canonical(c: TransferClaim): string {
   });
 }
 
-function digest(data: ArrayBuffer): ArrayBuffer {
-  // ccf.crypto.digest is the host's SHA-256. TEMPORARY: covenant does not provide
-  // ccf.crypto yet; until it does, the pure TypeScript SHA-256 below stands in.
-  const host = (ccf as { crypto?: { digest?: typeof ccf.crypto.digest } }).crypto;
-  if (host !== undefined && typeof host.digest === "function") {
-    return host.digest("SHA-256", data);
-  }
-  return sha256(data);
-}
-
 export function hex(buf: ArrayBuffer): string {
   return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Sets the transaction's claims digest to SHA-256(text); returns it (hex). */
 export function attach(text: string): string {
-  const d = digest(ccfapp.string.encode(text));
+  const d = digest("SHA-256", ccfapp.string.encode(text));
   ccfapp.setClaimsDigest(d);
   return hex(d);
 }
