@@ -294,6 +294,11 @@ fn dispatcher(module: &str, function: &str) -> String {
         r#"import * as app from {module};
 export async function dispatch(req) {{
   const raw = __app.b64ToBuf(req.body);
+  for (const c of [req.caller, ...Object.values(req.caller ?? {{}})]) {{
+    if (c !== null && typeof c === "object" && typeof c.cose?.content === "string") {{
+      c.cose.content = __app.b64ToBuf(c.cose.content);
+    }}
+  }}
   const request = {{
     headers: req.headers, params: req.params, url: req.url, path: req.path,
     route: req.route, query: req.query, method: req.method, hostname: req.hostname,

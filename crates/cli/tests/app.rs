@@ -272,6 +272,8 @@ fn write_probe_app(dir: &Path) {
         "/receipt": {"get": ep("receipt", "historical")},
         "/can/{action}": {"get": {"js_module": "probe.js", "js_function": "can",
                                    "authn_policies": ["user_cert"], "mode": "readonly"}},
+        "/signed": {"post": {"js_module": "probe.js", "js_function": "signed",
+                             "authn_policies": ["user_cose_sign1"], "mode": "readwrite"}},
         "/grant": {"post": {"js_module": "probe.js", "js_function": "grant",
                             "authn_policies": ["user_cert"], "mode": "readwrite"}},
     }});
@@ -303,6 +305,11 @@ export function can(request) {
   return { body: { roles: acl.userRoles(id), allowed: acl.isActionAllowed(id, action),
                    hasBanker: acl.hasRole(id, "banker"), actions: acl.roleActions("banker"),
                    mapped: mapped === undefined ? null : JSON.parse(ccf.bufToStr(mapped)) } };
+}
+export function signed(request) {
+  const c = request.caller;
+  return { body: { policy: c.policy, id: c.id, content: ccf.bufToStr(c.cose.content),
+                   type: c.cose.protected_header.msg_type, isCert: c.cert.startsWith("-----BEGIN CERTIFICATE") } };
 }
 export function grant(request) {
   ccf.kv["public:confidentialledger.roles.user_roles_mapping"].set(ccf.strToBuf("x"), ccf.strToBuf("[]"));
@@ -638,5 +645,66 @@ async fn user_defined_roles_reach_apps_through_acl_tables() {
         .status,
         404
     );
+    stop(dev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_cose_sign1_endpoints_authenticate_the_signed_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let bundle = tmp.path().join("probe");
+    write_probe_app(&bundle);
+    let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let service =
+        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
+            .unwrap();
+    let anyone = LedgerClient::new(&endpoint, &service, None).unwrap();
+    let (cert, key) = identity(&dir.join("user0.pem"));
+    let post = |body: Vec<u8>| {
+        let c = &anyone;
+        async move {
+            c.request_raw("POST", "/app/signed", Some(body), "application/cose")
+                .await
+                .unwrap()
+        }
+    };
+    let envelope = covenant_crypto::sign_user_sign1(
+        &key,
+        &cert,
+        Some("transfer"),
+        Some(1_700_000_000),
+        br#"{"amount":5}"#,
+    )
+    .unwrap();
+    // No client certificate: the signature alone identifies user0.
+    let r = post(envelope.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json(),
+        json!({"policy": "user_cose_sign1", "id": cert.user_fingerprint(),
+               "content": "{\"amount\":5}", "type": "transfer", "isCert": true})
+    );
+    // A flipped payload byte, a key that is no user's, and a plain body are refused.
+    let mut tampered = envelope.clone();
+    let i = tampered.windows(6).position(|w| w == b"amount").unwrap();
+    tampered[i] ^= 1;
+    assert_eq!(post(tampered).await.status, 401);
+    let (stranger_key, stranger) =
+        covenant_crypto::generate_client_identity("stranger", covenant_crypto::Curve::P384)
+            .unwrap();
+    let foreign =
+        covenant_crypto::sign_user_sign1(&stranger_key, &stranger, None, None, b"{}").unwrap();
+    let r = post(foreign).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user_cose_sign1"),
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(post(b"{}".to_vec()).await.status, 401);
     stop(dev);
 }

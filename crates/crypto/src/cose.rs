@@ -21,6 +21,12 @@ use crate::hash::sha256;
 use crate::keys::{Curve, SigningKeyPair};
 use crate::{Certificate, CryptoError};
 
+mod user;
+pub use user::{
+    sign_user_sign1, user_sign1_kid, verify_user_sign1, UserCoseMessage, USER_HEADER_CREATED_AT,
+    USER_HEADER_MSG_TYPE,
+};
+
 /// CBOR tag of a COSE_Sign1 message (RFC 9052 §2).
 pub const COSE_SIGN1_TAG: u64 = 18;
 /// Protected header label (text) of the governance message type.
@@ -260,7 +266,9 @@ fn check_gov_fields(
     }
 }
 
-fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
+/// Decodes a COSE_Sign1 (tagged or untagged) whose unprotected header carries
+/// nothing that belongs in the protected one.
+fn decode(envelope: &[u8]) -> Result<CoseSign1, CryptoError> {
     let value = Value::from_slice(envelope)
         .map_err(|e| CryptoError::Cose(format!("not a single CBOR item: {e}")))?;
     let value = match value {
@@ -275,16 +283,20 @@ fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
     precheck_protected_types(&value)?;
     let sign1 = CoseSign1::from_cbor_value(value)
         .map_err(|e| CryptoError::Cose(format!("not a COSE_Sign1: {e}")))?;
-    let h = &sign1.protected.header;
-    check_unprotected(h, &sign1.unprotected)?;
+    check_unprotected(&sign1.protected.header, &sign1.unprotected)?;
+    Ok(sign1)
+}
 
+/// The protected `alg` (ES384 or ES256) and `kid` (an id: 64 lowercase hex), with
+/// every critical header among `known` text labels (alg and kid are understood).
+fn alg_and_kid(h: &Header, known: &[&str]) -> Result<(GovAlg, String), CryptoError> {
     let alg = match &h.alg {
         None => return Err(CryptoError::CoseMissingHeader(NAME_ALG)),
         Some(RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES384)) => GovAlg::Es384,
         Some(RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256)) => GovAlg::Es256,
         Some(other) => {
             return Err(CryptoError::Unsupported(format!(
-                "COSE alg {other:?}: governance requests are signed with ES384 (P-384) or ES256 (P-256)"
+                "COSE alg {other:?}: requests are signed with ES384 (P-384) or ES256 (P-256)"
             )))
         }
     };
@@ -293,9 +305,7 @@ fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
             RegisteredLabelWithPrivate::Assigned(p) => {
                 matches!(p, iana::HeaderParameter::Alg | iana::HeaderParameter::Kid)
             }
-            RegisteredLabelWithPrivate::Text(t) => {
-                [HEADER_MSG_TYPE, HEADER_CREATED_AT, HEADER_PROPOSAL_ID].contains(&t.as_str())
-            }
+            RegisteredLabelWithPrivate::Text(t) => known.contains(&t.as_str()),
             RegisteredLabelWithPrivate::PrivateUse(_) => false,
         };
         if !understood {
@@ -304,7 +314,6 @@ fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
             )));
         }
     }
-
     if h.key_id.is_empty() {
         return Err(CryptoError::CoseMissingHeader(NAME_KID));
     }
@@ -313,10 +322,35 @@ fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
         .filter(|k| k.len() == 64 && k.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
         .ok_or_else(|| {
             CryptoError::Cose(format!(
-                "{NAME_KID} must be a member id: 64 lowercase hex characters"
+                "{NAME_KID} must be a member or user id: 64 lowercase hex characters"
             ))
         })?
         .to_string();
+    Ok((alg, kid))
+}
+
+/// The embedded payload, after checking the signature has `alg`'s `r||s` width.
+fn payload_of(sign1: &CoseSign1, alg: GovAlg) -> Result<Vec<u8>, CryptoError> {
+    let payload = sign1.payload.clone().ok_or_else(|| {
+        CryptoError::Cose(
+            "detached payloads are not accepted: the request body must be embedded".into(),
+        )
+    })?;
+    if sign1.signature.len() != alg.signature_len() {
+        return Err(CryptoError::Cose(format!(
+            "an {} signature is {} bytes (r||s), found {}",
+            alg.name(),
+            alg.signature_len(),
+            sign1.signature.len()
+        )));
+    }
+    Ok(payload)
+}
+
+fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
+    let sign1 = decode(envelope)?;
+    let h = &sign1.protected.header;
+    let (alg, kid) = alg_and_kid(h, &[HEADER_MSG_TYPE, HEADER_CREATED_AT, HEADER_PROPOSAL_ID])?;
 
     let msg_type = match rest_value(h, HEADER_MSG_TYPE) {
         None => return Err(CryptoError::CoseMissingHeader(HEADER_MSG_TYPE)),
@@ -344,20 +378,7 @@ fn parse(envelope: &[u8]) -> Result<Parsed, CryptoError> {
         Some(v) => return Err(wrong_type(HEADER_PROPOSAL_ID, "a text string", v)),
     };
     check_gov_fields(&msg_type, created_at, proposal_id.as_deref())?;
-
-    let payload = sign1.payload.clone().ok_or_else(|| {
-        CryptoError::Cose(
-            "detached payloads are not accepted: the request body must be embedded".into(),
-        )
-    })?;
-    if sign1.signature.len() != alg.signature_len() {
-        return Err(CryptoError::Cose(format!(
-            "an {} signature is {} bytes (r||s), found {}",
-            alg.name(),
-            alg.signature_len(),
-            sign1.signature.len()
-        )));
-    }
+    let payload = payload_of(&sign1, alg)?;
     let tbs = sign1.tbs_data(&[]);
     Ok(Parsed {
         msg: GovMessage {
@@ -421,7 +442,7 @@ fn check_unprotected(protected: &Header, unprotected: &Header) -> Result<(), Cry
     }
     for (label, _) in &unprotected.rest {
         if let Label::Text(t) = label {
-            if t.starts_with("ccf.gov.") {
+            if t.starts_with("ccf.gov.") || t.starts_with("ccf.msg.") {
                 return Err(must_be_protected(t));
             }
         }

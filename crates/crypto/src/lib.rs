@@ -21,6 +21,10 @@ pub use cose::{
     parse_gov_sign1, sign_gov_sign1, verify_gov_sign1, GovMessage, COSE_SIGN1_TAG, GOV_MSG_TYPES,
     GOV_MSG_TYPES_WITH_PROPOSAL_ID, HEADER_CREATED_AT, HEADER_MSG_TYPE, HEADER_PROPOSAL_ID,
 };
+pub use cose::{
+    sign_user_sign1, user_sign1_kid, verify_user_sign1, UserCoseMessage, USER_HEADER_CREATED_AT,
+    USER_HEADER_MSG_TYPE,
+};
 pub use encryption::{encrypt_to_public_key, EncryptionKeyPair};
 pub use error::CryptoError;
 pub use files::{read_pem_file, write_private_file, write_public_file};

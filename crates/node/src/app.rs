@@ -60,7 +60,23 @@ impl AppCache {
 }
 
 /// The TLS peer's certificate (PEM), `null` for a forwarded request.
-fn peer_pem(req: &Request) -> Value {
+/// The request's head and its body (the body is read before policies run:
+/// `user_cose_sign1` authenticates it).
+struct Incoming<'a> {
+    head: &'a axum::http::request::Parts,
+    body: &'a [u8],
+}
+
+impl Incoming<'_> {
+    fn headers(&self) -> &axum::http::HeaderMap {
+        &self.head.headers
+    }
+    fn extensions(&self) -> &axum::http::Extensions {
+        &self.head.extensions
+    }
+}
+
+fn peer_pem(req: &Incoming<'_>) -> Value {
     if req.headers().contains_key(crate::network::FORWARDED_USER) {
         return Value::Null;
     }
@@ -84,7 +100,7 @@ fn json_row(store: &covenant_kv::Store, map: &str, key: &str) -> Value {
 }
 
 /// The caller object of one policy, or why it does not apply.
-fn policy_caller(state: &NodeState, req: &Request, policy: &Value) -> Result<Value, String> {
+fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Result<Value, String> {
     if let Some(all) = policy.get("all_of").and_then(Value::as_array) {
         let mut out = serde_json::Map::new();
         for p in all {
@@ -171,14 +187,35 @@ fn policy_caller(state: &NodeState, req: &Request, policy: &Value) -> Result<Val
             Ok(json!({"policy": "jwt", "id": id,
                 "jwt": {"keyIssuer": payload["iss"], "header": part(0), "payload": payload}}))
         }
-        "user_cose_sign1" => Err("user_cose_sign1 is not supported yet".into()),
+        "user_cose_sign1" => {
+            // kid is the user's id in CCF's spelling; covenant keys users by the
+            // colon-separated upper-case fingerprint (ACL's), the same SHA-256.
+            let kid = covenant_crypto::user_sign1_kid(req.body).map_err(|e| e.to_string())?;
+            let fp = kid
+                .as_bytes()
+                .chunks(2)
+                .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(":");
+            let pem = text(store, USERS_CERTS, &fp)
+                .ok_or("kid names no user whose certificate is recorded")?;
+            let cert = covenant_crypto::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
+            let msg =
+                covenant_crypto::verify_user_sign1(req.body, &cert).map_err(|e| e.to_string())?;
+            let info = json_row(store, USERS_INFO, &fp);
+            Ok(
+                json!({"policy": "user_cose_sign1", "id": fp, "cert": pem, "data": info["user_data"],
+                      "cose": {"content": base64::engine::general_purpose::STANDARD.encode(&msg.content),
+                               "protected_header": {"msg_type": msg.msg_type, "msg_created_at": msg.created_at}}}),
+            )
+        }
         other => Err(format!("unknown policy {other}")),
     }
 }
 
 /// The caller for the endpoint's policies: the first that applies (CCF's rule);
 /// `null` for an endpoint without policies.
-fn caller(state: &NodeState, req: &Request, route: &Route) -> Result<Value, ApiError> {
+fn caller(state: &NodeState, req: &Incoming<'_>, route: &Route) -> Result<Value, ApiError> {
     let policies = &route.properties.authn_policies;
     if policies.is_empty() {
         return Ok(Value::Null);
@@ -287,24 +324,8 @@ async fn serve(
     params: BTreeMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &req, &route)?;
-    let mut headers = BTreeMap::new();
-    for (k, v) in req.headers() {
-        if k.as_str() == crate::network::FORWARDED_USER {
-            continue;
-        }
-        headers.insert(
-            k.as_str().to_ascii_lowercase(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        );
-    }
-    let uri = req.uri().clone();
-    let hostname = headers
-        .get("host")
-        .map(|h| h.split(':').next().unwrap_or_default().to_string())
-        .unwrap_or_default();
-    let method = req.method().as_str().to_string();
-    let body = axum::body::to_bytes(req.into_body(), MAX_APP_BODY)
+    let (head, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_APP_BODY)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -313,6 +334,30 @@ async fn serve(
                 format!("app request bodies are limited to {MAX_APP_BODY} bytes"),
             )
         })?;
+    let caller = caller(
+        &state,
+        &Incoming {
+            head: &head,
+            body: &body,
+        },
+        &route,
+    )?;
+    let mut headers = BTreeMap::new();
+    for (k, v) in &head.headers {
+        if k.as_str() == crate::network::FORWARDED_USER {
+            continue;
+        }
+        headers.insert(
+            k.as_str().to_ascii_lowercase(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
+    }
+    let uri = head.uri.clone();
+    let hostname = headers
+        .get("host")
+        .map(|h| h.split(':').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let method = head.method.as_str().to_string();
     let request = AppRequest {
         method,
         path: uri.path().to_string(),
