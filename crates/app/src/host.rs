@@ -389,7 +389,8 @@ pub(crate) fn install<'js>(
     if let Some(tx) = &host.historical {
         n.set("historical", tx.to_json().to_string())?;
     }
-    let build: Function<'js> = ctx.eval(HOST_JS)?;
+    let build: Function<'js> =
+        covenant_js::bytecode::host_value(ctx, "__covenant_host/host", HOST_JS)?;
     let parts: Object<'js> = build.call((n,))?;
     for key in [
         "consensus",

@@ -451,12 +451,14 @@ fn install_host<'js>(
         })?,
     )?;
     ctx.globals().set("__app", app)?;
-    ctx.eval::<(), _>(
+    covenant_js::bytecode::host_value::<()>(
+        ctx,
+        "__covenant_host/console",
         r#"globalThis.console = Object.freeze(Object.fromEntries(
   ["log", "info", "warn", "error", "debug"].map((l) => [l, (...a) => __app.log(l,
     a.map((x) => typeof x === "string" ? x : JSON.stringify(x)).join(" "))])));"#,
     )?;
-    ctx.eval::<(), _>(ACL_JS)
+    covenant_js::bytecode::host_value::<()>(ctx, "__covenant_host/acl", ACL_JS)
 }
 
 /// The `acl` global: role checks over ACL's tables (what `/app/roles` and

@@ -195,7 +195,7 @@ pub fn install_with<'js>(
         })?,
     )?;
     ctx.globals().set("__covenant", natives)?;
-    ctx.eval::<(), _>(PRELUDE)
+    crate::bytecode::host_value::<()>(ctx, "__covenant_host/ccf", PRELUDE)
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ pub(crate) fn object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
             },
         )?,
     )?;
-    let make: Function = ctx.eval(JS)?;
+    let make: Function = crate::bytecode::host_value(ctx, "__covenant_host/crypto", JS)?;
     make.call((n,))
 }
 

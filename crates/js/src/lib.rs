@@ -13,6 +13,7 @@
 //! callers that expose host objects (the `ccf` global) do so with
 //! [`call_with_host`], which hands them the context before the call.
 
+pub mod bytecode;
 pub mod ccf;
 pub mod crypto;
 pub mod kv;
@@ -186,7 +187,7 @@ impl rquickjs::loader::Loader for BundleLoader {
             .0
             .get(name)
             .ok_or_else(|| Exception::throw_message(ctx, &format!("no module {name:?}")))?;
-        Module::declare(ctx.clone(), name, source.as_str())
+        bytecode::declare(ctx, name, source.as_str())
     }
 }
 
@@ -220,7 +221,7 @@ fn call_inner(
     let result = ctx.with(|ctx| -> Result<serde_json::Value, JsError> {
         let run = || -> Result<Option<std::string::String>, CaughtError<'_>> {
             host(&ctx).catch(&ctx)?;
-            let declared = Module::declare(ctx.clone(), module, source).catch(&ctx)?;
+            let declared = bytecode::declare(&ctx, module, source).catch(&ctx)?;
             let (evaluated, promise) = declared.eval().catch(&ctx)?;
             promise.finish::<()>().catch(&ctx)?;
             let ns: Object = evaluated.namespace().catch(&ctx)?;
