@@ -519,3 +519,23 @@ def test_contributor_may_execute_but_not_create(dev, client):
         assert refused.value.status_code == 403
     finally:
         client.delete_user_defined_function("for-contributors")
+
+
+def test_list_users_and_custom_roles(dev, client, reader):
+    """The preview SDK's list_users (GET /app/users, single-role shape) and its
+    user-defined roles, assigned through ledgerUsers."""
+    users = {u["userId"]: u["assignedRole"] for u in client.list_users()}
+    assert users[_fingerprint(dev["user0"])] == "Administrator", users
+    assert users[reader["fingerprint"]] == "Reader", users
+    client.create_user_defined_role({"roles": [{"roleName": "auditor", "roleActions": ["/audit/read"]}]})
+    roles = client.get_user_defined_role(role_name="auditor")
+    assert roles["roles"] == [{"roleName": "auditor", "roleActions": ["/audit/read"]}], roles
+    got = client.create_or_update_ledger_user(reader["fingerprint"], {"assignedRoles": ["auditor"]})
+    assert sorted(got["assignedRoles"]) == ["Reader", "auditor"], got
+    client.update_user_defined_role({"roles": [{"roleName": "auditor", "roleActions": ["/audit/read", "/audit/list"]}]})
+    assert client.get_user_defined_role(role_name="auditor")["roles"][0]["roleActions"] == ["/audit/read", "/audit/list"]
+    client.delete_user_defined_role(role_name="auditor")
+    assert client.get_ledger_user(reader["fingerprint"])["assignedRoles"] == ["Reader"]
+    with pytest.raises(HttpResponseError) as e:
+        client.get_user_defined_role(role_name="auditor")
+    assert e.value.status_code == 404

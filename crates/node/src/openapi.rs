@@ -182,6 +182,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/node/receipt", "Receipt of a TxId", "anyone"),
     ("get", "/node/metrics", "Prometheus metrics", "anyone"),
     ("get", "/node/api", "This document (with the deployed app's endpoints)", "anyone"),
+    ("get", "/app/users", "Every user and its highest role (1000 per page, nextLink)", "Administrator"),
     ("get", "/app/roles", "A user-defined role and its actions (?roleName=)", "Administrator"),
     ("put", "/app/roles", "Define roles: {\"roles\": [{\"roleName\", \"roleActions\"}]}", "Administrator"),
     ("patch", "/app/roles", "Replace the actions of defined roles", "Administrator"),

@@ -43,6 +43,7 @@ pub fn router(state: NodeState) -> Router {
         .route("/app/transactions/{txid}/status", get(status))
         .route("/app/transactions/{txid}/receipt", get(receipt))
         .route("/app/collections", get(collections))
+        .route("/app/users", get(users::list_v1))
         .route(
             "/app/users/{user_id}",
             get(users::get_v1)

@@ -143,10 +143,35 @@ pub async fn delete_v1(
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }
 
+/// `GET /app/users`: every user with its highest built-in role (the single-role
+/// shape; the preview SDK's `list_users` reads it at every api-version).
+pub async fn list_v1(
+    State(state): State<NodeState>,
+    caller: Caller,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    list_page(state, caller, q, "/app/users", |id, roles| {
+        json!({"assignedRole": highest(roles), "userId": id})
+    })
+}
+
 pub async fn list(
     State(state): State<NodeState>,
     caller: Caller,
     Query(q): Params,
+) -> Result<Response, ApiError> {
+    let s = state.clone();
+    list_page(state, caller, q, "/app/ledgerUsers", move |id, _| {
+        json!({"assignedRoles": all_roles(&s, id).unwrap_or_default(), "userId": id})
+    })
+}
+
+fn list_page(
+    state: NodeState,
+    caller: Caller,
+    q: std::collections::HashMap<String, String>,
+    route: &str,
+    row: impl Fn(&str, &[Role]) -> Value,
 ) -> Result<Response, ApiError> {
     api_version(&q)?;
     caller.require(Role::Administrator)?;
@@ -156,12 +181,10 @@ pub async fn list(
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    let (page, next) = crate::routes::key_page(keys, &q, "/app/ledgerUsers");
+    let (page, next) = crate::routes::key_page(keys, &q, route);
     let users: Vec<Value> = page
         .into_iter()
-        .filter_map(|id| {
-            all_roles(&state, &id).map(|roles| json!({"assignedRoles": roles, "userId": id}))
-        })
+        .filter_map(|id| user_roles(&state.store, &id).map(|roles| row(&id, &roles)))
         .collect();
     let mut body = json!({"ledgerUsers": users});
     if let Some(n) = next {
