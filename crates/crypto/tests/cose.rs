@@ -573,6 +573,18 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_user_envelopes_never_panic_and_never_verify(
+        tail in proptest::collection::vec(any::<u8>(), 0..512),
+        prefixed in any::<bool>(),
+    ) {
+        let cert = Certificate::from_pem(MEMBER0_CERT).unwrap();
+        let mut bytes = if prefixed { vec![0xd2, 0x84] } else { vec![] };
+        bytes.extend_from_slice(&tail);
+        let _ = covenant_crypto::user_sign1_kid(&bytes);
+        prop_assert!(covenant_crypto::verify_user_sign1(&bytes, &cert).is_err());
+    }
+
+    #[test]
     fn arbitrary_bytes_after_a_sign1_prefix_never_panic(
         tail in proptest::collection::vec(any::<u8>(), 0..512),
     ) {

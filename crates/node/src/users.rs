@@ -150,9 +150,13 @@ pub async fn list_v1(
     caller: Caller,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    list_page(state, caller, q, "/app/users", |id, roles| {
-        json!({"assignedRole": highest(roles), "userId": id})
-    })
+    list_page(
+        state,
+        caller,
+        q,
+        "/app/users",
+        |id, roles| json!({"assignedRole": highest(roles), "userId": id}),
+    )
 }
 
 pub async fn list(
@@ -161,9 +165,13 @@ pub async fn list(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let s = state.clone();
-    list_page(state, caller, q, "/app/ledgerUsers", move |id, _| {
-        json!({"assignedRoles": all_roles(&s, id).unwrap_or_default(), "userId": id})
-    })
+    list_page(
+        state,
+        caller,
+        q,
+        "/app/ledgerUsers",
+        move |id, _| json!({"assignedRoles": all_roles(&s, id).unwrap_or_default(), "userId": id}),
+    )
 }
 
 fn list_page(
