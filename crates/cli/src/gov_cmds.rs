@@ -44,7 +44,15 @@ pub enum GovCommand {
     /// Print the constitution (JavaScript).
     Constitution,
     /// Submit a proposal: a JSON file (or '-' for stdin) `{"actions":[{"name","args"}]}`.
-    Propose { proposal: PathBuf },
+    /// `propose set-js-app <bundle>` proposes deploying an app, as `gov set-js-app`.
+    Propose {
+        proposal: PathBuf,
+        /// The bundle, after `set-js-app`.
+        bundle: Option<PathBuf>,
+        /// Also vote for it.
+        #[arg(long)]
+        accept: bool,
+    },
     /// Vote on a proposal: --accept, --reject, or a ballot script file.
     Vote {
         proposal_id: String,
@@ -208,10 +216,28 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                     print!("{}", String::from_utf8_lossy(&r.body));
                 }
             }
-            GovCommand::Propose { proposal } => {
-                let body = read_input(proposal)?;
-                serde_json::from_slice::<Value>(&body).context("the proposal is not JSON")?;
-                let v = m.signed("/gov/proposals", "proposal", None, &body).await?;
+            GovCommand::Propose {
+                proposal,
+                bundle,
+                accept,
+            } => {
+                let body = match (proposal.to_str(), bundle) {
+                    (Some("set-js-app"), Some(b)) => set_js_app_proposal(b)?,
+                    (Some("set-js-app"), None) => {
+                        bail!("give the bundle: covenant gov propose set-js-app <bundle.json|dir>")
+                    }
+                    (_, Some(extra)) => bail!(
+                        "unexpected argument {}: propose takes one proposal file (or set-js-app <bundle>)",
+                        extra.display()
+                    ),
+                    (_, None) => {
+                        let body = read_input(proposal)?;
+                        serde_json::from_slice::<Value>(&body)
+                            .context("the proposal is not JSON")?;
+                        body
+                    }
+                };
+                let v = propose_maybe_accept(&m, &body, *accept).await?;
                 show(&v, summary(&v));
             }
             GovCommand::Vote {
@@ -255,17 +281,8 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                 );
             }
             GovCommand::SetJsApp { bundle, accept } => {
-                let bundle = read_bundle(bundle)?;
-                let body = json!({"actions": [{"name": "set_js_app",
-                    "args": {"bundle": bundle, "disable_bytecode_cache": false}}]})
-                .to_string();
-                let mut v = m
-                    .signed("/gov/proposals", "proposal", None, body.as_bytes())
-                    .await?;
-                if *accept && v["state"] == "Open" {
-                    let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
-                    v = m.vote(&id, ACCEPT).await?;
-                }
+                let body = set_js_app_proposal(bundle)?;
+                let v = propose_maybe_accept(&m, &body, *accept).await?;
                 show(&v, summary(&v));
             }
             GovCommand::Proposals { state } => {
@@ -319,6 +336,25 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The `set_js_app` proposal for the bundle at `path`.
+fn set_js_app_proposal(path: &Path) -> Result<Vec<u8>> {
+    let bundle = read_bundle(path)?;
+    Ok(json!({"actions": [{"name": "set_js_app",
+        "args": {"bundle": bundle, "disable_bytecode_cache": false}}]})
+    .to_string()
+    .into_bytes())
+}
+
+/// Submits `body` as a proposal; with `accept`, votes for it while it is Open.
+async fn propose_maybe_accept(m: &Member, body: &[u8], accept: bool) -> Result<Value> {
+    let mut v = m.signed("/gov/proposals", "proposal", None, body).await?;
+    if accept && v["state"] == "Open" {
+        let id = v["proposal_id"].as_str().unwrap_or_default().to_string();
+        v = m.vote(&id, ACCEPT).await?;
+    }
+    Ok(v)
 }
 
 /// An app bundle from a bundle file or an app directory (see `gov set-js-app`).

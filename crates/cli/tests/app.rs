@@ -213,6 +213,22 @@ async fn the_banking_example_runs_as_a_governed_app() {
             .status,
         404
     );
+    // `gov propose set-js-app <bundle>` deploys it again; the accounts are still there.
+    // (A second later: the same signed proposal within a second is a replay.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = ok(gov(&[
+        "gov",
+        "propose",
+        "set-js-app",
+        example().to_str().unwrap(),
+        "--accept",
+    ]));
+    assert!(out.contains("Accepted"), "{out}");
+    let r = send(&user0, "GET", "/app/balance".into(), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let o = gov(&["gov", "propose", "set-js-app"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give the bundle"));
     stop(dev);
 }
 
