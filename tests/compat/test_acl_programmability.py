@@ -8,14 +8,14 @@ endpoints themselves are called with `requests` and the client certificate.
 """
 
 import os
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 import requests
+
+import devserver
 from azure.confidentialledger import (
     ConfidentialLedgerCertificateCredential,
     ConfidentialLedgerClient,
@@ -26,37 +26,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dev():
     binary = os.environ["COVENANT_BIN"]
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "dev")
-        port = _free_port()
-        proc = subprocess.Popen(
+        port = devserver.port_range(1)
+        proc, _ = devserver.start(
             [binary, "dev", "--data-dir", data, "--port", str(port), "--sig-ms-interval", "100"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            timeout=30,
         )
-        lines = []
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "ready" in line:
-                break
-        if not lines or "ready" not in lines[-1]:
-            proc.kill()
-            proc.communicate(timeout=30)
-            pytest.fail("covenant dev did not become ready:\n" + "".join(lines))
         yield {
             "endpoint": f"https://127.0.0.1:{port}",
             "dir": data,
@@ -64,9 +43,7 @@ def dev():
             "user0": os.path.join(data, "user0.pem"),
             "service_cert": os.path.join(data, "service_cert.pem"),
         }
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+        out = devserver.stop(proc)
         assert "flushed" in out, out
 
 

@@ -13,14 +13,14 @@ import copy
 import hashlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 import requests
+
+import devserver
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -32,29 +32,6 @@ TXID_HEADER = "x-ms-ccf-transaction-id"
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def port_range(n: int) -> int:
-    """A base port with base..base+n-1 free on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65535:
-            continue
-        held = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def run_cli(*args: str) -> str:
@@ -101,24 +78,12 @@ def dev():
     app_dir = os.environ["COVENANT_APP_DIR"]
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "dev")
-        port = port_range(NODES)
+        port = devserver.port_range(NODES)
         cmd = [os.environ["COVENANT_BIN"], "dev", "--data-dir", data, "--port", str(port),
                "--sig-ms-interval", "100", "--app", app_dir]
         if NODES > 1:
             cmd += ["--nodes", str(NODES)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = []
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "ready" in line:
-                break
-        if not lines or "ready" not in lines[-1]:
-            proc.kill()
-            pytest.fail("covenant dev did not become ready:\n" + "".join(lines + [proc.stdout.read()]))
+        proc, lines = devserver.start(cmd)
         assert any("deployed the app" in line for line in lines), "".join(lines)
         service_cert = os.path.join(data, "service_cert.pem")
         if NODES > 1:
@@ -127,9 +92,7 @@ def dev():
             yield {"endpoint": f"https://127.0.0.1:{port}", "dir": data, "tmp": tmp,
                    "service_cert": service_cert}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+            out = devserver.stop(proc)
         assert ("flushed" in out) if NODES == 1 else (f"stopped {NODES} nodes" in out), out
 
 

@@ -341,17 +341,44 @@ export function receipt() {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runaway_handlers_are_stopped_and_history_is_served() {
+/// `covenant dev` serving the probe app, in a temp dir the test may also use.
+struct Probe {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    dev: common::Dev,
+    endpoint: String,
+    service: Certificate,
+}
+
+fn start_probe() -> Probe {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let bundle = tmp.path().join("probe");
     write_probe_app(&bundle);
     let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
-    let endpoint = format!("https://127.0.0.1:{port}");
+    let service =
+        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
+            .unwrap();
+    Probe {
+        tmp,
+        dir,
+        dev,
+        endpoint: format!("https://127.0.0.1:{port}"),
+        service,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_handlers_are_stopped_and_history_is_served() {
+    let Probe {
+        tmp,
+        dir,
+        dev,
+        endpoint,
+        service,
+    } = start_probe();
     let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
         .map(|f| dir.join(f).to_str().unwrap().to_string());
-    let service = Certificate::from_pem(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     let anyone = LedgerClient::new(&endpoint, &service, None).unwrap();
     let message = |r: &covenant_client::HttpResponse| {
         r.json()["error"]["message"]
@@ -543,15 +570,13 @@ async fn runaway_handlers_are_stopped_and_history_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_defined_roles_reach_apps_through_acl_tables() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
-    let bundle = tmp.path().join("probe");
-    write_probe_app(&bundle);
-    let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
-    let endpoint = format!("https://127.0.0.1:{port}");
-    let service =
-        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
-            .unwrap();
+    let Probe {
+        tmp: _tmp,
+        dir,
+        dev,
+        endpoint,
+        service,
+    } = start_probe();
     let (u0_cert, u0_key) = identity(&dir.join("user0.pem"));
     let admin = LedgerClient::new(&endpoint, &service, Some((&u0_cert, &u0_key))).unwrap();
     let me = u0_cert.user_fingerprint();
@@ -666,15 +691,13 @@ async fn user_defined_roles_reach_apps_through_acl_tables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_cose_sign1_endpoints_authenticate_the_signed_body() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
-    let bundle = tmp.path().join("probe");
-    write_probe_app(&bundle);
-    let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
-    let endpoint = format!("https://127.0.0.1:{port}");
-    let service =
-        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
-            .unwrap();
+    let Probe {
+        tmp: _tmp,
+        dir,
+        dev,
+        endpoint,
+        service,
+    } = start_probe();
     let anyone = LedgerClient::new(&endpoint, &service, None).unwrap();
     let (cert, key) = identity(&dir.join("user0.pem"));
     let post = |body: Vec<u8>| {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{Caller, Role};
 use crate::error::{body_error, ApiError, Body};
-use crate::routes::{api_version, with_txid, Params};
+use crate::routes::{authorize, with_txid, Params};
 use crate::state::NodeState;
 
 /// Role name → its actions (JSON list): the index of defined roles, since a map's
@@ -156,8 +156,7 @@ pub async fn get(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let name = role_name_param(&q)?;
     let actions: Vec<String> = state
         .store
@@ -177,8 +176,7 @@ pub async fn put(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let roles = parse(body)?;
     let txid = write_roles(&state, &roles)?;
     Ok(with_txid(Some(txid), Json(json!({}))))
@@ -191,8 +189,7 @@ pub async fn patch(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let roles = parse(body)?;
     if let Some(r) = roles.iter().find(|r| !is_defined(&state, &r.role_name)) {
         return Err(not_found(&r.role_name));
@@ -207,8 +204,7 @@ pub async fn delete(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let name = role_name_param(&q)?;
     if !is_defined(&state, &name) {
         return Err(not_found(&name));

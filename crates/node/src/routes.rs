@@ -172,6 +172,16 @@ pub fn router(state: NodeState) -> Router {
 
 pub(crate) type Params = Query<HashMap<String, String>>;
 
+/// The checks a ledger route starts with: its `api-version`, then the caller's role.
+pub(crate) fn authorize(
+    q: &HashMap<String, String>,
+    caller: &Caller,
+    min: Role,
+) -> Result<(), ApiError> {
+    api_version(q)?;
+    caller.require(min)
+}
+
 /// Every ledger route requires `api-version` (SPEC §4).
 pub(crate) fn api_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
     match q.get("api-version") {

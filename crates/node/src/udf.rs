@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{Caller, Role};
 use crate::error::{body_error, ApiError, Body};
-use crate::routes::{api_version, with_txid, Params};
+use crate::routes::{api_version, authorize, with_txid, Params};
 use crate::state::NodeState;
 
 /// Function id → `{"code"}` (private: the code is the caller's).
@@ -41,8 +41,7 @@ pub async fn get_endpoints(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Reader)?;
+    authorize(&q, &caller, Role::Reader)?;
     let txid = state.engine().last_txid();
     Ok(with_txid(txid, Json(AppBundle::from_store(&state.store))))
 }
@@ -53,8 +52,7 @@ pub async fn put_endpoints(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let raw = body.map_err(body_error)?;
     let bundle = AppBundle::from_json(&raw).map_err(bad)?;
     let rows = bundle.rows();
@@ -81,8 +79,7 @@ pub async fn get_runtime_options(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Reader)?;
+    authorize(&q, &caller, Role::Reader)?;
     let txid = state.engine().last_txid();
     Ok(with_txid(txid, Json(RuntimeOptions::load(&state.store))))
 }
@@ -93,8 +90,7 @@ pub async fn patch_runtime_options(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let patch = json_body(body)?;
     let opts = RuntimeOptions::load(&state.store)
         .patched(&patch)
@@ -113,8 +109,7 @@ pub async fn get_module(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Reader)?;
+    authorize(&q, &caller, Role::Reader)?;
     let name = q.get("module_name").ok_or_else(|| {
         ApiError::bad_request(
             "QueryParameterError",
@@ -164,8 +159,7 @@ pub async fn list_functions(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Reader)?;
+    authorize(&q, &caller, Role::Reader)?;
     let functions: Vec<Value> = state
         .store
         .entries(FUNCTIONS)
@@ -188,8 +182,7 @@ pub async fn get_function(
     Path(id): Path<String>,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Reader)?;
+    authorize(&q, &caller, Role::Reader)?;
     check_function_id(&id)?;
     let code = function_code(&state, &id)?;
     let txid = state.engine().last_txid();
@@ -203,8 +196,7 @@ pub async fn put_function(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     check_function_id(&id)?;
     let v = json_body(body)?;
     let code = v["code"]
@@ -239,8 +231,7 @@ pub async fn delete_function(
     Path(id): Path<String>,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     check_function_id(&id)?;
     function_code(&state, &id)?;
     let txid = state.write("deleting the function failed", |e| {

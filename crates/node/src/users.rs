@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{user_roles, Caller, Role, USERS_CERTS, USERS_INFO};
 use crate::error::ApiError;
-use crate::routes::{api_version, with_txid, Params};
+use crate::routes::{authorize, with_txid, Params};
 use crate::state::NodeState;
 
 /// From this api-version on, `/app/users` answers with a redirect.
@@ -81,8 +81,7 @@ pub async fn get_v1(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     if let Some(r) = redirect_if_new_api(&q, &user_id) {
         return Ok(r);
     }
@@ -108,8 +107,7 @@ pub async fn patch_v1(
     Query(q): Params,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     if let Some(r) = redirect_if_new_api(&q, &user_id) {
         return Ok(r);
     }
@@ -133,8 +131,7 @@ pub async fn delete_v1(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     if let Some(r) = redirect_if_new_api(&q, &user_id) {
         return Ok(r);
     }
@@ -181,8 +178,7 @@ fn list_page(
     route: &str,
     row: impl Fn(&str, &[Role]) -> Value,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     let keys = state
         .store
         .entries(USERS_INFO)
@@ -207,8 +203,7 @@ pub async fn get_multi(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     check_user_id(&user_id)?;
     let engine = state.engine();
     let roles = all_roles(&state, &user_id).ok_or_else(|| not_found(&user_id))?;
@@ -245,8 +240,7 @@ pub async fn patch_multi(
     Query(q): Params,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     check_user_id(&user_id)?;
     let patch: MultiPatch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
         .map_err(|e| {
@@ -299,8 +293,7 @@ pub async fn delete_multi(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    api_version(&q)?;
-    caller.require(Role::Administrator)?;
+    authorize(&q, &caller, Role::Administrator)?;
     check_user_id(&user_id)?;
     let txid = write_roles(&state, &user_id, None)?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
