@@ -5,6 +5,8 @@ import socket
 import subprocess
 import time
 
+import requests
+
 
 def port_range(n: int) -> int:
     """A base port with n free consecutive ports on 127.0.0.1."""
@@ -53,3 +55,18 @@ def stop(proc) -> str:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     return out
+
+
+def backup_port(base: int, service_cert: str) -> int:
+    """The port of a backup of the network whose first node listens on `base`, once a
+    primary is elected."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        nodes = requests.get(f"https://127.0.0.1:{base}/node/network/nodes", verify=service_cert,
+                             timeout=5).json()["nodes"]
+        if any(n["primary"] for n in nodes):
+            backup = next(n for n in nodes if not n["primary"])
+            address = backup["rpc_interfaces"]["primary_rpc_interface"]["published_address"]
+            return int(address.rsplit(":", 1)[1])
+        time.sleep(0.1)
+    raise RuntimeError("no primary elected")

@@ -10,12 +10,13 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
+
+import devserver
 from azure.confidentialledger import (
     ConfidentialLedgerCertificateCredential,
     ConfidentialLedgerClient,
@@ -61,50 +62,9 @@ class StaticTokenCredential:
         return AccessToken(_token(self.oid), int(time.time()) + 600)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # COVENANT_COMPAT_NODES=3 runs the whole suite against a 3-node network, through a
 # backup (writes are forwarded to the primary).
 NODES = int(os.environ.get("COVENANT_COMPAT_NODES", "1"))
-
-
-def _free_ports(n: int) -> int:
-    for _ in range(50):
-        base = _free_port()
-        if base + n > 65535:
-            continue
-        try:
-            socks = []
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
-def _a_backup_port(base: int, service_cert: str) -> int:
-    import requests
-
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        nodes = requests.get(
-            f"https://127.0.0.1:{base}/node/network/nodes", verify=service_cert, timeout=5
-        ).json()["nodes"]
-        if any(n["primary"] for n in nodes):
-            backup = next(n for n in nodes if not n["primary"])
-            return int(backup["rpc_interfaces"]["primary_rpc_interface"]["published_address"].rsplit(":", 1)[1])
-        time.sleep(0.1)
-    raise RuntimeError("no primary elected")
 
 
 @pytest.fixture(scope="module")
@@ -115,35 +75,17 @@ def dev():
         jwks = os.path.join(tmp, "jwks.json")
         with open(jwks, "w") as f:
             json.dump(_jwks(), f)
-        port = _free_ports(NODES)
+        port = devserver.port_range(NODES)
         extra = ["--nodes", str(NODES)] if NODES > 1 else []
-        proc = subprocess.Popen(
+        proc, _ = devserver.start(
             [binary, "dev", "--data-dir", data, "--port", str(port), "--sig-ms-interval", "100",
              "--jwt-issuer", ISSUER, "--jwks", jwks] + extra,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            timeout=30,
         )
-        deadline = time.time() + 30
-        lines = []
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "ready" in line:
-                break
-        else:
-            proc.kill()
-        if not lines or "ready" not in lines[-1]:
-            proc.kill()
-            pytest.fail("covenant dev did not become ready:\n" + "".join(lines))
         if NODES > 1:
-            port = _a_backup_port(port, os.path.join(data, "service_cert.pem"))
+            port = devserver.backup_port(port, os.path.join(data, "service_cert.pem"))
         yield {"endpoint": f"https://127.0.0.1:{port}", "dir": data}
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+        out = devserver.stop(proc)
         assert ("flushed" in out) if NODES == 1 else (f"stopped {NODES} nodes" in out), out
 
 
@@ -282,7 +224,7 @@ def test_identity_service_standalone_and_on_the_node(dev):
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "my-ledger.pem"), "w") as f:
             f.write(service_pem)
-        port = _free_port()
+        port = devserver.port_range(1)
         proc = subprocess.Popen(
             [os.environ["COVENANT_BIN"], "identity-service", "--dir", tmp, "--port", str(port)],
             stdout=subprocess.PIPE,

@@ -40,19 +40,6 @@ def run_cli(*args: str) -> str:
     return out.stdout
 
 
-def backup_port(base: int, service_cert: str) -> int:
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        nodes = requests.get(f"https://127.0.0.1:{base}/node/network/nodes", verify=service_cert,
-                             timeout=5).json()["nodes"]
-        if any(n["primary"] for n in nodes):
-            backup = next(n for n in nodes if not n["primary"])
-            address = backup["rpc_interfaces"]["primary_rpc_interface"]["published_address"]
-            return int(address.rsplit(":", 1)[1])
-        time.sleep(0.1)
-    raise RuntimeError("no primary elected")
-
-
 def cert_of(pem_path: str) -> x509.Certificate:
     with open(pem_path, "rb") as f:
         return x509.load_pem_x509_certificate(f.read())
@@ -87,7 +74,7 @@ def dev():
         assert any("deployed the app" in line for line in lines), "".join(lines)
         service_cert = os.path.join(data, "service_cert.pem")
         if NODES > 1:
-            port = backup_port(port, service_cert)
+            port = devserver.backup_port(port, service_cert)
         try:
             yield {"endpoint": f"https://127.0.0.1:{port}", "dir": data, "tmp": tmp,
                    "service_cert": service_cert}

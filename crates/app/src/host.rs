@@ -289,6 +289,18 @@ const HOST_JS: &str = r#"
 }
 "#;
 
+/// A native `(base64 string) => ArrayBuffer`: how binary data crosses from the
+/// host's JSON into a handler.
+pub(crate) fn b64_to_buf<'js>(ctx: &Ctx<'js>) -> covenant_js::rquickjs::Result<Function<'js>> {
+    Function::new(ctx.clone(), |ctx: Ctx<'js>, s: String| {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map_err(|e| Exception::throw_message(&ctx, &e.to_string()))?;
+        covenant_js::rquickjs::ArrayBuffer::new(ctx, raw)
+    })
+}
+
 fn whole(ctx: &Ctx<'_>, x: f64, what: &str) -> covenant_js::rquickjs::Result<u64> {
     if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 9.007_199_254_740_992e15 {
         Ok(x as u64)
@@ -308,16 +320,7 @@ pub(crate) fn install<'js>(
     host: Host,
 ) -> covenant_js::rquickjs::Result<()> {
     let n = Object::new(ctx.clone())?;
-    n.set(
-        "b64ToBuf",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, s: String| {
-            use base64::Engine as _;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(s.as_bytes())
-                .map_err(|e| Exception::throw_message(&ctx, &e.to_string()))?;
-            covenant_js::rquickjs::ArrayBuffer::new(ctx, raw)
-        })?,
-    )?;
+    n.set("b64ToBuf", b64_to_buf(ctx)?)?;
     let c = Arc::new(host.consensus);
     let v = c.clone();
     n.set(

@@ -357,13 +357,6 @@ pub fn write_policy(mode: Mode) -> WritePolicy {
     })
 }
 
-fn bytes_of(buf: &covenant_js::rquickjs::ArrayBuffer<'_>) -> Vec<u8> {
-    // SAFETY: copied at once, before any JavaScript can run and detach the buffer.
-    unsafe { buf.as_bytes() }
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default()
-}
-
 /// What a handler asked of its transaction through `ccf.rpc`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TxOptions {
@@ -409,7 +402,7 @@ fn install_host<'js>(
                 move |ctx: Ctx<'js>,
                       digest: ArrayBuffer<'js>|
                       -> covenant_js::rquickjs::Result<()> {
-                    let raw = bytes_of(&digest);
+                    let raw = covenant_js::ccf::bytes(&digest);
                     let d: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
                         Exception::throw_message(
                             &ctx,
@@ -425,19 +418,11 @@ fn install_host<'js>(
         host::install(&c, more, host)
     })?;
     let app = Object::new(ctx.clone())?;
-    app.set(
-        "b64ToBuf",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, s: String| {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(s.as_bytes())
-                .map_err(|e| Exception::throw_message(&ctx, &e.to_string()))?;
-            ArrayBuffer::new(ctx, raw)
-        })?,
-    )?;
+    app.set("b64ToBuf", host::b64_to_buf(ctx)?)?;
     app.set(
         "bufToB64",
         Function::new(ctx.clone(), |b: ArrayBuffer<'js>| {
-            base64::engine::general_purpose::STANDARD.encode(bytes_of(&b))
+            base64::engine::general_purpose::STANDARD.encode(covenant_js::ccf::bytes(&b))
         })?,
     )?;
     app.set(

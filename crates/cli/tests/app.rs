@@ -4,7 +4,7 @@
 //! writes, built-in routes still served, and `remove_js_app`.
 
 mod common;
-use common::{covenant, dev, ok, stop};
+use common::{as_member0, covenant, dev, ok, stop};
 
 use std::path::{Path, PathBuf};
 
@@ -41,20 +41,7 @@ async fn the_banking_example_runs_as_a_governed_app() {
     let endpoint = format!("https://127.0.0.1:{port}");
     let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
         .map(|f| dir.join(f).to_str().unwrap().to_string());
-    let gov = |extra: &[&str]| {
-        let mut args = extra.to_vec();
-        args.extend([
-            "--endpoint",
-            &endpoint,
-            "--service-cert",
-            &files[0],
-            "--member-cert",
-            &files[1],
-            "--member-key",
-            &files[2],
-        ]);
-        covenant(&args)
-    };
+    let gov = |extra: &[&str]| as_member0(&dir, &endpoint, extra);
     let out = ok(gov(&[
         "gov",
         "set-js-app",
@@ -408,20 +395,7 @@ async fn runaway_handlers_are_stopped_and_history_is_served() {
     assert_eq!(r.status, 500);
     assert!(!message(&r).contains("secret"), "{}", message(&r));
 
-    let gov = |extra: &[&str]| {
-        let mut args = extra.to_vec();
-        args.extend([
-            "--endpoint",
-            &endpoint,
-            "--service-cert",
-            &files[0],
-            "--member-cert",
-            &files[1],
-            "--member-key",
-            &files[2],
-        ]);
-        covenant(&args)
-    };
+    let gov = |extra: &[&str]| as_member0(&dir, &endpoint, extra);
     let propose = |name: &str, options: Value| {
         let proposal = tmp.path().join(format!("{name}.json"));
         std::fs::write(

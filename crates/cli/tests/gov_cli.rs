@@ -7,24 +7,9 @@ use common::{covenant, dev, ok, stop};
 
 use std::process::Output;
 
-/// `covenant <extra> --endpoint .. --service-cert .. --member-cert/--member-key` as
-/// dev's member0.
+/// `covenant <extra>` as dev's member0 of the `dev` on `port`.
 fn as_member0(dir: &std::path::Path, port: &str, extra: &[&str]) -> Output {
-    let endpoint = format!("https://127.0.0.1:{port}");
-    let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
-        .map(|f| dir.join(f).to_str().unwrap().to_string());
-    let mut args: Vec<&str> = extra.to_vec();
-    args.extend([
-        "--endpoint",
-        &endpoint,
-        "--service-cert",
-        &files[0],
-        "--member-cert",
-        &files[1],
-        "--member-key",
-        &files[2],
-    ]);
-    covenant(&args)
+    common::as_member0(dir, &format!("https://127.0.0.1:{port}"), extra)
 }
 
 #[test]

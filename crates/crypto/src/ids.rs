@@ -14,8 +14,13 @@ pub fn member_id(cert_der: &[u8]) -> String {
 
 /// Certificate user id: SHA-256 of the certificate DER as uppercase hex pairs joined by `:`.
 pub fn user_fingerprint(cert_der: &[u8]) -> String {
+    colon_hex(&sha256(cert_der))
+}
+
+/// A digest as a certificate user id spells it: uppercase hex pairs joined by `:`
+/// (so an id given as lowercase hex, as CCF spells it, maps to the ACL one).
+pub fn colon_hex(d: &covenant_types::Digest32) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let d = sha256(cert_der);
     let mut out = String::with_capacity(95);
     for (i, b) in d.0.iter().enumerate() {
         if i > 0 {

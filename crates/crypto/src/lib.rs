@@ -30,7 +30,7 @@ pub use error::CryptoError;
 pub use files::{read_pem_file, write_private_file, write_public_file};
 pub use hash::{hmac_sha256, sha256, sha256_concat, HmacSha256Key, Sha256};
 pub use identity::{generate_client_identity, NodeIdentity, ServiceIdentity, SubjectAltName};
-pub use ids::{member_id, node_id, user_fingerprint};
+pub use ids::{colon_hex, member_id, node_id, user_fingerprint};
 pub use keys::{Curve, SigningKeyPair};
 pub use secret::{LedgerSecret, NonceDomain, TAG_LEN};
 pub use verify::{verify_prehashed_sha256, PublicKey};

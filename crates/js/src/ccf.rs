@@ -72,7 +72,8 @@ const PRELUDE: &str = r#"
 })();
 "#;
 
-pub(crate) fn bytes(buf: &ArrayBuffer<'_>) -> Vec<u8> {
+/// The bytes of a buffer a script handed over (copied).
+pub fn bytes(buf: &ArrayBuffer<'_>) -> Vec<u8> {
     // SAFETY: the slice is copied at once, before any JavaScript can run and detach
     // the buffer.
     unsafe { buf.as_bytes() }

@@ -322,6 +322,24 @@ impl Tx {
         self.writes.remove(map, key);
     }
 
+    /// Removes every row of `map`: those the store holds and those this
+    /// transaction wrote.
+    pub fn clear(&mut self, map: &str) {
+        let mut keys: Vec<Vec<u8>> = self
+            .store
+            .read()
+            .maps
+            .get(map)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(own) = self.writes.maps.get(map) {
+            keys.extend(own.keys().cloned());
+        }
+        for k in keys {
+            self.writes.remove(map, &k);
+        }
+    }
+
     /// Writes so far (for read-only checks and tests).
     pub fn write_set(&self) -> &WriteSet {
         &self.writes
@@ -337,6 +355,22 @@ impl Tx {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn clear_removes_stored_and_own_rows_of_one_map_only() {
+        let s = Store::new();
+        let mut tx = s.begin();
+        tx.put("m", b"a", b"1");
+        tx.put("other", b"x", b"1");
+        s.commit(tx, View(1)).unwrap();
+        let mut tx = s.begin();
+        tx.put("m", b"b", b"2");
+        tx.clear("m");
+        assert!(!tx.has("m", b"a") && !tx.has("m", b"b"));
+        s.commit(tx, View(1)).unwrap();
+        assert!(s.entries("m").is_empty());
+        assert_eq!(s.entries("other").len(), 1);
+    }
 
     #[test]
     fn map_version_changes_with_writes_removals_and_rollbacks() {

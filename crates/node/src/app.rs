@@ -191,12 +191,9 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
             // kid is the user's id in CCF's spelling; covenant keys users by the
             // colon-separated upper-case fingerprint (ACL's), the same SHA-256.
             let kid = covenant_crypto::user_sign1_kid(req.body).map_err(|e| e.to_string())?;
-            let fp = kid
-                .as_bytes()
-                .chunks(2)
-                .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
-                .collect::<Vec<_>>()
-                .join(":");
+            let fp = covenant_types::Digest32::from_hex(&kid)
+                .map(|d| covenant_crypto::colon_hex(&d))
+                .map_err(|e| e.to_string())?;
             let pem = text(store, USERS_CERTS, &fp)
                 .ok_or("kid names no user whose certificate is recorded")?;
             let cert = covenant_crypto::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
@@ -233,6 +230,14 @@ fn caller(state: &NodeState, req: &Incoming<'_>, route: &Route) -> Result<Value,
     )))
 }
 
+/// An exception's message, followed by its stack when `with_stack` and it has one.
+pub(crate) fn exception_text(message: String, stack: Option<String>, with_stack: bool) -> String {
+    match stack {
+        Some(s) if with_stack && !s.is_empty() => format!("{message}\n{s}"),
+        _ => message,
+    }
+}
+
 /// A failed handler's 500. An exception's message and stack reach the log and the
 /// client only as the JS runtime options allow (CCF's defaults: log, don't return);
 /// limits hit and malformed responses are always named.
@@ -241,10 +246,7 @@ fn script_error(e: AppError, opts: &RuntimeOptions) -> ApiError {
     match e {
         AppError::Corrupt(_) => ApiError::internal("the deployed app is unusable", e),
         AppError::Script(JsError::Exception { message, stack }) => {
-            let details = match &stack {
-                Some(s) if !s.is_empty() => format!("{message}\n{s}"),
-                _ => message,
-            };
+            let details = exception_text(message, stack, true);
             if opts.log_exception_details {
                 tracing::warn!(error = %details, "an app handler threw");
             } else {
@@ -593,9 +595,10 @@ impl History for NodeHistory {
             handles.retain(|_, until| *until > now);
             handles.insert(handle, now + Duration::from_secs(expiry_secs.min(86_400)));
         }
-        let mut e = self.0.engine();
         let mut out = Vec::with_capacity((to - from + 1) as usize);
         for seqno in from..=to {
+            // One transaction per lock: a long range must not hold up writes.
+            let mut e = self.0.engine();
             if seqno > e.committed_seqno() {
                 return Ok(None);
             }

@@ -135,9 +135,7 @@ fn write_roles(state: &NodeState, roles: &[RoleDef]) -> Result<covenant_types::T
         let mut tx = e.begin();
         for r in roles {
             let map = format!("{ROLE_DEFINITIONS_PREFIX}{}", r.role_name);
-            for (k, _) in e.store().entries(&map) {
-                tx.remove(&map, &k);
-            }
+            tx.clear(&map);
             for a in &r.role_actions {
                 tx.put(&map, &quoted(a), b"{}");
             }
@@ -211,10 +209,7 @@ pub async fn delete(
     }
     let txid = state.write("deleting the role failed", |e| {
         let mut tx = e.begin();
-        let map = format!("{ROLE_DEFINITIONS_PREFIX}{name}");
-        for (k, _) in e.store().entries(&map) {
-            tx.remove(&map, &k);
-        }
+        tx.clear(&format!("{ROLE_DEFINITIONS_PREFIX}{name}"));
         tx.remove(ROLE_NAMES, name.as_bytes());
         for (user, roles) in e.store().entries(USER_ROLES_MAPPING) {
             let Ok(mut roles) = serde_json::from_slice::<Vec<String>>(&roles) else {

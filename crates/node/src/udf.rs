@@ -58,11 +58,8 @@ pub async fn put_endpoints(
     let rows = bundle.rows();
     let txid = state.write("deploying the endpoints failed", |e| {
         let mut tx = e.begin();
-        for map in [MODULES, ENDPOINTS] {
-            for (k, _) in e.store().entries(map) {
-                tx.remove(map, &k);
-            }
-        }
+        tx.clear(MODULES);
+        tx.clear(ENDPOINTS);
         for (name, source) in &rows.modules {
             tx.put(MODULES, name.as_bytes(), source.as_bytes());
         }
@@ -343,10 +340,9 @@ fn failure_message(err: covenant_app::AppError, opts: &RuntimeOptions) -> String
     use covenant_app::AppError;
     use covenant_js::JsError;
     match err {
-        AppError::Script(JsError::Exception { message, stack }) => match stack {
-            Some(s) if opts.return_exception_details && !s.is_empty() => format!("{message}\n{s}"),
-            _ => message,
-        },
+        AppError::Script(JsError::Exception { message, stack }) => {
+            crate::app::exception_text(message, stack, opts.return_exception_details)
+        }
         other => other.to_string(),
     }
 }

@@ -81,3 +81,23 @@ pub fn stop(mut dev: Dev) {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// `covenant <extra> --endpoint .. --service-cert .. --member-cert/--member-key` as
+/// member0 of the `covenant dev` in `dir`.
+#[allow(dead_code)]
+pub fn as_member0(dir: &std::path::Path, endpoint: &str, extra: &[&str]) -> Output {
+    let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
+        .map(|f| dir.join(f).to_str().unwrap().to_string());
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend([
+        "--endpoint",
+        endpoint,
+        "--service-cert",
+        &files[0],
+        "--member-cert",
+        &files[1],
+        "--member-key",
+        &files[2],
+    ]);
+    covenant(&args)
+}
