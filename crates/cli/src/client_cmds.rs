@@ -49,6 +49,11 @@ pub enum UsersCommand {
         user_id: String,
         #[arg(long, value_parser = ["Reader", "Contributor", "Administrator"])]
         role: String,
+        /// For a JWT user: the token issuer (its `iss`) whose tokens name this user.
+        /// Tokens of other issuers never do. Without it a new user is bound to the
+        /// issuer trusted at the time when exactly one is.
+        #[arg(long)]
+        issuer: Option<String>,
     },
     /// Remove a user.
     Delete { user_id: String },
@@ -361,14 +366,36 @@ pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
                     None,
                 )
                 .await?)?,
-            UsersCommand::Set { user_id, role } => ok(c
-                .request_raw(
-                    "PATCH",
-                    &format!("/app/users/{}?{}", enc(user_id), conn.v()),
-                    Some(json!({"assignedRole": role}).to_string().into_bytes()),
-                    "application/merge-patch+json",
-                )
-                .await?)?,
+            UsersCommand::Set {
+                user_id,
+                role,
+                issuer,
+            } => {
+                let set = ok(c
+                    .request_raw(
+                        "PATCH",
+                        &format!("/app/users/{}?{}", enc(user_id), conn.v()),
+                        Some(json!({"assignedRole": role}).to_string().into_bytes()),
+                        "application/merge-patch+json",
+                    )
+                    .await?)?;
+                match issuer {
+                    // Roles merge at /app/ledgerUsers: none added, only the binding.
+                    Some(i) => ok(c
+                        .request_raw(
+                            "PATCH",
+                            &format!("/app/ledgerUsers/{}?api-version={MULTI}", enc(user_id)),
+                            Some(
+                                json!({"assignedRoles": [], "issuer": i})
+                                    .to_string()
+                                    .into_bytes(),
+                            ),
+                            "application/merge-patch+json",
+                        )
+                        .await?)?,
+                    None => set,
+                }
+            }
             UsersCommand::Delete { user_id } => {
                 ok(c.request(
                     "DELETE",

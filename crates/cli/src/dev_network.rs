@@ -17,6 +17,9 @@ use covenant_crypto::{
 
 use crate::{DevOptions, JwksSource, LedgerType};
 
+/// The dev network's join token, beside its service certificate.
+const JOIN_TOKEN_FILE: &str = "join_token";
+
 fn node_dir(dir: &Path, i: u16) -> PathBuf {
     dir.join(format!("node{i}"))
 }
@@ -26,6 +29,12 @@ fn create(dir: &Path, nodes: u16, members: u16, ledger_type: LedgerType) -> Resu
     let service = ServiceIdentity::generate(Curve::P384)?;
     service.save(dir)?;
     crate::write_dev_user_and_members(dir, members)?;
+    // The secret that lets `covenant node join --join-token` admit a node at once;
+    // every node's configuration names it so the first primary records its digest.
+    write_private_file(
+        &dir.join(JOIN_TOKEN_FILE),
+        covenant_crypto::random_token()?.as_bytes(),
+    )?;
     // dev only: every node gets the ledger secret directly (a production join
     // receives it encrypted to the node's key).
     let secret = LedgerSecret::generate()?;
@@ -116,6 +125,7 @@ fn write_config(
          max_body_bytes = {max_body_bytes}\n\
          http2 = {http2}\n\
          join_policy = \"{join_policy}\"\n\
+         {join_token}\
          users = [{{ cert = \"../user0_cert.pem\", roles = [\"Administrator\"] }}]\n\
          members = [{members}]\n\
          {jwt}\
@@ -134,6 +144,11 @@ fn write_config(
         peers = peers.join("\n"),
         jwt = jwt_toml(o)?,
         join_policy = o.join_policy,
+        join_token = if dir.join(JOIN_TOKEN_FILE).exists() {
+            format!("join_token_file = \"../{JOIN_TOKEN_FILE}\"\n")
+        } else {
+            String::new()
+        },
         members = crate::dev_member_certs(dir)?
             .iter()
             .filter_map(|p| p.file_name().and_then(|n| n.to_str()))

@@ -116,8 +116,10 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
         nodes: u16,
         /// With --nodes: the service's initial join policy for nodes that `covenant node
-        /// join` it: "auto" trusts a node whose attestation verifies, "pending" waits
-        /// for a `transition_node_to_trusted` proposal (`covenant gov propose`).
+        /// join` it: "auto" trusts a node whose attestation verifies and that presents
+        /// the join token dev writes to DIR/join_token (`node join --join-token`);
+        /// "pending", and any node without the token, waits for a
+        /// `transition_node_to_trusted` proposal (`covenant gov propose`).
         /// Governance changes it later with `set_join_policy`.
         #[arg(long, value_parser = ["auto", "pending"], default_value = "auto")]
         join_policy: String,
@@ -311,7 +313,11 @@ enum NodeCommand {
     /// snapshot_tx_interval (10000: a snapshot in DATA_DIR/snapshots at the next signature
     /// after that many transactions), join_policy ("auto"|"pending": the service's
     /// initial policy for nodes that `node join`, recorded at genesis; governance
-    /// changes it with `set_join_policy`). Users, members and the
+    /// changes it with `set_join_policy`), join_token_file (a file holding a secret;
+    /// its SHA-256 is recorded at genesis and a joining node presenting the secret is
+    /// trusted at once under "auto": without one, every joining node waits for a
+    /// proposal), max_connections (1024), max_connections_per_peer (256: per client
+    /// IP address). Users, members and the
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     ///
@@ -334,8 +340,9 @@ enum NodeCommand {
     ///
     /// The constitution decides (its `join_policy` export): under the default one,
     /// the service's join policy "auto" (the default) trusts a node whose attestation
-    /// evidence verifies; "pending" waits until a `transition_node_to_trusted`
-    /// proposal is accepted.
+    /// evidence verifies and that presents the join token (--join-token); any other
+    /// node, and every node under "pending", waits until a
+    /// `transition_node_to_trusted` proposal is accepted.
     Join {
         #[arg(long)]
         config: PathBuf,
@@ -345,6 +352,13 @@ enum NodeCommand {
         /// The network's service certificate (PEM), pinned for the join.
         #[arg(long)]
         service_cert: Option<PathBuf>,
+        /// A file holding the network's join token (the secret whose SHA-256 the
+        /// service records; `covenant dev --nodes N` writes DIR/join_token). Under
+        /// the "auto" join policy it makes the node Trusted at once; without it the
+        /// node waits as Pending until members trust it. Default: `join_token`
+        /// beside --service-cert, if that file exists.
+        #[arg(long)]
+        join_token: Option<PathBuf>,
     },
 }
 
@@ -467,8 +481,14 @@ fn main() -> ExitCode {
                     config,
                     target,
                     service_cert,
+                    join_token,
                 },
-        } => node_start::join(&config, &target, service_cert.as_deref()),
+        } => node_start::join(
+            &config,
+            &target,
+            service_cert.as_deref(),
+            join_token.as_deref(),
+        ),
         Command::Nodes { command, conn } => client_cmds::nodes(&conn, &command),
         Command::Gov { command, conn } => gov_cmds::run(&conn, &command),
         Command::Keygen { name, enc, dir } => gov_cmds::keygen(&dir, &name, enc),
@@ -974,6 +994,7 @@ fn dev(o: DevOptions) -> Result<()> {
         covenant_node::set_service_config(
             &mut engine,
             covenant_node::network::JoinPolicy::default(),
+            None,
         )?;
         covenant_node::set_service_opening(&mut engine)?;
         println!(

@@ -47,6 +47,14 @@ struct NodeFile {
     /// How this node, as primary, admits joining nodes: "auto" or "pending".
     #[serde(default)]
     join_policy: covenant_node::network::JoinPolicy,
+    /// A file holding the join token; its SHA-256 is recorded at genesis.
+    #[serde(default)]
+    join_token_file: Option<PathBuf>,
+    /// Connections at once, in total and per client IP address.
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    max_connections_per_peer: Option<usize>,
     /// Present for a node of a replicated network.
     #[serde(default)]
     network: Option<NetworkFile>,
@@ -286,6 +294,22 @@ pub fn start(config_path: &Path) -> Result<()> {
     let genesis_members = members.clone();
     let genesis_constitution = constitution.clone();
     let join_policy = file.join_policy;
+    let join_token_sha256 = match &file.join_token_file {
+        Some(f) => {
+            let path = resolve(config_path, f);
+            let token = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the join token {}", path.display()))?;
+            if token.trim().len() < 32 {
+                bail!(
+                    "{}: a join token must be at least 32 characters of secret",
+                    path.display()
+                );
+            }
+            Some(covenant_node::join::join_token_digest(&token))
+        }
+        None => None,
+    };
+    let genesis_token = join_token_sha256.clone();
     let genesis = covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
         for (cert, roles) in &genesis_users {
             covenant_node::add_cert_user(e, cert, roles)?;
@@ -294,7 +318,7 @@ pub fn start(config_path: &Path) -> Result<()> {
             covenant_node::add_member(e, m)?;
         }
         covenant_node::set_constitution(e, &genesis_constitution)?;
-        covenant_node::set_service_config(e, join_policy)?;
+        covenant_node::set_service_config(e, join_policy, genesis_token.as_deref())?;
         if !genesis_members.is_empty() {
             covenant_node::set_service_opening(e)?;
         }
@@ -313,7 +337,11 @@ pub fn start(config_path: &Path) -> Result<()> {
             covenant_node::add_member(&mut engine, m)?;
         }
         covenant_node::set_constitution(&mut engine, &constitution)?;
-        covenant_node::set_service_config(&mut engine, file.join_policy)?;
+        covenant_node::set_service_config(
+            &mut engine,
+            file.join_policy,
+            join_token_sha256.as_deref(),
+        )?;
         if !members.is_empty() {
             // A consortium opens the service (transition_service_to_open); a node
             // configured without members has no one to do it and starts open.
@@ -333,6 +361,12 @@ pub fn start(config_path: &Path) -> Result<()> {
     nc.ledger_id = ledger_id.clone();
     nc.jwt = jwt;
     nc.limits.http2 = file.http2;
+    if let Some(n) = file.max_connections {
+        nc.limits.max_connections = n.max(1);
+    }
+    if let Some(n) = file.max_connections_per_peer {
+        nc.limits.max_connections_per_peer = n.max(1);
+    }
     if file.network.is_some() {
         // A new network's first primary writes it; a node that joined never does.
         nc.genesis = Some(genesis);
@@ -363,7 +397,12 @@ fn read_joined(dir: &Path) -> Result<Option<JoinedNetwork>> {
 /// endorsed certificate and the ledger secret, installs a snapshot fetched from the
 /// primary, then runs as a node of the network (like `node start`). Run again after
 /// an interruption it resumes; once joined it just starts.
-pub fn join(config_path: &Path, target: &str, service_cert: Option<&Path>) -> Result<()> {
+pub fn join(
+    config_path: &Path,
+    target: &str,
+    service_cert: Option<&Path>,
+    join_token: Option<&Path>,
+) -> Result<()> {
     let file = read_config(config_path)?;
     if file.network.is_some() {
         bail!(
@@ -389,6 +428,27 @@ pub fn join(config_path: &Path, target: &str, service_cert: Option<&Path>) -> Re
     };
     let service_cert = Certificate::from_pem(&read_pem_file(&pin)?)
         .with_context(|| format!("service certificate {}", pin.display()))?;
+    let token_path = match join_token {
+        Some(p) => Some(p.to_path_buf()),
+        None => pin
+            .parent()
+            .map(|d| d.join("join_token"))
+            .filter(|p| p.exists()),
+    };
+    let join_token = match &token_path {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the join token {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    if join_token.is_none() {
+        println!(
+            "no join token given (--join-token): this node waits as Pending until members trust it"
+        );
+    }
     // The node's own key, kept across attempts so polling a Pending join works.
     let node_dir = dir.join("node");
     std::fs::create_dir_all(&node_dir)
@@ -420,6 +480,7 @@ pub fn join(config_path: &Path, target: &str, service_cert: Option<&Path>) -> Re
             rpc_address: file.listen.to_string(),
         },
         subject_alt_names: file.san.clone(),
+        join_token,
     };
     let runtime = crate::node_runtime()?;
     let (info, raft_id, primary) = runtime.block_on(request_admission(

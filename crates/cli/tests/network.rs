@@ -6,7 +6,7 @@
 //! identical entry for entry.
 
 mod common;
-use common::start_and_wait;
+use common::{dev_network, free_ports, pid_of, start_and_wait, Reaper};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,84 +16,17 @@ use covenant_client::LedgerClient;
 use covenant_crypto::{read_pem_file, Certificate, SigningKeyPair};
 use serde_json::{json, Value};
 
-const API: &str = "api-version=2024-01-01";
+const API: &str = "api-version=2022-05-13";
 
 /// The tests of this file each run a network of 3-4 node processes; on a 2-core
 /// machine two at once starve each other's timers (elections, partitions that take
 /// effect late), so they take turns.
 static ONE_NETWORK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 65000 {
-            continue;
-        }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-/// Kills every process it holds when dropped, so a failing test leaves none behind.
-struct Reaper(std::sync::Mutex<Vec<u32>>);
-
-impl Reaper {
-    fn watch(&self, pid: u32) {
-        self.0.lock().unwrap().push(pid);
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in self.0.lock().unwrap().iter() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
 fn term(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-}
-
-fn pid_of(dir: &Path, node: u16) -> u32 {
-    std::fs::read_to_string(dir.join(format!("node{node}/node.pid")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// `covenant dev --nodes 3` in `dir` on ports `base..base+3` (signatures every
-/// 100 ms), its processes watched by the returned reaper.
-fn dev_network(dir: &Path, base: u16, extra: &[&str]) -> (Child, Reaper) {
-    let base = base.to_string();
-    let mut args = vec![
-        "dev",
-        "--nodes",
-        "3",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &base,
-        "--sig-ms-interval",
-        "100",
-    ];
-    args.extend_from_slice(extra);
-    let dev = start_and_wait(&args);
-    let reaper = Reaper(Default::default());
-    reaper.watch(dev.id());
-    for node in 1..=3 {
-        reaper.watch(pid_of(dir, node));
-    }
-    (dev, reaper)
 }
 
 struct Net {
@@ -507,7 +440,7 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
     ]);
     term(dev.id());
     assert!(dev.wait().unwrap().success());
-    let reaper = Reaper(Default::default());
+    let reaper = Reaper::default();
     // Rewire: node i reaches node j through link (i, j).
     let mut links = std::collections::BTreeMap::new();
     for i in 1..=3u16 {

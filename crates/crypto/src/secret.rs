@@ -138,9 +138,27 @@ impl LedgerSecret {
     }
 }
 
+/// A fresh secret for an operator to hand out (a join token): 32 random bytes as
+/// 64 lower-case hex digits.
+pub fn random_token() -> Result<String, CryptoError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| CryptoError::Generation("rng".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_fresh_hex() {
+        let a = random_token().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(a, random_token().unwrap());
+    }
 
     #[test]
     fn roundtrip_and_binding() {

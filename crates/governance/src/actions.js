@@ -307,17 +307,29 @@
       },
     },
     // covenant's own: how a joining node is admitted under the default constitution's
-    // join_policy ("auto": trusted at once; "pending": after transition_node_to_trusted).
+    // join_policy ("auto": trusted at once if it presents the join token whose
+    // SHA-256 is join_token_sha256; "pending": after transition_node_to_trusted).
+    // join_token_sha256 (64 hex digits) replaces the token's digest; null removes it
+    // (no node is then trusted without a proposal); absent leaves it as it is.
     set_join_policy: {
       validate(args) {
         const p = need(args, "join_policy", "string");
         if (p !== "auto" && p !== "pending") {
           throw new Error('args.join_policy must be "auto" or "pending"');
         }
+        const d = args.join_token_sha256;
+        if (d !== undefined && d !== null && !(typeof d === "string" && /^[0-9a-f]{64}$/.test(d))) {
+          throw new Error("args.join_token_sha256 must be 64 lower-case hex digits or null");
+        }
       },
       apply(args) {
         updateRow("public:ccf.gov.service.config", "0", (c) => {
           c.join_policy = args.join_policy;
+          if (args.join_token_sha256 === null) {
+            delete c.join_token_sha256;
+          } else if (args.join_token_sha256 !== undefined) {
+            c.join_token_sha256 = args.join_token_sha256;
+          }
         });
       },
     },

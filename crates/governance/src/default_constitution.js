@@ -5,8 +5,10 @@
 // resolve(proposal, proposerId, votes): "Open", "Accepted" or "Rejected"; a strict
 //   majority of *active* members must vote for it (accepted members do not vote yet).
 // join_policy(node): "Trusted" or "Pending" for a node asking to join; this one follows
-//   the service's join_policy setting ("auto" trusts, anything else waits for a
-//   transition_node_to_trusted proposal). A constitution without it keeps joiners Pending.
+//   the service's join_policy setting ("auto" trusts a node that presented the
+//   service's join token, anything else waits for a transition_node_to_trusted
+//   proposal). The node never becomes Trusted at once without that token, whatever
+//   this returns. A constitution without it keeps joiners Pending.
 // apply(proposal, proposalId): performs the accepted actions with the action table
 //   the governance engine provides as `covenant.actions` (validate/apply per action).
 
@@ -76,5 +78,7 @@ export function apply(proposal, proposalId) {
 export function join_policy(node) {
   const raw = ccf.kv["public:ccf.gov.service.config"].get(ccf.strToBuf("0"));
   const config = raw === undefined ? {} : ccf.bufToJsonCompatible(raw);
-  return config.join_policy === "auto" ? "Trusted" : "Pending";
+  return config.join_policy === "auto" && node.join_token_verified === true
+    ? "Trusted"
+    : "Pending";
 }

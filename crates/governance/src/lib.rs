@@ -46,6 +46,8 @@ pub fn service_status(store: &Store) -> Option<String> {
 pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
 /// Service configuration (key `0`, JSON): `join_policy` ("auto" | "pending", seeded
 /// at genesis from the first node's config, changed by `set_join_policy`),
+/// `join_token_sha256` (hex SHA-256 of the secret a joining node presents to be
+/// trusted at once; seeded and changed the same way),
 /// `recovery_threshold`, `recent_cose_proposals_window_size`.
 pub const SERVICE_CONFIG: &str = "public:ccf.gov.service.config";
 pub const SERVICE_CONFIG_KEY: &[u8] = b"0";

@@ -327,15 +327,46 @@ fn the_constitution_decides_how_joining_nodes_are_admitted() {
         c.gov.join_decision(&c.store, &node).unwrap(),
         JoinDecision::Pending
     );
-    let auto = json!({"actions": [{"name": "set_join_policy", "args": {"join_policy": "auto"}}]});
+    let digest = "ab".repeat(32);
+    let auto = json!({"actions": [{"name": "set_join_policy",
+        "args": {"join_policy": "auto", "join_token_sha256": digest}}]});
     assert_eq!(accept(&c, auto).state, ProposalState::Accepted);
+    let config = |c: &Consortium| -> serde_json::Value {
+        serde_json::from_slice(&c.store.get("public:ccf.gov.service.config", b"0").unwrap())
+            .unwrap()
+    };
+    assert_eq!(config(&c)["join_token_sha256"], json!(digest));
+    // "auto" trusts at once only a node that presented the join token.
     assert_eq!(
         c.gov.join_decision(&c.store, &node).unwrap(),
+        JoinDecision::Pending
+    );
+    let with_token = json!({"node_id": "ab", "status": "Pending", "cert": "PEM",
+        "join_token_verified": true});
+    assert_eq!(
+        c.gov.join_decision(&c.store, &with_token).unwrap(),
         JoinDecision::Trusted
     );
-    let bad =
-        json!({"actions": [{"name": "set_join_policy", "args": {"join_policy": "sometimes"}}]});
-    assert!(matches!(c.propose(0, bad), Err(GovError::Invalid(_))));
+    // Changing the policy alone keeps the digest; null removes it.
+    let keep = json!({"actions": [{"name": "set_join_policy", "args": {"join_policy": "auto"}}]});
+    assert_eq!(accept(&c, keep).state, ProposalState::Accepted);
+    assert_eq!(config(&c)["join_token_sha256"], json!(digest));
+    let drop = json!({"actions": [{"name": "set_join_policy",
+        "args": {"join_policy": "pending", "join_token_sha256": null}}]});
+    assert_eq!(accept(&c, drop).state, ProposalState::Accepted);
+    assert!(config(&c).get("join_token_sha256").is_none());
+    assert_eq!(
+        c.gov.join_decision(&c.store, &with_token).unwrap(),
+        JoinDecision::Pending
+    );
+    for bad in [
+        json!({"join_policy": "sometimes"}),
+        json!({"join_policy": "auto", "join_token_sha256": "not hex"}),
+        json!({"join_policy": "auto", "join_token_sha256": "AB".repeat(32)}),
+    ] {
+        let bad = json!({"actions": [{"name": "set_join_policy", "args": bad}]});
+        assert!(matches!(c.propose(0, bad), Err(GovError::Invalid(_))));
+    }
 
     // A constitution may decide by the node itself; one without join_policy keeps
     // every joiner Pending; one whose join_policy throws refuses the join.

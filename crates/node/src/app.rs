@@ -59,9 +59,8 @@ impl AppCache {
     }
 }
 
-/// The TLS peer's certificate (PEM), `null` for a forwarded request.
-/// The request's head and its body (the body is read before policies run:
-/// `user_cose_sign1` authenticates it).
+/// The request's head and its body (empty while policies that need no body run
+/// first; `user_cose_sign1` authenticates the body itself).
 struct Incoming<'a> {
     head: &'a axum::http::request::Parts,
     body: &'a [u8],
@@ -76,10 +75,9 @@ impl Incoming<'_> {
     }
 }
 
+/// The client's certificate (PEM): the TLS peer's, or the one a forwarding backup
+/// received (see [`crate::edge`]); `null` without one.
 fn peer_pem(req: &Incoming<'_>) -> Value {
-    if req.headers().contains_key(crate::network::FORWARDED_USER) {
-        return Value::Null;
-    }
     req.extensions()
         .get::<PeerCert>()
         .and_then(|p| p.0.as_ref().map(|c| Value::String(c.0.to_pem())))
@@ -118,9 +116,8 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
     match name {
         "no_auth" => Ok(json!({"policy": "no_auth"})),
         "user_cert" => {
-            let fp = crate::auth::certificate_user(state, req.headers(), req.extensions())
-                .map_err(|e| e.message)?
-                .ok_or("no client certificate")?;
+            let fp =
+                crate::auth::certificate_user(req.extensions()).ok_or("no client certificate")?;
             // A user added by governance has its certificate recorded; one added
             // through the ACL users API (by fingerprint) only its roles.
             let info = json_row(store, USERS_INFO, &fp);
@@ -132,9 +129,8 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
             Ok(json!({"policy": "user_cert", "id": fp, "cert": cert, "data": info["user_data"]}))
         }
         "member_cert" => {
-            let fp = crate::auth::certificate_user(state, req.headers(), req.extensions())
-                .map_err(|e| e.message)?
-                .ok_or("no client certificate")?;
+            let fp =
+                crate::auth::certificate_user(req.extensions()).ok_or("no client certificate")?;
             // Member ids are the same SHA-256 as user fingerprints, in lower-case hex.
             let id = fp.replace(':', "").to_ascii_lowercase();
             let cert =
@@ -145,15 +141,11 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
             )
         }
         "any_cert" => {
-            let peer = req
-                .extensions()
-                .get::<PeerCert>()
-                .cloned()
-                .unwrap_or_default();
-            if peer.0.is_none() || req.headers().contains_key(crate::network::FORWARDED_USER) {
+            let pem = peer_pem(req);
+            if pem.is_null() {
                 return Err("no client certificate".into());
             }
-            Ok(json!({"policy": "any_cert", "cert": peer_pem(req)}))
+            Ok(json!({"policy": "any_cert", "cert": pem}))
         }
         "jwt" => {
             let value = req
@@ -169,7 +161,8 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
             let id = state
                 .jwt
                 .authenticate(token, store)
-                .map_err(|e| e.message.clone())?;
+                .map_err(|e| e.message.clone())?
+                .id;
             // Verified above; now only read its parts.
             let part = |i: usize| -> Value {
                 token
@@ -316,8 +309,44 @@ pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) 
     }
 }
 
-/// Largest request body an app handler receives.
-const MAX_APP_BODY: usize = 8 << 20;
+/// Whether a policy (or an `all_of` within it) authenticates the request body.
+fn mentions_body_policy(policy: &Value) -> bool {
+    match policy {
+        Value::String(s) => s == "user_cose_sign1",
+        Value::Object(o) => o
+            .get("all_of")
+            .and_then(Value::as_array)
+            .is_some_and(|all| all.iter().any(mentions_body_policy)),
+        _ => false,
+    }
+}
+
+/// Whether a policy can only pass with a client certificate or a bearer token.
+fn policy_needs_credential(policy: &Value) -> bool {
+    match policy {
+        Value::String(s) => !matches!(s.as_str(), "no_auth" | "user_cose_sign1"),
+        Value::Object(o) => o
+            .get("all_of")
+            .and_then(Value::as_array)
+            .is_some_and(|all| all.iter().any(policy_needs_credential)),
+        _ => true,
+    }
+}
+
+/// For a request to an endpoint of the deployed app: whether every one of its
+/// policies needs a client certificate or a bearer token (so the edge may refuse
+/// a request presenting neither before reading its body). `None`: not an app
+/// endpoint.
+pub(crate) fn endpoint_needs_credential(
+    state: &NodeState,
+    method: &str,
+    path: &str,
+) -> Option<bool> {
+    let app = state.apps.current(&state.store).ok()??;
+    let (route, _) = app.route(method, path)?.ok()?;
+    let policies = &route.properties.authn_policies;
+    Some(!policies.is_empty() && policies.iter().all(policy_needs_credential))
+}
 
 async fn serve(
     state: NodeState,
@@ -327,26 +356,42 @@ async fn serve(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (head, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, MAX_APP_BODY)
+    // Policies that need no body decide before it is read: a caller they refuse
+    // never gets its upload buffered. The edge caps the body at max_body_bytes.
+    let signed_body = route
+        .properties
+        .authn_policies
+        .iter()
+        .any(mentions_body_policy);
+    let early = if signed_body {
+        None
+    } else {
+        Some(caller(
+            &state,
+            &Incoming {
+                head: &head,
+                body: &[],
+            },
+            &route,
+        )?)
+    };
+    let body = axum::body::to_bytes(body, usize::MAX)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
-                format!("app request bodies are limited to {MAX_APP_BODY} bytes"),
-            )
-        })?;
-    let caller = caller(
-        &state,
-        &Incoming {
-            head: &head,
-            body: &body,
-        },
-        &route,
-    )?;
+        .map_err(|e| crate::edge::body_read_error(&e))?;
+    let caller = match early {
+        Some(c) => c,
+        None => caller(
+            &state,
+            &Incoming {
+                head: &head,
+                body: &body,
+            },
+            &route,
+        )?,
+    };
     let mut headers = BTreeMap::new();
     for (k, v) in &head.headers {
-        if k.as_str() == crate::network::FORWARDED_USER {
+        if k.as_str().starts_with("x-covenant-forwarded") {
             continue;
         }
         headers.insert(

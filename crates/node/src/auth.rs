@@ -48,26 +48,64 @@ pub fn user_roles(store: &covenant_kv::Store, user_id: &str) -> Option<Vec<Role>
     Some(roles)
 }
 
-/// The fingerprint (ACL user id) of the certificate behind a request: the TLS
-/// peer's, or for a request a backup forwarded, the one it names (trusted only from
-/// a node of this service). `None` without a certificate.
-pub(crate) fn certificate_user(
-    state: &NodeState,
-    headers: &axum::http::HeaderMap,
-    extensions: &axum::http::Extensions,
-) -> Result<Option<String>, ApiError> {
-    let peer = extensions.get::<PeerCert>().cloned().unwrap_or_default();
-    let Some(fwd) = headers.get(crate::network::FORWARDED_USER) else {
-        return Ok(peer.0.as_ref().map(|p| p.1.clone()));
+/// Whether `id` has the form of a certificate user's id (the colon-separated hex
+/// SHA-256 fingerprint): such ids are reachable only with that certificate.
+pub fn is_certificate_user_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 95
+        && b.iter().enumerate().all(|(i, c)| {
+            if i % 3 == 2 {
+                *c == b':'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// The key in a user's info row naming the one token issuer its id belongs to.
+pub const JWT_ISSUER_FIELD: &str = "jwt_issuer";
+
+/// The issuer a token user's row is bound to, if any.
+pub fn bound_issuer(store: &covenant_kv::Store, user_id: &str) -> Option<String> {
+    let raw = store.get(USERS_INFO, user_id.as_bytes())?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    v.get(JWT_ISSUER_FIELD)?.as_str().map(str::to_string)
+}
+
+/// The roles of the token user `who`: its row must be a token user's (no
+/// certificate recorded) and belong to the token's issuer: the issuer it is bound
+/// to, or, for a row bound to none, the only issuer trusted. So an issuer speaks
+/// for its own users only, never for certificate users or another issuer's.
+fn jwt_user_roles(state: &NodeState, who: &crate::jwt::JwtIdentity) -> Result<Vec<Role>, ApiError> {
+    let unknown = || {
+        ApiError::unauthorized(format!(
+            "{} (issuer {}) is not a user of this ledger",
+            who.id, who.issuer
+        ))
     };
-    if !state.network.as_ref().is_some_and(|n| n.is_node(&peer)) {
-        return Err(ApiError::unauthorized(
-            "a forwarded identity is only accepted from a node of this service",
-        ));
+    if state.store.get(USERS_CERTS, who.id.as_bytes()).is_some() {
+        return Err(unknown());
     }
-    fwd.to_str()
-        .map(|s| Some(s.to_string()))
-        .map_err(|_| ApiError::unauthorized("the forwarded identity is not text"))
+    let roles = user_roles(&state.store, &who.id).ok_or_else(unknown)?;
+    match bound_issuer(&state.store, &who.id) {
+        Some(b) if b == who.issuer => Ok(roles),
+        Some(_) => Err(unknown()),
+        None if state.jwt.single_issuer(&state.store).is_some() => Ok(roles),
+        None => Err(ApiError::unauthorized(format!(
+            "user {} is bound to no token issuer and several are trusted; an Administrator \
+             binds it with PATCH /app/ledgerUsers/{} {{\"issuer\": ...}}",
+            who.id, who.id
+        ))),
+    }
+}
+
+/// The fingerprint (ACL user id) of the client certificate behind a request:
+/// the TLS peer's, or for a request a backup forwarded, the one the client showed
+/// that backup ([`crate::edge`] puts it in place). `None` without a certificate.
+pub(crate) fn certificate_user(extensions: &axum::http::Extensions) -> Option<String> {
+    extensions
+        .get::<PeerCert>()
+        .and_then(|p| p.0.as_ref().map(|c| c.1.clone()))
 }
 
 /// An authenticated user.
@@ -99,7 +137,7 @@ impl FromRequestParts<NodeState> for Caller {
         state: &NodeState,
     ) -> Result<Self, Self::Rejection> {
         // A bearer token, when present, decides (a bad token is not silently ignored).
-        let user_id = if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
             let value = auth
                 .to_str()
                 .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
@@ -107,14 +145,18 @@ impl FromRequestParts<NodeState> for Caller {
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
                 .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))?;
-            state.jwt.authenticate(token.trim(), &state.store)?
-        } else {
-            certificate_user(state, &parts.headers, &parts.extensions)?.ok_or_else(|| {
-                ApiError::unauthorized(
-                    "present a client certificate or a bearer token of a ledger user",
-                )
-            })?
-        };
+            let who = state.jwt.authenticate(token.trim(), &state.store)?;
+            let roles = jwt_user_roles(state, &who)?;
+            return Ok(Caller {
+                user_id: who.id,
+                roles,
+            });
+        }
+        let user_id = certificate_user(&parts.extensions).ok_or_else(|| {
+            ApiError::unauthorized(
+                "present a client certificate or a bearer token of a ledger user",
+            )
+        })?;
         let roles = user_roles(&state.store, &user_id).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "certificate {user_id} is not a user of this ledger"

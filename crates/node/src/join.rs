@@ -44,7 +44,7 @@ pub const SNAPSHOT_PATH: &str = "/internal/snapshot";
 pub const SNAPSHOT_TXID_HEADER: &str = "x-covenant-snapshot-txid";
 
 /// `POST /node/join` body (CCF's field names where they exist).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub quote_info: QuoteInfo,
@@ -53,6 +53,39 @@ pub struct JoinRequest {
     /// `localhost`, `127.0.0.1` and the rpc address's IP are always included).
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
+    /// The service's join token (a secret the operator hands out): under the
+    /// `auto` join policy a node presenting it is trusted at once; without it a
+    /// node can only become Pending. Virtual evidence alone proves nothing about
+    /// who is joining, so it never admits a node by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
+}
+
+/// The token never reaches a log.
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("quote_info", &self.quote_info)
+            .field("node_info_network", &self.node_info_network)
+            .field("subject_alt_names", &self.subject_alt_names)
+            .field(
+                "join_token",
+                &self.join_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Unverified join requests (no valid join token) waiting as Pending at most: an
+/// outsider can make a node row Pending, but cannot grow the ledger without bound.
+pub const MAX_UNVERIFIED_PENDING: usize = 16;
+
+/// Longest join token accepted (the dev one is 64 hex digits).
+const MAX_JOIN_TOKEN: usize = 1024;
+
+/// The hex SHA-256 the service records for a join token.
+pub fn join_token_digest(token: &str) -> String {
+    covenant_crypto::sha256(token.trim().as_bytes()).to_hex()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,6 +377,7 @@ pub(crate) fn trusted_row(
         cert: endorsed.to_pem(),
         quote: row.quote.clone(),
         subject_alt_names: row.subject_alt_names.clone(),
+        join_token_verified: row.join_token_verified,
     })
 }
 
@@ -424,13 +458,36 @@ pub async fn join(
         cert: cert.to_pem(),
         quote: Some(raw.iter().map(|b| format!("{b:02x}")).collect()),
         subject_alt_names: req.subject_alt_names.clone(),
+        join_token_verified: false,
     };
+    let verified = check_join_token(&state, req.join_token.as_deref())?;
+    if !verified && unverified_pending(&state) >= MAX_UNVERIFIED_PENDING {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyPendingNodes",
+            format!(
+                "{MAX_UNVERIFIED_PENDING} nodes are already waiting without the join token; \
+                 members must trust or remove some first (or join with the service's join token)"
+            ),
+        ));
+    }
     let mut asked = serde_json::to_value(&pending)
         .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
     asked["node_id"] = serde_json::Value::String(node_id.clone());
+    asked["join_token_verified"] = serde_json::Value::Bool(verified);
     let decision = covenant_governance::Governance::default()
         .join_decision(&state.store, &asked)
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "JoinRefused", e.to_string()))?;
+    // Whatever the constitution says, only the join token admits a node at once:
+    // evidence a stranger can make for itself must not hand out the service's keys.
+    let decision = match decision {
+        JoinDecision::Trusted if !verified => JoinDecision::Pending,
+        d => d,
+    };
+    let pending = NodeInfo {
+        join_token_verified: verified,
+        ..pending
+    };
     let row = match decision {
         JoinDecision::Trusted => trust(&state, net, &node_id, &pending)?,
         JoinDecision::Pending => {
@@ -442,6 +499,54 @@ pub async fn join(
     answer(&state, net, &node_id, &row)
 }
 
+/// Whether `token` is the service's join token (its SHA-256 recorded in the service
+/// configuration, compared in constant time). A token given but wrong is refused
+/// (403) so an operator learns of a typo at once; none given is simply unverified.
+fn check_join_token(state: &NodeState, token: Option<&str>) -> Result<bool, ApiError> {
+    let Some(token) = token else {
+        return Ok(false);
+    };
+    if token.len() > MAX_JOIN_TOKEN {
+        return Err(ApiError::bad_request(
+            "InvalidInput",
+            format!("join_token is longer than {MAX_JOIN_TOKEN} bytes"),
+        ));
+    }
+    let recorded = state
+        .store
+        .get(
+            covenant_governance::SERVICE_CONFIG,
+            covenant_governance::SERVICE_CONFIG_KEY,
+        )
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|c| c["join_token_sha256"].as_str().map(str::to_string));
+    let wrong = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "InvalidJoinToken",
+            "the join token is not this service's (nothing was recorded)",
+        )
+    };
+    let Some(recorded) = recorded else {
+        return Err(wrong());
+    };
+    let given = join_token_digest(token);
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), recorded.as_bytes())
+        .map_err(|_| wrong())?;
+    Ok(true)
+}
+
+/// Pending rows of nodes that asked without the join token.
+fn unverified_pending(state: &NodeState) -> usize {
+    state
+        .store
+        .entries(NODES_INFO)
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+        .filter(|i| i.status == STATUS_PENDING && !i.join_token_verified)
+        .count()
+}
+
 /// `GET /internal/snapshot` (nodes only): the latest committed snapshot, so a node
 /// that joined starts from it instead of replaying the ledger. 503 until one exists
 /// (one is then requested at the next signature).
@@ -450,6 +555,7 @@ pub async fn snapshot(
     peer: axum::Extension<PeerCert>,
 ) -> Result<Response, ApiError> {
     let net = network(&state)?;
+    // The edge admits only nodes to /internal/*; checked again where it matters most.
     if !net.is_node(&peer) {
         return Err(ApiError::forbidden(
             "only nodes endorsed by the service identity may fetch snapshots",

@@ -73,6 +73,15 @@ impl JwtIssuer {
     }
 }
 
+/// Who a verified token names: a user id within its issuer's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtIdentity {
+    /// The trusted issuer whose key verified the token.
+    pub issuer: String,
+    /// Its `oid` claim, else its `sub`.
+    pub id: String,
+}
+
 /// The issuers tokens are checked against: those of the node's configuration and
 /// those governance set (`set_jwt_issuer`, in [`JWT_ISSUERS`]).
 #[derive(Clone, Debug, Default)]
@@ -137,14 +146,36 @@ impl JwtAuth {
         issuers
     }
 
+    /// The distinct issuers trusted now (configured and governed), sorted.
+    pub fn issuer_names(&self, store: &covenant_kv::Store) -> Vec<String> {
+        let governed = self.governed(store);
+        let mut names: Vec<String> = self
+            .issuers
+            .iter()
+            .chain(governed.iter())
+            .map(|i| i.issuer.clone())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The issuer trusted now, when exactly one is.
+    pub fn single_issuer(&self, store: &covenant_kv::Store) -> Option<String> {
+        let mut names = self.issuer_names(store);
+        (names.len() == 1).then(|| names.remove(0))
+    }
+
     /// Validates `token` (signature, `iss`, `exp`, `nbf`, `aud` when configured)
     /// against the configured issuers and those governance set in `store`, and
-    /// returns the user id it names.
+    /// returns who it names: the issuer that signed it and the `oid` (else `sub`).
+    /// An id shaped like a certificate user's fingerprint is refused: an issuer
+    /// speaks only for its own users, never for certificate users.
     pub fn authenticate(
         &self,
         token: &str,
         store: &covenant_kv::Store,
-    ) -> Result<String, ApiError> {
+    ) -> Result<JwtIdentity, ApiError> {
         let bad = |why: &str| ApiError::unauthorized(format!("invalid bearer token: {why}"));
         let header = decode_header(token).map_err(|e| bad(&e.to_string()))?;
         if !ACCEPTED.contains(&header.alg) {
@@ -177,7 +208,16 @@ impl JwtAuth {
                             .or_else(|| claims.get("sub").and_then(|v| v.as_str()))
                             .filter(|s| !s.is_empty())
                             .ok_or_else(|| bad("the token has neither an oid nor a sub claim"))?;
-                        return Ok(id.to_string());
+                        if crate::auth::is_certificate_user_id(id) {
+                            return Err(bad(
+                                "its subject has the form of a certificate user's id; \
+                                 a token issuer cannot speak for certificate users",
+                            ));
+                        }
+                        return Ok(JwtIdentity {
+                            issuer: issuer.issuer.clone(),
+                            id: id.to_string(),
+                        });
                     }
                     Err(e) => last_error = e.to_string(),
                 }
@@ -316,7 +356,9 @@ mod tests {
             json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": "o-1", "sub": "s-1"}),
         );
         assert_eq!(
-            auth.authenticate(&t, &covenant_kv::Store::new()).unwrap(),
+            auth.authenticate(&t, &covenant_kv::Store::new())
+                .unwrap()
+                .id,
             "o-1"
         );
         let t = token(
@@ -324,9 +366,21 @@ mod tests {
             json!({"iss": "https://issuer.test", "exp": now() + 600, "sub": "s-1"}),
         );
         assert_eq!(
-            auth.authenticate(&t, &covenant_kv::Store::new()).unwrap(),
+            auth.authenticate(&t, &covenant_kv::Store::new())
+                .unwrap()
+                .id,
             "s-1"
         );
+        // A subject shaped like a certificate user's id never authenticates.
+        let fingerprint = ["AB"; 32].join(":");
+        let t = token(
+            &enc,
+            json!({"iss": "https://issuer.test", "exp": now() + 600, "oid": fingerprint}),
+        );
+        let e = auth
+            .authenticate(&t, &covenant_kv::Store::new())
+            .unwrap_err();
+        assert!(e.message.contains("certificate user"), "{}", e.message);
     }
 
     #[test]
@@ -391,7 +445,15 @@ mod tests {
         assert!(auth.authenticate(&t, &store).is_err(), "no issuer yet");
         let row = json!({"issuer": "https://gov.test", "jwks": serde_json::from_str::<serde_json::Value>(&doc).unwrap()});
         put(&store, "https://gov.test", Some(&row.to_string()));
-        assert_eq!(auth.authenticate(&t, &store).unwrap(), "g-1");
+        let who = auth.authenticate(&t, &store).unwrap();
+        assert_eq!(
+            (who.issuer.as_str(), who.id.as_str()),
+            ("https://gov.test", "g-1")
+        );
+        assert_eq!(
+            auth.single_issuer(&store).as_deref(),
+            Some("https://gov.test")
+        );
         // A key rotation replaces the row: old tokens stop working, new ones work.
         let (enc2, doc2) = key_and_jwks();
         let row2 = json!({"issuer": "https://gov.test", "audience": "app", "jwks": serde_json::from_str::<serde_json::Value>(&doc2).unwrap()});
@@ -400,7 +462,9 @@ mod tests {
         let mut with_aud = claims.clone();
         with_aud["aud"] = json!("app");
         assert_eq!(
-            auth.authenticate(&token(&enc2, with_aud), &store).unwrap(),
+            auth.authenticate(&token(&enc2, with_aud), &store)
+                .unwrap()
+                .id,
             "g-1"
         );
         assert!(

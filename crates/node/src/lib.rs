@@ -11,6 +11,7 @@
 pub mod app;
 pub mod attestation;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod gov;
 pub mod identity;
@@ -31,7 +32,6 @@ pub mod users;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use covenant_crypto::{Certificate, NodeIdentity};
 use covenant_engine::{Engine, EngineError};
 use tokio::net::TcpListener;
@@ -143,22 +143,27 @@ pub fn set_service_opening(engine: &mut Engine) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Records the service configuration a new service starts with (its join policy).
+/// Records the service configuration a new service starts with: its join policy
+/// and, when the operator made one, the SHA-256 of the join token that lets a node
+/// be trusted without a proposal ([`join::join_token_digest`]).
 pub fn set_service_config(
     engine: &mut Engine,
     join_policy: network::JoinPolicy,
+    join_token_sha256: Option<&str>,
 ) -> Result<(), EngineError> {
     let policy = match join_policy {
         network::JoinPolicy::Auto => "auto",
         network::JoinPolicy::Pending => "pending",
     };
+    let mut config = serde_json::json!({ "join_policy": policy });
+    if let Some(d) = join_token_sha256 {
+        config["join_token_sha256"] = serde_json::Value::String(d.to_string());
+    }
     let mut tx = engine.begin();
     tx.put(
         covenant_governance::SERVICE_CONFIG,
         covenant_governance::SERVICE_CONFIG_KEY,
-        serde_json::json!({ "join_policy": policy })
-            .to_string()
-            .as_bytes(),
+        config.to_string().as_bytes(),
     );
     engine.commit_tx(tx, None)?;
     Ok(())
@@ -333,8 +338,7 @@ impl BoundNode {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<u64, NodeError> {
-        let app = routes::router(self.state.clone())
-            .layer(DefaultBodyLimit::max(self.config.max_body_bytes));
+        let app = routes::router(self.state.clone(), self.config.max_body_bytes);
         server::serve(
             self.listener,
             self.tls,

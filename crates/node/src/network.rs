@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use covenant_client::{Connection, LedgerClient};
 use covenant_consensus::{Replica, Transport};
 use covenant_crypto::{Certificate, NodeIdentity};
@@ -32,8 +33,11 @@ pub const REGISTER_PATH: &str = "/internal/register";
 /// CCF's nodes table: node id (hex SHA-256 of its public key) → JSON
 /// `{"status","raft_id","address","cert"}`.
 pub const NODES_INFO: &str = "public:ccf.gov.nodes.info";
-/// Set by a backup forwarding a request: the caller's certificate fingerprint.
-pub const FORWARDED_USER: &str = "x-covenant-forwarded-user";
+/// Set by a backup forwarding a request: the certificate (base64 DER) the client
+/// presented to it, absent when it presented none. Only accepted from nodes (see
+/// [`crate::edge`]), and never a fingerprint: every auth policy needs the
+/// certificate itself, and the executing node derives ids from it.
+pub const FORWARDED_CERT: &str = "x-covenant-forwarded-cert";
 /// Set on every forwarded request, so it is never forwarded twice.
 pub const FORWARDED: &str = "x-covenant-forwarded";
 /// A sender stops adding messages to a batch past this size.
@@ -48,7 +52,8 @@ pub const MAX_RAFT_BODY_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinPolicy {
-    /// Trust a node whose evidence verifies (key bound, code trusted) at once.
+    /// Trust at once a node whose evidence verifies (key bound, code trusted) and
+    /// that presents the service's join token; others wait as Pending.
     #[default]
     Auto,
     /// Record it as Pending; a member trusts it later.
@@ -539,13 +544,14 @@ async fn forward(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    // The primary enforces its own body limit; this only bounds what a backup buffers.
-    let body = axum::body::to_bytes(body, MAX_RAFT_BODY_BYTES)
+    // The edge capped this body at the node's max_body_bytes and refused it before
+    // this point if the route needs a credential the client did not present.
+    let body = axum::body::to_bytes(body, usize::MAX)
         .await
-        .map_err(|e| ApiError::bad_request("InvalidInput", format!("reading the body: {e}")))?;
+        .map_err(|e| crate::edge::body_read_error(&e))?;
     let mut headers = vec![(FORWARDED.to_string(), "1".to_string())];
     // End-to-end headers travel on (app handlers read them); the hop's own, and
-    // the node-to-node ones a client might try to forge, do not.
+    // the node-to-node ones (refused from clients at the edge anyway), do not.
     for (name, value) in &parts.headers {
         let n = name.as_str();
         if matches!(
@@ -553,7 +559,6 @@ async fn forward(
             "host"
                 | "content-length"
                 | "content-type"
-                | "authorization"
                 | "connection"
                 | "transfer-encoding"
                 | "keep-alive"
@@ -561,8 +566,7 @@ async fn forward(
                 | "te"
                 | "trailer"
                 | "proxy-connection"
-        ) || n == FORWARDED
-            || n == FORWARDED_USER
+        ) || n.starts_with("x-covenant-forwarded")
         {
             continue;
         }
@@ -570,12 +574,12 @@ async fn forward(
             headers.push((n.to_string(), v.to_string()));
         }
     }
-    if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-        if let Ok(v) = auth.to_str() {
-            headers.push(("authorization".into(), v.to_string()));
-        }
-    } else if let Some(PeerCert(Some(p))) = parts.extensions.get::<PeerCert>() {
-        headers.push((FORWARDED_USER.into(), p.1.clone()));
+    // The client's own certificate, whole: the primary runs every auth policy on it.
+    if let Some(PeerCert(Some(p))) = parts.extensions.get::<PeerCert>() {
+        headers.push((
+            FORWARDED_CERT.into(),
+            base64::engine::general_purpose::STANDARD.encode(p.0.der()),
+        ));
     }
     let content_type = parts
         .headers
@@ -710,6 +714,10 @@ pub struct NodeInfo {
     /// Extra names (IPs or DNS names) asked for its endorsed certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+    /// It asked with the service's join token (only such a node may be trusted
+    /// without a proposal, and only unverified Pending rows count against the cap).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join_token_verified: bool,
 }
 
 /// `POST /internal/register`: a node of this service records itself (body: its
@@ -779,6 +787,7 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
         cert: cert_pem,
         quote: None,
         subject_alt_names: Vec::new(),
+        join_token_verified: false,
     };
     loop {
         if state.store.get(NODES_INFO, node_id.as_bytes()).is_some() {

@@ -34,8 +34,9 @@ pub(crate) const TXID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-tra
 /// Longest collection id accepted.
 const MAX_COLLECTION_ID: usize = 256;
 
-/// Every route of the node.
-pub fn router(state: NodeState) -> Router {
+/// Every route of the node, behind the [`crate::edge`] checks with bodies capped
+/// at `max_body_bytes`.
+pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/app/transactions", post(append).get(list_entries))
         .route("/app/transactions/current", get(current))
@@ -163,10 +164,19 @@ pub fn router(state: NodeState) -> Router {
             state.clone(),
             crate::network::forward_writes,
         ))
+        // Before anything reads a body or forwards: identity, credentials, limits.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::edge::Edge {
+                state: state.clone(),
+                max_body_bytes,
+            },
+            crate::edge::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::count,
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
@@ -182,10 +192,33 @@ pub(crate) fn authorize(
     caller.require(min)
 }
 
-/// Every ledger route requires `api-version` (SPEC §4).
+/// The ACL data-plane api-versions covenant serves (those of ACL's published
+/// API specifications and SDKs); behaviour differs only where a route says so.
+pub const API_VERSIONS: &[&str] = &[
+    "0.1-preview",
+    "2022-04-20-preview",
+    "2022-05-13",
+    "2022-11-23",
+    "2023-01-18-preview",
+    "2024-01-26-preview",
+    "2024-07-26-preview",
+    "2024-08-22-preview",
+    "2024-12-09-preview",
+];
+
+/// Every ledger route requires a known `api-version` (SPEC §4): an unknown one is
+/// refused rather than served as if it meant something.
 pub(crate) fn api_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
     match q.get("api-version") {
-        Some(v) if !v.is_empty() => Ok(()),
+        Some(v) if API_VERSIONS.contains(&v.as_str()) => Ok(()),
+        Some(v) if !v.is_empty() => Err(ApiError::bad_request(
+            "QueryParameterError",
+            format!(
+                "api-version {:?} is not supported; use one of {}",
+                v.chars().take(64).collect::<String>(),
+                API_VERSIONS.join(", ")
+            ),
+        )),
         _ => Err(ApiError::bad_request(
             "QueryParameterError",
             "the api-version query parameter is required (e.g. api-version=2022-05-13)",
@@ -677,6 +710,7 @@ async fn network_nodes(State(state): State<NodeState>) -> Json<Value> {
                             cert: String::new(),
                             quote: None,
                             subject_alt_names: Vec::new(),
+                            join_token_verified: false,
                         },
                     ));
                 }

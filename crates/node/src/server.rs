@@ -1,9 +1,15 @@
 //! The accept loop: TLS handshakes run in their own tasks (a slow client cannot
 //! stall others), the client certificate is handed to handlers as an extension,
-//! connections are bounded, and slow or idle clients are timed out.
+//! connections are bounded per client address and in total, and slow or idle
+//! clients are timed out. When the total is reached a new connection takes the
+//! place of the oldest one that is still in its TLS handshake (else the oldest
+//! idle one): a flood of idle sockets cannot keep real clients out.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::{Extension, Router};
@@ -12,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// The client certificate of the connection a request came on, if any, with its
@@ -30,6 +36,8 @@ pub struct SessionForwarded(pub Arc<std::sync::atomic::AtomicBool>);
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    /// Connections at once from one client IP address.
+    pub max_connections_per_peer: usize,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     /// Longest a request may take from headers read to response (body upload included).
@@ -44,6 +52,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 1024,
+            max_connections_per_peer: 256,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
@@ -52,6 +61,130 @@ impl Default for ServerLimits {
         }
     }
 }
+
+/// One open connection, as the accept loop sees it.
+struct ConnState {
+    /// Still in the TLS handshake (the first to give way when the node is full).
+    handshaking: AtomicBool,
+    /// Requests being served on it (never closed while one is).
+    in_flight: AtomicUsize,
+    /// The client presented a certificate (a user, member or node): such idle
+    /// connections give way only after anonymous ones.
+    has_cert: AtomicBool,
+    /// Told to close to make room for a new connection.
+    evict: Notify,
+}
+
+/// Every open connection by age, and how many each client address holds.
+#[derive(Default)]
+struct Connections {
+    next_id: AtomicU64,
+    open: Mutex<BTreeMap<u64, Arc<ConnState>>>,
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Connections {
+    /// Registers a connection from `ip`, or `None` if that address holds `max` already.
+    fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnSlot> {
+        {
+            let mut per = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per.entry(ip).or_insert(0);
+            if *n >= max {
+                return None;
+            }
+            *n += 1;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            handshaking: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            has_cert: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        Some(ConnSlot {
+            table: self.clone(),
+            ip,
+            id,
+            state,
+        })
+    }
+
+    /// Asks the oldest connection still in its handshake (else the oldest idle one
+    /// without a client certificate, else the oldest idle one), other than
+    /// `newcomer`, to close; false if every other connection is serving a request.
+    fn evict_one(&self, newcomer: u64) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let others = || {
+            open.iter()
+                .filter(|(id, _)| **id != newcomer)
+                .map(|(_, c)| c)
+        };
+        let idle = |c: &&Arc<ConnState>| c.in_flight.load(Ordering::Relaxed) == 0;
+        let victim = others()
+            .find(|c| c.handshaking.load(Ordering::Relaxed))
+            .or_else(|| others().find(|c| idle(c) && !c.has_cert.load(Ordering::Relaxed)))
+            .or_else(|| others().find(idle));
+        match victim {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`Connections`], given back when it closes.
+struct ConnSlot {
+    table: Arc<Connections>,
+    ip: IpAddr,
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.table
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        let mut per = self
+            .table
+            .per_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn start(state: &Arc<ConnState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a new connection waits for an evicted one to give its place back.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves. Then no new
 /// connection is accepted, open ones finish their current request and close (idle
@@ -66,6 +199,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Connections::default());
     let (draining_tx, draining) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -81,10 +215,26 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; refusing connection");
+        let Some(slot) = connections.admit(peer.ip(), limits.max_connections_per_peer) else {
+            tracing::debug!(%peer, "per-address connection limit reached; refusing connection");
             drop(tcp);
             continue;
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if connections.evict_one(slot.id) => {
+                match tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::warn!(%peer, "connection limit reached; refusing connection");
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "connection limit reached and every connection busy; refusing connection");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -93,8 +243,11 @@ pub async fn serve(
         let mut draining = draining.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            let conn_state = slot.state.clone();
+            let _slot = slot;
+            let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                r = handshake => match r {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -104,7 +257,13 @@ pub async fn serve(
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
-                };
+                },
+                _ = conn_state.evict.notified() => {
+                    tracing::debug!(%peer, "closed in its TLS handshake to make room");
+                    return;
+                }
+            };
+            conn_state.handshaking.store(false, Ordering::Relaxed);
             let cert = tls
                 .get_ref()
                 .1
@@ -115,22 +274,28 @@ pub async fn serve(
                     let id = c.user_fingerprint();
                     Arc::new((c, id))
                 });
+            conn_state.has_cert.store(cert.is_some(), Ordering::Relaxed);
             let timeout = limits.request_timeout;
+            let busy = conn_state.clone();
             let app = app
                 .layer(axum::middleware::from_fn(
-                    move |req, next: axum::middleware::Next| async move {
-                        match tokio::time::timeout(timeout, next.run(req)).await {
-                            Ok(resp) => resp,
-                            Err(_) => axum::response::IntoResponse::into_response(
-                                crate::error::ApiError::new(
-                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                    "RequestTimeout",
-                                    format!(
-                                        "the request took longer than {} s",
-                                        timeout.as_secs_f64()
+                    move |req, next: axum::middleware::Next| {
+                        let in_flight = InFlight::start(&busy);
+                        async move {
+                            let _in_flight = in_flight;
+                            match tokio::time::timeout(timeout, next.run(req)).await {
+                                Ok(resp) => resp,
+                                Err(_) => axum::response::IntoResponse::into_response(
+                                    crate::error::ApiError::new(
+                                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                        "RequestTimeout",
+                                        format!(
+                                            "the request took longer than {} s",
+                                            timeout.as_secs_f64()
+                                        ),
                                     ),
                                 ),
-                            ),
+                            }
                         }
                     },
                 ))
@@ -150,6 +315,10 @@ pub async fn serve(
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
+                _ = conn_state.evict.notified() => {
+                    tracing::debug!(%peer, "idle connection closed to make room");
+                    return;
+                }
                                 _ = async {
                     while !*draining.borrow_and_update() {
                         if draining.changed().await.is_err() {
@@ -178,4 +347,66 @@ pub async fn serve(
         tracing::warn!("some connections were still open after the drain timeout");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn each_address_gets_its_share_and_gives_it_back() {
+        let t = Arc::new(Connections::default());
+        let a: Vec<_> = (0..3).map(|_| t.admit(ip(2), 3).unwrap()).collect();
+        assert!(
+            t.admit(ip(2), 3).is_none(),
+            "a fourth from the same address"
+        );
+        let other = t.admit(ip(3), 3);
+        assert!(other.is_some(), "another address is not affected");
+        drop(a);
+        assert!(
+            t.admit(ip(2), 3).is_some(),
+            "closed connections free their places"
+        );
+        drop(other);
+        assert_eq!(t.open.lock().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn eviction_takes_handshakes_first_then_anonymous_idle_then_idle() {
+        let t = Arc::new(Connections::default());
+        let busy = t.admit(ip(2), 9).unwrap();
+        busy.state.handshaking.store(false, Ordering::Relaxed);
+        let _req = InFlight::start(&busy.state);
+        let user = t.admit(ip(2), 9).unwrap();
+        user.state.handshaking.store(false, Ordering::Relaxed);
+        user.state.has_cert.store(true, Ordering::Relaxed);
+        let anon = t.admit(ip(2), 9).unwrap();
+        anon.state.handshaking.store(false, Ordering::Relaxed);
+        let shaking = t.admit(ip(2), 9).unwrap();
+        let newcomer = t.admit(ip(2), 9).unwrap();
+        let told = |s: &ConnSlot| {
+            let n = s.state.evict.notified();
+            tokio::pin!(n);
+            // A stored notification completes the future at its first poll.
+            n.as_mut().enable()
+        };
+        assert!(t.evict_one(newcomer.id));
+        assert!(told(&shaking) && !told(&anon) && !told(&newcomer));
+        drop(shaking);
+        assert!(t.evict_one(newcomer.id));
+        assert!(told(&anon) && !told(&user));
+        drop(anon);
+        assert!(t.evict_one(newcomer.id));
+        assert!(told(&user) && !told(&busy));
+        drop(user);
+        assert!(
+            !t.evict_one(newcomer.id),
+            "a connection serving a request stays"
+        );
+    }
 }

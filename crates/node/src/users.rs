@@ -28,16 +28,53 @@ fn check_user_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A user's info row: its roles, and for a token user the issuer it belongs to.
+///
+/// A token user (an id that is not a certificate fingerprint) is bound to `issuer`
+/// when one is given, else keeps the issuer it had, else, when it is new and
+/// exactly one issuer is trusted, to that one: tokens of any other issuer never
+/// name it (see [`crate::auth`]).
+fn info_row(
+    state: &NodeState,
+    user_id: &str,
+    roles: &[Role],
+    issuer: Option<&str>,
+) -> Result<Value, ApiError> {
+    let mut info = json!({"user_data": {"assignedRoles": roles}});
+    if crate::auth::is_certificate_user_id(user_id) {
+        if issuer.is_some() {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                "a certificate user (a fingerprint id) belongs to no token issuer",
+            ));
+        }
+        return Ok(info);
+    }
+    let bound = match issuer {
+        Some(i) => Some(i.to_string()),
+        None => crate::auth::bound_issuer(&state.store, user_id).or_else(|| {
+            let new = state.store.get(USERS_INFO, user_id.as_bytes()).is_none();
+            new.then(|| state.jwt.single_issuer(&state.store)).flatten()
+        }),
+    };
+    if let Some(b) = bound {
+        info[crate::auth::JWT_ISSUER_FIELD] = Value::String(b);
+    }
+    Ok(info)
+}
+
 fn write_roles(
     state: &NodeState,
     user_id: &str,
     roles: Option<&[Role]>,
 ) -> Result<covenant_types::TxId, ApiError> {
+    let info = roles
+        .map(|r| info_row(state, user_id, r, None))
+        .transpose()?;
     state.write("updating the user failed", |engine| {
         let mut tx = engine.begin();
-        match roles {
-            Some(roles) => {
-                let info = json!({"user_data": {"assignedRoles": roles}});
+        match &info {
+            Some(info) => {
                 tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
             }
             None => {
@@ -218,6 +255,9 @@ struct MultiPatch {
     /// Built-in roles and roles defined at `/app/roles`.
     #[serde(rename = "assignedRoles")]
     assigned_roles: Vec<String>,
+    /// covenant's own: the token issuer a token user belongs to.
+    #[serde(default)]
+    issuer: Option<String>,
 }
 
 /// Every role of a user: the built-in ones, then those defined at `/app/roles`.
@@ -271,9 +311,17 @@ pub async fn patch_multi(
     let mut roles: Vec<Role> = existing.into_iter().chain(builtin).collect();
     roles.sort();
     roles.dedup();
+    if let Some(i) = &patch.issuer {
+        if i.is_empty() || i.len() > 2048 || i.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                "issuer must be 1..2048 printable characters (the token issuer's iss)",
+            ));
+        }
+    }
+    let info = info_row(&state, &user_id, &roles, patch.issuer.as_deref())?;
     let txid = state.write("updating the user failed", |engine| {
         let mut tx = engine.begin();
-        let info = json!({"user_data": {"assignedRoles": roles}});
         tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
         crate::roles::put_user_custom_roles(&mut tx, &user_id, &custom);
         engine.commit_tx(tx, None)

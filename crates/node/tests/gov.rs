@@ -125,8 +125,18 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         assert_eq!(body["status"], "Active");
     }
     // The service is Opening: the ledger API refuses everyone until the consortium
-    // opens it.
-    let r = gov
+    // opens it (a caller without any credential is refused before that, at the edge).
+    let anonymous = gov
+        .request(
+            "GET",
+            "/app/transactions/current?api-version=2022-05-13",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+    let with_cert = LedgerClient::new(&endpoint, &service.cert, Some((&user.1, &user.0))).unwrap();
+    let r = with_cert
         .request(
             "GET",
             "/app/transactions/current?api-version=2022-05-13",

@@ -101,3 +101,78 @@ pub fn as_member0(dir: &std::path::Path, endpoint: &str, extra: &[&str]) -> Outp
     ]);
     covenant(&args)
 }
+
+/// The first of `n` consecutive free ports on 127.0.0.1.
+#[allow(dead_code)]
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 65000 {
+            continue;
+        }
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+/// Kills every process it holds when dropped, so a failing test leaves none behind.
+#[allow(dead_code)]
+#[derive(Default)]
+pub struct Reaper(std::sync::Mutex<Vec<u32>>);
+
+#[allow(dead_code)]
+impl Reaper {
+    pub fn watch(&self, pid: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// The pid of node `node` of the `covenant dev --nodes N` in `dir`.
+#[allow(dead_code)]
+pub fn pid_of(dir: &std::path::Path, node: u16) -> u32 {
+    std::fs::read_to_string(dir.join(format!("node{node}/node.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `covenant dev --nodes 3` in `dir` on ports `base..base+3` (signatures every
+/// 100 ms), its processes watched by the returned reaper.
+#[allow(dead_code)]
+pub fn dev_network(dir: &std::path::Path, base: u16, extra: &[&str]) -> (Child, Reaper) {
+    let base = base.to_string();
+    let mut args = vec![
+        "dev",
+        "--nodes",
+        "3",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &base,
+        "--sig-ms-interval",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    let dev = start_and_wait(&args);
+    let reaper = Reaper::default();
+    reaper.watch(dev.id());
+    for node in 1..=3 {
+        reaper.watch(pid_of(dir, node));
+    }
+    (dev, reaper)
+}
