@@ -43,6 +43,22 @@ pub struct AppCache {
     handles: Mutex<HashMap<u64, Instant>>,
 }
 
+/// The deployed app as the edge found it for this request, so the later layers
+/// (forwarding, dispatch) need not look it up again.
+#[derive(Clone)]
+pub struct CurrentApp(pub Option<Arc<App>>);
+
+/// The deployed app for a request: the edge's lookup when it made one.
+pub(crate) fn request_app(
+    state: &NodeState,
+    extensions: &axum::http::Extensions,
+) -> Result<Option<Arc<App>>, AppError> {
+    match extensions.get::<CurrentApp>() {
+        Some(c) => Ok(c.0.clone()),
+        None => state.apps.current(&state.store),
+    }
+}
+
 impl AppCache {
     /// The deployed app, if any (parsed again only after a `set_js_app`).
     pub fn current(&self, store: &covenant_kv::Store) -> Result<Option<Arc<App>>, AppError> {
@@ -293,7 +309,7 @@ pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) 
     if !req.uri().path().starts_with(covenant_app::PREFIX) {
         return next.run(req).await;
     }
-    let app = match state.apps.current(&state.store) {
+    let app = match request_app(&state, req.extensions()) {
         Ok(Some(app)) => app,
         Ok(None) => return next.run(req).await,
         Err(e) => return script_error(e, &RuntimeOptions::default()).into_response(),
@@ -337,12 +353,7 @@ fn policy_needs_credential(policy: &Value) -> bool {
 /// policies needs a client certificate or a bearer token (so the edge may refuse
 /// a request presenting neither before reading its body). `None`: not an app
 /// endpoint.
-pub(crate) fn endpoint_needs_credential(
-    state: &NodeState,
-    method: &str,
-    path: &str,
-) -> Option<bool> {
-    let app = state.apps.current(&state.store).ok()??;
+pub(crate) fn endpoint_needs_credential(app: &App, method: &str, path: &str) -> Option<bool> {
     let (route, _) = app.route(method, path)?.ok()?;
     let policies = &route.properties.authn_policies;
     Some(!policies.is_empty() && policies.iter().all(policy_needs_credential))

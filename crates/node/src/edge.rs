@@ -76,7 +76,7 @@ enum Gate {
     Node,
 }
 
-fn gate(state: &NodeState, method: &axum::http::Method, path: &str) -> Gate {
+fn gate(app: Option<&crate::app::CurrentApp>, method: &axum::http::Method, path: &str) -> Gate {
     if path.starts_with("/internal/") {
         return Gate::Node;
     }
@@ -84,7 +84,10 @@ fn gate(state: &NodeState, method: &axum::http::Method, path: &str) -> Gate {
         return Gate::Certificate;
     }
     if path.starts_with("/app/") || path == "/app" {
-        return match crate::app::endpoint_needs_credential(state, method.as_str(), path) {
+        let endpoint = app
+            .and_then(|a| a.0.as_deref())
+            .and_then(|a| crate::app::endpoint_needs_credential(a, method.as_str(), path));
+        return match endpoint {
             Some(false) => Gate::Open,
             // An app endpoint whose every policy needs one, or a built-in ledger route.
             Some(true) | None => Gate::Credential,
@@ -169,7 +172,13 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         .cloned()
         .unwrap_or_default();
     let path = req.uri().path().to_string();
-    let needs = gate(&edge.state, req.method(), &path);
+    if path.starts_with("/app") {
+        // Looked up once here; forwarding and dispatch reuse it.
+        if let Ok(app) = edge.state.apps.current(&edge.state.store) {
+            req.extensions_mut().insert(crate::app::CurrentApp(app));
+        }
+    }
+    let needs = gate(req.extensions().get(), req.method(), &path);
     let refused = match needs {
         Gate::Open => None,
         Gate::Credential if client.0.is_none() && !has_bearer(req.headers()) => Some(refuse(
@@ -206,6 +215,10 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         return refusal(req, too_large(limit), limit.saturating_mul(2)).await;
     }
     let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        // No body at all (most reads): nothing to cap or drain.
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     let body = Body::new(http_body_util::Limited::new(body, limit));
     // Keep a handle on the body so whatever the handler leaves unread can be
     // drained before the answer goes out.
@@ -263,10 +276,11 @@ fn check_query(query: Option<&str>) -> Result<(), ApiError> {
     for pair in q.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         for part in [k, v] {
-            let plus_as_space = part.replace('+', " ");
-            if percent_encoding::percent_decode_str(&plus_as_space)
-                .decode_utf8()
-                .is_err()
+            // Only escapes can make invalid UTF-8 ('+' decodes to a space).
+            if part.contains('%')
+                && percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .is_err()
             {
                 return Err(ApiError::bad_request(
                     "InvalidInput",

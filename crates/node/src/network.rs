@@ -430,7 +430,7 @@ pub async fn service_open_gate(
 /// `forwarding_required: "always"` forwards even a read, `"never"` keeps even a
 /// write here (where it then fails if this node is not the primary, as in CCF).
 fn app_endpoint_writes(state: &NodeState, req: &Request) -> Option<bool> {
-    let app = state.apps.current(&state.store).ok()??;
+    let app = crate::app::request_app(state, req.extensions()).ok()??;
     let (route, _) = app.route(req.method().as_str(), req.uri().path())?.ok()?;
     let p = &route.properties;
     Some(match p.forwarding_required.as_deref() {
