@@ -917,6 +917,66 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
             brief(&r)
         )
     });
+    // bob was made while A was the only issuer: he is A's, and stays A's.
+    let r = call(
+        &admin,
+        "GET",
+        &format!("/app/ledgerUsers/bob-oid?{PREVIEW}"),
+        None,
+        &[],
+    )
+    .await;
+    f.check(r.json()["issuer"] == json!(a.iss), || {
+        format!("bob's binding: want issuer A, got {}", brief(&r))
+    });
+    for (who, token, want) in [
+        ("A", a.token(json!({"oid": "bob-oid"})), 200),
+        ("B", b.token(json!({"oid": "bob-oid"})), 401),
+    ] {
+        let r = call(
+            &bearer(token),
+            "POST",
+            &append,
+            body(json!({"contents": "by bob"})),
+            &[],
+        )
+        .await;
+        f.check(r.status == want, || {
+            format!(
+                "two issuers, {who}'s token for bob: want {want}, got {}",
+                brief(&r)
+            )
+        });
+    }
+    // A user made without an issuer while two are trusted belongs to neither.
+    let r = call(
+        &admin,
+        "PATCH",
+        &format!("/app/ledgerUsers/carol-oid?{PREVIEW}"),
+        body(json!({"assignedRoles": ["Reader"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", brief(&r));
+    for (who, token) in [
+        ("A", a.token(json!({"oid": "carol-oid"}))),
+        ("B", b.token(json!({"oid": "carol-oid"}))),
+    ] {
+        let r = call(
+            &bearer(token),
+            "GET",
+            &format!("/app/transactions/current?{API}"),
+            None,
+            &[],
+        )
+        .await;
+        f.check(r.status == 401 && message(&r).contains("bound to no token issuer"), || {
+            format!(
+                "two issuers, {who}'s token for unbound carol: want 401 naming the missing binding, got {}",
+                brief(&r)
+            )
+        });
+    }
     drop(dev);
     f.finish();
 }

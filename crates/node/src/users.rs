@@ -244,10 +244,12 @@ pub async fn get_multi(
     check_user_id(&user_id)?;
     let engine = state.engine();
     let roles = all_roles(&state, &user_id).ok_or_else(|| not_found(&user_id))?;
-    Ok(with_txid(
-        engine.last_txid(),
-        Json(json!({"assignedRoles": roles, "userId": user_id})),
-    ))
+    let mut body = json!({"assignedRoles": roles, "userId": user_id});
+    // covenant's own: the token issuer a token user is bound to.
+    if let Some(issuer) = crate::auth::bound_issuer(&state.store, &user_id) {
+        body["issuer"] = Value::String(issuer);
+    }
+    Ok(with_txid(engine.last_txid(), Json(body)))
 }
 
 #[derive(Deserialize)]
