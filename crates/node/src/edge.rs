@@ -58,10 +58,6 @@ pub struct Edge {
     pub max_body_bytes: usize,
 }
 
-/// Set on a request a backup forwarded: the forwarding node's own certificate.
-#[derive(Clone, Debug)]
-pub struct ForwardedBy(pub PeerCert);
-
 /// What a route asks of a request before its body may be read.
 #[derive(Debug, PartialEq, Eq)]
 enum Gate {
@@ -98,10 +94,6 @@ fn gate(app: Option<&crate::app::CurrentApp>, method: &axum::http::Method, path:
 
 fn has_bearer(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION)
-}
-
-fn refuse(status: StatusCode, code: &'static str, message: &str) -> ApiError {
-    ApiError::new(status, code, message)
 }
 
 /// The client certificate a node forwarded (base64 DER), with its user id.
@@ -147,7 +139,7 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         {
             return refusal(
                 req,
-                refuse(
+                ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "InvalidInput",
                     "x-covenant-forwarded* headers are set only by the nodes of this service \
@@ -160,7 +152,6 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         match forwarded_client(req.headers()) {
             Ok(client) => {
                 req.headers_mut().remove(FORWARDED_CERT);
-                req.extensions_mut().insert(ForwardedBy(transport.clone()));
                 req.extensions_mut().insert(client);
             }
             Err(e) => return refusal(req, e, edge.max_body_bytes).await,
@@ -181,17 +172,19 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
     let needs = gate(req.extensions().get(), req.method(), &path);
     let refused = match needs {
         Gate::Open => None,
-        Gate::Credential if client.0.is_none() && !has_bearer(req.headers()) => Some(refuse(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "present a client certificate or a bearer token of a ledger user",
-        )),
-        Gate::Certificate if client.0.is_none() => Some(refuse(
+        Gate::Credential if client.0.is_none() && !has_bearer(req.headers()) => {
+            Some(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "present a client certificate or a bearer token of a ledger user",
+            ))
+        }
+        Gate::Certificate if client.0.is_none() => Some(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "a joining node presents its own key as a TLS client certificate",
         )),
-        Gate::Node if forwarded || !from_node() => Some(refuse(
+        Gate::Node if forwarded || !from_node() => Some(ApiError::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "only nodes endorsed by the service identity may call /internal routes",
@@ -371,5 +364,23 @@ mod tests {
             check_query(Some("x=%zz")).is_ok(),
             "a stray % is literal text"
         );
+    }
+
+    proptest::proptest! {
+        /// Any bytes, percent-encoded into a parameter: accepted exactly when they
+        /// are UTF-8, and never a panic whatever else the query holds.
+        #[test]
+        fn a_parameter_passes_iff_it_is_utf8(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
+            junk in ".{0,40}",
+        ) {
+            let encoded: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+            let q = format!("api-version=2022-05-13&collectionId={encoded}");
+            proptest::prop_assert_eq!(
+                check_query(Some(&q)).is_ok(),
+                std::str::from_utf8(&bytes).is_ok()
+            );
+            let _ = check_query(Some(&junk));
+        }
     }
 }
