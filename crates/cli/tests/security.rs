@@ -1106,6 +1106,51 @@ async fn anonymous_bodies_are_refused_before_they_are_read() {
         format!("backup {backup} after the uploads: {}", brief(&r))
     });
 
+    // A stranger's self-made certificate is a credential, but not a user's: the
+    // backup authenticates it itself and answers 401 without forwarding anything
+    // (the primary's count of 4xx answers does not move), for the ledger API and a
+    // readwrite user_cert endpoint alike.
+    let stranger = Identity::fresh("stranger with a body");
+    let primary_4xx = || async {
+        let r = call(
+            &net.client(primary, None),
+            "GET",
+            "/node/metrics",
+            None,
+            &[],
+        )
+        .await;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("covenant_requests_total{status=\"4xx\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let before = primary_4xx().await;
+    let nearly_1mib = json!({"contents": "y".repeat((1 << 20) - 1024)});
+    for path in [append.as_str(), "/app/authn/user_cert"] {
+        for _ in 0..3 {
+            let r = call(
+                &net.client(backup, Some(&stranger)),
+                "POST",
+                path,
+                body(nearly_1mib.clone()),
+                &[],
+            )
+            .await;
+            f.check(r.status == 401, || {
+                format!(
+                    "a stranger's POST {path} through backup {backup}: want 401, got {}",
+                    brief(&r)
+                )
+            });
+        }
+    }
+    let after = primary_4xx().await;
+    f.check(before == after, || {
+        format!("the primary answered the stranger's forwarded writes: its 4xx count went {before} -> {after}")
+    });
+
     // A user's body over 1 MiB: 413, for the ledger API and an app endpoint.
     let user0 = net.dev_identity("user0");
     let big = json!({"contents": "x".repeat((1 << 20) + 1024)});

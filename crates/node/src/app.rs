@@ -325,6 +325,45 @@ pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) 
     }
 }
 
+/// Authenticates a request this node is about to forward, as the node executing it
+/// would, before its body is read (CCF's frontends authenticate on the receiving
+/// node too): the policies of an app endpoint that need no body, or a ledger user
+/// (certificate or bearer token) for a built-in `/app` route. An endpoint whose
+/// policies read the body (`user_cose_sign1`) is left to the primary. A user added
+/// moments ago on the primary may be unknown here for as long as this node lags.
+pub(crate) async fn authenticate_before_forwarding(
+    state: &NodeState,
+    head: &mut axum::http::request::Parts,
+) -> Result<(), ApiError> {
+    if !head.uri.path().starts_with(covenant_app::PREFIX) {
+        return Ok(());
+    }
+    let app = request_app(state, &head.extensions).ok().flatten();
+    let route = app.as_ref().and_then(|a| {
+        a.route(head.method.as_str(), head.uri.path())
+            .and_then(Result::ok)
+            .map(|(r, _)| r.clone())
+    });
+    match route {
+        Some(route)
+            if route
+                .properties
+                .authn_policies
+                .iter()
+                .any(mentions_body_policy) =>
+        {
+            Ok(())
+        }
+        Some(route) => caller(state, &Incoming { head, body: &[] }, &route).map(|_| ()),
+        None => {
+            use axum::extract::FromRequestParts;
+            crate::auth::Caller::from_request_parts(head, state)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
 /// Whether a policy (or an `all_of` within it) authenticates the request body.
 fn mentions_body_policy(policy: &Value) -> bool {
     match policy {

@@ -504,6 +504,12 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         )
         .into_response();
     };
+    // The caller is authenticated here, before its body is read and forwarded.
+    let (mut head, body) = req.into_parts();
+    if let Err(e) = crate::app::authenticate_before_forwarding(&state, &mut head).await {
+        return e.into_response();
+    }
+    let req = Request::from_parts(head, body);
     match forward(&net, leader, &client, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
