@@ -164,16 +164,9 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
             Ok(json!({"policy": "any_cert", "cert": pem}))
         }
         "jwt" => {
-            let value = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
+            let token = crate::auth::bearer_token(req.headers())
+                .map_err(|e| e.message)?
                 .ok_or("no bearer token")?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or("not a bearer token")?
-                .trim();
             let id = state
                 .jwt
                 .authenticate(token, store)
@@ -325,12 +318,20 @@ pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) 
     }
 }
 
-/// Authenticates a request this node is about to forward, as the node executing it
-/// would, before its body is read (CCF's frontends authenticate on the receiving
-/// node too): the policies of an app endpoint that need no body, or a ledger user
-/// (certificate or bearer token) for a built-in `/app` route. An endpoint whose
-/// policies read the body (`user_cose_sign1`) is left to the primary. A user added
-/// moments ago on the primary may be unknown here for as long as this node lags.
+/// How long a backup waits for its state to show a certificate caller it does not
+/// know yet (one added a moment ago on the primary) before refusing it.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Authenticates a request this node is about to forward, before its body is read
+/// (CCF's frontends authenticate on the receiving node too):
+/// - a bearer token must verify (signature, issuer, claims); which user it names,
+///   and with which roles, the primary decides;
+/// - a certificate caller must pass one of an app endpoint's policies that need no
+///   body, or be a ledger user for a built-in `/app` route. This node may lag the
+///   primary, so an unknown certificate is looked up again as transactions arrive,
+///   for up to [`CATCH_UP`];
+/// - an endpoint whose policies read the body (`user_cose_sign1`) is left to the
+///   primary.
 pub(crate) async fn authenticate_before_forwarding(
     state: &NodeState,
     head: &mut axum::http::request::Parts,
@@ -338,28 +339,50 @@ pub(crate) async fn authenticate_before_forwarding(
     if !head.uri.path().starts_with(covenant_app::PREFIX) {
         return Ok(());
     }
+    if head.headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return crate::auth::bearer_identity(state, &head.headers).map(|_| ());
+    }
     let app = request_app(state, &head.extensions).ok().flatten();
     let route = app.as_ref().and_then(|a| {
         a.route(head.method.as_str(), head.uri.path())
             .and_then(Result::ok)
             .map(|(r, _)| r.clone())
     });
-    match route {
-        Some(route)
-            if route
-                .properties
-                .authn_policies
-                .iter()
-                .any(mentions_body_policy) =>
-        {
-            Ok(())
+    if route
+        .as_ref()
+        .is_some_and(|r| r.properties.authn_policies.iter().any(mentions_body_policy))
+    {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    let mut seen = state.store.last_seqno();
+    loop {
+        let attempt = match &route {
+            Some(route) => caller(state, &Incoming { head, body: &[] }, route).map(|_| ()),
+            None => {
+                use axum::extract::FromRequestParts;
+                crate::auth::Caller::from_request_parts(head, state)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let Err(e) = attempt else {
+            return Ok(());
+        };
+        if e.status != StatusCode::UNAUTHORIZED {
+            return Err(e);
         }
-        Some(route) => caller(state, &Incoming { head, body: &[] }, &route).map(|_| ()),
-        None => {
-            use axum::extract::FromRequestParts;
-            crate::auth::Caller::from_request_parts(head, state)
-                .await
-                .map(|_| ())
+        // Only a new transaction on this node can change the answer.
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(e);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let now = state.store.last_seqno();
+            if now != seen {
+                seen = now;
+                break;
+            }
         }
     }
 }

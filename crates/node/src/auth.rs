@@ -99,6 +99,33 @@ fn jwt_user_roles(state: &NodeState, who: &crate::jwt::JwtIdentity) -> Result<Ve
     }
 }
 
+/// The request's bearer token; `None` without an `Authorization` header, 401 for
+/// any other scheme.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = auth
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| Some(t.trim()))
+        .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))
+}
+
+/// Who the request's bearer token names, once it verified; `None` without one.
+pub(crate) fn bearer_identity(
+    state: &NodeState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<crate::jwt::JwtIdentity>, ApiError> {
+    match bearer_token(headers)? {
+        Some(token) => state.jwt.authenticate(token, &state.store).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The fingerprint (ACL user id) of the client certificate behind a request:
 /// the TLS peer's, or for a request a backup forwarded, the one the client showed
 /// that backup ([`crate::edge`] puts it in place). `None` without a certificate.
@@ -137,15 +164,7 @@ impl FromRequestParts<NodeState> for Caller {
         state: &NodeState,
     ) -> Result<Self, Self::Rejection> {
         // A bearer token, when present, decides (a bad token is not silently ignored).
-        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-            let value = auth
-                .to_str()
-                .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| ApiError::unauthorized("only Bearer authorization is supported"))?;
-            let who = state.jwt.authenticate(token.trim(), &state.store)?;
+        if let Some(who) = bearer_identity(state, &parts.headers)? {
             let roles = jwt_user_roles(state, &who)?;
             return Ok(Caller {
                 user_id: who.id,
