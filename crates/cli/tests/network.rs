@@ -427,19 +427,10 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
     let dir = tmp.path().join("net");
     let base = free_ports(3);
     // Create the network (identities, genesis), then stop it.
-    let mut dev = start_and_wait(&[
-        "dev",
-        "--nodes",
-        "3",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--port",
-        &base.to_string(),
-        "--sig-ms-interval",
-        "100",
-    ]);
+    let (mut dev, first_run) = dev_network(&dir, base, &[]);
     term(dev.id());
     assert!(dev.wait().unwrap().success());
+    drop(first_run);
     let reaper = Reaper::default();
     // Rewire: node i reaches node j through link (i, j).
     let mut links = std::collections::BTreeMap::new();

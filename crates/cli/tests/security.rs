@@ -50,6 +50,26 @@ impl Findings {
         }
     }
 
+    /// `r` must have status `want`; `what` names the request.
+    fn status(&mut self, r: &HttpResponse, want: u16, what: impl FnOnce() -> String) {
+        self.check(r.status == want, || {
+            format!("{}: want {want}, got {}", what(), brief(r))
+        });
+    }
+
+    /// `r` must have status `want` and error code `code`.
+    fn status_code(
+        &mut self,
+        r: &HttpResponse,
+        want: u16,
+        code_: &str,
+        what: impl FnOnce() -> String,
+    ) {
+        self.check(r.status == want && code(r) == code_, || {
+            format!("{}: want {want} {code_}, got {}", what(), brief(r))
+        });
+    }
+
     fn finish(self) {
         assert!(
             self.0.is_empty(),
@@ -277,6 +297,16 @@ fn join_request(cert: &Certificate, rpc_port: u16, token: Option<&str>) -> Value
         v["join_token"] = json!(t);
     }
     v
+}
+
+/// A `covenant dev --nodes 3` network in `dir/net` serving the policy app
+/// ([`write_policy_app`]), its primary and its backups.
+async fn policy_network(dir: &Path) -> (Network, u16, Vec<u16>) {
+    let app = dir.join("app");
+    write_policy_app(&app);
+    let net = network(&dir.join("net"), &["--app", app.to_str().unwrap()]);
+    let (primary, backups) = net.roles().await;
+    (net, primary, backups)
 }
 
 /// A JS app with, for each policy of [`POLICIES`], `GET /app/authn/<policy>`
@@ -540,11 +570,8 @@ async fn an_outsider_without_the_join_token_gets_no_secrets() {
         &[],
     )
     .await;
-    f.check(r.status == 403 && code(&r) == "InvalidJoinToken", || {
-        format!(
-            "a wrong join token: want 403 InvalidJoinToken, got {}",
-            brief(&r)
-        )
+    f.status_code(&r, 403, "InvalidJoinToken", || {
+        "a wrong join token".to_string()
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rows = net.node_rows(primary).await;
@@ -557,20 +584,14 @@ async fn an_outsider_without_the_join_token_gets_no_secrets() {
     for node in 1..=3 {
         let c = net.client(node, Some(&one));
         let r = call(&c, "GET", SNAPSHOT_PATH, None, &[]).await;
-        f.check(r.status == 403, || {
-            format!(
-                "node {node}: GET {SNAPSHOT_PATH} with a self-signed cert: want 403, got {}",
-                brief(&r)
-            )
+        f.status(&r, 403, || {
+            format!("node {node}: GET {SNAPSHOT_PATH} with a self-signed cert")
         });
         let info = json!({"status": "Trusted", "raft_id": 1, "address": format!("127.0.0.1:{spare}"),
                           "cert": one.cert.to_pem()});
         let r = call(&c, "POST", REGISTER_PATH, body(info), &[]).await;
-        f.check(r.status == 403, || {
-            format!(
-                "node {node}: POST {REGISTER_PATH} with a self-signed cert: want 403, got {}",
-                brief(&r)
-            )
+        f.status(&r, 403, || {
+            format!("node {node}: POST {REGISTER_PATH} with a self-signed cert")
         });
     }
 
@@ -623,11 +644,8 @@ async fn pending_join_requests_are_capped() {
         );
     }
     let r = ask(16).await;
-    f.check(r.status == 429 && code(&r) == "TooManyPendingNodes", || {
-        format!(
-            "the 17th pending join: want 429 TooManyPendingNodes, got {}",
-            brief(&r)
-        )
+    f.status_code(&r, 429, "TooManyPendingNodes", || {
+        "the 17th pending join".to_string()
     });
     let pending_rows = |rows: &[Value]| {
         rows.iter()
@@ -677,10 +695,7 @@ async fn pending_join_requests_are_capped() {
 async fn forwarding_headers_from_clients_are_refused() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("app");
-    write_policy_app(&app);
-    let net = network(&tmp.path().join("net"), &["--app", app.to_str().unwrap()]);
-    let (primary, _) = net.roles().await;
+    let (net, primary, _) = policy_network(tmp.path()).await;
     let user0 = net.dev_identity("user0");
     let stranger = Identity::fresh("stranger");
     let forged: [(&str, String); 3] = [
@@ -717,11 +732,8 @@ async fn forwarding_headers_from_clients_are_refused() {
                 for (method, path, b) in &routes {
                     let b = (!b.is_null()).then(|| b.to_string().into_bytes());
                     let r = call(&c, method, path, b, &[(name, value.clone())]).await;
-                    f.check(r.status == 400 && code(&r) == "InvalidInput", || {
-                        format!(
-                            "node {node} ({role}), {who}, {name}: {method} {path}: want 400 InvalidInput, got {}",
-                            brief(&r)
-                        )
+                    f.status_code(&r, 400, "InvalidInput", || {
+                        format!("node {node} ({role}), {who}, {name}: {method} {path}")
                     });
                 }
             }
@@ -740,10 +752,7 @@ async fn forwarding_headers_from_clients_are_refused() {
 async fn any_cert_handlers_see_the_clients_own_certificate() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("app");
-    write_policy_app(&app);
-    let net = network(&tmp.path().join("net"), &["--app", app.to_str().unwrap()]);
-    let (primary, _) = net.roles().await;
+    let (net, primary, _) = policy_network(tmp.path()).await;
     let stranger = Identity::fresh("any cert holder");
     let mut f = Findings::default();
     for node in 1..=3u16 {
@@ -758,11 +767,8 @@ async fn any_cert_handlers_see_the_clients_own_certificate() {
                 &[],
             )
             .await;
-            f.check(r.status == 401, || {
-                format!(
-                    "node {node} ({role}) {method} any_cert without a cert: want 401, got {}",
-                    brief(&r)
-                )
+            f.status(&r, 401, || {
+                format!("node {node} ({role}) {method} any_cert without a cert")
             });
             let r = call(
                 &net.client(node, Some(&stranger)),
@@ -772,11 +778,8 @@ async fn any_cert_handlers_see_the_clients_own_certificate() {
                 &[],
             )
             .await;
-            f.check(r.status == 200, || {
-                format!(
-                    "node {node} ({role}) {method} any_cert with a cert: want 200, got {}",
-                    brief(&r)
-                )
+            f.status(&r, 200, || {
+                format!("node {node} ({role}) {method} any_cert with a cert")
             });
             if r.status == 200 {
                 let seen = r.json()["cert"].as_str().map(Certificate::from_pem);
@@ -847,22 +850,14 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
         &[],
     )
     .await;
-    f.check(r.status == 200, || {
-        format!(
-            "one issuer, a user without issuer: want 200, got {}",
-            brief(&r)
-        )
-    });
+    f.status(&r, 200, || "one issuer, a user without issuer".to_string());
 
     // A certificate user's id as oid or sub is not a JWT user.
     let fp = user0.cert.user_fingerprint();
     for claims in [json!({"oid": fp}), json!({"sub": fp})] {
         let r = call(&bearer(a.token(claims.clone())), "GET", &users, None, &[]).await;
-        f.check(r.status == 401, || {
-            format!(
-                "issuer A's token with {claims} (user0's fingerprint): want 401, got {}",
-                brief(&r)
-            )
+        f.status(&r, 401, || {
+            format!("issuer A's token with {claims} (user0's fingerprint)")
         });
     }
 
@@ -889,9 +884,7 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
         &[],
     )
     .await;
-    f.check(r.status == 200, || {
-        format!("issuer A's token for A's user: want 200, got {}", brief(&r))
-    });
+    f.status(&r, 200, || "issuer A's token for A's user".to_string());
     let r = call(
         &bearer(b.token(json!({"oid": "alice-oid"}))),
         "GET",
@@ -900,9 +893,7 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
         &[],
     )
     .await;
-    f.check(r.status == 401, || {
-        format!("issuer B's token for A's user: want 401, got {}", brief(&r))
-    });
+    f.status(&r, 401, || "issuer B's token for A's user".to_string());
     let r = call(
         &bearer(b.token(json!({"oid": fp}))),
         "GET",
@@ -911,11 +902,8 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
         &[],
     )
     .await;
-    f.check(r.status == 401, || {
-        format!(
-            "issuer B's token with user0's fingerprint: want 401, got {}",
-            brief(&r)
-        )
+    f.status(&r, 401, || {
+        "issuer B's token with user0's fingerprint".to_string()
     });
     // bob was made while A was the only issuer: he is A's, and stays A's.
     let r = call(
@@ -996,10 +984,7 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
 async fn anonymous_bodies_are_refused_before_they_are_read() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("app");
-    write_policy_app(&app);
-    let net = network(&tmp.path().join("net"), &["--app", app.to_str().unwrap()]);
-    let (primary, backups) = net.roles().await;
+    let (net, primary, backups) = policy_network(tmp.path()).await;
     let append = format!("/app/transactions?{API}");
     let mut f = Findings::default();
 
@@ -1016,12 +1001,7 @@ async fn anonymous_bodies_are_refused_before_they_are_read() {
         )
         .await;
         let m = message(&r);
-        f.check(r.status == 401, || {
-            format!(
-                "backup {b}: an anonymous write: want 401, got {}",
-                brief(&r)
-            )
-        });
+        f.status(&r, 401, || format!("backup {b}: an anonymous write"));
         f.check(
             !m.contains(&fp) && !m.to_ascii_lowercase().contains(&id),
             || format!("backup {b}: the 401 names the backup's own certificate: {m}"),
@@ -1138,11 +1118,8 @@ async fn anonymous_bodies_are_refused_before_they_are_read() {
                 &[],
             )
             .await;
-            f.check(r.status == 401, || {
-                format!(
-                    "a stranger's POST {path} through backup {backup}: want 401, got {}",
-                    brief(&r)
-                )
+            f.status(&r, 401, || {
+                format!("a stranger's POST {path} through backup {backup}")
             });
         }
     }
@@ -1175,8 +1152,8 @@ async fn anonymous_bodies_are_refused_before_they_are_read() {
             &[],
         )
         .await;
-        f.check(r.status == 200, || {
-            format!("newcomer {i} writing through backup {backup} right after being added: want 200, got {}", brief(&r))
+        f.status(&r, 200, || {
+            format!("newcomer {i} writing through backup {backup} right after being added")
         });
     }
 
@@ -1186,8 +1163,8 @@ async fn anonymous_bodies_are_refused_before_they_are_read() {
         let c = net.client(node, Some(&user0));
         for path in [append.as_str(), "/app/authn/user_cert"] {
             let r = call(&c, "POST", path, body(big.clone()), &[]).await;
-            f.check(r.status == 413, || {
-                format!("node {node} (primary {primary}): user0 POST {path} with > 1 MiB: want 413, got {}", brief(&r))
+            f.status(&r, 413, || {
+                format!("node {node} (primary {primary}): user0 POST {path} with > 1 MiB")
             });
         }
     }
@@ -1448,6 +1425,34 @@ async fn malformed_requests_get_clean_errors() {
             format!("{method} {path}: want {status} {want}, got {}", brief(&r))
         });
     }
+
+    // A streamed body (chunked, no length declared) over max_body_bytes stops at
+    // the cap: 413 in covenant's error shape, for a user of the ledger, and the
+    // client (still sending) receives it.
+    let big = tmp.path().join("1.5m.json");
+    std::fs::write(&big, json!({"contents": "z".repeat(3 << 19)}).to_string()).unwrap();
+    let o = Command::new("curl")
+        .args(["-sS", "--http1.1", "--max-time", "60", "--cacert"])
+        .arg(dir.join("service_cert.pem"))
+        .arg("--cert")
+        .arg(dir.join("user0.pem"))
+        .args([
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", big.display()))
+        .args(["-w", "\nSTATUS %{http_code}\n"])
+        .arg(format!("https://127.0.0.1:{port}/app/transactions?{API}"))
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs the curl binary on PATH: {e}"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    f.check(
+        out.contains("STATUS 413") && out.contains("PayloadTooLarge"),
+        || format!("a chunked 1.5 MiB body: want 413 PayloadTooLarge, got {out}"),
+    );
 
     // HTTP/2: bad tokens with bodies the node does not read.
     let file = tmp.path().join("100k.json");

@@ -348,17 +348,14 @@ pub(crate) async fn authenticate_before_forwarding(
             .and_then(Result::ok)
             .map(|(r, _)| r.clone())
     });
-    if route
-        .as_ref()
-        .is_some_and(|r| r.properties.authn_policies.iter().any(mentions_body_policy))
-    {
-        return Ok(());
-    }
     let deadline = tokio::time::Instant::now() + CATCH_UP;
     let mut seen = state.store.last_seqno();
     loop {
         let attempt = match &route {
-            Some(route) => caller(state, &Incoming { head, body: &[] }, route).map(|_| ()),
+            Some(route) => match body_free_caller(state, head, route) {
+                Some(c) => c.map(|_| ()),
+                None => return Ok(()),
+            },
             None => {
                 use axum::extract::FromRequestParts;
                 crate::auth::Caller::from_request_parts(head, state)
@@ -387,28 +384,43 @@ pub(crate) async fn authenticate_before_forwarding(
     }
 }
 
-/// Whether a policy (or an `all_of` within it) authenticates the request body.
-fn mentions_body_policy(policy: &Value) -> bool {
+/// Whether any policy name within `policy` (itself, or the members of an `all_of`)
+/// satisfies `pred`; a malformed policy is `None` to `pred`.
+fn any_policy_name(policy: &Value, pred: &impl Fn(Option<&str>) -> bool) -> bool {
     match policy {
-        Value::String(s) => s == "user_cose_sign1",
+        Value::String(s) => pred(Some(s)),
         Value::Object(o) => o
             .get("all_of")
             .and_then(Value::as_array)
-            .is_some_and(|all| all.iter().any(mentions_body_policy)),
-        _ => false,
+            .is_some_and(|all| all.iter().any(|p| any_policy_name(p, pred))),
+        _ => pred(None),
     }
+}
+
+/// Whether a policy (or an `all_of` within it) authenticates the request body.
+fn mentions_body_policy(policy: &Value) -> bool {
+    any_policy_name(policy, &|n| n == Some("user_cose_sign1"))
 }
 
 /// Whether a policy can only pass with a client certificate or a bearer token.
 fn policy_needs_credential(policy: &Value) -> bool {
-    match policy {
-        Value::String(s) => !matches!(s.as_str(), "no_auth" | "user_cose_sign1"),
-        Value::Object(o) => o
-            .get("all_of")
-            .and_then(Value::as_array)
-            .is_some_and(|all| all.iter().any(policy_needs_credential)),
-        _ => true,
+    any_policy_name(policy, &|n| {
+        !matches!(n, Some("no_auth" | "user_cose_sign1"))
+    })
+}
+
+/// The caller by the route's policies that need no body, or `None` for a route
+/// whose policies authenticate the body itself (`user_cose_sign1`): those wait for it.
+fn body_free_caller(
+    state: &NodeState,
+    head: &axum::http::request::Parts,
+    route: &Route,
+) -> Option<Result<Value, ApiError>> {
+    let policies = &route.properties.authn_policies;
+    if policies.iter().any(mentions_body_policy) {
+        return None;
     }
+    Some(caller(state, &Incoming { head, body: &[] }, route))
 }
 
 /// For a request to an endpoint of the deployed app: whether every one of its
@@ -431,23 +443,7 @@ async fn serve(
     let (head, body) = req.into_parts();
     // Policies that need no body decide before it is read: a caller they refuse
     // never gets its upload buffered. The edge caps the body at max_body_bytes.
-    let signed_body = route
-        .properties
-        .authn_policies
-        .iter()
-        .any(mentions_body_policy);
-    let early = if signed_body {
-        None
-    } else {
-        Some(caller(
-            &state,
-            &Incoming {
-                head: &head,
-                body: &[],
-            },
-            &route,
-        )?)
-    };
+    let early = body_free_caller(&state, &head, &route).transpose()?;
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| crate::edge::body_read_error(&e))?;

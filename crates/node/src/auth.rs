@@ -32,20 +32,35 @@ pub struct UserData {
 pub struct UserInfo {
     #[serde(default)]
     pub user_data: UserData,
+    /// For a token user: the one issuer whose tokens name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
 }
 
-/// The roles of `user_id`, or `None` if it is not a user. A user without roles
-/// listed is a Reader (SPEC §5 `set_user` default).
-pub fn user_roles(store: &covenant_kv::Store, user_id: &str) -> Option<Vec<Role>> {
-    let raw = store.get(USERS_INFO, user_id.as_bytes())?;
-    let info: UserInfo = serde_json::from_slice(&raw).unwrap_or_default();
-    let mut roles = info.user_data.assigned_roles;
-    if roles.is_empty() {
-        roles.push(Role::Reader);
+impl UserInfo {
+    /// Its roles: a user without roles listed is a Reader (SPEC §5 `set_user`
+    /// default).
+    fn roles(self) -> Vec<Role> {
+        let mut roles = self.user_data.assigned_roles;
+        if roles.is_empty() {
+            roles.push(Role::Reader);
+        }
+        roles.sort();
+        roles.dedup();
+        roles
     }
-    roles.sort();
-    roles.dedup();
-    Some(roles)
+}
+
+/// The info row of `user_id`, or `None` if it is not a user (an unreadable row
+/// reads as a Reader bound to no issuer).
+pub(crate) fn user_info(store: &covenant_kv::Store, user_id: &str) -> Option<UserInfo> {
+    let raw = store.get(USERS_INFO, user_id.as_bytes())?;
+    Some(serde_json::from_slice(&raw).unwrap_or_default())
+}
+
+/// The roles of `user_id`, or `None` if it is not a user.
+pub fn user_roles(store: &covenant_kv::Store, user_id: &str) -> Option<Vec<Role>> {
+    user_info(store, user_id).map(UserInfo::roles)
 }
 
 /// Whether `id` has the form of a certificate user's id (the colon-separated hex
@@ -62,14 +77,9 @@ pub fn is_certificate_user_id(id: &str) -> bool {
         })
 }
 
-/// The key in a user's info row naming the one token issuer its id belongs to.
-pub const JWT_ISSUER_FIELD: &str = "jwt_issuer";
-
 /// The issuer a token user's row is bound to, if any.
 pub fn bound_issuer(store: &covenant_kv::Store, user_id: &str) -> Option<String> {
-    let raw = store.get(USERS_INFO, user_id.as_bytes())?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    v.get(JWT_ISSUER_FIELD)?.as_str().map(str::to_string)
+    user_info(store, user_id)?.jwt_issuer
 }
 
 /// The roles of the token user `who`: its row must be a token user's (no
@@ -86,8 +96,10 @@ fn jwt_user_roles(state: &NodeState, who: &crate::jwt::JwtIdentity) -> Result<Ve
     if state.store.get(USERS_CERTS, who.id.as_bytes()).is_some() {
         return Err(unknown());
     }
-    let roles = user_roles(&state.store, &who.id).ok_or_else(unknown)?;
-    match bound_issuer(&state.store, &who.id) {
+    let mut info = user_info(&state.store, &who.id).ok_or_else(unknown)?;
+    let bound = info.jwt_issuer.take();
+    let roles = info.roles();
+    match bound {
         Some(b) if b == who.issuer => Ok(roles),
         Some(_) => Err(unknown()),
         None if state.jwt.single_issuer(&state.store).is_some() => Ok(roles),

@@ -19,11 +19,11 @@
 //!   it is refused at once with 413; a streamed one stops at the cap), consensus
 //!   batches between nodes excepted.
 //! - A request answered before its body was read (refused here or by a handler)
-//!   has the rest of the body (up to the cap, within [`DRAIN_TIMEOUT`]) read and
-//!   dropped before the answer goes out, so the client, still sending, sees the
-//!   answer rather than a reset (HTTP/2 stream reset, or TCP reset under
-//!   HTTP/1.1); a larger declared body is answered at once and the connection
-//!   closes.
+//!   has the rest of the body (up to one more cap's worth, within
+//!   [`DRAIN_TIMEOUT`]) read and dropped before the answer goes out, so the client,
+//!   still sending, sees the answer rather than a reset (HTTP/2 stream reset, or
+//!   TCP reset under HTTP/1.1); a larger declared body is answered at once and the
+//!   connection closes.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -162,14 +162,13 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         .get::<PeerCert>()
         .cloned()
         .unwrap_or_default();
-    let path = req.uri().path().to_string();
-    if path.starts_with("/app") {
+    if req.uri().path().starts_with("/app") {
         // Looked up once here; forwarding and dispatch reuse it.
         if let Ok(app) = edge.state.apps.current(&edge.state.store) {
             req.extensions_mut().insert(crate::app::CurrentApp(app));
         }
     }
-    let needs = gate(req.extensions().get(), req.method(), &path);
+    let needs = gate(req.extensions().get(), req.method(), req.uri().path());
     let refused = match needs {
         Gate::Open => None,
         Gate::Credential if client.0.is_none() && !has_bearer(req.headers()) => {
@@ -197,7 +196,7 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
     if let Err(e) = check_query(req.uri().query()) {
         return refusal(req, e, edge.max_body_bytes).await;
     }
-    let limit = if needs == Gate::Node && path == RAFT_PATH {
+    let limit = if needs == Gate::Node && req.uri().path() == RAFT_PATH {
         MAX_RAFT_BODY_BYTES
     } else {
         edge.max_body_bytes
@@ -212,15 +211,18 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         // No body at all (most reads): nothing to cap or drain.
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let body = Body::new(http_body_util::Limited::new(body, limit));
-    // Keep a handle on the body so whatever the handler leaves unread can be
-    // drained before the answer goes out.
+    // The handler reads through the cap; the edge keeps the body itself, so that
+    // whatever the handler leaves unread (all of it, or what lies past the cap) can
+    // be drained, up to one more cap's worth, before the answer goes out.
     let shared = Arc::new(Mutex::new(Some(body)));
-    let proxy = Body::new(SharedBody(shared.clone()));
-    let resp = next.run(Request::from_parts(parts, proxy)).await;
+    let capped = Body::new(http_body_util::Limited::new(
+        SharedBody(shared.clone()),
+        limit,
+    ));
+    let resp = next.run(Request::from_parts(parts, capped)).await;
     let rest = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(rest) = rest {
-        drain(rest).await;
+        drain(Body::new(http_body_util::Limited::new(rest, limit))).await;
     }
     resp
 }
@@ -332,20 +334,22 @@ impl HttpBody for SharedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_none_or(HttpBody::is_end_stream)
+        self.with(HttpBody::is_end_stream).unwrap_or(true)
     }
 
     fn size_hint(&self) -> SizeHint {
+        self.with(HttpBody::size_hint).unwrap_or_default()
+    }
+}
+
+impl SharedBody {
+    /// `f` of the body, if the edge has not taken it back.
+    fn with<R>(&self, f: impl FnOnce(&Body) -> R) -> Option<R> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(HttpBody::size_hint)
-            .unwrap_or_default()
+            .map(f)
     }
 }
 

@@ -124,13 +124,11 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
             crate::network::REGISTER_PATH,
             axum::routing::post(crate::network::register),
         )
+        // Consensus batches are larger than any API request: the edge caps them at
+        // MAX_RAFT_BODY_BYTES, for nodes only.
         .route(
             crate::network::RAFT_PATH,
-            // Batches of consensus messages are larger than any API request; this
-            // limit replaces the node's max_body_bytes on this route only.
-            axum::routing::post(crate::network::raft_messages).layer(
-                axum::extract::DefaultBodyLimit::max(crate::network::MAX_RAFT_BODY_BYTES),
-            ),
+            axum::routing::post(crate::network::raft_messages),
         )
         .route("/node/state", get(node_state))
         .route("/node/version", get(node_version))
@@ -176,7 +174,9 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
             state.clone(),
             crate::metrics::count,
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        // The edge caps every body (max_body_bytes, consensus batches aside); the
+        // extractors add no limit of their own.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{user_roles, Caller, Role, USERS_CERTS, USERS_INFO};
+use crate::auth::{user_roles, Caller, Role, UserData, UserInfo, USERS_CERTS, USERS_INFO};
 use crate::error::ApiError;
 use crate::routes::{authorize, with_txid, Params};
 use crate::state::NodeState;
@@ -39,28 +39,29 @@ fn info_row(
     user_id: &str,
     roles: &[Role],
     issuer: Option<&str>,
-) -> Result<Value, ApiError> {
-    let mut info = json!({"user_data": {"assignedRoles": roles}});
-    if crate::auth::is_certificate_user_id(user_id) {
+) -> Result<Vec<u8>, ApiError> {
+    let jwt_issuer = if crate::auth::is_certificate_user_id(user_id) {
         if issuer.is_some() {
             return Err(ApiError::bad_request(
                 "InvalidInput",
                 "a certificate user (a fingerprint id) belongs to no token issuer",
             ));
         }
-        return Ok(info);
-    }
-    let bound = match issuer {
-        Some(i) => Some(i.to_string()),
-        None => crate::auth::bound_issuer(&state.store, user_id).or_else(|| {
-            let new = state.store.get(USERS_INFO, user_id.as_bytes()).is_none();
-            new.then(|| state.jwt.single_issuer(&state.store)).flatten()
-        }),
+        None
+    } else {
+        match (issuer, crate::auth::user_info(&state.store, user_id)) {
+            (Some(i), _) => Some(i.to_string()),
+            (None, Some(existing)) => existing.jwt_issuer,
+            (None, None) => state.jwt.single_issuer(&state.store),
+        }
     };
-    if let Some(b) = bound {
-        info[crate::auth::JWT_ISSUER_FIELD] = Value::String(b);
-    }
-    Ok(info)
+    let info = UserInfo {
+        user_data: UserData {
+            assigned_roles: roles.to_vec(),
+        },
+        jwt_issuer,
+    };
+    serde_json::to_vec(&info).map_err(|e| ApiError::internal("encoding the user failed", e))
 }
 
 fn write_roles(
@@ -75,7 +76,7 @@ fn write_roles(
         let mut tx = engine.begin();
         match &info {
             Some(info) => {
-                tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
+                tx.put(USERS_INFO, user_id.as_bytes(), info);
             }
             None => {
                 tx.remove(USERS_INFO, user_id.as_bytes());
@@ -324,7 +325,7 @@ pub async fn patch_multi(
     let info = info_row(&state, &user_id, &roles, patch.issuer.as_deref())?;
     let txid = state.write("updating the user failed", |engine| {
         let mut tx = engine.begin();
-        tx.put(USERS_INFO, user_id.as_bytes(), info.to_string().as_bytes());
+        tx.put(USERS_INFO, user_id.as_bytes(), &info);
         crate::roles::put_user_custom_roles(&mut tx, &user_id, &custom);
         engine.commit_tx(tx, None)
     })?;

@@ -126,24 +126,18 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     }
     // The service is Opening: the ledger API refuses everyone until the consortium
     // opens it (a caller without any credential is refused before that, at the edge).
-    let anonymous = gov
-        .request(
+    let current = |c: LedgerClient| async move {
+        c.request(
             "GET",
             "/app/transactions/current?api-version=2022-05-13",
             None,
         )
         .await
-        .unwrap();
-    assert_eq!(anonymous.status, 401);
+        .unwrap()
+    };
+    assert_eq!(current(gov.clone()).await.status, 401);
     let with_cert = LedgerClient::new(&endpoint, &service.cert, Some((&user.1, &user.0))).unwrap();
-    let r = with_cert
-        .request(
-            "GET",
-            "/app/transactions/current?api-version=2022-05-13",
-            None,
-        )
-        .await
-        .unwrap();
+    let r = current(with_cert).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["code"], "ServiceNotOpen");
     let network = gov
