@@ -998,8 +998,10 @@ fn dev(o: DevOptions) -> Result<()> {
         )?;
         covenant_node::set_service_opening(&mut engine)?;
         println!(
-            "created a new {ledger_type:?} ledger in {}; user0 ({id}) is an Administrator",
-            dir.display()
+            "created a new {ledger_type:?} ledger in {}; user0 is an Administrator (ACL id {}, CCF id {})",
+            dir.display(),
+            id.acl(),
+            id.ccf()
         );
     }
     let mut nc = covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));

@@ -265,6 +265,15 @@ impl NodeIdentity {
         })
     }
 
+    /// A certificate of the node's key signed by that key (what CCF calls the node's
+    /// self-signed certificate, `/node/self_signed_certificate`): it proves
+    /// possession of the key, not membership of the service.
+    pub fn self_signed_cert(&self) -> Result<Certificate, CryptoError> {
+        let p = params(NODE_CN, Self::DEFAULT_VALIDITY_DAYS)?;
+        let cert = p.self_signed(&self.key.to_rcgen()?).map_err(gen_err)?;
+        Certificate::from_der(cert.der())
+    }
+
     /// Writes `node_cert.pem` and `node_key.pem` (0600) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), CryptoError> {
         std::fs::create_dir_all(dir).map_err(|e| CryptoError::io(dir, e))?;

@@ -50,9 +50,14 @@
       row.status = status;
     });
   }
-  // ACL user ids: SHA-256 of the certificate DER, upper-case hex pairs joined by ':'.
-  function userId(pem) {
-    return ccf.pemToId(pem).toUpperCase().match(/../g).join(":");
+  // A certificate user's id as CCF spells it: lower-case hex SHA-256 of the DER
+  // (ccf.pemToId). The ACL spelling (upper-case pairs joined by ':') of the same
+  // digest is accepted where an id is given, and names rows older ledgers wrote.
+  function ccfUserId(id) {
+    return /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/.test(id) ? id.replace(/:/g, "").toLowerCase() : id;
+  }
+  function aclUserId(id) {
+    return /^[0-9a-f]{64}$/.test(id) ? id.toUpperCase().match(/../g).join(":") : id;
   }
   const ROLES = ["Reader", "Contributor", "Administrator"];
 
@@ -66,14 +71,33 @@
           throw new Error(`user_data.assignedRoles must list roles among ${ROLES.join(", ")}`);
         }
       },
+      // A CCF user (for JS apps); a user of the ledger API too only with
+      // user_data.assignedRoles. Without user_data there is no info row (CCF's rule).
       apply(args) {
-        const id = userId(args.cert);
-        const data = args.user_data || {};
-        if (data.assignedRoles === undefined) {
-          data.assignedRoles = ["Reader"];
-        }
+        const id = ccf.pemToId(args.cert);
         map("public:ccf.gov.users.certs").set(str(id), str(args.cert));
-        map("public:ccf.gov.users.info").set(str(id), json({ user_data: data }));
+        if (args.user_data === undefined || args.user_data === null) {
+          map("public:ccf.gov.users.info").delete(str(id));
+        } else {
+          map("public:ccf.gov.users.info").set(str(id), json({ user_data: args.user_data }));
+        }
+        for (const t of ["certs", "info"]) {
+          map(`public:ccf.gov.users.${t}`).delete(str(aclUserId(id)));
+        }
+      },
+    },
+    set_user_data: {
+      validate(args) {
+        need(args, "user_id", "string");
+        optionalObject(args, "user_data");
+      },
+      apply(args) {
+        const id = ccfUserId(args.user_id);
+        if (args.user_data === undefined || args.user_data === null) {
+          map("public:ccf.gov.users.info").delete(str(id));
+        } else {
+          map("public:ccf.gov.users.info").set(str(id), json({ user_data: args.user_data }));
+        }
       },
     },
     remove_user: {
@@ -81,8 +105,11 @@
         need(args, "user_id", "string");
       },
       apply(args) {
-        map("public:ccf.gov.users.certs").delete(str(args.user_id));
-        map("public:ccf.gov.users.info").delete(str(args.user_id));
+        const id = ccfUserId(args.user_id);
+        for (const key of [id, aclUserId(id)]) {
+          map("public:ccf.gov.users.certs").delete(str(key));
+          map("public:ccf.gov.users.info").delete(str(key));
+        }
       },
     },
     set_member: {

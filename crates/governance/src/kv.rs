@@ -1,6 +1,6 @@
 //! The maps a governance script sees ([`covenant_js::kv::BufferedKv`]) and what it
 //! may write: only a proposal's `apply`, only `public:ccf.gov.*` maps other than the
-//! proposals themselves.
+//! proposals themselves (their info, which CCF's constitutions update, may be).
 
 use std::sync::Arc;
 
@@ -15,12 +15,11 @@ pub fn policy(writable: bool) -> WritePolicy {
                 "{map} is read-only here: only a proposal's apply writes"
             ));
         }
-        if !map.starts_with("public:ccf.gov.")
-            || map == crate::PROPOSALS
-            || map == crate::PROPOSALS_INFO
-        {
+        // CCF's constitutions mark other open proposals Dropped themselves (in
+        // proposals_info); the proposals as submitted stay out of reach.
+        if !map.starts_with("public:ccf.gov.") || map == crate::PROPOSALS {
             return Err(format!(
-                "governance may not write {map} (only public:ccf.gov.* maps other than proposals)"
+                "governance may not write {map} (only public:ccf.gov.* maps other than the proposals themselves)"
             ));
         }
         Ok(())

@@ -64,6 +64,9 @@ pub enum JoinDecision {
     Pending,
 }
 
+pub mod host;
+pub use host::{GovContext, GovEffect, JWT_ISSUER_KEYS};
+
 /// The constitution a new covenant service starts with (majority of active members).
 pub const DEFAULT_CONSTITUTION: &str = include_str!("default_constitution.js");
 /// The action table every constitution can use (`covenant.actions`).
@@ -148,10 +151,13 @@ pub enum GovError {
     Internal(String),
 }
 
-/// Runs governance with the script limits of `limits`.
+/// Runs governance with the script limits of `limits`, telling scripts what
+/// `context` holds; what accepted proposals ask of the node collects in `effects`.
 #[derive(Debug, Clone, Default)]
 pub struct Governance {
     pub limits: Limits,
+    pub context: GovContext,
+    effects: std::rc::Rc<std::cell::RefCell<Vec<GovEffect>>>,
 }
 
 fn text(tx: &mut Tx, map: &str, key: &[u8]) -> Option<String> {
@@ -359,6 +365,19 @@ impl Governance {
         }
     }
 
+    /// Governance for a service whose certificate is `service_cert_pem`.
+    pub fn for_service(service_cert_pem: Option<String>) -> Governance {
+        Governance {
+            context: GovContext { service_cert_pem },
+            ..Governance::default()
+        }
+    }
+
+    /// What the proposals accepted so far asked of the node (see [`GovEffect`]).
+    pub fn take_effects(&self) -> Vec<GovEffect> {
+        std::mem::take(&mut self.effects.borrow_mut())
+    }
+
     fn constitution(&self, tx: &mut Tx) -> Result<String, GovError> {
         text(tx, CONSTITUTION, CONSTITUTION_KEY).ok_or(GovError::NoConstitution)
     }
@@ -380,6 +399,9 @@ impl Governance {
             kv::policy(write),
         )));
         let host_kv = kv.clone();
+        let context = self.context.clone();
+        let effects = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let host_effects = effects.clone();
         let out = covenant_js::call_with_host(
             &self.limits,
             if function == "vote" {
@@ -391,11 +413,18 @@ impl Governance {
             function,
             args,
             move |ctx| {
-                // ccf.pemToId (and ccf.crypto) come with covenant-js's ccf.
-                covenant_js::ccf::install(ctx, host_kv)?;
+                // ccf.pemToId (and ccf.crypto) come with covenant-js's ccf; CCF's
+                // governance host functions with host::install.
+                let tables: covenant_js::ccf::SharedKv<'_> =
+                    std::rc::Rc::new(std::cell::RefCell::new(host::CcfTables(host_kv.clone())));
+                covenant_js::ccf::install_with(ctx, tables, |extra| {
+                    host::install(ctx, extra, host_kv, &context, host_effects, write)
+                })?;
                 ctx.eval::<(), _>(ACTIONS)
             },
         )?;
+        // Effects count only from an apply that succeeded (its writes are kept).
+        self.effects.borrow_mut().extend(effects.take());
         Ok((out, GovKv::take(kv)))
     }
 

@@ -103,6 +103,23 @@ pub fn call_with_host(
     call_inner(limits, None, module, source, function, args, host)
 }
 
+/// Whether `source` compiles as an ES module (nothing runs): what CCF's bytecode
+/// refresh checks of every module of an app before accepting it.
+pub fn check_module_syntax(name: &str, source: &str) -> Result<(), JsError> {
+    let rt = Runtime::new().map_err(|e| JsError::Engine(e.to_string()))?;
+    rt.set_memory_limit(Limits::default().max_heap_bytes);
+    let ctx = Context::full(&rt).map_err(|e| JsError::Engine(e.to_string()))?;
+    ctx.with(|ctx| {
+        bytecode::declare(&ctx, name, source)
+            .catch(&ctx)
+            .map(|_| ())
+            .map_err(|e| JsError::Exception {
+                message: e.to_string(),
+                stack: None,
+            })
+    })
+}
+
 /// The ES modules of an application bundle, by name (`endpoints/app.js`, without a
 /// leading `/`). `import`s between them resolve relative to the importing module
 /// (`./x.js`, `../node_modules/y/index.js`); a bare specifier names a module as is.

@@ -132,23 +132,27 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
     match name {
         "no_auth" => Ok(json!({"policy": "no_auth"})),
         "user_cert" => {
-            let fp =
+            let user =
                 crate::auth::certificate_user(req.extensions()).ok_or("no client certificate")?;
             // A user added by governance has its certificate recorded; one added
-            // through the ACL users API (by fingerprint) only its roles.
-            let info = json_row(store, USERS_INFO, &fp);
-            let cert = match text(store, USERS_CERTS, &fp) {
+            // through the ACL users API (by fingerprint) only its roles. Either
+            // way the app sees CCF's id (lower-case hex SHA-256 of the DER).
+            let key = user.row_key(store);
+            let info = json_row(store, USERS_INFO, &key);
+            let cert = match text(store, USERS_CERTS, &key) {
                 Some(pem) => Value::String(pem),
                 None if !info.is_null() => peer_pem(req),
                 None => return Err("the certificate is not a user's".into()),
             };
-            Ok(json!({"policy": "user_cert", "id": fp, "cert": cert, "data": info["user_data"]}))
+            Ok(
+                json!({"policy": "user_cert", "id": user.ccf(), "cert": cert, "data": info["user_data"]}),
+            )
         }
         "member_cert" => {
-            let fp =
+            let user =
                 crate::auth::certificate_user(req.extensions()).ok_or("no client certificate")?;
-            // Member ids are the same SHA-256 as user fingerprints, in lower-case hex.
-            let id = fp.replace(':', "").to_ascii_lowercase();
+            // Member ids are the same SHA-256, in lower-case hex.
+            let id = user.ccf();
             let cert =
                 text(store, MEMBERS_CERTS, &id).ok_or("the certificate is not a member's")?;
             let info = json_row(store, MEMBERS_INFO, &id);
@@ -190,20 +194,20 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
                 "jwt": {"keyIssuer": payload["iss"], "header": part(0), "payload": payload}}))
         }
         "user_cose_sign1" => {
-            // kid is the user's id in CCF's spelling; covenant keys users by the
-            // colon-separated upper-case fingerprint (ACL's), the same SHA-256.
+            // kid is the user's id in CCF's spelling.
             let kid = covenant_crypto::user_sign1_kid(req.body).map_err(|e| e.to_string())?;
-            let fp = covenant_types::Digest32::from_hex(&kid)
-                .map(|d| covenant_crypto::colon_hex(&d))
-                .map_err(|e| e.to_string())?;
-            let pem = text(store, USERS_CERTS, &fp)
+            let user = crate::auth::ccf_user_digest(&kid)
+                .map(crate::auth::UserId::Certificate)
+                .ok_or("kid is not a certificate user's id (64 hex digits)")?;
+            let key = user.row_key(store);
+            let pem = text(store, USERS_CERTS, &key)
                 .ok_or("kid names no user whose certificate is recorded")?;
             let cert = covenant_crypto::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
             let msg =
                 covenant_crypto::verify_user_sign1(req.body, &cert).map_err(|e| e.to_string())?;
-            let info = json_row(store, USERS_INFO, &fp);
+            let info = json_row(store, USERS_INFO, &key);
             Ok(
-                json!({"policy": "user_cose_sign1", "id": fp, "cert": pem, "data": info["user_data"],
+                json!({"policy": "user_cose_sign1", "id": user.ccf(), "cert": pem, "data": info["user_data"],
                       "cose": {"content": base64::engine::general_purpose::STANDARD.encode(&msg.content),
                                "protected_header": {"msg_type": msg.msg_type, "msg_created_at": msg.created_at}}}),
             )

@@ -14,12 +14,25 @@ pub const USERS_CERTS: &str = "public:ccf.gov.users.certs";
 /// CCF's map of user data: user id → `{"user_data": {...}}`.
 pub const USERS_INFO: &str = "public:ccf.gov.users.info";
 
-/// ACL roles, in increasing power.
+/// ACL roles, in increasing power. Their names are matched without regard to
+/// case (ACL accepts `"administrator"`), and always shown capitalized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Role {
     Reader,
     Contributor,
     Administrator,
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Role, String> {
+        [Role::Reader, Role::Contributor, Role::Administrator]
+            .into_iter()
+            .find(|r| format!("{r:?}").eq_ignore_ascii_case(&s))
+            .ok_or_else(|| format!("{s} is not Reader, Contributor or Administrator"))
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -38,33 +51,127 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
-    /// Its roles: a user without roles listed is a Reader (SPEC §5 `set_user`
-    /// default).
+    /// Its ACL roles (none listed: none).
     fn roles(self) -> Vec<Role> {
         let mut roles = self.user_data.assigned_roles;
-        if roles.is_empty() {
-            roles.push(Role::Reader);
-        }
         roles.sort();
         roles.dedup();
         roles
     }
 }
 
-/// The info row of `user_id`, or `None` if it is not a user (an unreadable row
-/// reads as a Reader bound to no issuer).
-pub(crate) fn user_info(store: &covenant_kv::Store, user_id: &str) -> Option<UserInfo> {
-    let raw = store.get(USERS_INFO, user_id.as_bytes())?;
+/// A ledger user, as each layer names it (SPEC §2): a certificate user is one
+/// SHA-256 of its certificate DER, keyed in the governance tables and shown to JS
+/// apps as lower-case hex (CCF's spelling, what `openssl x509 -fingerprint` gives
+/// once lower-cased), and shown by the ACL API as upper-case hex pairs joined by
+/// `:`; a token user is its `oid` (or `sub`) claim in both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserId {
+    Certificate(covenant_types::Digest32),
+    Token(String),
+}
+
+impl UserId {
+    /// An id as the ACL API spells it. A 64-digit hex id is refused: it can only be
+    /// a certificate's digest in CCF's spelling, which the ACL API does not take,
+    /// and no token names it (tokens with such subjects are refused).
+    pub fn parse_acl(id: &str) -> Result<UserId, ApiError> {
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                "userId must be 1..256 printable characters",
+            ));
+        }
+        if is_certificate_user_id(id) {
+            let hex: String = id.chars().filter(|c| *c != ':').collect();
+            return covenant_types::Digest32::from_hex(&hex.to_ascii_lowercase())
+                .map(UserId::Certificate)
+                .map_err(|e| ApiError::bad_request("InvalidInput", e.to_string()));
+        }
+        if let Some(d) = ccf_user_digest(id) {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                format!(
+                    "{id} is a certificate's digest in CCF's spelling; the ACL API names that \
+                     user {}",
+                    covenant_crypto::colon_hex(&d)
+                ),
+            ));
+        }
+        Ok(UserId::Token(id.to_string()))
+    }
+
+    /// The id in the ACL API's spelling.
+    pub fn acl(&self) -> String {
+        match self {
+            UserId::Certificate(d) => covenant_crypto::colon_hex(d),
+            UserId::Token(t) => t.clone(),
+        }
+    }
+
+    /// The id in CCF's spelling (governance tables, `request.caller.id`).
+    pub fn ccf(&self) -> String {
+        match self {
+            UserId::Certificate(d) => d.to_hex(),
+            UserId::Token(t) => t.clone(),
+        }
+    }
+
+    /// The key of this user's rows in the users tables: CCF's spelling, or, for a
+    /// certificate user recorded before covenant keyed them that way, the ACL
+    /// spelling its rows still have (rewritten under CCF's on the next change).
+    pub fn row_key(&self, store: &covenant_kv::Store) -> String {
+        let ccf = self.ccf();
+        if let UserId::Certificate(_) = self {
+            if store.get(USERS_INFO, ccf.as_bytes()).is_none() {
+                let legacy = self.acl();
+                if store.get(USERS_INFO, legacy.as_bytes()).is_some() {
+                    return legacy;
+                }
+            }
+        }
+        ccf
+    }
+
+    /// The id of a users-table key (either spelling of a certificate user).
+    pub fn from_row_key(key: &str) -> UserId {
+        if let Some(d) = ccf_user_digest(key) {
+            return UserId::Certificate(d);
+        }
+        UserId::parse_acl(key).unwrap_or_else(|_| UserId::Token(key.to_string()))
+    }
+
+    pub fn is_certificate(&self) -> bool {
+        matches!(self, UserId::Certificate(_))
+    }
+}
+
+/// The digest named by a 64-digit lower-case hex id (CCF's certificate user id).
+pub fn ccf_user_digest(id: &str) -> Option<covenant_types::Digest32> {
+    if id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        covenant_types::Digest32::from_hex(&id.to_ascii_lowercase()).ok()
+    } else {
+        None
+    }
+}
+
+/// The info row of `user`, or `None` if it is not a user (an unreadable row
+/// reads as a user without ACL roles, bound to no issuer).
+pub(crate) fn user_info(store: &covenant_kv::Store, user: &UserId) -> Option<UserInfo> {
+    let raw = store.get(USERS_INFO, user.row_key(store).as_bytes())?;
     Some(serde_json::from_slice(&raw).unwrap_or_default())
 }
 
-/// The roles of `user_id`, or `None` if it is not a user.
-pub fn user_roles(store: &covenant_kv::Store, user_id: &str) -> Option<Vec<Role>> {
-    user_info(store, user_id).map(UserInfo::roles)
+/// The ACL roles of `user`, or `None` if it is not a user. A CCF user added by
+/// `set_user` without `user_data.assignedRoles` has none: governance makes it a
+/// user of the JS app, not of the ledger API.
+pub fn user_roles(store: &covenant_kv::Store, user: &UserId) -> Option<Vec<Role>> {
+    user_info(store, user).map(UserInfo::roles)
 }
 
-/// Whether `id` has the form of a certificate user's id (the colon-separated hex
-/// SHA-256 fingerprint): such ids are reachable only with that certificate.
+/// Whether `id` has the form of a certificate user's id in the ACL spelling (the
+/// colon-separated hex SHA-256 fingerprint): such ids are reachable only with
+/// that certificate.
 pub fn is_certificate_user_id(id: &str) -> bool {
     let b = id.as_bytes();
     b.len() == 95
@@ -78,8 +185,8 @@ pub fn is_certificate_user_id(id: &str) -> bool {
 }
 
 /// The issuer a token user's row is bound to, if any.
-pub fn bound_issuer(store: &covenant_kv::Store, user_id: &str) -> Option<String> {
-    user_info(store, user_id)?.jwt_issuer
+pub fn bound_issuer(store: &covenant_kv::Store, user: &UserId) -> Option<String> {
+    user_info(store, user)?.jwt_issuer
 }
 
 /// The roles of the token user `who`: its row must be a token user's (no
@@ -93,10 +200,11 @@ fn jwt_user_roles(state: &NodeState, who: &crate::jwt::JwtIdentity) -> Result<Ve
             who.id, who.issuer
         ))
     };
+    let user = UserId::Token(who.id.clone());
     if state.store.get(USERS_CERTS, who.id.as_bytes()).is_some() {
         return Err(unknown());
     }
-    let mut info = user_info(&state.store, &who.id).ok_or_else(unknown)?;
+    let mut info = user_info(&state.store, &user).ok_or_else(unknown)?;
     let bound = info.jwt_issuer.take();
     let roles = info.roles();
     match bound {
@@ -138,13 +246,13 @@ pub(crate) fn bearer_identity(
     }
 }
 
-/// The fingerprint (ACL user id) of the client certificate behind a request:
-/// the TLS peer's, or for a request a backup forwarded, the one the client showed
-/// that backup ([`crate::edge`] puts it in place). `None` without a certificate.
-pub(crate) fn certificate_user(extensions: &axum::http::Extensions) -> Option<String> {
+/// The user id of the client certificate behind a request: the TLS peer's, or
+/// for a request a backup forwarded, the one the client showed that backup
+/// ([`crate::edge`] puts it in place). `None` without a certificate.
+pub(crate) fn certificate_user(extensions: &axum::http::Extensions) -> Option<UserId> {
     extensions
         .get::<PeerCert>()
-        .and_then(|p| p.0.as_ref().map(|c| c.1.clone()))
+        .and_then(|p| p.0.as_ref().map(|c| UserId::Certificate(c.1)))
 }
 
 /// An authenticated user.
@@ -183,12 +291,13 @@ impl FromRequestParts<NodeState> for Caller {
                 roles,
             });
         }
-        let user_id = certificate_user(&parts.extensions).ok_or_else(|| {
+        let user = certificate_user(&parts.extensions).ok_or_else(|| {
             ApiError::unauthorized(
                 "present a client certificate or a bearer token of a ledger user",
             )
         })?;
-        let roles = user_roles(&state.store, &user_id).ok_or_else(|| {
+        let user_id = user.acl();
+        let roles = user_roles(&state.store, &user).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "certificate {user_id} is not a user of this ledger"
             ))

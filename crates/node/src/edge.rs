@@ -80,6 +80,17 @@ fn gate(app: Option<&crate::app::CurrentApp>, method: &axum::http::Method, path:
         return Gate::Certificate;
     }
     if path.starts_with("/app/") || path == "/app" {
+        // CCF serves these to anyone on every frontend (unless the app has its own).
+        const COMMON: &[&str] = &["/app/commit", "/app/tx", "/app/api"];
+        if method == axum::http::Method::GET && COMMON.contains(&path) {
+            let app_endpoint = app
+                .and_then(|a| a.0.as_deref())
+                .and_then(|a| crate::app::endpoint_needs_credential(a, method.as_str(), path));
+            return match app_endpoint {
+                Some(true) => Gate::Credential,
+                _ => Gate::Open,
+            };
+        }
         let endpoint = app
             .and_then(|a| a.0.as_deref())
             .and_then(|a| crate::app::endpoint_needs_credential(a, method.as_str(), path));
@@ -111,7 +122,7 @@ fn forwarded_client(headers: &HeaderMap) -> Result<PeerCert, ApiError> {
         .decode(v.as_bytes())
         .map_err(|_| bad())?;
     let cert = Certificate::from_der(&der).map_err(|_| bad())?;
-    let id = cert.user_fingerprint();
+    let id = covenant_crypto::sha256(cert.der());
     Ok(PeerCert(Some(Arc::new((cert, id)))))
 }
 

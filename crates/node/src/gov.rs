@@ -1,38 +1,46 @@
-//! The `/gov` API (SPEC §5, CCF's classic governance routes): members propose,
-//! vote, withdraw and ack with COSE Sign1 requests signed by their keys; the
-//! constitution decides (`covenant-governance`).
+//! The `/gov` API (SPEC §5): members propose, vote, withdraw and ack; the
+//! constitution decides (`covenant-governance`). These are CCF's classic routes
+//! (`/gov/proposals`, `/gov/ack`, ...); [`crate::gov_api`] serves the same
+//! operations under CCF's current, api-versioned routes.
 //!
-//! Every state-changing request is a COSE Sign1 envelope (`application/cose`) whose
-//! `kid` names a member; it is verified against that member's certificate, its
-//! `ccf.gov.msg.type` must be the route's, its `created_at` within
-//! [`CREATED_AT_WINDOW_SECS`] of the node's clock, and its signed digest never seen
-//! before (kept in `public:ccf.gov.cose_recent` for the window). The request and the
-//! governance transaction are one ledger transaction, so the history is public.
+//! A state-changing request proves which member sent it in one of three ways
+//! ([`Proof`]): a COSE Sign1 envelope (`application/cose`) whose `kid` names the
+//! member, its `ccf.gov.msg.type` the route's, its `created_at` within
+//! [`CREATED_AT_WINDOW_SECS`] of the node's clock; on the classic routes also an
+//! HTTP signature (`scurl.sh`, [`crate::http_sig`]); and for
+//! `update_state_digest` only, the member's TLS client certificate. A signed
+//! request is never accepted twice: its signed digest is kept in
+//! `public:ccf.gov.cose_recent` for the window (a COSE request), or for good (an
+//! HTTP signature, which carries no time). The request and the governance
+//! transaction are one ledger transaction, so the history is public.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use covenant_crypto::{parse_gov_sign1, verify_gov_sign1, Certificate, GovMessage};
 use covenant_governance::{
-    GovError, Governance, ProposalInfo, CONSTITUTION, CONSTITUTION_KEY, MEMBERS_CERTS,
+    GovEffect, GovError, Governance, ProposalInfo, CONSTITUTION, CONSTITUTION_KEY, MEMBERS_CERTS,
     MEMBERS_ENCRYPTION_KEYS, MEMBERS_INFO,
 };
 use covenant_kv::Tx;
 use covenant_receipt::{SIGNATURES_MAP, SIGNATURE_KEY};
-use covenant_types::TxId;
+use covenant_types::{Digest32, TxId};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::routes::with_txid;
+use crate::server::PeerCert;
 use crate::state::NodeState;
 
 /// Signed digest (hex) → `created_at`, for replay protection.
 pub const COSE_RECENT: &str = "public:ccf.gov.cose_recent";
 /// How far a request's `created_at` may be from the node's clock.
 pub const CREATED_AT_WINDOW_SECS: u64 = 300;
+/// The `created_at` recorded for an HTTP-signed request: it never leaves the window.
+const KEPT_FOR_GOOD: u64 = u64::MAX;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -41,7 +49,7 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn gov_error(e: GovError) -> ApiError {
+pub(crate) fn gov_error(e: GovError) -> ApiError {
     let (status, code) = match &e {
         GovError::NotAMember(_) => (StatusCode::UNAUTHORIZED, "UnknownMember"),
         GovError::NotActive(_) | GovError::NotProposer(_) => (StatusCode::FORBIDDEN, "Forbidden"),
@@ -60,23 +68,140 @@ fn gov_error(e: GovError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-/// Checks a signed request: a member's signature, the route's message type, a fresh
-/// `created_at`, never seen before. Returns the member id and the message.
-fn authenticate(
+/// How a member proved that a governance request is theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A COSE Sign1 envelope (CCF 3 on; the only form of the current API).
+    Cose,
+    /// An HTTP signature (`scurl.sh` of CCF 1–2): classic routes only.
+    HttpSignature,
+    /// The member's TLS client certificate: `update_state_digest` only, as in CCF.
+    Certificate,
+}
+
+/// A governance request as authentication needs it: what a signature may cover
+/// (method, target, headers, body) and the client certificate of the connection.
+pub struct GovRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// SHA-256 of the client certificate's DER, if one was shown.
+    pub peer: Option<Digest32>,
+    pub body: axum::body::Bytes,
+}
+
+impl FromRequest<NodeState> for GovRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &NodeState) -> Result<Self, ApiError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let headers = req.headers().clone();
+        let peer = req
+            .extensions()
+            .get::<PeerCert>()
+            .and_then(|p| p.0.as_ref().map(|c| c.1));
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(crate::error::body_error)?;
+        Ok(GovRequest {
+            method,
+            uri,
+            headers,
+            peer,
+            body,
+        })
+    }
+}
+
+/// A member's request, authenticated.
+pub struct Signed {
+    pub member: String,
+    pub msg: GovMessage,
+    pub proof: Proof,
+}
+
+/// Which proofs a route takes besides COSE Sign1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepts {
+    pub http_signature: bool,
+    pub certificate: bool,
+}
+
+impl Accepts {
+    /// The current API: COSE Sign1 only.
+    pub const COSE: Accepts = Accepts {
+        http_signature: false,
+        certificate: false,
+    };
+    /// A classic route.
+    pub const CLASSIC: Accepts = Accepts {
+        http_signature: true,
+        certificate: false,
+    };
+    /// Classic `update_state_digest`, which CCF also served to a member's TLS
+    /// certificate (the Managed CCF guide's first step is that plain curl).
+    pub const CLASSIC_OR_CERTIFICATE: Accepts = Accepts {
+        http_signature: true,
+        certificate: true,
+    };
+}
+
+/// Checks a member's request for the route whose message type is `msg_type`
+/// (`proposal_id`: the proposal the route's path names, for a ballot or a
+/// withdrawal). Returns the member and the message.
+pub(crate) fn authenticate(
     state: &NodeState,
-    headers: &HeaderMap,
-    body: &[u8],
+    req: &GovRequest,
     msg_type: &str,
-) -> Result<(String, GovMessage), ApiError> {
-    let is_cose = headers
+    proposal_id: Option<&str>,
+    accepts: Accepts,
+) -> Result<Signed, ApiError> {
+    let is_cose = req
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/cose"));
-    if !is_cose {
-        return Err(ApiError::unauthorized(
-            "state-changing /gov requests must be COSE Sign1 messages signed by a member (content-type: application/cose)",
-        ));
+    if is_cose {
+        return authenticate_cose(state, &req.body, msg_type);
     }
+    if accepts.http_signature && crate::http_sig::is_signed(&req.headers) {
+        return authenticate_http_signature(state, req, msg_type, proposal_id);
+    }
+    if accepts.certificate {
+        if let Some(id) = req.peer.map(|d| d.to_hex()) {
+            if state.store.get(MEMBERS_CERTS, id.as_bytes()).is_some() {
+                return Ok(Signed {
+                    msg: GovMessage {
+                        msg_type: msg_type.to_string(),
+                        created_at: now_secs(),
+                        proposal_id: None,
+                        kid: id.clone(),
+                        payload: req.body.to_vec(),
+                        envelope_digest: covenant_crypto::sha256(&req.body),
+                        signed_digest: covenant_crypto::sha256(&req.body),
+                    },
+                    member: id,
+                    proof: Proof::Certificate,
+                });
+            }
+        }
+    }
+    let mut forms =
+        vec!["a COSE Sign1 message signed by a member (content-type: application/cose)"];
+    if accepts.http_signature {
+        forms.push("an HTTP signature (Authorization: Signature ..., as scurl.sh sends)");
+    }
+    if accepts.certificate {
+        forms.push("a member's TLS client certificate");
+    }
+    Err(ApiError::unauthorized(format!(
+        "this /gov request must be {}",
+        forms.join(", or ")
+    )))
+}
+
+fn authenticate_cose(state: &NodeState, body: &[u8], msg_type: &str) -> Result<Signed, ApiError> {
     let unverified = parse_gov_sign1(body)
         .map_err(|e| ApiError::bad_request("InvalidCoseSign1", e.to_string()))?;
     let Some(pem) = state.store.get(MEMBERS_CERTS, unverified.kid.as_bytes()) else {
@@ -111,18 +236,91 @@ fn authenticate(
             ),
         ));
     }
-    Ok((msg.kid.clone(), msg))
+    Ok(Signed {
+        member: msg.kid.clone(),
+        msg,
+        proof: Proof::Cose,
+    })
 }
 
-/// Records the request's digest (refusing a replay) and drops digests that left
-/// the window, in the governance transaction.
-fn remember(tx: &mut Tx, state: &NodeState, msg: &GovMessage) -> Result<(), ApiError> {
-    let key = msg.signed_digest.to_hex();
+fn authenticate_http_signature(
+    state: &NodeState,
+    req: &GovRequest,
+    msg_type: &str,
+    proposal_id: Option<&str>,
+) -> Result<Signed, ApiError> {
+    use crate::http_sig;
+    let value = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let refused = |e: http_sig::HttpSigError| ApiError::unauthorized(e.to_string());
+    let sig = http_sig::parse(value).map_err(refused)?;
+    // The signer is named by its key id; members are few.
+    let signer = state
+        .store
+        .entries(MEMBERS_CERTS)
+        .into_iter()
+        .find(|(id, pem)| {
+            http_sig::key_id_names(
+                &sig.key_id,
+                &String::from_utf8_lossy(id),
+                &String::from_utf8_lossy(pem),
+            )
+        });
+    let Some((id, pem)) = signer else {
+        return Err(ApiError::unauthorized(format!(
+            "keyId {} names no member (it is the SHA-256 of a member's certificate file, or a member id)",
+            sig.key_id
+        )));
+    };
+    let member = String::from_utf8_lossy(&id).into_owned();
+    let cert = Certificate::from_pem(&String::from_utf8_lossy(&pem))
+        .map_err(|e| ApiError::internal("a stored member certificate is unreadable", e))?;
+    let target = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_else(|| req.uri.path());
+    let signing =
+        http_sig::signing_string(&sig, req.method.as_str(), target, &req.headers, &req.body)
+            .map_err(refused)?;
+    http_sig::verify(&sig, &signing, &cert).map_err(refused)?;
+    Ok(Signed {
+        msg: GovMessage {
+            msg_type: msg_type.to_string(),
+            created_at: now_secs(),
+            proposal_id: proposal_id.map(str::to_string),
+            kid: member.clone(),
+            payload: req.body.to_vec(),
+            envelope_digest: covenant_crypto::sha256(&req.body),
+            signed_digest: http_sig::replay_key(&member, &signing),
+        },
+        member,
+        proof: Proof::HttpSignature,
+    })
+}
+
+/// Records the request's signed digest (refusing a replay) and drops digests
+/// that left the window, in the governance transaction. A request proved by the
+/// connection's certificate cannot be replayed by anyone else: nothing is kept.
+fn remember(tx: &mut Tx, state: &NodeState, signed: &Signed) -> Result<(), ApiError> {
+    let kept_until = match signed.proof {
+        Proof::Certificate => return Ok(()),
+        Proof::Cose => signed.msg.created_at,
+        Proof::HttpSignature => KEPT_FOR_GOOD,
+    };
+    let key = signed.msg.signed_digest.to_hex();
     if tx.get(COSE_RECENT, key.as_bytes()).is_some() {
+        let message = match signed.proof {
+            Proof::HttpSignature => "an identical HTTP-signed request was already submitted; HTTP signatures carry no time, so an identical request is refused for good (change the body, or sign with COSE)",
+            _ => "this signed request was already submitted",
+        };
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "RequestReplayed",
-            "this signed request was already submitted",
+            message,
         ));
     }
     let horizon = now_secs().saturating_sub(2 * CREATED_AT_WINDOW_SECS);
@@ -138,29 +336,42 @@ fn remember(tx: &mut Tx, state: &NodeState, msg: &GovMessage) -> Result<(), ApiE
     tx.put(
         COSE_RECENT,
         key.as_bytes(),
-        msg.created_at.to_string().as_bytes(),
+        kept_until.to_string().as_bytes(),
     );
     Ok(())
 }
 
-/// Runs a governance step as one transaction on the primary (backups forward).
-fn run<T>(
+/// Governance as this service runs it (its certificate is what
+/// `transition_service_to_open` must name).
+fn governance(state: &NodeState) -> Governance {
+    Governance::for_service(Some(state.service_cert_pem.to_string()))
+}
+
+/// Runs a governance step as one transaction on the primary (backups forward),
+/// then does what accepted proposals asked of the node.
+pub(crate) fn run<T>(
     state: &NodeState,
     what: &str,
-    msg: &GovMessage,
-    f: impl FnOnce(&mut Tx, &covenant_kv::Store, u64) -> Result<T, ApiError>,
+    signed: &Signed,
+    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, u64) -> Result<T, ApiError>,
 ) -> Result<(TxId, T), ApiError> {
+    let gov = governance(state);
     let out = state.write(what, |e| {
         let mut tx = e.begin();
         let store = e.store().clone();
         let seqno = e.last_seqno() + 1;
-        let r = remember(&mut tx, state, msg)
-            .and_then(|()| f(&mut tx, &store, seqno))
+        let r = remember(&mut tx, state, signed)
+            .and_then(|()| f(&gov, &mut tx, &store, seqno))
             .and_then(|v| settle_nodes(state, e, &mut tx).map(|staged| (v, staged)));
         match r {
             Ok((v, staged)) => e.commit_tx(tx, None).map(|txid| {
                 if let (Some(target), Some(net)) = (staged, &state.network) {
                     net.replica.note_membership(txid.seqno.0, target);
+                }
+                for effect in gov.take_effects() {
+                    match effect {
+                        GovEffect::Snapshot => e.request_snapshot(),
+                    }
                 }
                 Ok((txid, v))
             }),
@@ -233,30 +444,103 @@ fn settle_nodes(
     Ok(Some(target))
 }
 
-fn info_json(id: &str, info: &ProposalInfo) -> Value {
+pub(crate) fn info_json(id: &str, info: &ProposalInfo) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or_default();
     v["proposal_id"] = json!(id);
     v["ballot_count"] = json!(info.ballots.len());
     v
 }
 
-/// `POST /gov/proposals`: a member's proposal (`{"actions":[{"name","args"}]}`).
-pub async fn propose(
-    State(state): State<NodeState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let (member, msg) = authenticate(&state, &headers, &body, "proposal")?;
-    let gov = Governance::default();
-    let (txid, (id, info)) = run(
-        &state,
+/// Records a member's proposal: the transaction, the proposal id and its info.
+pub(crate) fn do_propose(
+    state: &NodeState,
+    signed: &Signed,
+) -> Result<(TxId, (String, ProposalInfo)), ApiError> {
+    run(
+        state,
         "recording the proposal failed",
-        &msg,
-        |tx, store, seqno| {
-            gov.propose(tx, store, &member, &msg.payload, seqno)
+        signed,
+        |gov, tx, store, seqno| {
+            gov.propose(tx, store, &signed.member, &signed.msg.payload, seqno)
+                .map_err(gov_error)
+        },
+    )
+}
+
+/// Records a member's ballot on proposal `id` (`{"ballot": "<javascript>"}`).
+pub(crate) fn do_ballot(
+    state: &NodeState,
+    signed: &Signed,
+    id: &str,
+) -> Result<(TxId, ProposalInfo), ApiError> {
+    check_proposal_header(&signed.msg, id)?;
+    let script = payload_text(&signed.msg, "ballot", "<javascript>")?;
+    run(
+        state,
+        "recording the ballot failed",
+        signed,
+        |gov, tx, store, _| {
+            gov.vote(tx, store, &signed.member, id, &script)
+                .map_err(gov_error)
+        },
+    )
+}
+
+/// The proposer takes proposal `id` back.
+pub(crate) fn do_withdraw(
+    state: &NodeState,
+    signed: &Signed,
+    id: &str,
+) -> Result<(TxId, ProposalInfo), ApiError> {
+    check_proposal_header(&signed.msg, id)?;
+    run(
+        state,
+        "withdrawing the proposal failed",
+        signed,
+        |gov, tx, _, _| gov.withdraw(tx, &signed.member, id).map_err(gov_error),
+    )
+}
+
+/// Gives the member the digest to ack (the root of the latest signature).
+pub(crate) fn do_update_state_digest(
+    state: &NodeState,
+    signed: &Signed,
+) -> Result<(TxId, String), ApiError> {
+    let digest = state_digest(state)?;
+    let d = digest.clone();
+    let (txid, ()) = run(
+        state,
+        "recording the state digest failed",
+        signed,
+        |gov, tx, _, _| {
+            gov.update_state_digest(tx, &signed.member, &d)
                 .map_err(gov_error)
         },
     )?;
+    Ok((txid, digest))
+}
+
+/// The member acks `digest` and becomes Active.
+pub(crate) fn do_ack(
+    state: &NodeState,
+    signed: &Signed,
+    digest: &str,
+) -> Result<(TxId, covenant_governance::MemberInfo), ApiError> {
+    run(
+        state,
+        "recording the ack failed",
+        signed,
+        |gov, tx, _, _| gov.ack(tx, &signed.member, digest).map_err(gov_error),
+    )
+}
+
+/// `POST /gov/proposals`: a member's proposal (`{"actions":[{"name","args"}]}`).
+pub async fn propose(
+    State(state): State<NodeState>,
+    req: GovRequest,
+) -> Result<Response, ApiError> {
+    let signed = authenticate(&state, &req, "proposal", None, Accepts::CLASSIC)?;
+    let (txid, (id, info)) = do_propose(&state, &signed)?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
 }
 
@@ -264,22 +548,10 @@ pub async fn propose(
 pub async fn ballot(
     State(state): State<NodeState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    req: GovRequest,
 ) -> Result<Response, ApiError> {
-    let (member, msg) = authenticate(&state, &headers, &body, "ballot")?;
-    check_proposal_header(&msg, &id)?;
-    let script = payload_text(&msg, "ballot", "<javascript>")?;
-    let gov = Governance::default();
-    let (txid, info) = run(
-        &state,
-        "recording the ballot failed",
-        &msg,
-        |tx, store, _| {
-            gov.vote(tx, store, &member, &id, &script)
-                .map_err(gov_error)
-        },
-    )?;
+    let signed = authenticate(&state, &req, "ballot", Some(&id), Accepts::CLASSIC)?;
+    let (txid, info) = do_ballot(&state, &signed, &id)?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
 }
 
@@ -287,23 +559,15 @@ pub async fn ballot(
 pub async fn withdraw(
     State(state): State<NodeState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    req: GovRequest,
 ) -> Result<Response, ApiError> {
-    let (member, msg) = authenticate(&state, &headers, &body, "withdrawal")?;
-    check_proposal_header(&msg, &id)?;
-    let gov = Governance::default();
-    let (txid, info) = run(
-        &state,
-        "withdrawing the proposal failed",
-        &msg,
-        |tx, _, _| gov.withdraw(tx, &member, &id).map_err(gov_error),
-    )?;
+    let signed = authenticate(&state, &req, "withdrawal", Some(&id), Accepts::CLASSIC)?;
+    let (txid, info) = do_withdraw(&state, &signed, &id)?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
 }
 
 /// The text field `field` of a signed JSON payload `{"<field>": "<text>"}`.
-fn payload_text(msg: &GovMessage, field: &str, shape: &str) -> Result<String, ApiError> {
+pub(crate) fn payload_text(msg: &GovMessage, field: &str, shape: &str) -> Result<String, ApiError> {
     let refused = || {
         ApiError::bad_request(
             "InvalidInput",
@@ -440,49 +704,67 @@ pub async fn constitution(State(state): State<NodeState>) -> Result<Response, Ap
     Ok(r)
 }
 
-/// The digest a member acks to become Active: the root of the latest signature.
-fn state_digest(state: &NodeState) -> String {
+/// The digest a member acks to become Active: the root of the latest signature
+/// (503 before the first one, as in CCF: try again in a moment).
+pub(crate) fn state_digest(state: &NodeState) -> Result<String, ApiError> {
     state
         .store
         .get(SIGNATURES_MAP, SIGNATURE_KEY)
         .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
         .and_then(|v| v["root"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "0".repeat(64))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NoSignatureYet",
+                "Service has no signatures to ack yet - try again soon.",
+            )
+        })
 }
 
 /// `POST /gov/ack/update_state_digest` (`state_digest`): the digest to ack.
 pub async fn update_state_digest(
     State(state): State<NodeState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    req: GovRequest,
 ) -> Result<Response, ApiError> {
-    let (member, msg) = authenticate(&state, &headers, &body, "state_digest")?;
-    let digest = state_digest(&state);
-    let gov = Governance::default();
-    let d = digest.clone();
-    let (txid, ()) = run(
+    let signed = authenticate(
         &state,
-        "recording the state digest failed",
-        &msg,
-        |tx, _, _| gov.update_state_digest(tx, &member, &d).map_err(gov_error),
+        &req,
+        "state_digest",
+        None,
+        Accepts::CLASSIC_OR_CERTIFICATE,
     )?;
+    let (txid, digest) = do_update_state_digest(&state, &signed)?;
     Ok(with_txid(Some(txid), Json(json!({"state_digest": digest}))))
 }
 
 /// `POST /gov/ack` (`ack`, body `{"state_digest"}`): the member becomes Active.
-pub async fn ack(
-    State(state): State<NodeState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let (member, msg) = authenticate(&state, &headers, &body, "ack")?;
-    let digest = payload_text(&msg, "state_digest", "<hex>")?;
-    let gov = Governance::default();
-    let (txid, info) = run(&state, "recording the ack failed", &msg, |tx, _, _| {
-        gov.ack(tx, &member, &digest).map_err(gov_error)
-    })?;
+pub async fn ack(State(state): State<NodeState>, req: GovRequest) -> Result<Response, ApiError> {
+    let signed = authenticate(&state, &req, "ack", None, Accepts::CLASSIC)?;
+    let digest = payload_text(&signed.msg, "state_digest", "<hex>")?;
+    let (txid, info) = do_ack(&state, &signed, &digest)?;
     Ok(with_txid(
         Some(txid),
-        Json(json!({"member_id": member, "status": info.status})),
+        Json(json!({"member_id": signed.member, "status": info.status})),
     ))
+}
+
+/// `GET /gov/proposals/{id}/ballots/{member_id}`: `{"ballot": "<javascript>"}`.
+pub async fn get_ballot(
+    State(state): State<NodeState>,
+    Path((id, member)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let script = ballot_of(&state, &id, &member)?;
+    Ok(Json(json!({ "ballot": script })).into_response())
+}
+
+/// The ballot `member` cast on proposal `id`.
+pub(crate) fn ballot_of(state: &NodeState, id: &str, member: &str) -> Result<String, ApiError> {
+    let (_, info) =
+        covenant_governance::proposal(&mut state.store.begin(), id).map_err(gov_error)?;
+    info.ballots.get(member).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "VoteNotFound",
+            format!("member {member} has not voted for proposal {id}"),
+        )
+    })
 }

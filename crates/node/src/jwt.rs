@@ -8,7 +8,7 @@ use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 
 use std::sync::{Arc, Mutex};
 
-pub use covenant_governance::JWT_ISSUERS;
+pub use covenant_governance::{JWT_ISSUERS, JWT_ISSUER_KEYS};
 
 use crate::error::ApiError;
 
@@ -93,21 +93,36 @@ pub struct JwtAuth {
     governed: Arc<Mutex<GovernedCache>>,
 }
 
-/// The issuers map's version ([`covenant_kv::Store::map_version`]) and its issuers.
-type GovernedCache = Option<((usize, u64), Arc<Vec<JwtIssuer>>)>;
+/// The versions ([`covenant_kv::Store::map_version`]) of the issuers map and of
+/// the issuer keys map, and the issuers they make.
+type GovernedCache = Option<([(usize, u64); 2], Arc<Vec<JwtIssuer>>)>;
 
 /// The issuer of one governance row, `None` (and a warning) if it is unusable.
-fn governed_issuer(key: &[u8], row: &[u8]) -> Option<JwtIssuer> {
+/// covenant's `set_jwt_issuer` keeps the keys in the row; CCF's constitution sets
+/// them apart, through `ccf.setJwtPublicSigningKeys` ([`JWT_ISSUER_KEYS`]).
+fn governed_issuer(store: &covenant_kv::Store, key: &[u8], row: &[u8]) -> Option<JwtIssuer> {
     #[derive(serde::Deserialize)]
     struct Row {
-        issuer: String,
-        jwks: serde_json::Value,
+        #[serde(default)]
+        issuer: Option<String>,
+        #[serde(default)]
+        jwks: Option<serde_json::Value>,
         #[serde(default)]
         audience: Option<String>,
     }
+    let name = String::from_utf8_lossy(key).into_owned();
     let parsed = serde_json::from_slice::<Row>(row)
         .map_err(|e| e.to_string())
-        .and_then(|r| JwtIssuer::from_jwks(&r.issuer, r.audience, &r.jwks.to_string()));
+        .and_then(|r| {
+            let jwks = match r.jwks {
+                Some(j) => j.to_string(),
+                None => store
+                    .get(JWT_ISSUER_KEYS, key)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .ok_or("the issuer has no keys")?,
+            };
+            JwtIssuer::from_jwks(r.issuer.as_deref().unwrap_or(&name), r.audience, &jwks)
+        });
     match parsed {
         Ok(i) => Some(i),
         Err(e) => {
@@ -128,7 +143,10 @@ impl JwtAuth {
 
     /// The governed issuers of `store`'s current state.
     fn governed(&self, store: &covenant_kv::Store) -> Arc<Vec<JwtIssuer>> {
-        let version = store.map_version(JWT_ISSUERS);
+        let version = [
+            store.map_version(JWT_ISSUERS),
+            store.map_version(JWT_ISSUER_KEYS),
+        ];
         let mut cache = self.governed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((v, issuers)) = cache.as_ref() {
             if *v == version {
@@ -139,7 +157,7 @@ impl JwtAuth {
             store
                 .entries(JWT_ISSUERS)
                 .iter()
-                .filter_map(|(k, row)| governed_issuer(k, row))
+                .filter_map(|(k, row)| governed_issuer(store, k, row))
                 .collect(),
         );
         *cache = Some((version, issuers.clone()));
@@ -208,7 +226,9 @@ impl JwtAuth {
                             .or_else(|| claims.get("sub").and_then(|v| v.as_str()))
                             .filter(|s| !s.is_empty())
                             .ok_or_else(|| bad("the token has neither an oid nor a sub claim"))?;
-                        if crate::auth::is_certificate_user_id(id) {
+                        if crate::auth::is_certificate_user_id(id)
+                            || crate::auth::ccf_user_digest(id).is_some()
+                        {
                             return Err(bad(
                                 "its subject has the form of a certificate user's id; \
                                  a token issuer cannot speak for certificate users",

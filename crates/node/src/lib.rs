@@ -14,12 +14,15 @@ pub mod auth;
 pub mod edge;
 pub mod error;
 pub mod gov;
+pub mod gov_api;
+pub mod http_sig;
 pub mod identity;
 pub mod index;
 pub mod join;
 pub mod jwt;
 pub mod metrics;
 pub mod network;
+pub mod node_api;
 pub mod openapi;
 pub mod roles;
 pub mod routes;
@@ -178,19 +181,20 @@ pub fn set_constitution(engine: &mut Engine, script: &str) -> Result<(), EngineE
 }
 
 /// Adds a certificate user with `roles` in one transaction (the initial user of a
-/// dev ledger; governance takes this over later).
+/// dev ledger; governance takes this over later), keyed as CCF keys users.
 pub fn add_cert_user(
     engine: &mut Engine,
     cert: &Certificate,
     roles: &[Role],
-) -> Result<String, EngineError> {
-    let id = cert.user_fingerprint();
+) -> Result<auth::UserId, EngineError> {
+    let user = auth::UserId::Certificate(covenant_crypto::sha256(cert.der()));
+    let id = user.ccf();
     let info = serde_json::json!({"user_data": {"assignedRoles": roles}});
     let mut tx = engine.begin();
     tx.put(auth::USERS_CERTS, id.as_bytes(), cert.to_pem().as_bytes());
     tx.put(auth::USERS_INFO, id.as_bytes(), info.to_string().as_bytes());
     engine.commit_tx(tx, None)?;
-    Ok(id)
+    Ok(user)
 }
 
 /// A node bound to its port, not yet serving (so callers learn the port first).
@@ -221,6 +225,10 @@ impl BoundNode {
                 })?;
         let local_addr = listener.local_addr()?;
         let quote = attestation::VirtualQuote::of(node);
+        let node_certs = state::NodeCerts {
+            endorsed: node.cert.to_pem(),
+            self_signed: node.self_signed_cert().ok().map(|c| c.to_pem()),
+        };
         let sig_interval = Duration::from_millis(config.sig_ms_interval.max(1));
         let (state, driver) = match &config.network {
             None => {
@@ -232,6 +240,7 @@ impl BoundNode {
                     sig_interval,
                     quote,
                     config.jwt.clone(),
+                    node_certs,
                 )?;
                 (state, Some(driver))
             }
@@ -303,6 +312,7 @@ impl BoundNode {
                     config.ledger_id.clone(),
                     quote,
                     config.jwt.clone(),
+                    node_certs,
                 )?;
                 if let Some(g) = genesis {
                     tokio::spawn(write_genesis_when_primary(state.clone(), g));

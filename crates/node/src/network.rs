@@ -192,7 +192,7 @@ pub struct Network {
     pub first_seqno: u64,
     /// Fingerprints of certificates already checked against the service key (an
     /// ECDSA P-384 verification per consensus request was ~3% of a 3-node bench).
-    endorsed: std::sync::Mutex<std::collections::HashSet<String>>,
+    endorsed: std::sync::Mutex<std::collections::HashSet<covenant_types::Digest32>>,
 }
 
 impl Network {
@@ -220,7 +220,7 @@ impl Network {
         let Some(p) = peer.0.as_ref() else {
             return false;
         };
-        let known = |s: &std::sync::Mutex<std::collections::HashSet<String>>| {
+        let known = |s: &std::sync::Mutex<std::collections::HashSet<covenant_types::Digest32>>| {
             s.lock().unwrap_or_else(|e| e.into_inner()).contains(&p.1)
         };
         // A retired node keeps its endorsed certificate but takes no further part.
@@ -245,7 +245,7 @@ impl Network {
         let mut set = self.endorsed.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: a network has a handful of nodes; never grow without limit.
         if set.len() < 1024 {
-            set.insert(p.1.clone());
+            set.insert(p.1);
         }
         true
     }

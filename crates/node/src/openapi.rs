@@ -184,7 +184,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/node/api", "This document (with the deployed app's endpoints)", "anyone"),
     ("get", "/app/users", "Every user and its highest role (1000 per page, nextLink)", "Administrator"),
     ("get", "/app/roles", "A user-defined role and its actions (?roleName=)", "Administrator"),
-    ("put", "/app/roles", "Define roles: {\"roles\": [{\"roleName\", \"roleActions\"}]}", "Administrator"),
+    ("put", "/app/roles", "Define roles: {\"roles\": [{\"role_name\", \"role_actions\"}]}", "Administrator"),
     ("patch", "/app/roles", "Replace the actions of defined roles", "Administrator"),
     ("delete", "/app/roles", "Delete a role (?roleName=), taking it from its users", "Administrator"),
     ("get", "/app/userDefinedEndpoints", "The deployed app bundle (metadata and modules)", "Reader"),

@@ -25,11 +25,13 @@ pub const ROLE_NAMES: &str = "public:confidentialledger.roles.names";
 /// Most actions one role may hold.
 const MAX_ACTIONS: usize = 1000;
 
+/// One role as ACL's API spells it: `role_name` / `role_actions` (what the service
+/// and its docs use; the SDK's typed model sends camelCase, also accepted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct RoleDef {
+    #[serde(alias = "roleName")]
     role_name: String,
-    #[serde(default)]
+    #[serde(default, alias = "roleActions")]
     role_actions: Vec<String>,
 }
 
@@ -98,7 +100,7 @@ fn parse(body: Body) -> Result<Vec<RoleDef>, ApiError> {
     let raw = body.map_err(body_error)?;
     let roles: Roles = serde_json::from_slice(&raw).map_err(|e| {
         bad(format!(
-            "the body must be {{\"roles\": [{{\"roleName\", \"roleActions\": [...]}}]}}: {e}"
+            "the body must be {{\"roles\": [{{\"role_name\", \"role_actions\": [...]}}]}}: {e}"
         ))
     })?;
     if roles.roles.is_empty() {
@@ -164,7 +166,7 @@ pub async fn get(
     let txid = state.engine().last_txid();
     Ok(with_txid(
         txid,
-        Json(json!({"roles": [{"roleName": name, "roleActions": actions}]})),
+        Json(json!({"roles": [RoleDef { role_name: name, role_actions: actions }]})),
     ))
 }
 
@@ -177,7 +179,10 @@ pub async fn put(
     authorize(&q, &caller, Role::Administrator)?;
     let roles = parse(body)?;
     let txid = write_roles(&state, &roles)?;
-    Ok(with_txid(Some(txid), Json(json!({}))))
+    Ok(with_txid(
+        Some(txid),
+        Json(json!("Role added successfully.")),
+    ))
 }
 
 /// Replaces the actions of roles that exist.
@@ -193,7 +198,10 @@ pub async fn patch(
         return Err(not_found(&r.role_name));
     }
     let txid = write_roles(&state, &roles)?;
-    Ok(with_txid(Some(txid), Json(json!({}))))
+    Ok(with_txid(
+        Some(txid),
+        Json(json!("Role replaced successfully.")),
+    ))
 }
 
 /// Deletes a role and takes it from every user who had it.
@@ -230,5 +238,8 @@ pub async fn delete(
         }
         e.commit_tx(tx, None)
     })?;
-    Ok(with_txid(Some(txid), Json(json!({}))))
+    Ok(with_txid(
+        Some(txid),
+        Json(json!(format!("Role {name} deleted successfully."))),
+    ))
 }

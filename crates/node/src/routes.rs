@@ -91,6 +91,53 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
         .route("/ledgerIdentity/{ledger_id}", get(ledger_identity))
         .route("/node/ping", get(|| async { Json(json!({})) }))
         .route("/node/network/nodes", get(network_nodes))
+        .route(
+            "/node/network/nodes/{which}",
+            get(crate::node_api::network_node),
+        )
+        .route(
+            "/node/primary",
+            get(crate::node_api::primary).head(crate::node_api::primary),
+        )
+        .route("/node/backup", get(crate::node_api::backup))
+        .route("/node/ready/app", get(crate::node_api::ready_app))
+        .route("/node/ready/gov", get(crate::node_api::ready_gov))
+        .route(
+            "/node/service/previous_identity",
+            get(crate::node_api::previous_identity),
+        )
+        .route("/node/memory", get(crate::node_api::memory))
+        .route("/node/js_metrics", get(crate::node_api::js_metrics))
+        .route(
+            "/node/self_signed_certificate",
+            get(crate::node_api::self_signed_certificate),
+        )
+        .route(
+            "/node/endorsed_certificate",
+            get(crate::node_api::endorsed_certificate),
+        )
+        // CCF serves these on every frontend.
+        .route("/app/commit", get(node_commit))
+        .route("/app/tx", get(node_tx))
+        .route("/app/api", get(crate::node_api::api))
+        .route("/gov/commit", get(node_commit))
+        .route("/gov/tx", get(node_tx))
+        .route("/gov/api", get(crate::node_api::api))
+        .route("/gov/kv/{*table}", get(crate::node_api::gov_kv))
+        .route("/gov/jwt_keys/all", get(crate::node_api::jwt_keys_all))
+        .route(
+            "/gov/proposals/{proposal_id}/ballots/{member_id}",
+            get(crate::gov::get_ballot),
+        )
+        // CCF's current governance API (api-versioned; verbs after a colon).
+        .route(
+            "/gov/members/{*rest}",
+            axum::routing::any(crate::gov_api::members),
+        )
+        .route(
+            "/gov/service/{*rest}",
+            axum::routing::any(crate::gov_api::service),
+        )
         .route(crate::join::JOIN_PATH, post(crate::join::join))
         .route(
             "/gov/proposals",
@@ -137,13 +184,7 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
         .route("/node/receipt", get(node_receipt))
         .route("/node/network", get(node_network))
         .route("/node/metrics", get(crate::metrics::render))
-        .route(
-            "/node/api",
-            get(|State(state): State<NodeState>| async move {
-                let app = state.apps.current(&state.store).ok().flatten();
-                Json(crate::openapi::document(app.as_deref()))
-            }),
-        )
+        .route("/node/api", get(crate::node_api::api))
         .fallback(|| async { ApiError::not_found("ResourceNotFound", "no such route") })
         .layer(axum::middleware::map_response(crate::error::json_errors))
         // App endpoints take precedence over built-in /app routes of the same path
@@ -609,35 +650,46 @@ async fn node_receipt(
     receipt_of(&state, txid_param(&q)?)
 }
 
-async fn node_tx(State(state): State<NodeState>, Query(q): Params) -> Result<Response, ApiError> {
+pub(crate) async fn node_tx(
+    State(state): State<NodeState>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let txid = txid_param(&q)?;
+    let word = tx_status_word(&state, txid)?;
+    Ok(Json(json!({"status": word, "transaction_id": txid.to_string()})).into_response())
+}
+
+/// CCF's word for a transaction's status.
+pub(crate) fn tx_status_word(state: &NodeState, txid: TxId) -> Result<&'static str, ApiError> {
     let s = state
         .engine()
         .status(txid)
         .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
-    let word = match s {
+    Ok(match s {
         TxStatus::Unknown => "Unknown",
         TxStatus::Pending => "Pending",
         TxStatus::Committed => "Committed",
         TxStatus::Invalid => "Invalid",
-    };
-    Ok(Json(json!({"status": word, "transaction_id": txid.to_string()})).into_response())
+    })
 }
 
-async fn node_commit(State(state): State<NodeState>) -> Result<Response, ApiError> {
+/// The last committed transaction (`None` before the first commit).
+pub(crate) fn committed_txid(state: &NodeState) -> Result<Option<TxId>, ApiError> {
     let engine = state.engine();
     let seqno = engine.committed_seqno();
-    let txid = if seqno == 0 {
-        None
-    } else {
-        Some(
-            engine
-                .ledger()
-                .read(seqno)
-                .map_err(|e| ApiError::engine("reading the ledger failed", e))?
-                .txid,
-        )
-    };
+    if seqno == 0 {
+        return Ok(None);
+    }
+    engine
+        .ledger()
+        .read(seqno)
+        .map(|e| Some(e.txid))
+        .map_err(|e| ApiError::engine("reading the ledger failed", e))
+}
+
+/// `/node/commit` (also `/app/commit`, `/gov/commit`): the last committed TxId.
+pub(crate) async fn node_commit(State(state): State<NodeState>) -> Result<Response, ApiError> {
+    let txid = committed_txid(&state)?;
     Ok(with_txid(
         txid,
         Json(

@@ -22,9 +22,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// The client certificate of the connection a request came on, if any, with its
-/// user id (colon-hex fingerprint) computed once per connection.
+/// SHA-256 (the user id behind both spellings, SPEC §2) computed once per connection.
 #[derive(Clone, Debug, Default)]
-pub struct PeerCert(pub Option<Arc<(Certificate, String)>>);
+pub struct PeerCert(pub Option<Arc<(Certificate, covenant_types::Digest32)>>);
 
 /// Per connection: set once a write on it was forwarded to the primary, after which
 /// every request on it is forwarded (CCF's session consistency: a client reads its
@@ -271,7 +271,7 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| Certificate::from_der(c.as_ref()).ok())
                 .map(|c| {
-                    let id = c.user_fingerprint();
+                    let id = covenant_crypto::sha256(c.der());
                     Arc::new((c, id))
                 });
             conn_state.has_cert.store(cert.is_some(), Ordering::Relaxed);

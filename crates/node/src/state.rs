@@ -26,6 +26,13 @@ impl std::ops::Deref for NodeState {
     }
 }
 
+/// A node's certificates, as PEM.
+#[derive(Debug, Clone, Default)]
+pub struct NodeCerts {
+    pub endorsed: String,
+    pub self_signed: Option<String>,
+}
+
 /// The fields behind [`NodeState`].
 pub struct Shared {
     engine: Arc<Mutex<Engine>>,
@@ -34,6 +41,9 @@ pub struct Shared {
     committed: watch::Receiver<u64>,
     pub node_id: String,
     pub service_cert_pem: Arc<String>,
+    /// This node's certificates: the one the service endorsed, and one signed by
+    /// the node's own key (`/node/endorsed_certificate`, `/node/self_signed_certificate`).
+    pub node_certs: Arc<NodeCerts>,
     pub ledger_public: bool,
     pub ledger_id: Arc<String>,
     /// Collection → TxIds of its entries.
@@ -61,6 +71,7 @@ impl NodeState {
         sig_interval: Duration,
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
+        node_certs: NodeCerts,
     ) -> Result<(NodeState, Driver), NodeError> {
         let index_map = crate::routes::entries_map_of(ledger_public);
         let index = Arc::new(EntryIndex::build(&engine, index_map, engine.last_seqno())?);
@@ -76,6 +87,7 @@ impl NodeState {
             ledger_id,
             quote,
             jwt,
+            node_certs,
             None,
         );
         Ok((state, driver))
@@ -93,6 +105,7 @@ impl NodeState {
         ledger_id: String,
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
+        node_certs: NodeCerts,
     ) -> Result<NodeState, NodeError> {
         let rx = network.replica.subscribe_committed();
         Ok(NodeState::assemble(
@@ -104,6 +117,7 @@ impl NodeState {
             ledger_id,
             quote,
             jwt,
+            node_certs,
             Some(Arc::new(network)),
         ))
     }
@@ -118,6 +132,7 @@ impl NodeState {
         ledger_id: String,
         quote: crate::attestation::VirtualQuote,
         jwt: crate::jwt::JwtAuth,
+        node_certs: NodeCerts,
         network: Option<Arc<crate::network::Network>>,
     ) -> NodeState {
         let (node_id, store) = {
@@ -130,6 +145,7 @@ impl NodeState {
             committed,
             node_id,
             service_cert_pem: Arc::new(service_cert_pem),
+            node_certs: Arc::new(node_certs),
             ledger_public,
             ledger_id: Arc::new(ledger_id),
             index,

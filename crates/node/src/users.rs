@@ -1,32 +1,22 @@
-//! User management (SPEC §4): the v1 single-role API (`/app/users`, redirected to
-//! `/app/ledgerUsers` from api-version 2024-08-22-preview on) and the multi-role
-//! API (`/app/ledgerUsers`). Users are keyed by id: the colon-hex certificate
-//! fingerprint, or a JWT object id.
+//! User management (SPEC §4): the v1 single-role API (`/app/users`) and the
+//! multi-role API (`/app/ledgerUsers`). ACL answers `/app/users` with a 301 from
+//! api-version 2024-08-22-preview on; covenant serves it at every api-version, so
+//! the preview SDK's README flows (`create_or_update_user`, `get_user`,
+//! `delete_user`) work as written. The API names a certificate user by the colon-hex
+//! fingerprint and a token user by its object id; rows live in CCF's users tables
+//! under CCF's spelling ([`UserId`]).
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{user_roles, Caller, Role, UserData, UserInfo, USERS_CERTS, USERS_INFO};
+use crate::auth::{user_roles, Caller, Role, UserData, UserId, UserInfo, USERS_CERTS, USERS_INFO};
 use crate::error::ApiError;
 use crate::routes::{authorize, with_txid, Params};
 use crate::state::NodeState;
-
-/// From this api-version on, `/app/users` answers with a redirect.
-const REDIRECT_FROM: &str = "2024-08-22";
-
-fn check_user_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "InvalidInput",
-            "userId must be 1..256 printable characters",
-        ));
-    }
-    Ok(())
-}
 
 /// A user's info row: its roles, and for a token user the issuer it belongs to.
 ///
@@ -36,11 +26,11 @@ fn check_user_id(id: &str) -> Result<(), ApiError> {
 /// name it (see [`crate::auth`]).
 fn info_row(
     state: &NodeState,
-    user_id: &str,
+    user: &UserId,
     roles: &[Role],
     issuer: Option<&str>,
 ) -> Result<Vec<u8>, ApiError> {
-    let jwt_issuer = if crate::auth::is_certificate_user_id(user_id) {
+    let jwt_issuer = if user.is_certificate() {
         if issuer.is_some() {
             return Err(ApiError::bad_request(
                 "InvalidInput",
@@ -49,7 +39,7 @@ fn info_row(
         }
         None
     } else {
-        match (issuer, crate::auth::user_info(&state.store, user_id)) {
+        match (issuer, crate::auth::user_info(&state.store, user)) {
             (Some(i), _) => Some(i.to_string()),
             (None, Some(existing)) => existing.jwt_issuer,
             (None, None) => state.jwt.single_issuer(&state.store),
@@ -66,43 +56,39 @@ fn info_row(
 
 fn write_roles(
     state: &NodeState,
-    user_id: &str,
+    user: &UserId,
     roles: Option<&[Role]>,
 ) -> Result<covenant_types::TxId, ApiError> {
-    let info = roles
-        .map(|r| info_row(state, user_id, r, None))
-        .transpose()?;
+    let info = roles.map(|r| info_row(state, user, r, None)).transpose()?;
     state.write("updating the user failed", |engine| {
         let mut tx = engine.begin();
         match &info {
-            Some(info) => {
-                tx.put(USERS_INFO, user_id.as_bytes(), info);
-            }
+            Some(info) => put_info(&mut tx, engine.store(), user, info),
             None => {
-                tx.remove(USERS_INFO, user_id.as_bytes());
-                tx.remove(USERS_CERTS, user_id.as_bytes());
-                crate::roles::put_user_custom_roles(&mut tx, user_id, &[]);
+                for key in [user.ccf(), user.acl()] {
+                    tx.remove(USERS_INFO, key.as_bytes());
+                    tx.remove(USERS_CERTS, key.as_bytes());
+                }
+                crate::roles::put_user_custom_roles(&mut tx, &user.acl(), &[]);
             }
         }
         engine.commit_tx(tx, None)
     })
 }
 
-fn redirect_if_new_api(
-    q: &std::collections::HashMap<String, String>,
-    user_id: &str,
-) -> Option<Response> {
-    let v = q.get("api-version")?;
-    if v.get(..10).is_some_and(|d| d >= REDIRECT_FROM) {
-        let location = format!("/app/ledgerUsers/{user_id}?api-version={v}");
-        let body = ApiError::new(
-            StatusCode::MOVED_PERMANENTLY,
-            "ApiVersionRedirect",
-            format!("api-version {v} manages users at /app/ledgerUsers"),
-        );
-        return Some(([(header::LOCATION, location)], body).into_response());
+/// Writes a user's info row under CCF's spelling, moving a certificate user's
+/// rows from the ACL spelling older ledgers used.
+fn put_info(tx: &mut covenant_kv::Tx, store: &covenant_kv::Store, user: &UserId, info: &[u8]) {
+    let key = user.ccf();
+    let legacy = user.row_key(store);
+    if legacy != key {
+        if let Some(cert) = store.get(USERS_CERTS, legacy.as_bytes()) {
+            tx.put(USERS_CERTS, key.as_bytes(), &cert);
+        }
+        tx.remove(USERS_CERTS, legacy.as_bytes());
+        tx.remove(USERS_INFO, legacy.as_bytes());
     }
-    None
+    tx.put(USERS_INFO, key.as_bytes(), info);
 }
 
 fn highest(roles: &[Role]) -> Role {
@@ -120,15 +106,14 @@ pub async fn get_v1(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
-    if let Some(r) = redirect_if_new_api(&q, &user_id) {
-        return Ok(r);
-    }
-    check_user_id(&user_id)?;
+    let user = UserId::parse_acl(&user_id)?;
     let engine = state.engine();
-    let roles = user_roles(&state.store, &user_id).ok_or_else(|| not_found(&user_id))?;
+    let roles = user_roles(&state.store, &user)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| not_found(&user_id))?;
     Ok(with_txid(
         engine.last_txid(),
-        Json(json!({"assignedRole": highest(&roles), "userId": user_id})),
+        Json(json!({"assignedRole": highest(&roles), "userId": user.acl()})),
     ))
 }
 
@@ -146,20 +131,17 @@ pub async fn patch_v1(
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
-    if let Some(r) = redirect_if_new_api(&q, &user_id) {
-        return Ok(r);
-    }
-    check_user_id(&user_id)?;
+    let user = UserId::parse_acl(&user_id)?;
     let patch: V1Patch = serde_json::from_slice(&body.map_err(crate::error::body_error)?).map_err(|e| {
         ApiError::bad_request(
             "InvalidInput",
             format!("body must be {{\"assignedRole\": \"Reader\"|\"Contributor\"|\"Administrator\"}}: {e}"),
         )
     })?;
-    let txid = write_roles(&state, &user_id, Some(&[patch.assigned_role]))?;
+    let txid = write_roles(&state, &user, Some(&[patch.assigned_role]))?;
     Ok(with_txid(
         Some(txid),
-        Json(json!({"assignedRole": patch.assigned_role, "userId": user_id})),
+        Json(json!({"assignedRole": patch.assigned_role, "userId": user.acl()})),
     ))
 }
 
@@ -170,11 +152,8 @@ pub async fn delete_v1(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
-    if let Some(r) = redirect_if_new_api(&q, &user_id) {
-        return Ok(r);
-    }
-    check_user_id(&user_id)?;
-    let txid = write_roles(&state, &user_id, None)?;
+    let user = UserId::parse_acl(&user_id)?;
+    let txid = write_roles(&state, &user, None)?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }
 
@@ -190,7 +169,7 @@ pub async fn list_v1(
         caller,
         q,
         "/app/users",
-        |id, roles| json!({"assignedRole": highest(roles), "userId": id}),
+        |id, roles| json!({"assignedRole": highest(roles), "userId": id.acl()}),
     )
 }
 
@@ -205,7 +184,7 @@ pub async fn list(
         caller,
         q,
         "/app/ledgerUsers",
-        move |id, _| json!({"assignedRoles": all_roles(&s, id).unwrap_or_default(), "userId": id}),
+        move |id, _| json!({"assignedRoles": all_roles(&s, id).unwrap_or_default(), "userId": id.acl()}),
     )
 }
 
@@ -214,19 +193,33 @@ fn list_page(
     caller: Caller,
     q: std::collections::HashMap<String, String>,
     route: &str,
-    row: impl Fn(&str, &[Role]) -> Value,
+    row: impl Fn(&UserId, &[Role]) -> Value,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
+    // Users of the ledger API: CCF users without ACL roles are the JS app's only.
     let keys = state
         .store
         .entries(USERS_INFO)
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|(k, _)| {
+            UserId::from_row_key(&String::from_utf8_lossy(&k))
+                .acl()
+                .into_bytes()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     let (page, next) = crate::routes::key_page(keys, &q, route);
     let users: Vec<Value> = page
         .into_iter()
-        .filter_map(|id| user_roles(&state.store, &id).map(|roles| row(&id, &roles)))
+        .filter_map(|id| {
+            let user = UserId::from_row_key(&id);
+            user_roles(&state.store, &user)
+                .filter(|r| {
+                    !r.is_empty() || !crate::roles::user_custom_roles(&state.store, &id).is_empty()
+                })
+                .map(|roles| row(&user, &roles))
+        })
         .collect();
     let mut body = json!({"ledgerUsers": users});
     if let Some(n) = next {
@@ -242,12 +235,14 @@ pub async fn get_multi(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
-    check_user_id(&user_id)?;
+    let user = UserId::parse_acl(&user_id)?;
     let engine = state.engine();
-    let roles = all_roles(&state, &user_id).ok_or_else(|| not_found(&user_id))?;
-    let mut body = json!({"assignedRoles": roles, "userId": user_id});
+    let roles = all_roles(&state, &user)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| not_found(&user_id))?;
+    let mut body = json!({"assignedRoles": roles, "userId": user.acl()});
     // covenant's own: the token issuer a token user is bound to.
-    if let Some(issuer) = crate::auth::bound_issuer(&state.store, &user_id) {
+    if let Some(issuer) = crate::auth::bound_issuer(&state.store, &user) {
         body["issuer"] = Value::String(issuer);
     }
     Ok(with_txid(engine.last_txid(), Json(body)))
@@ -264,11 +259,11 @@ struct MultiPatch {
 }
 
 /// Every role of a user: the built-in ones, then those defined at `/app/roles`.
-fn all_roles(state: &NodeState, user_id: &str) -> Option<Vec<Value>> {
-    let builtin = user_roles(&state.store, user_id)?;
+fn all_roles(state: &NodeState, user: &UserId) -> Option<Vec<Value>> {
+    let builtin = user_roles(&state.store, user)?;
     let mut out: Vec<Value> = builtin.iter().map(|r| json!(r)).collect();
     out.extend(
-        crate::roles::user_custom_roles(&state.store, user_id)
+        crate::roles::user_custom_roles(&state.store, &user.acl())
             .into_iter()
             .map(Value::String),
     );
@@ -284,7 +279,7 @@ pub async fn patch_multi(
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
-    check_user_id(&user_id)?;
+    let user = UserId::parse_acl(&user_id)?;
     let patch: MultiPatch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
         .map_err(|e| {
             ApiError::bad_request(
@@ -293,7 +288,7 @@ pub async fn patch_multi(
             )
         })?;
     let mut builtin = Vec::new();
-    let mut custom = crate::roles::user_custom_roles(&state.store, &user_id);
+    let mut custom = crate::roles::user_custom_roles(&state.store, &user.acl());
     for name in patch.assigned_roles {
         match serde_json::from_value::<Role>(Value::String(name.clone())) {
             Ok(r) => builtin.push(r),
@@ -310,7 +305,7 @@ pub async fn patch_multi(
     }
     custom.sort();
     custom.dedup();
-    let existing = user_roles(&state.store, &user_id).unwrap_or_default();
+    let existing = user_roles(&state.store, &user).unwrap_or_default();
     let mut roles: Vec<Role> = existing.into_iter().chain(builtin).collect();
     roles.sort();
     roles.dedup();
@@ -322,18 +317,18 @@ pub async fn patch_multi(
             ));
         }
     }
-    let info = info_row(&state, &user_id, &roles, patch.issuer.as_deref())?;
+    let info = info_row(&state, &user, &roles, patch.issuer.as_deref())?;
     let txid = state.write("updating the user failed", |engine| {
         let mut tx = engine.begin();
-        tx.put(USERS_INFO, user_id.as_bytes(), &info);
-        crate::roles::put_user_custom_roles(&mut tx, &user_id, &custom);
+        put_info(&mut tx, engine.store(), &user, &info);
+        crate::roles::put_user_custom_roles(&mut tx, &user.acl(), &custom);
         engine.commit_tx(tx, None)
     })?;
     let mut all: Vec<Value> = roles.iter().map(|r| json!(r)).collect();
     all.extend(custom.into_iter().map(Value::String));
     Ok(with_txid(
         Some(txid),
-        Json(json!({"assignedRoles": all, "userId": user_id})),
+        Json(json!({"assignedRoles": all, "userId": user.acl()})),
     ))
 }
 
@@ -345,7 +340,7 @@ pub async fn delete_multi(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     authorize(&q, &caller, Role::Administrator)?;
-    check_user_id(&user_id)?;
-    let txid = write_roles(&state, &user_id, None)?;
+    let user = UserId::parse_acl(&user_id)?;
+    let txid = write_roles(&state, &user, None)?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }

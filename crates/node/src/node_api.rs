@@ -1,0 +1,309 @@
+//! The rest of CCF's node API and the routes CCF serves on every frontend
+//! (`/app/commit`, `/app/tx`, `/app/api` and their `/gov` twins), with CCF's
+//! shapes (snake_case), and the classic governance reads tooling uses
+//! (`/gov/kv/...`, `/gov/jwt_keys/all`). None needs a credential.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::network::NodeInfo;
+use crate::state::NodeState;
+
+/// This node's raft id and the primary's, in a replicated network.
+fn roles(state: &NodeState) -> Option<(u64, Option<u64>)> {
+    state.network.as_ref().map(|n| {
+        let s = n.replica.status();
+        (n.config.node_id, s.leader)
+    })
+}
+
+fn is_primary(state: &NodeState) -> bool {
+    match roles(state) {
+        None => true,
+        Some((me, leader)) => leader == Some(me),
+    }
+}
+
+/// Every node with its id (a single node keeps no row: it is the one Trusted node).
+fn node_rows(state: &NodeState) -> Vec<(String, Option<NodeInfo>)> {
+    let rows: Vec<(String, Option<NodeInfo>)> = state
+        .store
+        .entries(crate::network::NODES_INFO)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                String::from_utf8(k).ok()?,
+                Some(serde_json::from_slice(&v).ok()?),
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        vec![(state.node_id.clone(), None)]
+    } else {
+        rows
+    }
+}
+
+/// A node as CCF's `GetNode` shows it.
+fn get_node(state: &NodeState, id: &str, row: Option<&NodeInfo>) -> Value {
+    let leader = roles(state).and_then(|(_, l)| l);
+    let (status, address, primary) = match row {
+        Some(r) => (
+            r.status.clone(),
+            r.address.clone(),
+            r.raft_id != 0 && leader == Some(r.raft_id),
+        ),
+        None => (
+            crate::network::STATUS_TRUSTED.to_string(),
+            String::new(),
+            true,
+        ),
+    };
+    json!({
+        "node_id": id,
+        "status": status,
+        "primary": primary,
+        "rpc_interfaces": {"primary_rpc_interface": {"bind_address": address, "published_address": address}},
+        "node_data": Value::Null,
+        "last_written": 0,
+    })
+}
+
+/// `/node/network/nodes/{self|primary|<node id>}`.
+pub async fn network_node(
+    State(state): State<NodeState>,
+    Path(which): Path<String>,
+) -> Result<Response, ApiError> {
+    let rows = node_rows(&state);
+    let found = match which.as_str() {
+        "self" => rows.iter().find(|(id, _)| *id == state.node_id),
+        "primary" => {
+            let leader = roles(&state).map(|(_, l)| l);
+            match leader {
+                None => rows.first(),
+                Some(None) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "PrimaryUnknown",
+                        "Primary unknown",
+                    ))
+                }
+                Some(Some(l)) => rows
+                    .iter()
+                    .find(|(_, r)| r.as_ref().is_some_and(|r| r.raft_id == l)),
+            }
+        }
+        id => rows.iter().find(|(n, _)| n.eq_ignore_ascii_case(id)),
+    };
+    let (id, row) =
+        found.ok_or_else(|| ApiError::not_found("ResourceNotFound", "Node not found"))?;
+    Ok(Json(get_node(&state, id, row.as_ref())).into_response())
+}
+
+/// `GET|HEAD /node/primary`: 200 on the primary; elsewhere GET answers 404 and
+/// HEAD redirects (308) to the primary.
+pub async fn primary(State(state): State<NodeState>, method: Method) -> Response {
+    if is_primary(&state) {
+        return StatusCode::OK.into_response();
+    }
+    if method == Method::HEAD {
+        let address = state.network.as_ref().and_then(|n| {
+            let leader = n.replica.status().leader?;
+            node_rows(&state)
+                .into_iter()
+                .find_map(|(_, r)| r.filter(|r| r.raft_id == leader).map(|r| r.address))
+        });
+        if let Some(a) =
+            address.and_then(|a| HeaderValue::from_str(&format!("https://{a}/node/primary")).ok())
+        {
+            return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, a)]).into_response();
+        }
+    }
+    ApiError::not_found("ResourceNotFound", "Node is not primary").into_response()
+}
+
+/// `GET /node/backup`: 200 on a backup, else 404.
+pub async fn backup(State(state): State<NodeState>) -> Response {
+    if is_primary(&state) {
+        ApiError::not_found("ResourceNotFound", "Node is not backup").into_response()
+    } else {
+        StatusCode::OK.into_response()
+    }
+}
+
+/// `GET /node/ready/app`: 204 once the service is open to users, else 503.
+pub async fn ready_app(State(state): State<NodeState>) -> StatusCode {
+    let open = covenant_governance::service_status(&state.store).is_none_or(|s| s == "Open");
+    if open {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// `GET /node/ready/gov`: 204 once this node serves members.
+pub async fn ready_gov() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /node/service/previous_identity`: only a recovered service has one.
+pub async fn previous_identity() -> ApiError {
+    ApiError::not_found(
+        "ResourceNotFound",
+        "This service is not a recovery of a previous service.",
+    )
+}
+
+/// `GET /node/memory`: the process's memory, from `/proc/self/status` (Linux).
+pub async fn memory() -> Result<Json<Value>, ApiError> {
+    let status = tokio::fs::read_to_string("/proc/self/status")
+        .await
+        .map_err(|e| ApiError::internal("reading memory usage failed", e))?;
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok(Json(json!({
+        "max_total_heap_size": 0,
+        "current_allocated_heap_size": kib("VmRSS:"),
+        "peak_allocated_heap_size": kib("VmHWM:"),
+    })))
+}
+
+/// `GET /node/js_metrics`: the JS limits in force; covenant keeps no bytecode in
+/// the ledger (each node compiles and caches modules itself).
+pub async fn js_metrics(State(state): State<NodeState>) -> Json<Value> {
+    let o = covenant_app::RuntimeOptions::load(&state.store);
+    Json(json!({
+        "bytecode_size": 0,
+        "bytecode_used": false,
+        "max_heap_size": o.max_heap_bytes,
+        "max_stack_size": o.max_stack_bytes,
+        "max_execution_time": o.max_execution_time_ms,
+        "max_cached_interpreters": o.max_cached_interpreters,
+    }))
+}
+
+pub async fn self_signed_certificate(
+    State(state): State<NodeState>,
+) -> Result<Json<Value>, ApiError> {
+    let pem = state.node_certs.self_signed.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "ResourceNotFound",
+            "this node has no self-signed certificate",
+        )
+    })?;
+    Ok(Json(json!({ "self_signed_certificate": pem })))
+}
+
+/// covenant's own (CCF has no such route): the certificate the service endorsed.
+pub async fn endorsed_certificate(State(state): State<NodeState>) -> Json<Value> {
+    Json(json!({ "endorsed_certificate": state.node_certs.endorsed }))
+}
+
+/// `GET /gov/kv/<table path>`: a governance table, `public:ccf.gov.` and the
+/// dots of its name left out (`/gov/kv/users/certs`), as CCF's tooling reads it:
+/// `{key: value}` (values JSON where they are JSON, else text); single-row
+/// tables as their one value (`/gov/kv/constitution` is a JSON string).
+pub async fn gov_kv(
+    State(state): State<NodeState>,
+    Path(table): Path<String>,
+) -> Result<Response, ApiError> {
+    if table.is_empty() || table.contains("..") || table.len() > 128 {
+        return Err(ApiError::not_found("ResourceNotFound", "no such table"));
+    }
+    let map = format!(
+        "public:ccf.gov.{}",
+        table.trim_matches('/').replace('/', ".")
+    );
+    let rows = state.store.entries(&map);
+    let decode = |v: &[u8]| -> Value {
+        serde_json::from_slice(v)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(v).into_owned()))
+    };
+    const SINGLE_ROW: &[&str] = &[
+        "public:ccf.gov.constitution",
+        "public:ccf.gov.service.info",
+        "public:ccf.gov.service.config",
+        "public:ccf.gov.js_runtime_options",
+    ];
+    if SINGLE_ROW.contains(&map.as_str()) {
+        let value = rows.first().map(|(_, v)| {
+            if map == covenant_governance::CONSTITUTION {
+                Value::String(String::from_utf8_lossy(v).into_owned())
+            } else {
+                decode(v)
+            }
+        });
+        return Ok(Json(value.unwrap_or(Value::Null)).into_response());
+    }
+    let out: serde_json::Map<String, Value> = rows
+        .iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), decode(v)))
+        .collect();
+    Ok(Json(Value::Object(out)).into_response())
+}
+
+/// `GET /gov/jwt_keys/all`: `{kid: [{issuer, cert}]}` of the trusted issuers'
+/// keys (`cert` is the key's `x5c` certificate when it has one, else empty, as
+/// CCF 6 answers).
+pub async fn jwt_keys_all(State(state): State<NodeState>) -> Json<Value> {
+    let mut out = serde_json::Map::new();
+    for (k, row) in state.store.entries(crate::jwt::JWT_ISSUERS) {
+        let issuer = String::from_utf8_lossy(&k).into_owned();
+        let row: Value = serde_json::from_slice(&row).unwrap_or(Value::Null);
+        let jwks = if row["jwks"].is_object() {
+            row["jwks"].clone()
+        } else {
+            state
+                .store
+                .get(crate::jwt::JWT_ISSUER_KEYS, &k)
+                .and_then(|v| serde_json::from_slice(&v).ok())
+                .unwrap_or(Value::Null)
+        };
+        for key in jwks["keys"].as_array().into_iter().flatten() {
+            let kid = key["kid"].as_str().unwrap_or_default().to_string();
+            let cert = key["x5c"]
+                .get(0)
+                .and_then(Value::as_str)
+                .map(|c| format!("-----BEGIN CERTIFICATE-----\n{c}\n-----END CERTIFICATE-----\n"))
+                .unwrap_or_default();
+            if let Some(list) = out.entry(kid).or_insert_with(|| json!([])).as_array_mut() {
+                list.push(json!({"issuer": issuer, "cert": cert}));
+            }
+        }
+    }
+    Json(Value::Object(out))
+}
+
+/// `GET /app/api` (and `/gov/api`, `/node/api`): the OpenAPI document. `/gov/api`
+/// with an api-version names CCF's governance API instead; covenant answers with
+/// its own document either way, after checking the version.
+pub async fn api(
+    State(state): State<NodeState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(v) = q.get("api-version") {
+        if !crate::gov_api::GOV_API_VERSIONS.contains(&v.as_str())
+            && !crate::routes::API_VERSIONS.contains(&v.as_str())
+        {
+            return Err(ApiError::bad_request(
+                "UnsupportedApiVersionValue",
+                format!("Unsupported api-version '{v}'"),
+            ));
+        }
+    }
+    let app = state.apps.current(&state.store).ok().flatten();
+    Ok(Json(crate::openapi::document(app.as_deref())))
+}
