@@ -504,15 +504,92 @@ def test_list_users_and_custom_roles(dev, client, reader):
     users = {u["userId"]: u["assignedRole"] for u in client.list_users()}
     assert users[_fingerprint(dev["user0"])] == "Administrator", users
     assert users[reader["fingerprint"]] == "Reader", users
-    client.create_user_defined_role({"roles": [{"roleName": "auditor", "roleActions": ["/audit/read"]}]})
+    # The SDK's typed model sends camelCase; the service answers in snake_case.
+    client.create_user_defined_role(
+        models.Roles(roles=[models.Role(role_name="auditor", role_actions=["/audit/read"])]))
     roles = client.get_user_defined_role(role_name="auditor")
-    assert roles["roles"] == [{"roleName": "auditor", "roleActions": ["/audit/read"]}], roles
+    assert roles["roles"] == [{"role_name": "auditor", "role_actions": ["/audit/read"]}], roles
     got = client.create_or_update_ledger_user(reader["fingerprint"], {"assignedRoles": ["auditor"]})
-    assert sorted(got["assignedRoles"]) == ["Reader", "auditor"], got
-    client.update_user_defined_role({"roles": [{"roleName": "auditor", "roleActions": ["/audit/read", "/audit/list"]}]})
-    assert client.get_user_defined_role(role_name="auditor")["roles"][0]["roleActions"] == ["/audit/read", "/audit/list"]
+    # The reply repeats the roles sent; the user holds the union.
+    assert got["assignedRoles"] == ["auditor"], got
+    assert sorted(client.get_ledger_user(reader["fingerprint"])["assignedRoles"]) == ["Reader", "auditor"]
+    client.update_user_defined_role({"roles": [{"role_name": "auditor", "role_actions": ["/audit/read", "/audit/list"]}]})
+    assert set(client.get_user_defined_role(role_name="auditor")["roles"][0]["role_actions"]) == {"/audit/read", "/audit/list"}
     client.delete_user_defined_role(role_name="auditor")
     assert client.get_ledger_user(reader["fingerprint"])["assignedRoles"] == ["Reader"]
     with pytest.raises(HttpResponseError) as e:
         client.get_user_defined_role(role_name="auditor")
     assert e.value.status_code == 404
+
+
+def test_readme_managing_users(dev, client, reader):
+    """The 2.0.0b2 README's "Managing users" flow, as written: the single-role
+    calls at the SDK's default api-version (2024-12-09-preview). ACL itself answers
+    these with 301 since 2024-08-22-preview; covenant serves them."""
+    for user_id, role in [("some AAD object id", "Contributor"), (_fingerprint(reader["pem"]), "Reader")]:
+        client.create_or_update_user(user_id, {"assignedRole": role})
+        user = client.get_user(user_id)
+        assert user["userId"] == user_id and user["assignedRole"] == role, user
+        if user_id != reader["fingerprint"]:
+            client.delete_user(user_id)
+            with pytest.raises(ResourceNotFoundError):
+                client.get_user(user_id)
+
+
+def test_builtin_role_names_ignore_case(client):
+    """ACL matches built-in role names without regard to case and shows them capitalized."""
+    uid = "11111111-2222-3333-4444-555555555555"
+    got = client.create_or_update_ledger_user(uid, {"assignedRoles": ["administrator"]})
+    assert got["assignedRoles"] == ["Administrator"], got
+    assert client.get_ledger_user(uid)["assignedRoles"] == ["Administrator"]
+    client.delete_ledger_user(uid)
+    # A certificate's digest in CCF's spelling is not an ACL user id.
+    with pytest.raises(HttpResponseError) as e:
+        client.create_or_update_ledger_user("ab" * 32, {"assignedRoles": ["Reader"]})
+    assert e.value.status_code == 400 and "AB:AB" in str(e.value), e.value
+
+
+HOOKS_JS = """
+export function stamp(tag) {
+  ccf.kv["hooks.seen"].set(ccf.strToBuf(tag), ccf.strToBuf(context.collectionId + ":" + context.contents));
+}
+export function seen(tag) {
+  const v = ccf.kv["hooks.seen"].get(ccf.strToBuf(tag));
+  return v === undefined ? "" : ccf.bufToStr(v);
+}
+export function refuse() { throw new Error("not this one"); }
+"""
+
+
+def test_append_with_pre_and_post_hooks(dev, client):
+    """LedgerEntry.preHooks / postHooks: user-defined functions run in the append's
+    transaction, in order, with ACL's `context`; a failing hook aborts the append."""
+    client.create_user_defined_function("hooks", {"code": HOOKS_JS})
+    try:
+        entry = {
+            "contents": "with hooks",
+            "preHooks": [{"functionId": "hooks", "properties": {"exportedFunctionName": "stamp", "arguments": ["pre"]}}],
+            "postHooks": [{"functionId": "hooks", "properties": {"exportedFunctionName": "stamp", "arguments": ["post"]}}],
+        }
+        r = client.begin_create_ledger_entry(entry, collection_id="hooked").result()
+        assert r["collectionId"] == "hooked" and r["transactionId"], r
+        for tag in ("pre", "post"):
+            out = client.execute_user_defined_function(
+                "hooks", {"exportedFunctionName": "seen", "arguments": [tag]})
+            assert out["result"]["returnValue"] == "hooked:with hooks", out
+        before = client.get_current_ledger_entry(collection_id="hooked")["transactionId"]
+        failing = {"contents": "never written",
+                   "postHooks": [{"functionId": "hooks", "properties": {"exportedFunctionName": "refuse"}}]}
+        with pytest.raises(HttpResponseError) as e:
+            client.create_ledger_entry(failing, collection_id="hooked")
+        assert e.value.status_code == 500 and "not this one" in str(e.value), e.value
+        assert client.get_current_ledger_entry(collection_id="hooked")["transactionId"] == before
+        too_many = {"contents": "x", "preHooks": [{"functionId": "hooks"}] * 6}
+        with pytest.raises(HttpResponseError) as e:
+            client.create_ledger_entry(too_many)
+        assert e.value.status_code == 400, e.value
+        with pytest.raises(HttpResponseError) as e:
+            client.create_ledger_entry({"contents": "x", "preHooks": [{"functionId": "absent"}]})
+        assert e.value.status_code == 400 and "absent" in str(e.value), e.value
+    finally:
+        client.delete_user_defined_function("hooks")

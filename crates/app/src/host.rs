@@ -205,6 +205,9 @@ pub struct Host {
     pub history: Option<Arc<dyn History>>,
     /// The transaction a historical endpoint serves (`ccf.historicalState`).
     pub historical: Option<HistoricalTx>,
+    /// ACL's `context` global of a user-defined function: `{request, userId}`,
+    /// and for a hook of an append also `{collectionId, contents}`.
+    pub context: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for Host {

@@ -415,6 +415,10 @@ fn install_host<'js>(
             )?,
         )?;
         more.set("rpc", rpc)?;
+        if let Some(context) = &host.context {
+            let v = c.json_parse(context.to_string())?;
+            c.globals().set("context", v)?;
+        }
         host::install(&c, more, host)
     })?;
     let app = Object::new(ctx.clone())?;
@@ -453,14 +457,19 @@ const ACL_JS: &str = r#"
   const q = (s) => ccf.strToBuf(JSON.stringify(s));
   const json = (b) => { try { return JSON.parse(ccf.bufToStr(b)); } catch { return undefined; } };
   const str = (x, what) => { if (typeof x !== "string") throw new TypeError(`${what} must be a string`); return x; };
+  // A certificate user's id in either spelling: CCF's (request.caller.id, 64 hex
+  // digits; users.info is keyed so) or ACL's (colon pairs; the roles mapping is).
+  const aclId = (s) => /^[0-9a-fA-F]{64}$/.test(s) ? s.toUpperCase().match(/../g).join(":") : s;
+  const ccfId = (s) => /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/.test(s) ? s.replace(/:/g, "").toLowerCase() : s;
   function builtinRoles(userId) {
-    const row = ccf.kv["public:ccf.gov.users.info"].get(ccf.strToBuf(userId));
+    const info = ccf.kv["public:ccf.gov.users.info"];
+    const row = info.get(ccf.strToBuf(ccfId(userId))) ?? info.get(ccf.strToBuf(aclId(userId)));
     if (row === undefined) return [];
     const roles = json(row)?.user_data?.assignedRoles;
-    return Array.isArray(roles) && roles.length > 0 ? roles : ["Reader"];
+    return Array.isArray(roles) ? roles : [];
   }
   function customRoles(userId) {
-    const row = ccf.kv["public:confidentialledger.roles.user_roles_mapping"].get(q(userId));
+    const row = ccf.kv["public:confidentialledger.roles.user_roles_mapping"].get(q(aclId(userId)));
     const roles = row === undefined ? [] : json(row);
     return Array.isArray(roles) ? roles : [];
   }

@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// SPEC §11: a single node's committed appends reach at least this share of the
+/// HTTPS stack's no-op ceiling.
+const SINGLE_NODE_TARGET: f64 = 0.6;
+
 use anyhow::{Context, Result};
 use covenant_client::LedgerClient;
 use covenant_crypto::{
@@ -421,10 +425,24 @@ async fn bench(o: BenchOptions) -> Result<()> {
             c["max_ms"].as_f64().unwrap_or(0.0)
         );
         println!("{}", row("read committed", &report["read"]));
+        let ratio = report["append_to_ceiling_ratio"].as_f64().unwrap_or(0.0);
         println!(
-            "append / ceiling = {:.2} (target >= 0.50)",
-            report["append_to_ceiling_ratio"].as_f64().unwrap_or(0.0)
+            "append / ceiling = {ratio:.2}: committed appends ran at {:.0}% of the requests/s the same HTTPS stack serves for a no-op handler, in this run",
+            ratio * 100.0
         );
+        if o.nodes == 1 {
+            let verdict = if ratio >= SINGLE_NODE_TARGET {
+                "met"
+            } else {
+                "NOT met: the ledger path costs more than targeted on this machine (docs/PERFORMANCE.md)"
+            };
+            println!("  SPEC §11 target for one node: >= {SINGLE_NODE_TARGET:.2}; {verdict}");
+        } else {
+            println!(
+                "  SPEC §11 compares {} nodes with one node (target >= 0.6 of one node's appends): run `covenant bench` too and divide the append rates",
+                o.nodes
+            );
+        }
     }
     Ok(())
 }

@@ -43,10 +43,16 @@ pub enum UsersCommand {
     /// List users and their roles.
     List,
     /// Show one user's roles.
-    Get { user_id: String },
+    Get {
+        /// Certificate fingerprint (either spelling) or JWT object id.
+        user_id: String,
+    },
     /// Give a user (certificate fingerprint or JWT object id) exactly one role.
     Set {
+        /// The certificate's SHA-256 fingerprint, as `covenant keygen` prints it
+        /// (AB:CD:... or 64 hex digits), or a JWT user's object id (`oid`).
         user_id: String,
+        /// The built-in role.
         #[arg(long, value_parser = ["Reader", "Contributor", "Administrator"])]
         role: String,
         /// For a JWT user: the token issuer (its `iss`) whose tokens name this user.
@@ -56,7 +62,10 @@ pub enum UsersCommand {
         issuer: Option<String>,
     },
     /// Remove a user.
-    Delete { user_id: String },
+    Delete {
+        /// Certificate fingerprint (either spelling) or JWT object id.
+        user_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -347,8 +356,46 @@ pub fn collections(conn: &Conn) -> Result<()> {
     })
 }
 
+/// A user id as the ACL API spells it: a certificate's digest given in CCF's
+/// spelling (64 hex digits, as `keygen` and `openssl` print it) becomes the
+/// colon-separated upper-case form (said on stderr); anything else is kept.
+fn acl_user_id(id: &str) -> String {
+    if id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        let colon = id
+            .to_ascii_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        eprintln!("note: {id} is a certificate's SHA-256 in CCF's spelling; the ACL API names that user {colon}");
+        colon
+    } else {
+        id.to_string()
+    }
+}
+
 pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
     const MULTI: &str = "2024-08-22-preview";
+    let cmd = match cmd {
+        UsersCommand::Get { user_id } => UsersCommand::Get {
+            user_id: acl_user_id(user_id),
+        },
+        UsersCommand::Set {
+            user_id,
+            role,
+            issuer,
+        } => UsersCommand::Set {
+            user_id: acl_user_id(user_id),
+            role: role.clone(),
+            issuer: issuer.clone(),
+        },
+        UsersCommand::Delete { user_id } => UsersCommand::Delete {
+            user_id: acl_user_id(user_id),
+        },
+        UsersCommand::List => UsersCommand::List,
+    };
+    let cmd = &cmd;
     runtime()?.block_on(async {
         let c = conn.client()?;
         let body = match cmd {

@@ -372,9 +372,29 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
         dir.display()
     );
     runtime.block_on(async {
-        let watch = async {
+        // Say so when a node process dies: the others go on (a majority keeps the
+        // service up), but whoever watches this terminal should know.
+        let mut reported = vec![false; children.len()];
+        let children = &mut children;
+        let watch = async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                for (i, c) in children.iter_mut().enumerate() {
+                    if reported[i] {
+                        continue;
+                    }
+                    if let Ok(Some(status)) = c.try_wait() {
+                        reported[i] = true;
+                        let nd = node_dir(dir, i as u16);
+                        eprintln!(
+                            "node{i} (pid {}) exited ({status}); its log is {}; restart it with \
+                             `covenant node start --config {}`",
+                            c.id(),
+                            nd.join("node.log").display(),
+                            nd.join("node.toml").display()
+                        );
+                    }
+                }
             }
         };
         tokio::select! {

@@ -46,6 +46,7 @@ pub enum GovCommand {
     /// Submit a proposal: a JSON file (or '-' for stdin) `{"actions":[{"name","args"}]}`.
     /// `propose set-js-app <bundle>` proposes deploying an app, as `gov set-js-app`.
     Propose {
+        /// The proposal file (JSON), '-' for standard input, or `set-js-app`.
         proposal: PathBuf,
         /// The bundle, after `set-js-app`.
         bundle: Option<PathBuf>,
@@ -56,8 +57,10 @@ pub enum GovCommand {
     /// Vote on a proposal: --accept, --reject, or a ballot script file.
     Vote {
         proposal_id: String,
+        /// Vote for it (a ballot that returns true).
         #[arg(long, conflicts_with_all = ["reject", "ballot"])]
         accept: bool,
+        /// Vote against it (a ballot that returns false).
         #[arg(long, conflicts_with = "ballot")]
         reject: bool,
         /// A file with `export function vote(proposal, proposerId) { ... }`.
@@ -75,7 +78,9 @@ pub enum GovCommand {
     /// directory with `app.json` (the metadata) and the modules under `src/` (or
     /// `js/`), named by their path there. --accept also votes for it.
     SetJsApp {
+        /// The bundle file or directory.
         bundle: PathBuf,
+        /// Also vote for it (dev's single member then deploys it at once).
         #[arg(long)]
         accept: bool,
     },
@@ -265,9 +270,7 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                 show(&v, summary(&v));
             }
             GovCommand::Ack => {
-                let d = m
-                    .signed("/gov/ack/update_state_digest", "state_digest", None, b"")
-                    .await?;
+                let d = state_digest(&m).await?;
                 let digest = d["state_digest"].as_str().unwrap_or_default().to_string();
                 let body = json!({ "state_digest": digest }).to_string();
                 let v = m.signed("/gov/ack", "ack", None, body.as_bytes()).await?;
@@ -417,11 +420,13 @@ pub fn keygen(dir: &Path, name: &str, enc: bool) -> Result<()> {
     }
     crate::write_client_identity(dir, name)?;
     let cert = Certificate::from_pem(&read_pem_file(&cert_path)?)?;
+    let digest = covenant_crypto::sha256(cert.der());
     println!(
-        "wrote {} and {}_privk.pem (member id {})",
+        "wrote {} and {}_privk.pem\n  id in governance and JS apps (member or user): {}\n  id in the ACL API (`covenant users set`):      {}",
         cert_path.display(),
         name,
-        cert.member_id()
+        digest.to_hex(),
+        covenant_crypto::colon_hex(&digest)
     );
     if enc {
         let pair = covenant_crypto::EncryptionKeyPair::generate()?;
@@ -465,6 +470,26 @@ fn dev_members(dir: &Path, client: &LedgerClient) -> Result<Vec<(PathBuf, Member
 /// `covenant dev`'s generated members (`memberN_cert.pem` / `memberN_privk.pem` in
 /// `dir`) that are still Accepted ack the state digest and become Active. Returns
 /// what was done, for the console.
+/// The member's state digest to ack; a service that has not signed anything yet
+/// answers 503 `NoSignatureYet` for a moment, so this asks again for up to 10 s.
+async fn state_digest(m: &Member) -> Result<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match m
+            .signed("/gov/ack/update_state_digest", "state_digest", None, b"")
+            .await
+        {
+            Err(e)
+                if format!("{e:#}").contains("NoSignatureYet")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 pub async fn activate_dev_members(
     endpoint: &str,
     service_cert: &Certificate,
@@ -478,9 +503,7 @@ pub async fn activate_dev_members(
         if members[&id]["status"] != "Accepted" {
             continue;
         }
-        let d = m
-            .signed("/gov/ack/update_state_digest", "state_digest", None, b"")
-            .await?;
+        let d = state_digest(&m).await?;
         let body = json!({ "state_digest": d["state_digest"] }).to_string();
         m.signed("/gov/ack", "ack", None, body.as_bytes()).await?;
         done.push(format!(

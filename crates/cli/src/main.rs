@@ -147,9 +147,11 @@ enum Command {
         #[arg(long, default_value_t = 8100)]
         port: u16,
     },
-    /// Append an entry ('-' reads the contents from standard input).
+    /// Append an entry ('-' reads the contents from standard input); prints its TxId.
     Append {
+        /// The entry's contents, or '-' for standard input.
         contents: String,
+        /// The collection (ACL's collectionId) to append to; default subledger:0.
         #[arg(long)]
         collection: Option<String>,
         /// Wait until the entry is committed.
@@ -160,7 +162,9 @@ enum Command {
     },
     /// Print the entry a transaction wrote.
     Get {
+        /// The TxId, e.g. 2.15 (as `append` prints it).
         txid: String,
+        /// The collection the entry was written to; default subledger:0.
         #[arg(long)]
         collection: Option<String>,
         #[command(flatten)]
@@ -168,10 +172,13 @@ enum Command {
     },
     /// List a collection's committed entries (all pages), optionally in a TxId range.
     List {
+        /// The collection; default subledger:0.
         #[arg(long)]
         collection: Option<String>,
+        /// The first TxId of the range (inclusive), e.g. 2.1.
         #[arg(long)]
         from: Option<String>,
+        /// The last TxId of the range (inclusive).
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]
@@ -179,12 +186,14 @@ enum Command {
     },
     /// Pending or Committed.
     Status {
+        /// The TxId, e.g. 2.15.
         txid: String,
         #[command(flatten)]
         conn: client_cmds::Conn,
     },
     /// Fetch a transaction's receipt (waiting until it is ready).
     Receipt {
+        /// The TxId, e.g. 2.15 (as `append` prints it).
         txid: String,
         /// Verify it against --service-cert on the spot.
         #[arg(long)]
@@ -219,8 +228,11 @@ enum Command {
     /// Make a member or user identity: NAME_cert.pem and NAME_privk.pem (P-384), and
     /// with --enc an RSA-OAEP encryption key pair for recovery shares.
     Keygen {
+        /// File name prefix (letters, digits, '-', '_'): NAME_cert.pem, NAME_privk.pem.
         #[arg(long)]
         name: String,
+        /// Also make NAME_enc_pubk.pem / NAME_enc_privk.pem (RSA-OAEP), a member's
+        /// encryption key for recovery shares (`set_member`'s encryption_pub_key).
         #[arg(long)]
         enc: bool,
         /// Where the files go.
@@ -235,9 +247,10 @@ enum Command {
         #[command(flatten)]
         conn: client_cmds::Conn,
     },
-    /// Load-test a local single node over HTTPS/mTLS: a no-op handler (the ceiling of
-    /// the HTTPS stack), appends with response and commit latency, and reads; prints
-    /// throughput, percentiles and the append/ceiling ratio.
+    /// Load-test a local node (or, with --nodes, a network started in this process)
+    /// over HTTPS/mTLS: a no-op handler (the ceiling of the HTTPS stack), appends with
+    /// response and commit latency, and reads; prints throughput, percentiles and the
+    /// append/ceiling ratio against SPEC's target.
     Bench {
         /// Concurrent keep-alive connections.
         #[arg(long, default_value_t = 32)]
@@ -398,9 +411,11 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::WARN);
+    // Colour only on a terminal: logs redirected to files stay plain text.
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

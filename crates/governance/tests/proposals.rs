@@ -121,7 +121,7 @@ fn a_majority_accepts_and_the_action_applies() {
     assert_eq!(info.final_votes.unwrap().len(), 2);
     let row = c
         .store
-        .get(USERS_INFO, user.user_fingerprint().as_bytes())
+        .get(USERS_INFO, user.member_id().as_bytes())
         .unwrap();
     let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
     assert_eq!(
@@ -156,7 +156,7 @@ fn rejected_and_withdrawn_proposals_change_nothing() {
     ));
     assert!(c
         .store
-        .get(USERS_INFO, user.user_fingerprint().as_bytes())
+        .get(USERS_INFO, user.member_id().as_bytes())
         .is_none());
 }
 
@@ -181,7 +181,7 @@ fn bad_ballots_and_constitution_errors_fail_the_proposal_cleanly() {
     }
     assert!(c
         .store
-        .get(USERS_INFO, user.user_fingerprint().as_bytes())
+        .get(USERS_INFO, user.member_id().as_bytes())
         .is_none());
     // The service is healthy: the next proposal goes through.
     let (id, _) = c.propose(0, set_user(&user)).unwrap();

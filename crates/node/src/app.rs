@@ -514,6 +514,7 @@ async fn serve(
                 consensus,
                 history: Some(Arc::new(NodeHistory(state.clone()))),
                 historical,
+                context: None,
             };
             let (resp, _, _) = covenant_app::run(
                 &limits,

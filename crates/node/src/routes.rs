@@ -345,9 +345,15 @@ pub fn entries_map_of(ledger_public: bool) -> &'static str {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AppendBody {
     contents: String,
+    /// User-defined functions run before the entry is written, in its transaction.
+    #[serde(default)]
+    pre_hooks: Vec<crate::udf::Hook>,
+    /// ... and after it.
+    #[serde(default)]
+    post_hooks: Vec<crate::udf::Hook>,
 }
 
 async fn append(
@@ -381,17 +387,42 @@ async fn append(
         None
     };
     let tags_map = tags_map(&state);
-    let txid = state.write("appending the entry failed", |engine| {
+    let pre = crate::udf::prepare_hooks(&state, "preHooks", &body.pre_hooks)?;
+    let post = crate::udf::prepare_hooks(&state, "postHooks", &body.post_hooks)?;
+    let context = json!({
+        "request": {"method": "POST", "url": "/app/transactions", "body": {"contents": &body.contents}},
+        "userId": caller.user_id,
+        "collectionId": collection,
+        "contents": &body.contents,
+    });
+    let has_hooks = !pre.is_empty() || !post.is_empty();
+    let entry = collection.clone();
+    let write = move |engine: &mut covenant_engine::Engine| {
         let mut tx = engine.begin();
-        tx.put(map, collection.as_bytes(), body.contents.as_bytes());
+        if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &pre, &context) {
+            return Ok(Err(e));
+        }
+        tx.put(map, entry.as_bytes(), body.contents.as_bytes());
         if let Some(t) = &tags {
-            tx.put(tags_map, collection.as_bytes(), t.as_bytes());
+            tx.put(tags_map, entry.as_bytes(), t.as_bytes());
         }
         if let Some((key, _)) = &claim {
-            tx.put(CLAIM_KEYS, collection.as_bytes(), key);
+            tx.put(CLAIM_KEYS, entry.as_bytes(), key);
         }
-        engine.commit_tx(tx, claim.map(|(_, d)| d))
-    })?;
+        if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &post, &context) {
+            return Ok(Err(e));
+        }
+        engine.commit_tx(tx, claim.map(|(_, d)| d)).map(Ok)
+    };
+    let txid = if has_hooks {
+        // Hooks run JavaScript: off the async threads.
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || s.write("appending the entry failed", write))
+            .await
+            .map_err(|e| ApiError::internal("the append's thread failed", e))???
+    } else {
+        state.write("appending the entry failed", write)??
+    };
     state.index.add(&collection, txid);
     Ok(with_txid(
         Some(txid),

@@ -239,9 +239,9 @@ pub async fn delete_function(
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
-struct Execution {
+pub(crate) struct Execution {
     #[serde(default)]
     arguments: Vec<String>,
     #[serde(default)]
@@ -290,12 +290,14 @@ pub async fn execute(
         .exported_function_name
         .unwrap_or_else(|| "main".to_string());
     let limits = opts.limits();
+    let user_id = caller.user_id.clone();
     let task = tokio::task::spawn_blocking(move || {
         state.write("running the function failed", |e| {
             let mut tx = e.begin();
             let store = e.store().clone();
             let host = Host {
                 consensus: crate::app::consensus_view(e),
+                context: Some(json!({"request": {"method": "POST"}, "userId": user_id})),
                 ..Default::default()
             };
             match covenant_app::run_function(
@@ -345,4 +347,105 @@ fn failure_message(err: covenant_app::AppError, opts: &RuntimeOptions) -> String
         }
         other => other.to_string(),
     }
+}
+
+/// A user-defined function an append runs in its own transaction (ACL's
+/// `preHooks`, before the entry is written, and `postHooks`, after): in order,
+/// and any failure aborts the append.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hook {
+    function_id: String,
+    #[serde(default)]
+    properties: Option<Execution>,
+}
+
+/// Most hooks of each kind one append may list (ACL's limit).
+pub const MAX_HOOKS: usize = 5;
+/// Longest a hook may run, whatever its runtime options say (ACL's limit).
+const HOOK_MAX_MS: u64 = 5000;
+
+/// A hook with its code looked up and its limits settled, ready to run.
+pub(crate) struct PreparedHook {
+    id: String,
+    code: String,
+    function: String,
+    arguments: Vec<String>,
+    limits: covenant_js::Limits,
+}
+
+/// Checks `hooks` (`what`: preHooks or postHooks) before anything is written.
+pub(crate) fn prepare_hooks(
+    state: &NodeState,
+    what: &str,
+    hooks: &[Hook],
+) -> Result<Vec<PreparedHook>, ApiError> {
+    if hooks.len() > MAX_HOOKS {
+        return Err(bad(format!("{what} lists at most {MAX_HOOKS} functions")));
+    }
+    let base = RuntimeOptions::load(&state.store);
+    hooks
+        .iter()
+        .map(|h| {
+            check_function_id(&h.function_id)?;
+            let code = function_code(state, &h.function_id).map_err(|_| {
+                bad(format!(
+                    "{what}: no user-defined function {} (store it at /app/userDefinedFunctions/{})",
+                    h.function_id, h.function_id
+                ))
+            })?;
+            let run = h.properties.clone().unwrap_or_default();
+            let mut opts = match &run.runtime_options {
+                Some(patch) => base.patched(patch).map_err(bad)?,
+                None => base.clone(),
+            };
+            opts.max_execution_time_ms = opts.max_execution_time_ms.min(HOOK_MAX_MS);
+            Ok(PreparedHook {
+                id: h.function_id.clone(),
+                code,
+                function: run
+                    .exported_function_name
+                    .unwrap_or_else(|| "main".to_string()),
+                arguments: run.arguments,
+                limits: opts.limits(),
+            })
+        })
+        .collect()
+}
+
+/// Runs `hooks` in `tx`, each seeing the writes before it; `context` is the
+/// functions' `context` global. A failure is the append's (500, as ACL answers).
+pub(crate) fn run_hooks(
+    engine: &covenant_engine::Engine,
+    tx: &mut covenant_kv::Tx,
+    hooks: &[PreparedHook],
+    context: &Value,
+) -> Result<(), ApiError> {
+    for h in hooks {
+        let host = Host {
+            consensus: crate::app::consensus_view(engine),
+            context: Some(context.clone()),
+            ..Default::default()
+        };
+        match covenant_app::run_function(
+            &h.limits,
+            &h.code,
+            &h.function,
+            &h.arguments,
+            engine.store(),
+            tx.write_set().clone(),
+            host,
+        ) {
+            Ok((_, kv)) => kv.apply_to(tx),
+            Err(err) => {
+                let message = failure_message(err, &RuntimeOptions::default());
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    format!("Error while executing function {}: {message}", h.id),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -289,10 +289,17 @@ pub async fn patch_multi(
         })?;
     let mut builtin = Vec::new();
     let mut custom = crate::roles::user_custom_roles(&state.store, &user.acl());
+    let mut sent = Vec::new();
     for name in patch.assigned_roles {
         match serde_json::from_value::<Role>(Value::String(name.clone())) {
-            Ok(r) => builtin.push(r),
-            Err(_) if crate::roles::is_defined(&state, &name) => custom.push(name),
+            Ok(r) => {
+                builtin.push(r);
+                sent.push(json!(r));
+            }
+            Err(_) if crate::roles::is_defined(&state, &name) => {
+                sent.push(json!(name));
+                custom.push(name)
+            }
             Err(_) => {
                 return Err(ApiError::bad_request(
                     "InvalidInput",
@@ -324,11 +331,10 @@ pub async fn patch_multi(
         crate::roles::put_user_custom_roles(&mut tx, &user.acl(), &custom);
         engine.commit_tx(tx, None)
     })?;
-    let mut all: Vec<Value> = roles.iter().map(|r| json!(r)).collect();
-    all.extend(custom.into_iter().map(Value::String));
+    // ACL's reply repeats the roles this request named (the user holds the union).
     Ok(with_txid(
         Some(txid),
-        Json(json!({"assignedRoles": all, "userId": user.acl()})),
+        Json(json!({"assignedRoles": sent, "userId": user.acl()})),
     ))
 }
 

@@ -478,7 +478,8 @@ async fn users_apis_and_the_role_matrix() {
     let contributor_id = generate_client_identity("contributor", Curve::P384).unwrap();
     let fp = contributor_id.1.user_fingerprint();
 
-    // v1: create as Contributor, read back, then the redirect for new api-versions.
+    // v1: create as Contributor, read back; served at new api-versions too (ACL
+    // redirects there; the preview SDK's README calls it).
     let r = admin
         .request(
             "PATCH",
@@ -505,8 +506,8 @@ async fn users_apis_and_the_role_matrix() {
         )
         .await
         .unwrap();
-    assert_eq!(r.status, 301);
-    assert_eq!(r.json()["error"]["code"], "ApiVersionRedirect");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["assignedRole"], "Contributor");
 
     // ledgerUsers: PATCH adds roles; list shows everyone; unknown delete succeeds.
     let nv = "api-version=2024-08-22-preview";
@@ -516,6 +517,12 @@ async fn users_apis_and_the_role_matrix() {
             &format!("/app/ledgerUsers/{fp}?{nv}"),
             Some(&json!({"assignedRoles": ["Reader"]})),
         )
+        .await
+        .unwrap();
+    // The reply repeats the roles sent (as ACL's does); the user holds the union.
+    assert_eq!(r.json(), json!({"assignedRoles": ["Reader"], "userId": fp}));
+    let r = admin
+        .request("GET", &format!("/app/ledgerUsers/{fp}?{nv}"), None)
         .await
         .unwrap();
     assert_eq!(
