@@ -31,6 +31,20 @@
     change(value);
     map(name).set(str(key), json(value));
   }
+  // A JWKS document: a non-empty keys list of public JWKs, each with a kid.
+  function checkJwks(jwks) {
+    if (jwks === null || typeof jwks !== "object" || !Array.isArray(jwks.keys) || jwks.keys.length === 0) {
+      throw new Error("args.jwks must be a JWKS document with a non-empty keys list");
+    }
+    for (const k of jwks.keys) {
+      if (k === null || typeof k !== "object" || typeof k.kty !== "string") {
+        throw new Error("every key of args.jwks.keys must be a JWK object with a kty");
+      }
+      if (k.kty === "oct") {
+        throw new Error("symmetric (oct) keys cannot verify tokens from a public key set");
+      }
+    }
+  }
   function clearMap(name) {
     const keys = [];
     map(name).forEach((_, k) => keys.push(k));
@@ -187,34 +201,51 @@
       },
     },
     set_jwt_issuer: {
-      // args: {issuer, jwks: {keys: [JWK...]}, audience?}. Keys are given inline:
-      // a node never fetches them itself (auto_refresh is not supported).
+      // args: {issuer, jwks?: {keys: [JWK...]}, audience?, ca_cert_bundle_name?}. Keys
+      // are given inline here or later with set_jwt_public_signing_keys: a node
+      // never fetches them itself (auto_refresh is not supported).
       validate(args) {
         const issuer = need(args, "issuer", "string");
         if (issuer.length === 0) {
           throw new Error("args.issuer must not be empty");
         }
-        const jwks = need(args, "jwks", "object");
-        if (jwks === null || !Array.isArray(jwks.keys) || jwks.keys.length === 0) {
-          throw new Error("args.jwks must be a JWKS document with a non-empty keys list");
-        }
-        for (const k of jwks.keys) {
-          if (k === null || typeof k !== "object" || typeof k.kty !== "string") {
-            throw new Error("every key of args.jwks.keys must be a JWK object with a kty");
-          }
-          if (k.kty === "oct") {
-            throw new Error("symmetric (oct) keys cannot verify tokens from a public key set");
-          }
+        if (args.jwks !== undefined) {
+          checkJwks(args.jwks);
         }
         if (args.audience !== undefined && typeof args.audience !== "string") {
           throw new Error("args.audience must be a string");
         }
         if (args.auto_refresh === true) {
-          throw new Error("auto_refresh is not supported: pass the issuer's keys in args.jwks");
+          throw new Error(
+            "auto_refresh is not supported (covenant never fetches keys): pass the issuer's keys in args.jwks or with set_jwt_public_signing_keys",
+          );
         }
       },
       apply(args) {
-        map("public:ccf.gov.jwt.issuers").set(str(args.issuer), json(args));
+        const old = map("public:ccf.gov.jwt.issuers").get(str(args.issuer));
+        const row = Object.assign({}, args);
+        if (row.jwks === undefined && old !== undefined) {
+          const kept = ccf.bufToJsonCompatible(old).jwks;
+          if (kept !== undefined) {
+            row.jwks = kept;
+          }
+        }
+        map("public:ccf.gov.jwt.issuers").set(str(args.issuer), json(row));
+      },
+    },
+    set_jwt_public_signing_keys: {
+      // args: {issuer, jwks}: replaces the keys of an issuer set before.
+      validate(args) {
+        need(args, "issuer", "string");
+        checkJwks(args.jwks);
+      },
+      apply(args) {
+        updateRow("public:ccf.gov.jwt.issuers", args.issuer, (row) => {
+          if (row.issuer === undefined) {
+            throw new Error(`no JWT issuer ${args.issuer}: set_jwt_issuer first`);
+          }
+          row.jwks = args.jwks;
+        });
       },
     },
     remove_jwt_issuer: {
@@ -223,6 +254,28 @@
       },
       apply(args) {
         map("public:ccf.gov.jwt.issuers").delete(str(args.issuer));
+        map("public:ccf.gov.jwt.issuer_keys").delete(str(args.issuer));
+      },
+    },
+    // CA bundles (PEM) an issuer's key endpoint would be checked against; kept for
+    // CCF's tooling (covenant fetches no keys, so none is used yet).
+    set_ca_cert_bundle: {
+      validate(args) {
+        need(args, "name", "string");
+        if (!ccf.crypto.isValidX509CertBundle(need(args, "cert_bundle", "string"))) {
+          throw new Error("args.cert_bundle must be PEM certificates");
+        }
+      },
+      apply(args) {
+        map("public:ccf.gov.tls.ca_cert_bundles").set(str(args.name), json(args.cert_bundle));
+      },
+    },
+    remove_ca_cert_bundle: {
+      validate(args) {
+        need(args, "name", "string");
+      },
+      apply(args) {
+        map("public:ccf.gov.tls.ca_cert_bundles").delete(str(args.name));
       },
     },
     set_recovery_threshold: {

@@ -298,13 +298,21 @@ export function arities() {
 /// module compiles (a broken app fails its proposal, as in CCF) and records that
 /// nodes compile modules themselves.
 fn refresh_bytecode(kv: &Rc<RefCell<GovKv>>) -> Result<(), String> {
-    let modules = kv.borrow().entries(MODULES);
-    for (name, source) in &modules {
-        let name = String::from_utf8_lossy(name);
-        let source = String::from_utf8_lossy(source);
-        covenant_js::check_module_syntax(&name, &source)
-            .map_err(|e| format!("Failed to refresh bytecode: module {name}: {e}"))?;
-    }
+    let modules: std::collections::BTreeMap<String, String> = kv
+        .borrow()
+        .entries(MODULES)
+        .into_iter()
+        .map(|(name, source)| {
+            (
+                String::from_utf8_lossy(&name)
+                    .trim_start_matches('/')
+                    .to_string(),
+                String::from_utf8_lossy(&source).into_owned(),
+            )
+        })
+        .collect();
+    covenant_js::check_bundle(std::sync::Arc::new(modules))
+        .map_err(|(name, e)| format!("Failed to refresh bytecode: module /{name}: {e}"))?;
     let mut kv = kv.borrow_mut();
     for (key, _) in kv.entries(MODULES_BYTECODE) {
         kv.delete(MODULES_BYTECODE, &key)?;

@@ -414,8 +414,24 @@ fn jwt_issuers_are_validated_and_recorded_with_their_keys() {
     let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
     assert_eq!(row["jwks"]["keys"][0]["kid"], json!("k1"));
     assert_eq!(row["audience"], json!("app"));
+    // As in CCF, an issuer may be set first and its keys later.
+    let bare =
+        json!({"actions": [{"name": "set_jwt_issuer", "args": {"issuer": "https://later.test"}}]});
+    assert_eq!(accept(&c, bare).state, ProposalState::Accepted);
+    let keys = json!({"actions": [{"name": "set_jwt_public_signing_keys",
+        "args": {"issuer": "https://later.test", "jwks": jwks}}]});
+    assert_eq!(accept(&c, keys).state, ProposalState::Accepted);
+    let row: serde_json::Value = serde_json::from_slice(
+        &c.store
+            .get(covenant_governance::JWT_ISSUERS, b"https://later.test")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(row["jwks"]["keys"][0]["kid"], json!("k1"));
+    let orphan = json!({"actions": [{"name": "set_jwt_public_signing_keys",
+        "args": {"issuer": "https://nobody.test", "jwks": jwks}}]});
+    assert_eq!(accept(&c, orphan).state, ProposalState::Failed);
     for (what, args) in [
-        ("no jwks", json!({"issuer": "https://x.test"})),
         (
             "empty keys",
             json!({"issuer": "https://x.test", "jwks": {"keys": []}}),
@@ -441,4 +457,110 @@ fn jwt_issuers_are_validated_and_recorded_with_their_keys() {
         .store
         .get(covenant_governance::JWT_ISSUERS, b"https://login.test")
         .is_none());
+}
+
+/// A constitution in CCF's style: single-row tables keyed by 8 zero bytes, the
+/// constitution written as a JSON string, the snapshot host call, and a
+/// transition to open that must name the service's certificate.
+const CCF_STYLE: &str = r#"
+const S = new ArrayBuffer(8);
+export function validate(input) { return { valid: true, description: "" }; }
+export function resolve(proposal, proposerId, votes, proposalId) {
+  return votes.filter((v) => v.vote).length >= 1 ? "Accepted" : "Open";
+}
+export function apply(proposal, proposalId) {
+  for (const a of JSON.parse(proposal).actions) {
+    if (a.name === "config") {
+      const cfg = ccf.bufToJsonCompatible(ccf.kv["public:ccf.gov.service.config"].get(S));
+      cfg.recent_cose_proposals_window_size = a.args.n;
+      ccf.kv["public:ccf.gov.service.config"].set(S, ccf.jsonCompatibleToBuf(cfg));
+    } else if (a.name === "set_constitution") {
+      ccf.gov.validateConstitution(a.args.constitution);
+      ccf.kv["public:ccf.gov.constitution"].set(S, ccf.jsonCompatibleToBuf(a.args.constitution));
+    } else if (a.name === "snapshot") {
+      ccf.node.triggerSnapshot();
+    } else if (a.name === "open") {
+      ccf.node.transitionServiceToOpen(undefined, ccf.strToBuf(a.args.next));
+    } else if (a.name === "rekey") {
+      ccf.node.triggerLedgerRekey();
+    }
+  }
+}
+"#;
+
+#[test]
+fn a_ccf_style_constitution_reads_and_writes_covenants_rows() {
+    let mut c = Consortium::new(1, 0);
+    let service = generate_client_identity("service", Curve::P384).unwrap().1;
+    c.gov = Governance::for_service(Some(service.to_pem()));
+    let mut tx = c.store.begin();
+    tx.put(CONSTITUTION, CONSTITUTION_KEY, CCF_STYLE.as_bytes());
+    tx.put(
+        "public:ccf.gov.service.config",
+        b"0",
+        br#"{"recovery_threshold":1}"#,
+    );
+    tx.put(
+        "public:ccf.gov.service.info",
+        b"0",
+        br#"{"status":"Opening"}"#,
+    );
+    commit(&c.store, tx);
+    let run = |c: &Consortium, actions: serde_json::Value| {
+        let (id, _) = c.propose(0, json!({ "actions": actions })).unwrap();
+        c.vote(0, &id, YES).unwrap()
+    };
+    let row = |c: &Consortium, map: &str| -> serde_json::Value {
+        serde_json::from_slice(&c.store.get(map, b"0").unwrap()).unwrap()
+    };
+
+    // The 8-zero-byte key is covenant's "0" row, read and written.
+    let info = run(&c, json!([{"name": "config", "args": {"n": 7}}]));
+    assert_eq!(info.state, ProposalState::Accepted, "{info:?}");
+    assert_eq!(
+        row(&c, "public:ccf.gov.service.config"),
+        json!({"recovery_threshold": 1, "recent_cose_proposals_window_size": 7})
+    );
+    assert!(c.gov.take_effects().is_empty());
+
+    let info = run(&c, json!([{"name": "snapshot"}]));
+    assert_eq!(info.state, ProposalState::Accepted, "{info:?}");
+    assert_eq!(
+        c.gov.take_effects(),
+        vec![covenant_governance::GovEffect::Snapshot]
+    );
+
+    // Opening names this service's certificate, or fails.
+    let other = user_cert().to_pem();
+    let info = run(&c, json!([{"name": "open", "args": {"next": other}}]));
+    assert_eq!(info.state, ProposalState::Failed);
+    assert!(info.failure.unwrap().reason.contains("not this service"));
+    let info = run(
+        &c,
+        json!([{"name": "open", "args": {"next": service.to_pem()}}]),
+    );
+    assert_eq!(info.state, ProposalState::Accepted, "{info:?}");
+    assert_eq!(row(&c, "public:ccf.gov.service.info")["status"], "Open");
+
+    // What covenant does not do fails the proposal with the reason.
+    let info = run(&c, json!([{"name": "rekey"}]));
+    assert_eq!(info.state, ProposalState::Failed);
+    assert!(info.failure.unwrap().reason.contains("ledger secrets"));
+
+    // A constitution written as a JSON string is stored as its text, once it
+    // validates; a broken one fails the proposal.
+    let info = run(
+        &c,
+        json!([{"name": "set_constitution", "args": {"constitution": "export function validate(i) {"}}]),
+    );
+    assert_eq!(info.state, ProposalState::Failed);
+    let info = run(
+        &c,
+        json!([{"name": "set_constitution", "args": {"constitution": DEFAULT_CONSTITUTION}}]),
+    );
+    assert_eq!(info.state, ProposalState::Accepted, "{info:?}");
+    assert_eq!(
+        c.store.get(CONSTITUTION, CONSTITUTION_KEY).unwrap(),
+        DEFAULT_CONSTITUTION.as_bytes()
+    );
 }

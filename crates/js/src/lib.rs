@@ -103,20 +103,30 @@ pub fn call_with_host(
     call_inner(limits, None, module, source, function, args, host)
 }
 
-/// Whether `source` compiles as an ES module (nothing runs): what CCF's bytecode
-/// refresh checks of every module of an app before accepting it.
-pub fn check_module_syntax(name: &str, source: &str) -> Result<(), JsError> {
-    let rt = Runtime::new().map_err(|e| JsError::Engine(e.to_string()))?;
+/// Whether every module of `bundle` compiles, its imports resolving within the
+/// bundle (nothing runs): what CCF's bytecode refresh checks of an app before
+/// accepting it. The error names the first module that does not.
+pub fn check_bundle(bundle: Bundle) -> Result<(), (String, JsError)> {
+    let engine = |e: rquickjs::Error| (String::new(), JsError::Engine(e.to_string()));
+    let rt = Runtime::new().map_err(engine)?;
     rt.set_memory_limit(Limits::default().max_heap_bytes);
-    let ctx = Context::full(&rt).map_err(|e| JsError::Engine(e.to_string()))?;
+    rt.set_loader(BundleResolver(bundle.clone()), BundleLoader(bundle.clone()));
+    let ctx = Context::full(&rt).map_err(engine)?;
     ctx.with(|ctx| {
-        bytecode::declare(&ctx, name, source)
-            .catch(&ctx)
-            .map(|_| ())
-            .map_err(|e| JsError::Exception {
-                message: e.to_string(),
-                stack: None,
-            })
+        for (name, source) in bundle.iter() {
+            bytecode::declare(&ctx, name, source)
+                .catch(&ctx)
+                .map_err(|e| {
+                    (
+                        name.clone(),
+                        JsError::Exception {
+                            message: e.to_string(),
+                            stack: None,
+                        },
+                    )
+                })?;
+        }
+        Ok(())
     })
 }
 

@@ -305,3 +305,65 @@ impl FromRequestParts<NodeState> for Caller {
         Ok(Caller { user_id, roles })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use covenant_kv::Store;
+    use covenant_types::View;
+
+    const COLON: &str = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+
+    #[test]
+    fn one_digest_two_spellings() {
+        let u = UserId::parse_acl(COLON).unwrap();
+        assert!(u.is_certificate());
+        assert_eq!(u.acl(), COLON);
+        assert_eq!(u.ccf(), "abcdef0123456789".repeat(4));
+        // The ACL API takes ACL's spelling only, and says which to use.
+        let e = UserId::parse_acl(&u.ccf()).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(e.message.contains(COLON), "{}", e.message);
+        // Lower-case colon pairs are the same user.
+        assert_eq!(UserId::parse_acl(&COLON.to_lowercase()).unwrap(), u);
+        // Anything else is a token user, as given.
+        assert_eq!(
+            UserId::parse_acl("some AAD object id").unwrap(),
+            UserId::Token("some AAD object id".into())
+        );
+        assert!(UserId::parse_acl("").is_err());
+        assert!(UserId::parse_acl("a\nb").is_err());
+        assert_eq!(UserId::from_row_key(&u.ccf()), u);
+        assert_eq!(UserId::from_row_key(COLON), u);
+    }
+
+    #[test]
+    fn rows_of_older_ledgers_are_still_found() {
+        let store = Store::new();
+        let u = UserId::parse_acl(COLON).unwrap();
+        assert_eq!(u.row_key(&store), u.ccf());
+        let mut tx = store.begin();
+        tx.put(
+            USERS_INFO,
+            COLON.as_bytes(),
+            br#"{"user_data":{"assignedRoles":["Reader"]}}"#,
+        );
+        store.commit(tx, View(1)).unwrap();
+        assert_eq!(u.row_key(&store), COLON);
+        assert_eq!(user_roles(&store, &u), Some(vec![Role::Reader]));
+        let mut tx = store.begin();
+        tx.put(USERS_INFO, u.ccf().as_bytes(), br#"{"user_data":null}"#);
+        store.commit(tx, View(1)).unwrap();
+        // CCF's spelling wins; a CCF user without ACL roles has none.
+        assert_eq!(u.row_key(&store), u.ccf());
+        assert_eq!(user_roles(&store, &u), Some(vec![]));
+    }
+
+    #[test]
+    fn builtin_role_names_ignore_case() {
+        let r: Role = serde_json::from_str("\"administrator\"").unwrap();
+        assert_eq!(r, Role::Administrator);
+        assert_eq!(serde_json::to_string(&r).unwrap(), "\"Administrator\"");
+        assert!(serde_json::from_str::<Role>("\"Auditor\"").is_err());
+    }
+}

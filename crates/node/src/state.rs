@@ -63,6 +63,7 @@ pub struct Shared {
 impl NodeState {
     /// Wraps `engine` and starts its [`Driver`] (group commit, and a signature
     /// every `sig_interval` when anything is unsigned).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         engine: Engine,
         service_cert_pem: String,

@@ -4,13 +4,12 @@
 // SHA-256 of their certificate, as `openssl x509 -fingerprint -sha256` prints it
 // once the colons go) and must be users of the service.
 
+import { fail } from "./lib/respond.js";
+
 const accounts = ccf.kv["bank.accounts"];
 const users = ccf.kv["public:ccf.gov.users.certs"];
 const key = (user, account) => ccf.strToBuf(`${user}/${account}`);
 
-function fail(statusCode, message) {
-  return { statusCode, body: { error: { code: "BankError", message } } };
-}
 function amount(request) {
   let body;
   try {
