@@ -385,9 +385,11 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
                     }
                     if let Ok(Some(status)) = c.try_wait() {
                         reported[i] = true;
-                        let nd = node_dir(dir, i as u16);
-                        eprintln!(
-                            "node{i} (pid {}) exited ({status}); its log is {}; restart it with \
+                        // Nodes are numbered from 1 (node1/ .. nodeN/).
+                        let n = i + 1;
+                        let nd = node_dir(dir, n as u16);
+                        println!(
+                            "node{n} (pid {}) exited ({status}); its log is {}; restart it with \
                              `covenant node start --config {}`",
                             c.id(),
                             nd.join("node.log").display(),

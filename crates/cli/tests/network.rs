@@ -203,6 +203,19 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
             "round {round}: killed node {primary}; a write committed {:?} later",
             t0.elapsed()
         );
+        // `covenant dev` says which of its nodes died, and how to restart it (the
+        // first kill is always one of its own processes).
+        if round == 0 {
+            let said = format!("node{primary} (pid {}) exited", pid_of(&dir, primary));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !common::printed_since_ready(dev.id())
+                .iter()
+                .any(|l| l.contains(&said))
+            {
+                assert!(Instant::now() < deadline, "dev did not report: {said}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         acked.push((after, format!("after kill {round}")));
         // The killed node restarts from its files and catches up.
         let child = Command::new(env!("CARGO_BIN_EXE_covenant"))

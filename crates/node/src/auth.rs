@@ -158,7 +158,13 @@ pub fn ccf_user_digest(id: &str) -> Option<covenant_types::Digest32> {
 /// The info row of `user`, or `None` if it is not a user (an unreadable row
 /// reads as a user without ACL roles, bound to no issuer).
 pub(crate) fn user_info(store: &covenant_kv::Store, user: &UserId) -> Option<UserInfo> {
-    let raw = store.get(USERS_INFO, user.row_key(store).as_bytes())?;
+    // One lookup on the request path; the legacy spelling only when that misses.
+    let raw = store
+        .get(USERS_INFO, user.ccf().as_bytes())
+        .or_else(|| match user {
+            UserId::Certificate(_) => store.get(USERS_INFO, user.acl().as_bytes()),
+            UserId::Token(_) => None,
+        })?;
     Some(serde_json::from_slice(&raw).unwrap_or_default())
 }
 

@@ -389,13 +389,18 @@ async fn append(
     let tags_map = tags_map(&state);
     let pre = crate::udf::prepare_hooks(&state, "preHooks", &body.pre_hooks)?;
     let post = crate::udf::prepare_hooks(&state, "postHooks", &body.post_hooks)?;
-    let context = json!({
-        "request": {"method": "POST", "url": "/app/transactions", "body": {"contents": &body.contents}},
-        "userId": caller.user_id,
-        "collectionId": collection,
-        "contents": &body.contents,
-    });
     let has_hooks = !pre.is_empty() || !post.is_empty();
+    // ACL's `context` global of the hooks (built only when there are hooks).
+    let context = if has_hooks {
+        json!({
+            "request": {"method": "POST", "url": "/app/transactions", "body": {"contents": &body.contents}},
+            "userId": caller.user_id,
+            "collectionId": collection,
+            "contents": &body.contents,
+        })
+    } else {
+        Value::Null
+    };
     let entry = collection.clone();
     let write = move |engine: &mut covenant_engine::Engine| {
         let mut tx = engine.begin();

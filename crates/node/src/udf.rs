@@ -380,6 +380,9 @@ pub(crate) fn prepare_hooks(
     what: &str,
     hooks: &[Hook],
 ) -> Result<Vec<PreparedHook>, ApiError> {
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
     if hooks.len() > MAX_HOOKS {
         return Err(bad(format!("{what} lists at most {MAX_HOOKS} functions")));
     }

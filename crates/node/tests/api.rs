@@ -1033,3 +1033,115 @@ async fn jwks_from_an_https_url() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// CCF's node routes and the routes every CCF frontend serves, with CCF's shapes,
+/// to anyone (no client certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccfs_node_and_common_routes() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&ids, dir.path(), true).await;
+    let anyone = client(&node, &ids, None);
+    let get = |path: &'static str| {
+        let c = &anyone;
+        async move { c.request("GET", path, None).await.unwrap() }
+    };
+    // Something committed first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get("/app/commit").await.json()["transaction_id"] == "0.0" {
+        assert!(std::time::Instant::now() < deadline, "nothing committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commit = get("/app/commit").await;
+    assert_eq!(commit.status, 200);
+    let txid = commit.json()["transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = anyone
+        .request("GET", &format!("/app/tx?transaction_id={txid}"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json(),
+        json!({"status": "Committed", "transaction_id": txid})
+    );
+    assert_eq!(get("/app/api").await.status, 200);
+
+    let me = get("/node/network/nodes/self").await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["node_id"], json!(ids.node.node_id));
+    assert_eq!(me.json()["status"], "Trusted");
+    assert_eq!(get("/node/network/nodes/primary").await.json(), me.json());
+    assert_eq!(get("/node/network/nodes/nobody").await.status, 404);
+    assert_eq!(get("/node/primary").await.status, 200);
+    assert_eq!(get("/node/backup").await.status, 404);
+    assert_eq!(get("/node/ready/app").await.status, 204);
+    assert_eq!(get("/node/ready/gov").await.status, 204);
+    assert_eq!(get("/node/service/previous_identity").await.status, 404);
+    let memory = get("/node/memory").await.json();
+    assert!(
+        memory["peak_allocated_heap_size"].as_u64().unwrap() > 0,
+        "{memory}"
+    );
+    let js = get("/node/js_metrics").await.json();
+    assert_eq!(js["max_execution_time"], json!(1000), "{js}");
+    let own = get("/node/self_signed_certificate").await.json();
+    let own = Certificate::from_pem(own["self_signed_certificate"].as_str().unwrap()).unwrap();
+    own.verify_signed_by(&own).unwrap();
+    assert_eq!(own.node_id(), ids.node.node_id);
+    let endorsed = get("/node/endorsed_certificate").await.json();
+    let endorsed =
+        Certificate::from_pem(endorsed["endorsed_certificate"].as_str().unwrap()).unwrap();
+    endorsed.verify_signed_by(&ids.service.cert).unwrap();
+
+    // Governance reads, classic and current.
+    let kv = get("/gov/kv/users/certs").await.json();
+    assert!(
+        kv[ids.admin.1.member_id()]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"),
+        "{kv}"
+    );
+    assert_eq!(get("/gov/jwt_keys/all").await.json(), json!({}));
+    assert_eq!(get("/gov/commit").await.status, 200);
+    let r = get("/gov/service/users").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "MissingApiVersionParameter");
+    let r = anyone
+        .request("GET", "/gov/service/users?api-version=2099-01-01", None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["error"]["code"], "UnsupportedApiVersionValue");
+    let r = anyone
+        .request("GET", "/gov/service/users?api-version=2024-07-01", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json()["value"].as_array().unwrap().len(),
+        2,
+        "{:?}",
+        r.json()
+    );
+    let r = anyone
+        .request(
+            "GET",
+            "/gov/service/javascript-app?api-version=2023-06-01-preview",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "javascript-app needs 2024-07-01");
+    let r = anyone
+        .request(
+            "POST",
+            "/gov/members/proposals:create?api-version=2024-07-01",
+            Some(&json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401, "an unsigned proposal");
+    let _ = node.stop.send(());
+    node.task.await.unwrap();
+}

@@ -19,8 +19,35 @@ pub fn start_and_wait(args: &[&str]) -> Child {
             break;
         }
     }
-    std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            outputs()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(pid)
+                .or_default()
+                .push(line);
+        }
+    });
     child
+}
+
+fn outputs() -> &'static std::sync::Mutex<std::collections::HashMap<u32, Vec<String>>> {
+    static O: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u32, Vec<String>>>> =
+        std::sync::OnceLock::new();
+    O.get_or_init(Default::default)
+}
+
+/// What a process started by [`start_and_wait`] printed after its ready line.
+#[allow(dead_code)]
+pub fn printed_since_ready(pid: u32) -> Vec<String> {
+    outputs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&pid)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[allow(dead_code)]
