@@ -523,33 +523,22 @@ fn camel_endpoint(props: &Value) -> Value {
 fn jwk(state: &NodeState) -> Value {
     let mut issuers = serde_json::Map::new();
     let mut keys = serde_json::Map::new();
-    for (k, row) in state.store.entries(crate::jwt::JWT_ISSUERS) {
-        let issuer = String::from_utf8_lossy(&k).into_owned();
-        let row: Value = serde_json::from_slice(&row).unwrap_or(Value::Null);
-        let mut meta = json!({"autoRefresh": row["auto_refresh"].as_bool().unwrap_or(false)});
-        if let Some(b) = row["ca_cert_bundle_name"].as_str() {
+    for g in crate::jwt::governed_keys(&state.store) {
+        let mut meta = json!({"autoRefresh": g.row["auto_refresh"].as_bool().unwrap_or(false)});
+        if let Some(b) = g.row["ca_cert_bundle_name"].as_str() {
             meta["caCertBundleName"] = json!(b);
         }
-        issuers.insert(issuer.clone(), meta);
-        let jwks = if row["jwks"].is_object() {
-            row["jwks"].clone()
-        } else {
-            state
-                .store
-                .get(crate::jwt::JWT_ISSUER_KEYS, &k)
-                .and_then(|v| serde_json::from_slice(&v).ok())
-                .unwrap_or(Value::Null)
-        };
-        for key in jwks["keys"].as_array().into_iter().flatten() {
-            let kid = key["kid"].as_str().unwrap_or_default().to_string();
-            let entry = keys.entry(kid).or_insert_with(|| json!([]));
-            if let Some(list) = entry.as_array_mut() {
-                let mut k = json!({"issuer": issuer, "jwk": key});
-                if let Some(c) = key["x5c"].get(0).and_then(Value::as_str) {
-                    k["certificate"] = json!(format!(
-                        "-----BEGIN CERTIFICATE-----\n{c}\n-----END CERTIFICATE-----\n"
-                    ));
-                }
+        issuers.insert(g.issuer.clone(), meta);
+        for key in g.keys {
+            let mut k = json!({"issuer": g.issuer, "jwk": key.jwk});
+            if let Some(c) = key.cert_pem {
+                k["certificate"] = json!(c);
+            }
+            if let Some(list) = keys
+                .entry(key.kid)
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+            {
                 list.push(k);
             }
         }

@@ -132,6 +132,57 @@ fn governed_issuer(store: &covenant_kv::Store, key: &[u8], row: &[u8]) -> Option
     }
 }
 
+/// A governed issuer as the governance reads show it (`/gov/jwt_keys/all`,
+/// `/gov/service/jwk`): its row, and its keys (the row's `jwks`, else those
+/// `ccf.setJwtPublicSigningKeys` set) by kid, with a key's `x5c` certificate as PEM.
+pub(crate) struct GovernedKeys {
+    pub issuer: String,
+    pub row: serde_json::Value,
+    pub keys: Vec<GovernedKey>,
+}
+
+pub(crate) struct GovernedKey {
+    pub kid: String,
+    pub jwk: serde_json::Value,
+    pub cert_pem: Option<String>,
+}
+
+pub(crate) fn governed_keys(store: &covenant_kv::Store) -> Vec<GovernedKeys> {
+    use serde_json::Value;
+    store
+        .entries(JWT_ISSUERS)
+        .into_iter()
+        .map(|(k, row)| {
+            let row: Value = serde_json::from_slice(&row).unwrap_or(Value::Null);
+            let jwks = if row["jwks"].is_object() {
+                row["jwks"].clone()
+            } else {
+                store
+                    .get(JWT_ISSUER_KEYS, &k)
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .unwrap_or(Value::Null)
+            };
+            let keys = jwks["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|jwk| GovernedKey {
+                    kid: jwk["kid"].as_str().unwrap_or_default().to_string(),
+                    cert_pem: jwk["x5c"].get(0).and_then(Value::as_str).map(|c| {
+                        format!("-----BEGIN CERTIFICATE-----\n{c}\n-----END CERTIFICATE-----\n")
+                    }),
+                    jwk: jwk.clone(),
+                })
+                .collect();
+            GovernedKeys {
+                issuer: String::from_utf8_lossy(&k).into_owned(),
+                row,
+                keys,
+            }
+        })
+        .collect()
+}
+
 impl JwtAuth {
     /// Trusts `issuers` (from the node's configuration) besides the governed ones.
     pub fn new(issuers: Vec<JwtIssuer>) -> JwtAuth {

@@ -260,27 +260,14 @@ pub async fn gov_kv(
 /// CCF 6 answers).
 pub async fn jwt_keys_all(State(state): State<NodeState>) -> Json<Value> {
     let mut out = serde_json::Map::new();
-    for (k, row) in state.store.entries(crate::jwt::JWT_ISSUERS) {
-        let issuer = String::from_utf8_lossy(&k).into_owned();
-        let row: Value = serde_json::from_slice(&row).unwrap_or(Value::Null);
-        let jwks = if row["jwks"].is_object() {
-            row["jwks"].clone()
-        } else {
-            state
-                .store
-                .get(crate::jwt::JWT_ISSUER_KEYS, &k)
-                .and_then(|v| serde_json::from_slice(&v).ok())
-                .unwrap_or(Value::Null)
-        };
-        for key in jwks["keys"].as_array().into_iter().flatten() {
-            let kid = key["kid"].as_str().unwrap_or_default().to_string();
-            let cert = key["x5c"]
-                .get(0)
-                .and_then(Value::as_str)
-                .map(|c| format!("-----BEGIN CERTIFICATE-----\n{c}\n-----END CERTIFICATE-----\n"))
-                .unwrap_or_default();
-            if let Some(list) = out.entry(kid).or_insert_with(|| json!([])).as_array_mut() {
-                list.push(json!({"issuer": issuer, "cert": cert}));
+    for g in crate::jwt::governed_keys(&state.store) {
+        for key in g.keys {
+            if let Some(list) = out
+                .entry(key.kid)
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+            {
+                list.push(json!({"issuer": g.issuer, "cert": key.cert_pem.unwrap_or_default()}));
             }
         }
     }
