@@ -186,6 +186,15 @@ const actions = new Map([
       table("nodes.virtual.host_data").set(raw(args.host_data), json(args.policy));
     },
   }],
+  ["assert_service_identity", {
+    // As CCF's: validate reads the service's certificate from service.info.
+    validate(args) {
+      validPem(args.service_identity, "service_identity");
+      const info = parse(table("service.info").get(SINGLETON));
+      expect(info.cert === args.service_identity, "Service identity certificate mismatch");
+    },
+    apply() {},
+  }],
   ["trigger_snapshot", { validate() {}, apply() { ccf.node.triggerSnapshot(); } }],
   ["trigger_ledger_chunk", { validate() {}, apply() { ccf.node.triggerLedgerChunk(); } }],
   ["trigger_ledger_rekey", { validate() {}, apply() { ccf.node.triggerLedgerRekey(); } }],

@@ -151,8 +151,16 @@ fn write_config(
         },
         members = crate::dev_member_certs(dir)?
             .iter()
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
-            .map(|n| format!("{{ cert = \"../{n}\" }}"))
+            .filter_map(|p| {
+                let cert = p.file_name()?.to_str()?.to_string();
+                let enc = crate::dev_member_encryption_key(p);
+                Some(match enc.file_name().and_then(|n| n.to_str()) {
+                    Some(e) if enc.exists() => {
+                        format!("{{ cert = \"../{cert}\", encryption_pub_key = \"../{e}\" }}")
+                    }
+                    _ => format!("{{ cert = \"../{cert}\" }}"),
+                })
+            })
             .collect::<Vec<_>>()
             .join(", "),
     );

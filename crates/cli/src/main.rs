@@ -322,7 +322,7 @@ enum NodeCommand {
     /// ("private"|"public", fixed at creation), ledger_id, sig_ms_interval,
     /// sig_tx_interval, max_body_bytes, san (extra DNS names/IPs for the node
     /// certificate), constitution (a .js file), [[users]] cert + roles, [[members]]
-    /// cert, [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false),
+    /// cert (+ encryption_pub_key, a PEM file: a recovery member), [[jwt_issuers]] issuer + jwks_file or jwks_url (+ jwks_ca, audience), http2 (false),
     /// snapshot_tx_interval (10000: a snapshot in DATA_DIR/snapshots at the next signature
     /// after that many transactions), join_policy ("auto"|"pending": the service's
     /// initial policy for nodes that `node join`, recorded at genesis; governance
@@ -875,6 +875,17 @@ pub(crate) fn write_dev_user_and_members(dir: &Path, members: u16) -> Result<()>
 }
 
 /// The certificates of dev's members (`member<i>_cert.pem`, from member0 on).
+/// The encryption public key dev made beside a member's certificate
+/// (`member<i>_cert.pem` → `member<i>_enc_pubk.pem`).
+pub(crate) fn dev_member_encryption_key(cert: &Path) -> PathBuf {
+    let name = cert
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .replace("_cert.pem", "_enc_pubk.pem");
+    cert.with_file_name(name)
+}
+
 pub(crate) fn dev_member_certs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for i in 0.. {
@@ -1003,7 +1014,8 @@ fn dev(o: DevOptions) -> Result<()> {
         )?;
         for path in dev_member_certs(dir)? {
             let member = Certificate::from_pem(&read_pem_file(&path)?)?;
-            covenant_node::add_member(&mut engine, &member)?;
+            let enc = read_pem_file(&dev_member_encryption_key(&path)).ok();
+            covenant_node::add_member(&mut engine, &member, enc.as_deref())?;
         }
         covenant_node::set_constitution(&mut engine, covenant_node::DEFAULT_CONSTITUTION)?;
         covenant_node::set_service_config(

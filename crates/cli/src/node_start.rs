@@ -108,6 +108,9 @@ struct InitialUser {
 #[serde(deny_unknown_fields)]
 struct InitialMember {
     cert: PathBuf,
+    /// Its RSA encryption public key (PEM file): a recovery member.
+    #[serde(default)]
+    encryption_pub_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,12 +192,21 @@ pub fn start(config_path: &Path) -> Result<()> {
             Ok((cert, u.roles.clone()))
         })
         .collect::<Result<_>>()?;
-    let members: Vec<Certificate> = file
+    let members: Vec<(Certificate, Option<String>)> = file
         .members
         .iter()
         .map(|m| {
-            Certificate::from_pem(&read_pem_file(&at(&m.cert))?)
-                .with_context(|| format!("member certificate {}", m.cert.display()))
+            let cert = Certificate::from_pem(&read_pem_file(&at(&m.cert))?)
+                .with_context(|| format!("member certificate {}", m.cert.display()))?;
+            let enc = m
+                .encryption_pub_key
+                .as_ref()
+                .map(|p| {
+                    read_pem_file(&at(p))
+                        .with_context(|| format!("member encryption key {}", p.display()))
+                })
+                .transpose()?;
+            Ok((cert, enc))
         })
         .collect::<Result<_>>()?;
     let constitution = match &file.constitution {
@@ -314,8 +326,8 @@ pub fn start(config_path: &Path) -> Result<()> {
         for (cert, roles) in &genesis_users {
             covenant_node::add_cert_user(e, cert, roles)?;
         }
-        for m in &genesis_members {
-            covenant_node::add_member(e, m)?;
+        for (m, enc) in &genesis_members {
+            covenant_node::add_member(e, m, enc.as_deref())?;
         }
         covenant_node::set_constitution(e, &genesis_constitution)?;
         covenant_node::set_service_config(e, join_policy, genesis_token.as_deref())?;
@@ -333,8 +345,8 @@ pub fn start(config_path: &Path) -> Result<()> {
             };
             covenant_node::add_cert_user(&mut engine, cert, &roles)?;
         }
-        for m in &members {
-            covenant_node::add_member(&mut engine, m)?;
+        for (m, enc) in &members {
+            covenant_node::add_member(&mut engine, m, enc.as_deref())?;
         }
         covenant_node::set_constitution(&mut engine, &constitution)?;
         covenant_node::set_service_config(

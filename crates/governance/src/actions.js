@@ -192,6 +192,19 @@
         setNodeStatus(args.node_id, "Trusted", "Pending");
       },
     },
+    set_node_data: {
+      validate(args) {
+        need(args, "node_id", "string");
+      },
+      apply(args) {
+        if (map("public:ccf.gov.nodes.info").get(str(args.node_id)) === undefined) {
+          throw new Error(`no node ${args.node_id}`);
+        }
+        updateRow("public:ccf.gov.nodes.info", args.node_id, (row) => {
+          row.node_data = args.node_data === undefined ? null : args.node_data;
+        });
+      },
+    },
     remove_node: {
       validate(args) {
         need(args, "node_id", "string");

@@ -61,12 +61,21 @@ fn singleton(key: &[u8]) -> &[u8] {
     }
 }
 
-/// The governance maps with CCF's encodings translated (see the module doc).
-pub struct CcfTables(pub Rc<RefCell<GovKv>>);
+/// The governance maps with CCF's encodings translated (see the module doc);
+/// the second field fills the `cert` of `public:ccf.gov.service.info` (the service
+/// certificate), which CCF's row carries and covenant's does not.
+pub struct CcfTables(pub Rc<RefCell<GovKv>>, pub Option<String>);
 
 impl KvAccess for CcfTables {
     fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.borrow().get(map, singleton(key))
+        let key = singleton(key);
+        let value = self.0.borrow().get(map, key);
+        match (value, &self.1) {
+            (Some(v), Some(cert)) if map == crate::SERVICE_INFO && key == SINGLETON_KEY => {
+                Some(with_service_cert(&v, cert))
+            }
+            (v, _) => v,
+        }
     }
 
     fn set(&mut self, map: &str, key: &[u8], value: &[u8]) -> Result<(), String> {
@@ -93,6 +102,18 @@ impl KvAccess for CcfTables {
     }
 }
 
+/// A `service.info` row with the service certificate as its `cert` (kept if set).
+pub fn with_service_cert(row: &[u8], cert: &str) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(row) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            o.entry("cert")
+                .or_insert_with(|| serde_json::Value::String(cert.to_string()));
+            serde_json::Value::Object(o).to_string().into_bytes()
+        }
+        _ => row.to_vec(),
+    }
+}
+
 fn throw(ctx: &Ctx<'_>, message: impl AsRef<str>) -> rquickjs::Error {
     Exception::throw_message(ctx, message.as_ref())
 }
@@ -107,6 +128,15 @@ pub fn install<'js>(
     effects: Rc<RefCell<Vec<GovEffect>>>,
     apply: bool,
 ) -> rquickjs::Result<()> {
+    extra.set(
+        "tcbHexToPolicy",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| -> rquickjs::Result<()> {
+            Err(throw(
+                &ctx,
+                "ccf.tcbHexToPolicy: covenant has no SEV-SNP attestation yet",
+            ))
+        })?,
+    )?;
     let gov = Object::new(ctx.clone())?;
     gov.set(
         "validateConstitution",

@@ -416,7 +416,10 @@ impl Governance {
                 // ccf.pemToId (and ccf.crypto) come with covenant-js's ccf; CCF's
                 // governance host functions with host::install.
                 let tables: covenant_js::ccf::SharedKv<'_> =
-                    std::rc::Rc::new(std::cell::RefCell::new(host::CcfTables(host_kv.clone())));
+                    std::rc::Rc::new(std::cell::RefCell::new(host::CcfTables(
+                        host_kv.clone(),
+                        context.service_cert_pem.clone(),
+                    )));
                 covenant_js::ccf::install_with(ctx, tables, |extra| {
                     host::install(ctx, extra, host_kv, &context, host_effects, write)
                 })?;

@@ -266,7 +266,7 @@ fn node_json(id: &str, row: &crate::network::NodeInfo) -> Value {
     let mut v = json!({
         "nodeId": id,
         "status": row.status,
-        "nodeData": Value::Null,
+        "nodeData": row.node_data.clone().unwrap_or(Value::Null),
         "retiredCommitted": false,
         "rpcInterfaces": {"primary_rpc_interface": {"publishedAddress": row.address, "protocol": "HTTP1"}},
     });
@@ -491,6 +491,7 @@ fn nodes(state: &NodeState) -> Vec<(String, crate::network::NodeInfo)> {
                 quote: None,
                 subject_alt_names: Vec::new(),
                 join_token_verified: false,
+                node_data: None,
             },
         )];
     }

@@ -378,6 +378,7 @@ pub(crate) fn trusted_row(
         quote: row.quote.clone(),
         subject_alt_names: row.subject_alt_names.clone(),
         join_token_verified: row.join_token_verified,
+        node_data: row.node_data.clone(),
     })
 }
 
@@ -459,6 +460,7 @@ pub async fn join(
         quote: Some(raw.iter().map(|b| format!("{b:02x}")).collect()),
         subject_alt_names: req.subject_alt_names.clone(),
         join_token_verified: false,
+        node_data: None,
     };
     let verified = check_join_token(&state, req.join_token.as_deref())?;
     if !verified && unverified_pending(&state) >= MAX_UNVERIFIED_PENDING {
@@ -486,6 +488,7 @@ pub async fn join(
     };
     let pending = NodeInfo {
         join_token_verified: verified,
+        node_data: None,
         ..pending
     };
     let row = match decision {

@@ -119,16 +119,24 @@ pub enum NodeError {
 
 /// Governance maps and the default constitution (owned by `covenant-governance`).
 pub use covenant_governance::{
-    CONSTITUTION, CONSTITUTION_KEY, DEFAULT_CONSTITUTION, MEMBERS_CERTS, MEMBERS_INFO,
+    CONSTITUTION, CONSTITUTION_KEY, DEFAULT_CONSTITUTION, MEMBERS_CERTS, MEMBERS_ENCRYPTION_KEYS,
+    MEMBERS_INFO,
 };
 
 /// Records a consortium member (state Accepted until it acks, SPEC §5) in one transaction.
-pub fn add_member(engine: &mut Engine, cert: &Certificate) -> Result<String, EngineError> {
+pub fn add_member(
+    engine: &mut Engine,
+    cert: &Certificate,
+    encryption_pub_key: Option<&str>,
+) -> Result<String, EngineError> {
     let id = cert.member_id();
     let info = serde_json::json!({"status": "Accepted", "member_data": null});
     let mut tx = engine.begin();
     tx.put(MEMBERS_CERTS, id.as_bytes(), cert.to_pem().as_bytes());
     tx.put(MEMBERS_INFO, id.as_bytes(), info.to_string().as_bytes());
+    if let Some(pem) = encryption_pub_key {
+        tx.put(MEMBERS_ENCRYPTION_KEYS, id.as_bytes(), pem.as_bytes());
+    }
     engine.commit_tx(tx, None)?;
     Ok(id)
 }

@@ -724,6 +724,9 @@ pub struct NodeInfo {
     /// without a proposal, and only unverified Pending rows count against the cap).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub join_token_verified: bool,
+    /// What governance recorded about it (`set_node_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_data: Option<serde_json::Value>,
 }
 
 /// `POST /internal/register`: a node of this service records itself (body: its
@@ -794,6 +797,7 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
         quote: None,
         subject_alt_names: Vec::new(),
         join_token_verified: false,
+        node_data: None,
     };
     loop {
         if state.store.get(NODES_INFO, node_id.as_bytes()).is_some() {

@@ -53,16 +53,18 @@ fn node_rows(state: &NodeState) -> Vec<(String, Option<NodeInfo>)> {
 /// A node as CCF's `GetNode` shows it.
 fn get_node(state: &NodeState, id: &str, row: Option<&NodeInfo>) -> Value {
     let leader = roles(state).and_then(|(_, l)| l);
-    let (status, address, primary) = match row {
+    let (status, address, primary, data) = match row {
         Some(r) => (
             r.status.clone(),
             r.address.clone(),
             r.raft_id != 0 && leader == Some(r.raft_id),
+            r.node_data.clone().unwrap_or(Value::Null),
         ),
         None => (
             crate::network::STATUS_TRUSTED.to_string(),
             String::new(),
             true,
+            Value::Null,
         ),
     };
     json!({
@@ -70,7 +72,7 @@ fn get_node(state: &NodeState, id: &str, row: Option<&NodeInfo>) -> Value {
         "status": status,
         "primary": primary,
         "rpc_interfaces": {"primary_rpc_interface": {"bind_address": address, "published_address": address}},
-        "node_data": Value::Null,
+        "node_data": data,
         "last_written": 0,
     })
 }
@@ -242,6 +244,11 @@ pub async fn gov_kv(
         let value = rows.first().map(|(_, v)| {
             if map == covenant_governance::CONSTITUTION {
                 Value::String(String::from_utf8_lossy(v).into_owned())
+            } else if map == covenant_governance::SERVICE_INFO {
+                decode(&covenant_governance::host::with_service_cert(
+                    v,
+                    &state.service_cert_pem,
+                ))
             } else {
                 decode(v)
             }

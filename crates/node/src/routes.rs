@@ -799,6 +799,7 @@ async fn network_nodes(State(state): State<NodeState>) -> Json<Value> {
                             quote: None,
                             subject_alt_names: Vec::new(),
                             join_token_verified: false,
+                            node_data: None,
                         },
                     ));
                 }

@@ -72,7 +72,7 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     let members: Vec<Member> = (0..3)
         .map(|i| {
             let (key, cert) = generate_client_identity(&format!("member{i}"), Curve::P384).unwrap();
-            add_member(&mut engine, &cert).unwrap();
+            add_member(&mut engine, &cert, None).unwrap();
             Member { key, cert }
         })
         .collect();
