@@ -50,7 +50,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/app/users/{userId}",
-        "A user's role (v1; redirects from api-version 2024-08-22-preview)",
+        "A user's highest built-in role (v1, at every api-version)",
         "Administrator",
     ),
     (
