@@ -56,6 +56,7 @@ pub enum GovCommand {
     },
     /// Vote on a proposal: --accept, --reject, or a ballot script file.
     Vote {
+        /// The proposal's id (as `propose` printed it, or `gov proposals`).
         proposal_id: String,
         /// Vote for it (a ballot that returns true).
         #[arg(long, conflicts_with_all = ["reject", "ballot"])]
@@ -68,11 +69,17 @@ pub enum GovCommand {
         ballot: Option<PathBuf>,
     },
     /// Withdraw a proposal you made (while it is Open).
-    Withdraw { proposal_id: String },
+    Withdraw {
+        /// The proposal's id.
+        proposal_id: String,
+    },
     /// Fetch the state digest and ack it: an Accepted member becomes Active.
     Ack,
     /// Show a proposal's state, ballots and outcome (and its actions).
-    Proposal { proposal_id: String },
+    Proposal {
+        /// The proposal's id.
+        proposal_id: String,
+    },
     /// Propose deploying a JavaScript app (`set_js_app`): a bundle file
     /// (`{"metadata":{"endpoints":...},"modules":[{"name","module"}]}`) or a
     /// directory with `app.json` (the metadata) and the modules under `src/` (or
