@@ -1,7 +1,8 @@
 //! Regression tests for the findings of the security review, against real `covenant`
 //! processes over real TLS: node admission (A), identities forwarded by backups (B),
 //! JWT identities (C), request bodies (D), connection limits (E), malformed requests
-//! (F) and the role × route × path matrix (G).
+//! (F), the role × route × path matrix (G), and the older governance proofs through
+//! a backup (H).
 //!
 //! Each test collects every failed check before it fails (so one run shows all that
 //! is wrong, not only the first thing); setup steps assert at once. The tests take
@@ -1728,5 +1729,116 @@ async fn every_identity_gets_the_same_answer_from_primary_and_backup() {
         }
     }
     eprintln!("{}", table.join("\n"));
+    f.finish();
+}
+
+/// The older governance proofs, through a backup: a member's TLS certificate
+/// (only for the state digest) reaches the primary as the member's, and an HTTP
+/// signature (scurl.sh's form) verifies there as sent, once: the same signed
+/// request again, through the other backup, is a replay; a stranger's certificate,
+/// another key under the member's keyId, or a changed body get 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_governance_proofs_hold_through_a_backup() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = network(&dir, &["--members", "2"]);
+    let (_, backups) = net.roles().await;
+    let member = net.dev_identity("member1");
+    let stranger = Identity::fresh("stranger");
+    let mut f = Findings::default();
+    let digest_path = "/gov/ack/update_state_digest";
+
+    for (who, id, want) in [
+        ("no certificate", None, 401),
+        ("a stranger", Some(&stranger), 401),
+        ("member1", Some(&member), 200),
+    ] {
+        let r = call(&net.client(backups[0], id), "POST", digest_path, None, &[]).await;
+        f.status(&r, want, || {
+            format!("{digest_path} through a backup as {who}")
+        });
+    }
+    let r = call(
+        &net.client(backups[0], Some(&member)),
+        "POST",
+        digest_path,
+        None,
+        &[],
+    )
+    .await;
+    let digest = r.json()["state_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ack = json!({ "state_digest": digest }).to_string().into_bytes();
+
+    // scurl.sh's headers, signed by `key` under member1's keyId.
+    let member_pem = std::fs::read(dir.join("member1_cert.pem")).unwrap();
+    let signed = |key: &SigningKeyPair, body: &[u8]| -> Vec<(&'static str, String)> {
+        let d = format!(
+            "SHA-256={}",
+            base64::engine::general_purpose::STANDARD.encode(covenant_crypto::sha256(body).0)
+        );
+        let string = format!(
+            "(request-target): post /gov/ack\ndigest: {d}\ncontent-length: {}",
+            body.len()
+        );
+        let sig =
+            base64::engine::general_purpose::STANDARD.encode(key.sign(string.as_bytes()).unwrap());
+        let key_id = covenant_crypto::sha256(&member_pem).to_hex();
+        vec![
+            ("digest", d),
+            (
+                "authorization",
+                format!(
+                    "Signature keyId=\"{key_id}\",algorithm=\"hs2019\",headers=\"(request-target) digest content-length\",signature=\"{sig}\""
+                ),
+            ),
+        ]
+    };
+    let good = signed(&member.key, &ack);
+    let forged = signed(&stranger.key, &ack);
+    let anyone = |node: u16| net.client(node, None);
+    let r = call(
+        &anyone(backups[0]),
+        "POST",
+        "/gov/ack",
+        Some(ack.clone()),
+        &forged,
+    )
+    .await;
+    f.status(&r, 401, || "an HTTP signature by another key".into());
+    let r = call(
+        &anyone(backups[0]),
+        "POST",
+        "/gov/ack",
+        Some(b"{}".to_vec()),
+        &good,
+    )
+    .await;
+    f.status(&r, 401, || "an HTTP signature over another body".into());
+    let r = call(
+        &anyone(backups[0]),
+        "POST",
+        "/gov/ack",
+        Some(ack.clone()),
+        &good,
+    )
+    .await;
+    f.check(r.status == 200 && r.json()["status"] == "Active", || {
+        format!("an HTTP-signed ack through a backup: {}", brief(&r))
+    });
+    let r = call(
+        &anyone(backups[1]),
+        "POST",
+        "/gov/ack",
+        Some(ack.clone()),
+        &good,
+    )
+    .await;
+    f.status_code(&r, 409, "RequestReplayed", || {
+        "the same HTTP-signed ack through the other backup".into()
+    });
     f.finish();
 }
