@@ -360,42 +360,18 @@ pub fn collections(conn: &Conn) -> Result<()> {
 /// spelling (64 hex digits, as `keygen` and `openssl` print it) becomes the
 /// colon-separated upper-case form (said on stderr); anything else is kept.
 fn acl_user_id(id: &str) -> String {
-    if id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit()) {
-        let colon = id
-            .to_ascii_uppercase()
-            .as_bytes()
-            .chunks(2)
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
-        eprintln!("note: {id} is a certificate's SHA-256 in CCF's spelling; the ACL API names that user {colon}");
-        colon
-    } else {
-        id.to_string()
+    match covenant_types::Digest32::from_hex(&id.to_ascii_lowercase()) {
+        Ok(d) => {
+            let colon = covenant_crypto::colon_hex(&d);
+            eprintln!("note: {id} is a certificate's SHA-256 in CCF's spelling; the ACL API names that user {colon}");
+            colon
+        }
+        _ => id.to_string(),
     }
 }
 
 pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
     const MULTI: &str = "2024-08-22-preview";
-    let cmd = match cmd {
-        UsersCommand::Get { user_id } => UsersCommand::Get {
-            user_id: acl_user_id(user_id),
-        },
-        UsersCommand::Set {
-            user_id,
-            role,
-            issuer,
-        } => UsersCommand::Set {
-            user_id: acl_user_id(user_id),
-            role: role.clone(),
-            issuer: issuer.clone(),
-        },
-        UsersCommand::Delete { user_id } => UsersCommand::Delete {
-            user_id: acl_user_id(user_id),
-        },
-        UsersCommand::List => UsersCommand::List,
-    };
-    let cmd = &cmd;
     runtime()?.block_on(async {
         let c = conn.client()?;
         let body = match cmd {
@@ -409,7 +385,10 @@ pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
             UsersCommand::Get { user_id } => ok(c
                 .request(
                     "GET",
-                    &format!("/app/ledgerUsers/{}?api-version={MULTI}", enc(user_id)),
+                    &format!(
+                        "/app/ledgerUsers/{}?api-version={MULTI}",
+                        enc(&acl_user_id(user_id))
+                    ),
                     None,
                 )
                 .await?)?,
@@ -418,6 +397,7 @@ pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
                 role,
                 issuer,
             } => {
+                let user_id = &acl_user_id(user_id);
                 let set = ok(c
                     .request_raw(
                         "PATCH",
@@ -444,6 +424,7 @@ pub fn users(conn: &Conn, cmd: &UsersCommand) -> Result<()> {
                 }
             }
             UsersCommand::Delete { user_id } => {
+                let user_id = &acl_user_id(user_id);
                 ok(c.request(
                     "DELETE",
                     &format!("/app/ledgerUsers/{}?api-version={MULTI}", enc(user_id)),

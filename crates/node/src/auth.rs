@@ -148,11 +148,7 @@ impl UserId {
 
 /// The digest named by a 64-digit lower-case hex id (CCF's certificate user id).
 pub fn ccf_user_digest(id: &str) -> Option<covenant_types::Digest32> {
-    if id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit()) {
-        covenant_types::Digest32::from_hex(&id.to_ascii_lowercase()).ok()
-    } else {
-        None
-    }
+    covenant_types::Digest32::from_hex(&id.to_ascii_lowercase()).ok()
 }
 
 /// The info row of `user`, or `None` if it is not a user (an unreadable row

@@ -10,8 +10,8 @@
 //! HTTP signature (`scurl.sh`, [`crate::http_sig`]); and for
 //! `update_state_digest` only, the member's TLS client certificate. A signed
 //! request is never accepted twice: its signed digest is kept in
-//! `public:ccf.gov.cose_recent` for the window (a COSE request), or for good (an
-//! HTTP signature, which carries no time). The request and the governance
+//! `public:ccf.gov.cose_recent` for the window (a COSE request), or for good in
+//! [`HTTP_SIGNATURES_SEEN`] (an HTTP signature, which carries no time). The request and the governance
 //! transaction are one ledger transaction, so the history is public.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,8 +39,9 @@ use crate::state::NodeState;
 pub const COSE_RECENT: &str = "public:ccf.gov.cose_recent";
 /// How far a request's `created_at` may be from the node's clock.
 pub const CREATED_AT_WINDOW_SECS: u64 = 300;
-/// The `created_at` recorded for an HTTP-signed request: it never leaves the window.
-const KEPT_FOR_GOOD: u64 = u64::MAX;
+/// Replay keys of HTTP-signed requests (SHA-256 of the member and the signed
+/// string) → when they were seen; never pruned.
+pub const HTTP_SIGNATURES_SEEN: &str = "public:ccf.gov.http_signatures_seen";
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -302,41 +303,45 @@ fn authenticate_http_signature(
     })
 }
 
-/// Records the request's signed digest (refusing a replay) and drops digests
-/// that left the window, in the governance transaction. A request proved by the
-/// connection's certificate cannot be replayed by anyone else: nothing is kept.
+/// Records the request's signed digest (refusing a replay), in the governance
+/// transaction. A COSE request's digest is kept while its `created_at` is within
+/// the window (older ones are dropped here); an HTTP signature has no time, so its
+/// digest is kept for good, apart, where the pruning scan never reads it. A request
+/// proved by the connection's certificate cannot be replayed by anyone else:
+/// nothing is kept.
 fn remember(tx: &mut Tx, state: &NodeState, signed: &Signed) -> Result<(), ApiError> {
-    let kept_until = match signed.proof {
+    let (map, message) = match signed.proof {
         Proof::Certificate => return Ok(()),
-        Proof::Cose => signed.msg.created_at,
-        Proof::HttpSignature => KEPT_FOR_GOOD,
+        Proof::Cose => (COSE_RECENT, "this signed request was already submitted"),
+        Proof::HttpSignature => (
+            HTTP_SIGNATURES_SEEN,
+            "an identical HTTP-signed request was already submitted; HTTP signatures carry no time, so an identical request is refused for good (change the body, or sign with COSE)",
+        ),
     };
     let key = signed.msg.signed_digest.to_hex();
-    if tx.get(COSE_RECENT, key.as_bytes()).is_some() {
-        let message = match signed.proof {
-            Proof::HttpSignature => "an identical HTTP-signed request was already submitted; HTTP signatures carry no time, so an identical request is refused for good (change the body, or sign with COSE)",
-            _ => "this signed request was already submitted",
-        };
+    if tx.get(map, key.as_bytes()).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "RequestReplayed",
             message,
         ));
     }
-    let horizon = now_secs().saturating_sub(2 * CREATED_AT_WINDOW_SECS);
-    for (k, v) in state.store.entries(COSE_RECENT) {
-        let at = std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        if at < horizon {
-            tx.remove(COSE_RECENT, &k);
+    if signed.proof == Proof::Cose {
+        let horizon = now_secs().saturating_sub(2 * CREATED_AT_WINDOW_SECS);
+        for (k, v) in state.store.entries(COSE_RECENT) {
+            let at = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            if at < horizon {
+                tx.remove(COSE_RECENT, &k);
+            }
         }
     }
     tx.put(
-        COSE_RECENT,
+        map,
         key.as_bytes(),
-        kept_until.to_string().as_bytes(),
+        signed.msg.created_at.to_string().as_bytes(),
     );
     Ok(())
 }

@@ -358,7 +358,7 @@ pub async fn service(
             Ok(Json(user_json(&state, id.as_bytes(), &cert)).into_response())
         }
         ["nodes"] => {
-            let value: Vec<Value> = nodes(&state)
+            let value: Vec<Value> = crate::network::node_rows(&state)
                 .iter()
                 .map(|(id, row)| node_json(id, row))
                 .collect();
@@ -366,7 +366,7 @@ pub async fn service(
         }
         ["nodes", id] => {
             let id = entity_id(id, "node")?;
-            nodes(&state)
+            crate::network::node_rows(&state)
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(id))
                 .map(|(n, row)| Json(node_json(n, row)).into_response())
@@ -469,33 +469,6 @@ fn user_json(state: &NodeState, id: &[u8], cert: &[u8]) -> Value {
         "certificate": String::from_utf8_lossy(cert),
         "userData": info["user_data"],
     })
-}
-
-/// Every node row (id → row).
-fn nodes(state: &NodeState) -> Vec<(String, crate::network::NodeInfo)> {
-    let rows: Vec<(String, crate::network::NodeInfo)> = state
-        .store
-        .entries(crate::network::NODES_INFO)
-        .into_iter()
-        .filter_map(|(k, v)| Some((String::from_utf8(k).ok()?, serde_json::from_slice(&v).ok()?)))
-        .collect();
-    if rows.is_empty() {
-        // A single node keeps no row: it is the service's one Trusted node.
-        return vec![(
-            state.node_id.to_string(),
-            crate::network::NodeInfo {
-                status: crate::network::STATUS_TRUSTED.into(),
-                raft_id: 0,
-                address: String::new(),
-                cert: String::new(),
-                quote: None,
-                subject_alt_names: Vec::new(),
-                join_token_verified: false,
-                node_data: None,
-            },
-        )];
-    }
-    rows
 }
 
 /// An endpoint's stored properties in this API's casing.

@@ -842,3 +842,30 @@ pub async fn stop_when_retired(state: NodeState, node_id: String) {
         }
     }
 }
+
+/// Every node of the service with its row, for the node and governance reads. A
+/// single node keeps no row: it is shown as the service's one Trusted node.
+pub(crate) fn node_rows(state: &NodeState) -> Vec<(String, NodeInfo)> {
+    let rows: Vec<(String, NodeInfo)> = state
+        .store
+        .entries(NODES_INFO)
+        .into_iter()
+        .filter_map(|(k, v)| Some((String::from_utf8(k).ok()?, serde_json::from_slice(&v).ok()?)))
+        .collect();
+    if !rows.is_empty() {
+        return rows;
+    }
+    vec![(
+        state.node_id.clone(),
+        NodeInfo {
+            status: STATUS_TRUSTED.into(),
+            raft_id: 0,
+            address: String::new(),
+            cert: state.node_certs.endorsed.clone(),
+            quote: None,
+            subject_alt_names: Vec::new(),
+            join_token_verified: false,
+            node_data: None,
+        },
+    )]
+}

@@ -30,49 +30,18 @@ fn is_primary(state: &NodeState) -> bool {
     }
 }
 
-/// Every node with its id (a single node keeps no row: it is the one Trusted node).
-fn node_rows(state: &NodeState) -> Vec<(String, Option<NodeInfo>)> {
-    let rows: Vec<(String, Option<NodeInfo>)> = state
-        .store
-        .entries(crate::network::NODES_INFO)
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                String::from_utf8(k).ok()?,
-                Some(serde_json::from_slice(&v).ok()?),
-            ))
-        })
-        .collect();
-    if rows.is_empty() {
-        vec![(state.node_id.clone(), None)]
-    } else {
-        rows
-    }
-}
-
 /// A node as CCF's `GetNode` shows it.
-fn get_node(state: &NodeState, id: &str, row: Option<&NodeInfo>) -> Value {
-    let leader = roles(state).and_then(|(_, l)| l);
-    let (status, address, primary, data) = match row {
-        Some(r) => (
-            r.status.clone(),
-            r.address.clone(),
-            r.raft_id != 0 && leader == Some(r.raft_id),
-            r.node_data.clone().unwrap_or(Value::Null),
-        ),
-        None => (
-            crate::network::STATUS_TRUSTED.to_string(),
-            String::new(),
-            true,
-            Value::Null,
-        ),
+fn get_node(state: &NodeState, id: &str, row: &NodeInfo) -> Value {
+    let primary = match roles(state) {
+        None => true,
+        Some((_, leader)) => row.raft_id != 0 && leader == Some(row.raft_id),
     };
     json!({
         "node_id": id,
-        "status": status,
+        "status": row.status,
         "primary": primary,
-        "rpc_interfaces": {"primary_rpc_interface": {"bind_address": address, "published_address": address}},
-        "node_data": data,
+        "rpc_interfaces": {"primary_rpc_interface": {"bind_address": row.address, "published_address": row.address}},
+        "node_data": row.node_data.clone().unwrap_or(Value::Null),
         "last_written": 0,
     })
 }
@@ -82,7 +51,7 @@ pub async fn network_node(
     State(state): State<NodeState>,
     Path(which): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rows = node_rows(&state);
+    let rows = crate::network::node_rows(&state);
     let found = match which.as_str() {
         "self" => rows.iter().find(|(id, _)| *id == state.node_id),
         "primary" => {
@@ -96,16 +65,14 @@ pub async fn network_node(
                         "Primary unknown",
                     ))
                 }
-                Some(Some(l)) => rows
-                    .iter()
-                    .find(|(_, r)| r.as_ref().is_some_and(|r| r.raft_id == l)),
+                Some(Some(l)) => rows.iter().find(|(_, r)| r.raft_id == l),
             }
         }
         id => rows.iter().find(|(n, _)| n.eq_ignore_ascii_case(id)),
     };
     let (id, row) =
         found.ok_or_else(|| ApiError::not_found("ResourceNotFound", "Node not found"))?;
-    Ok(Json(get_node(&state, id, row.as_ref())).into_response())
+    Ok(Json(get_node(&state, id, row)).into_response())
 }
 
 /// `GET|HEAD /node/primary`: 200 on the primary; elsewhere GET answers 404 and
@@ -117,9 +84,9 @@ pub async fn primary(State(state): State<NodeState>, method: Method) -> Response
     if method == Method::HEAD {
         let address = state.network.as_ref().and_then(|n| {
             let leader = n.replica.status().leader?;
-            node_rows(&state)
+            crate::network::node_rows(&state)
                 .into_iter()
-                .find_map(|(_, r)| r.filter(|r| r.raft_id == leader).map(|r| r.address))
+                .find_map(|(_, r)| (r.raft_id == leader).then_some(r.address))
         });
         if let Some(a) =
             address.and_then(|a| HeaderValue::from_str(&format!("https://{a}/node/primary")).ok())
