@@ -44,6 +44,9 @@ struct NodeFile {
     /// A snapshot of the state every this many transactions (at the next signature).
     #[serde(default = "default_snapshot_tx")]
     snapshot_tx_interval: u64,
+    /// Writes are refused (507) while the ledger's disk has less free than this.
+    #[serde(default = "default_min_free_mb")]
+    min_free_mb: u64,
     /// How this node, as primary, admits joining nodes: "auto" or "pending".
     #[serde(default)]
     join_policy: covenant_node::network::JoinPolicy,
@@ -142,6 +145,10 @@ fn default_sig_tx() -> u64 {
 fn default_body() -> usize {
     1 << 20
 }
+fn default_min_free_mb() -> u64 {
+    covenant_engine::DEFAULT_MIN_FREE_BYTES / (1024 * 1024)
+}
+
 fn default_snapshot_tx() -> u64 {
     10_000
 }
@@ -248,6 +255,7 @@ pub fn start(config_path: &Path) -> Result<()> {
     ec.commit_on_sync = !networked;
     ec.snapshot_dir = Some(dir.join("snapshots"));
     ec.snapshot_tx_interval = file.snapshot_tx_interval.max(1);
+    ec.min_free_bytes = file.min_free_mb.saturating_mul(1024 * 1024);
     ec.service_cert = Some(service.cert.clone());
     let node = Arc::new(node);
     let secret = Arc::new(secret);

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use membership::MembershipState;
 pub use membership::{Membership, MEMBERSHIP_KEY, MEMBERSHIP_MAP};
 use storage::{lock, Meta, CTX_SIGNATURE};
-pub use storage::{AppliedConf, HardStateFile, LedgerStorage};
+pub use storage::{AppliedConf, CommitMark, HardStateFile, LedgerStorage};
 
 /// Why consensus refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,10 @@ struct Inner {
     transport: Arc<dyn Transport>,
     inbox: Mutex<mpsc::Sender<Vec<u8>>>,
     committed: watch::Sender<u64>,
+    /// When a full disk was last reported (the warning repeats every 10 s).
+    disk_warned: Mutex<Option<Instant>>,
+    /// The commit index in `commit_mark` (never published beyond it).
+    marked: std::sync::atomic::AtomicU64,
     status: Mutex<ReplicaStatus>,
     stop: std::sync::atomic::AtomicBool,
     /// Set when the thread stopped on an error; writes are refused from then on.
@@ -155,8 +159,14 @@ impl Replica {
         on_apply: Option<OnApply>,
     ) -> Result<(Replica, std::thread::JoinHandle<()>), ConsensusError> {
         let saved = HardStateFile::load(&config.state_dir)?;
+        let mark = CommitMark::load(&config.state_dir);
         let (last, committed_seqno, written) = {
-            let e = lock(&engine);
+            let mut e = lock(&engine);
+            // What this node knew committed before it stopped (published only after
+            // the mark was written) holds again at once, not after the first message
+            // from a primary: a node never reports less than it did.
+            let known = mark.max(saved.commit).min(e.last_seqno());
+            e.advance_commit(known)?;
             let written = match e.store().get(MEMBERSHIP_MAP, MEMBERSHIP_KEY) {
                 Some(bytes) => Some((
                     e.store()
@@ -171,7 +181,7 @@ impl Replica {
         // The commit index can only be trusted up to what this ledger holds; what the
         // engine knows committed (a signature replicated to a majority) was too. A
         // node started from a snapshot has its whole (empty) ledger committed.
-        let commit = saved.commit.max(committed_seqno).min(last);
+        let commit = saved.commit.max(mark).max(committed_seqno).min(last);
         let hard_state = HardState {
             term: saved.term,
             vote: saved.vote,
@@ -244,6 +254,8 @@ impl Replica {
                 commit_index: commit,
                 committed_seqno,
             }),
+            marked: std::sync::atomic::AtomicU64::new(commit),
+            disk_warned: Mutex::new(None),
             stop: std::sync::atomic::AtomicBool::new(false),
             failed: Mutex::new(None),
             on_apply,
@@ -279,6 +291,15 @@ impl Replica {
     }
 
     /// Stops the thread at its next iteration.
+    /// Why this replica stopped taking part, if it failed (see [`ConsensusError::Failed`]).
+    pub fn failure(&self) -> Option<String> {
+        self.0
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn stop(&self) {
         self.0
             .stop
@@ -410,7 +431,11 @@ impl Replica {
             let term = raw.raft.term;
             let mut engine = lock(&self.0.engine);
             if engine.last_seqno() != last {
-                // The blank entry of this view is not in the ledger yet.
+                // The blank entry of this view is not in the ledger yet (and will not
+                // be while the disk is full: say so at once).
+                if let Err(e @ EngineError::DiskFull { .. }) = engine.check_space() {
+                    return Err(e.into());
+                }
                 drop(engine);
                 drop(raw);
                 if Instant::now() > deadline {
@@ -538,6 +563,7 @@ impl Replica {
                 if let Err(e) = self.promote_learners() {
                     tracing::error!(error = %e, "promoting a learner failed");
                 }
+                self.step_down_if_disk_full();
             }
             if let Err(e) = self.on_ready() {
                 // raft-rs cannot resume from a Ready that was taken but not advanced,
@@ -570,6 +596,26 @@ impl Replica {
             let mut raw = raft_lock(&self.0.raft);
             if !raw.has_ready() {
                 return Ok(());
+            }
+            // A full disk: take in no entries (this node answers nothing, as if cut
+            // off, and the others carry on or elect another primary) until space
+            // returns, rather than fail a write halfway and stop for good.
+            if !raw.raft.raft_log.unstable_entries().is_empty() {
+                if let Err(e @ EngineError::DiskFull { .. }) = lock(&self.0.engine).check_space() {
+                    let mut warned = self.0.disk_warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "not replicating until disk space returns");
+                        *warned = Some(Instant::now());
+                    }
+                    // Who leads still changes (messages are stepped): forwarding
+                    // needs to know, or this node would keep acting as primary.
+                    let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
+                    let leader = raw.raft.leader_id;
+                    s.term = raw.raft.term;
+                    s.leader = (leader != raft::INVALID_ID).then_some(leader);
+                    s.is_primary = raw.raft.state == StateRole::Leader;
+                    return Ok(());
+                }
             }
             let mut rd = raw.ready();
             // A leader may send before its own append is durable (Raft §10.2.1); they
@@ -714,6 +760,24 @@ impl Replica {
         Ok(())
     }
 
+    /// A primary whose disk is full refuses every write: it hands leadership to the
+    /// most caught-up voter so the service stays writable.
+    fn step_down_if_disk_full(&self) {
+        let is_leader = raft_lock(&self.0.raft).raft.state == StateRole::Leader;
+        if !is_leader {
+            return;
+        }
+        // Its own statement: the engine lock must be released before the Raft lock
+        // is taken (the order everywhere else is Raft, then engine).
+        let full = matches!(
+            lock(&self.0.engine).check_space(),
+            Err(EngineError::DiskFull { .. })
+        );
+        if full && self.transfer_leadership() {
+            tracing::warn!("the disk is full: handing leadership to another node");
+        }
+    }
+
     /// On the primary: a learner that has caught up becomes a voter.
     fn promote_learners(&self) -> Result<(), ConsensusError> {
         let candidate = {
@@ -752,7 +816,26 @@ impl Replica {
 
     fn publish(&self, raw: &RawNode<LedgerStorage>) -> Result<(), ConsensusError> {
         let commit_index = raw.raft.raft_log.committed;
-        let committed_seqno = lock(&self.0.engine).advance_commit(commit_index)?;
+        // Nothing is published beyond the mark: if it cannot be written (a full
+        // disk), the commit shown waits until it can.
+        let marked = self.0.marked.load(std::sync::atomic::Ordering::Relaxed);
+        let shown = if commit_index <= marked {
+            commit_index
+        } else {
+            match CommitMark::store(&self.0.config.state_dir, commit_index) {
+                Ok(()) => {
+                    self.0
+                        .marked
+                        .store(commit_index, std::sync::atomic::Ordering::Relaxed);
+                    commit_index
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record the commit index; not publishing it yet");
+                    marked
+                }
+            }
+        };
+        let committed_seqno = lock(&self.0.engine).advance_commit(shown)?;
         {
             let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
             let leader = raw.raft.leader_id;

@@ -84,6 +84,40 @@ impl HardStateFile {
     }
 }
 
+/// The highest commit index this node has told anyone about, in `commit_mark`
+/// beside the hard state. It is rewritten (temporary file, rename) before every
+/// publication of a higher commit, so a restarted node starts from it instead of
+/// reporting less than it knew. Not fsynced, so an advance costs no disk wait: a
+/// killed process never loses it; after a power loss it may lag by the last
+/// advances until the primary's next message (the ledger itself is fsynced first).
+pub struct CommitMark;
+
+impl CommitMark {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("commit_mark")
+    }
+
+    /// The recorded commit index (0 when none was recorded or the file is unreadable:
+    /// the mark is a floor, and Raft's own messages raise the commit again).
+    pub fn load(dir: &Path) -> u64 {
+        fs::read_to_string(Self::path(dir))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn store(dir: &Path, commit: u64) -> Result<(), ConsensusError> {
+        let path = Self::path(dir);
+        let tmp = dir.join("commit_mark.tmp");
+        let err = |e: std::io::Error| ConsensusError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        fs::write(&tmp, commit.to_string()).map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)
+    }
+}
+
 /// What `Storage` needs besides the ledger.
 #[derive(Debug)]
 pub(crate) struct Meta {
@@ -211,5 +245,22 @@ impl raft::Storage for LedgerStorage {
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_mark_survives_and_a_missing_or_broken_one_is_a_floor_of_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(CommitMark::load(dir.path()), 0);
+        CommitMark::store(dir.path(), 41).unwrap();
+        CommitMark::store(dir.path(), 42).unwrap();
+        assert_eq!(CommitMark::load(dir.path()), 42);
+        assert!(!dir.path().join("commit_mark.tmp").exists());
+        fs::write(dir.path().join("commit_mark"), "not a number").unwrap();
+        assert_eq!(CommitMark::load(dir.path()), 0);
     }
 }

@@ -21,6 +21,13 @@ const MAX_PENDING_SNAPSHOTS: usize = 2;
 /// Snapshot files kept in `snapshot_dir` (plus the one this ledger continues).
 const KEPT_SNAPSHOTS: usize = 2;
 
+/// The default reserve: a few chunks' worth.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How long a free-space reading is trusted (a statvfs per transaction would cost
+/// more than the transaction).
+const SPACE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Tunables of the write path.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -49,6 +56,10 @@ pub struct EngineConfig {
     /// starts from one. `None` skips only that check (the signature under the
     /// record's own certificate and the root are still verified).
     pub service_cert: Option<Certificate>,
+    /// New transactions are refused while the ledger's file system has less free
+    /// space than this: room for what is already buffered, a chunk being closed and
+    /// a snapshot, so a full disk never fails a write halfway.
+    pub min_free_bytes: u64,
 }
 
 impl EngineConfig {
@@ -63,6 +74,7 @@ impl EngineConfig {
             snapshot_dir: None,
             snapshot_tx_interval: 10_000,
             service_cert: None,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -92,6 +104,10 @@ pub enum EngineError {
     BadSnapshot(String),
     #[error("the ledger starts at seqno {first}: it continues the snapshot {}, which is missing (is snapshot_dir set?)", path.display())]
     MissingSnapshot { first: u64, path: PathBuf },
+    /// The ledger's disk has less free space than [`EngineConfig::min_free_bytes`]:
+    /// new transactions wait until space returns (nothing written is affected).
+    #[error("the ledger's disk is full ({free} bytes free, {min} kept in reserve): writes resume when space is freed")]
+    DiskFull { free: u64, min: u64 },
     #[error("I/O error on {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -150,6 +166,8 @@ pub struct Engine {
     /// index, digests): a page mixing pre-snapshot leaves with ledger ones can
     /// still be restored after the tree flushed it.
     base_leaves: (u64, Vec<Digest32>),
+    /// The last free-space reading of the ledger's disk and when it was taken.
+    space: Option<(std::time::Instant, u64)>,
     /// Committed snapshot files in `snapshot_dir`, oldest first.
     snapshots: Vec<(TxId, PathBuf)>,
     pending_snapshots: Vec<PendingSnapshot>,
@@ -221,6 +239,7 @@ impl Engine {
             captured: None,
             base: None,
             base_leaves: (0, Vec::new()),
+            space: None,
             snapshots,
             pending_snapshots: Vec::new(),
             snapshot_requested: false,
@@ -628,6 +647,26 @@ impl Engine {
         &self.ledger
     }
 
+    /// Whether the ledger's disk still has [`EngineConfig::min_free_bytes`] free
+    /// (read at most every 50 ms). Client transactions are refused below it, and a
+    /// replica stops taking in the primary's entries until space returns.
+    pub fn check_space(&mut self) -> Result<(), EngineError> {
+        let now = std::time::Instant::now();
+        let free = match self.space {
+            Some((at, free)) if now.duration_since(at) < SPACE_CHECK_EVERY => free,
+            _ => {
+                let free = self.ledger.free_bytes()?;
+                self.space = Some((now, free));
+                free
+            }
+        };
+        let min = self.config.min_free_bytes;
+        if free < min {
+            return Err(EngineError::DiskFull { free, min });
+        }
+        Ok(())
+    }
+
     /// Starts a transaction on the current state.
     pub fn begin(&self) -> Tx {
         self.store.begin()
@@ -648,6 +687,7 @@ impl Engine {
                 reason: "only the engine writes signatures".into(),
             }));
         }
+        self.check_space()?;
         let txid = self.append_tx(tx, claims_digest.unwrap_or(Digest32::ZERO), false)?;
         self.txs_since_signature += 1;
         if self.txs_since_signature >= self.config.sig_tx_interval {
@@ -815,7 +855,15 @@ impl Engine {
         }
         let actual = self.ledger.read(txid.seqno.0)?.txid;
         if actual.view != txid.view {
-            return Ok(TxStatus::Invalid);
+            // Another transaction holds this seqno here. Only once that one is
+            // committed is `txid` decided (Invalid); until then this node may hold
+            // a suffix that will be rolled back in favour of `txid` (it is a backup
+            // that has not caught up, or a deposed primary), so it cannot tell.
+            return Ok(if txid.seqno.0 <= self.committed {
+                TxStatus::Invalid
+            } else {
+                TxStatus::Unknown
+            });
         }
         Ok(if txid.seqno.0 <= self.committed {
             TxStatus::Committed

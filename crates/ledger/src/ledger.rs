@@ -873,6 +873,15 @@ impl Ledger {
         self.closing.is_some()
     }
 
+    /// Bytes an unprivileged writer may still use on the ledger's file system: the
+    /// engine refuses new transactions before this runs out, so a full disk is a
+    /// refusal, not a failed write that would poison the ledger.
+    pub fn free_bytes(&self) -> Result<u64, LedgerError> {
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| LedgerError::io(&self.dir, std::io::Error::from(e)))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// Last seqno known durable.
     pub fn synced_seqno(&self) -> u64 {
         self.synced_seqno

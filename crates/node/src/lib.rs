@@ -294,12 +294,13 @@ impl BoundNode {
                     std::sync::Arc::new(move |txid, ws: &covenant_engine::WriteSet| {
                         hook_index.add_from(txid, ws, index_map);
                     });
-                let (replica, _thread) = covenant_consensus::Replica::start(
+                let (replica, thread) = covenant_consensus::Replica::start(
                     rc,
                     engine.clone(),
                     transport,
                     Some(on_apply),
                 )?;
+                exit_when_replica_fails(replica.clone(), thread);
                 let first_seqno = engine
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -391,6 +392,29 @@ pub async fn serve_identity_service(
     )
     .await?;
     Ok(())
+}
+
+/// A replica whose storage failed (a failed fsync, a write refused by the disk)
+/// cannot trust what it holds in memory any more: the process stops with status 74
+/// (EX_IOERR), so a supervisor restarts it and it recovers from its ledger files,
+/// instead of lingering as a node that answers but no longer replicates.
+fn exit_when_replica_fails(
+    replica: covenant_consensus::Replica,
+    thread: std::thread::JoinHandle<()>,
+) {
+    let watcher = std::thread::Builder::new()
+        .name("covenant-raft-watch".into())
+        .spawn(move || {
+            let _ = thread.join();
+            if let Some(why) = replica.failure() {
+                tracing::error!(error = %why, "replication failed on this node's storage; exiting so that a restart recovers it from the ledger files");
+                eprintln!("covenant: fatal: replication failed: {why}; restart the node to recover from its ledger files");
+                std::process::exit(74);
+            }
+        });
+    if let Err(e) = watcher {
+        tracing::warn!(error = %e, "cannot watch the replication thread");
+    }
 }
 
 /// Waits until this node is the primary of an empty service, then writes the

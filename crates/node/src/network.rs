@@ -293,6 +293,25 @@ impl Transport for HttpTransport {
     }
 }
 
+/// How long a node waits for a TCP and TLS connection to another node: peers are
+/// on a LAN, so a slower answer means the link or the node is down.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one batch of Raft messages may take to be accepted by a peer. Longer
+/// means the peer is cut off or paused: the batch is dropped (Raft resends what
+/// still matters) rather than holding back every later message.
+const RAFT_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn connect_peer(client: &LedgerClient) -> Result<Connection, String> {
+    match tokio::time::timeout(PEER_CONNECT_TIMEOUT, client.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no connection within {} ms",
+            PEER_CONNECT_TIMEOUT.as_millis()
+        )),
+    }
+}
+
 async fn peer_loop(id: u64, client: LedgerClient, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
     let mut conn: Option<Connection> = None;
     let mut failing = false;
@@ -306,7 +325,7 @@ async fn peer_loop(id: u64, client: LedgerClient, mut rx: mpsc::UnboundedReceive
             }
         }
         if conn.is_none() {
-            match client.connect().await {
+            match connect_peer(&client).await {
                 Ok(c) => {
                     if failing {
                         tracing::info!(peer = id, "reconnected to peer");
@@ -319,19 +338,23 @@ async fn peer_loop(id: u64, client: LedgerClient, mut rx: mpsc::UnboundedReceive
                         tracing::warn!(peer = id, error = %e, "cannot reach peer");
                     }
                     failing = true;
-                    // Drop this batch (Raft resends) and do not spin.
+                    // Drop this batch and what queued meanwhile (Raft resends what
+                    // still matters) and do not spin.
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    while rx.try_recv().is_ok() {}
                     continue;
                 }
             }
         }
         if let Some(c) = conn.as_mut() {
-            let r = c
-                .request_raw("POST", RAFT_PATH, Some(body), "application/octet-stream")
-                .await;
+            let r = tokio::time::timeout(
+                RAFT_SEND_TIMEOUT,
+                c.request_raw("POST", RAFT_PATH, Some(body), "application/octet-stream"),
+            )
+            .await;
             match r {
-                Ok(resp) if resp.status == 200 => {}
-                Ok(resp) => {
+                Ok(Ok(resp)) if resp.status == 200 => {}
+                Ok(Ok(resp)) => {
                     tracing::warn!(
                         peer = id,
                         status = resp.status,
@@ -339,7 +362,15 @@ async fn peer_loop(id: u64, client: LedgerClient, mut rx: mpsc::UnboundedReceive
                     );
                     conn = None;
                 }
-                Err(_) => conn = None,
+                Ok(Err(_)) => conn = None,
+                Err(_) => {
+                    if !failing {
+                        tracing::warn!(peer = id, "peer did not take raft messages in time");
+                    }
+                    failing = true;
+                    conn = None;
+                    while rx.try_recv().is_ok() {}
+                }
             }
         }
     }
@@ -493,27 +524,27 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
         )
         .into_response();
     }
-    let Some((leader, client)) = status
-        .leader
-        .and_then(|l| net.peers.client(l).map(|c| (l, c)))
-    else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "no primary is elected at the moment; retry",
-        )
-        .into_response();
-    };
+    if status.leader.is_none() {
+        return no_primary().into_response();
+    }
     // The caller is authenticated here, before its body is read and forwarded.
     let (mut head, body) = req.into_parts();
     if let Err(e) = crate::app::authenticate_before_forwarding(&state, &mut head).await {
         return e.into_response();
     }
     let req = Request::from_parts(head, body);
-    match forward(&net, leader, &client, req).await {
+    match forward(&net, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
+}
+
+fn no_primary() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "no primary is elected at the moment; retry",
+    )
 }
 
 /// Whether a ledger read names a transaction (or a range starting) before seqno
@@ -543,12 +574,7 @@ fn reads_before(uri: &axum::http::Uri, first: u64) -> bool {
 /// Idle connections kept per primary.
 const MAX_IDLE: usize = 32;
 
-async fn forward(
-    net: &Network,
-    leader: u64,
-    client: &LedgerClient,
-    req: Request,
-) -> Result<Response, ApiError> {
+async fn forward(net: &Network, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     // The edge capped this body at the node's max_body_bytes and refused it before
     // this point if the route needs a credential the client did not present.
@@ -598,41 +624,82 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| parts.uri.path().to_string());
-    let unavailable = |e: covenant_client::ClientError| {
+    let unavailable = |e: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             format!("forwarding to the primary failed: {e}"),
         )
     };
-    let pooled = {
-        let mut idle = net.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let pool = idle.entry(leader).or_default();
-        let mut found = None;
-        while let Some(c) = pool.pop() {
-            if !c.is_closed() {
-                found = Some(c);
-                break;
+    // A connection to the primary; when it cannot be reached, a second look at who
+    // is primary (an election may have just moved it). Nothing was sent yet, so
+    // trying the new one is safe.
+    let mut tried = None;
+    let (leader, mut conn) = loop {
+        let Some((leader, client)) = net
+            .replica
+            .status()
+            .leader
+            .filter(|l| Some(*l) != tried)
+            .and_then(|l| net.peers.client(l).map(|c| (l, c)))
+        else {
+            return Err(no_primary());
+        };
+        let pooled = {
+            let mut idle = net.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let pool = idle.entry(leader).or_default();
+            let mut found = None;
+            while let Some(c) = pool.pop() {
+                if !c.is_closed() {
+                    found = Some(c);
+                    break;
+                }
+            }
+            found
+        };
+        if let Some(c) = pooled {
+            break (leader, c);
+        }
+        match connect_peer(&client).await {
+            Ok(c) => break (leader, c),
+            Err(e) if tried.is_some() => return Err(unavailable(e)),
+            Err(e) => {
+                tracing::debug!(primary = leader, error = %e, "cannot reach the primary; looking again");
+                tried = Some(leader);
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        found
     };
-    let mut conn = match pooled {
-        Some(c) => c,
-        None => client.connect().await.map_err(unavailable)?,
+    // No retry once sent: a write that reached the primary may have been applied
+    // even if its response is lost; the client decides (as with any HTTP request).
+    // The wait ends when the primary answers, or when this node learns that the
+    // primary changed (it was cut off or deposed: its answer may never come).
+    let request = conn.request_with_headers(
+        parts.method.as_str(),
+        &path,
+        Some(body.to_vec()),
+        &content_type,
+        &headers,
+    );
+    let deposed = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if net.replica.status().leader != Some(leader) {
+                return;
+            }
+        }
     };
-    // No retry: a write that reached the primary may have been applied even if its
-    // response was lost; the client decides (as with any HTTP request).
-    let result = conn
-        .request_with_headers(
-            parts.method.as_str(),
-            &path,
-            Some(body.to_vec()),
-            &content_type,
-            &headers,
-        )
-        .await;
-    let resp = result.map_err(unavailable)?;
+    let result = tokio::select! {
+        r = request => r.map_err(|e| unavailable(e.to_string())),
+        () = deposed => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the primary changed while this request was forwarded to it, and it did not \
+             answer: the request may or may not have taken effect; check the transaction \
+             status or retry",
+        )),
+    };
+    let resp = result?;
     {
         let mut idle = net.idle.lock().unwrap_or_else(|e| e.into_inner());
         let pool = idle.entry(leader).or_default();

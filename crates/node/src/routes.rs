@@ -494,6 +494,10 @@ async fn get_entry(
     }
 }
 
+/// `GET /app/transactions/current`: the collection's latest entry in this node's
+/// state, as in ACL and CCF (a read sees transactions not committed yet; the
+/// `transactionId` tells the caller what to check). `committed=true` (covenant's
+/// extension) answers the latest *committed* entry instead.
 async fn current(
     State(state): State<NodeState>,
     caller: Caller,
@@ -502,29 +506,61 @@ async fn current(
     api_version(&q)?;
     caller.require(Role::Reader)?;
     let collection = collection(&q)?;
+    let committed_only = match q.get("committed").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                format!("committed must be true or false, not {other:?}"),
+            ))
+        }
+    };
+    let none = || {
+        ApiError::not_found(
+            "ResourceNotFound",
+            format!("collection {collection} has no entries"),
+        )
+    };
     let engine = state.engine();
     let map = entries_map(&state);
     let contents = engine
         .store()
         .get(map, collection.as_bytes())
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "ResourceNotFound",
-                format!("collection {collection} has no entries"),
-            )
-        })?;
+        .ok_or_else(none)?;
     let version = engine
         .store()
         .version_of(map, collection.as_bytes())
         .unwrap_or(0);
-    let txid = engine
-        .ledger()
-        .read(version)
-        .map(|e| e.txid)
-        .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
-    let last = engine.last_txid();
+    let committed = engine.committed_seqno();
+    let (txid, contents) = if committed_only && version > committed {
+        // The latest value is not committed yet: the last committed write of the
+        // collection, from the index and the ledger.
+        let (older, _) = state.index.range(&collection, 1, committed, usize::MAX);
+        let found = older.iter().rev().find_map(|t| {
+            let (txid, ws) = engine.read_tx(t.seqno.0).ok()?;
+            let value = ws.get(map, collection.as_bytes())??;
+            (txid == *t).then(|| (txid, value.to_vec()))
+        });
+        found.ok_or_else(none)?
+    } else {
+        let txid = engine
+            .ledger()
+            .read(version)
+            .map(|e| e.txid)
+            .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
+        (txid, contents)
+    };
+    let shown = if committed_only {
+        engine
+            .view_at(committed)
+            .map(|v| TxId::new(v, committed))
+            .or(Some(txid))
+    } else {
+        engine.last_txid()
+    };
     Ok(with_txid(
-        last,
+        shown,
         Json(json!({
             "collectionId": collection,
             "contents": String::from_utf8_lossy(&contents),
@@ -890,11 +926,15 @@ async fn list_entries(
     let (page, next) = state.index.range(&collection, from, to, PAGE_SIZE);
     let map = entries_map(&state);
     let mut entries = Vec::with_capacity(page.len());
-    for txid in page {
-        let (_, ws) = state
+    for indexed in page {
+        let (txid, ws) = state
             .engine()
-            .read_tx(txid.seqno.0)
+            .read_tx(indexed.seqno.0)
             .map_err(|e| ApiError::engine("reading the ledger failed", e))?;
+        // The index may still name a transaction rolled back at that seqno.
+        if txid != indexed {
+            continue;
+        }
         if let Some(Some(contents)) = ws.get(map, collection.as_bytes()) {
             let tags = ws
                 .get(tags_map(&state), collection.as_bytes())

@@ -167,9 +167,22 @@ impl NodeState {
     ) -> Result<T, crate::error::ApiError> {
         use crate::error::ApiError;
         use axum::http::StatusCode;
+        let disk_full = |e: &EngineError| {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientStorage",
+                format!("{e}; nothing was written"),
+            )
+        };
         match &self.network {
-            None => f(&mut self.engine()).map_err(|e| ApiError::internal(context, e)),
+            None => f(&mut self.engine()).map_err(|e| match e {
+                EngineError::DiskFull { .. } => disk_full(&e),
+                e => ApiError::internal(context, e),
+            }),
             Some(n) => n.replica.write(f).map_err(|e| match e {
+                covenant_consensus::ConsensusError::Engine(
+                    ref inner @ EngineError::DiskFull { .. },
+                ) => disk_full(inner),
                 covenant_consensus::ConsensusError::NotPrimary { .. }
                 | covenant_consensus::ConsensusError::NotReady
                 | covenant_consensus::ConsensusError::Failed(_) => ApiError::new(
