@@ -46,6 +46,8 @@ pub enum ConsensusError {
     Raft(#[from] raft::Error),
     #[error("raft state file {}: {reason}", path.display())]
     State { path: PathBuf, reason: String },
+    #[error("no space left to write {}", path.display())]
+    NoSpace { path: PathBuf },
     #[error("malformed raft message: {0}")]
     BadMessage(String),
     #[error("{0}")]
@@ -59,6 +61,17 @@ pub enum ConsensusError {
     /// taking part, since raft-rs cannot continue from a half-processed output.
     #[error("this node stopped replicating: {0}")]
     Failed(String),
+}
+
+impl ConsensusError {
+    /// A write refused for lack of disk space that left everything as it was.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            ConsensusError::NoSpace { .. } => true,
+            ConsensusError::Engine(e) => e.is_no_space(),
+            _ => false,
+        }
+    }
 }
 
 /// Called for every transaction a backup applies from the primary (with its decoded
@@ -127,7 +140,7 @@ struct Inner {
     committed: watch::Sender<u64>,
     /// When a full disk was last reported (the warning repeats every 10 s).
     disk_warned: Mutex<Option<Instant>>,
-    /// The commit index in `commit_mark` (never published beyond it).
+    /// The committed seqno in `commit_mark` (nothing is published beyond it).
     marked: std::sync::atomic::AtomicU64,
     status: Mutex<ReplicaStatus>,
     stop: std::sync::atomic::AtomicBool,
@@ -668,16 +681,27 @@ impl Replica {
         };
         self.send(messages);
         if let Some(hs) = &hard_state {
-            let mut meta = self.0.meta.lock().unwrap_or_else(|e| e.into_inner());
-            if meta.hard_state.term != hs.term || meta.hard_state.vote != hs.vote {
+            let changed = {
+                let meta = self.0.meta.lock().unwrap_or_else(|e| e.into_inner());
+                meta.hard_state.term != hs.term || meta.hard_state.vote != hs.vote
+            };
+            if changed {
                 let mut file = self.state_file(hs);
                 file.commit = hs.commit;
-                file.store(&self.0.config.state_dir)?;
+                self.until_space("storing the term and vote", || {
+                    file.store(&self.0.config.state_dir)
+                })?;
             }
-            meta.hard_state = hs.clone();
+            self.0
+                .meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hard_state = hs.clone();
         }
         // Make the appended entries durable without holding either lock.
-        let ticket = lock(&self.0.engine).prepare_flush()?;
+        let ticket = self.until_space("writing the ledger", || {
+            Ok(lock(&self.0.engine).prepare_flush()?)
+        })?;
         let result = ticket.run();
         lock(&self.0.engine).complete_flush(ticket, result)?;
         self.send(persisted);
@@ -685,6 +709,42 @@ impl Replica {
         raw.on_persist_ready(number);
         self.apply_membership(&mut raw)?;
         self.publish(&raw)
+    }
+
+    /// Runs `f` again every 200 ms while it fails for lack of disk space (nothing
+    /// was changed by the failure). Meanwhile this node sends nothing, acknowledges
+    /// nothing and counts for nothing, as if cut off; it resumes by itself once space
+    /// returns. No lock is held while waiting.
+    fn until_space<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> Result<T, ConsensusError>,
+    ) -> Result<T, ConsensusError> {
+        let mut waiting = false;
+        loop {
+            match f() {
+                Err(e)
+                    if e.is_no_space()
+                        && !self.0.stop.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    if !waiting {
+                        tracing::warn!(error = %e, "{what}: the disk is full; waiting for space");
+                        waiting = true;
+                        // Absent meanwhile: not a primary to forward to or act as.
+                        let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
+                        s.is_primary = false;
+                        s.leader = None;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                r => {
+                    if waiting && r.is_ok() {
+                        tracing::warn!("{what}: disk space returned; replicating again");
+                    }
+                    return r;
+                }
+            }
+        }
     }
 
     /// What the hard state file holds: `hs` and the applied configuration.
@@ -817,17 +877,19 @@ impl Replica {
     fn publish(&self, raw: &RawNode<LedgerStorage>) -> Result<(), ConsensusError> {
         let commit_index = raw.raft.raft_log.committed;
         // Nothing is published beyond the mark: if it cannot be written (a full
-        // disk), the commit shown waits until it can.
+        // disk), the commit shown waits until it can. The engine commits only at
+        // signatures, so the mark changes once per signature, not per message.
+        let target = lock(&self.0.engine).commit_target(commit_index);
         let marked = self.0.marked.load(std::sync::atomic::Ordering::Relaxed);
-        let shown = if commit_index <= marked {
-            commit_index
+        let shown = if target <= marked {
+            target
         } else {
-            match CommitMark::store(&self.0.config.state_dir, commit_index) {
+            match CommitMark::store(&self.0.config.state_dir, target) {
                 Ok(()) => {
                     self.0
                         .marked
-                        .store(commit_index, std::sync::atomic::Ordering::Relaxed);
-                    commit_index
+                        .store(target, std::sync::atomic::Ordering::Relaxed);
+                    target
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record the commit index; not publishing it yet");

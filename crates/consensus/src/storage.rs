@@ -1,7 +1,7 @@
 //! raft-rs `Storage` over the engine's ledger: the Raft log *is* the ledger.
 //!
-//! Index = seqno, term = view. Only the hard state (term, vote, commit) lives
-//! beside the ledger, in a small file written atomically.
+//! Index = seqno, term = view. Only the hard state (term, vote, commit) and the
+//! commit mark live beside the ledger, in small files replaced atomically.
 
 use std::fs;
 use std::io::Write;
@@ -20,6 +20,21 @@ pub(crate) const CTX_SIGNATURE: u8 = 1;
 
 pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
     engine.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A failed write of a state file: out of space (retried once space returns), or
+/// anything else.
+fn state_error(path: &Path, e: std::io::Error) -> ConsensusError {
+    if covenant_engine::io_no_space(&e) {
+        ConsensusError::NoSpace {
+            path: path.to_path_buf(),
+        }
+    } else {
+        ConsensusError::State {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// The persisted part of Raft's state that is not in the ledger.
@@ -67,10 +82,7 @@ impl HardStateFile {
     pub fn store(&self, dir: &Path) -> Result<(), ConsensusError> {
         let path = Self::path(dir);
         let tmp = dir.join("raft_state.json.tmp");
-        let err = |e: std::io::Error| ConsensusError::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let err = |e: std::io::Error| state_error(&path, e);
         let bytes = serde_json::to_vec(self).map_err(|e| ConsensusError::State {
             path: path.clone(),
             reason: e.to_string(),
@@ -84,9 +96,9 @@ impl HardStateFile {
     }
 }
 
-/// The highest commit index this node has told anyone about, in `commit_mark`
+/// The highest committed seqno this node has told anyone about, in `commit_mark`
 /// beside the hard state. It is rewritten (temporary file, rename) before every
-/// publication of a higher commit, so a restarted node starts from it instead of
+/// publication of a higher one (once per committed signature), so a restarted node starts from it instead of
 /// reporting less than it knew. Not fsynced, so an advance costs no disk wait: a
 /// killed process never loses it; after a power loss it may lag by the last
 /// advances until the primary's next message (the ledger itself is fsynced first).
@@ -97,7 +109,7 @@ impl CommitMark {
         dir.join("commit_mark")
     }
 
-    /// The recorded commit index (0 when none was recorded or the file is unreadable:
+    /// The recorded committed seqno (0 when none was recorded or the file is unreadable:
     /// the mark is a floor, and Raft's own messages raise the commit again).
     pub fn load(dir: &Path) -> u64 {
         fs::read_to_string(Self::path(dir))
@@ -109,10 +121,7 @@ impl CommitMark {
     pub fn store(dir: &Path, commit: u64) -> Result<(), ConsensusError> {
         let path = Self::path(dir);
         let tmp = dir.join("commit_mark.tmp");
-        let err = |e: std::io::Error| ConsensusError::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let err = |e: std::io::Error| state_error(&path, e);
         fs::write(&tmp, commit.to_string()).map_err(err)?;
         fs::rename(&tmp, &path).map_err(err)
     }

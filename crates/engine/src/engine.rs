@@ -116,6 +116,19 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// A write refused for lack of disk space, which left the engine as it was:
+    /// the same step can be tried again once space returns.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            EngineError::DiskFull { .. } => true,
+            EngineError::Ledger(e) => e.is_no_space(),
+            EngineError::Io { source, .. } => covenant_ledger::io_no_space(source),
+            _ => false,
+        }
+    }
+}
+
 /// A snapshot captured at a signature, written once that signature commits.
 struct PendingSnapshot {
     txid: TxId,
@@ -609,6 +622,18 @@ impl Engine {
     /// Under consensus: transactions up to `index` are replicated to a majority.
     /// The last signature at or below it (and durable here) commits everything
     /// before it. Returns the committed seqno.
+    /// The committed seqno [`Engine::advance_commit`] would reach for `index`
+    /// (the last durable signature at or below it), without committing anything.
+    pub fn commit_target(&self, index: u64) -> u64 {
+        let limit = index.min(self.ledger.synced_seqno());
+        self.signatures
+            .range(..=limit)
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(self.committed)
+    }
+
     pub fn advance_commit(&mut self, index: u64) -> Result<u64, EngineError> {
         let limit = index.min(self.ledger.synced_seqno());
         if let Some(&sig) = self.signatures.range(..=limit).next_back() {

@@ -27,6 +27,6 @@ pub use audit::{
     GovernanceEvent, GOV_PROPOSALS_INFO,
 };
 pub use covenant_kv::WriteSet;
-pub use covenant_ledger::SyncTicket;
+pub use covenant_ledger::{io_no_space, SyncTicket};
 pub use engine::{Engine, EngineConfig, EngineError, TxStatus, DEFAULT_MIN_FREE_BYTES};
 pub use snapshot::{install_snapshot, SnapshotFile, SnapshotInfo, SNAPSHOT_FILE_MAGIC};

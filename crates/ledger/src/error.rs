@@ -84,6 +84,16 @@ fn describe_corrupt(
 }
 
 impl LedgerError {
+    /// The file system is out of space (or quota). Such a failed write leaves the
+    /// ledger as it was (the bytes stay buffered and are written again), so it does
+    /// not poison the ledger where that holds.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LedgerError::Io { source, .. } => io_no_space(source),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> LedgerError {
         LedgerError::Io {
             path: path.into(),
@@ -113,4 +123,9 @@ impl LedgerError {
             reason: reason.into(),
         }
     }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn io_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28) | Some(122))
 }

@@ -633,7 +633,11 @@ impl Ledger {
             };
             l.last_txid = Some(txid);
             if flush {
-                l.flush()?;
+                match l.flush() {
+                    // Still buffered: the next sync writes it (or waits for space).
+                    Err(e) if e.is_no_space() => {}
+                    r => r?,
+                }
             }
             if close && l.deferred_close {
                 l.begin_close()?;
@@ -696,8 +700,13 @@ impl Ledger {
     }
 
     /// Makes the open chunk whole on disk, renames it closed, syncs the directory.
+    /// Without space for its last bytes the chunk stays open and closes at a later
+    /// signature.
     fn close_open_chunk(&mut self) -> Result<(), LedgerError> {
-        self.flush()?;
+        match self.flush() {
+            Err(e) if e.is_no_space() => return Ok(()),
+            r => r?,
+        }
         let Some(c) = self.chunks.last_mut() else {
             return Ok(());
         };
@@ -734,7 +743,12 @@ impl Ledger {
             .run()?;
             self.finish_close(&previous)?;
         }
-        self.flush()?;
+        match self.flush() {
+            // Its last bytes cannot be written yet: the chunk stays open and closes
+            // at a later signature (nothing buffered is handed over unwritten).
+            Err(e) if e.is_no_space() => return Ok(()),
+            r => r?,
+        }
         let Some(file) = self.writer.as_ref().and_then(|w| w.file.clone()) else {
             return Ok(());
         };
@@ -788,6 +802,17 @@ impl Ledger {
     /// covered by this ticket.
     pub fn prepare_sync(&mut self) -> Result<SyncTicket, LedgerError> {
         self.check_usable()?;
+        // Positioned writes of buffered bytes change nothing when they fail for lack
+        // of space (the buffer and its offset stay): say so without poisoning, and
+        // the caller tries again once space returns. Any other failure poisons.
+        match self.flush() {
+            Err(e) if e.is_no_space() => return Err(e),
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+            Ok(()) => {}
+        }
         self.guarded(|l| {
             l.flush()?;
             let mut ticket = SyncTicket {
@@ -863,7 +888,11 @@ impl Ledger {
             w.file = Some(Arc::new(file));
             w.unsynced = true;
             self.dir_dirty = true;
-            self.flush()?;
+            match self.flush() {
+                // The file exists and its bytes stay buffered for the next sync.
+                Err(e) if e.is_no_space() => {}
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -1158,7 +1187,13 @@ impl Ledger {
                     continue;
                 }
                 let offsets = c.offsets.as_deref().unwrap_or_default();
-                write_index(&l.dir, c.first, c.last, c.len, offsets)?;
+                match write_index(&l.dir, c.first, c.last, c.len, offsets) {
+                    // The index is rebuilt by a scan when it is missing.
+                    Err(e) if e.is_no_space() => {
+                        tracing::warn!(error = %e, "no space for a ledger index; it will be rebuilt when needed");
+                    }
+                    r => r?,
+                }
                 let new_path = l.dir.join(committed_name(c.first, c.last));
                 fs::rename(&c.path, &new_path).map_err(|e| LedgerError::io(&new_path, e))?;
                 c.path = new_path;

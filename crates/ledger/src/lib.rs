@@ -71,7 +71,7 @@ mod ledger;
 mod scanner;
 
 pub use covenant_types::TxId;
-pub use error::LedgerError;
+pub use error::{io_no_space, LedgerError};
 pub use format::MAX_PAYLOAD_LEN;
 pub use ledger::{
     Entry, Ledger, LedgerConfig, RecoveryReport, SyncTicket, DEFAULT_CHUNK_THRESHOLD_BYTES,

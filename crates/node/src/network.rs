@@ -489,6 +489,10 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     // history go to the primary (which, as a rule, holds the whole ledger).
     let before_ledger =
         !is_write && net.first_seqno > 1 && reads_before(req.uri(), net.first_seqno);
+    // A TxId this node cannot place yet (it has not received it, or holds another
+    // view's uncommitted entry at its seqno) is asked of the primary, which can: a
+    // lagging backup must not call a committed TxId unknown.
+    let unknown_here = !is_write && !before_ledger && names_unknown_txid(&state, req.uri());
     let session = req
         .extensions()
         .get::<crate::server::SessionForwarded>()
@@ -496,7 +500,7 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     let sticky = session
         .as_ref()
         .is_some_and(|s| s.0.load(std::sync::atomic::Ordering::Relaxed));
-    if !is_write && !sticky && !before_ledger {
+    if !is_write && !sticky && !before_ledger && !unknown_here {
         return next.run(req).await;
     }
     let status = net.replica.status();
@@ -569,6 +573,25 @@ fn reads_before(uri: &axum::http::Uri, first: u64) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether a ledger read names a TxId (`/app/transactions/{txid}[/receipt|/status]`)
+/// whose status on this node is Unknown.
+fn names_unknown_txid(state: &NodeState, uri: &axum::http::Uri) -> bool {
+    let Some(rest) = uri.path().strip_prefix("/app/transactions/") else {
+        return false;
+    };
+    let Some(txid) = rest
+        .split('/')
+        .next()
+        .and_then(|t| t.parse::<covenant_types::TxId>().ok())
+    else {
+        return false;
+    };
+    matches!(
+        state.engine().status(txid),
+        Ok(covenant_engine::TxStatus::Unknown)
+    )
 }
 
 /// Idle connections kept per primary.

@@ -152,15 +152,35 @@ impl Cluster {
         {
             use std::io::BufRead;
             let out = dev.stdout.take().context("dev stdout")?;
-            let mut lines = std::io::BufReader::new(out).lines();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut seen = Vec::new();
             loop {
-                match lines.next() {
-                    Some(Ok(l)) if l.contains("ready") => break,
-                    Some(Ok(_)) => {}
-                    _ => bail!(
-                        "covenant dev exited before its network was ready (see {}/logs/dev.log)",
-                        work.display()
-                    ),
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(l) if l.starts_with("covenant dev ready") => break,
+                    Ok(l) => seen.push(l),
+                    Err(e) => {
+                        let _ = dev.kill();
+                        let _ = dev.wait();
+                        let why = match e {
+                            std::sync::mpsc::RecvTimeoutError::Timeout => "not within 120 s",
+                            std::sync::mpsc::RecvTimeoutError::Disconnected => "it exited",
+                        };
+                        bail!(
+                            "covenant dev did not get its network ready ({why}); it printed:\n{}\n(see {}/logs/dev.log and {}/node*/node.log)",
+                            seen.join("\n"),
+                            work.display(),
+                            net.display()
+                        );
+                    }
                 }
             }
             signal(dev.id(), rustix::process::Signal::TERM);

@@ -147,7 +147,16 @@ pub fn run(args: ChaosArgs) -> Result<std::process::ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run_async(args))
+    rt.block_on(async {
+        tokio::select! {
+            r = run_async(args) => r,
+            // Dropping the run drops its cluster: processes killed, mounts removed.
+            () = crate::shutdown_signal() => {
+                eprintln!("chaos: interrupted; nodes stopped and mounts removed");
+                Ok(std::process::ExitCode::from(130))
+            }
+        }
+    })
 }
 
 fn counts(a: &ChaosArgs) -> Vec<(Fault, u32)> {
@@ -326,23 +335,23 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
                 // Writes sent straight to the full node: refused with 507 (it is, or
                 // was, the primary) or forwarded to a primary with room.
                 let probe = probe_writes(&cluster, t, hold).await;
-                cluster.free_disk(t);
                 if let Some(status) = cluster.reap(t) {
-                    if to_zero {
-                        allowed_exit = Some(t);
-                        note = Some(format!("node {t} stopped ({status}); restarted"));
-                        cluster.start(t)?;
-                        if let Err(e) = cluster.wait_up(t, Duration::from_secs(60)).await {
-                            violations.push(format!("after disk round {}: {e}", k + 1));
-                        }
-                    } else {
+                    // A full disk is a refusal, never a reason to stop. Restarted at
+                    // once, as a supervisor would, on the still-full disk: it must come
+                    // up rather than crash again.
+                    violations.push(format!(
+                        "disk round {}: node {t} exited ({status}) on a full disk; see logs/node{t}.log",
+                        k + 1
+                    ));
+                    cluster.start(t)?;
+                    if let Err(e) = cluster.wait_up(t, Duration::from_secs(60)).await {
                         violations.push(format!(
-                            "node {t} exited ({status}) with its disk just under its reserve: it must refuse writes, not stop"
+                            "disk round {}: node {t} does not start on a full disk: {e}",
+                            k + 1
                         ));
-                        cluster.start(t)?;
-                        let _ = cluster.wait_up(t, Duration::from_secs(60)).await;
                     }
                 }
+                cluster.free_disk(t);
                 let refused = probe.iter().filter(|s| s.starts_with("507")).count();
                 if note.is_none() {
                     note = Some(format!(
