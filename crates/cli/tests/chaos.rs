@@ -7,9 +7,13 @@
 
 use std::process::Command;
 
+/// One network at a time: each run already keeps both cores busy.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `covenant chaos` with `args` and returns its JSON report; a violation fails
 /// the test with the harness's own evidence.
 fn chaos(name: &str, args: &[&str]) -> serde_json::Value {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join(format!("{name}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_covenant"))

@@ -579,6 +579,10 @@ impl Replica {
                 self.step_down_if_disk_full();
             }
             if let Err(e) = self.on_ready() {
+                if self.0.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Stopping (a shutdown while the disk is full): not a failure.
+                    break;
+                }
                 // raft-rs cannot resume from a Ready that was taken but not advanced,
                 // and a failed fsync may have lost data: stop taking part. The other
                 // nodes carry on; the operator restarts this one (it recovers from its

@@ -492,7 +492,10 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     // A TxId this node cannot place yet (it has not received it, or holds another
     // view's uncommitted entry at its seqno) is asked of the primary, which can: a
     // lagging backup must not call a committed TxId unknown.
-    let unknown_here = !is_write && !before_ledger && names_unknown_txid(&state, req.uri());
+    let unknown_here = !is_write
+        && !before_ledger
+        && !net.replica.status().is_primary
+        && names_unknown_txid(&state, req.uri());
     let session = req
         .extensions()
         .get::<crate::server::SessionForwarded>()

@@ -114,6 +114,9 @@ struct Round {
     healed: f64,
     /// Seconds from healing to the first write (sent after healing) that got a TxId.
     recovered_after: Option<f64>,
+    /// Seconds from healing until the nodes the fault hit had caught up with the
+    /// commit point the others had reached at healing.
+    caught_up_after: Option<f64>,
     /// Longest time without a successful write from the fault until recovery.
     longest_gap: f64,
     note: Option<String>,
@@ -125,6 +128,8 @@ struct PerFault {
     longest_gap_s: f64,
     max_recovery_s: f64,
     median_recovery_s: f64,
+    max_catch_up_s: f64,
+    median_catch_up_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -261,9 +266,12 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
         let started = now();
         let mut note = None;
         let mut allowed_exit: Option<u16> = None;
+        // The nodes the fault hit (they must catch up afterwards).
+        let mut faulted: Vec<u16> = Vec::new();
         let what = match fault {
             Fault::Kill => {
                 let t = pick(&mut rng, 0.7);
+                faulted.push(t);
                 cluster.kill(t);
                 tokio::time::sleep(hold).await;
                 cluster.start(t)?;
@@ -289,6 +297,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
                     .copied()
                     .filter(|i| !minority.contains(i))
                     .collect();
+                faulted.extend(&minority);
                 cluster.partition(&minority, &majority);
                 // Writes sent to a cut-off node must be answered (a TxId, or 503
                 // once it knows it has no primary) while the partition lasts, not
@@ -318,6 +327,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
             }
             Fault::Pause => {
                 let t = pick(&mut rng, 0.5);
+                faulted.push(t);
                 cluster.pause(t);
                 tokio::time::sleep(hold).await;
                 cluster.resume(t);
@@ -325,6 +335,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
             }
             Fault::Disk => {
                 let t = pick(&mut rng, 0.5);
+                faulted.push(t);
                 let to_zero = variant % 2 == 1;
                 let leave = if to_zero {
                     0
@@ -371,6 +382,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
             }
             Fault::Clock => {
                 let t = rng.gen_range(1..=args.nodes);
+                faulted.push(t);
                 let hours: i64 = rng.gen_range(1..=48);
                 let offset = if rng.gen_bool(0.5) { hours } else { -hours } * 3600;
                 cluster.set_faults(t, offset, false)?;
@@ -380,6 +392,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
             }
             Fault::Fsync => {
                 let t = primary.unwrap_or_else(|| rng.gen_range(1..=args.nodes));
+                faulted.push(t);
                 cluster.set_faults(t, 0, true)?;
                 let deadline = Instant::now() + hold;
                 let mut status = None;
@@ -423,12 +436,20 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
                 k + 1
             ));
         }
+        let caught_up = catch_up(&cluster, &faulted, healed, &now).await;
+        if caught_up.is_none() {
+            violations.push(format!(
+                "after round {} ({what}), node(s) {faulted:?} did not catch up with the others within 60 s",
+                k + 1
+            ));
+        }
         let gap = longest_gap(&history, started, healed + recovered.unwrap_or(30.0));
         println!(
-            "[{:>3}/{total}] {:<9} {what}: writes again {} after healing; longest gap {gap:.1} s{}",
+            "[{:>3}/{total}] {:<9} {what}: writes again {} after healing, caught up {}; longest gap {gap:.1} s{}",
             k + 1,
             fault.name(),
             recovered.map_or("NEVER".to_string(), |r| format!("{r:.1} s")),
+            caught_up.map_or("NEVER".to_string(), |r| format!("{r:.1} s")),
             note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
         );
         rounds.push(Round {
@@ -437,6 +458,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
             start: started,
             healed,
             recovered_after: recovered,
+            caught_up_after: caught_up,
             longest_gap: gap,
             note,
         });
@@ -654,6 +676,33 @@ fn longest_gap(history: &History, from: f64, to: f64) -> f64 {
     gap.max(after - last)
 }
 
+/// Seconds from `healed` until every node in `faulted` has reached the commit point
+/// the other nodes report now (None: not within 60 s).
+async fn catch_up(
+    cluster: &Cluster,
+    faulted: &[u16],
+    healed: f64,
+    now: &impl Fn() -> f64,
+) -> Option<f64> {
+    let mut target = 0;
+    for i in (1..=cluster.n).filter(|i| !faulted.contains(i)) {
+        target = target.max(cluster.committed(i).await.unwrap_or(0));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for &i in faulted {
+        loop {
+            if cluster.committed(i).await.unwrap_or(0) >= target {
+                break;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Some(now() - healed)
+}
+
 /// Waits until every node reports the same committed seqno twice in a row.
 async fn converge(cluster: &Cluster, within: Duration) -> Option<u64> {
     let deadline = Instant::now() + within;
@@ -814,20 +863,26 @@ fn audit_ledgers(cluster: &Cluster, prefix: u64, violations: &mut Vec<String>) -
 }
 
 fn per_fault(rounds: &[Round]) -> BTreeMap<&'static str, PerFault> {
-    let mut m: BTreeMap<&'static str, (PerFault, Vec<f64>)> = BTreeMap::new();
+    type Samples = (PerFault, Vec<f64>, Vec<f64>);
+    let mut m: BTreeMap<&'static str, Samples> = BTreeMap::new();
     for r in rounds {
-        let (p, rec) = m.entry(r.fault.name()).or_default();
+        let (p, rec, cu) = m.entry(r.fault.name()).or_default();
         p.rounds += 1;
         p.longest_gap_s = p.longest_gap_s.max(r.longest_gap);
-        if let Some(x) = r.recovered_after {
-            rec.push(x);
-        }
+        rec.extend(r.recovered_after);
+        cu.extend(r.caught_up_after);
     }
+    let max_median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (
+            v.last().copied().unwrap_or(0.0),
+            v.get(v.len() / 2).copied().unwrap_or(0.0),
+        )
+    };
     m.into_iter()
-        .map(|(k, (mut p, mut rec))| {
-            rec.sort_by(f64::total_cmp);
-            p.max_recovery_s = rec.last().copied().unwrap_or(0.0);
-            p.median_recovery_s = rec.get(rec.len() / 2).copied().unwrap_or(0.0);
+        .map(|(k, (mut p, rec, cu))| {
+            (p.max_recovery_s, p.median_recovery_s) = max_median(rec);
+            (p.max_catch_up_s, p.median_catch_up_s) = max_median(cu);
             (k, p)
         })
         .collect()
@@ -863,13 +918,19 @@ fn print_report(r: &Report) {
         c.lost, c.changed, c.duplicated, r.receipts_verified, r.ledgers_audited, r.committed_prefix_seqno
     );
     println!(
-        "  {:<10} {:>6} {:>16} {:>14} {:>14}",
-        "fault", "rounds", "longest gap (s)", "recovery max", "median"
+        "  {:<10} {:>6} {:>12} {:>22} {:>22}",
+        "fault", "rounds", "longest gap", "writes again max/med", "caught up max/med"
     );
     for (k, p) in &r.per_fault {
         println!(
-            "  {:<10} {:>6} {:>16.1} {:>14.1} {:>14.1}",
-            k, p.rounds, p.longest_gap_s, p.max_recovery_s, p.median_recovery_s
+            "  {:<10} {:>6} {:>10.1} s {:>13.1} / {:>4.1} s {:>13.1} / {:>4.1} s",
+            k,
+            p.rounds,
+            p.longest_gap_s,
+            p.max_recovery_s,
+            p.median_recovery_s,
+            p.max_catch_up_s,
+            p.median_catch_up_s
         );
     }
     if !r.violations.is_empty() {
