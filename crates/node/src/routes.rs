@@ -481,9 +481,15 @@ async fn get_entry(
             format!("transaction {txid} is not an entry of collection {collection}"),
         )
     };
+    let loading = || Ok(with_txid(Some(txid), Json(json!({"state": "Loading"}))));
     match status {
+        // In a network, Unknown is not "does not exist": this node may be a primary
+        // that was deposed without knowing it yet, holding another view's suffix
+        // (backups ask the primary first). As the status route says Pending, this
+        // says Loading; only a TxId known never to commit is refused.
+        TxStatus::Unknown if state.network.is_some() => loading(),
         TxStatus::Unknown | TxStatus::Invalid => Err(unknown()),
-        TxStatus::Pending => Ok(with_txid(Some(txid), Json(json!({"state": "Loading"})))),
+        TxStatus::Pending => loading(),
         TxStatus::Committed => {
             let entry = entry_of(&state, txid, &collection)?.ok_or_else(unknown)?;
             Ok(with_txid(
