@@ -883,25 +883,30 @@ impl Replica {
         // Nothing is published beyond the mark: if it cannot be written (a full
         // disk), the commit shown waits until it can. The engine commits only at
         // signatures, so the mark changes once per signature, not per message.
-        let target = lock(&self.0.engine).commit_target(commit_index);
-        let marked = self.0.marked.load(std::sync::atomic::Ordering::Relaxed);
-        let shown = if target <= marked {
-            target
-        } else {
-            match CommitMark::store(&self.0.config.state_dir, target) {
-                Ok(()) => {
-                    self.0
-                        .marked
-                        .store(target, std::sync::atomic::Ordering::Relaxed);
-                    target
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record the commit index; not publishing it yet");
-                    marked
-                }
+        let committed_seqno = {
+            let mut engine = lock(&self.0.engine);
+            let target = engine.commit_target(commit_index);
+            let marked = self.0.marked.load(std::sync::atomic::Ordering::Relaxed);
+            if target <= marked {
+                // The common case (no new signature committed): one lock, no I/O.
+                engine.advance_commit(target)?
+            } else {
+                drop(engine);
+                let shown = match CommitMark::store(&self.0.config.state_dir, target) {
+                    Ok(()) => {
+                        self.0
+                            .marked
+                            .store(target, std::sync::atomic::Ordering::Relaxed);
+                        target
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot record the commit index; not publishing it yet");
+                        marked
+                    }
+                };
+                lock(&self.0.engine).advance_commit(shown)?
             }
         };
-        let committed_seqno = lock(&self.0.engine).advance_commit(shown)?;
         {
             let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
             let leader = raw.raft.leader_id;
