@@ -1145,3 +1145,65 @@ async fn ccfs_node_and_common_routes() {
     let _ = node.stop.send(());
     node.task.await.unwrap();
 }
+
+/// `current` shows the node's latest state, committed or not (CCF's and ACL's rule);
+/// `committed=true` shows the latest *committed* entry, read back from the ledger
+/// when the latest one is not committed yet. Signatures come only at shutdown here,
+/// so what is committed is exactly what was written before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_with_committed_true_never_shows_an_uncommitted_entry() {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let v = "api-version=2022-05-13";
+    let no_timer = |c: &mut NodeConfig| c.sig_ms_interval = 3_600_000;
+    let current = |c: LedgerClient, query: &'static str| async move {
+        let r = c
+            .request(
+                "GET",
+                &format!("/app/transactions/current?{v}&collectionId=c{query}"),
+                None,
+            )
+            .await
+            .unwrap();
+        (r.status, r.json())
+    };
+    let append = |c: LedgerClient, contents: &'static str| async move {
+        let r = c
+            .request(
+                "POST",
+                &format!("/app/transactions?{v}&collectionId=c"),
+                Some(&json!({"contents": contents})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        r.transaction_id.unwrap()
+    };
+
+    let node = start_with(&ids, dir.path(), true, no_timer).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    append(admin.clone(), "first").await;
+    let (status, body) = current(admin.clone(), "&committed=true").await;
+    assert_eq!(status, 404, "nothing of c is committed yet: {body}");
+    assert_eq!(current(admin.clone(), "").await.1["contents"], "first");
+    // A graceful stop signs and flushes: "first" is committed.
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+
+    let node = start_with(&ids, dir.path(), false, no_timer).await;
+    let admin = client(&node, &ids, Some(&ids.admin));
+    let first = current(admin.clone(), "&committed=true").await.1;
+    assert_eq!(first["contents"], "first");
+    let second = append(admin.clone(), "second").await;
+    let (status, body) = current(admin.clone(), "&committed=true").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, first, "the uncommitted {second} must not show");
+    let latest = current(admin.clone(), "").await.1;
+    assert_eq!(latest["contents"], "second");
+    assert_eq!(latest["transactionId"], second);
+    let (status, body) = current(admin.clone(), "&committed=maybe").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "InvalidInput");
+    node.stop.send(()).unwrap();
+    node.task.await.unwrap();
+}
