@@ -878,8 +878,13 @@ impl Engine {
             }
             self.check_held(txid.seqno.0)?;
         }
-        let actual = self.ledger.read(txid.seqno.0)?.txid;
-        if actual.view != txid.view {
+        // The view runs answer without reading the ledger (status is asked on every
+        // read by TxId, and by backups deciding whether to ask the primary).
+        let actual_view = match self.view_at(txid.seqno.0) {
+            Some(v) => v,
+            None => self.ledger.read(txid.seqno.0)?.txid.view.0,
+        };
+        if actual_view != txid.view.0 {
             // Another transaction holds this seqno here. Only once that one is
             // committed is `txid` decided (Invalid); until then this node may hold
             // a suffix that will be rolled back in favour of `txid` (it is a backup

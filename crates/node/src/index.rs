@@ -78,6 +78,19 @@ impl EntryIndex {
         }
     }
 
+    /// The TxIds of `collection` at or below seqno `upto`, newest first, at most
+    /// `limit` of them (the last committed write of a collection is almost always
+    /// the first; older ones only matter when the index still names a rolled-back
+    /// transaction).
+    pub fn latest(&self, collection: &str, upto: u64, limit: usize) -> Vec<TxId> {
+        let m = self.by_collection.read().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = m.get(collection) else {
+            return Vec::new();
+        };
+        let end = list.partition_point(|t| t.seqno.0 <= upto);
+        list[..end].iter().rev().take(limit).copied().collect()
+    }
+
     /// Up to `limit` TxIds of `collection` with `from <= seqno <= to`, and whether
     /// more follow (the next one, for a nextLink).
     pub fn range(
@@ -128,5 +141,10 @@ mod tests {
         assert!(idx.range("none", 1, 10, 5).0.is_empty());
         idx.add("odd", TxId::new(2, 4));
         assert_eq!(idx.range("odd", 4, 4, 5).0, vec![TxId::new(2, 4)]);
+        assert_eq!(
+            idx.latest("even", 7, 2),
+            vec![TxId::new(1, 6), TxId::new(1, 4)]
+        );
+        assert!(idx.latest("even", 1, 2).is_empty());
     }
 }

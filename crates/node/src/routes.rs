@@ -542,8 +542,8 @@ async fn current(
     let (txid, contents) = if committed_only && version > committed {
         // The latest value is not committed yet: the last committed write of the
         // collection, from the index and the ledger.
-        let (older, _) = state.index.range(&collection, 1, committed, usize::MAX);
-        let found = older.iter().rev().find_map(|t| {
+        let older = state.index.latest(&collection, committed, 64);
+        let found = older.iter().find_map(|t| {
             let (txid, ws) = engine.read_tx(t.seqno.0).ok()?;
             let value = ws.get(map, collection.as_bytes())??;
             (txid == *t).then(|| (txid, value.to_vec()))

@@ -364,12 +364,10 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
                 }
                 cluster.free_disk(t);
                 let refused = probe.iter().filter(|s| s.starts_with("507")).count();
-                if note.is_none() {
-                    note = Some(format!(
-                        "probe writes to node {t}: {} ({refused} refused with 507)",
-                        summarize(&probe)
-                    ));
-                }
+                note = Some(format!(
+                    "probe writes to node {t}: {} ({refused} refused with 507)",
+                    summarize(&probe)
+                ));
                 format!(
                     "filled node {t}'s disk{} {}",
                     role(primary, t),
