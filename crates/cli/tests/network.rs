@@ -237,7 +237,9 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     let target = net.append(&all, "final").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for node in all {
-        while net.status(node, &target).await.as_deref() != Some("Committed") {
+        // `/node/tx` answers from the node itself (a backup forwards a ledger read
+        // naming a TxId it does not know yet to the primary).
+        while net.node_tx(node, &target).await.as_deref() != Some("Committed") {
             assert!(Instant::now() < deadline, "node {node} did not catch up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -331,7 +333,7 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     let resumed = net.append(&all, "after restarting everything").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for node in all {
-        while net.status(node, &resumed).await.as_deref() != Some("Committed") {
+        while net.node_tx(node, &resumed).await.as_deref() != Some("Committed") {
             assert!(
                 Instant::now() < deadline,
                 "node {node}: no commit after a full restart"
@@ -553,7 +555,9 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
         l.cut.store(false, Ordering::SeqCst);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while net.status(old, &majority).await.as_deref() != Some("Committed") {
+    // Asked of the old primary itself: `/app/transactions/{id}/status` would be
+    // answered by the new primary while the old one does not know the TxId yet.
+    while net.node_tx(old, &majority).await.as_deref() != Some("Committed") {
         assert!(
             Instant::now() < deadline,
             "the old primary did not converge"
