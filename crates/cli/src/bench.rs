@@ -227,22 +227,21 @@ async fn bind_one(
     config.limits.max_connections = o.connections * 4 + 16;
     config.limits.max_connections_per_peer = config.limits.max_connections;
     if o.nodes == 1 {
-        covenant_node::add_cert_user(
-            &mut engine,
-            user_cert,
-            &[covenant_node::Role::Administrator],
-        )?;
+        covenant_node::Genesis {
+            users: vec![(user_cert.clone(), vec![covenant_node::Role::Administrator])],
+            ..Default::default()
+        }
+        .write(&mut engine)?;
     } else {
-        let user = user_cert.clone();
-        config.network = Some(covenant_node::network::NetworkConfig::new(
+        config.network = Some(covenant_node::peers::NetworkConfig::new(
             id,
             peers.clone(),
             node_dir.clone(),
         ));
-        config.genesis = Some(covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
-            covenant_node::add_cert_user(e, &user, &[covenant_node::Role::Administrator])
-                .map(|_| ())
-        })));
+        config.genesis = Some(covenant_node::Genesis {
+            users: vec![(user_cert.clone(), vec![covenant_node::Role::Administrator])],
+            ..Default::default()
+        });
     }
     let bound = covenant_node::BoundNode::bind(config, engine, &node, &service.cert).await?;
     let addr = bound.local_addr;
@@ -281,7 +280,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
     // 2. Appends, with commit latency taken from the node's commit notifications.
     let sent: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
     let commit_lat: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let mut watch = state.subscribe_committed();
+    let mut watch = state.service.subscribe_committed();
     let watcher = {
         let sent = sent.clone();
         let commit_lat = commit_lat.clone();
@@ -304,7 +303,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
             if let Some(txid) = r.transaction_id {
                 if let Some(seqno) = txid.split('.').nth(1).and_then(|s| s.parse::<u64>().ok()) {
                     // The commit notification may have come before this response did.
-                    if state.committed_seqno() >= seqno {
+                    if state.service.committed_seqno() >= seqno {
                         commit_lat
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -342,7 +341,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Recorded after the last commit notification they were covered by.
-        settle(&sent, &commit_lat, state.committed_seqno());
+        settle(&sent, &commit_lat, state.service.committed_seqno());
     }
     let uncommitted = sent.lock().unwrap_or_else(|e| e.into_inner()).len();
     watcher.abort();

@@ -1022,23 +1022,20 @@ fn dev(o: DevOptions) -> Result<()> {
     if creating {
         write_dev_user_and_members(dir, members)?;
         let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
-        let id = covenant_node::add_cert_user(
-            &mut engine,
-            &user0,
-            &[covenant_node::Role::Administrator],
-        )?;
+        let mut members = Vec::new();
         for path in dev_member_certs(dir)? {
             let member = Certificate::from_pem(&read_pem_file(&path)?)?;
             let enc = read_pem_file(&dev_member_encryption_key(&path)).ok();
-            covenant_node::add_member(&mut engine, &member, enc.as_deref())?;
+            members.push((member, enc));
         }
-        covenant_node::set_constitution(&mut engine, covenant_node::DEFAULT_CONSTITUTION)?;
-        covenant_node::set_service_config(
-            &mut engine,
-            covenant_node::network::JoinPolicy::default(),
-            None,
-        )?;
-        covenant_node::set_service_opening(&mut engine)?;
+        let id = covenant_node::UserId::Certificate(covenant_crypto::sha256(user0.der()));
+        covenant_node::Genesis {
+            users: vec![(user0, vec![covenant_node::Role::Administrator])],
+            members,
+            constitution: covenant_node::DEFAULT_CONSTITUTION.to_string(),
+            ..Default::default()
+        }
+        .write(&mut engine)?;
         println!(
             "created a new {ledger_type:?} ledger in {}; user0 is an Administrator (ACL id {}, CCF id {})",
             dir.display(),

@@ -49,7 +49,7 @@ struct NodeFile {
     min_free_mb: u64,
     /// How this node, as primary, admits joining nodes: "auto" or "pending".
     #[serde(default)]
-    join_policy: covenant_node::network::JoinPolicy,
+    join_policy: covenant_node::JoinPolicy,
     /// A file holding the join token; its SHA-256 is recorded at genesis.
     #[serde(default)]
     join_token_file: Option<PathBuf>,
@@ -137,13 +137,13 @@ fn default_ledger_type() -> String {
     "private".into()
 }
 fn default_sig_ms() -> u64 {
-    1000
+    covenant_service::defaults::SIG_MS_INTERVAL
 }
 fn default_sig_tx() -> u64 {
-    5000
+    covenant_service::defaults::SIG_TX_INTERVAL
 }
 fn default_body() -> usize {
-    1 << 20
+    covenant_service::defaults::MAX_BODY_BYTES
 }
 fn default_min_free_mb() -> u64 {
     covenant_engine::DEFAULT_MIN_FREE_BYTES / (1024 * 1024)
@@ -286,7 +286,7 @@ pub fn start(config_path: &Path) -> Result<()> {
         (None, None) => (0, Default::default(), 0),
     };
     let network = networked.then(|| {
-        let mut nc = covenant_node::network::NetworkConfig::new(node_id, peers, dir.clone());
+        let mut nc = covenant_node::peers::NetworkConfig::new(node_id, peers, dir.clone());
         nc.address = match &file.network {
             Some(_) => nc.address,
             None => file.listen,
@@ -300,20 +300,6 @@ pub fn start(config_path: &Path) -> Result<()> {
         Ok::<_, covenant_crypto::CryptoError>(nc)
     });
     let network = network.transpose()?;
-    let genesis_users: Vec<(Certificate, Vec<covenant_node::Role>)> = users
-        .iter()
-        .map(|(c, r)| {
-            let roles = if r.is_empty() {
-                vec![covenant_node::Role::Reader]
-            } else {
-                r.clone()
-            };
-            (c.clone(), roles)
-        })
-        .collect();
-    let genesis_members = members.clone();
-    let genesis_constitution = constitution.clone();
-    let join_policy = file.join_policy;
     let join_token_sha256 = match &file.join_token_file {
         Some(f) => {
             let path = resolve(config_path, f);
@@ -329,44 +315,18 @@ pub fn start(config_path: &Path) -> Result<()> {
         }
         None => None,
     };
-    let genesis_token = join_token_sha256.clone();
-    let genesis = covenant_node::Genesis(Arc::new(move |e: &mut Engine| {
-        for (cert, roles) in &genesis_users {
-            covenant_node::add_cert_user(e, cert, roles)?;
-        }
-        for (m, enc) in &genesis_members {
-            covenant_node::add_member(e, m, enc.as_deref())?;
-        }
-        covenant_node::set_constitution(e, &genesis_constitution)?;
-        covenant_node::set_service_config(e, join_policy, genesis_token.as_deref())?;
-        if !genesis_members.is_empty() {
-            covenant_node::set_service_opening(e)?;
-        }
-        Ok(())
-    }));
+    // One genesis, written here into a new single node's engine, or by a new
+    // network's first primary through consensus.
+    let genesis = covenant_node::Genesis {
+        users: users.clone(),
+        members: members.clone(),
+        constitution: constitution.clone(),
+        join_policy: file.join_policy,
+        join_token_sha256,
+        ..Default::default()
+    };
     if creating && network.is_none() {
-        for (cert, roles) in &users {
-            let roles = if roles.is_empty() {
-                vec![covenant_node::Role::Reader]
-            } else {
-                roles.clone()
-            };
-            covenant_node::add_cert_user(&mut engine, cert, &roles)?;
-        }
-        for (m, enc) in &members {
-            covenant_node::add_member(&mut engine, m, enc.as_deref())?;
-        }
-        covenant_node::set_constitution(&mut engine, &constitution)?;
-        covenant_node::set_service_config(
-            &mut engine,
-            file.join_policy,
-            join_token_sha256.as_deref(),
-        )?;
-        if !members.is_empty() {
-            // A consortium opens the service (transition_service_to_open); a node
-            // configured without members has no one to do it and starts open.
-            covenant_node::set_service_opening(&mut engine)?;
-        }
+        genesis.write(&mut engine)?;
         println!(
             "created a new {ledger_type:?} service in {} with {} user(s) and {} member(s)",
             dir.display(),
@@ -587,7 +547,7 @@ async fn request_admission(
         let client =
             covenant_client::LedgerClient::new(&url, service_cert, Some((candidate, key)))?;
         let r = client
-            .request("POST", covenant_node::join::JOIN_PATH, Some(&body))
+            .request("POST", covenant_node::http::JOIN_PATH, Some(&body))
             .await;
         let retry = |why: String| -> Result<()> {
             if std::time::Instant::now() > deadline {
@@ -608,7 +568,7 @@ async fn request_admission(
                         if !said_pending {
                             println!(
                                 "node {node_id} is {}: waiting until a member trusts it (Ctrl-C to stop; running join again resumes)",
-                                answer.node_status
+                                answer.node_status.as_str()
                             );
                             said_pending = true;
                         }
@@ -624,7 +584,7 @@ async fn request_admission(
                     .map(|(_, v)| v.clone())
                     .context("a redirect without a location")?;
                 let base = location
-                    .strip_suffix(covenant_node::join::JOIN_PATH)
+                    .strip_suffix(covenant_node::http::JOIN_PATH)
                     .unwrap_or(&location)
                     .to_string();
                 println!("{url} is a backup; asking the primary at {base}");
@@ -662,7 +622,7 @@ async fn fetch_snapshot(
         match client
             .request_raw(
                 "GET",
-                covenant_node::join::SNAPSHOT_PATH,
+                covenant_node::http::SNAPSHOT_PATH,
                 None,
                 "application/octet-stream",
             )

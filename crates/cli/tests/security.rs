@@ -23,8 +23,7 @@ use base64::Engine as _;
 use covenant_client::{HttpResponse, LedgerClient};
 use covenant_crypto::{read_pem_file, Certificate, Curve, SigningKeyPair};
 use covenant_node::attestation::{VirtualQuote, VIRTUAL_FORMAT};
-use covenant_node::join::{JOIN_PATH, SNAPSHOT_PATH};
-use covenant_node::network::REGISTER_PATH;
+use covenant_node::http::{JOIN_PATH, REGISTER_PATH, SNAPSHOT_PATH};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 

@@ -17,7 +17,7 @@ mod storage;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use covenant_engine::{Engine, EngineError};
@@ -73,10 +73,6 @@ impl ConsensusError {
         }
     }
 }
-
-/// Called for every transaction a backup applies from the primary (with its decoded
-/// write set), e.g. to maintain indexes without reading the ledger back.
-pub type OnApply = Arc<dyn Fn(TxId, &covenant_engine::WriteSet) + Send + Sync>;
 
 /// Delivers encoded Raft messages to other nodes. Best effort: Raft retries.
 pub trait Transport: Send + Sync + 'static {
@@ -146,7 +142,9 @@ struct Inner {
     stop: std::sync::atomic::AtomicBool,
     /// Set when the thread stopped on an error; writes are refused from then on.
     failed: Mutex<Option<String>>,
-    on_apply: Option<OnApply>,
+    /// Notified (with the engine's mutex) each time this replica appends entries to
+    /// the engine: a write waiting for its view's blank entry wakes then.
+    appended: Condvar,
     membership: Mutex<MembershipState>,
     /// Serializes configuration changes (one in flight at a time).
     change_lock: Mutex<()>,
@@ -169,7 +167,6 @@ impl Replica {
         config: ReplicaConfig,
         engine: Arc<Mutex<Engine>>,
         transport: Arc<dyn Transport>,
-        on_apply: Option<OnApply>,
     ) -> Result<(Replica, std::thread::JoinHandle<()>), ConsensusError> {
         let saved = HardStateFile::load(&config.state_dir)?;
         let mark = CommitMark::load(&config.state_dir);
@@ -271,7 +268,7 @@ impl Replica {
             disk_warned: Mutex::new(None),
             stop: std::sync::atomic::AtomicBool::new(false),
             failed: Mutex::new(None),
-            on_apply,
+            appended: Condvar::new(),
             membership: Mutex::new(membership),
             change_lock: Mutex::new(()),
             config,
@@ -445,16 +442,23 @@ impl Replica {
             let mut engine = lock(&self.0.engine);
             if engine.last_seqno() != last {
                 // The blank entry of this view is not in the ledger yet (and will not
-                // be while the disk is full: say so at once).
+                // be while the disk is full: say so at once). Wait, without the Raft
+                // lock, until the replica thread appends it: it notifies under the
+                // engine's mutex, so the wake-up cannot be missed.
                 if let Err(e @ EngineError::DiskFull { .. }) = engine.check_space() {
                     return Err(e.into());
                 }
-                drop(engine);
                 drop(raw);
-                if Instant::now() > deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     return Err(ConsensusError::NotReady);
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                let _engine = self
+                    .0
+                    .appended
+                    .wait_timeout_while(engine, left, |e| e.last_seqno() < last)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
                 continue;
             }
             engine.set_view(View(term));
@@ -647,12 +651,10 @@ impl Replica {
             let persisted_last = entries.last().map(|e| e.index);
             {
                 let mut engine = lock(&self.0.engine);
-                persist(
-                    &mut engine,
-                    &entries,
-                    self.0.on_apply.as_ref(),
-                    &self.0.membership,
-                )?;
+                persist(&mut engine, &entries, &self.0.membership)?;
+            }
+            if !entries.is_empty() {
+                self.0.appended.notify_all();
             }
             let hard_state = rd.hs().cloned();
             let committed_entries = rd.take_committed_entries();
@@ -934,7 +936,6 @@ impl Replica {
 fn persist(
     engine: &mut Engine,
     entries: &[Entry],
-    on_apply: Option<&OnApply>,
     membership: &Mutex<MembershipState>,
 ) -> Result<(), ConsensusError> {
     let membership = || membership.lock().unwrap_or_else(|e| e.into_inner());
@@ -967,9 +968,6 @@ fn persist(
                     membership()
                         .pending
                         .insert(ent.index, Membership::decode(bytes)?);
-                }
-                if let Some(f) = on_apply {
-                    f(txid, &ws);
                 }
             }
             other => {

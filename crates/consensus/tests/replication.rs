@@ -112,7 +112,7 @@ impl Cluster {
             from: id,
             net: self.net.clone(),
         });
-        let (replica, thread) = Replica::start(config, engine.clone(), link, None).unwrap();
+        let (replica, thread) = Replica::start(config, engine.clone(), link).unwrap();
         self.net.nodes.write().unwrap()[id as usize] = Some(replica);
         self.engines[id as usize] = Some(engine);
         self.threads[id as usize] = Some(thread);

@@ -79,13 +79,16 @@ impl EngineConfig {
     }
 }
 
+/// Sees each appended transaction (see [`Engine::set_observer`]); must be quick.
+pub type TxObserver = std::sync::Arc<dyn Fn(TxId, &WriteSet) + Send + Sync>;
+
 /// Every way the engine refuses or fails.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Kv(#[from] KvError),
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    Ledger(LedgerError),
     #[error(transparent)]
     Merkle(#[from] MerkleError),
     #[error(transparent)]
@@ -114,6 +117,17 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<LedgerError> for EngineError {
+    /// A read before the ledger's first entry is the engine's own [`EngineError::NotHeld`]
+    /// (the node started from a snapshot), so callers meet one "not held" error.
+    fn from(e: LedgerError) -> EngineError {
+        match e {
+            LedgerError::BeforeStart { seqno, .. } => EngineError::NotHeld(seqno),
+            other => EngineError::Ledger(other),
+        }
+    }
 }
 
 impl EngineError {
@@ -185,6 +199,8 @@ pub struct Engine {
     snapshots: Vec<(TxId, PathBuf)>,
     pending_snapshots: Vec<PendingSnapshot>,
     snapshot_requested: bool,
+    /// Told of every transaction appended from now on (see [`Engine::set_observer`]).
+    observer: Option<TxObserver>,
     /// Seqno of the last snapshot captured, written or started from.
     last_snapshot_seqno: u64,
 }
@@ -256,6 +272,7 @@ impl Engine {
             snapshots,
             pending_snapshots: Vec::new(),
             snapshot_requested: false,
+            observer: None,
             last_snapshot_seqno: 0,
         };
         if let Some(v) = start {
@@ -406,6 +423,9 @@ impl Engine {
                 if is_signature {
                     self.capture_snapshot(txid);
                 }
+                if let Some(f) = &self.observer {
+                    f(txid, &ws);
+                }
                 Ok(ws)
             }
             Err(e) => {
@@ -450,6 +470,13 @@ impl Engine {
         if self.view_runs.last().map(|&(_, v)| v) != Some(txid.view.0) {
             self.view_runs.push((txid.seqno.0, txid.view.0));
         }
+    }
+
+    /// Calls `f` with every transaction appended from now on, under the engine's
+    /// lock: the ones this node commits and the ones it applies from the primary
+    /// (not those replayed at open). One feeder for derived indexes on every node.
+    pub fn set_observer(&mut self, f: TxObserver) {
+        self.observer = Some(f);
     }
 
     /// The view of the transaction at `seqno`, if it exists (Raft's term of an index).
@@ -734,6 +761,9 @@ impl Engine {
             self.store.rollback(txid.seqno.0 - 1)?;
         } else {
             self.note_view(txid);
+            if let Some(f) = &self.observer {
+                f(txid, &ws);
+            }
         }
         result.map(|_| txid)
     }

@@ -28,5 +28,5 @@ pub use audit::{
 };
 pub use covenant_kv::WriteSet;
 pub use covenant_ledger::{io_no_space, SyncTicket};
-pub use engine::{Engine, EngineConfig, EngineError, TxStatus, DEFAULT_MIN_FREE_BYTES};
+pub use engine::{Engine, EngineConfig, EngineError, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES};
 pub use snapshot::{install_snapshot, SnapshotFile, SnapshotInfo, SNAPSHOT_FILE_MAGIC};

@@ -8,8 +8,8 @@
 //! `readonly` and `historical` ones read the current state and write nothing. Handlers run on a blocking thread
 //! under the script limits; an exception is a 500 whose message names the failure.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -31,49 +31,6 @@ use crate::auth::{USERS_CERTS, USERS_INFO};
 use crate::error::ApiError;
 use crate::server::PeerCert;
 use crate::state::NodeState;
-
-/// An app version ([`App::version`]) and the app parsed at it.
-type Cached = ((usize, u64), Option<Arc<App>>);
-
-/// The parsed app of the store's current version, and the handles of
-/// `ccf.historical.getStateRange` requests (with when each expires).
-#[derive(Default)]
-pub struct AppCache {
-    current: Mutex<Option<Cached>>,
-    handles: Mutex<HashMap<u64, Instant>>,
-}
-
-/// The deployed app as the edge found it for this request, so the later layers
-/// (forwarding, dispatch) need not look it up again.
-#[derive(Clone)]
-pub struct CurrentApp(pub Option<Arc<App>>);
-
-/// The deployed app for a request: the edge's lookup when it made one.
-pub(crate) fn request_app(
-    state: &NodeState,
-    extensions: &axum::http::Extensions,
-) -> Result<Option<Arc<App>>, AppError> {
-    match extensions.get::<CurrentApp>() {
-        Some(c) => Ok(c.0.clone()),
-        None => state.apps.current(&state.store),
-    }
-}
-
-impl AppCache {
-    /// The deployed app, if any (parsed again only after a `set_js_app`).
-    pub fn current(&self, store: &covenant_kv::Store) -> Result<Option<Arc<App>>, AppError> {
-        let version = App::version(store);
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((v, app)) = cur.as_ref() {
-            if *v == version {
-                return Ok(app.clone());
-            }
-        }
-        let app = App::load(store)?.map(Arc::new);
-        *cur = Some((version, app.clone()));
-        Ok(app)
-    }
-}
 
 /// The request's head and its body (empty while policies that need no body run
 /// first; `user_cose_sign1` authenticates the body itself).
@@ -168,7 +125,7 @@ fn policy_caller(state: &NodeState, req: &Incoming<'_>, policy: &Value) -> Resul
             Ok(json!({"policy": "any_cert", "cert": pem}))
         }
         "jwt" => {
-            let token = crate::auth::bearer_token(req.headers())
+            let token = crate::http::bearer_token(req.headers())
                 .map_err(|e| e.message)?
                 .ok_or("no bearer token")?;
             let id = state
@@ -295,7 +252,7 @@ fn into_response(resp: AppResponse, txid: Option<covenant_types::TxId>) -> Respo
     }
     if let Some(t) = txid {
         if let Ok(v) = HeaderValue::from_str(&t.to_string()) {
-            h.insert(crate::routes::TXID_HEADER, v);
+            h.insert(crate::http::TXID_HEADER, v);
         }
     }
     r
@@ -306,7 +263,7 @@ pub async fn dispatch(State(state): State<NodeState>, req: Request, next: Next) 
     if !req.uri().path().starts_with(covenant_app::PREFIX) {
         return next.run(req).await;
     }
-    let app = match request_app(&state, req.extensions()) {
+    let app = match state.request_app(req.extensions()) {
         Ok(Some(app)) => app,
         Ok(None) => return next.run(req).await,
         Err(e) => return script_error(e, &RuntimeOptions::default()).into_response(),
@@ -346,7 +303,7 @@ pub(crate) async fn authenticate_before_forwarding(
     if head.headers.contains_key(axum::http::header::AUTHORIZATION) {
         return crate::auth::bearer_identity(state, &head.headers).map(|_| ());
     }
-    let app = request_app(state, &head.extensions).ok().flatten();
+    let app = state.request_app(&head.extensions).ok().flatten();
     let route = app.as_ref().and_then(|a| {
         a.route(head.method.as_str(), head.uri.path())
             .and_then(Result::ok)
@@ -388,31 +345,6 @@ pub(crate) async fn authenticate_before_forwarding(
     }
 }
 
-/// Whether any policy name within `policy` (itself, or the members of an `all_of`)
-/// satisfies `pred`; a malformed policy is `None` to `pred`.
-fn any_policy_name(policy: &Value, pred: &impl Fn(Option<&str>) -> bool) -> bool {
-    match policy {
-        Value::String(s) => pred(Some(s)),
-        Value::Object(o) => o
-            .get("all_of")
-            .and_then(Value::as_array)
-            .is_some_and(|all| all.iter().any(|p| any_policy_name(p, pred))),
-        _ => pred(None),
-    }
-}
-
-/// Whether a policy (or an `all_of` within it) authenticates the request body.
-fn mentions_body_policy(policy: &Value) -> bool {
-    any_policy_name(policy, &|n| n == Some("user_cose_sign1"))
-}
-
-/// Whether a policy can only pass with a client certificate or a bearer token.
-fn policy_needs_credential(policy: &Value) -> bool {
-    any_policy_name(policy, &|n| {
-        !matches!(n, Some("no_auth" | "user_cose_sign1"))
-    })
-}
-
 /// The caller by the route's policies that need no body, or `None` for a route
 /// whose policies authenticate the body itself (`user_cose_sign1`): those wait for it.
 fn body_free_caller(
@@ -421,20 +353,13 @@ fn body_free_caller(
     route: &Route,
 ) -> Option<Result<Value, ApiError>> {
     let policies = &route.properties.authn_policies;
-    if policies.iter().any(mentions_body_policy) {
+    if policies
+        .iter()
+        .any(covenant_service::apps::mentions_body_policy)
+    {
         return None;
     }
     Some(caller(state, &Incoming { head, body: &[] }, route))
-}
-
-/// For a request to an endpoint of the deployed app: whether every one of its
-/// policies needs a client certificate or a bearer token (so the edge may refuse
-/// a request presenting neither before reading its body). `None`: not an app
-/// endpoint.
-pub(crate) fn endpoint_needs_credential(app: &App, method: &str, path: &str) -> Option<bool> {
-    let (route, _) = app.route(method, path)?.ok()?;
-    let policies = &route.properties.authn_policies;
-    Some(!policies.is_empty() && policies.iter().all(policy_needs_credential))
 }
 
 async fn serve(
@@ -450,7 +375,7 @@ async fn serve(
     let early = body_free_caller(&state, &head, &route).transpose()?;
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
-        .map_err(|e| crate::edge::body_read_error(&e))?;
+        .map_err(|e| crate::error::body_read_error(&e))?;
     let caller = match early {
         Some(c) => c,
         None => caller(
@@ -528,7 +453,7 @@ async fn serve(
             .map_err(fail)?;
             return Ok(into_response(resp, txid));
         }
-        let out = state.write("running the app handler failed", |e| {
+        let out = state.write_blocking("running the app handler failed", |e| {
             let mut tx = e.begin();
             let store = e.store().clone();
             let host = Host {
@@ -707,7 +632,8 @@ impl History for NodeHistory {
             let now = Instant::now();
             let mut handles = self
                 .0
-                .apps
+                .service
+                .apps()
                 .handles
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
@@ -740,7 +666,8 @@ impl History for NodeHistory {
     fn drop_states(&self, handle: u64) -> bool {
         let mut handles = self
             .0
-            .apps
+            .service
+            .apps()
             .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner());

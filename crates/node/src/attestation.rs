@@ -31,10 +31,7 @@ pub fn binary_measurement() -> String {
     .clone()
 }
 
-/// CCF's table of code measurements allowed to join: measurement (hex) →
-/// `"AllowedToJoin"`. Governance changes it (`add_node_code`); a new service
-/// starts with the measurement of the binary that created it.
-pub const NODES_CODE_IDS: &str = "public:ccf.gov.nodes.code_ids";
+pub use covenant_service::tables::NODES_CODE_IDS;
 
 /// `quote_info.format` of virtual evidence (CCF's name for it).
 pub const VIRTUAL_FORMAT: &str = "Insecure_Virtual";

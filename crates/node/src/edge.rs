@@ -39,8 +39,9 @@ use covenant_crypto::Certificate;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::error::too_large;
 use crate::error::ApiError;
-use crate::network::{FORWARDED, FORWARDED_CERT, MAX_RAFT_BODY_BYTES, RAFT_PATH};
+use crate::http::{FORWARDED, FORWARDED_CERT, JOIN_PATH, MAX_RAFT_BODY_BYTES, RAFT_PATH};
 use crate::server::PeerCert;
 use crate::state::NodeState;
 
@@ -72,28 +73,28 @@ enum Gate {
     Node,
 }
 
-fn gate(app: Option<&crate::app::CurrentApp>, method: &axum::http::Method, path: &str) -> Gate {
+fn gate(app: Option<&crate::state::CurrentApp>, method: &axum::http::Method, path: &str) -> Gate {
     if path.starts_with("/internal/") {
         return Gate::Node;
     }
-    if path == crate::join::JOIN_PATH {
+    if path == JOIN_PATH {
         return Gate::Certificate;
     }
     if path.starts_with("/app/") || path == "/app" {
         // CCF serves these to anyone on every frontend (unless the app has its own).
         const COMMON: &[&str] = &["/app/commit", "/app/tx", "/app/api"];
         if method == axum::http::Method::GET && COMMON.contains(&path) {
-            let app_endpoint = app
-                .and_then(|a| a.0.as_deref())
-                .and_then(|a| crate::app::endpoint_needs_credential(a, method.as_str(), path));
+            let app_endpoint = app.and_then(|a| a.0.as_deref()).and_then(|a| {
+                covenant_service::apps::endpoint_needs_credential(a, method.as_str(), path)
+            });
             return match app_endpoint {
                 Some(true) => Gate::Credential,
                 _ => Gate::Open,
             };
         }
-        let endpoint = app
-            .and_then(|a| a.0.as_deref())
-            .and_then(|a| crate::app::endpoint_needs_credential(a, method.as_str(), path));
+        let endpoint = app.and_then(|a| a.0.as_deref()).and_then(|a| {
+            covenant_service::apps::endpoint_needs_credential(a, method.as_str(), path)
+        });
         return match endpoint {
             Some(false) => Gate::Open,
             // An app endpoint whose every policy needs one, or a built-in ledger route.
@@ -175,8 +176,8 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         .unwrap_or_default();
     if req.uri().path().starts_with("/app") {
         // Looked up once here; forwarding and dispatch reuse it.
-        if let Ok(app) = edge.state.apps.current(&edge.state.store) {
-            req.extensions_mut().insert(crate::app::CurrentApp(app));
+        if let Ok(app) = edge.state.service.apps().current(&edge.state.store) {
+            req.extensions_mut().insert(crate::state::CurrentApp(app));
         }
     }
     let needs = gate(req.extensions().get(), req.method(), req.uri().path());
@@ -236,31 +237,6 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         drain(Body::new(http_body_util::Limited::new(rest, limit))).await;
     }
     resp
-}
-
-/// 413 in covenant's shape.
-pub(crate) fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "PayloadTooLarge",
-        format!("request bodies are limited to {limit} bytes"),
-    )
-}
-
-/// A body that could not be read: over the edge's cap (413) or broken off (400).
-pub(crate) fn body_read_error(e: &axum::Error) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
-                "the request body exceeds the configured maximum",
-            );
-        }
-        source = s.source();
-    }
-    ApiError::bad_request("InvalidInput", format!("reading the body: {e}"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

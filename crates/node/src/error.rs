@@ -1,5 +1,9 @@
+//! The error every route answers with, and how the service's errors map to it.
+//! A leaf module.
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use covenant_service::ServiceError;
 use serde_json::json;
 
 /// An API error: an HTTP status and the `{"error":{"code","message"}}` body every
@@ -39,19 +43,38 @@ impl ApiError {
     /// An engine failure: history this node does not hold (it started from a
     /// snapshot) is the caller's 404, anything else the node's own failure.
     pub fn engine(context: &str, err: impl Into<covenant_engine::EngineError>) -> Self {
-        use covenant_engine::EngineError;
-        match err.into() {
-            EngineError::NotHeld(seqno)
-            | EngineError::Ledger(covenant_ledger::LedgerError::BeforeStart { seqno, .. }) => {
-                Self::new(
-                    StatusCode::NOT_FOUND,
-                    "TransactionNotHeld",
-                    format!(
-                        "seqno {seqno} precedes this node's ledger (it started from a snapshot); \
+        Self::service(context, ServiceError::from(err.into()))
+    }
+
+    /// A service failure, as the client sees it: what it can act on (another node,
+    /// later, not found) with its own status; the node's own failures as 500 with
+    /// the detail in the log.
+    pub fn service(context: &str, err: ServiceError) -> Self {
+        match err {
+            ServiceError::NotHeld(seqno) => Self::new(
+                StatusCode::NOT_FOUND,
+                "TransactionNotHeld",
+                format!(
+                    "seqno {seqno} precedes this node's ledger (it started from a snapshot); \
                      ask a node that holds the whole ledger"
-                    ),
-                )
-            }
+                ),
+            ),
+            ServiceError::NoSuchTx(txid) => Self::not_found(
+                "InvalidTransactionId",
+                format!("transaction {txid} does not exist"),
+            ),
+            e @ ServiceError::DiskFull(_) => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientStorage",
+                e.to_string(),
+            ),
+            e @ (ServiceError::NotPrimary { .. }
+            | ServiceError::NotReady
+            | ServiceError::ReplicationFailed(_)) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                e.to_string(),
+            ),
             other => Self::internal(context, other),
         }
     }
@@ -84,6 +107,31 @@ pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiErr
             format!("cannot read the request body: {rejection}"),
         )
     }
+}
+
+/// 413 for a body over `limit` bytes.
+pub(crate) fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PayloadTooLarge",
+        format!("request bodies are limited to {limit} bytes"),
+    )
+}
+
+/// A body that could not be read: over the edge's cap (413) or broken off (400).
+pub(crate) fn body_read_error(e: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                "the request body exceeds the configured maximum",
+            );
+        }
+        source = s.source();
+    }
+    ApiError::bad_request("InvalidInput", format!("reading the body: {e}"))
 }
 
 /// The body bytes, or the error in covenant's shape.

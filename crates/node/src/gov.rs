@@ -1,6 +1,6 @@
 //! The `/gov` API (SPEC §5): members propose, vote, withdraw and ack; the
 //! constitution decides (`covenant-governance`). These are CCF's classic routes
-//! (`/gov/proposals`, `/gov/ack`, ...); [`crate::gov_api`] serves the same
+//! (`/gov/proposals`, `/gov/ack`, ...); the `gov_api` module serves the same
 //! operations under CCF's current, api-versioned routes.
 //!
 //! A state-changing request proves which member sent it in one of three ways
@@ -31,7 +31,7 @@ use covenant_types::{Digest32, TxId};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::routes::with_txid;
+use crate::http::with_txid;
 use crate::server::PeerCert;
 use crate::state::NodeState;
 
@@ -356,12 +356,12 @@ fn governance(state: &NodeState) -> Governance {
 /// then does what accepted proposals asked of the node.
 pub(crate) fn run<T>(
     state: &NodeState,
-    what: &str,
+    what: &'static str,
     signed: &Signed,
     f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, u64) -> Result<T, ApiError>,
 ) -> Result<(TxId, T), ApiError> {
     let gov = governance(state);
-    let out = state.write(what, |e| {
+    let out = state.write_blocking(what, |e| {
         let mut tx = e.begin();
         let store = e.store().clone();
         let seqno = e.last_seqno() + 1;
@@ -407,7 +407,8 @@ fn settle_nodes(
     engine: &mut covenant_engine::Engine,
     tx: &mut Tx,
 ) -> Result<Option<covenant_consensus::Membership>, ApiError> {
-    use crate::network::{NodeInfo, NODES_INFO, STATUS_RETIRED, STATUS_TRUSTED};
+    use covenant_service::tables::NODES_INFO;
+    use covenant_service::{NodeInfo, NodeStatus};
     let Some(net) = state.network.as_deref() else {
         return Ok(None);
     };
@@ -421,15 +422,18 @@ fn settle_nodes(
         let Ok(row) = serde_json::from_slice::<NodeInfo>(&value) else {
             continue;
         };
-        if row.status == STATUS_TRUSTED && row.raft_id == 0 {
+        if row.status == NodeStatus::Trusted && row.raft_id == 0 {
             let trusted = crate::join::trusted_row(state, net, &row)?;
             target.learners.insert(trusted.raft_id);
             let v = serde_json::to_vec(&trusted)
                 .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
             tx.put(NODES_INFO, &key, &v);
             engine.request_snapshot();
-        } else if row.status == STATUS_RETIRED && row.raft_id != 0 && target.contains(row.raft_id) {
-            if row.raft_id == net.config.node_id {
+        } else if row.status == NodeStatus::Retired
+            && row.raft_id != 0
+            && target.contains(row.raft_id)
+        {
+            if row.raft_id == net.config.raft_id {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     PRIMARY_RETIRING,
@@ -457,86 +461,107 @@ pub(crate) fn info_json(id: &str, info: &ProposalInfo) -> Value {
 }
 
 /// Records a member's proposal: the transaction, the proposal id and its info.
-pub(crate) fn do_propose(
+/// Each governance step runs the constitution: on a blocking thread.
+pub(crate) async fn do_propose(
     state: &NodeState,
-    signed: &Signed,
+    signed: Signed,
 ) -> Result<(TxId, (String, ProposalInfo)), ApiError> {
-    run(
-        state,
-        "recording the proposal failed",
-        signed,
-        |gov, tx, store, seqno| {
-            gov.propose(tx, store, &signed.member, &signed.msg.payload, seqno)
-                .map_err(gov_error)
-        },
-    )
+    state
+        .blocking(move |state| {
+            run(
+                state,
+                "recording the proposal failed",
+                &signed,
+                |gov, tx, store, seqno| {
+                    gov.propose(tx, store, &signed.member, &signed.msg.payload, seqno)
+                        .map_err(gov_error)
+                },
+            )
+        })
+        .await
 }
 
 /// Records a member's ballot on proposal `id` (`{"ballot": "<javascript>"}`).
-pub(crate) fn do_ballot(
+pub(crate) async fn do_ballot(
     state: &NodeState,
-    signed: &Signed,
-    id: &str,
+    signed: Signed,
+    id: String,
 ) -> Result<(TxId, ProposalInfo), ApiError> {
-    check_proposal_header(&signed.msg, id)?;
+    check_proposal_header(&signed.msg, &id)?;
     let script = payload_text(&signed.msg, "ballot", "<javascript>")?;
-    run(
-        state,
-        "recording the ballot failed",
-        signed,
-        |gov, tx, store, _| {
-            gov.vote(tx, store, &signed.member, id, &script)
-                .map_err(gov_error)
-        },
-    )
+    state
+        .blocking(move |state| {
+            run(
+                state,
+                "recording the ballot failed",
+                &signed,
+                |gov, tx, store, _| {
+                    gov.vote(tx, store, &signed.member, &id, &script)
+                        .map_err(gov_error)
+                },
+            )
+        })
+        .await
 }
 
 /// The proposer takes proposal `id` back.
-pub(crate) fn do_withdraw(
+pub(crate) async fn do_withdraw(
     state: &NodeState,
-    signed: &Signed,
-    id: &str,
+    signed: Signed,
+    id: String,
 ) -> Result<(TxId, ProposalInfo), ApiError> {
-    check_proposal_header(&signed.msg, id)?;
-    run(
-        state,
-        "withdrawing the proposal failed",
-        signed,
-        |gov, tx, _, _| gov.withdraw(tx, &signed.member, id).map_err(gov_error),
-    )
+    check_proposal_header(&signed.msg, &id)?;
+    state
+        .blocking(move |state| {
+            run(
+                state,
+                "withdrawing the proposal failed",
+                &signed,
+                |gov, tx, _, _| gov.withdraw(tx, &signed.member, &id).map_err(gov_error),
+            )
+        })
+        .await
 }
 
 /// Gives the member the digest to ack (the root of the latest signature).
-pub(crate) fn do_update_state_digest(
+pub(crate) async fn do_update_state_digest(
     state: &NodeState,
-    signed: &Signed,
+    signed: Signed,
 ) -> Result<(TxId, String), ApiError> {
     let digest = state_digest(state)?;
     let d = digest.clone();
-    let (txid, ()) = run(
-        state,
-        "recording the state digest failed",
-        signed,
-        |gov, tx, _, _| {
-            gov.update_state_digest(tx, &signed.member, &d)
-                .map_err(gov_error)
-        },
-    )?;
+    let (txid, ()) = state
+        .blocking(move |state| {
+            run(
+                state,
+                "recording the state digest failed",
+                &signed,
+                |gov, tx, _, _| {
+                    gov.update_state_digest(tx, &signed.member, &d)
+                        .map_err(gov_error)
+                },
+            )
+        })
+        .await?;
     Ok((txid, digest))
 }
 
 /// The member acks `digest` and becomes Active.
-pub(crate) fn do_ack(
+pub(crate) async fn do_ack(
     state: &NodeState,
-    signed: &Signed,
-    digest: &str,
+    signed: Signed,
+    digest: String,
 ) -> Result<(TxId, covenant_governance::MemberInfo), ApiError> {
-    run(
-        state,
-        "recording the ack failed",
-        signed,
-        |gov, tx, _, _| gov.ack(tx, &signed.member, digest).map_err(gov_error),
-    )
+    state
+        .blocking(move |state| {
+            run(
+                state,
+                "recording the ack failed",
+                &signed,
+                |gov, tx, _, _| gov.ack(tx, &signed.member, &digest).map_err(gov_error),
+            )
+        })
+        .await
 }
 
 /// `POST /gov/proposals`: a member's proposal (`{"actions":[{"name","args"}]}`).
@@ -545,7 +570,7 @@ pub async fn propose(
     req: GovRequest,
 ) -> Result<Response, ApiError> {
     let signed = authenticate(&state, &req, "proposal", None, Accepts::CLASSIC)?;
-    let (txid, (id, info)) = do_propose(&state, &signed)?;
+    let (txid, (id, info)) = do_propose(&state, signed).await?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
 }
 
@@ -556,7 +581,7 @@ pub async fn ballot(
     req: GovRequest,
 ) -> Result<Response, ApiError> {
     let signed = authenticate(&state, &req, "ballot", Some(&id), Accepts::CLASSIC)?;
-    let (txid, info) = do_ballot(&state, &signed, &id)?;
+    let (txid, info) = do_ballot(&state, signed, id.clone()).await?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
 }
 
@@ -567,7 +592,7 @@ pub async fn withdraw(
     req: GovRequest,
 ) -> Result<Response, ApiError> {
     let signed = authenticate(&state, &req, "withdrawal", Some(&id), Accepts::CLASSIC)?;
-    let (txid, info) = do_withdraw(&state, &signed, &id)?;
+    let (txid, info) = do_withdraw(&state, signed, id.clone()).await?;
     Ok(with_txid(Some(txid), Json(info_json(&id, &info))))
 }
 
@@ -738,7 +763,7 @@ pub async fn update_state_digest(
         None,
         Accepts::CLASSIC_OR_CERTIFICATE,
     )?;
-    let (txid, digest) = do_update_state_digest(&state, &signed)?;
+    let (txid, digest) = do_update_state_digest(&state, signed).await?;
     Ok(with_txid(Some(txid), Json(json!({"state_digest": digest}))))
 }
 
@@ -746,10 +771,11 @@ pub async fn update_state_digest(
 pub async fn ack(State(state): State<NodeState>, req: GovRequest) -> Result<Response, ApiError> {
     let signed = authenticate(&state, &req, "ack", None, Accepts::CLASSIC)?;
     let digest = payload_text(&signed.msg, "state_digest", "<hex>")?;
-    let (txid, info) = do_ack(&state, &signed, &digest)?;
+    let member = signed.member.clone();
+    let (txid, info) = do_ack(&state, signed, digest).await?;
     Ok(with_txid(
         Some(txid),
-        Json(json!({"member_id": signed.member, "status": info.status})),
+        Json(json!({"member_id": member, "status": info.status})),
     ))
 }
 

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::gov::{self, authenticate, Accepts, GovRequest};
-use crate::routes::with_txid;
+use crate::http::with_txid;
 use crate::state::NodeState;
 
 /// The api-versions of CCF's governance API.
@@ -125,7 +125,7 @@ pub async fn members(
         (["proposals:create"], true, _) => {
             let signed = authenticate(&state, &req, "proposal", None, Accepts::COSE)?;
             api_version(&q, GOV_API_VERSIONS[0])?;
-            let (txid, (id, info)) = gov::do_propose(&state, &signed)?;
+            let (txid, (id, info)) = gov::do_propose(&state, signed).await?;
             Ok(with_txid(Some(txid), Json(proposal_json(&id, &info))))
         }
         (["proposals"], _, true) => {
@@ -146,7 +146,7 @@ pub async fn members(
             let id = entity_id(one.trim_end_matches(":withdraw"), "proposal")?;
             let signed = authenticate(&state, &req, "withdrawal", Some(id), Accepts::COSE)?;
             api_version(&q, GOV_API_VERSIONS[0])?;
-            let (txid, info) = gov::do_withdraw(&state, &signed, id)?;
+            let (txid, info) = gov::do_withdraw(&state, signed, id.to_string()).await?;
             Ok(with_txid(Some(txid), Json(proposal_json(id, &info))))
         }
         (["proposals", id], _, true) => {
@@ -174,7 +174,7 @@ pub async fn members(
             let signed = authenticate(&state, &req, "ballot", Some(id), Accepts::COSE)?;
             api_version(&q, GOV_API_VERSIONS[0])?;
             same_member(member, &signed)?;
-            let (txid, info) = gov::do_ballot(&state, &signed, id)?;
+            let (txid, info) = gov::do_ballot(&state, signed, id.to_string()).await?;
             Ok(with_txid(Some(txid), Json(proposal_json(id, &info))))
         }
         (["proposals", id, "ballots", member], _, true) => {
@@ -200,10 +200,11 @@ pub async fn members(
             let signed = authenticate(&state, &req, "state_digest", None, Accepts::COSE)?;
             api_version(&q, GOV_API_VERSIONS[0])?;
             same_member(member, &signed)?;
-            let (txid, digest) = gov::do_update_state_digest(&state, &signed)?;
+            let member = signed.member.clone();
+            let (txid, digest) = gov::do_update_state_digest(&state, signed).await?;
             Ok(with_txid(
                 Some(txid),
-                Json(json!({"memberId": signed.member, "stateDigest": digest})),
+                Json(json!({"memberId": member, "stateDigest": digest})),
             ))
         }
         (["state-digests", member], true, _) if member.ends_with(":ack") => {
@@ -212,7 +213,7 @@ pub async fn members(
             api_version(&q, GOV_API_VERSIONS[0])?;
             same_member(member, &signed)?;
             let digest = gov::payload_text(&signed.msg, "stateDigest", "<hex>")?;
-            let (txid, _) = gov::do_ack(&state, &signed, &digest)?;
+            let (txid, _) = gov::do_ack(&state, signed, digest).await?;
             Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
         }
         _ => Err(unknown(&req.method, &format!("/gov/members/{rest}"))),
@@ -262,7 +263,7 @@ fn member_json(state: &NodeState, id: &[u8], cert: &[u8]) -> Value {
 }
 
 /// A node as this API shows it.
-fn node_json(id: &str, row: &crate::network::NodeInfo) -> Value {
+fn node_json(id: &str, row: &covenant_service::NodeInfo) -> Value {
     let mut v = json!({
         "nodeId": id,
         "status": row.status,
@@ -358,23 +359,25 @@ pub async fn service(
             Ok(Json(user_json(&state, id.as_bytes(), &cert)).into_response())
         }
         ["nodes"] => {
-            let value: Vec<Value> = crate::network::node_rows(&state)
+            let value: Vec<Value> = state
+                .node_rows()
                 .iter()
-                .map(|(id, row)| node_json(id, row))
+                .map(|(id, row)| node_json(id.as_str(), row))
                 .collect();
             Ok(Json(json!({ "value": value })).into_response())
         }
         ["nodes", id] => {
             let id = entity_id(id, "node")?;
-            crate::network::node_rows(&state)
+            state
+                .node_rows()
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(id))
-                .map(|(n, row)| Json(node_json(n, row)).into_response())
+                .find(|(n, _)| n.as_str().eq_ignore_ascii_case(id))
+                .map(|(n, row)| Json(node_json(n.as_str(), row)).into_response())
                 .ok_or_else(|| not_found(format!("Node {id} does not exist.")))
         }
         ["join-policy"] => {
             let measurements: Vec<String> = store
-                .entries(crate::attestation::NODES_CODE_IDS)
+                .entries(covenant_service::tables::NODES_CODE_IDS)
                 .into_iter()
                 .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
                 .collect();
@@ -441,7 +444,10 @@ pub async fn service(
         }
         ["jwk"] => Ok(Json(jwk(&state)).into_response()),
         ["transactions", "commit"] => {
-            let txid = crate::routes::committed_txid(&state)?;
+            let txid = state
+                .service
+                .committed_txid()
+                .map_err(|e| ApiError::service("reading the ledger failed", e))?;
             Ok(Json(json!({"status": "Committed", "transactionId": txid.map(|t| t.to_string()).unwrap_or_else(|| "0.0".into())})).into_response())
         }
         ["transactions", txid] => {
@@ -451,7 +457,12 @@ pub async fn service(
                     format!("The value '{txid}' passed as parameter 'transactionId' could not be converted to a valid Transaction ID."),
                 )
             })?;
-            let status = crate::routes::tx_status_word(&state, parsed)?;
+            let status = crate::http::status_word(
+                state
+                    .service
+                    .status(parsed)
+                    .map_err(|e| ApiError::service("reading the ledger failed", e))?,
+            );
             Ok(Json(json!({"status": status, "transactionId": txid})).into_response())
         }
         _ => Err(unknown(&method, &format!("/gov/service/{rest}"))),

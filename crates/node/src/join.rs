@@ -30,16 +30,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::attestation::{binary_measurement, VirtualQuote, NODES_CODE_IDS, VIRTUAL_FORMAT};
 use crate::error::ApiError;
-use crate::network::{
-    Network, NodeInfo, NODES_INFO, STATUS_PENDING, STATUS_RETIRED, STATUS_TRUSTED,
-};
+use covenant_service::tables::NODES_INFO;
+use covenant_service::{NodeInfo, NodeStatus};
+
+use crate::http::JOIN_PATH;
+use crate::peers::Network;
 use crate::server::PeerCert;
 use crate::state::NodeState;
 
-/// Path of the join endpoint.
-pub const JOIN_PATH: &str = "/node/join";
-/// Path where nodes fetch the latest committed snapshot.
-pub const SNAPSHOT_PATH: &str = "/internal/snapshot";
 /// Response header naming the snapshot's TxId.
 pub const SNAPSHOT_TXID_HEADER: &str = "x-covenant-snapshot-txid";
 
@@ -110,7 +108,7 @@ pub struct NodeInfoNetwork {
 pub struct JoinResponse {
     pub node_id: String,
     /// Pending or Trusted.
-    pub node_status: String,
+    pub node_status: NodeStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft_id: Option<u64>,
     /// Only for a trusted node, over the session it opened with its own key.
@@ -223,17 +221,6 @@ fn trusted_code(state: &NodeState) -> BTreeSet<String> {
     set
 }
 
-/// Records the running binary as trusted code (the genesis of a network).
-pub fn add_node_code(
-    engine: &mut covenant_engine::Engine,
-    measurement: &str,
-) -> Result<(), covenant_engine::EngineError> {
-    let mut tx = engine.begin();
-    tx.put(NODES_CODE_IDS, measurement.as_bytes(), b"\"AllowedToJoin\"");
-    engine.commit_tx(tx, None)?;
-    Ok(())
-}
-
 /// The next free Raft id: above every id in the nodes table, the configuration and
 /// the configured peers (ids are never reused, retired nodes keep theirs).
 fn next_raft_id(state: &NodeState, net: &Network) -> u64 {
@@ -267,7 +254,7 @@ fn peer_addresses(state: &NodeState, net: &Network) -> Vec<PeerAddress> {
         .entries(NODES_INFO)
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
-        .filter(|i| i.status == STATUS_TRUSTED && i.raft_id != 0)
+        .filter(|i| i.status == NodeStatus::Trusted && i.raft_id != 0)
         .map(|i| PeerAddress {
             raft_id: i.raft_id,
             address: i.address,
@@ -292,7 +279,7 @@ fn answer(
     node_id: &str,
     row: &NodeInfo,
 ) -> Result<Response, ApiError> {
-    let network_info = if row.status == STATUS_TRUSTED {
+    let network_info = if row.status == NodeStatus::Trusted {
         let (Some(service), Some(secret)) = (&net.config.service, &net.config.ledger_secret) else {
             return Err(unavailable(
                 "this node holds no service key to hand on; ask another node",
@@ -303,7 +290,7 @@ fn answer(
             service_key: service.key.to_pem().to_string(),
             node_cert: row.cert.clone(),
             ledger_secret: base64::engine::general_purpose::STANDARD.encode(secret.expose_bytes()),
-            ledger_public: state.ledger_public,
+            ledger_public: state.ledger_public(),
             ledger_id: Some(state.ledger_id.to_string()),
             peers: peer_addresses(state, net),
         })
@@ -312,7 +299,7 @@ fn answer(
     };
     let body = JoinResponse {
         node_id: node_id.to_string(),
-        node_status: row.status.clone(),
+        node_status: row.status,
         raft_id: (row.raft_id != 0).then_some(row.raft_id),
         network_info,
     };
@@ -371,7 +358,7 @@ pub(crate) fn trusted_row(
         .issue_node_cert_for(&candidate, &sans, NodeIdentity::DEFAULT_VALIDITY_DAYS)
         .map_err(|e| ApiError::internal("endorsing the node certificate failed", e))?;
     Ok(NodeInfo {
-        status: STATUS_TRUSTED.into(),
+        status: NodeStatus::Trusted,
         raft_id: next_raft_id(state, net),
         address: row.address.clone(),
         cert: endorsed.to_pem(),
@@ -408,7 +395,7 @@ pub async fn join(
     })?;
     let node_id = cert.node_id();
     if let Some(row) = node_row(&state, &node_id) {
-        if row.status == STATUS_RETIRED {
+        if row.status == NodeStatus::Retired {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "NodeRetired",
@@ -453,7 +440,7 @@ pub async fn join(
         ));
     }
     let pending = NodeInfo {
-        status: STATUS_PENDING.into(),
+        status: NodeStatus::Pending,
         raft_id: 0,
         address: address.to_string(),
         cert: cert.to_pem(),
@@ -492,9 +479,16 @@ pub async fn join(
         ..pending
     };
     let row = match decision {
-        JoinDecision::Trusted => trust(&state, net, &node_id, &pending)?,
+        JoinDecision::Trusted => {
+            // Endorsing and the configuration change wait on consensus: off the
+            // async threads.
+            let (id, row) = (node_id.clone(), pending.clone());
+            state
+                .blocking(move |s| trust(s, network(s)?, &id, &row))
+                .await?
+        }
         JoinDecision::Pending => {
-            crate::network::write_node_row(&state, &node_id, &pending)?;
+            crate::cluster::write_node_row(&state, &node_id, &pending).await?;
             tracing::info!(%node_id, %address, "a node asked to join; it is Pending until trusted");
             pending
         }
@@ -546,7 +540,7 @@ fn unverified_pending(state: &NodeState) -> usize {
         .entries(NODES_INFO)
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
-        .filter(|i| i.status == STATUS_PENDING && !i.join_token_verified)
+        .filter(|i| i.status == NodeStatus::Pending && !i.join_token_verified)
         .count()
 }
 

@@ -277,8 +277,8 @@ impl JwtAuth {
                             .or_else(|| claims.get("sub").and_then(|v| v.as_str()))
                             .filter(|s| !s.is_empty())
                             .ok_or_else(|| bad("the token has neither an oid nor a sub claim"))?;
-                        if crate::auth::is_certificate_user_id(id)
-                            || crate::auth::ccf_user_digest(id).is_some()
+                        if covenant_service::users::is_certificate_user_id(id)
+                            || covenant_service::users::ccf_user_digest(id).is_some()
                         {
                             return Err(bad(
                                 "its subject has the form of a certificate user's id; \

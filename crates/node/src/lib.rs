@@ -1,29 +1,35 @@
-//! A covenant node: the HTTPS server (TLS 1.3, optional client certificates),
-//! authentication, the ledger API (SPEC §4) and the node API (SPEC §5), driving a
-//! [`covenant_engine::Engine`].
+//! A covenant node's transport: the HTTPS server (TLS 1.3, optional client
+//! certificates), authentication, routing and forwarding, in front of a
+//! [`covenant_service::Service`] that does the work.
 //!
-//! Request path: TLS accept (own task) → HTTP/1.1 → axum route → [`auth::Caller`]
-//! (client cert fingerprint → user, roles) → engine transaction under the engine
-//! lock → response with `x-ms-ccf-transaction-id`. The commit thread
-//! ([`state::Driver`]) signs every `sig_ms_interval` and group-commits with the
-//! fdatasync outside the engine lock, which is what moves writes to Committed.
+//! Request path: TLS accept ([`server`]) → HTTP/1.1 or 2 → [`routes`]' middleware:
+//! [`metrics::count`] → [`edge::guard`] (identity, credentials, body limits) →
+//! [`forward::forward_writes`] (a backup sends writes to the primary) →
+//! [`forward::service_open_gate`] → [`app::dispatch`] (JS app endpoints) → the
+//! route's handler ([`ledger_api`], [`users`], [`gov`], [`node_api`], ...), which
+//! checks the caller ([`auth::Caller`]) and calls the service.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod attestation;
 pub mod auth;
+pub mod cluster;
 pub mod edge;
 pub mod error;
+pub mod forward;
 pub mod gov;
 pub mod gov_api;
+pub mod http;
 pub mod http_sig;
 pub mod identity;
-pub mod index;
 pub mod join;
 pub mod jwt;
+pub mod ledger_api;
 pub mod metrics;
-pub mod network;
 pub mod node_api;
 pub mod openapi;
+pub mod peers;
 pub mod roles;
 pub mod routes;
 pub mod server;
@@ -39,7 +45,7 @@ use covenant_crypto::{Certificate, NodeIdentity};
 use covenant_engine::{Engine, EngineError};
 use tokio::net::TcpListener;
 
-pub use auth::Role;
+pub use covenant_service::Role;
 pub use server::ServerLimits;
 pub use state::NodeState;
 
@@ -59,31 +65,18 @@ pub struct NodeConfig {
     /// Trusted JWT issuers for bearer-token users.
     pub jwt: jwt::JwtAuth,
     /// Set for a node of a replicated network.
-    pub network: Option<network::NetworkConfig>,
+    pub network: Option<peers::NetworkConfig>,
     /// Writes the service's first transactions (users, members, constitution). A
     /// replicated network runs it once, on the first primary of an empty ledger.
     pub genesis: Option<Genesis>,
-}
-
-/// The first transactions of a service, run through the write path.
-#[derive(Clone)]
-pub struct Genesis(pub std::sync::Arc<GenesisFn>);
-
-/// The body of a [`Genesis`].
-pub type GenesisFn = dyn Fn(&mut Engine) -> Result<(), EngineError> + Send + Sync;
-
-impl std::fmt::Debug for Genesis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Genesis(..)")
-    }
 }
 
 impl NodeConfig {
     pub fn new(listen: SocketAddr) -> Self {
         NodeConfig {
             listen,
-            sig_ms_interval: 1000,
-            max_body_bytes: 1 << 20,
+            sig_ms_interval: covenant_service::defaults::SIG_MS_INTERVAL,
+            max_body_bytes: covenant_service::defaults::MAX_BODY_BYTES,
             limits: ServerLimits::default(),
             ledger_public: false,
             ledger_id: "covenant-dev".into(),
@@ -110,113 +103,32 @@ pub enum NodeError {
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
     #[error("final flush failed: {0}")]
-    Flush(String),
+    Flush(#[source] covenant_service::ServiceError),
+    #[error(transparent)]
+    Service(#[from] covenant_service::ServiceError),
     #[error(transparent)]
     Consensus(#[from] covenant_consensus::ConsensusError),
     #[error("node-to-node client: {0}")]
     Peer(#[from] covenant_client::ClientError),
 }
 
-/// Governance maps and the default constitution (owned by `covenant-governance`).
-pub use covenant_governance::{
-    CONSTITUTION, CONSTITUTION_KEY, DEFAULT_CONSTITUTION, MEMBERS_CERTS, MEMBERS_ENCRYPTION_KEYS,
-    MEMBERS_INFO,
+pub use covenant_governance::DEFAULT_CONSTITUTION;
+pub use covenant_service::genesis::{
+    add_cert_user, add_member, set_constitution, set_service_config, set_service_opening,
 };
-
-/// Records a consortium member (state Accepted until it acks, SPEC §5) in one transaction.
-pub fn add_member(
-    engine: &mut Engine,
-    cert: &Certificate,
-    encryption_pub_key: Option<&str>,
-) -> Result<String, EngineError> {
-    let id = cert.member_id();
-    let info = serde_json::json!({"status": "Accepted", "member_data": null});
-    let mut tx = engine.begin();
-    tx.put(MEMBERS_CERTS, id.as_bytes(), cert.to_pem().as_bytes());
-    tx.put(MEMBERS_INFO, id.as_bytes(), info.to_string().as_bytes());
-    if let Some(pem) = encryption_pub_key {
-        tx.put(MEMBERS_ENCRYPTION_KEYS, id.as_bytes(), pem.as_bytes());
-    }
-    engine.commit_tx(tx, None)?;
-    Ok(id)
-}
-
-/// Records the service as Opening: users are refused (503 `ServiceNotOpen`) until
-/// the consortium accepts `transition_service_to_open`.
-pub fn set_service_opening(engine: &mut Engine) -> Result<(), EngineError> {
-    let mut tx = engine.begin();
-    tx.put(
-        covenant_governance::SERVICE_INFO,
-        covenant_governance::SERVICE_INFO_KEY,
-        br#"{"status":"Opening"}"#,
-    );
-    engine.commit_tx(tx, None)?;
-    Ok(())
-}
-
-/// Records the service configuration a new service starts with: its join policy
-/// and, when the operator made one, the SHA-256 of the join token that lets a node
-/// be trusted without a proposal ([`join::join_token_digest`]).
-pub fn set_service_config(
-    engine: &mut Engine,
-    join_policy: network::JoinPolicy,
-    join_token_sha256: Option<&str>,
-) -> Result<(), EngineError> {
-    let policy = match join_policy {
-        network::JoinPolicy::Auto => "auto",
-        network::JoinPolicy::Pending => "pending",
-    };
-    let mut config = serde_json::json!({ "join_policy": policy });
-    if let Some(d) = join_token_sha256 {
-        config["join_token_sha256"] = serde_json::Value::String(d.to_string());
-    }
-    let mut tx = engine.begin();
-    tx.put(
-        covenant_governance::SERVICE_CONFIG,
-        covenant_governance::SERVICE_CONFIG_KEY,
-        config.to_string().as_bytes(),
-    );
-    engine.commit_tx(tx, None)?;
-    Ok(())
-}
-
-/// Sets the constitution script.
-pub fn set_constitution(engine: &mut Engine, script: &str) -> Result<(), EngineError> {
-    let mut tx = engine.begin();
-    tx.put(CONSTITUTION, CONSTITUTION_KEY, script.as_bytes());
-    engine.commit_tx(tx, None)?;
-    Ok(())
-}
-
-/// Adds a certificate user with `roles` in one transaction (the initial user of a
-/// dev ledger; governance takes this over later), keyed as CCF keys users.
-pub fn add_cert_user(
-    engine: &mut Engine,
-    cert: &Certificate,
-    roles: &[Role],
-) -> Result<auth::UserId, EngineError> {
-    let user = auth::UserId::Certificate(covenant_crypto::sha256(cert.der()));
-    let id = user.ccf();
-    let info = serde_json::json!({"user_data": {"assignedRoles": roles}});
-    let mut tx = engine.begin();
-    tx.put(auth::USERS_CERTS, id.as_bytes(), cert.to_pem().as_bytes());
-    tx.put(auth::USERS_INFO, id.as_bytes(), info.to_string().as_bytes());
-    engine.commit_tx(tx, None)?;
-    Ok(user)
-}
+pub use covenant_service::{Genesis, JoinPolicy, UserId};
 
 /// A node bound to its port, not yet serving (so callers learn the port first).
 pub struct BoundNode {
     listener: TcpListener,
     pub local_addr: SocketAddr,
     state: NodeState,
-    driver: Option<state::Driver>,
     config: NodeConfig,
     tls: std::sync::Arc<rustls::ServerConfig>,
 }
 
 impl BoundNode {
-    /// Binds the listener and starts the engine driver.
+    /// Binds the listener and starts the service (and, in a network, the replica).
     pub async fn bind(
         config: NodeConfig,
         engine: Engine,
@@ -232,117 +144,76 @@ impl BoundNode {
                     source,
                 })?;
         let local_addr = listener.local_addr()?;
-        let quote = attestation::VirtualQuote::of(node);
-        let node_certs = state::NodeCerts {
-            endorsed: node.cert.to_pem(),
-            self_signed: node.self_signed_cert().ok().map(|c| c.to_pem()),
+        let options = covenant_service::ServiceOptions {
+            ledger_public: config.ledger_public,
+            sig_interval: Duration::from_millis(config.sig_ms_interval.max(1)),
         };
-        let sig_interval = Duration::from_millis(config.sig_ms_interval.max(1));
-        let (state, driver) = match &config.network {
-            None => {
-                let (state, driver) = NodeState::start(
-                    engine,
-                    service_cert.to_pem(),
-                    config.ledger_public,
-                    config.ledger_id.clone(),
-                    sig_interval,
-                    quote,
-                    config.jwt.clone(),
-                    node_certs,
-                )?;
-                (state, Some(driver))
-            }
-            Some(net) => {
-                let store = engine.store().clone();
-                let engine = std::sync::Arc::new(std::sync::Mutex::new(engine));
-                let peers = network::PeerBook::new(net, store, service_cert, node)?;
-                let transport = network::HttpTransport::start(peers.clone());
-                let mut rc = covenant_consensus::ReplicaConfig::new(
-                    net.node_id,
-                    net.peers.keys().copied().collect(),
-                    &net.state_dir,
-                );
-                rc.tick = net.tick;
-                rc.sig_interval = sig_interval;
-                // The collection index: built from the ledger now, then kept up to date
-                // by the primary's append handler and, on backups, for every applied
-                // transaction (no read-back).
-                let index_map = routes::entries_map_of(config.ledger_public);
-                let index = {
-                    let e = engine.lock().unwrap_or_else(|e| e.into_inner());
-                    std::sync::Arc::new(index::EntryIndex::build(&e, index_map, e.last_seqno())?)
-                };
-                // The genesis also records the configuration and the trusted code.
-                let genesis = config.genesis.clone().map(|g| {
-                    let voters = net.peers.keys().copied().collect::<Vec<_>>();
-                    let measurement = attestation::binary_measurement();
-                    Genesis(std::sync::Arc::new(move |e: &mut Engine| {
-                        (g.0)(e)?;
-                        join::add_node_code(e, &measurement)?;
-                        let mut tx = e.begin();
-                        tx.put(
-                            covenant_consensus::MEMBERSHIP_MAP,
-                            covenant_consensus::MEMBERSHIP_KEY,
-                            &covenant_consensus::Membership::with_voters(voters.iter().copied())
-                                .encode(),
-                        );
-                        e.commit_tx(tx, None).map(|_| ())
-                    }))
-                });
-                let hook_index = index.clone();
-                let on_apply: covenant_consensus::OnApply =
-                    std::sync::Arc::new(move |txid, ws: &covenant_engine::WriteSet| {
-                        hook_index.add_from(txid, ws, index_map);
-                    });
-                let (replica, thread) = covenant_consensus::Replica::start(
-                    rc,
-                    engine.clone(),
-                    transport,
-                    Some(on_apply),
-                )?;
-                exit_when_replica_fails(replica.clone(), thread);
-                let first_seqno = engine
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .first_seqno();
-                let network = network::Network::new(
-                    replica,
-                    net.clone(),
-                    service_cert.clone(),
-                    peers,
-                    first_seqno,
-                );
-                let state = NodeState::start_replicated(
-                    engine,
-                    index,
-                    network,
-                    service_cert.to_pem(),
-                    config.ledger_public,
-                    config.ledger_id.clone(),
-                    quote,
-                    config.jwt.clone(),
-                    node_certs,
-                )?;
-                if let Some(g) = genesis {
-                    tokio::spawn(write_genesis_when_primary(state.clone(), g));
-                }
-                tokio::spawn(network::stop_when_retired(
-                    state.clone(),
-                    node.node_id.clone(),
-                ));
-                tokio::spawn(network::register_self(
-                    state.clone(),
-                    node.node_id.clone(),
-                    node.cert.to_pem(),
-                ));
-                (state, None)
-            }
+        let mut transport = state::Transport {
+            service_cert_pem: service_cert.to_pem(),
+            node_certs: state::NodeCerts {
+                endorsed: node.cert.to_pem(),
+                self_signed: node.self_signed_cert().ok().map(|c| c.to_pem()),
+            },
+            ledger_id: config.ledger_id.clone(),
+            jwt: config.jwt.clone(),
+            quote: attestation::VirtualQuote::of(node),
+            network: None,
         };
+        let Some(net) = &config.network else {
+            let service = covenant_service::Service::single(engine, &options)?;
+            let state = NodeState::new(service, transport);
+            return Ok(BoundNode {
+                listener,
+                local_addr,
+                state,
+                config,
+                tls,
+            });
+        };
+        let peers = peers::PeerBook::new(net, engine.store().clone(), service_cert, node)?;
+        let first_seqno = engine.first_seqno();
+        let mut rc = covenant_consensus::ReplicaConfig::new(
+            net.raft_id,
+            net.peers.keys().copied().collect(),
+            &net.state_dir,
+        );
+        rc.tick = net.tick;
+        rc.sig_interval = options.sig_interval;
+        let raft_transport = peers::HttpTransport::start(peers.clone());
+        let service = covenant_service::Service::replicated(engine, &options, |engine| {
+            let (replica, thread) = covenant_consensus::Replica::start(rc, engine, raft_transport)?;
+            exit_when_replica_fails(replica.clone(), thread);
+            Ok(replica)
+        })?;
+        let replica = service
+            .replica()
+            .cloned()
+            .ok_or(covenant_service::ServiceError::NotReady)?;
+        transport.network = Some(peers::Network::new(
+            replica,
+            net.clone(),
+            service_cert.clone(),
+            peers,
+            first_seqno,
+        ));
+        let state = NodeState::new(service, transport);
+        // A new network's genesis also records the trusted code and the founding voters.
+        if let Some(mut g) = config.genesis.clone() {
+            g.code_id = Some(attestation::binary_measurement());
+            g.voters = net.peers.keys().copied().collect();
+            tokio::spawn(write_genesis_when_primary(state.clone(), g));
+        }
+        let node_id = covenant_types::NodeId::new(node.node_id.clone());
+        tokio::spawn(cluster::stop_when_retired(state.clone(), node_id));
+        tokio::spawn(cluster::register_self(
+            state.clone(),
+            node.node_id.clone(),
+            node.cert.to_pem(),
+        ));
         Ok(BoundNode {
             listener,
             local_addr,
             state,
-            driver,
             config,
             tls,
         })
@@ -366,10 +237,11 @@ impl BoundNode {
             shutdown,
         )
         .await?;
-        if let Some(d) = self.driver {
-            d.stop().await;
-        }
-        self.state.flush_now().await.map_err(NodeError::Flush)
+        self.state
+            .service
+            .shutdown()
+            .await
+            .map_err(NodeError::Flush)
     }
 }
 
@@ -421,26 +293,28 @@ fn exit_when_replica_fails(
 /// genesis transactions through consensus. Any node may be elected first; all carry
 /// the same genesis, and whichever writes it first makes the others skip it.
 async fn write_genesis_when_primary(state: NodeState, genesis: Genesis) {
+    let genesis = std::sync::Arc::new(genesis);
     loop {
-        if state.store.get(CONSTITUTION, CONSTITUTION_KEY).is_some() {
+        if Genesis::written(&state.store) {
             return;
         }
-        if let Some(n) = &state.network {
-            if n.replica.status().is_primary {
-                let g = genesis.clone();
-                let r = state.write("writing the genesis transactions", move |e| {
-                    if e.store().get(CONSTITUTION, CONSTITUTION_KEY).is_some() {
+        if state.service.is_primary() {
+            let g = genesis.clone();
+            let r = state
+                .service
+                .write(move |e| {
+                    if Genesis::written(e.store()) {
                         return Ok(());
                     }
-                    (g.0)(e)
-                });
-                match r {
-                    Ok(()) => {
-                        tracing::info!("wrote the genesis transactions");
-                        return;
-                    }
-                    Err(e) => tracing::debug!(error = ?e, "genesis not written yet"),
+                    g.write(e)
+                })
+                .await;
+            match r {
+                Ok(()) => {
+                    tracing::info!("wrote the genesis transactions");
+                    return;
                 }
+                Err(e) => tracing::debug!(error = %e, "genesis not written yet"),
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -11,15 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use covenant_service::{NodeInfo, NodeStatus};
+
 use crate::error::ApiError;
-use crate::network::NodeInfo;
+use crate::http::{status_word, txid_param, with_txid, Params};
 use crate::state::NodeState;
 
 /// This node's raft id and the primary's, in a replicated network.
 fn roles(state: &NodeState) -> Option<(u64, Option<u64>)> {
     state.network.as_ref().map(|n| {
         let s = n.replica.status();
-        (n.config.node_id, s.leader)
+        (n.config.raft_id, s.leader)
     })
 }
 
@@ -51,9 +53,9 @@ pub async fn network_node(
     State(state): State<NodeState>,
     Path(which): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rows = crate::network::node_rows(&state);
+    let rows = state.node_rows();
     let found = match which.as_str() {
-        "self" => rows.iter().find(|(id, _)| *id == state.node_id),
+        "self" => rows.iter().find(|(id, _)| id.as_str() == state.node_id()),
         "primary" => {
             let leader = roles(&state).map(|(_, l)| l);
             match leader {
@@ -68,11 +70,13 @@ pub async fn network_node(
                 Some(Some(l)) => rows.iter().find(|(_, r)| r.raft_id == l),
             }
         }
-        id => rows.iter().find(|(n, _)| n.eq_ignore_ascii_case(id)),
+        id => rows
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(id)),
     };
     let (id, row) =
         found.ok_or_else(|| ApiError::not_found("ResourceNotFound", "Node not found"))?;
-    Ok(Json(get_node(&state, id, row)).into_response())
+    Ok(Json(get_node(&state, id.as_str(), row)).into_response())
 }
 
 /// `GET|HEAD /node/primary`: 200 on the primary; elsewhere GET answers 404 and
@@ -84,7 +88,8 @@ pub async fn primary(State(state): State<NodeState>, method: Method) -> Response
     if method == Method::HEAD {
         let address = state.network.as_ref().and_then(|n| {
             let leader = n.replica.status().leader?;
-            crate::network::node_rows(&state)
+            state
+                .node_rows()
                 .into_iter()
                 .find_map(|(_, r)| (r.raft_id == leader).then_some(r.address))
         });
@@ -257,7 +262,7 @@ pub async fn api(
 ) -> Result<Json<Value>, ApiError> {
     if let Some(v) = q.get("api-version") {
         if !crate::gov_api::GOV_API_VERSIONS.contains(&v.as_str())
-            && !crate::routes::API_VERSIONS.contains(&v.as_str())
+            && !crate::http::API_VERSIONS.contains(&v.as_str())
         {
             return Err(ApiError::bad_request(
                 "UnsupportedApiVersionValue",
@@ -265,6 +270,148 @@ pub async fn api(
             ));
         }
     }
-    let app = state.apps.current(&state.store).ok().flatten();
+    let app = state.service.apps().current(&state.store).ok().flatten();
     Ok(Json(crate::openapi::document(app.as_deref())))
+}
+
+/// `/node/tx` (also `/app/tx`, `/gov/tx`): a transaction's status on this node.
+pub(crate) async fn node_tx(
+    State(state): State<NodeState>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let txid = txid_param(&q)?;
+    let word = status_word(
+        state
+            .service
+            .status(txid)
+            .map_err(|e| ApiError::service("reading the ledger failed", e))?,
+    );
+    Ok(Json(json!({"status": word, "transaction_id": txid.to_string()})).into_response())
+}
+
+/// `/node/receipt?transaction_id=`: CCF's receipt route.
+pub(crate) async fn node_receipt(
+    State(state): State<NodeState>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    crate::ledger_api::receipt_of(&state, txid_param(&q)?).await
+}
+
+/// `/node/commit` (also `/app/commit`, `/gov/commit`): the last committed TxId.
+pub(crate) async fn node_commit(State(state): State<NodeState>) -> Result<Response, ApiError> {
+    let txid = state
+        .service
+        .committed_txid()
+        .map_err(|e| ApiError::service("reading the ledger failed", e))?;
+    Ok(with_txid(
+        txid,
+        Json(
+            json!({"transaction_id": txid.map(|t| t.to_string()).unwrap_or_else(|| "0.0".into())}),
+        ),
+    ))
+}
+
+pub(crate) async fn node_state(State(state): State<NodeState>) -> Json<Value> {
+    let engine = state.engine();
+    Json(json!({
+        "node_id": state.node_id(),
+        "state": "PartOfNetwork",
+        "last_signed_seqno": engine.committed_seqno(),
+        "view": engine.view().0,
+    }))
+}
+
+pub(crate) async fn node_version() -> Json<Value> {
+    Json(json!({
+        "ccf_version": concat!("covenant-", env!("CARGO_PKG_VERSION")),
+        "quickjs_version": null,
+        "unsafe": false,
+    }))
+}
+
+pub(crate) async fn node_network(State(state): State<NodeState>) -> Json<Value> {
+    let (view, primary) = match &state.network {
+        Some(n) => {
+            let s = n.replica.status();
+            (s.term, s.leader.map(|l| l.to_string()))
+        }
+        None => (state.engine().view().0, Some(state.node_id().to_string())),
+    };
+    let status = covenant_governance::service_status(&state.store).unwrap_or_else(|| "Open".into());
+    Json(json!({
+        "service_certificate": *state.service_cert_pem,
+        "service_status": status,
+        "current_view": view,
+        "primary_id": primary,
+    }))
+}
+
+/// `/node/network/nodes`: every node with its status, address and whether it is the
+/// primary (Raft ids name nodes in a replicated network). Nodes are those of the
+/// nodes table, plus configured peers that have not registered yet (Pending).
+pub(crate) async fn network_nodes(State(state): State<NodeState>) -> Json<Value> {
+    let nodes: Vec<Value> = match &state.network {
+        Some(n) => {
+            let s = n.replica.status();
+            let (conf, _) = n.replica.configuration();
+            let mut rows: Vec<(String, NodeInfo)> =
+                covenant_service::nodes::node_rows(&state.store)
+                    .into_iter()
+                    .map(|(id, info)| (id.to_string(), info))
+                    .collect();
+            for (id, addr) in &n.config.peers {
+                if !rows.iter().any(|(_, i)| i.raft_id == *id) {
+                    let mut pending = NodeInfo::trusted(*id, addr.to_string(), String::new());
+                    pending.status = NodeStatus::Pending;
+                    rows.push((String::new(), pending));
+                }
+            }
+            rows.sort_by_key(|(_, i)| (i.raft_id == 0, i.raft_id));
+            rows.into_iter()
+                .map(|(node_id, info)| {
+                    let role = if conf.voters.contains(&info.raft_id) {
+                        "Voter"
+                    } else if conf.learners.contains(&info.raft_id) {
+                        "Learner"
+                    } else {
+                        "None"
+                    };
+                    json!({
+                        "node_id": node_id,
+                        "raft_id": info.raft_id,
+                        "status": info.status,
+                        "consensus_role": role,
+                        "primary": info.raft_id != 0 && s.leader == Some(info.raft_id),
+                        "rpc_interfaces": {"primary_rpc_interface": {"published_address": info.address}},
+                        "self": info.raft_id != 0 && info.raft_id == n.config.raft_id,
+                    })
+                })
+                .collect()
+        }
+        None => vec![json!({
+            "node_id": state.node_id(),
+            "status": NodeStatus::Trusted,
+            "primary": true,
+            "rpc_interfaces": {},
+            "self": true,
+        })],
+    };
+    Json(json!({ "nodes": nodes }))
+}
+
+/// `/node/metrics`: request counters and the ledger's position (Prometheus text).
+pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
+    let (last, committed, view) = {
+        let e = state.engine();
+        (
+            e.last_txid().map(|t| t.seqno.0).unwrap_or(0),
+            e.committed_seqno(),
+            e.view().0,
+        )
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(last, committed, view),
+    )
+        .into_response()
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{Caller, Role};
 use crate::error::{body_error, ApiError, Body};
-use crate::routes::{authorize, with_txid, Params};
+use crate::http::{with_txid, Params};
 use crate::state::NodeState;
 
 /// Role name → its actions (JSON list): the index of defined roles, since a map's
@@ -132,23 +132,28 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// Replaces the actions of each role (defining those that are new).
-fn write_roles(state: &NodeState, roles: &[RoleDef]) -> Result<covenant_types::TxId, ApiError> {
-    state.write("storing the roles failed", |e| {
-        let mut tx = e.begin();
-        for r in roles {
-            let map = format!("{ROLE_DEFINITIONS_PREFIX}{}", r.role_name);
-            tx.clear(&map);
-            for a in &r.role_actions {
-                tx.put(&map, &quoted(a), b"{}");
+async fn write_roles(
+    state: &NodeState,
+    roles: Vec<RoleDef>,
+) -> Result<covenant_types::TxId, ApiError> {
+    state
+        .write("storing the roles failed", move |e| {
+            let mut tx = e.begin();
+            for r in roles {
+                let map = format!("{ROLE_DEFINITIONS_PREFIX}{}", r.role_name);
+                tx.clear(&map);
+                for a in &r.role_actions {
+                    tx.put(&map, &quoted(a), b"{}");
+                }
+                tx.put(
+                    ROLE_NAMES,
+                    r.role_name.as_bytes(),
+                    json!(r.role_actions).to_string().as_bytes(),
+                );
             }
-            tx.put(
-                ROLE_NAMES,
-                r.role_name.as_bytes(),
-                json!(r.role_actions).to_string().as_bytes(),
-            );
-        }
-        e.commit_tx(tx, None)
-    })
+            e.commit_tx(tx, None)
+        })
+        .await
 }
 
 pub async fn get(
@@ -156,7 +161,7 @@ pub async fn get(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     let name = role_name_param(&q)?;
     let actions: Vec<String> = state
         .store
@@ -176,9 +181,9 @@ pub async fn put(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     let roles = parse(body)?;
-    let txid = write_roles(&state, &roles)?;
+    let txid = write_roles(&state, roles).await?;
     Ok(with_txid(
         Some(txid),
         Json(json!("Role added successfully.")),
@@ -192,12 +197,12 @@ pub async fn patch(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     let roles = parse(body)?;
     if let Some(r) = roles.iter().find(|r| !is_defined(&state, &r.role_name)) {
         return Err(not_found(&r.role_name));
     }
-    let txid = write_roles(&state, &roles)?;
+    let txid = write_roles(&state, roles).await?;
     Ok(with_txid(
         Some(txid),
         Json(json!("Role replaced successfully.")),
@@ -210,34 +215,38 @@ pub async fn delete(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     let name = role_name_param(&q)?;
     if !is_defined(&state, &name) {
         return Err(not_found(&name));
     }
-    let txid = state.write("deleting the role failed", |e| {
-        let mut tx = e.begin();
-        tx.clear(&format!("{ROLE_DEFINITIONS_PREFIX}{name}"));
-        tx.remove(ROLE_NAMES, name.as_bytes());
-        for (user, roles) in e.store().entries(USER_ROLES_MAPPING) {
-            let Ok(mut roles) = serde_json::from_slice::<Vec<String>>(&roles) else {
-                continue;
-            };
-            if roles.contains(&name) {
-                roles.retain(|r| *r != name);
-                if roles.is_empty() {
-                    tx.remove(USER_ROLES_MAPPING, &user);
-                } else {
-                    tx.put(
-                        USER_ROLES_MAPPING,
-                        &user,
-                        json!(roles).to_string().as_bytes(),
-                    );
+    let removed = name.clone();
+    let txid = state
+        .write("deleting the role failed", move |e| {
+            let name = removed;
+            let mut tx = e.begin();
+            tx.clear(&format!("{ROLE_DEFINITIONS_PREFIX}{name}"));
+            tx.remove(ROLE_NAMES, name.as_bytes());
+            for (user, roles) in e.store().entries(USER_ROLES_MAPPING) {
+                let Ok(mut roles) = serde_json::from_slice::<Vec<String>>(&roles) else {
+                    continue;
+                };
+                if roles.contains(&name) {
+                    roles.retain(|r| *r != name);
+                    if roles.is_empty() {
+                        tx.remove(USER_ROLES_MAPPING, &user);
+                    } else {
+                        tx.put(
+                            USER_ROLES_MAPPING,
+                            &user,
+                            json!(roles).to_string().as_bytes(),
+                        );
+                    }
                 }
             }
-        }
-        e.commit_tx(tx, None)
-    })?;
+            e.commit_tx(tx, None)
+        })
+        .await?;
     Ok(with_txid(
         Some(txid),
         Json(json!(format!("Role {name} deleted successfully."))),

@@ -1,20 +1,15 @@
-//! The node's shared state and the engine driver.
-//!
-//! The engine is synchronous and owned behind one mutex: request handlers hold it
-//! only for an in-memory commit (the ledger append is buffered), while the driver
-//! task periodically emits a signature and makes everything durable (one fsync for
-//! all transactions since the last tick: group commit).
+//! What every handler shares: the [`Service`] and the node's transport context
+//! (its certificates, trusted token issuers, evidence, request counters and, in a
+//! network, its peers). Depends on no handler module.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, MutexGuard};
 
 use covenant_engine::{Engine, EngineError};
-use tokio::sync::watch;
+use covenant_service::{NodeInfo, Service};
 
-use crate::index::EntryIndex;
-use crate::NodeError;
+use crate::error::ApiError;
 
-/// What every handler shares. Cloned for every request, so it is one `Arc`.
+/// Cloned for every request, so it is one `Arc`.
 #[derive(Clone)]
 pub struct NodeState(Arc<Shared>);
 
@@ -26,6 +21,11 @@ impl std::ops::Deref for NodeState {
     }
 }
 
+/// The deployed app as the edge found it for this request, so the later layers
+/// (forwarding, dispatch) need not look it up again.
+#[derive(Clone)]
+pub struct CurrentApp(pub Option<Arc<covenant_app::App>>);
+
 /// A node's certificates, as PEM.
 #[derive(Debug, Clone, Default)]
 pub struct NodeCerts {
@@ -35,304 +35,120 @@ pub struct NodeCerts {
 
 /// The fields behind [`NodeState`].
 pub struct Shared {
-    engine: Arc<Mutex<Engine>>,
-    /// The engine's KV store, readable without the engine lock (users, roles).
+    pub service: Service,
+    /// The service's KV store, readable without the engine lock (users, roles).
     pub store: covenant_kv::Store,
-    committed: watch::Receiver<u64>,
-    pub node_id: String,
     pub service_cert_pem: Arc<String>,
     /// This node's certificates: the one the service endorsed, and one signed by
     /// the node's own key (`/node/endorsed_certificate`, `/node/self_signed_certificate`).
     pub node_certs: Arc<NodeCerts>,
-    pub ledger_public: bool,
     pub ledger_id: Arc<String>,
-    /// Collection → TxIds of its entries.
-    pub index: Arc<EntryIndex>,
     /// Request counters for `/node/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Trusted JWT issuers.
     pub jwt: Arc<crate::jwt::JwtAuth>,
     /// Virtual attestation evidence of this node (SPEC §8).
     pub quote: Arc<crate::attestation::VirtualQuote>,
-    /// The deployed JavaScript app, parsed once per version.
-    pub apps: Arc<crate::app::AppCache>,
     /// Set when this node is one of a replicated network.
-    pub network: Option<Arc<crate::network::Network>>,
+    pub network: Option<Arc<crate::peers::Network>>,
+}
+
+/// Everything but the service that a node's state is made of.
+pub struct Transport {
+    pub service_cert_pem: String,
+    pub node_certs: NodeCerts,
+    pub ledger_id: String,
+    pub jwt: crate::jwt::JwtAuth,
+    pub quote: crate::attestation::VirtualQuote,
+    pub network: Option<crate::peers::Network>,
 }
 
 impl NodeState {
-    /// Wraps `engine` and starts its [`Driver`] (group commit, and a signature
-    /// every `sig_interval` when anything is unsigned).
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        engine: Engine,
-        service_cert_pem: String,
-        ledger_public: bool,
-        ledger_id: String,
-        sig_interval: Duration,
-        quote: crate::attestation::VirtualQuote,
-        jwt: crate::jwt::JwtAuth,
-        node_certs: NodeCerts,
-    ) -> Result<(NodeState, Driver), NodeError> {
-        let index_map = crate::routes::entries_map_of(ledger_public);
-        let index = Arc::new(EntryIndex::build(&engine, index_map, engine.last_seqno())?);
-        let (tx, rx) = watch::channel(engine.committed_seqno());
-        let engine = Arc::new(Mutex::new(engine));
-        let driver = Driver::spawn(engine.clone(), tx, sig_interval)?;
-        let state = NodeState::assemble(
-            engine,
-            index,
-            rx,
-            service_cert_pem,
-            ledger_public,
-            ledger_id,
-            quote,
-            jwt,
-            node_certs,
-            None,
-        );
-        Ok((state, driver))
-    }
-
-    /// A node of a replicated network: the replica (already started on `engine`)
-    /// commits and signs, so there is no local driver.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start_replicated(
-        engine: Arc<Mutex<Engine>>,
-        index: Arc<EntryIndex>,
-        network: crate::network::Network,
-        service_cert_pem: String,
-        ledger_public: bool,
-        ledger_id: String,
-        quote: crate::attestation::VirtualQuote,
-        jwt: crate::jwt::JwtAuth,
-        node_certs: NodeCerts,
-    ) -> Result<NodeState, NodeError> {
-        let rx = network.replica.subscribe_committed();
-        Ok(NodeState::assemble(
-            engine,
-            index,
-            rx,
-            service_cert_pem,
-            ledger_public,
-            ledger_id,
-            quote,
-            jwt,
-            node_certs,
-            Some(Arc::new(network)),
-        ))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        engine: Arc<Mutex<Engine>>,
-        index: Arc<EntryIndex>,
-        committed: watch::Receiver<u64>,
-        service_cert_pem: String,
-        ledger_public: bool,
-        ledger_id: String,
-        quote: crate::attestation::VirtualQuote,
-        jwt: crate::jwt::JwtAuth,
-        node_certs: NodeCerts,
-        network: Option<Arc<crate::network::Network>>,
-    ) -> NodeState {
-        let (node_id, store) = {
-            let e = engine.lock().unwrap_or_else(|e| e.into_inner());
-            (e.node_id().to_string(), e.store().clone())
-        };
+    pub fn new(service: Service, t: Transport) -> NodeState {
         NodeState(Arc::new(Shared {
-            engine,
-            store,
-            committed,
-            node_id,
-            service_cert_pem: Arc::new(service_cert_pem),
-            node_certs: Arc::new(node_certs),
-            ledger_public,
-            ledger_id: Arc::new(ledger_id),
-            index,
-            quote: Arc::new(quote),
-            jwt: Arc::new(jwt),
+            store: service.store().clone(),
+            service,
+            service_cert_pem: Arc::new(t.service_cert_pem),
+            node_certs: Arc::new(t.node_certs),
+            ledger_id: Arc::new(t.ledger_id),
             metrics: Arc::default(),
-            apps: Arc::default(),
-            network,
+            jwt: Arc::new(t.jwt),
+            quote: Arc::new(t.quote),
+            network: t.network.map(Arc::new),
         }))
     }
 
-    /// Runs `f` as a write: directly on a single node, through consensus (primary
-    /// only; the forwarding middleware sends backups' writes there) otherwise.
-    pub fn write<T>(
-        &self,
-        context: &str,
-        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
-    ) -> Result<T, crate::error::ApiError> {
-        use crate::error::ApiError;
-        use axum::http::StatusCode;
-        let disk_full = |e: &EngineError| {
-            ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "InsufficientStorage",
-                format!("{e}; nothing was written"),
-            )
-        };
-        match &self.network {
-            None => f(&mut self.engine()).map_err(|e| match e {
-                EngineError::DiskFull { .. } => disk_full(&e),
-                e => ApiError::internal(context, e),
-            }),
-            Some(n) => n.replica.write(f).map_err(|e| match e {
-                covenant_consensus::ConsensusError::Engine(
-                    ref inner @ EngineError::DiskFull { .. },
-                ) => disk_full(inner),
-                covenant_consensus::ConsensusError::NotPrimary { .. }
-                | covenant_consensus::ConsensusError::NotReady
-                | covenant_consensus::ConsensusError::Failed(_) => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    format!("{e}"),
-                ),
-                other => ApiError::internal(context, other),
-            }),
-        }
+    /// This node's id (hex SHA-256 of its public key).
+    pub fn node_id(&self) -> &str {
+        self.service.node_id().as_str()
     }
 
-    /// The engine, for a short, non-blocking critical section.
+    /// Whether entries are stored in clear.
+    pub fn ledger_public(&self) -> bool {
+        self.service.ledger_public()
+    }
+
+    /// The engine, for a short in-memory section.
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
-        // A panic while holding the lock would be a bug; the engine's own state stays
-        // consistent (every step checks before it mutates), so keep serving.
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+        self.service.engine()
     }
 
-    /// Notified with the committed seqno each time it advances (load generators
-    /// measure commit latency with it).
-    pub fn subscribe_committed(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
-    }
-
-    /// The last committed seqno, as the driver last published it.
-    pub fn committed_seqno(&self) -> u64 {
-        *self.committed.borrow()
-    }
-
-    /// Signs and flushes now (graceful shutdown: nothing acknowledged is left unsynced).
-    pub async fn flush_now(&self) -> Result<u64, String> {
-        let engine = self.engine.clone();
-        if let Some(n) = &self.network {
-            // Only the primary signs, through consensus; here just stop and sync.
-            n.replica.stop();
-            return tokio::task::spawn_blocking(move || {
-                engine
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .flush()
-                    .map_err(|e| e.to_string())
-            })
+    /// Runs `f` as a write on a blocking thread (see [`Service::write`]); a failure
+    /// is answered as `context` says.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.service
+            .write(f)
             .await
-            .map_err(|e| e.to_string())?;
-        }
-        tokio::task::spawn_blocking(move || final_flush(&engine))
+            .map_err(|e| ApiError::service(context, e))
+    }
+
+    /// [`NodeState::write`] for a caller already on a blocking thread.
+    pub fn write_blocking<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+    ) -> Result<T, ApiError> {
+        self.service
+            .write_blocking(f)
+            .map_err(|e| ApiError::service(context, e))
+    }
+
+    /// Runs `f` on a blocking thread with this state (scripts, governance).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&NodeState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || f(&s))
             .await
-            .map_err(|e| e.to_string())?
-    }
-}
-
-/// Signs (if anything is unsigned) and makes everything durable, under the lock
-/// (graceful shutdown, after the driver stopped).
-fn final_flush(engine: &Mutex<Engine>) -> Result<u64, String> {
-    let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
-    if e.unsigned_txs() > 0 {
-        e.emit_signature().map_err(|x| x.to_string())?;
-    }
-    e.flush().map_err(|x| x.to_string())
-}
-
-/// How long the group-commit loop sleeps when there was nothing to sync.
-const IDLE: Duration = Duration::from_millis(5);
-
-/// The engine driver: a thread running group commit back to back (fdatasync with
-/// the engine lock released, so appends never wait for the disk) and emitting a
-/// signature every `sig_every` when anything is unsigned. Stops when told or when
-/// every receiver of the committed seqno is gone.
-pub struct Driver {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Driver {
-    fn spawn(
-        engine: Arc<Mutex<Engine>>,
-        committed: watch::Sender<u64>,
-        sig_every: Duration,
-    ) -> std::io::Result<Driver> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("covenant-commit".into())
-            .spawn(move || commit_loop(&engine, &committed, sig_every, &flag))?;
-        Ok(Driver {
-            stop,
-            thread: Some(thread),
-        })
+            .map_err(|e| ApiError::internal("the request's task failed", e))?
     }
 
-    /// Stops the loop and waits for its current cycle to finish.
-    pub async fn stop(mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    /// The deployed app for a request: the edge's lookup when it made one.
+    pub fn request_app(
+        &self,
+        extensions: &axum::http::Extensions,
+    ) -> Result<Option<Arc<covenant_app::App>>, covenant_app::AppError> {
+        match extensions.get::<CurrentApp>() {
+            Some(c) => Ok(c.0.clone()),
+            None => self.service.apps().current(&self.store),
         }
     }
-}
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-fn commit_loop(
-    engine: &Mutex<Engine>,
-    committed: &watch::Sender<u64>,
-    sig_every: Duration,
-    stop: &std::sync::atomic::AtomicBool,
-) {
-    let lock = || engine.lock().unwrap_or_else(|e| e.into_inner());
-    let mut next_sig = std::time::Instant::now() + sig_every;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) && !committed.is_closed() {
-        let now = std::time::Instant::now();
-        let sign = now >= next_sig;
-        if sign {
-            next_sig = (next_sig + sig_every).max(now);
+    /// Every node of the service with its row. A single node keeps no row: it is
+    /// shown as the service's one Trusted node.
+    pub fn node_rows(&self) -> Vec<(covenant_types::NodeId, NodeInfo)> {
+        let rows = covenant_service::nodes::node_rows(&self.store);
+        if !rows.is_empty() {
+            return rows;
         }
-        let cycle = || -> Result<(u64, bool), EngineError> {
-            let ticket = {
-                let mut e = lock();
-                if sign && e.unsigned_txs() > 0 {
-                    e.emit_signature()?;
-                }
-                if !e.sync_wanted() {
-                    return Ok((e.committed_seqno(), true));
-                }
-                e.prepare_flush()?
-            };
-            let idle = ticket.is_empty();
-            let result = ticket.run();
-            Ok((lock().complete_flush(ticket, result)?, idle))
-        };
-        match cycle() {
-            Ok((seqno, idle)) => {
-                committed.send_if_modified(|c| {
-                    let changed = *c != seqno;
-                    *c = seqno;
-                    changed
-                });
-                if idle {
-                    std::thread::sleep(IDLE.min(next_sig.saturating_duration_since(now)));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "signing or flushing the ledger failed");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        vec![(
+            self.service.node_id().clone(),
+            NodeInfo::trusted(0, String::new(), self.node_certs.endorsed.clone()),
+        )]
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{Caller, Role};
 use crate::error::{body_error, ApiError, Body};
-use crate::routes::{api_version, authorize, with_txid, Params};
+use crate::http::{api_version, with_txid, Params};
 use crate::state::NodeState;
 
 /// Function id → `{"code"}` (private: the code is the caller's).
@@ -41,7 +41,7 @@ pub async fn get_endpoints(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Reader)?;
+    caller.authorize(&q, Role::Reader)?;
     let txid = state.engine().last_txid();
     Ok(with_txid(txid, Json(AppBundle::from_store(&state.store))))
 }
@@ -52,22 +52,24 @@ pub async fn put_endpoints(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     let raw = body.map_err(body_error)?;
     let bundle = AppBundle::from_json(&raw).map_err(bad)?;
     let rows = bundle.rows();
-    let txid = state.write("deploying the endpoints failed", |e| {
-        let mut tx = e.begin();
-        tx.clear(MODULES);
-        tx.clear(ENDPOINTS);
-        for (name, source) in &rows.modules {
-            tx.put(MODULES, name.as_bytes(), source.as_bytes());
-        }
-        for (key, props) in &rows.endpoints {
-            tx.put(ENDPOINTS, key.as_bytes(), props);
-        }
-        e.commit_tx(tx, None)
-    })?;
+    let txid = state
+        .write("deploying the endpoints failed", move |e| {
+            let mut tx = e.begin();
+            tx.clear(MODULES);
+            tx.clear(ENDPOINTS);
+            for (name, source) in &rows.modules {
+                tx.put(MODULES, name.as_bytes(), source.as_bytes());
+            }
+            for (key, props) in &rows.endpoints {
+                tx.put(ENDPOINTS, key.as_bytes(), props);
+            }
+            e.commit_tx(tx, None)
+        })
+        .await?;
     Ok(with_txid(Some(txid), StatusCode::CREATED))
 }
 
@@ -76,7 +78,7 @@ pub async fn get_runtime_options(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Reader)?;
+    caller.authorize(&q, Role::Reader)?;
     let txid = state.engine().last_txid();
     Ok(with_txid(txid, Json(RuntimeOptions::load(&state.store))))
 }
@@ -87,17 +89,19 @@ pub async fn patch_runtime_options(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     let patch = json_body(body)?;
     let opts = RuntimeOptions::load(&state.store)
         .patched(&patch)
         .map_err(bad)?;
     let value = serde_json::to_vec(&opts).map_err(|e| ApiError::internal("encoding", e))?;
-    let txid = state.write("updating the runtime options failed", |e| {
-        let mut tx = e.begin();
-        tx.put(RUNTIME_OPTIONS, b"0", &value);
-        e.commit_tx(tx, None)
-    })?;
+    let txid = state
+        .write("updating the runtime options failed", move |e| {
+            let mut tx = e.begin();
+            tx.put(RUNTIME_OPTIONS, b"0", &value);
+            e.commit_tx(tx, None)
+        })
+        .await?;
     Ok(with_txid(Some(txid), Json(opts)))
 }
 
@@ -106,7 +110,7 @@ pub async fn get_module(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Reader)?;
+    caller.authorize(&q, Role::Reader)?;
     let name = q.get("module_name").ok_or_else(|| {
         ApiError::bad_request(
             "QueryParameterError",
@@ -156,7 +160,7 @@ pub async fn list_functions(
     caller: Caller,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Reader)?;
+    caller.authorize(&q, Role::Reader)?;
     let functions: Vec<Value> = state
         .store
         .entries(FUNCTIONS)
@@ -179,7 +183,7 @@ pub async fn get_function(
     Path(id): Path<String>,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Reader)?;
+    caller.authorize(&q, Role::Reader)?;
     check_function_id(&id)?;
     let code = function_code(&state, &id)?;
     let txid = state.engine().last_txid();
@@ -193,7 +197,7 @@ pub async fn put_function(
     axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     check_function_id(&id)?;
     let v = json_body(body)?;
     let code = v["code"]
@@ -206,11 +210,14 @@ pub async fn put_function(
     }
     let row = json!({"code": code}).to_string();
     let existed = state.store.get(FUNCTIONS, id.as_bytes()).is_some();
-    let txid = state.write("storing the function failed", |e| {
-        let mut tx = e.begin();
-        tx.put(FUNCTIONS, id.as_bytes(), row.as_bytes());
-        e.commit_tx(tx, None)
-    })?;
+    let key = id.clone();
+    let txid = state
+        .write("storing the function failed", move |e| {
+            let mut tx = e.begin();
+            tx.put(FUNCTIONS, key.as_bytes(), row.as_bytes());
+            e.commit_tx(tx, None)
+        })
+        .await?;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -228,14 +235,16 @@ pub async fn delete_function(
     Path(id): Path<String>,
     axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     check_function_id(&id)?;
     function_code(&state, &id)?;
-    let txid = state.write("deleting the function failed", |e| {
-        let mut tx = e.begin();
-        tx.remove(FUNCTIONS, id.as_bytes());
-        e.commit_tx(tx, None)
-    })?;
+    let txid = state
+        .write("deleting the function failed", move |e| {
+            let mut tx = e.begin();
+            tx.remove(FUNCTIONS, id.as_bytes());
+            e.commit_tx(tx, None)
+        })
+        .await?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }
 
@@ -292,7 +301,7 @@ pub async fn execute(
     let limits = opts.limits();
     let user_id = caller.user_id.clone();
     let task = tokio::task::spawn_blocking(move || {
-        state.write("running the function failed", |e| {
+        state.write_blocking("running the function failed", |e| {
             let mut tx = e.begin();
             let store = e.store().clone();
             let host = Host {

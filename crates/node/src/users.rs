@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{user_roles, Caller, Role, UserData, UserId, UserInfo, USERS_CERTS, USERS_INFO};
 use crate::error::ApiError;
-use crate::routes::{authorize, with_txid, Params};
+use crate::http::{with_txid, Params};
 use crate::state::NodeState;
 
 /// A user's info row: its roles, and for a token user the issuer it belongs to.
@@ -54,26 +54,30 @@ fn info_row(
     serde_json::to_vec(&info).map_err(|e| ApiError::internal("encoding the user failed", e))
 }
 
-fn write_roles(
+async fn write_roles(
     state: &NodeState,
     user: &UserId,
     roles: Option<&[Role]>,
 ) -> Result<covenant_types::TxId, ApiError> {
     let info = roles.map(|r| info_row(state, user, r, None)).transpose()?;
-    state.write("updating the user failed", |engine| {
-        let mut tx = engine.begin();
-        match &info {
-            Some(info) => put_info(&mut tx, engine.store(), user, info),
-            None => {
-                for key in [user.ccf(), user.acl()] {
-                    tx.remove(USERS_INFO, key.as_bytes());
-                    tx.remove(USERS_CERTS, key.as_bytes());
+    let user = user.clone();
+    state
+        .write("updating the user failed", move |engine| {
+            let user = &user;
+            let mut tx = engine.begin();
+            match &info {
+                Some(info) => put_info(&mut tx, engine.store(), user, info),
+                None => {
+                    for key in [user.ccf(), user.acl()] {
+                        tx.remove(USERS_INFO, key.as_bytes());
+                        tx.remove(USERS_CERTS, key.as_bytes());
+                    }
+                    crate::roles::put_user_custom_roles(&mut tx, &user.acl(), &[]);
                 }
-                crate::roles::put_user_custom_roles(&mut tx, &user.acl(), &[]);
             }
-        }
-        engine.commit_tx(tx, None)
-    })
+            engine.commit_tx(tx, None)
+        })
+        .await
 }
 
 /// Writes a user's info row under CCF's spelling, moving a certificate user's
@@ -92,7 +96,7 @@ fn put_info(tx: &mut covenant_kv::Tx, store: &covenant_kv::Store, user: &UserId,
 }
 
 fn highest(roles: &[Role]) -> Role {
-    roles.iter().copied().max().unwrap_or(Role::Reader)
+    covenant_service::users::strongest(roles)
 }
 
 fn not_found(user_id: &str) -> ApiError {
@@ -105,8 +109,8 @@ pub async fn get_v1(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
-    let user = UserId::parse_acl(&user_id)?;
+    caller.authorize(&q, Role::Administrator)?;
+    let user = crate::auth::parse_user_id(&user_id)?;
     let engine = state.engine();
     let roles = user_roles(&state.store, &user)
         .filter(|r| !r.is_empty())
@@ -130,15 +134,15 @@ pub async fn patch_v1(
     Query(q): Params,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
-    let user = UserId::parse_acl(&user_id)?;
+    caller.authorize(&q, Role::Administrator)?;
+    let user = crate::auth::parse_user_id(&user_id)?;
     let patch: V1Patch = serde_json::from_slice(&body.map_err(crate::error::body_error)?).map_err(|e| {
         ApiError::bad_request(
             "InvalidInput",
             format!("body must be {{\"assignedRole\": \"Reader\"|\"Contributor\"|\"Administrator\"}}: {e}"),
         )
     })?;
-    let txid = write_roles(&state, &user, Some(&[patch.assigned_role]))?;
+    let txid = write_roles(&state, &user, Some(&[patch.assigned_role])).await?;
     Ok(with_txid(
         Some(txid),
         Json(json!({"assignedRole": patch.assigned_role, "userId": user.acl()})),
@@ -151,9 +155,9 @@ pub async fn delete_v1(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
-    let user = UserId::parse_acl(&user_id)?;
-    let txid = write_roles(&state, &user, None)?;
+    caller.authorize(&q, Role::Administrator)?;
+    let user = crate::auth::parse_user_id(&user_id)?;
+    let txid = write_roles(&state, &user, None).await?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }
 
@@ -195,7 +199,7 @@ fn list_page(
     route: &str,
     row: impl Fn(&UserId, &[Role]) -> Value,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
+    caller.authorize(&q, Role::Administrator)?;
     // Users of the ledger API: CCF users without ACL roles are the JS app's only.
     let keys = state
         .store
@@ -209,7 +213,7 @@ fn list_page(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (page, next) = crate::routes::key_page(keys, &q, route);
+    let (page, next) = crate::http::key_page(keys, &q, route);
     let users: Vec<Value> = page
         .into_iter()
         .filter_map(|id| {
@@ -234,8 +238,8 @@ pub async fn get_multi(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
-    let user = UserId::parse_acl(&user_id)?;
+    caller.authorize(&q, Role::Administrator)?;
+    let user = crate::auth::parse_user_id(&user_id)?;
     let engine = state.engine();
     let roles = all_roles(&state, &user)
         .filter(|r| !r.is_empty())
@@ -278,8 +282,8 @@ pub async fn patch_multi(
     Query(q): Params,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
-    let user = UserId::parse_acl(&user_id)?;
+    caller.authorize(&q, Role::Administrator)?;
+    let user = crate::auth::parse_user_id(&user_id)?;
     let patch: MultiPatch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
         .map_err(|e| {
             ApiError::bad_request(
@@ -325,12 +329,15 @@ pub async fn patch_multi(
         }
     }
     let info = info_row(&state, &user, &roles, patch.issuer.as_deref())?;
-    let txid = state.write("updating the user failed", |engine| {
-        let mut tx = engine.begin();
-        put_info(&mut tx, engine.store(), &user, &info);
-        crate::roles::put_user_custom_roles(&mut tx, &user.acl(), &custom);
-        engine.commit_tx(tx, None)
-    })?;
+    let written = user.clone();
+    let txid = state
+        .write("updating the user failed", move |engine| {
+            let mut tx = engine.begin();
+            put_info(&mut tx, engine.store(), &written, &info);
+            crate::roles::put_user_custom_roles(&mut tx, &written.acl(), &custom);
+            engine.commit_tx(tx, None)
+        })
+        .await?;
     // ACL's reply repeats the roles this request named (the user holds the union).
     Ok(with_txid(
         Some(txid),
@@ -345,8 +352,8 @@ pub async fn delete_multi(
     Path(user_id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    authorize(&q, &caller, Role::Administrator)?;
-    let user = UserId::parse_acl(&user_id)?;
-    let txid = write_roles(&state, &user, None)?;
+    caller.authorize(&q, Role::Administrator)?;
+    let user = crate::auth::parse_user_id(&user_id)?;
+    let txid = write_roles(&state, &user, None).await?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
 }

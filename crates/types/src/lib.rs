@@ -191,6 +191,56 @@ impl<'de> Deserialize<'de> for Digest32 {
     }
 }
 
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id as the tables spell it (lower-case hex).
+            pub fn new(id: impl Into<String>) -> $name {
+                $name(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<Digest32> for $name {
+            fn from(d: Digest32) -> $name {
+                $name(d.to_hex())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// A node of the service: the lower-case hex SHA-256 of its public key (DER
+    /// SubjectPublicKeyInfo), as CCF names nodes. Its Raft id is another thing
+    /// (a small integer given when it is trusted) and is always called `raft_id`.
+    NodeId
+);
+
+hex_id!(
+    /// A consortium member: the lower-case hex SHA-256 of its certificate's DER.
+    MemberId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

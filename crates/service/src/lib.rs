@@ -1,0 +1,426 @@
+//! The service layer between HTTP and the engine (the role of CCF's node
+//! interface and its service tables): what the service's tables are called
+//! ([`tables`]), how a new service begins ([`genesis`]), its users and nodes, the
+//! collection index ([`index`], fed by the engine for every transaction on every
+//! node), receipts with their application claims ([`entries`]), and [`Service`]:
+//! an async facade that runs engine work on blocking threads and writes either
+//! directly (one node) or through the Raft replica (a network).
+//!
+//! Nothing here knows HTTP: `covenant-node` turns requests into calls on
+//! [`Service`] and its results into responses.
+
+#![forbid(unsafe_code)]
+
+pub mod apps;
+pub mod defaults;
+mod driver;
+pub mod entries;
+pub mod genesis;
+pub mod index;
+pub mod nodes;
+pub mod tables;
+pub mod users;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use covenant_consensus::{ConsensusError, Replica};
+use covenant_engine::{Engine, EngineError, TxStatus};
+use covenant_types::{NodeId, TxId};
+use tokio::sync::watch;
+
+pub use entries::{Entry, ReceiptWithClaims};
+pub use genesis::{Genesis, JoinPolicy};
+pub use index::EntryIndex;
+pub use nodes::{NodeInfo, NodeStatus};
+pub use users::{Role, UserId};
+
+/// Why the service refused or failed a request. The variants a caller acts on
+/// (retry elsewhere, retry later, not found) are distinct; the rest carry their cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A write reached a backup (forwarding sends writes to the primary first).
+    #[error("this node is not the primary (primary: {leader:?})")]
+    NotPrimary { leader: Option<u64> },
+    /// No primary can write yet (an election, or a new primary's first entry).
+    #[error("the primary is still starting its view; retry")]
+    NotReady,
+    /// Replication stopped on this node's storage; a restart recovers it.
+    #[error("this node stopped replicating: {0}")]
+    ReplicationFailed(String),
+    /// The ledger's disk is full: nothing was written.
+    #[error("{0}; nothing was written")]
+    DiskFull(#[source] EngineError),
+    #[error("transaction {0} does not exist")]
+    NoSuchTx(TxId),
+    /// History before this node's first seqno (it started from a snapshot).
+    #[error("seqno {0} precedes this node's ledger (it started from a snapshot)")]
+    NotHeld(u64),
+    #[error(transparent)]
+    Engine(EngineError),
+    #[error(transparent)]
+    Consensus(ConsensusError),
+    /// The blocking task running the work panicked or was cancelled.
+    #[error("the task running the request failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(e: EngineError) -> ServiceError {
+        match e {
+            EngineError::DiskFull { .. } => ServiceError::DiskFull(e),
+            EngineError::NotHeld(seqno) => ServiceError::NotHeld(seqno),
+            other => ServiceError::Engine(other),
+        }
+    }
+}
+
+impl From<ConsensusError> for ServiceError {
+    fn from(e: ConsensusError) -> ServiceError {
+        match e {
+            ConsensusError::Engine(inner) => inner.into(),
+            ConsensusError::NotPrimary { leader } => ServiceError::NotPrimary { leader },
+            ConsensusError::NotReady => ServiceError::NotReady,
+            ConsensusError::Failed(why) => ServiceError::ReplicationFailed(why),
+            other => ServiceError::Consensus(other),
+        }
+    }
+}
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Entries stored in clear (`Public` ledger) rather than encrypted.
+    pub ledger_public: bool,
+    /// A single node signs (and so commits) this often when anything is unsigned.
+    pub sig_interval: Duration,
+}
+
+/// The service of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Service(Arc<Inner>);
+
+struct Inner {
+    engine: Arc<Mutex<Engine>>,
+    /// The engine's KV store, readable without the engine lock (users, roles).
+    store: covenant_kv::Store,
+    node_id: NodeId,
+    ledger_public: bool,
+    committed: watch::Receiver<u64>,
+    replica: Option<Replica>,
+    index: Arc<EntryIndex>,
+    apps: apps::AppCache,
+    driver: tokio::sync::Mutex<Option<driver::Driver>>,
+}
+
+impl Service {
+    /// A single node: its own driver signs and group-commits.
+    pub fn single(engine: Engine, options: &ServiceOptions) -> Result<Service, ServiceError> {
+        let (engine, index) = Self::indexed(engine, options)?;
+        let committed = lock(&engine).committed_seqno();
+        let (tx, rx) = watch::channel(committed);
+        let driver =
+            driver::Driver::spawn(engine.clone(), tx, options.sig_interval).map_err(|source| {
+                EngineError::Io {
+                    path: "covenant-commit thread".into(),
+                    source,
+                }
+            })?;
+        Ok(Self::assemble(
+            engine,
+            index,
+            rx,
+            None,
+            Some(driver),
+            options,
+        ))
+    }
+
+    /// A node of a network: `start` starts the replica on the engine (which the
+    /// service has hooked up first, so the index sees every applied entry).
+    pub fn replicated(
+        engine: Engine,
+        options: &ServiceOptions,
+        start: impl FnOnce(Arc<Mutex<Engine>>) -> Result<Replica, ConsensusError>,
+    ) -> Result<Service, ServiceError> {
+        let (engine, index) = Self::indexed(engine, options)?;
+        let replica = start(engine.clone())?;
+        let rx = replica.subscribe_committed();
+        Ok(Self::assemble(
+            engine,
+            index,
+            rx,
+            Some(replica),
+            None,
+            options,
+        ))
+    }
+
+    /// Builds the collection index from the ledger, then lets the engine feed it
+    /// every transaction appended from now on (the one feeder, on every node).
+    fn indexed(
+        mut engine: Engine,
+        options: &ServiceOptions,
+    ) -> Result<(Arc<Mutex<Engine>>, Arc<EntryIndex>), ServiceError> {
+        let map = tables::entries_map(options.ledger_public);
+        let index = Arc::new(EntryIndex::build(&engine, map, engine.last_seqno())?);
+        let feed = index.clone();
+        engine.set_observer(Arc::new(move |txid, ws| feed.add_from(txid, ws, map)));
+        Ok((Arc::new(Mutex::new(engine)), index))
+    }
+
+    fn assemble(
+        engine: Arc<Mutex<Engine>>,
+        index: Arc<EntryIndex>,
+        committed: watch::Receiver<u64>,
+        replica: Option<Replica>,
+        driver: Option<driver::Driver>,
+        options: &ServiceOptions,
+    ) -> Service {
+        let (node_id, store) = {
+            let e = lock(&engine);
+            (NodeId::new(e.node_id()), e.store().clone())
+        };
+        Service(Arc::new(Inner {
+            engine,
+            store,
+            node_id,
+            ledger_public: options.ledger_public,
+            committed,
+            replica,
+            index,
+            apps: apps::AppCache::default(),
+            driver: tokio::sync::Mutex::new(driver),
+        }))
+    }
+
+    /// The engine, for a short in-memory section (a lookup, a status): never for
+    /// work that waits on disk, the network or a script (use the async methods).
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock(&self.0.engine)
+    }
+
+    /// The engine's KV store, read without the engine lock.
+    pub fn store(&self) -> &covenant_kv::Store {
+        &self.0.store
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.0.node_id
+    }
+
+    /// Whether entries are stored in clear.
+    pub fn ledger_public(&self) -> bool {
+        self.0.ledger_public
+    }
+
+    /// The replica, on a node of a network.
+    pub fn replica(&self) -> Option<&Replica> {
+        self.0.replica.as_ref()
+    }
+
+    /// Whether this node executes writes: a single node always, a replica when it
+    /// is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.0
+            .replica
+            .as_ref()
+            .is_none_or(|r| r.status().is_primary)
+    }
+
+    /// Collection → TxIds of its entries.
+    pub fn index(&self) -> &EntryIndex {
+        &self.0.index
+    }
+
+    /// The deployed JavaScript app.
+    pub fn apps(&self) -> &apps::AppCache {
+        &self.0.apps
+    }
+
+    /// Runs `f` as a write on a blocking thread (it may wait for a new primary's
+    /// first entry, run scripts, or block on the engine's lock).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || s.write_blocking(f)).await?
+    }
+
+    /// [`Service::write`] for a caller already on a blocking thread: directly on a
+    /// single node, through consensus (primary only) in a network.
+    pub fn write_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+    ) -> Result<T, ServiceError> {
+        match &self.0.replica {
+            None => Ok(f(&mut self.engine())?),
+            Some(r) => Ok(r.write(f)?),
+        }
+    }
+
+    /// Runs blocking work (scripts, ledger reads) on a blocking thread.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let s = self.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&s)).await?)
+    }
+
+    /// A transaction's status on this node.
+    pub fn status(&self, txid: TxId) -> Result<TxStatus, ServiceError> {
+        Ok(self.engine().status(txid)?)
+    }
+
+    /// The last committed seqno, as last published.
+    pub fn committed_seqno(&self) -> u64 {
+        *self.0.committed.borrow()
+    }
+
+    /// Notified with the committed seqno each time it advances.
+    pub fn subscribe_committed(&self) -> watch::Receiver<u64> {
+        self.0.committed.clone()
+    }
+
+    /// The last committed transaction (`None` before the first commit).
+    pub fn committed_txid(&self) -> Result<Option<TxId>, ServiceError> {
+        let engine = self.engine();
+        let seqno = engine.committed_seqno();
+        if seqno == 0 {
+            return Ok(None);
+        }
+        if let Some(view) = engine.view_at(seqno) {
+            return Ok(Some(TxId::new(view, seqno)));
+        }
+        Ok(Some(
+            engine.ledger().read(seqno).map_err(EngineError::from)?.txid,
+        ))
+    }
+
+    /// The receipt of `txid` with the claims it proves (read from the ledger on a
+    /// blocking thread).
+    pub async fn receipt(&self, txid: TxId) -> Result<ReceiptWithClaims, ServiceError> {
+        self.blocking(move |s| s.receipt_blocking(txid)).await?
+    }
+
+    fn receipt_blocking(&self, txid: TxId) -> Result<ReceiptWithClaims, ServiceError> {
+        let mut engine = self.engine();
+        let response = engine.receipt(txid).map_err(|e| match e {
+            EngineError::NoSuchTx(_) => ServiceError::NoSuchTx(txid),
+            other => other.into(),
+        })?;
+        let application_claims = if response.receipt.is_some() {
+            let (_, ws) = engine.read_tx(txid.seqno.0)?;
+            entries::claims_of(&ws, self.0.ledger_public)
+        } else {
+            Vec::new()
+        };
+        Ok(ReceiptWithClaims {
+            response,
+            application_claims,
+        })
+    }
+
+    /// The entry transaction `txid` wrote to `collection`, if it wrote one.
+    pub async fn entry(
+        &self,
+        txid: TxId,
+        collection: String,
+    ) -> Result<Option<Entry>, ServiceError> {
+        self.blocking(move |s| s.entry_blocking(txid, &collection))
+            .await?
+    }
+
+    fn entry_blocking(&self, txid: TxId, collection: &str) -> Result<Option<Entry>, ServiceError> {
+        let (actual, ws) = match self.engine().read_tx(txid.seqno.0) {
+            Ok(x) => x,
+            Err(EngineError::NoSuchTx(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if actual != txid {
+            return Ok(None);
+        }
+        Ok(entries::entry_in(
+            &ws,
+            txid,
+            collection,
+            self.0.ledger_public,
+        ))
+    }
+
+    /// Committed entries of `collection` with `from <= seqno <= to` (with `tag`, if
+    /// given), at most `limit`, and the TxId to continue from when more follow.
+    pub async fn entries(
+        &self,
+        collection: String,
+        from: u64,
+        to: u64,
+        tag: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, Option<TxId>), ServiceError> {
+        self.blocking(move |s| {
+            let (page, next) = s.index().range(&collection, from, to, limit);
+            let mut out = Vec::with_capacity(page.len());
+            for indexed in page {
+                let (txid, ws) = s.engine().read_tx(indexed.seqno.0)?;
+                // The index may still name a transaction rolled back at that seqno.
+                if txid != indexed {
+                    continue;
+                }
+                if let Some(e) = entries::entry_in(&ws, txid, &collection, s.0.ledger_public) {
+                    if tag.as_deref().is_none_or(|t| e.has_tag(t)) {
+                        out.push(e);
+                    }
+                }
+            }
+            Ok((out, next))
+        })
+        .await?
+    }
+
+    /// The latest *committed* entry of `collection`, when its latest value is not
+    /// committed yet (from the index and the ledger).
+    pub fn latest_committed_entry(&self, collection: &str) -> Result<Option<Entry>, ServiceError> {
+        let engine = self.engine();
+        let committed = engine.committed_seqno();
+        for t in self.index().latest(collection, committed, 64) {
+            let Ok((txid, ws)) = engine.read_tx(t.seqno.0) else {
+                continue;
+            };
+            if txid == t {
+                if let Some(e) = entries::entry_in(&ws, txid, collection, self.0.ledger_public) {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stops the service's part in commits and makes everything durable: a single
+    /// node signs what is unsigned first; a replica stops replicating (only the
+    /// primary signs, through consensus). Returns the last seqno flushed.
+    pub async fn shutdown(&self) -> Result<u64, ServiceError> {
+        if let Some(d) = self.0.driver.lock().await.take() {
+            d.stop().await;
+        }
+        let replicated = self.0.replica.as_ref().inspect(|r| r.stop()).is_some();
+        self.blocking(move |s| {
+            let mut e = s.engine();
+            Ok(if replicated {
+                e.flush()?
+            } else {
+                driver::final_flush(&mut e)?
+            })
+        })
+        .await?
+    }
+}
+
+fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+    // A panic while holding the lock would be a bug; the engine's own state stays
+    // consistent (every step checks before it mutates), so keep serving.
+    engine.lock().unwrap_or_else(|e| e.into_inner())
+}
