@@ -11,6 +11,8 @@
 //! writes nothing. A handler's writes are buffered and reach the transaction only
 //! if it returns; one that throws, loops or allocates without bound leaves nothing.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

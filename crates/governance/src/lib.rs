@@ -13,6 +13,8 @@
 //! proposal's `apply` runs on a buffer of writes that reaches the transaction only if
 //! it succeeds, so a failing action leaves nothing behind but the Failed state.
 
+#![forbid(unsafe_code)]
+
 mod kv;
 
 use std::collections::BTreeMap;
