@@ -406,6 +406,7 @@ impl Governance {
         let host_effects = effects.clone();
         let out = covenant_js::call_with_host(
             &self.limits,
+            None,
             if function == "vote" {
                 "ballot"
             } else {
