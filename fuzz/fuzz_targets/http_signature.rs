@@ -1,20 +1,12 @@
 #![no_main]
 //! HTTP-signature governance requests are untrusted: any `Authorization` value and
 //! body are refused cleanly, and nothing forged verifies against a member's key.
-use std::sync::OnceLock;
-
 use axum::http::{HeaderMap, HeaderValue};
-use covenant_crypto::{generate_client_identity, Certificate, Curve};
 use covenant_node::http_sig;
 use libfuzzer_sys::fuzz_target;
 
-fn cert() -> &'static Certificate {
-    static C: OnceLock<Certificate> = OnceLock::new();
-    C.get_or_init(|| match generate_client_identity("fuzz", Curve::P384) {
-        Ok((_, c)) => c,
-        Err(e) => panic!("cannot generate an identity: {e}"),
-    })
-}
+mod common;
+use common::cert;
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());

@@ -19,6 +19,28 @@ function expect(cond, what) {
 function validPem(pem, what) {
   expect(typeof pem === "string" && ccf.crypto.isValidX509CertBundle(pem), `${what} must be a PEM certificate`);
 }
+// A row written when `value` is given, removed when it is undefined.
+function setOrDelete(name, id, value) {
+  if (value === undefined) {
+    table(name).delete(id);
+  } else {
+    table(name).set(id, value);
+  }
+}
+// set_member and set_user: a PEM certificate, stored under its id; `then` writes
+// the other rows.
+function certAction(certs, then) {
+  return {
+    validate(args) {
+      validPem(args.cert, "cert");
+    },
+    apply(args) {
+      const id = raw(ccf.pemToId(args.cert));
+      table(certs).set(id, raw(args.cert));
+      then(args, id);
+    },
+  };
+}
 function dropOtherOpenProposals(proposalId) {
   const info = table("proposals_info");
   const open = [];
@@ -46,23 +68,13 @@ const actions = new Map([
       dropOtherOpenProposals(proposalId);
     },
   }],
-  ["set_member", {
-    validate(args) {
-      validPem(args.cert, "cert");
-    },
-    apply(args) {
-      const id = raw(ccf.pemToId(args.cert));
-      table("members.certs").set(id, raw(args.cert));
-      if (args.encryption_pub_key) {
-        table("members.encryption_public_keys").set(id, raw(args.encryption_pub_key));
-      } else {
-        table("members.encryption_public_keys").delete(id);
-      }
-      table("members.info").set(id, json({ member_data: args.member_data, status: "Accepted" }));
-      const sig = parse(ccf.kv["public:ccf.internal.signatures"].get(SINGLETON));
-      table("members.acks").set(id, json({ state_digest: sig.root }));
-    },
-  }],
+  ["set_member", certAction("members.certs", (args, id) => {
+    const key = args.encryption_pub_key;
+    setOrDelete("members.encryption_public_keys", id, key ? raw(key) : undefined);
+    table("members.info").set(id, json({ member_data: args.member_data, status: "Accepted" }));
+    const sig = parse(ccf.kv["public:ccf.internal.signatures"].get(SINGLETON));
+    table("members.acks").set(id, json({ state_digest: sig.root }));
+  })],
   ["remove_member", {
     validate(args) {
       expect(/^[0-9a-f]{64}$/.test(args.member_id), "member_id must be 64 hex digits");
@@ -73,20 +85,10 @@ const actions = new Map([
       }
     },
   }],
-  ["set_user", {
-    validate(args) {
-      validPem(args.cert, "cert");
-    },
-    apply(args) {
-      const id = raw(ccf.pemToId(args.cert));
-      table("users.certs").set(id, raw(args.cert));
-      if (args.user_data !== undefined && args.user_data !== null) {
-        table("users.info").set(id, json({ user_data: args.user_data }));
-      } else {
-        table("users.info").delete(id);
-      }
-    },
-  }],
+  ["set_user", certAction("users.certs", (args, id) => {
+    const data = args.user_data;
+    setOrDelete("users.info", id, data === undefined || data === null ? undefined : json({ user_data: data }));
+  })],
   ["remove_user", {
     validate(args) {
       expect(/^[0-9a-f]{64}$/.test(args.user_id), "user_id must be 64 hex digits");

@@ -11,6 +11,8 @@
 //! writes nothing. A handler's writes are buffered and reach the transaction only
 //! if it returns; one that throws, loops or allocates without bound leaves nothing.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -526,9 +528,9 @@ pub fn run(
         "caller": request.caller,
     });
     let entry = dispatcher(&route.properties.js_module, &route.properties.js_function);
-    let out = covenant_js::call_in_bundle(
+    let out = covenant_js::call_with_host(
         limits,
-        app.modules.clone(),
+        Some(app.modules.clone()),
         "__covenant_dispatch",
         &entry,
         "dispatch",
@@ -576,9 +578,9 @@ export async function execute(args) {{
 }}
 "#
     );
-    let out = covenant_js::call_in_bundle(
+    let out = covenant_js::call_with_host(
         limits,
-        Arc::new(modules),
+        Some(Arc::new(modules)),
         "__covenant_udf",
         &entry,
         "execute",

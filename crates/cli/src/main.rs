@@ -2,6 +2,8 @@
 //! offline tools (receipt verification, ledger audit) and `demo`, which writes a
 //! real ledger with receipts to try them on.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -106,20 +106,17 @@ impl LedgerClient {
         self
     }
 
-    /// Sends one request; `body` (if any) is sent as JSON.
+    /// Sends one request (on a new connection); `body` (if any) is sent as JSON.
     pub async fn request(
         &self,
         method: &str,
         path_and_query: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<HttpResponse, ClientError> {
-        self.request_raw(
-            method,
-            path_and_query,
-            body.map(|b| b.to_string().into_bytes()),
-            "application/json",
-        )
-        .await
+        self.connect()
+            .await?
+            .request(method, path_and_query, body)
+            .await
     }
 
     /// Sends one request with a raw body and content type (on a new connection).
@@ -130,8 +127,9 @@ impl LedgerClient {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<HttpResponse, ClientError> {
-        let mut conn = self.connect().await?;
-        conn.request_raw(method, path_and_query, body, content_type)
+        self.connect()
+            .await?
+            .request_raw(method, path_and_query, body, content_type)
             .await
     }
 

@@ -3,6 +3,8 @@
 //! proofs between two signed roots; and an HTTPS client for the ledger API that pins
 //! the service certificate and authenticates with a client certificate.
 
+#![forbid(unsafe_code)]
+
 mod http;
 mod verify;
 

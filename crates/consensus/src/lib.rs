@@ -12,6 +12,8 @@
 //! blank entry of a new view), fsyncs outside both locks, and turns Raft's commit
 //! index into the engine's commit: the last signature at or below it.
 
+#![forbid(unsafe_code)]
+
 mod membership;
 mod storage;
 

@@ -4,6 +4,8 @@
 //! rcgen (certificate issuance) and x509-parser (certificate reading), so that
 //! the rest of covenant never touches raw key material or ASN.1.
 
+#![forbid(unsafe_code)]
+
 mod cert;
 mod cose;
 mod encryption;

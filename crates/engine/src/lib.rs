@@ -12,6 +12,8 @@
 //! backups feed the primary's entries to [`Engine::apply_entry`], the same path a
 //! node uses to replay its own ledger at start.
 
+#![forbid(unsafe_code)]
+
 //!
 //! Snapshots ([`SnapshotFile`]): the state and Merkle checkpoint right after a
 //! committed signature, written to `snapshot_dir`, so a node can start from one

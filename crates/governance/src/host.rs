@@ -289,9 +289,9 @@ export function arities() {
   const a = (f) => (typeof c[f] === "function" ? c[f].length : -1);
   return { validate: a("validate"), resolve: a("resolve"), apply: a("apply") };
 }"#;
-    let got = covenant_js::call_in_bundle(
+    let got = covenant_js::call_with_host(
         &covenant_js::Limits::default(),
-        bundle,
+        Some(bundle),
         "constitution-check",
         probe,
         "arities",

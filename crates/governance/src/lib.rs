@@ -13,6 +13,8 @@
 //! proposal's `apply` runs on a buffer of writes that reaches the transaction only if
 //! it succeeds, so a failing action leaves nothing behind but the Failed state.
 
+#![forbid(unsafe_code)]
+
 mod kv;
 
 use std::collections::BTreeMap;
@@ -404,6 +406,7 @@ impl Governance {
         let host_effects = effects.clone();
         let out = covenant_js::call_with_host(
             &self.limits,
+            None,
             if function == "vote" {
                 "ballot"
             } else {

@@ -241,7 +241,7 @@ mod tests {
     }
 
     fn run(maps: Rc<RefCell<Maps>>, src: &str) -> Result<serde_json::Value, JsError> {
-        call_with_host(&Limits::default(), "m", src, "f", &[], move |ctx| {
+        call_with_host(&Limits::default(), None, "m", src, "f", &[], move |ctx| {
             install(ctx, maps)
         })
     }

@@ -28,6 +28,7 @@ use base64::Engine as _;
 use pkcs8::der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use pkcs8::der::{Decode, Encode};
 use pkcs8::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+use rquickjs::convert::List;
 use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
@@ -89,16 +90,16 @@ pub(crate) const JS: &str = r#"
   const jwkToPem = (kind, priv) => (jwk) => n.jwkToPem(kind, priv, JSON.stringify(obj(jwk, "jwk")));
   return Object.freeze({
     digest: (alg, data) => n.digest(str(alg, "algorithm"), buf(data, "data")),
-    sign: (alg, key, data) => n.sign(...algo(alg, "algorithm"), str(key, "key"), buf(data, "data")),
+    sign: (alg, key, data) => n.sign(algo(alg, "algorithm"), str(key, "key"), buf(data, "data")),
     verifySignature: (alg, key, sig, data) =>
-      n.verify(...algo(alg, "algorithm"), str(key, "key"), buf(sig, "signature"), buf(data, "data")),
+      n.verify(algo(alg, "algorithm"), str(key, "key"), buf(sig, "signature"), buf(data, "data")),
     generateAesKey: (size) => n.generateAesKey(num(size, "size")),
     generateRsaKeyPair: (size, exponent) =>
       pair(n.generateRsaKeyPair(num(size, "size"), exponent === undefined ? 65537 : num(exponent, "exponent"))),
     generateEcdsaKeyPair: (curve) => pair(n.generateEcdsaKeyPair(str(curve, "curve"))),
     generateEddsaKeyPair: (curve) => pair(n.generateEddsaKeyPair(str(curve, "curve"))),
-    wrapKey: (key, wrappingKey, p) => n.wrapKey(buf(key, "key"), buf(wrappingKey, "wrappingKey"), ...wrapParams(p)),
-    unwrapKey: (key, wrappingKey, p) => n.unwrapKey(buf(key, "key"), buf(wrappingKey, "wrappingKey"), ...wrapParams(p)),
+    wrapKey: (key, wrappingKey, p) => n.wrapKey(buf(key, "key"), buf(wrappingKey, "wrappingKey"), wrapParams(p)),
+    unwrapKey: (key, wrappingKey, p) => n.unwrapKey(buf(key, "key"), buf(wrappingKey, "wrappingKey"), wrapParams(p)),
     isValidX509CertBundle: (pem) => n.isValidX509CertBundle(str(pem, "pem")),
     isValidX509CertChain: (chain, trusted) => n.isValidX509CertChain(str(chain, "chain"), str(trusted, "trusted")),
     pubPemToJwk: pemToJwk("ec", false),
@@ -134,14 +135,8 @@ pub(crate) fn object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
         "sign",
         Function::new(
             ctx.clone(),
-            |ctx: Ctx<'js>,
-             name: String,
-             hash: Option<String>,
-             salt: Option<f64>,
-             key: String,
-             data: ArrayBuffer<'js>| {
-                let alg = throw(&ctx, SigAlg::parse(&name, hash.as_deref(), salt))?;
-                let key = Zeroizing::new(key);
+            |ctx: Ctx<'js>, alg: AlgArgs, key: String, data: ArrayBuffer<'js>| {
+                let (alg, key) = throw(&ctx, SigAlg::with_key(alg, key))?;
                 let out = throw(&ctx, sign(alg, &key, &bytes(&data)))?;
                 ArrayBuffer::new(ctx, out)
             },
@@ -152,14 +147,11 @@ pub(crate) fn object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>,
-             name: String,
-             hash: Option<String>,
-             salt: Option<f64>,
+             alg: AlgArgs,
              key: String,
              sig: ArrayBuffer<'js>,
              data: ArrayBuffer<'js>| {
-                let alg = throw(&ctx, SigAlg::parse(&name, hash.as_deref(), salt))?;
-                let key = Zeroizing::new(key);
+                let (alg, key) = throw(&ctx, SigAlg::with_key(alg, key))?;
                 throw(&ctx, verify(alg, &key, &bytes(&sig), &bytes(&data)))
             },
         )?,
@@ -189,53 +181,8 @@ pub(crate) fn object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
             throw(&ctx, generate_eddsa(&curve))
         })?,
     )?;
-    n.set(
-        "wrapKey",
-        Function::new(
-            ctx.clone(),
-            |ctx: Ctx<'js>,
-             key: ArrayBuffer<'js>,
-             wrapping: ArrayBuffer<'js>,
-             name: String,
-             label: Option<ArrayBuffer<'js>>,
-             aes_size: Option<f64>| {
-                let key = Zeroizing::new(bytes(&key));
-                let wrapping = Zeroizing::new(bytes(&wrapping));
-                let label = label.map(|l| bytes(&l));
-                let out = throw(
-                    &ctx,
-                    wrap_key(&name, &key, &wrapping, label.as_deref(), aes_size),
-                )?;
-                ArrayBuffer::new(ctx, out)
-            },
-        )?,
-    )?;
-    n.set(
-        "unwrapKey",
-        Function::new(
-            ctx.clone(),
-            |ctx: Ctx<'js>,
-             wrapped: ArrayBuffer<'js>,
-             unwrapping: ArrayBuffer<'js>,
-             name: String,
-             label: Option<ArrayBuffer<'js>>,
-             aes_size: Option<f64>| {
-                let unwrapping = Zeroizing::new(bytes(&unwrapping));
-                let label = label.map(|l| bytes(&l));
-                let out = throw(
-                    &ctx,
-                    unwrap_key(
-                        &name,
-                        &bytes(&wrapped),
-                        &unwrapping,
-                        label.as_deref(),
-                        aes_size,
-                    ),
-                )?;
-                ArrayBuffer::new(ctx, out.to_vec())
-            },
-        )?,
-    )?;
+    n.set("wrapKey", key_wrapping(ctx, wrap_key)?)?;
+    n.set("unwrapKey", key_wrapping(ctx, unwrap_key)?)?;
     n.set(
         "isValidX509CertBundle",
         Function::new(ctx.clone(), |pem: String| cert_bundle(&pem).is_ok())?,
@@ -284,6 +231,36 @@ pub(crate) fn pem_to_id(pem: &str) -> R<String> {
 
 fn throw<T>(ctx: &Ctx<'_>, r: R<T>) -> rquickjs::Result<T> {
     r.map_err(|m| Exception::throw_message(ctx, &m))
+}
+
+/// A signing algorithm as the JS half passes it: `[name, hash?, saltLength?]`.
+type AlgArgs = List<(String, Option<String>, Option<f64>)>;
+
+/// The wrapping parameters as the JS half passes them: `[name, label?, aesKeySize?]`.
+type WrapArgs<'js> = List<(String, Option<ArrayBuffer<'js>>, Option<f64>)>;
+
+/// `wrap_key` or `unwrap_key`: (algorithm name, key, wrapping key, label?, aesKeySize?).
+type KeyWrapOp<O> = fn(&str, &[u8], &[u8], Option<&[u8]>, Option<f64>) -> R<O>;
+
+/// `wrap_key` or `unwrap_key` as a native `(key, wrappingKey, wrapArgs) → ArrayBuffer`.
+/// Both keys are zeroized once the call is done.
+fn key_wrapping<'js, O: AsRef<[u8]> + 'js>(
+    ctx: &Ctx<'js>,
+    op: KeyWrapOp<O>,
+) -> rquickjs::Result<Function<'js>> {
+    Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>,
+              key: ArrayBuffer<'js>,
+              wrapping: ArrayBuffer<'js>,
+              List((name, label, aes_size)): WrapArgs<'js>| {
+            let key = Zeroizing::new(bytes(&key));
+            let wrapping = Zeroizing::new(bytes(&wrapping));
+            let label = label.map(|l| bytes(&l));
+            let out = throw(&ctx, op(&name, &key, &wrapping, label.as_deref(), aes_size))?;
+            ArrayBuffer::new(ctx, out.as_ref().to_vec())
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -360,6 +337,12 @@ enum SigAlg {
 }
 
 impl SigAlg {
+    /// The algorithm a `sign`/`verify` call names, and its PEM key (zeroized on drop).
+    fn with_key(List((name, hash, salt)): AlgArgs, key: String) -> R<(SigAlg, Zeroizing<String>)> {
+        let key = Zeroizing::new(key);
+        Ok((SigAlg::parse(&name, hash.as_deref(), salt)?, key))
+    }
+
     fn parse(name: &str, hash: Option<&str>, salt: Option<f64>) -> R<SigAlg> {
         let hash = || {
             hash.ok_or_else(|| format!("{name} needs algorithm.hash"))
@@ -1009,16 +992,20 @@ fn aes_kwp(kek: &[u8], input: &[u8], wrap: bool) -> R<Zeroizing<Vec<u8>>> {
         return Err("not an AES-KWP wrapped key (a multiple of 8 bytes, at least 16)".into());
     }
     let bits = (kek.len() * 8) as std::os::raw::c_uint;
+    let set_key = if wrap {
+        AES_set_encrypt_key
+    } else {
+        AES_set_decrypt_key
+    };
+    let op = if wrap {
+        AES_wrap_key_padded
+    } else {
+        AES_unwrap_key_padded
+    };
     let mut aes = MaybeUninit::<AES_KEY>::uninit();
     // SAFETY: `kek` is a live slice of `bits / 8` bytes; `aes` is written in full by
     // the call when it returns 0.
-    let rc = unsafe {
-        if wrap {
-            AES_set_encrypt_key(kek.as_ptr(), bits, aes.as_mut_ptr())
-        } else {
-            AES_set_decrypt_key(kek.as_ptr(), bits, aes.as_mut_ptr())
-        }
-    };
+    let rc = unsafe { set_key(kek.as_ptr(), bits, aes.as_mut_ptr()) };
     if rc != 0 {
         return Err("invalid AES key".into());
     }
@@ -1030,25 +1017,14 @@ fn aes_kwp(kek: &[u8], input: &[u8], wrap: bool) -> R<Zeroizing<Vec<u8>>> {
     // SAFETY: every pointer is live for the stated length; aws-lc writes at most
     // `out.len()` bytes and sets `out_len`.
     let ok = unsafe {
-        if wrap {
-            AES_wrap_key_padded(
-                &aes,
-                out.as_mut_ptr(),
-                &mut out_len,
-                out.len(),
-                input.as_ptr(),
-                input.len(),
-            )
-        } else {
-            AES_unwrap_key_padded(
-                &aes,
-                out.as_mut_ptr(),
-                &mut out_len,
-                out.len(),
-                input.as_ptr(),
-                input.len(),
-            )
-        }
+        op(
+            &aes,
+            out.as_mut_ptr(),
+            &mut out_len,
+            out.len(),
+            input.as_ptr(),
+            input.len(),
+        )
     };
     // SAFETY: AES_KEY is plain data (round keys and a count); zeroing it is valid.
     unsafe { zeroize::zeroize_flat_type(&mut aes) };

@@ -8,6 +8,8 @@
 //! concurrency), assigns the next seqno and produces a [`WriteSet`]: the only thing
 //! that goes to the ledger and to other nodes.
 
+#![forbid(unsafe_code)]
+
 mod codec;
 mod entry;
 mod snapshot;

@@ -65,6 +65,8 @@
 //! read. [`ChunkScanner`] is the strict, sequential, read-only verifier for
 //! offline audits.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod format;
 mod ledger;

@@ -12,6 +12,8 @@
 //! [`MerkleTree::restore_page`] rebuilt from the ledger when an old proof is asked for.
 //! What stays forever is two hashes per page, so 10 M leaves cost ~160 KB.
 
+#![forbid(unsafe_code)]
+
 mod proof;
 mod tree;
 

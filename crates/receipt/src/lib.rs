@@ -3,6 +3,8 @@
 //! shape of an ACL receipt. Building receipts needs the tree (engine crate);
 //! verifying them needs only this crate and the client crate.
 
+#![forbid(unsafe_code)]
+
 mod claims;
 mod evidence;
 mod signature;

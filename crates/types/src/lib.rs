@@ -5,6 +5,8 @@
 //! position in the service's history. Both are plain integers wrapped in
 //! newtypes so that the two can never be swapped by accident.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -152,6 +152,18 @@ impl Workload {
         self.start.elapsed().as_secs_f64()
     }
 
+    /// Records an operation of client `me` on `node`, invoked at `invoked` and
+    /// completed now.
+    fn record(&self, me: usize, node: u16, invoked: f64, outcome: Outcome) {
+        self.history.push(Op {
+            client: me,
+            node,
+            invoked,
+            completed: self.now(),
+            outcome,
+        });
+    }
+
     pub async fn run(self: Arc<Self>) {
         let mut tasks = Vec::new();
         for c in 0..self.clients {
@@ -183,15 +195,10 @@ impl Workload {
                 let body = serde_json::json!({ "contents": payload })
                     .to_string()
                     .into_bytes();
+                let path = format!("/app/transactions?{API}&collectionId={collection}");
                 let invoked = self.now();
                 let r = conns
-                    .request(
-                        node,
-                        "POST",
-                        &format!("/app/transactions?{API}&collectionId={collection}"),
-                        Some(body),
-                        Duration::from_secs(4),
-                    )
+                    .request(node, "POST", &path, Some(body), Duration::from_secs(4))
                     .await;
                 let (txid, error) = match r {
                     Ok(resp) if resp.status == 200 => match resp.transaction_id {
@@ -210,18 +217,13 @@ impl Workload {
                         since: Instant::now(),
                     });
                 }
-                self.history.push(Op {
-                    client: me,
-                    node,
-                    invoked,
-                    completed: self.now(),
-                    outcome: Outcome::Append {
-                        collection,
-                        payload,
-                        txid,
-                        error,
-                    },
-                });
+                let outcome = Outcome::Append {
+                    collection,
+                    payload,
+                    txid,
+                    error,
+                };
+                self.record(me, node, invoked, outcome);
             }
             // Follow the oldest write: on the node that took it, else on another.
             if let Some(p) = pending.first() {
@@ -231,15 +233,10 @@ impl Workload {
                     rng.gen_range(1..=n)
                 };
                 let txid = p.txid.clone();
+                let path = format!("/node/tx?transaction_id={txid}");
                 let invoked = self.now();
                 let r = conns
-                    .request(
-                        node,
-                        "GET",
-                        &format!("/node/tx?transaction_id={txid}"),
-                        None,
-                        Duration::from_secs(2),
-                    )
+                    .request(node, "GET", &path, None, Duration::from_secs(2))
                     .await;
                 let outcome = match r {
                     Ok(resp) if resp.status == 200 => {
@@ -268,25 +265,13 @@ impl Workload {
                         error: e,
                     },
                 };
-                self.history.push(Op {
-                    client: me,
-                    node,
-                    invoked,
-                    completed: self.now(),
-                    outcome,
-                });
+                self.record(me, node, invoked, outcome);
             }
             if rng.gen_bool(0.5) {
                 let node = rng.gen_range(1..=n);
                 let invoked = self.now();
                 let outcome = self.read(&mut conns, &mut rng, node, &acked).await;
-                self.history.push(Op {
-                    client: me,
-                    node,
-                    invoked,
-                    completed: self.now(),
-                    outcome,
-                });
+                self.record(me, node, invoked, outcome);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

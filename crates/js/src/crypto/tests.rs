@@ -43,7 +43,7 @@ fn run(src: &str, args: &[Value]) -> Result<Value, JsError> {
         ..Limits::default()
     };
     let src = format!("{HELPERS}\n{src}");
-    call_with_host(&limits, "test", &src, "f", args, |ctx| {
+    call_with_host(&limits, None, "test", &src, "f", args, |ctx| {
         install(ctx, Rc::new(RefCell::new(NoMaps)))
     })
 }
