@@ -9,10 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod identity;
 pub mod node;
 pub mod process;
 
+pub use http::Requests;
 pub use identity::{
     dev_client, dev_identity, pem_identity, service_and_node, service_cert, Fixture,
 };
