@@ -19,6 +19,25 @@ function expect(cond, what) {
 function validPem(pem, what) {
   expect(typeof pem === "string" && ccf.crypto.isValidX509CertBundle(pem), `${what} must be a PEM certificate`);
 }
+// The validate of the actions whose only required argument is `cert`.
+function validCertArgs(args) {
+  validPem(args.cert, "cert");
+}
+// Stores `cert` in `<kind>.certs` under its id (as CCF's actions do), and returns the id.
+function putCert(kind, cert) {
+  const id = raw(ccf.pemToId(cert));
+  table(`${kind}.certs`).set(id, raw(cert));
+  return id;
+}
+// Row `id` of table `name` holds `value()` when `present`, and is gone otherwise
+// (an optional field of set_member and set_user).
+function setOrDelete(name, id, present, value) {
+  if (present) {
+    table(name).set(id, value());
+  } else {
+    table(name).delete(id);
+  }
+}
 function dropOtherOpenProposals(proposalId) {
   const info = table("proposals_info");
   const open = [];
@@ -47,17 +66,10 @@ const actions = new Map([
     },
   }],
   ["set_member", {
-    validate(args) {
-      validPem(args.cert, "cert");
-    },
+    validate: validCertArgs,
     apply(args) {
-      const id = raw(ccf.pemToId(args.cert));
-      table("members.certs").set(id, raw(args.cert));
-      if (args.encryption_pub_key) {
-        table("members.encryption_public_keys").set(id, raw(args.encryption_pub_key));
-      } else {
-        table("members.encryption_public_keys").delete(id);
-      }
+      const id = putCert("members", args.cert);
+      setOrDelete("members.encryption_public_keys", id, args.encryption_pub_key, () => raw(args.encryption_pub_key));
       table("members.info").set(id, json({ member_data: args.member_data, status: "Accepted" }));
       const sig = parse(ccf.kv["public:ccf.internal.signatures"].get(SINGLETON));
       table("members.acks").set(id, json({ state_digest: sig.root }));
@@ -74,17 +86,10 @@ const actions = new Map([
     },
   }],
   ["set_user", {
-    validate(args) {
-      validPem(args.cert, "cert");
-    },
+    validate: validCertArgs,
     apply(args) {
-      const id = raw(ccf.pemToId(args.cert));
-      table("users.certs").set(id, raw(args.cert));
-      if (args.user_data !== undefined && args.user_data !== null) {
-        table("users.info").set(id, json({ user_data: args.user_data }));
-      } else {
-        table("users.info").delete(id);
-      }
+      const id = putCert("users", args.cert);
+      setOrDelete("users.info", id, args.user_data !== undefined && args.user_data !== null, () => json({ user_data: args.user_data }));
     },
   }],
   ["remove_user", {
