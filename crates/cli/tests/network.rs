@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use covenant_client::LedgerClient;
 use covenant_crypto::{read_pem_file, Certificate, SigningKeyPair};
-use covenant_test_support::{dev_identity, service_cert, Requests};
+use covenant_test_support::{dev_client, service_cert, Requests};
 use serde_json::{json, Value};
 
 const API: &str = "api-version=2022-05-13";
@@ -37,23 +37,14 @@ impl Net {
 
     /// Clients of `who` (user0, member0) to `n` nodes on ports `base..base+n`.
     fn open_n(dir: &Path, base: u16, n: u16, who: &str) -> (Net, Certificate) {
-        let service = service_cert(dir);
-        let (cert, key) = dev_identity(dir, who);
         let clients = (0..n)
-            .map(|i| {
-                LedgerClient::new(
-                    &format!("https://127.0.0.1:{}", base + i),
-                    &service,
-                    Some((&cert, &key)),
-                )
-                .unwrap()
-            })
+            .map(|i| dev_client(dir, base + i, Some(who)))
             .collect();
         let net = Net {
             dir: dir.to_path_buf(),
             clients,
         };
-        (net, service)
+        (net, service_cert(dir))
     }
 
     fn client(&self, node: u16) -> &LedgerClient {
