@@ -9,16 +9,9 @@ use common::{as_member0, covenant, dev, ok, stop};
 use std::path::{Path, PathBuf};
 
 use covenant_client::LedgerClient;
-use covenant_crypto::{Certificate, SigningKeyPair};
+use covenant_crypto::Certificate;
+use covenant_test_support::{dev_identity, pem_identity, service_cert, Requests};
 use serde_json::{json, Value};
-
-fn identity(pem_file: &Path) -> (Certificate, SigningKeyPair) {
-    let pem = std::fs::read_to_string(pem_file).unwrap();
-    (
-        Certificate::from_pem(&pem).unwrap(),
-        SigningKeyPair::from_pem(&pem).unwrap(),
-    )
-}
 
 async fn send(
     c: &LedgerClient,
@@ -26,7 +19,16 @@ async fn send(
     path: String,
     body: Option<Value>,
 ) -> covenant_client::HttpResponse {
-    c.request(method, &path, body.as_ref()).await.unwrap()
+    c.send(method, &path, body.as_ref()).await
+}
+
+/// `POST path` with `{"amount": amount}`: the banking app's deposits and transfers.
+async fn post_amount(
+    c: &LedgerClient,
+    path: String,
+    amount: Value,
+) -> covenant_client::HttpResponse {
+    send(c, "POST", path, Some(json!({ "amount": amount }))).await
 }
 
 fn example() -> PathBuf {
@@ -50,12 +52,10 @@ async fn the_banking_example_runs_as_a_governed_app() {
     ]));
     assert!(out.contains("Accepted"), "{out}");
 
-    let service = Certificate::from_pem(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
-    let member_cert = Certificate::from_pem(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
-    let member_key =
-        SigningKeyPair::from_pem(&std::fs::read_to_string(&files[2]).unwrap()).unwrap();
+    let service = service_cert(&dir);
+    let (member_cert, member_key) = dev_identity(&dir, "member0");
     let member = LedgerClient::new(&endpoint, &service, Some((&member_cert, &member_key))).unwrap();
-    let (u0_cert, u0_key) = identity(&dir.join("user0.pem"));
+    let (u0_cert, u0_key) = pem_identity(&dir.join("user0.pem"));
     let user0 = LedgerClient::new(&endpoint, &service, Some((&u0_cert, &u0_key))).unwrap();
     let keys = tmp.path().join("keys");
     ok(covenant(&[
@@ -65,7 +65,7 @@ async fn the_banking_example_runs_as_a_governed_app() {
         "--dir",
         keys.to_str().unwrap(),
     ]));
-    let (u1_cert, u1_key) = identity(&keys.join("user1.pem"));
+    let (u1_cert, u1_key) = pem_identity(&keys.join("user1.pem"));
     // Apps see CCF's user ids (lower-case hex SHA-256 of the certificate DER);
     // `users set` takes that spelling too.
     let u1_id = u1_cert.member_id();
@@ -110,11 +110,10 @@ async fn the_banking_example_runs_as_a_governed_app() {
         201
     );
     // Deposits, with their 4xx answers.
-    let r = send(
+    let r = post_amount(
         &member,
-        "POST",
         format!("/app/accounts/{u0_id}/deposit"),
-        Some(json!({"amount": 100})),
+        json!(100),
     )
     .await;
     assert_eq!((r.status, r.json()["balance"].clone()), (200, json!(100)));
@@ -122,36 +121,18 @@ async fn the_banking_example_runs_as_a_governed_app() {
         (&u0_id, json!(-5), 400),
         (&"nobody".to_string(), json!(5), 404),
     ] {
-        let r = send(
-            &member,
-            "POST",
-            format!("/app/accounts/{who}/deposit"),
-            Some(json!({"amount": amount})),
-        )
-        .await;
+        let r = post_amount(&member, format!("/app/accounts/{who}/deposit"), amount).await;
         assert_eq!(r.status, status, "{:?}", r.json());
         assert!(r.json()["error"]["code"].is_string());
     }
     // Users transfer and read their balances.
-    let r = send(
-        &user0,
-        "POST",
-        format!("/app/transfer/{u1_id}"),
-        Some(json!({"amount": 30})),
-    )
-    .await;
+    let r = post_amount(&user0, format!("/app/transfer/{u1_id}"), json!(30)).await;
     assert_eq!(r.status, 200, "{:?}", r.json());
-    let over = send(
-        &user0,
-        "POST",
-        format!("/app/transfer/{u1_id}"),
-        Some(json!({"amount": 1000})),
-    )
-    .await;
+    let over = post_amount(&user0, format!("/app/transfer/{u1_id}"), json!(1000)).await;
     assert_eq!(over.status, 400);
     assert_eq!(over.json()["error"]["code"], json!("InsufficientFunds"));
     let balance = |c: LedgerClient| async move {
-        let r = c.request("GET", "/app/balance", None).await.unwrap();
+        let r = c.get("/app/balance").await;
         assert_eq!(r.status, 200, "{:?}", r.json());
         r.json()["balance"].clone()
     };
@@ -231,15 +212,8 @@ async fn dev_app_deploys_the_bundle_at_start() {
         &["--members", "2", "--app", example().to_str().unwrap()],
     );
     let endpoint = format!("https://127.0.0.1:{port}");
-    let service =
-        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
-            .unwrap();
-    let (m_cert, m_key) = (
-        Certificate::from_pem(&std::fs::read_to_string(dir.join("member1_cert.pem")).unwrap())
-            .unwrap(),
-        SigningKeyPair::from_pem(&std::fs::read_to_string(dir.join("member1_privk.pem")).unwrap())
-            .unwrap(),
-    );
+    let service = service_cert(&dir);
+    let (m_cert, m_key) = dev_identity(&dir, "member1");
     let member = LedgerClient::new(&endpoint, &service, Some((&m_cert, &m_key))).unwrap();
     let r = send(&member, "PUT", "/app/accounts/someone".to_string(), None).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
@@ -347,9 +321,7 @@ fn start_probe() -> Probe {
     let bundle = tmp.path().join("probe");
     write_probe_app(&bundle);
     let (dev, port) = dev(&dir, &["--app", bundle.to_str().unwrap()]);
-    let service =
-        Certificate::from_pem(&std::fs::read_to_string(dir.join("service_cert.pem")).unwrap())
-            .unwrap();
+    let service = service_cert(&dir);
     Probe {
         tmp,
         dir,
@@ -548,40 +520,39 @@ async fn runaway_handlers_are_stopped_and_history_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_defined_roles_reach_apps_through_acl_tables() {
-    let Probe {
-        tmp: _tmp,
-        dir,
-        dev,
-        endpoint,
-        service,
-    } = start_probe();
-    let (u0_cert, u0_key) = identity(&dir.join("user0.pem"));
-    let admin = LedgerClient::new(&endpoint, &service, Some((&u0_cert, &u0_key))).unwrap();
+    let probe = start_probe();
+    let (u0_cert, u0_key) = pem_identity(&probe.dir.join("user0.pem"));
+    let admin =
+        LedgerClient::new(&probe.endpoint, &probe.service, Some((&u0_cert, &u0_key))).unwrap();
     let me = u0_cert.user_fingerprint();
     const V: &str = "api-version=2024-12-09-preview";
+    let assign = |roles: Value| {
+        send(
+            &admin,
+            "PATCH",
+            format!("/app/ledgerUsers/{me}?{V}"),
+            Some(json!({ "assignedRoles": roles })),
+        )
+    };
+    let banker = || {
+        send(
+            &admin,
+            "GET",
+            format!("/app/roles?roleName=banker&{V}"),
+            None,
+        )
+    };
 
     let define = json!({"roles": [{"roleName": "banker", "roleActions": ["/deposit", "/open"]}]});
     let r = send(&admin, "PUT", format!("/app/roles?{V}"), Some(define)).await;
     assert_eq!(r.status, 200, "{:?}", r.json());
-    let r = send(
-        &admin,
-        "GET",
-        format!("/app/roles?roleName=banker&{V}"),
-        None,
-    )
-    .await;
+    let r = banker().await;
     assert_eq!(
         r.json(),
         json!({"roles": [{"role_name": "banker", "role_actions": ["/deposit", "/open"]}]})
     );
     // Undefined and built-in names are refused.
-    let r = send(
-        &admin,
-        "PATCH",
-        format!("/app/ledgerUsers/{me}?{V}"),
-        Some(json!({"assignedRoles": ["teller"]})),
-    )
-    .await;
+    let r = assign(json!(["teller"])).await;
     assert_eq!(r.status, 400, "{:?}", r.json());
     let r = send(
         &admin,
@@ -592,13 +563,7 @@ async fn user_defined_roles_reach_apps_through_acl_tables() {
     .await;
     assert_eq!(r.status, 400, "{:?}", r.json());
 
-    let r = send(
-        &admin,
-        "PATCH",
-        format!("/app/ledgerUsers/{me}?{V}"),
-        Some(json!({"assignedRoles": ["banker"]})),
-    )
-    .await;
+    let r = assign(json!(["banker"])).await;
     assert_eq!(r.status, 200, "{:?}", r.json());
     // The reply repeats the roles sent (as ACL's does); the user holds both.
     assert_eq!(r.json()["assignedRoles"], json!(["banker"]));
@@ -651,31 +616,15 @@ async fn user_defined_roles_reach_apps_through_acl_tables() {
     let r = send(&admin, "GET", "/app/can/open".into(), None).await;
     assert_eq!(r.json()["roles"], json!(["Administrator"]));
     assert_eq!(r.json()["mapped"], Value::Null);
-    assert_eq!(
-        send(
-            &admin,
-            "GET",
-            format!("/app/roles?roleName=banker&{V}"),
-            None
-        )
-        .await
-        .status,
-        404
-    );
-    stop(dev);
+    assert_eq!(banker().await.status, 404);
+    stop(probe.dev);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_cose_sign1_endpoints_authenticate_the_signed_body() {
-    let Probe {
-        tmp: _tmp,
-        dir,
-        dev,
-        endpoint,
-        service,
-    } = start_probe();
-    let anyone = LedgerClient::new(&endpoint, &service, None).unwrap();
-    let (cert, key) = identity(&dir.join("user0.pem"));
+    let probe = start_probe();
+    let anyone = LedgerClient::new(&probe.endpoint, &probe.service, None).unwrap();
+    let (cert, key) = pem_identity(&probe.dir.join("user0.pem"));
     let post = |body: Vec<u8>| {
         let c = &anyone;
         async move {
@@ -721,5 +670,5 @@ async fn user_cose_sign1_endpoints_authenticate_the_signed_body() {
         r.json()
     );
     assert_eq!(post(b"{}".to_vec()).await.status, 401);
-    stop(dev);
+    stop(probe.dev);
 }

@@ -2,27 +2,13 @@
 //! started from one): the snapshot is found beside the ledger or named with
 //! `--snapshot`, and the summary says it was used.
 
+mod common;
+use common::{covenant, text};
+
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::Arc;
 
-use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName};
 use covenant_engine::{install_snapshot, Engine, EngineConfig};
-
-fn covenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .output()
-        .expect("run covenant")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use covenant_test_support::Fixture;
 
 fn config(home: &Path) -> EngineConfig {
     let mut c = EngineConfig::new(home.join("ledger"));
@@ -44,12 +30,12 @@ fn write(engine: &mut Engine, n: u64) {
 
 #[test]
 fn audit_of_a_ledger_that_starts_from_a_snapshot() {
-    let tmp = tempfile::tempdir().unwrap();
-    let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = Arc::new(
-        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
-    );
-    let secret = Arc::new(LedgerSecret::generate().unwrap());
+    let Fixture {
+        service,
+        node,
+        secret,
+        dir: tmp,
+    } = Fixture::new();
     let cert = tmp.path().join("service_cert.pem");
     std::fs::write(&cert, service.cert.to_pem()).unwrap();
 

@@ -1,24 +1,32 @@
 //! The `covenant` binary end to end: real processes, real files.
 
 mod common;
-use common::start_and_wait;
+use common::{covenant, free_port, start_and_wait, text};
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn covenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .output()
-        .expect("run covenant")
+/// `covenant ledger audit <ledger> --service-cert <cert>`.
+fn audit(ledger: &Path, cert: &Path) -> Output {
+    covenant(&[
+        "ledger",
+        "audit",
+        ledger.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ])
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `covenant verify-receipt <receipt> --service-cert <cert> <extra>`.
+fn verify_receipt(receipt: &Path, cert: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "verify-receipt",
+        receipt.to_str().unwrap(),
+        "--service-cert",
+        cert.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    covenant(&args)
 }
 
 fn demo(dir: &Path) {
@@ -46,13 +54,7 @@ fn demo_audit_and_verify_round_trip() {
     demo(&dir);
     let cert = dir.join("service_cert.pem");
     let ledger = dir.join("ledger");
-    let o = covenant(&[
-        "ledger",
-        "audit",
-        ledger.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-    ]);
+    let o = audit(&ledger, &cert);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(
@@ -67,12 +69,7 @@ fn demo_audit_and_verify_round_trip() {
         .collect();
     assert_eq!(receipts.len(), 4);
     for r in &receipts {
-        let o = covenant(&[
-            "verify-receipt",
-            r.to_str().unwrap(),
-            "--service-cert",
-            cert.to_str().unwrap(),
-        ]);
+        let o = verify_receipt(r, &cert, &[]);
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("receipt verified"));
     }
@@ -82,25 +79,13 @@ fn demo_audit_and_verify_round_trip() {
         serde_json::from_slice(&std::fs::read(&receipts[0]).unwrap()).unwrap();
     let bare = tmp.path().join("bare.json");
     std::fs::write(&bare, serde_json::to_vec(&full["receipt"]).unwrap()).unwrap();
-    let o = covenant(&[
-        "verify-receipt",
-        bare.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&bare, &cert, &[]);
     assert!(o.status.success(), "{}", text(&o));
 
     // Claims: the receipt with claims verifies against them; other claims fail.
     let claims = dir.join("receipts/1.1.claims.json");
     let r1 = dir.join("receipts/1.1.json");
-    let o = covenant(&[
-        "verify-receipt",
-        r1.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-        "--claims",
-        claims.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&r1, &cert, &["--claims", claims.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("claims match"));
     let mut c: serde_json::Value =
@@ -108,14 +93,7 @@ fn demo_audit_and_verify_round_trip() {
     c[0]["ledgerEntry"]["contents"] = "not what was written".into();
     let bad_claims = tmp.path().join("bad_claims.json");
     std::fs::write(&bad_claims, serde_json::to_vec(&c).unwrap()).unwrap();
-    let o = covenant(&[
-        "verify-receipt",
-        r1.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-        "--claims",
-        bad_claims.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&r1, &cert, &["--claims", bad_claims.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("claims digest"), "{}", text(&o));
 
@@ -133,24 +111,13 @@ fn demo_audit_and_verify_round_trip() {
     t["receipt"]["leafComponents"]["writeSetDigest"] = flipped.into();
     let tampered = tmp.path().join("tampered.json");
     std::fs::write(&tampered, serde_json::to_vec(&t).unwrap()).unwrap();
-    let o = covenant(&[
-        "verify-receipt",
-        tampered.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&tampered, &cert, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("does NOT verify"), "{}", text(&o));
 
     // Running demo again resumes the same ledger in a new view.
     demo(&dir);
-    let o = covenant(&[
-        "ledger",
-        "audit",
-        ledger.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-    ]);
+    let o = audit(&ledger, &cert);
     assert!(text(&o).contains("last transaction 2.630"), "{}", text(&o));
 }
 
@@ -170,13 +137,7 @@ fn audit_names_the_bad_transaction() {
     bytes[mid] ^= 0x20;
     std::fs::write(&committed, &bytes).unwrap();
     let cert = dir.join("service_cert.pem");
-    let o = covenant(&[
-        "ledger",
-        "audit",
-        ledger.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-    ]);
+    let o = audit(&ledger, &cert);
     assert_eq!(o.status.code(), Some(1));
     let out = text(&o);
     assert!(out.contains("audit FAILED at 1."), "{out}");
@@ -188,44 +149,23 @@ fn bad_inputs_get_clear_errors() {
     let missing = tmp.path().join("nope.json");
     let cert = tmp.path().join("cert.pem");
     std::fs::write(&cert, "not a certificate").unwrap();
-    let o = covenant(&[
-        "verify-receipt",
-        missing.to_str().unwrap(),
-        "--service-cert",
-        cert.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&missing, &cert, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("service certificate"), "{}", text(&o));
 
     let dir = tmp.path().join("d");
     demo(&dir);
     let good_cert = dir.join("service_cert.pem");
-    let o = covenant(&[
-        "verify-receipt",
-        missing.to_str().unwrap(),
-        "--service-cert",
-        good_cert.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&missing, &good_cert, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("nope.json"), "{}", text(&o));
     let junk = tmp.path().join("junk.json");
     std::fs::write(&junk, "{\"receipt\": 5").unwrap();
-    let o = covenant(&[
-        "verify-receipt",
-        junk.to_str().unwrap(),
-        "--service-cert",
-        good_cert.to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&junk, &good_cert, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("not JSON"), "{}", text(&o));
 
-    let o = covenant(&[
-        "ledger",
-        "audit",
-        tmp.path().join("none").to_str().unwrap(),
-        "--service-cert",
-        good_cert.to_str().unwrap(),
-    ]);
+    let o = audit(&tmp.path().join("none"), &good_cert);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 
     let o = covenant(&["frobnicate"]);
@@ -238,34 +178,18 @@ fn bad_inputs_get_clear_errors() {
 /// `covenant dev` as a real process, driven by the CLI client commands.
 #[test]
 fn dev_server_and_client_commands() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut server = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args([
-            "dev",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--sig-ms-interval",
-            "50",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("dev exited before ready").unwrap();
-        if line.contains("ready") {
-            break;
-        }
-    }
+    let port = free_port();
+    let server = start_and_wait(&[
+        "dev",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--sig-ms-interval",
+        "50",
+    ]);
     // The files SPEC and README promise, private ones 0600.
     for (f, private) in [
         ("service_cert.pem", false),
@@ -334,12 +258,7 @@ fn dev_server_and_client_commands() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("receipt verified"));
     // The saved receipt verifies offline too.
-    let o = covenant(&[
-        "verify-receipt",
-        receipt_file.to_str().unwrap(),
-        "--service-cert",
-        dir.join("service_cert.pem").to_str().unwrap(),
-    ]);
+    let o = verify_receipt(&receipt_file, &dir.join("service_cert.pem"), &[]);
     assert!(o.status.success(), "{}", text(&o));
 
     let fp = "AA:".repeat(31) + "BB";
@@ -366,20 +285,8 @@ fn dev_server_and_client_commands() {
     );
 
     // Graceful stop: SIGTERM, exit 0, then the ledger audits clean.
-    let pid = server.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(server.wait().unwrap().success());
-    let o = covenant(&[
-        "ledger",
-        "audit",
-        dir.join("ledger").to_str().unwrap(),
-        "--service-cert",
-        dir.join("service_cert.pem").to_str().unwrap(),
-    ]);
+    stop(server);
+    let o = audit(&dir.join("ledger"), &dir.join("service_cert.pem"));
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -405,10 +312,7 @@ fn node_start_from_a_config_file() {
     )
     .unwrap();
     std::fs::write(tmp.path().join("ops_cert.pem"), cert.to_pem()).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let config = tmp.path().join("node.toml");
     std::fs::write(
         &config,

@@ -6,7 +6,7 @@
 //! identical entry for entry.
 
 mod common;
-use common::{dev_network, free_ports, pid_of, start_and_wait, Reaper};
+use common::{dev_network, free_ports, pid_of, start_and_wait, term, Reaper};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use covenant_client::LedgerClient;
 use covenant_crypto::{read_pem_file, Certificate, SigningKeyPair};
+use covenant_test_support::{dev_client, service_cert, Requests};
 use serde_json::{json, Value};
 
 const API: &str = "api-version=2022-05-13";
@@ -22,12 +23,6 @@ const API: &str = "api-version=2022-05-13";
 /// machine two at once starve each other's timers (elections, partitions that take
 /// effect late), so they take turns.
 static ONE_NETWORK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn term(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-}
 
 struct Net {
     dir: PathBuf,
@@ -42,25 +37,14 @@ impl Net {
 
     /// Clients of `who` (user0, member0) to `n` nodes on ports `base..base+n`.
     fn open_n(dir: &Path, base: u16, n: u16, who: &str) -> (Net, Certificate) {
-        let pem = |name: &str| read_pem_file(&dir.join(name)).unwrap();
-        let service = Certificate::from_pem(&pem("service_cert.pem")).unwrap();
-        let cert = Certificate::from_pem(&pem(&format!("{who}_cert.pem"))).unwrap();
-        let key = SigningKeyPair::from_pem(&pem(&format!("{who}_privk.pem"))).unwrap();
         let clients = (0..n)
-            .map(|i| {
-                LedgerClient::new(
-                    &format!("https://127.0.0.1:{}", base + i),
-                    &service,
-                    Some((&cert, &key)),
-                )
-                .unwrap()
-            })
+            .map(|i| dev_client(dir, base + i, Some(who)))
             .collect();
         let net = Net {
             dir: dir.to_path_buf(),
             clients,
         };
-        (net, service)
+        (net, service_cert(dir))
     }
 
     fn client(&self, node: u16) -> &LedgerClient {
@@ -248,11 +232,7 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     // Every node registered itself: node ids (hex SHA-256 of the key) are listed.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = net
-            .client(2)
-            .request("GET", "/node/network/nodes", None)
-            .await
-            .unwrap();
+        let r = net.client(2).get("/node/network/nodes").await;
         let v = r.json();
         let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
         let ok = nodes.len() == 3
@@ -271,9 +251,8 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
         for node in all {
             let r = net
                 .client(node)
-                .request("GET", &format!("/app/transactions/{t}?{API}"), None)
-                .await
-                .unwrap();
+                .get(&format!("/app/transactions/{t}?{API}"))
+                .await;
             let v: Value = r.json();
             assert_eq!(v["entry"]["contents"], json!(c), "{t} on node {node}: {v}");
         }
@@ -286,9 +265,8 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
         for node in all {
             let r = net
                 .client(node)
-                .request("GET", &format!("/app/transactions/{t}/receipt?{API}"), None)
-                .await
-                .unwrap();
+                .get(&format!("/app/transactions/{t}/receipt?{API}"))
+                .await;
             let resp: covenant_receipt::ReceiptResponse = serde_json::from_slice(&r.body)
                 .unwrap_or_else(|e| panic!("{t} on node {node}: {e}"));
             verifier
@@ -344,9 +322,8 @@ async fn kill_the_primary_under_load_and_lose_nothing_committed() {
     for (t, c) in seen_committed.iter().step_by(7) {
         let r = net
             .client(3)
-            .request("GET", &format!("/app/transactions/{t}?{API}"), None)
-            .await
-            .unwrap();
+            .get(&format!("/app/transactions/{t}?{API}"))
+            .await;
         assert_eq!(
             r.json()["entry"]["contents"],
             json!(c),
@@ -509,13 +486,11 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
     for k in 0..5 {
         let r = net
             .client(old)
-            .request(
-                "POST",
+            .post(
                 &format!("/app/transactions?{API}"),
-                Some(&json!({ "contents": format!("orphan {k}") })),
+                &json!({ "contents": format!("orphan {k}") }),
             )
-            .await
-            .unwrap();
+            .await;
         if r.status == 200 {
             orphans.push(r.transaction_id.unwrap());
         }
@@ -713,13 +688,8 @@ impl Net {
         loop {
             let r = self
                 .client(node)
-                .request(
-                    "GET",
-                    &format!("/app/transactions/{txid}/receipt?{API}"),
-                    None,
-                )
-                .await
-                .unwrap();
+                .get(&format!("/app/transactions/{txid}/receipt?{API}"))
+                .await;
             if r.status == 200 && r.json()["state"] == json!("Ready") {
                 return r.body;
             }
@@ -801,11 +771,7 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
     let node4_id = row["node_id"].as_str().unwrap().to_string();
     assert_eq!(node4_id.len(), 64);
     // It answers for the network's ledger id, which it learned when it joined.
-    let r = net
-        .client(4)
-        .request("GET", "/ledgerIdentity/covenant-dev", None)
-        .await
-        .unwrap();
+    let r = net.client(4).get("/ledgerIdentity/covenant-dev").await;
     assert_eq!(r.status, 200, "{}", r.json());
     // It started from a snapshot: its ledger does not begin at seqno 1.
     let node4_ledger = dir.join("node4/ledger");
@@ -831,9 +797,8 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
     for (t, c) in before.iter().step_by(9).chain(after.iter().step_by(5)) {
         let r = net
             .client(4)
-            .request("GET", &format!("/app/transactions/{t}?{API}"), None)
-            .await
-            .unwrap();
+            .get(&format!("/app/transactions/{t}?{API}"))
+            .await;
         assert_eq!(
             r.json()["entry"]["contents"],
             json!(c),
@@ -947,11 +912,7 @@ async fn a_node_joins_from_a_snapshot_votes_and_retires() {
     assert_eq!(r.status, 403);
     let t = net.append(&three, "after retiring node 4").await;
     net.wait_committed_on(&three, &t).await;
-    let r = net
-        .client(1)
-        .request("GET", "/node/commit", None)
-        .await
-        .unwrap();
+    let r = net.client(1).get("/node/commit").await;
     assert_eq!(r.status, 200);
 
     // Stop everything; every ledger audits (node 4's from its snapshot) and all
@@ -1087,43 +1048,29 @@ async fn the_banking_app_runs_on_three_nodes_with_writes_through_a_backup() {
     // Member writes sent to a backup are forwarded to the primary, which runs them.
     let via = members.client(backups[0]);
     for id in [user0.as_str(), "savings"] {
-        let r = via
-            .request("PUT", &format!("/app/accounts/{id}"), None)
-            .await
-            .unwrap();
+        let r = via.send("PUT", &format!("/app/accounts/{id}"), None).await;
         assert_eq!(r.status, 201, "{:?}", r.json());
     }
     let r = via
-        .request(
-            "POST",
+        .post(
             &format!("/app/accounts/{user0}/deposit"),
-            Some(&json!({"amount": 100})),
+            &json!({"amount": 100}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.json());
     assert_eq!(r.json()["balance"], json!(100));
     // A user's transfer through the other backup: a readwrite handler, forwarded.
     let r = users
         .client(backups[1])
-        .request(
-            "POST",
-            "/app/transfer/savings",
-            Some(&json!({"amount": 30})),
-        )
-        .await
-        .unwrap();
+        .post("/app/transfer/savings", &json!({"amount": 30}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.json());
     assert_eq!(r.json()["balance"], json!(70));
     let txid = r.transaction_id.clone().expect("a transaction id");
     users.wait_committed_on(&all, &txid).await;
     // Readonly handlers run where they are sent: every node has the same state.
     for node in all {
-        let r = users
-            .client(node)
-            .request("GET", "/app/balance", None)
-            .await
-            .unwrap();
+        let r = users.client(node).get("/app/balance").await;
         assert_eq!(
             (r.status, r.json()["balance"].clone()),
             (200, json!(70)),
@@ -1133,13 +1080,8 @@ async fn the_banking_app_runs_on_three_nodes_with_writes_through_a_backup() {
     // A failed transfer is an error from the primary, through the backup, and writes nothing.
     let r = users
         .client(backups[0])
-        .request(
-            "POST",
-            "/app/transfer/savings",
-            Some(&json!({"amount": 1000})),
-        )
-        .await
-        .unwrap();
+        .post("/app/transfer/savings", &json!({"amount": 1000}))
+        .await;
     assert_eq!(r.status, 400, "{:?}", r.json());
     assert_eq!(r.json()["error"]["code"], json!("InsufficientFunds"));
     for node in all {

@@ -24,6 +24,7 @@ use covenant_client::{HttpResponse, LedgerClient};
 use covenant_crypto::{read_pem_file, Certificate, Curve, SigningKeyPair};
 use covenant_node::attestation::{VirtualQuote, VIRTUAL_FORMAT};
 use covenant_node::http::{JOIN_PATH, REGISTER_PATH, SNAPSHOT_PATH};
+use covenant_test_support::{dev_identity, service_cert};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
@@ -197,8 +198,7 @@ fn network(dir: &Path, extra: &[&str]) -> Network {
     Network {
         dir: dir.to_path_buf(),
         base,
-        service: Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap())
-            .unwrap(),
+        service: service_cert(dir),
         _dev: dev,
         _reaper: reaper,
     }
@@ -215,10 +215,8 @@ impl Network {
 
     /// dev's `user0` or `member0`.
     fn dev_identity(&self, who: &str) -> Identity {
-        Identity::load(
-            &self.dir.join(format!("{who}_cert.pem")),
-            &self.dir.join(format!("{who}_privk.pem")),
-        )
+        let (cert, key) = dev_identity(&self.dir, who);
+        Identity { cert, key }
     }
 
     /// Node `node`'s own certificate (endorsed by the service) and key.
@@ -819,9 +817,9 @@ async fn jwt_tokens_cannot_impersonate_certificate_users_or_other_issuers() {
         &["--jwt-issuer", &a.iss, "--jwks", jwks_a.to_str().unwrap()],
     );
     let endpoint = format!("https://127.0.0.1:{port}");
-    let service =
-        Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
-    let user0 = Identity::load(&dir.join("user0_cert.pem"), &dir.join("user0_privk.pem"));
+    let service = service_cert(&dir);
+    let (cert, key) = dev_identity(&dir, "user0");
+    let user0 = Identity { cert, key };
     let admin = client(port.parse().unwrap(), &service, Some(&user0));
     let bearer = |token: String| {
         LedgerClient::new(&endpoint, &service, None)
@@ -1237,9 +1235,9 @@ async fn a_connection_flood_does_not_lock_out_a_real_client() {
     let dir = tmp.path().join("dev");
     let (dev, port) = common::dev(&dir, &["--sig-ms-interval", "100"]);
     let port: u16 = port.parse().unwrap();
-    let service =
-        Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
-    let user0 = Identity::load(&dir.join("user0_cert.pem"), &dir.join("user0_privk.pem"));
+    let service = service_cert(&dir);
+    let (cert, key) = dev_identity(&dir, "user0");
+    let user0 = Identity { cert, key };
     let user = client(port, &service, Some(&user0));
 
     // 1,100 connections, one every 2 ms (a burst would overflow the accept queue and
@@ -1367,9 +1365,9 @@ async fn malformed_requests_get_clean_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let (dev, port) = common::dev(&dir, &["--http2"]);
-    let service =
-        Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem")).unwrap()).unwrap();
-    let user0 = Identity::load(&dir.join("user0_cert.pem"), &dir.join("user0_privk.pem"));
+    let service = service_cert(&dir);
+    let (cert, key) = dev_identity(&dir, "user0");
+    let user0 = Identity { cert, key };
     let c = client(port.parse().unwrap(), &service, Some(&user0));
     let entry = json!({"contents": "x"});
     let mut f = Findings::default();

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use covenant_client::{verify_consistency, ReceiptVerifier, VerifyError};
-use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName};
+use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity};
 use covenant_engine::{Engine, EngineConfig};
 use covenant_merkle::ProofStep;
 use covenant_receipt::{
     claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse,
 };
+use covenant_test_support::Fixture;
 use covenant_types::{Digest32, TxId};
 use proptest::prelude::*;
 
@@ -21,18 +22,15 @@ struct World {
 }
 
 fn world(n: u64, sig_interval: u64) -> World {
-    let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node =
-        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        service,
+        node,
+        secret,
+        dir,
+    } = Fixture::new();
     let mut c = EngineConfig::new(dir.path().join("ledger"));
     c.sig_tx_interval = sig_interval;
-    let mut engine = Engine::open(
-        c,
-        Arc::new(node),
-        Arc::new(LedgerSecret::generate().unwrap()),
-    )
-    .unwrap();
+    let mut engine = Engine::open(c, node, secret).unwrap();
     let mut txids = Vec::new();
     for i in 0..n {
         let mut tx = engine.begin();

@@ -4,29 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName};
+use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity};
 use covenant_engine::{audit_ledger, Engine, EngineConfig, TxStatus};
+use covenant_test_support::Fixture;
 use covenant_types::{TxId, View};
-
-struct Fixture {
-    service: ServiceIdentity,
-    node: Arc<NodeIdentity>,
-    secret: Arc<LedgerSecret>,
-    dir: tempfile::TempDir,
-}
-
-fn fixture() -> Fixture {
-    let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = Arc::new(
-        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
-    );
-    Fixture {
-        service,
-        node,
-        secret: Arc::new(LedgerSecret::generate().unwrap()),
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
 
 fn config(f: &Fixture, chunk: u64, sig: u64) -> EngineConfig {
     let mut c = EngineConfig::new(f.dir.path().join("ledger"));
@@ -67,7 +48,7 @@ fn committed_chunks(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn audit_passes_and_restart_keeps_everything() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut e = Engine::open(config(&f, 2048, 7), f.node.clone(), f.secret.clone()).unwrap();
     let txids = write_entries(&mut e, 60, "a");
     e.emit_signature().unwrap();
@@ -117,7 +98,7 @@ fn audit_passes_and_restart_keeps_everything() {
 
 #[test]
 fn private_contents_never_reach_the_disk_in_clear() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut e = Engine::open(config(&f, 1 << 20, 10), f.node.clone(), f.secret.clone()).unwrap();
     write_entries(&mut e, 20, "z");
     e.emit_signature().unwrap();
@@ -134,7 +115,7 @@ fn private_contents_never_reach_the_disk_in_clear() {
 /// Every single flipped byte of a committed chunk is caught by the audit.
 #[test]
 fn audit_rejects_every_flipped_byte_of_a_committed_chunk() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut e = Engine::open(config(&f, 1024, 4), f.node.clone(), f.secret.clone()).unwrap();
     write_entries(&mut e, 40, "f");
     e.emit_signature().unwrap();
@@ -170,7 +151,7 @@ fn audit_rejects_every_flipped_byte_of_a_committed_chunk() {
 /// Merkle root check and names the signature that no longer matches.
 #[test]
 fn audit_catches_a_rewritten_entry_with_valid_framing() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut e = Engine::open(config(&f, 1 << 20, 5), f.node.clone(), f.secret.clone()).unwrap();
     write_entries(&mut e, 9, "r");
     e.emit_signature().unwrap();
@@ -210,7 +191,7 @@ fn audit_catches_a_rewritten_entry_with_valid_framing() {
 
 #[test]
 fn torn_tail_is_recovered_without_losing_whole_entries() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut e = Engine::open(config(&f, 1 << 20, 1000), f.node.clone(), f.secret.clone()).unwrap();
     let first = write_entries(&mut e, 10, "t");
     e.emit_signature().unwrap();
@@ -256,7 +237,7 @@ fn torn_tail_is_recovered_without_losing_whole_entries() {
 
 #[test]
 fn old_receipts_survive_merkle_memory_flushing() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut c = config(&f, 1 << 20, 50);
     c.merkle_resident_leaves = 16;
     let mut e = Engine::open(c, f.node.clone(), f.secret.clone()).unwrap();
@@ -274,7 +255,7 @@ fn old_receipts_survive_merkle_memory_flushing() {
 /// the same state, the same ledger bytes and receipts that verify on both.
 #[test]
 fn a_backup_applying_the_primary_entries_converges() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut primary = Engine::open(config(&f, 4096, 10), f.node.clone(), f.secret.clone()).unwrap();
     write_entries(&mut primary, 45, "k");
     primary.emit_signature().unwrap();
@@ -306,7 +287,7 @@ fn a_backup_applying_the_primary_entries_converges() {
 
 #[test]
 fn conflicts_and_forged_signatures_leave_the_engine_healthy() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut e = Engine::open(config(&f, 1 << 20, 100), f.node.clone(), f.secret.clone()).unwrap();
     let mut a = e.begin();
     let mut b = e.begin();
@@ -340,7 +321,7 @@ fn conflicts_and_forged_signatures_leave_the_engine_healthy() {
 
 #[test]
 fn rolling_back_an_uncommitted_suffix_leaves_a_ledger_that_audits() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut engine =
         Engine::open(config(&f, 2048, 1000), f.node.clone(), f.secret.clone()).unwrap();
     let kept = write_entries(&mut engine, 20, "a");

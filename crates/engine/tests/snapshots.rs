@@ -3,34 +3,14 @@
 //! refused, rollback interplay, receipts identical to a full replay.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use covenant_crypto::{Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName};
+use covenant_crypto::{Curve, LedgerSecret, ServiceIdentity};
 use covenant_engine::{
     audit_ledger, audit_ledger_with_snapshot, install_snapshot, Engine, EngineConfig, EngineError,
     SnapshotFile, TxStatus,
 };
+use covenant_test_support::Fixture;
 use covenant_types::{TxId, View};
-
-struct Fixture {
-    service: ServiceIdentity,
-    node: Arc<NodeIdentity>,
-    secret: Arc<LedgerSecret>,
-    dir: tempfile::TempDir,
-}
-
-fn fixture() -> Fixture {
-    let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = Arc::new(
-        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
-    );
-    Fixture {
-        service,
-        node,
-        secret: Arc::new(LedgerSecret::generate().unwrap()),
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
 
 /// A node's data directory `<tmp>/<name>` with `ledger/` and `snapshots/`.
 fn config(f: &Fixture, name: &str, sig: u64, snap: u64) -> EngineConfig {
@@ -94,7 +74,7 @@ fn follow(from: &Engine, to: &mut Engine) {
 
 #[test]
 fn a_snapshot_is_written_only_once_its_signature_commits() {
-    let f = fixture();
+    let f = Fixture::new();
     let c = config(&f, "a", 7, 20);
     let mut a = open(&f, &c);
     write_entries(&mut a, 21, "x");
@@ -155,7 +135,7 @@ fn a_snapshot_is_written_only_once_its_signature_commits() {
 
 #[test]
 fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
-    let f = fixture();
+    let f = Fixture::new();
     let ca = config(&f, "a", 10, 30);
     let mut a = open(&f, &ca);
     write_entries(&mut a, 40, "a");
@@ -283,7 +263,7 @@ fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
 /// from memory, match a full replay byte for byte.
 #[test]
 fn receipts_across_the_snapshot_page_after_flushing_match_a_full_replay() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut ca = config(&f, "a", 100, 4100);
     ca.chunk_threshold_bytes = 1 << 20;
     let mut a = open(&f, &ca);
@@ -335,7 +315,7 @@ fn receipts_across_the_snapshot_page_after_flushing_match_a_full_replay() {
 
 #[test]
 fn tampered_snapshots_are_refused_by_install_and_open() {
-    let f = fixture();
+    let f = Fixture::new();
     let ca = config(&f, "a", 10, 30);
     let mut a = open(&f, &ca);
     write_entries(&mut a, 40, "t");
@@ -429,7 +409,7 @@ fn tampered_snapshots_are_refused_by_install_and_open() {
 
 #[test]
 fn rollback_drops_a_pending_snapshot() {
-    let f = fixture();
+    let f = Fixture::new();
     let mut c = config(&f, "a", 1_000, 1 << 40);
     c.commit_on_sync = false;
     let mut a = open(&f, &c);
@@ -495,7 +475,7 @@ fn rollback_drops_a_pending_snapshot() {
 
 #[test]
 fn a_failed_snapshot_write_does_not_fail_the_commit() {
-    let f = fixture();
+    let f = Fixture::new();
     let c = config(&f, "a", 5, 10);
     let mut a = open(&f, &c);
     // The snapshot directory becomes unusable (a file where it should be).

@@ -12,6 +12,7 @@ use covenant_crypto::{
 use covenant_engine::{Engine, EngineConfig};
 use covenant_node::{add_cert_user, BoundNode, NodeConfig, Role};
 use covenant_receipt::ReceiptResponse;
+use covenant_test_support::{serve, service_and_node, Requests, Serving};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -24,10 +25,7 @@ struct Ids {
 }
 
 fn ids() -> Ids {
-    let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = Arc::new(
-        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
-    );
+    let (service, node) = service_and_node();
     Ids {
         service,
         node,
@@ -37,13 +35,7 @@ fn ids() -> Ids {
     }
 }
 
-struct Running {
-    endpoint: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<u64>,
-}
-
-async fn start(ids: &Ids, dir: &std::path::Path, first: bool) -> Running {
+async fn start(ids: &Ids, dir: &std::path::Path, first: bool) -> Serving {
     start_with(ids, dir, first, |_| {}).await
 }
 
@@ -52,7 +44,7 @@ async fn start_with(
     dir: &std::path::Path,
     first: bool,
     tweak: impl FnOnce(&mut NodeConfig),
-) -> Running {
+) -> Serving {
     let mut engine =
         Engine::open(EngineConfig::new(dir), ids.node.clone(), ids.secret.clone()).unwrap();
     if first {
@@ -63,40 +55,61 @@ async fn start_with(
     config.sig_ms_interval = 20;
     config.max_body_bytes = 64 * 1024;
     tweak(&mut config);
-    let bound = BoundNode::bind(config, engine, &ids.node, &ids.service.cert)
-        .await
-        .unwrap();
-    let endpoint = format!("https://127.0.0.1:{}", bound.local_addr.port());
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        bound
-            .serve(async {
-                let _ = rx.await;
-            })
+    serve(
+        BoundNode::bind(config, engine, &ids.node, &ids.service.cert)
             .await
-            .unwrap()
-    });
-    Running {
-        endpoint,
-        stop,
-        task,
-    }
+            .unwrap(),
+    )
 }
 
-fn client(r: &Running, ids: &Ids, who: Option<&(SigningKeyPair, Certificate)>) -> LedgerClient {
+fn client(r: &Serving, ids: &Ids, who: Option<&(SigningKeyPair, Certificate)>) -> LedgerClient {
     LedgerClient::new(&r.endpoint, &ids.service.cert, who.map(|(k, c)| (c, k))).unwrap()
+}
+
+/// The port of `node` and a raw TLS 1.3 connection to it as the admin, offering
+/// `alpn`: for what [`LedgerClient`] cannot send (a stalled body, HTTP/2).
+async fn admin_tls(
+    node: &Serving,
+    ids: &Ids,
+    alpn: Vec<Vec<u8>>,
+) -> (u16, tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ids.service.cert.der().to_vec()))
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from(ids.admin.1.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            ids.admin.0.to_pkcs8_der().to_vec(),
+        )),
+    )
+    .unwrap();
+    config.alpn_protocols = alpn;
+    let port: u16 = node.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    (port, tls)
 }
 
 async fn wait_committed(c: &LedgerClient, txid: &str) {
     for _ in 0..200 {
         let r = c
-            .request(
-                "GET",
-                &format!("/app/transactions/{txid}/status?api-version=2022-05-13"),
-                None,
-            )
-            .await
-            .unwrap();
+            .get(&format!(
+                "/app/transactions/{txid}/status?api-version=2022-05-13"
+            ))
+            .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         if r.json()["state"] == "Committed" {
             return;
@@ -117,13 +130,11 @@ async fn append_commit_read_receipt_and_restart() {
     let mut written = Vec::new();
     for (i, coll) in ["subledger:0", "audit", "subledger:0"].iter().enumerate() {
         let r = admin
-            .request(
-                "POST",
+            .post(
                 &format!("/app/transactions?{v}&collectionId={coll}"),
-                Some(&json!({"contents": format!("hello {i}")})),
+                &json!({"contents": format!("hello {i}")}),
             )
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json(), json!({"collectionId": coll}));
         let txid = r.transaction_id.clone().expect("x-ms-ccf-transaction-id");
@@ -131,13 +142,11 @@ async fn append_commit_read_receipt_and_restart() {
     }
     // Default collection when none is named.
     let r = admin
-        .request(
-            "POST",
+        .post(
             &format!("/app/transactions?{v}"),
-            Some(&json!({"contents": "plain"})),
+            &json!({"contents": "plain"}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.json(), json!({"collectionId": "subledger:0"}));
     let last = r.transaction_id.unwrap();
     wait_committed(&admin, &last).await;
@@ -145,54 +154,33 @@ async fn append_commit_read_receipt_and_restart() {
     let verifier = ReceiptVerifier::new(ids.service.cert.clone());
     for (txid, coll, contents) in &written {
         let r = admin
-            .request(
-                "GET",
-                &format!("/app/transactions/{txid}?{v}&collectionId={coll}"),
-                None,
-            )
-            .await
-            .unwrap();
+            .get(&format!("/app/transactions/{txid}?{v}&collectionId={coll}"))
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(
             r.json(),
             json!({"state": "Ready", "entry": {"collectionId": coll, "contents": contents, "transactionId": txid}})
         );
         let r = admin
-            .request(
-                "GET",
-                &format!("/app/transactions/{txid}/receipt?{v}"),
-                None,
-            )
-            .await
-            .unwrap();
+            .get(&format!("/app/transactions/{txid}/receipt?{v}"))
+            .await;
         let resp: ReceiptResponse = serde_json::from_slice(&r.body).unwrap();
         let checked = verifier.verify_response(&resp, None).unwrap();
         assert_eq!(checked.transaction_id.to_string(), *txid);
     }
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions/current?{v}&collectionId=audit"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/current?{v}&collectionId=audit"))
+        .await;
     assert_eq!(r.json()["contents"], "hello 1");
-    let r = admin
-        .request("GET", &format!("/app/collections?{v}"), None)
-        .await
-        .unwrap();
+    let r = admin.get(&format!("/app/collections?{v}")).await;
     assert_eq!(
         r.json(),
         json!({"collections": [{"collectionId": "audit"}, {"collectionId": "subledger:0"}]})
     );
-    let r = admin
-        .request("GET", &format!("/node/tx?transaction_id={last}"), None)
-        .await
-        .unwrap();
+    let r = admin.get(&format!("/node/tx?transaction_id={last}")).await;
     assert_eq!(r.json()["status"], "Committed");
     let anon = client(&node, &ids, None);
-    let r = anon.request("GET", "/node/commit", None).await.unwrap();
+    let r = anon.get("/node/commit").await;
     assert_eq!(r.status, 200);
     assert!(r.json()["transaction_id"]
         .as_str()
@@ -200,45 +188,31 @@ async fn append_commit_read_receipt_and_restart() {
         .starts_with("1."));
 
     // Graceful stop flushes; a restart serves the same ledger in a new view.
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
     let node = start(&ids, dir.path(), false).await;
     let admin = client(&node, &ids, Some(&ids.admin));
     for (txid, coll, contents) in &written {
         let r = admin
-            .request(
-                "GET",
-                &format!("/app/transactions/{txid}?{v}&collectionId={coll}"),
-                None,
-            )
-            .await
-            .unwrap();
+            .get(&format!("/app/transactions/{txid}?{v}&collectionId={coll}"))
+            .await;
         assert_eq!(r.json()["entry"]["contents"], contents.as_str());
         let r = admin
-            .request(
-                "GET",
-                &format!("/app/transactions/{txid}/receipt?{v}"),
-                None,
-            )
-            .await
-            .unwrap();
+            .get(&format!("/app/transactions/{txid}/receipt?{v}"))
+            .await;
         let resp: ReceiptResponse = serde_json::from_slice(&r.body).unwrap();
         verifier.verify_response(&resp, None).unwrap();
     }
     let r = admin
-        .request(
-            "POST",
+        .post(
             &format!("/app/transactions?{v}"),
-            Some(&json!({"contents": "after restart"})),
+            &json!({"contents": "after restart"}),
         )
-        .await
-        .unwrap();
+        .await;
     assert!(
         r.transaction_id.unwrap().starts_with("2."),
         "new view after restart"
     );
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,25 +232,16 @@ async fn auth_and_bad_input_get_clear_errors() {
     let code = |r: &covenant_client::HttpResponse| {
         r.json()["error"]["code"].as_str().unwrap_or("").to_string()
     };
-    let r = anon.request("POST", &append, Some(&body)).await.unwrap();
+    let r = anon.post(&append, &body).await;
     assert_eq!((r.status, code(&r).as_str()), (401, "Unauthorized"));
-    let r = stranger
-        .request("POST", &append, Some(&body))
-        .await
-        .unwrap();
+    let r = stranger.post(&append, &body).await;
     assert_eq!((r.status, code(&r).as_str()), (401, "Unauthorized"));
-    let r = reader.request("POST", &append, Some(&body)).await.unwrap();
+    let r = reader.post(&append, &body).await;
     assert_eq!((r.status, code(&r).as_str()), (403, "Forbidden"));
-    let r = reader
-        .request("GET", &format!("/app/collections?{v}"), None)
-        .await
-        .unwrap();
+    let r = reader.get(&format!("/app/collections?{v}")).await;
     assert_eq!(r.status, 200);
 
-    let r = admin
-        .request("POST", "/app/transactions", Some(&body))
-        .await
-        .unwrap();
+    let r = admin.post("/app/transactions", &body).await;
     assert_eq!((r.status, code(&r).as_str()), (400, "QueryParameterError"));
     let r = admin
         .request_raw(
@@ -288,58 +253,35 @@ async fn auth_and_bad_input_get_clear_errors() {
         .await
         .unwrap();
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidInput"));
-    let r = admin
-        .request("POST", &append, Some(&json!({"content": "typo"})))
-        .await
-        .unwrap();
+    let r = admin.post(&append, &json!({"content": "typo"})).await;
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidInput"));
     let big = json!({"contents": "x".repeat(100 * 1024)});
-    let r = admin.request("POST", &append, Some(&big)).await.unwrap();
+    let r = admin.post(&append, &big).await;
     assert_eq!((r.status, code(&r).as_str()), (413, "PayloadTooLarge"));
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions/not-a-txid/status?{v}"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/not-a-txid/status?{v}"))
+        .await;
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidTransactionId"));
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions/7.999999/status?{v}"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/7.999999/status?{v}"))
+        .await;
+    assert_eq!((r.status, code(&r).as_str()), (404, "InvalidTransactionId"));
+    let r = admin.get(&format!("/app/transactions/7.999999?{v}")).await;
     assert_eq!((r.status, code(&r).as_str()), (404, "InvalidTransactionId"));
     let r = admin
-        .request("GET", &format!("/app/transactions/7.999999?{v}"), None)
-        .await
-        .unwrap();
-    assert_eq!((r.status, code(&r).as_str()), (404, "InvalidTransactionId"));
-    let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions/current?{v}&collectionId=none"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/current?{v}&collectionId=none"))
+        .await;
     assert_eq!(r.status, 404);
-    let r = admin.request("GET", "/no/such/route", None).await.unwrap();
+    let r = admin.get("/no/such/route").await;
     assert_eq!(r.status, 404);
     // Framework-level rejections come back in the same error shape.
     let r = admin
-        .request("DELETE", &format!("/app/collections?{v}"), None)
-        .await
-        .unwrap();
+        .send("DELETE", &format!("/app/collections?{v}"), None)
+        .await;
     assert_eq!((r.status, code(&r).as_str()), (405, "MethodNotAllowed"));
     let r = admin
-        .request("GET", &format!("/app/transactions/%FF%FE/status?{v}"), None)
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/%FF%FE/status?{v}"))
+        .await;
     assert_eq!(r.status, 400);
     assert!(
         r.json()["error"]["message"].is_string(),
@@ -348,11 +290,10 @@ async fn auth_and_bad_input_get_clear_errors() {
     );
 
     // None of that disturbed the ledger: a write still commits.
-    let r = admin.request("POST", &append, Some(&body)).await.unwrap();
+    let r = admin.post(&append, &body).await;
     assert_eq!(r.status, 200);
     wait_committed(&admin, &r.transaction_id.unwrap()).await;
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,13 +308,11 @@ async fn ranged_queries_page_through_one_collection() {
     for i in 0..1100 {
         let coll = if i % 110 == 0 { "small" } else { "big" };
         let r = admin
-            .request(
-                "POST",
+            .post(
                 &format!("/app/transactions?{v}&collectionId={coll}"),
-                Some(&json!({"contents": format!("{coll} {i}")})),
+                &json!({"contents": format!("{coll} {i}")}),
             )
-            .await
-            .unwrap();
+            .await;
         if coll == "big" {
             big.push(r.transaction_id.unwrap());
         }
@@ -384,7 +323,7 @@ async fn ranged_queries_page_through_one_collection() {
     let mut link = format!("/app/transactions?{v}&collectionId=big");
     let mut pages = 0;
     loop {
-        let r = admin.request("GET", &link, None).await.unwrap();
+        let r = admin.get(&link).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let j = r.json();
         assert_eq!(j["state"], "Ready");
@@ -405,15 +344,10 @@ async fn ranged_queries_page_through_one_collection() {
     // An inclusive sub-range.
     let (a, b) = (&big[10], &big[19]);
     let r = admin
-        .request(
-            "GET",
-            &format!(
-                "/app/transactions?{v}&collectionId=big&fromTransactionId={a}&toTransactionId={b}"
-            ),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!(
+            "/app/transactions?{v}&collectionId=big&fromTransactionId={a}&toTransactionId={b}"
+        ))
+        .await;
     let got: Vec<_> = r.json()["entries"]
         .as_array()
         .unwrap()
@@ -426,18 +360,16 @@ async fn ranged_queries_page_through_one_collection() {
     // Collections page too: 1,001 collections come back in two pages, each once.
     for i in 0..1001 {
         admin
-            .request(
-                "POST",
+            .post(
                 &format!("/app/transactions?{v}&collectionId=c{i:04}"),
-                Some(&json!({"contents": "x"})),
+                &json!({"contents": "x"}),
             )
-            .await
-            .unwrap();
+            .await;
     }
     let mut names = Vec::new();
     let mut link = format!("/app/collections?{v}");
     loop {
-        let j = admin.request("GET", &link, None).await.unwrap().json();
+        let j = admin.get(&link).await.json();
         names.extend(
             j["collections"]
                 .as_array()
@@ -456,16 +388,10 @@ async fn ranged_queries_page_through_one_collection() {
     assert_eq!(sorted.len(), names.len());
     // An unknown collection is an empty list, not an error.
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions?{v}&collectionId=nope"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions?{v}&collectionId=nope"))
+        .await;
     assert_eq!(r.json()["entries"], json!([]));
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,63 +407,46 @@ async fn users_apis_and_the_role_matrix() {
     // v1: create as Contributor, read back; served at new api-versions too (ACL
     // redirects there; the preview SDK's README calls it).
     let r = admin
-        .request(
+        .send(
             "PATCH",
             &format!("/app/users/{fp}?{v}"),
             Some(&json!({"assignedRole": "Contributor"})),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         r.json(),
         json!({"assignedRole": "Contributor", "userId": fp})
     );
-    let r = admin
-        .request("GET", &format!("/app/users/{fp}?{v}"), None)
-        .await
-        .unwrap();
+    let r = admin.get(&format!("/app/users/{fp}?{v}")).await;
     assert_eq!(r.json()["assignedRole"], "Contributor");
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/users/{fp}?api-version=2024-08-22-preview"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/users/{fp}?api-version=2024-08-22-preview"))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["assignedRole"], "Contributor");
 
     // ledgerUsers: PATCH adds roles; list shows everyone; unknown delete succeeds.
     let nv = "api-version=2024-08-22-preview";
     let r = admin
-        .request(
+        .send(
             "PATCH",
             &format!("/app/ledgerUsers/{fp}?{nv}"),
             Some(&json!({"assignedRoles": ["Reader"]})),
         )
-        .await
-        .unwrap();
+        .await;
     // The reply repeats the roles sent (as ACL's does); the user holds the union.
     assert_eq!(r.json(), json!({"assignedRoles": ["Reader"], "userId": fp}));
-    let r = admin
-        .request("GET", &format!("/app/ledgerUsers/{fp}?{nv}"), None)
-        .await
-        .unwrap();
+    let r = admin.get(&format!("/app/ledgerUsers/{fp}?{nv}")).await;
     assert_eq!(
         r.json(),
         json!({"assignedRoles": ["Reader", "Contributor"], "userId": fp})
     );
-    let r = admin
-        .request("GET", &format!("/app/ledgerUsers?{nv}"), None)
-        .await
-        .unwrap();
+    let r = admin.get(&format!("/app/ledgerUsers?{nv}")).await;
     assert_eq!(r.json()["ledgerUsers"].as_array().unwrap().len(), 3);
     let r = admin
-        .request("DELETE", &format!("/app/ledgerUsers/nobody?{nv}"), None)
-        .await
-        .unwrap();
+        .send("DELETE", &format!("/app/ledgerUsers/nobody?{nv}"), None)
+        .await;
     assert_eq!(r.status, 204);
 
     // The role matrix: every route class x {no creds, unknown cert, Reader, Contributor, Administrator}.
@@ -550,13 +459,11 @@ async fn users_apis_and_the_role_matrix() {
         ("admin", client(&node, &ids, Some(&ids.admin))),
     ];
     let seed = admin
-        .request(
-            "POST",
+        .post(
             &format!("/app/transactions?{v}"),
-            Some(&json!({"contents": "seed"})),
+            &json!({"contents": "seed"}),
         )
         .await
-        .unwrap()
         .transaction_id
         .unwrap();
     wait_committed(&admin, &seed).await;
@@ -593,7 +500,7 @@ async fn users_apis_and_the_role_matrix() {
     ];
     for (method, path, body, min) in &routes {
         for (i, (name, c)) in who.iter().enumerate() {
-            let r = c.request(method, path, body.as_ref()).await.unwrap();
+            let r = c.send(method, path, body.as_ref()).await;
             let expected = match i {
                 0 | 1 => 401,
                 n if n - 2 >= *min => 200,
@@ -615,18 +522,12 @@ async fn users_apis_and_the_role_matrix() {
     }
     // The contributor, once deleted, is no longer a user.
     let r = admin
-        .request("DELETE", &format!("/app/users/{fp}?{v}"), None)
-        .await
-        .unwrap();
+        .send("DELETE", &format!("/app/users/{fp}?{v}"), None)
+        .await;
     assert_eq!(r.status, 204);
-    let r = who[3]
-        .1
-        .request("GET", &format!("/app/collections?{v}"), None)
-        .await
-        .unwrap();
+    let r = who[3].1.get(&format!("/app/collections?{v}")).await;
     assert_eq!(r.status, 401);
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 /// Every route the OpenAPI document lists is served (none falls through to the
@@ -637,7 +538,7 @@ async fn openapi_lists_exactly_served_routes_and_metrics_count() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(&ids, dir.path(), true).await;
     let admin = client(&node, &ids, Some(&ids.admin));
-    let r = admin.request("GET", "/node/api", None).await.unwrap();
+    let r = admin.get("/node/api").await;
     let doc = r.json();
     assert_eq!(doc["openapi"], "3.0.0");
     let paths = doc["paths"].as_object().unwrap();
@@ -664,9 +565,8 @@ async fn openapi_lists_exactly_served_routes_and_metrics_count() {
             _ => None,
         };
         let r = admin
-            .request(&method.to_uppercase(), &url, body.as_ref())
-            .await
-            .unwrap();
+            .send(&method.to_uppercase(), &url, body.as_ref())
+            .await;
         let message = r.json()["error"]["message"]
             .as_str()
             .unwrap_or("")
@@ -677,7 +577,7 @@ async fn openapi_lists_exactly_served_routes_and_metrics_count() {
         );
         assert!(r.status < 500, "{method} {url}: {}", r.status);
     }
-    let r = admin.request("GET", "/node/metrics", None).await.unwrap();
+    let r = admin.get("/node/metrics").await;
     let text = String::from_utf8_lossy(&r.body).to_string();
     assert!(r.content_type.unwrap().starts_with("text/plain"));
     let served: u64 = text
@@ -688,8 +588,7 @@ async fn openapi_lists_exactly_served_routes_and_metrics_count() {
         .unwrap();
     assert!(served >= 20, "{text}");
     assert!(text.contains("covenant_committed_seqno"));
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,31 +599,26 @@ async fn application_claims_and_tags() {
     let admin = client(&node, &ids, Some(&ids.admin));
     let nv = "api-version=2024-12-09-preview";
     let r = admin
-        .request(
-            "POST",
+        .post(
             &format!("/app/transactions?{nv}&collectionId=c&tags=red,blue"),
-            Some(&json!({"contents": "claimed"})),
+            &json!({"contents": "claimed"}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let t1 = r.transaction_id.unwrap();
     let r = admin
-        .request(
-            "POST",
+        .post(
             &format!("/app/transactions?{nv}&collectionId=c&tags=green"),
-            Some(&json!({"contents": "other"})),
+            &json!({"contents": "other"}),
         )
-        .await
-        .unwrap();
+        .await;
     let t2 = r.transaction_id.unwrap();
     wait_committed(&admin, &t2).await;
 
     // The receipt reveals the claim; the claims digest in the leaf matches it.
     let r = admin
-        .request("GET", &format!("/app/transactions/{t1}/receipt?{nv}"), None)
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/{t1}/receipt?{nv}"))
+        .await;
     let body = r.json();
     let claims: Vec<covenant_receipt::ApplicationClaim> =
         serde_json::from_value(body["applicationClaims"].clone()).expect("applicationClaims");
@@ -738,60 +632,43 @@ async fn application_claims_and_tags() {
     );
     // An entry written with the old api-version has no claims.
     let r = admin
-        .request(
-            "POST",
+        .post(
             "/app/transactions?api-version=2022-05-13",
-            Some(&json!({"contents": "plain"})),
+            &json!({"contents": "plain"}),
         )
-        .await
-        .unwrap();
+        .await;
     let t3 = r.transaction_id.unwrap();
     wait_committed(&admin, &t3).await;
     let r = admin
-        .request("GET", &format!("/app/transactions/{t3}/receipt?{nv}"), None)
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/{t3}/receipt?{nv}"))
+        .await;
     assert!(r.json().get("applicationClaims").is_none());
 
     // Tags come back and filter.
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions/{t1}?{nv}&collectionId=c"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions/{t1}?{nv}&collectionId=c"))
+        .await;
     assert_eq!(r.json()["entry"]["tags"], "red,blue");
     let r = admin
-        .request(
-            "GET",
-            &format!("/app/transactions?{nv}&collectionId=c&tag=green"),
-            None,
-        )
-        .await
-        .unwrap();
+        .get(&format!("/app/transactions?{nv}&collectionId=c&tag=green"))
+        .await;
     let entries = r.json()["entries"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["transactionId"], t2.as_str());
     let r = admin
-        .request(
-            "POST",
+        .post(
             &format!("/app/transactions?{nv}&tags=,"),
-            Some(&json!({"contents": "x"})),
+            &json!({"contents": "x"}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 400);
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 /// A client that sends half a body and stalls gets 503 RequestTimeout, and the
 /// node keeps serving others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_requests_time_out() {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let ids = ids();
@@ -800,31 +677,7 @@ async fn stalled_requests_time_out() {
         c.limits.request_timeout = Duration::from_millis(300);
     })
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ids.service.cert.der().to_vec()))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from(ids.admin.1.der().to_vec())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            ids.admin.0.to_pkcs8_der().to_vec(),
-        )),
-    )
-    .unwrap();
-    let port: u16 = node.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
+    let (_, mut tls) = admin_tls(&node, &ids, vec![]).await;
     let head = "POST /app/transactions?api-version=2022-05-13 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"contents\":";
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
@@ -837,10 +690,9 @@ async fn stalled_requests_time_out() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("RequestTimeout"), "{answer}");
     let admin = client(&node, &ids, Some(&ids.admin));
-    let r = admin.request("GET", "/node/state", None).await.unwrap();
+    let r = admin.get("/node/state").await;
     assert_eq!(r.status, 200);
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }
 
 /// Graceful stop: idle keep-alive connections are closed, the node returns its final
@@ -861,8 +713,7 @@ async fn graceful_stop_closes_idle_connections_and_flushes() {
         .await
         .unwrap();
     let txid: covenant_types::TxId = r.transaction_id.unwrap().parse().unwrap();
-    node.stop.send(()).unwrap();
-    let committed = node.task.await.unwrap();
+    let committed = node.shutdown().await;
     assert!(
         committed > txid.seqno.0,
         "the final flush signs and commits the last write"
@@ -888,37 +739,11 @@ async fn graceful_stop_closes_idle_connections_and_flushes() {
 async fn http2_is_offered_when_enabled() {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
     let ids = ids();
     let dir = tempfile::tempdir().unwrap();
     let node = start_with(&ids, dir.path(), true, |c| c.limits.http2 = true).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ids.service.cert.der().to_vec()))
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from(ids.admin.1.der().to_vec())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            ids.admin.0.to_pkcs8_der().to_vec(),
-        )),
-    )
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let port: u16 = node.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
+    let (port, tls) = admin_tls(&node, &ids, vec![b"h2".to_vec()]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -943,16 +768,8 @@ async fn http2_is_offered_when_enabled() {
     assert_eq!(&body[..], br#"{"collectionId":"subledger:0"}"#);
     // HTTP/1.1 clients are still served.
     let admin = client(&node, &ids, Some(&ids.admin));
-    assert_eq!(
-        admin
-            .request("GET", "/node/ping", None)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    assert_eq!(admin.get("/node/ping").await.status, 200);
+    node.shutdown().await;
 }
 
 /// JWKS fetched from an HTTPS URL (a private issuer's CA pinned); bad URLs refused.
@@ -1044,7 +861,7 @@ async fn ccfs_node_and_common_routes() {
     let anyone = client(&node, &ids, None);
     let get = |path: &'static str| {
         let c = &anyone;
-        async move { c.request("GET", path, None).await.unwrap() }
+        async move { c.get(path).await }
     };
     // Something committed first.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1058,10 +875,7 @@ async fn ccfs_node_and_common_routes() {
         .as_str()
         .unwrap()
         .to_string();
-    let r = anyone
-        .request("GET", &format!("/app/tx?transaction_id={txid}"), None)
-        .await
-        .unwrap();
+    let r = anyone.get(&format!("/app/tx?transaction_id={txid}")).await;
     assert_eq!(
         r.json(),
         json!({"status": "Committed", "transaction_id": txid})
@@ -1110,14 +924,12 @@ async fn ccfs_node_and_common_routes() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], "MissingApiVersionParameter");
     let r = anyone
-        .request("GET", "/gov/service/users?api-version=2099-01-01", None)
-        .await
-        .unwrap();
+        .get("/gov/service/users?api-version=2099-01-01")
+        .await;
     assert_eq!(r.json()["error"]["code"], "UnsupportedApiVersionValue");
     let r = anyone
-        .request("GET", "/gov/service/users?api-version=2024-07-01", None)
-        .await
-        .unwrap();
+        .get("/gov/service/users?api-version=2024-07-01")
+        .await;
     assert_eq!(
         r.json()["value"].as_array().unwrap().len(),
         2,
@@ -1125,22 +937,15 @@ async fn ccfs_node_and_common_routes() {
         r.json()
     );
     let r = anyone
-        .request(
-            "GET",
-            "/gov/service/javascript-app?api-version=2023-06-01-preview",
-            None,
-        )
-        .await
-        .unwrap();
+        .get("/gov/service/javascript-app?api-version=2023-06-01-preview")
+        .await;
     assert_eq!(r.status, 400, "javascript-app needs 2024-07-01");
     let r = anyone
-        .request(
-            "POST",
+        .post(
             "/gov/members/proposals:create?api-version=2024-07-01",
-            Some(&json!({})),
+            &json!({}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 401, "an unsigned proposal");
     let _ = node.stop.send(());
     node.task.await.unwrap();
@@ -1158,24 +963,19 @@ async fn current_with_committed_true_never_shows_an_uncommitted_entry() {
     let no_timer = |c: &mut NodeConfig| c.sig_ms_interval = 3_600_000;
     let current = |c: LedgerClient, query: &'static str| async move {
         let r = c
-            .request(
-                "GET",
-                &format!("/app/transactions/current?{v}&collectionId=c{query}"),
-                None,
-            )
-            .await
-            .unwrap();
+            .get(&format!(
+                "/app/transactions/current?{v}&collectionId=c{query}"
+            ))
+            .await;
         (r.status, r.json())
     };
     let append = |c: LedgerClient, contents: &'static str| async move {
         let r = c
-            .request(
-                "POST",
+            .post(
                 &format!("/app/transactions?{v}&collectionId=c"),
-                Some(&json!({"contents": contents})),
+                &json!({"contents": contents}),
             )
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status, 200);
         r.transaction_id.unwrap()
     };
@@ -1187,8 +987,7 @@ async fn current_with_committed_true_never_shows_an_uncommitted_entry() {
     assert_eq!(status, 404, "nothing of c is committed yet: {body}");
     assert_eq!(current(admin.clone(), "").await.1["contents"], "first");
     // A graceful stop signs and flushes: "first" is committed.
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 
     let node = start_with(&ids, dir.path(), false, no_timer).await;
     let admin = client(&node, &ids, Some(&ids.admin));
@@ -1204,6 +1003,5 @@ async fn current_with_committed_true_never_shows_an_uncommitted_entry() {
     let (status, body) = current(admin.clone(), "&committed=maybe").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "InvalidInput");
-    node.stop.send(()).unwrap();
-    node.task.await.unwrap();
+    node.shutdown().await;
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use covenant_client::LedgerClient;
 use covenant_crypto::{
-    generate_client_identity, sign_gov_sign1, Certificate, Curve, LedgerSecret, NodeIdentity,
-    ServiceIdentity, SigningKeyPair, SubjectAltName,
+    generate_client_identity, sign_gov_sign1, Certificate, Curve, LedgerSecret, SigningKeyPair,
 };
 use covenant_engine::{Engine, EngineConfig};
 use covenant_node::{add_member, set_constitution, BoundNode, NodeConfig, DEFAULT_CONSTITUTION};
+use covenant_test_support::{serve, service_and_node, Requests};
 use serde_json::{json, Value};
 
 struct Member {
@@ -58,10 +58,7 @@ async fn post(c: &LedgerClient, path: &str, envelope: Vec<u8>) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_govern_users_and_bad_requests_are_refused() {
-    let service = ServiceIdentity::generate(Curve::P384).unwrap();
-    let node = Arc::new(
-        NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
-    );
+    let (service, node) = service_and_node();
     let dir = tempfile::tempdir().unwrap();
     let mut engine = Engine::open(
         EngineConfig::new(dir.path()),
@@ -80,19 +77,12 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     covenant_node::set_service_opening(&mut engine).unwrap();
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
     config.sig_ms_interval = 20;
-    let bound = BoundNode::bind(config, engine, &node, &service.cert)
-        .await
-        .unwrap();
-    let endpoint = format!("https://127.0.0.1:{}", bound.local_addr.port());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        bound
-            .serve(async {
-                let _ = rx.await;
-            })
+    let serving = serve(
+        BoundNode::bind(config, engine, &node, &service.cert)
             .await
-            .unwrap()
-    });
+            .unwrap(),
+    );
+    let endpoint = serving.endpoint.clone();
     // Governance requests need no TLS client certificate: the COSE signature speaks.
     let gov = LedgerClient::new(&endpoint, &service.cert, None).unwrap();
 
@@ -135,24 +125,15 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     // The service is Opening: the ledger API refuses everyone until the consortium
     // opens it (a caller without any credential is refused before that, at the edge).
     let current = |c: LedgerClient| async move {
-        c.request(
-            "GET",
-            "/app/transactions/current?api-version=2022-05-13",
-            None,
-        )
-        .await
-        .unwrap()
+        c.get("/app/transactions/current?api-version=2022-05-13")
+            .await
     };
     assert_eq!(current(gov.clone()).await.status, 401);
     let with_cert = LedgerClient::new(&endpoint, &service.cert, Some((&user.1, &user.0))).unwrap();
     let r = current(with_cert).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["code"], "ServiceNotOpen");
-    let network = gov
-        .request("GET", "/node/network", None)
-        .await
-        .unwrap()
-        .json();
+    let network = gov.get("/node/network").await.json();
     assert_eq!(network["service_status"], "Opening");
     let open = json!({"actions": [{"name": "transition_service_to_open"}]});
     let (status, body) = post(
@@ -173,17 +154,9 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         )
         .await;
     }
-    let network = gov
-        .request("GET", "/node/network", None)
-        .await
-        .unwrap()
-        .json();
+    let network = gov.get("/node/network").await.json();
     assert_eq!(network["service_status"], "Open");
-    let listed = gov
-        .request("GET", "/gov/members", None)
-        .await
-        .unwrap()
-        .json();
+    let listed = gov.get("/gov/members").await.json();
     assert_eq!(listed.as_object().unwrap().len(), 3);
     assert!(listed
         .as_object()
@@ -194,13 +167,11 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     // The user cannot call the ledger yet.
     let as_user = LedgerClient::new(&endpoint, &service.cert, Some((&user.1, &user.0))).unwrap();
     let append = |c: LedgerClient| async move {
-        c.request(
-            "POST",
+        c.post(
             "/app/transactions?api-version=2022-05-13",
-            Some(&json!({"contents": "by user1"})),
+            &json!({"contents": "by user1"}),
         )
         .await
-        .unwrap()
         .status
     };
     assert_eq!(append(as_user.clone()).await, 401);
@@ -230,17 +201,12 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         "{body}"
     );
     assert_eq!(append(as_user.clone()).await, 200);
-    let got = gov
-        .request("GET", &format!("/gov/proposals/{id}"), None)
-        .await
-        .unwrap()
-        .json();
+    let got = gov.get(&format!("/gov/proposals/{id}")).await.json();
     assert_eq!(got["state"], "Accepted");
     assert_eq!(got["proposer_id"], json!(members[0].cert.member_id()));
     let actions = gov
-        .request("GET", &format!("/gov/proposals/{id}/actions"), None)
+        .get(&format!("/gov/proposals/{id}/actions"))
         .await
-        .unwrap()
         .json();
     assert_eq!(actions, set_user);
 
@@ -263,11 +229,7 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         )
         .await;
     }
-    let got = gov
-        .request("GET", &format!("/gov/proposals/{rejected}"), None)
-        .await
-        .unwrap()
-        .json();
+    let got = gov.get(&format!("/gov/proposals/{rejected}")).await.json();
     assert_eq!(got["state"], "Rejected");
     let (_, body) = post(
         &gov,
@@ -364,10 +326,7 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
         (400, json!("StaleCreatedAt")),
         "{body}"
     );
-    let r = gov
-        .request("POST", "/gov/proposals", Some(&set_user2))
-        .await
-        .unwrap();
+    let r = gov.post("/gov/proposals", &set_user2).await;
     assert_eq!(r.status, 401, "{}", r.json());
     let (status, body) = post(
         &gov,
@@ -402,14 +361,13 @@ async fn three_members_govern_users_and_bad_requests_are_refused() {
     )
     .await;
     assert_eq!(status, 404);
-    let constitution = gov.request("GET", "/gov/constitution", None).await.unwrap();
+    let constitution = gov.get("/gov/constitution").await;
     assert_eq!(
         String::from_utf8_lossy(&constitution.body),
         DEFAULT_CONSTITUTION
     );
 
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    serving.shutdown().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     // The governance history is in the public ledger: the audit passes and lists it.
