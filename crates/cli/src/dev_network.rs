@@ -336,6 +336,8 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Listening from now on: a SIGTERM sent right after the ready line is not lost.
+    let mut shutdown = runtime.block_on(async { crate::Shutdown::listen() });
     let result = runtime.block_on(async {
         let ready_and_governed = async {
             let service = Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem"))?)?;
@@ -357,7 +359,7 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
         };
         tokio::select! {
             r = ready_and_governed => r.map(|()| true),
-            _ = crate::shutdown_signal() => Ok(false),
+            _ = shutdown.recv() => Ok(false),
         }
     });
     match result {
@@ -408,7 +410,7 @@ pub fn run(o: DevOptions, nodes: u16) -> Result<()> {
             }
         };
         tokio::select! {
-            _ = crate::shutdown_signal() => {},
+            _ = shutdown.recv() => {},
             _ = watch => {},
         }
     });

@@ -85,13 +85,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "private")]
         ledger_type: LedgerType,
         /// Milliseconds between signatures (what commits writes).
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = covenant_service::defaults::SIG_MS_INTERVAL)]
         sig_ms_interval: u64,
         /// A signature after this many transactions at the latest.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = covenant_service::defaults::SIG_TX_INTERVAL)]
         sig_tx_interval: u64,
         /// Largest request body in bytes (larger requests get 413).
-        #[arg(long, default_value_t = 1 << 20)]
+        #[arg(long, default_value_t = covenant_service::defaults::MAX_BODY_BYTES)]
         max_body_bytes: usize,
         /// The ledger id this node answers /ledgerIdentity/{ledgerId} for.
         #[arg(long, default_value = "covenant-dev")]
@@ -981,31 +981,15 @@ pub(crate) fn load_jwks(source: &JwksSource) -> Result<String> {
 }
 
 fn dev(o: DevOptions) -> Result<()> {
-    let DevOptions {
-        dir,
-        port,
-        ledger_type,
-        sig_ms_interval,
-        sig_tx_interval,
-        max_body_bytes,
-        ledger_id,
-        jwt_issuer,
-        jwks,
-        jwt_audience,
-        http2,
-        join_policy: _,
-        members,
-        app,
-    } = o;
-    let dir = dir.as_path();
-    if !covenant_node::identity::valid_ledger_id(&ledger_id) {
+    let dir = o.dir.as_path();
+    if !covenant_node::identity::valid_ledger_id(&o.ledger_id) {
         bail!("--ledger-id must be 1..64 letters, digits, '-' or '_'");
     }
     let mut jwt = covenant_node::jwt::JwtAuth::default();
-    match (jwt_issuer, jwks) {
+    match (&o.jwt_issuer, &o.jwks) {
         (Some(issuer), Some(source)) => {
-            let doc = load_jwks(&source)?;
-            let i = covenant_node::jwt::JwtIssuer::from_jwks(&issuer, jwt_audience, &doc)
+            let doc = load_jwks(source)?;
+            let i = covenant_node::jwt::JwtIssuer::from_jwks(issuer, o.jwt_audience.clone(), &doc)
                 .map_err(|e| anyhow::anyhow!("the JWKS of {issuer}: {e}"))?;
             jwt.issuers.push(i);
         }
@@ -1014,15 +998,15 @@ fn dev(o: DevOptions) -> Result<()> {
     }
     let creating = !dir.join("service_cert.pem").exists();
     let (service, node, secret) = demo_identities(dir)?;
-    let ledger_type = dev_ledger_type(dir, ledger_type, creating)?;
+    let ledger_type = dev_ledger_type(dir, o.ledger_type, creating)?;
     let mut config = EngineConfig::new(dir.join("ledger"));
-    config.sig_tx_interval = sig_tx_interval.max(1);
+    config.sig_tx_interval = o.sig_tx_interval.max(1);
     let node = Arc::new(node);
     let mut engine =
         Engine::open(config, node.clone(), Arc::new(secret)).context("opening the ledger")?;
     let node = node.as_ref();
     if creating {
-        write_dev_user_and_members(dir, members)?;
+        write_dev_user_and_members(dir, o.members)?;
         let user0 = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
         let mut members = Vec::new();
         for path in dev_member_certs(dir)? {
@@ -1045,13 +1029,14 @@ fn dev(o: DevOptions) -> Result<()> {
             id.ccf()
         );
     }
-    let mut nc = covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    nc.sig_ms_interval = sig_ms_interval.max(1);
-    nc.max_body_bytes = max_body_bytes;
+    let mut nc =
+        covenant_node::NodeConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], o.port)));
+    nc.sig_ms_interval = o.sig_ms_interval.max(1);
+    nc.max_body_bytes = o.max_body_bytes;
     nc.ledger_public = ledger_type == LedgerType::Public;
-    nc.ledger_id = ledger_id;
+    nc.ledger_id = o.ledger_id.clone();
     nc.jwt = jwt;
-    nc.limits.http2 = http2;
+    nc.limits.http2 = o.http2;
     let ready = format!(
         "(service cert {}, user0 credentials {})",
         dir.join("service_cert.pem").display(),
@@ -1064,23 +1049,19 @@ fn dev(o: DevOptions) -> Result<()> {
         &service,
         "covenant dev",
         &ready,
-        Some((dir, app.as_ref())),
+        Some((dir, o.app.as_ref())),
     )
 }
 
-/// The async runtime a node serves on. Handlers take the engine (and, replicated,
-/// the Raft) mutex for short synchronous sections; with only one worker per core a
-/// worker waiting there stalls the connections it owns, so run twice as many workers
-/// as cores (at least 4). Measured: 3-node appends 15 K/s with 2 workers, 18.5–21 K/s
-/// with 4–6 on this 2-core machine; single node unchanged within noise.
-/// `TOKIO_WORKER_THREADS` still overrides.
+/// The async runtime a node serves on: one worker per core (tokio's default,
+/// `TOKIO_WORKER_THREADS` overrides). Work that blocks (engine writes, which may
+/// wait for a new primary's first entry, scripts, ledger reads) runs on tokio's
+/// blocking threads through the service, so workers never wait on the engine.
 pub(crate) fn node_runtime() -> Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        b.worker_threads((2 * cores).max(4));
-    }
-    b.enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Serves until SIGINT/SIGTERM, printing the ready line; signs and flushes on the way out.
@@ -1095,9 +1076,10 @@ fn serve_until_signal(
 ) -> Result<()> {
     let runtime = node_runtime()?;
     runtime.block_on(async move {
+        let shutdown = Shutdown::listen();
         let bound = covenant_node::BoundNode::bind(nc, engine, node, &service.cert).await?;
         let addr = bound.local_addr;
-        let server = tokio::spawn(bound.serve(shutdown_signal()));
+        let server = tokio::spawn(bound.serve(shutdown.wait()));
         if let Some((dir, app)) = activate_members_in {
             // dev: its generated members ack the state digest, as a member would.
             let endpoint = format!("https://{addr}");
@@ -1121,23 +1103,60 @@ fn serve_until_signal(
 
 /// SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    Shutdown::listen().recv().await
+}
+
+/// SIGINT and SIGTERM listeners, registered when made (inside the runtime): a signal
+/// that arrives after the ready line but before anything awaits it is still seen.
+/// (A listener made later misses a signal delivered earlier, and the process would
+/// go on running after its supervisor asked it to stop.)
+pub(crate) struct Shutdown {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Shutdown {
+    pub(crate) fn listen() -> Shutdown {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Shutdown {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        Shutdown {}
+    }
+
+    /// Resolves at the first SIGINT or SIGTERM since [`Shutdown::listen`].
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = one(&mut self.interrupt) => {}
+                () = one(&mut self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+
+    /// [`Shutdown::recv`], owning the listeners (for a task that outlives the caller).
+    pub(crate) async fn wait(mut self) {
+        self.recv().await
     }
 }
 

@@ -198,7 +198,6 @@ impl rcgen::PublicKeyData for RcgenPublic<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::verify_prehashed_sha256;
 
     #[test]
     fn pem_roundtrip_keeps_key() {
@@ -207,36 +206,6 @@ mod tests {
             let k2 = SigningKeyPair::from_pem(&k.to_pem()).unwrap();
             assert_eq!(k.public_key_spki_der(), k2.public_key_spki_der());
             assert_eq!(k2.curve(), curve);
-        }
-    }
-
-    #[test]
-    fn prehashed_signatures_verify_and_bind_the_digest() {
-        for curve in [Curve::P384, Curve::P256] {
-            let k = SigningKeyPair::generate(curve).unwrap();
-            let root = [7u8; 32];
-            let sig = k.sign_prehashed_sha256(&root).unwrap();
-            verify_prehashed_sha256(&k.public_key_spki_der(), &root, &sig).unwrap();
-            let mut other = root;
-            other[31] ^= 1;
-            assert!(verify_prehashed_sha256(&k.public_key_spki_der(), &other, &sig).is_err());
-        }
-    }
-
-    #[test]
-    fn fixed_signatures_have_the_curve_width_and_verify() {
-        for (curve, len) in [(Curve::P384, 96), (Curve::P256, 64)] {
-            let k = SigningKeyPair::generate(curve).unwrap();
-            let sig = k.sign_fixed(b"hello").unwrap();
-            assert_eq!(sig.len(), len);
-            let pk = crate::PublicKey::from_spki_der(&k.public_key_spki_der()).unwrap();
-            assert_eq!(pk.ec_curve(), Some(curve));
-            pk.verify_fixed(b"hello", &sig).unwrap();
-            assert!(pk.verify_fixed(b"hellO", &sig).is_err());
-            // A DER signature is not accepted where the fixed form is expected.
-            assert!(pk
-                .verify_fixed(b"hello", &k.sign(b"hello").unwrap())
-                .is_err());
         }
     }
 

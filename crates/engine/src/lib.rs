@@ -22,6 +22,7 @@
 
 mod audit;
 mod engine;
+mod error;
 mod snapshot;
 
 pub use audit::{

@@ -23,7 +23,7 @@ use covenant_merkle::{MerkleTree, DEFAULT_PAGE_BITS};
 use covenant_receipt::{SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY};
 use covenant_types::TxId;
 
-use crate::engine::EngineError;
+use crate::error::EngineError;
 
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"CVSNAPF1";

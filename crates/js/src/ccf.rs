@@ -72,14 +72,7 @@ const PRELUDE: &str = r#"
 })();
 "#;
 
-/// The bytes of a buffer a script handed over (copied).
-pub fn bytes(buf: &ArrayBuffer<'_>) -> Vec<u8> {
-    // SAFETY: the slice is copied at once, before any JavaScript can run and detach
-    // the buffer.
-    unsafe { buf.as_bytes() }
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default()
-}
+pub use crate::buffer::bytes;
 
 /// Installs `ccf` (maps through `kv`) in the context.
 pub fn install<'js>(ctx: &Ctx<'js>, kv: SharedKv<'js>) -> rquickjs::Result<()> {

@@ -33,7 +33,7 @@ use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use crate::ccf::bytes;
+use crate::buffer::bytes;
 
 type R<T> = Result<T, String>;
 
@@ -1369,6 +1369,3 @@ fn jwk_to_pem(kind: &str, private: bool, text: &str) -> R<Zeroizing<String>> {
     };
     public.to_pem().map(Zeroizing::new)
 }
-
-#[cfg(test)]
-mod tests;

@@ -23,9 +23,12 @@
 // `clippy::undocumented_unsafe_blocks` refuses one without).
 #![allow(unsafe_code)]
 
+mod buffer;
 pub mod bytecode;
 pub mod ccf;
 pub mod crypto;
+#[cfg(test)]
+mod crypto_tests;
 pub mod kv;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -630,13 +630,7 @@ impl History for NodeHistory {
         }
         {
             let now = Instant::now();
-            let mut handles = self
-                .0
-                .service
-                .apps()
-                .handles
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut handles = self.0.service.apps().handles();
             handles.retain(|_, until| *until > now);
             handles.insert(handle, now + Duration::from_secs(expiry_secs.min(86_400)));
         }
@@ -664,13 +658,6 @@ impl History for NodeHistory {
     }
 
     fn drop_states(&self, handle: u64) -> bool {
-        let mut handles = self
-            .0
-            .service
-            .apps()
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        handles.remove(&handle).is_some()
+        self.0.service.apps().handles().remove(&handle).is_some()
     }
 }

@@ -100,6 +100,72 @@ impl Caller {
     }
 }
 
+/// A ledger route's caller once the checks every ACL ledger route starts with have
+/// passed: the caller is a user (401 otherwise), the query parses, its api-version
+/// is one covenant serves (400), and the caller holds at least the role `R` (403).
+pub struct Authorized<R> {
+    pub caller: Caller,
+    pub query: std::collections::HashMap<String, String>,
+    role: std::marker::PhantomData<R>,
+}
+
+/// The least role a route admits, as a type (see [`Authorized`]).
+pub trait MinRole: Send + Sync {
+    const ROLE: Role;
+}
+
+/// Readers and above.
+pub struct Readers;
+/// Contributors and above.
+pub struct Contributors;
+/// Administrators.
+pub struct Administrators;
+
+impl MinRole for Readers {
+    const ROLE: Role = Role::Reader;
+}
+impl MinRole for Contributors {
+    const ROLE: Role = Role::Contributor;
+}
+impl MinRole for Administrators {
+    const ROLE: Role = Role::Administrator;
+}
+
+/// A route for Readers and above.
+pub type AsReader = Authorized<Readers>;
+/// A route for Contributors and above.
+pub type AsContributor = Authorized<Contributors>;
+/// A route for Administrators.
+pub type AsAdministrator = Authorized<Administrators>;
+
+impl<R: MinRole> FromRequestParts<NodeState> for Authorized<R> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &NodeState,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let caller = Caller::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        // A malformed query is the framework's rejection, worded by `json_errors`.
+        let axum::extract::Query(query) = axum::extract::Query::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+        caller
+            .authorize(&query, R::ROLE)
+            .map_err(IntoResponse::into_response)?;
+        Ok(Authorized {
+            caller,
+            query,
+            role: std::marker::PhantomData,
+        })
+    }
+}
+
 impl FromRequestParts<NodeState> for Caller {
     type Rejection = ApiError;
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use covenant_engine::TxStatus;
@@ -13,13 +13,13 @@ use covenant_service::entries::{new_claim, DEFAULT_COLLECTION};
 use covenant_service::tables::{
     entries_map, tags_map, CLAIM_KEYS, CONSTITUTION, CONSTITUTION_KEY, MEMBERS_CERTS,
 };
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{Caller, Role};
+use crate::auth::{AsContributor, AsReader};
 use crate::error::ApiError;
-use crate::http::{api_at_least, encode_query, key_page, parse_txid, with_txid, Params, PAGE_SIZE};
+use crate::http::{api_at_least, encode_query, key_page, parse_txid, with_txid, PAGE_SIZE};
 use crate::state::NodeState;
 
 /// Entries written from this api-version on carry a LedgerEntryV1 claim.
@@ -76,11 +76,11 @@ struct AppendBody {
 /// `POST /app/transactions`: appends an entry to a collection (Contributor).
 pub(crate) async fn append(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    AsContributor {
+        caller, query: q, ..
+    }: AsContributor,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Contributor)?;
     let collection = collection(&q)?;
     let body: AppendBody = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
         .map_err(|e| {
@@ -143,11 +143,9 @@ pub(crate) async fn append(
 /// `GET /app/transactions/{txid}`: the entry a committed transaction wrote.
 pub(crate) async fn get_entry(
     State(state): State<NodeState>,
-    caller: Caller,
+    AsReader { query: q, .. }: AsReader,
     Path(txid): Path<String>,
-    Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let txid = parse_txid(&txid)?;
     let collection = collection(&q)?;
     let status = state
@@ -190,10 +188,8 @@ pub(crate) async fn get_entry(
 /// extension) answers the latest *committed* entry instead.
 pub(crate) async fn current(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    AsReader { query: q, .. }: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let collection = collection(&q)?;
     let committed_only = match q.get("committed").map(String::as_str) {
         None | Some("false") => false,
@@ -274,10 +270,8 @@ pub(crate) async fn current(
 /// `GET /app/collections`: the collection ids, in pages.
 pub(crate) async fn collections(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    AsReader { query: q, .. }: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let keys = state
         .store
         .entries(entries_map(state.ledger_public()))
@@ -299,11 +293,9 @@ pub(crate) async fn collections(
 /// `GET /app/transactions/{txid}/status`.
 pub(crate) async fn status(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsReader,
     Path(txid): Path<String>,
-    Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let txid = parse_txid(&txid)?;
     let s = state
         .service
@@ -341,11 +333,9 @@ pub(crate) async fn receipt_of(state: &NodeState, txid: TxId) -> Result<Response
 /// `GET /app/transactions/{txid}/receipt`.
 pub(crate) async fn receipt(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsReader,
     Path(txid): Path<String>,
-    Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     receipt_of(&state, parse_txid(&txid)?).await
 }
 
@@ -360,10 +350,8 @@ fn seqno_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, A
 /// TxId range, 1000 per page, with a relative `nextLink` to the rest.
 pub(crate) async fn list_entries(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    AsReader { query: q, .. }: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let collection = collection(&q)?;
     let committed = state.engine().committed_seqno();
     let from = seqno_param(&q, "fromTransactionId")?.unwrap_or(1);
@@ -379,7 +367,7 @@ pub(crate) async fn list_entries(
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
     let (entries, next) = state
         .service
-        .entries(collection.clone(), from, to, tag, PAGE_SIZE)
+        .entries(collection.clone(), SeqNo(from), SeqNo(to), tag, PAGE_SIZE)
         .await
         .map_err(|e| ApiError::service("reading the ledger failed", e))?;
     let mut body = json!({"entries": entries, "state": "Ready"});
@@ -407,10 +395,8 @@ pub(crate) async fn list_entries(
 /// `GET /app/enclaveQuotes`: this node's evidence, in ACL's shape.
 pub(crate) async fn enclave_quotes(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    _: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let quote = &state.quote;
     let hex: String = quote.raw().iter().map(|b| format!("{b:02x}")).collect();
     let id = state.node_id();
@@ -432,10 +418,8 @@ pub(crate) async fn enclave_quotes(
 /// Members of the consortium (SPEC §4 read-only view of `public:ccf.gov.members.certs`).
 pub(crate) async fn governance_members(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    _: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let engine = state.engine();
     let members: Vec<Value> = engine
         .store()
@@ -452,10 +436,8 @@ pub(crate) async fn governance_members(
 /// The constitution and its digest (ACL's read-only view).
 pub(crate) async fn governance_constitution(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    _: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let engine = state.engine();
     let script = engine
         .store()

@@ -38,6 +38,9 @@ pub mod tls;
 pub mod udf;
 pub mod users;
 
+#[cfg(test)]
+mod handler_tests;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -14,9 +14,9 @@ use covenant_app::{ROLE_DEFINITIONS_PREFIX, USER_ROLES_MAPPING};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::auth::{Caller, Role};
+use crate::auth::AsAdministrator;
 use crate::error::{body_error, ApiError, Body};
-use crate::http::{with_txid, Params};
+use crate::http::with_txid;
 use crate::state::NodeState;
 
 /// Role name → its actions (JSON list): the index of defined roles, since a map's
@@ -158,10 +158,8 @@ async fn write_roles(
 
 pub async fn get(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    AsAdministrator { query: q, .. }: AsAdministrator,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let name = role_name_param(&q)?;
     let actions: Vec<String> = state
         .store
@@ -177,11 +175,9 @@ pub async fn get(
 
 pub async fn put(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsAdministrator,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let roles = parse(body)?;
     let txid = write_roles(&state, roles).await?;
     Ok(with_txid(
@@ -193,11 +189,9 @@ pub async fn put(
 /// Replaces the actions of roles that exist.
 pub async fn patch(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsAdministrator,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let roles = parse(body)?;
     if let Some(r) = roles.iter().find(|r| !is_defined(&state, &r.role_name)) {
         return Err(not_found(&r.role_name));
@@ -212,10 +206,8 @@ pub async fn patch(
 /// Deletes a role and takes it from every user who had it.
 pub async fn delete(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    AsAdministrator { query: q, .. }: AsAdministrator,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let name = role_name_param(&q)?;
     if !is_defined(&state, &name) {
         return Err(not_found(&name));

@@ -30,14 +30,14 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
             "/app/users/{user_id}",
             get(users::get_v1)
                 .patch(users::patch_v1)
-                .delete(users::delete_v1),
+                .delete(users::delete),
         )
         .route("/app/ledgerUsers", get(users::list))
         .route(
             "/app/ledgerUsers/{user_id}",
             get(users::get_multi)
                 .patch(users::patch_multi)
-                .delete(users::delete_multi),
+                .delete(users::delete),
         )
         .route(
             "/app/userDefinedEndpoints",

@@ -15,7 +15,7 @@ use covenant_app::{AppBundle, Host, RuntimeOptions, ENDPOINTS, MODULES, RUNTIME_
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{Caller, Role};
+use crate::auth::{AsAdministrator, AsReader, Caller, Role};
 use crate::error::{body_error, ApiError, Body};
 use crate::http::{api_version, with_txid, Params};
 use crate::state::NodeState;
@@ -38,21 +38,17 @@ fn json_body(body: Body) -> Result<Value, ApiError> {
 
 pub async fn get_endpoints(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let txid = state.engine().last_txid();
     Ok(with_txid(txid, Json(AppBundle::from_store(&state.store))))
 }
 
 pub async fn put_endpoints(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsAdministrator,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let raw = body.map_err(body_error)?;
     let bundle = AppBundle::from_json(&raw).map_err(bad)?;
     let rows = bundle.rows();
@@ -75,21 +71,17 @@ pub async fn put_endpoints(
 
 pub async fn get_runtime_options(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let txid = state.engine().last_txid();
     Ok(with_txid(txid, Json(RuntimeOptions::load(&state.store))))
 }
 
 pub async fn patch_runtime_options(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsAdministrator,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let patch = json_body(body)?;
     let opts = RuntimeOptions::load(&state.store)
         .patched(&patch)
@@ -107,10 +99,8 @@ pub async fn patch_runtime_options(
 
 pub async fn get_module(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    AsReader { query: q, .. }: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let name = q.get("module_name").ok_or_else(|| {
         ApiError::bad_request(
             "QueryParameterError",
@@ -157,10 +147,8 @@ fn function_code(state: &NodeState, id: &str) -> Result<String, ApiError> {
 
 pub async fn list_functions(
     State(state): State<NodeState>,
-    caller: Caller,
-    axum::extract::Query(q): Params,
+    _: AsReader,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     let functions: Vec<Value> = state
         .store
         .entries(FUNCTIONS)
@@ -179,11 +167,9 @@ pub async fn list_functions(
 
 pub async fn get_function(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsReader,
     Path(id): Path<String>,
-    axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Reader)?;
     check_function_id(&id)?;
     let code = function_code(&state, &id)?;
     let txid = state.engine().last_txid();
@@ -192,12 +178,10 @@ pub async fn get_function(
 
 pub async fn put_function(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(id): Path<String>,
-    axum::extract::Query(q): Params,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     check_function_id(&id)?;
     let v = json_body(body)?;
     let code = v["code"]
@@ -231,11 +215,9 @@ pub async fn put_function(
 
 pub async fn delete_function(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(id): Path<String>,
-    axum::extract::Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     check_function_id(&id)?;
     function_code(&state, &id)?;
     let txid = state

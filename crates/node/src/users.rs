@@ -6,16 +6,18 @@
 //! fingerprint and a token user by its object id; rows live in CCF's users tables
 //! under CCF's spelling ([`UserId`]).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{user_roles, Caller, Role, UserData, UserId, UserInfo, USERS_CERTS, USERS_INFO};
+use crate::auth::{
+    user_roles, AsAdministrator, Role, UserData, UserId, UserInfo, USERS_CERTS, USERS_INFO,
+};
 use crate::error::ApiError;
-use crate::http::{with_txid, Params};
+use crate::http::with_txid;
 use crate::state::NodeState;
 
 /// A user's info row: its roles, and for a token user the issuer it belongs to.
@@ -103,20 +105,27 @@ fn not_found(user_id: &str) -> ApiError {
     ApiError::not_found("UserNotFound", format!("user {user_id} does not exist"))
 }
 
+/// The user an ACL-spelled id names and its roles as `roles_of` lists them; 404
+/// for a user with none (a CCF user without ACL roles is not a ledger user).
+fn existing<T>(
+    user_id: &str,
+    roles_of: impl FnOnce(&UserId) -> Option<Vec<T>>,
+) -> Result<(UserId, Vec<T>), ApiError> {
+    let user = crate::auth::parse_user_id(user_id)?;
+    let roles = roles_of(&user)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| not_found(user_id))?;
+    Ok((user, roles))
+}
+
 pub async fn get_v1(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(user_id): Path<String>,
-    Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
-    let user = crate::auth::parse_user_id(&user_id)?;
-    let engine = state.engine();
-    let roles = user_roles(&state.store, &user)
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| not_found(&user_id))?;
+    let (user, roles) = existing(&user_id, |u| user_roles(&state.store, u))?;
     Ok(with_txid(
-        engine.last_txid(),
+        state.engine().last_txid(),
         Json(json!({"assignedRole": highest(&roles), "userId": user.acl()})),
     ))
 }
@@ -129,12 +138,10 @@ struct V1Patch {
 
 pub async fn patch_v1(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(user_id): Path<String>,
-    Query(q): Params,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let user = crate::auth::parse_user_id(&user_id)?;
     let patch: V1Patch = serde_json::from_slice(&body.map_err(crate::error::body_error)?).map_err(|e| {
         ApiError::bad_request(
@@ -149,28 +156,14 @@ pub async fn patch_v1(
     ))
 }
 
-pub async fn delete_v1(
-    State(state): State<NodeState>,
-    caller: Caller,
-    Path(user_id): Path<String>,
-    Query(q): Params,
-) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
-    let user = crate::auth::parse_user_id(&user_id)?;
-    let txid = write_roles(&state, &user, None).await?;
-    Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))
-}
-
 /// `GET /app/users`: every user with its highest built-in role (the single-role
 /// shape; the preview SDK's `list_users` reads it at every api-version).
 pub async fn list_v1(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    AsAdministrator { query: q, .. }: AsAdministrator,
 ) -> Result<Response, ApiError> {
     list_page(
         state,
-        caller,
         q,
         "/app/users",
         |id, roles| json!({"assignedRole": highest(roles), "userId": id.acl()}),
@@ -179,13 +172,11 @@ pub async fn list_v1(
 
 pub async fn list(
     State(state): State<NodeState>,
-    caller: Caller,
-    Query(q): Params,
+    AsAdministrator { query: q, .. }: AsAdministrator,
 ) -> Result<Response, ApiError> {
     let s = state.clone();
     list_page(
         state,
-        caller,
         q,
         "/app/ledgerUsers",
         move |id, _| json!({"assignedRoles": all_roles(&s, id).unwrap_or_default(), "userId": id.acl()}),
@@ -194,12 +185,10 @@ pub async fn list(
 
 fn list_page(
     state: NodeState,
-    caller: Caller,
     q: std::collections::HashMap<String, String>,
     route: &str,
     row: impl Fn(&UserId, &[Role]) -> Value,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     // Users of the ledger API: CCF users without ACL roles are the JS app's only.
     let keys = state
         .store
@@ -234,22 +223,16 @@ fn list_page(
 
 pub async fn get_multi(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(user_id): Path<String>,
-    Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
-    let user = crate::auth::parse_user_id(&user_id)?;
-    let engine = state.engine();
-    let roles = all_roles(&state, &user)
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| not_found(&user_id))?;
+    let (user, roles) = existing(&user_id, |u| all_roles(&state, u))?;
     let mut body = json!({"assignedRoles": roles, "userId": user.acl()});
     // covenant's own: the token issuer a token user is bound to.
     if let Some(issuer) = crate::auth::bound_issuer(&state.store, &user) {
         body["issuer"] = Value::String(issuer);
     }
-    Ok(with_txid(engine.last_txid(), Json(body)))
+    Ok(with_txid(state.engine().last_txid(), Json(body)))
 }
 
 #[derive(Deserialize)]
@@ -277,12 +260,10 @@ fn all_roles(state: &NodeState, user: &UserId) -> Option<Vec<Value>> {
 /// Adds roles (a merge patch: roles already held stay).
 pub async fn patch_multi(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(user_id): Path<String>,
-    Query(q): Params,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let user = crate::auth::parse_user_id(&user_id)?;
     let patch: MultiPatch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
         .map_err(|e| {
@@ -345,14 +326,13 @@ pub async fn patch_multi(
     ))
 }
 
-/// Deleting a user that does not exist succeeds (SPEC §4).
-pub async fn delete_multi(
+/// `DELETE /app/users/{id}` and `/app/ledgerUsers/{id}`: deleting a user that does
+/// not exist succeeds (SPEC §4).
+pub async fn delete(
     State(state): State<NodeState>,
-    caller: Caller,
+    _: AsAdministrator,
     Path(user_id): Path<String>,
-    Query(q): Params,
 ) -> Result<Response, ApiError> {
-    caller.authorize(&q, Role::Administrator)?;
     let user = crate::auth::parse_user_id(&user_id)?;
     let txid = write_roles(&state, &user, None).await?;
     Ok(with_txid(Some(txid), StatusCode::NO_CONTENT))

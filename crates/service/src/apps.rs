@@ -16,11 +16,15 @@ type Cached = ((usize, u64), Option<Arc<App>>);
 #[derive(Default)]
 pub struct AppCache {
     current: Mutex<Option<Cached>>,
-    /// Handles of historical state ranges, with their expiry (the app host's).
-    pub handles: Mutex<HashMap<u64, Instant>>,
+    handles: Mutex<HashMap<u64, Instant>>,
 }
 
 impl AppCache {
+    /// Handles of `ccf.historical` state ranges, with their expiry.
+    pub fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The deployed app, if any (parsed again only after a `set_js_app`).
     pub fn current(&self, store: &covenant_kv::Store) -> Result<Option<Arc<App>>, AppError> {
         let version = App::version(store);

@@ -1,15 +1,17 @@
 //! Which transactions wrote an entry to which collection, for ranged queries.
 //!
-//! Kept in memory and rebuilt from the ledger at start (the ledger is the source of
-//! truth). Each collection's list is in seqno order, so a range is a binary search.
-//! Known limit: it is rebuilt by a scan at every start and grows with the number
-//! of entries; persisting it beside the ledger (redb) is the planned next step.
+//! Kept in memory: built from the ledger at start (the ledger is the source of
+//! truth), then fed by the engine's observer with every transaction the node
+//! appends, on the primary and on backups alike (see `Service`). Each collection's
+//! list is in seqno order, so a range is a binary search. Known limit: it is
+//! rebuilt by a scan at every start and grows with the number of entries;
+//! persisting it beside the ledger (redb) is the planned next step.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
 use covenant_engine::Engine;
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 
 #[derive(Default)]
 pub struct EntryIndex {
@@ -82,12 +84,12 @@ impl EntryIndex {
     /// `limit` of them (the last committed write of a collection is almost always
     /// the first; older ones only matter when the index still names a rolled-back
     /// transaction).
-    pub fn latest(&self, collection: &str, upto: u64, limit: usize) -> Vec<TxId> {
+    pub fn latest(&self, collection: &str, upto: SeqNo, limit: usize) -> Vec<TxId> {
         let m = self.by_collection.read().unwrap_or_else(|e| e.into_inner());
         let Some(list) = m.get(collection) else {
             return Vec::new();
         };
-        let end = list.partition_point(|t| t.seqno.0 <= upto);
+        let end = list.partition_point(|t| t.seqno <= upto);
         list[..end].iter().rev().take(limit).copied().collect()
     }
 
@@ -96,18 +98,18 @@ impl EntryIndex {
     pub fn range(
         &self,
         collection: &str,
-        from: u64,
-        to: u64,
+        from: SeqNo,
+        to: SeqNo,
         limit: usize,
     ) -> (Vec<TxId>, Option<TxId>) {
         let m = self.by_collection.read().unwrap_or_else(|e| e.into_inner());
         let Some(list) = m.get(collection) else {
             return (Vec::new(), None);
         };
-        let start = list.partition_point(|t| t.seqno.0 < from);
+        let start = list.partition_point(|t| t.seqno < from);
         let mut page = Vec::new();
         for t in &list[start..] {
-            if t.seqno.0 > to {
+            if t.seqno > to {
                 return (page, None);
             }
             if page.len() == limit {
@@ -129,22 +131,25 @@ mod tests {
         for s in 1..=10u64 {
             idx.add(if s % 2 == 0 { "even" } else { "odd" }, TxId::new(1, s));
         }
-        let (p, next) = idx.range("even", 3, 9, 10);
+        let (p, next) = idx.range("even", SeqNo(3), SeqNo(9), 10);
         assert_eq!(
             p.iter().map(|t| t.seqno.0).collect::<Vec<_>>(),
             vec![4, 6, 8]
         );
         assert_eq!(next, None);
-        let (p, next) = idx.range("odd", 1, 100, 2);
+        let (p, next) = idx.range("odd", SeqNo(1), SeqNo(100), 2);
         assert_eq!(p.len(), 2);
         assert_eq!(next, Some(TxId::new(1, 5)));
-        assert!(idx.range("none", 1, 10, 5).0.is_empty());
+        assert!(idx.range("none", SeqNo(1), SeqNo(10), 5).0.is_empty());
         idx.add("odd", TxId::new(2, 4));
-        assert_eq!(idx.range("odd", 4, 4, 5).0, vec![TxId::new(2, 4)]);
         assert_eq!(
-            idx.latest("even", 7, 2),
+            idx.range("odd", SeqNo(4), SeqNo(4), 5).0,
+            vec![TxId::new(2, 4)]
+        );
+        assert_eq!(
+            idx.latest("even", SeqNo(7), 2),
             vec![TxId::new(1, 6), TxId::new(1, 4)]
         );
-        assert!(idx.latest("even", 1, 2).is_empty());
+        assert!(idx.latest("even", SeqNo(1), 2).is_empty());
     }
 }

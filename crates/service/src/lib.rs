@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use covenant_consensus::{ConsensusError, Replica};
 use covenant_engine::{Engine, EngineError, TxStatus};
-use covenant_types::{NodeId, TxId};
+use covenant_types::{NodeId, SeqNo, TxId};
 use tokio::sync::watch;
 
 pub use entries::{Entry, ReceiptWithClaims};
@@ -356,8 +356,8 @@ impl Service {
     pub async fn entries(
         &self,
         collection: String,
-        from: u64,
-        to: u64,
+        from: SeqNo,
+        to: SeqNo,
         tag: Option<String>,
         limit: usize,
     ) -> Result<(Vec<Entry>, Option<TxId>), ServiceError> {
@@ -386,7 +386,7 @@ impl Service {
     pub fn latest_committed_entry(&self, collection: &str) -> Result<Option<Entry>, ServiceError> {
         let engine = self.engine();
         let committed = engine.committed_seqno();
-        for t in self.index().latest(collection, committed, 64) {
+        for t in self.index().latest(collection, SeqNo(committed), 64) {
             let Ok((txid, ws)) = engine.read_tx(t.seqno.0) else {
                 continue;
             };

@@ -1,4 +1,5 @@
-//! Known-answer tests of `ccf.crypto`, run as JavaScript through `ccf`.
+//! Known-answer tests of `ccf.crypto`, run as JavaScript through `ccf` (crate-level:
+//! they exercise both modules through the script surface).
 
 use std::cell::RefCell;
 use std::rc::Rc;
