@@ -103,7 +103,7 @@ pub(crate) async fn append(
     let pre = crate::udf::prepare_hooks(&state, "preHooks", &body.pre_hooks)?;
     let post = crate::udf::prepare_hooks(&state, "postHooks", &body.post_hooks)?;
     // ACL's `context` global of the hooks (built only when there are hooks).
-    let context = if !pre.is_empty() || !post.is_empty() {
+    let context = if !(pre.is_empty() && post.is_empty()) {
         json!({
             "request": {"method": "POST", "url": "/app/transactions", "body": {"contents": &body.contents}},
             "userId": caller.user_id,
@@ -115,25 +115,31 @@ pub(crate) async fn append(
     };
     let entry = collection.clone();
     let contents = body.contents;
-    let txid = state
-        .write("appending the entry failed", move |engine| {
-            let mut tx = engine.begin();
-            if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &pre, &context) {
-                return Ok(Err(e));
-            }
-            tx.put(entries_map(public), entry.as_bytes(), contents.as_bytes());
-            if let Some(t) = &tags {
-                tx.put(tags_map(public), entry.as_bytes(), t.as_bytes());
-            }
-            if let Some((key, _)) = &claim {
-                tx.put(CLAIM_KEYS, entry.as_bytes(), key);
-            }
-            if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &post, &context) {
-                return Ok(Err(e));
-            }
-            engine.commit_tx(tx, claim.map(|(_, d)| d)).map(Ok)
-        })
-        .await??;
+    let has_hooks = !pre.is_empty() || !post.is_empty();
+    let write = move |engine: &mut covenant_engine::Engine| {
+        let mut tx = engine.begin();
+        if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &pre, &context) {
+            return Ok(Err(e));
+        }
+        tx.put(entries_map(public), entry.as_bytes(), contents.as_bytes());
+        if let Some(t) = &tags {
+            tx.put(tags_map(public), entry.as_bytes(), t.as_bytes());
+        }
+        if let Some((key, _)) = &claim {
+            tx.put(CLAIM_KEYS, entry.as_bytes(), key);
+        }
+        if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &post, &context) {
+            return Ok(Err(e));
+        }
+        engine.commit_tx(tx, claim.map(|(_, d)| d)).map(Ok)
+    };
+    const FAILED: &str = "appending the entry failed";
+    let txid = if has_hooks {
+        // Hooks run JavaScript: on a blocking thread.
+        state.write(FAILED, write).await??
+    } else {
+        state.write_in_memory(FAILED, write).await??
+    };
     Ok(with_txid(
         Some(txid),
         Json(json!({"collectionId": collection})),

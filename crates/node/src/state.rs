@@ -106,6 +106,19 @@ impl NodeState {
             .map_err(|e| ApiError::service(context, e))
     }
 
+    /// [`NodeState::write`] for a closure that only works on the store (see
+    /// [`Service::write_in_memory`]).
+    pub async fn write_in_memory<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.service
+            .write_in_memory(f)
+            .await
+            .map_err(|e| ApiError::service(context, e))
+    }
+
     /// [`NodeState::write`] for a caller already on a blocking thread.
     pub fn write_blocking<T>(
         &self,

@@ -105,6 +105,19 @@ fn not_found(user_id: &str) -> ApiError {
     ApiError::not_found("UserNotFound", format!("user {user_id} does not exist"))
 }
 
+/// The user an ACL-spelled id names and the JSON body of a change to it (400 with
+/// the expected `shape` when the body is not that).
+fn user_and_patch<T: serde::de::DeserializeOwned>(
+    user_id: &str,
+    body: crate::error::Body,
+    shape: &str,
+) -> Result<(UserId, T), ApiError> {
+    let user = crate::auth::parse_user_id(user_id)?;
+    let patch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
+        .map_err(|e| ApiError::bad_request("InvalidInput", format!("body must be {shape}: {e}")))?;
+    Ok((user, patch))
+}
+
 /// The user an ACL-spelled id names and its roles as `roles_of` lists them; 404
 /// for a user with none (a CCF user without ACL roles is not a ledger user).
 fn existing<T>(
@@ -142,13 +155,11 @@ pub async fn patch_v1(
     Path(user_id): Path<String>,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    let user = crate::auth::parse_user_id(&user_id)?;
-    let patch: V1Patch = serde_json::from_slice(&body.map_err(crate::error::body_error)?).map_err(|e| {
-        ApiError::bad_request(
-            "InvalidInput",
-            format!("body must be {{\"assignedRole\": \"Reader\"|\"Contributor\"|\"Administrator\"}}: {e}"),
-        )
-    })?;
+    let (user, patch): (_, V1Patch) = user_and_patch(
+        &user_id,
+        body,
+        r#"{"assignedRole": "Reader"|"Contributor"|"Administrator"}"#,
+    )?;
     let txid = write_roles(&state, &user, Some(&[patch.assigned_role])).await?;
     Ok(with_txid(
         Some(txid),
@@ -264,14 +275,8 @@ pub async fn patch_multi(
     Path(user_id): Path<String>,
     body: crate::error::Body,
 ) -> Result<Response, ApiError> {
-    let user = crate::auth::parse_user_id(&user_id)?;
-    let patch: MultiPatch = serde_json::from_slice(&body.map_err(crate::error::body_error)?)
-        .map_err(|e| {
-            ApiError::bad_request(
-                "InvalidInput",
-                format!("body must be {{\"assignedRoles\": [...]}}: {e}"),
-            )
-        })?;
+    let (user, patch): (_, MultiPatch) =
+        user_and_patch(&user_id, body, r#"{"assignedRoles": [...]}"#)?;
     let mut builtin = Vec::new();
     let mut custom = crate::roles::user_custom_roles(&state.store, &user.acl());
     let mut sent = Vec::new();

@@ -249,6 +249,23 @@ impl Service {
         tokio::task::spawn_blocking(move || s.write_blocking(f)).await?
     }
 
+    /// [`Service::write`] for a closure that only works on the store (no script, no
+    /// I/O of its own): on a single node it runs in place when the engine is free,
+    /// and moves to a blocking thread only when the engine is busy (so an async
+    /// thread never waits on the engine's lock); in a network it is
+    /// [`Service::write`] (a replica may wait for its view's first entry).
+    pub async fn write_in_memory<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        if self.0.replica.is_none() {
+            if let Ok(mut engine) = self.0.engine.try_lock() {
+                return Ok(f(&mut engine)?);
+            }
+        }
+        self.write(f).await
+    }
+
     /// [`Service::write`] for a caller already on a blocking thread: directly on a
     /// single node, through consensus (primary only) in a network.
     pub fn write_blocking<T>(

@@ -1,0 +1,176 @@
+//! The service facade over a real single-node engine on a temporary ledger: the
+//! genesis, the one index feeder, entries and receipts with their claims.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use covenant_crypto::{
+    generate_client_identity, Curve, LedgerSecret, NodeIdentity, ServiceIdentity, SubjectAltName,
+};
+use covenant_engine::{Engine, EngineConfig, TxStatus};
+use covenant_service::entries::new_claim;
+use covenant_service::tables::{entries_map, CLAIM_KEYS};
+use covenant_service::users::user_roles;
+use covenant_service::{Genesis, Role, Service, ServiceOptions, UserId};
+use covenant_types::{SeqNo, TxId};
+
+/// A node's identity and ledger secret, and a directory for its ledger.
+struct Node {
+    id: Arc<NodeIdentity>,
+    secret: Arc<LedgerSecret>,
+    dir: tempfile::TempDir,
+}
+
+fn node() -> Node {
+    let ca = ServiceIdentity::generate(Curve::P384).unwrap();
+    Node {
+        id: Arc::new(
+            NodeIdentity::generate(&ca, Curve::P384, &SubjectAltName::dev_defaults()).unwrap(),
+        ),
+        secret: Arc::new(LedgerSecret::generate().unwrap()),
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// The node's service, its ledger created with `genesis` or, when it exists, reopened.
+fn service(n: &Node, genesis: &Genesis) -> Service {
+    let config = EngineConfig::new(n.dir.path().join("ledger"));
+    let mut engine = Engine::open(config, n.id.clone(), n.secret.clone()).unwrap();
+    if engine.last_seqno() == 0 {
+        genesis.write(&mut engine).unwrap();
+    }
+    let options = ServiceOptions {
+        ledger_public: false,
+        sig_interval: Duration::from_millis(5),
+    };
+    Service::single(engine, &options).unwrap()
+}
+
+async fn committed(s: &Service, txid: TxId) {
+    let mut rx = s.subscribe_committed();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= txid.seqno.0))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// An entry written through the facade, as the ACL append writes it.
+async fn append(s: &Service, collection: &'static str, contents: &'static str) -> TxId {
+    let claim = new_claim(collection, contents).unwrap();
+    s.write(move |e| {
+        let mut tx = e.begin();
+        tx.put(
+            entries_map(false),
+            collection.as_bytes(),
+            contents.as_bytes(),
+        );
+        tx.put(CLAIM_KEYS, collection.as_bytes(), &claim.0);
+        e.commit_tx(tx, Some(claim.1))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genesis_users_without_roles_are_readers() {
+    let n = node();
+    let (_, reader) = generate_client_identity("r", Curve::P256).unwrap();
+    let (_, admin) = generate_client_identity("a", Curve::P256).unwrap();
+    let genesis = Genesis {
+        users: vec![
+            (reader.clone(), vec![]),
+            (admin.clone(), vec![Role::Administrator]),
+        ],
+        constitution: "export function validate() {}".into(),
+        ..Default::default()
+    };
+    let s = service(&n, &genesis);
+    let id =
+        |c: &covenant_crypto::Certificate| UserId::Certificate(covenant_crypto::sha256(c.der()));
+    assert_eq!(
+        user_roles(s.store(), &id(&reader)),
+        Some(vec![Role::Reader])
+    );
+    assert_eq!(
+        user_roles(s.store(), &id(&admin)),
+        Some(vec![Role::Administrator])
+    );
+    assert!(Genesis::written(s.store()));
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_path_feeds_the_index_and_entries_read_back_with_claims() {
+    let n = node();
+    let s = service(&n, &Genesis::default());
+    let a = append(&s, "c", "one").await;
+    // The in-place path feeds the same index.
+    let b = s
+        .write_in_memory(|e| {
+            let mut tx = e.begin();
+            tx.put(entries_map(false), b"c", b"two");
+            e.commit_tx(tx, None)
+        })
+        .await
+        .unwrap();
+    committed(&s, b).await;
+    assert_eq!(s.status(a).unwrap(), TxStatus::Committed);
+    let (found, next) = s
+        .entries("c".into(), SeqNo(1), SeqNo(u64::MAX), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(next, None);
+    assert_eq!(
+        found
+            .iter()
+            .map(|e| (e.transaction_id, e.contents.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(a, "one"), (b, "two")]
+    );
+    // A page of one names where the next begins.
+    let (page, next) = s
+        .entries("c".into(), SeqNo(1), SeqNo(u64::MAX), None, 1)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), next), (1, Some(b)));
+    assert_eq!(
+        s.entry(a, "c".into()).await.unwrap().unwrap().contents,
+        "one"
+    );
+    assert!(s.entry(a, "other".into()).await.unwrap().is_none());
+    // The receipt of the entry written with a claim reveals it; the other has none.
+    let r = s.receipt(a).await.unwrap();
+    assert!(r.response.receipt.is_some());
+    assert_eq!(r.application_claims.len(), 1);
+    assert!(s.receipt(b).await.unwrap().application_claims.is_empty());
+    let unknown = TxId::new(a.view.0, 10_000);
+    assert!(matches!(
+        s.receipt(unknown).await,
+        Err(covenant_service::ServiceError::NoSuchTx(t)) if t == unknown
+    ));
+    assert_eq!(
+        s.committed_txid().unwrap().map(|t| t.seqno >= b.seqno),
+        Some(true)
+    );
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_the_index_from_the_ledger() {
+    let n = node();
+    let s = service(&n, &Genesis::default());
+    let a = append(&s, "k", "kept").await;
+    let b = append(&s, "k", "also kept").await;
+    s.shutdown().await.unwrap();
+    drop(s);
+    let s = service(&n, &Genesis::default());
+    assert_eq!(s.index().latest("k", SeqNo(u64::MAX), 5), vec![b, a]);
+    assert_eq!(
+        s.latest_committed_entry("k")
+            .unwrap()
+            .unwrap()
+            .transaction_id,
+        b
+    );
+    s.shutdown().await.unwrap();
+}
