@@ -185,17 +185,26 @@ fn spawn(dir: &Path, i: u16, config: &Path) -> Result<Child> {
     Ok(child)
 }
 
-/// Waits until user0 is known on node 1 and node 1 reports that state committed:
-/// the network elected a primary, wrote the genesis and can commit.
+/// Waits until every node has committed everything the primary holds (its last
+/// TxId as user0 sees it there): the users, the opened service and any deployed app
+/// are then served by whichever node a client picks.
 async fn wait_ready(dir: &Path, port: u16, children: &mut [Child]) -> Result<()> {
     let service = Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem"))?)?;
     let cert = Certificate::from_pem(&read_pem_file(&dir.join("user0_cert.pem"))?)?;
     let key = SigningKeyPair::from_pem(&read_pem_file(&dir.join("user0_privk.pem"))?)?;
-    let client = LedgerClient::new(
-        &format!("https://127.0.0.1:{port}"),
-        &service,
-        Some((&cert, &key)),
-    )?;
+    let clients = (0..children.len() as u16)
+        .map(|i| {
+            LedgerClient::new(
+                &format!("https://127.0.0.1:{}", port + i),
+                &service,
+                Some((&cert, &key)),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let seqno = |t: Option<&str>| {
+        t.and_then(|t| t.split_once('.'))
+            .and_then(|(_, s)| s.parse::<u64>().ok())
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_progress = Instant::now();
     loop {
@@ -208,31 +217,35 @@ async fn wait_ready(dir: &Path, port: u16, children: &mut [Child]) -> Result<()>
                 );
             }
         }
-        let seen = client
-            .request(
-                "GET",
-                "/app/ledgerUsers?api-version=2024-12-09-preview",
-                None,
-            )
-            .await;
-        if let Ok(r) = &seen {
-            if r.status == 200 {
-                let want = r
-                    .transaction_id
-                    .as_deref()
-                    .and_then(|t| t.split_once('.'))
-                    .and_then(|(_, s)| s.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX);
-                let commit = client.request("GET", "/node/commit", None).await?;
-                let committed = commit
-                    .transaction_id
-                    .as_deref()
-                    .and_then(|t| t.split_once('.'))
-                    .and_then(|(_, s)| s.parse::<u64>().ok())
-                    .unwrap_or(0);
-                if committed >= want {
-                    return Ok(());
+        // The primary's last TxId, then every node's commit point.
+        let mut want = None;
+        for c in &clients {
+            if let Ok(r) = c.request("GET", "/node/primary", None).await {
+                if r.status == 200 {
+                    let users = c
+                        .request(
+                            "GET",
+                            "/app/ledgerUsers?api-version=2024-12-09-preview",
+                            None,
+                        )
+                        .await;
+                    want = users
+                        .ok()
+                        .filter(|r| r.status == 200)
+                        .and_then(|r| seqno(r.transaction_id.as_deref()));
+                    break;
                 }
+            }
+        }
+        if let Some(want) = want {
+            let mut all = true;
+            for c in &clients {
+                let r = c.request("GET", "/node/commit", None).await;
+                let committed = r.ok().and_then(|r| seqno(r.transaction_id.as_deref()));
+                all &= committed.is_some_and(|c| c >= want);
+            }
+            if all {
+                return Ok(());
             }
         }
         if Instant::now() > deadline {
@@ -240,7 +253,7 @@ async fn wait_ready(dir: &Path, port: u16, children: &mut [Child]) -> Result<()>
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
             eprintln!(
-                "waiting for the network to elect a primary and commit its first transactions..."
+                "waiting for the network to elect a primary and for every node to commit its first transactions..."
             );
             last_progress = Instant::now();
         }
