@@ -216,10 +216,11 @@ impl Governance {
         &self,
         tx: &mut Tx,
         store: &Store,
-        proposer: &str,
+        proposer: &covenant_types::MemberId,
         body: &[u8],
         seqno: u64,
     ) -> Result<(String, ProposalInfo), GovError> {
+        let proposer = proposer.as_str();
         require_active(tx, proposer)?;
         let text = std::str::from_utf8(body)
             .map_err(|e| GovError::NotJson(e.to_string()))?
@@ -264,10 +265,11 @@ impl Governance {
         &self,
         tx: &mut Tx,
         store: &Store,
-        member: &str,
+        member: &covenant_types::MemberId,
         id: &str,
         ballot: &str,
     ) -> Result<ProposalInfo, GovError> {
+        let member = member.as_str();
         require_active(tx, member)?;
         let (body, mut info) = proposal(tx, id)?;
         if info.state != ProposalState::Open {
@@ -282,7 +284,13 @@ impl Governance {
     }
 
     /// The proposer takes back an Open proposal.
-    pub fn withdraw(&self, tx: &mut Tx, member: &str, id: &str) -> Result<ProposalInfo, GovError> {
+    pub fn withdraw(
+        &self,
+        tx: &mut Tx,
+        member: &covenant_types::MemberId,
+        id: &str,
+    ) -> Result<ProposalInfo, GovError> {
+        let member = member.as_str();
         if crate::member(tx, member)?.is_none() {
             return Err(GovError::NotAMember(member.to_string()));
         }
@@ -306,9 +314,10 @@ impl Governance {
     pub fn update_state_digest(
         &self,
         tx: &mut Tx,
-        member: &str,
+        member: &covenant_types::MemberId,
         digest: &str,
     ) -> Result<(), GovError> {
+        let member = member.as_str();
         if crate::member(tx, member)?.is_none() {
             return Err(GovError::NotAMember(member.to_string()));
         }
@@ -318,7 +327,13 @@ impl Governance {
     }
 
     /// Step two: the member acks the digest it was given and becomes Active.
-    pub fn ack(&self, tx: &mut Tx, member: &str, digest: &str) -> Result<MemberInfo, GovError> {
+    pub fn ack(
+        &self,
+        tx: &mut Tx,
+        member: &covenant_types::MemberId,
+        digest: &str,
+    ) -> Result<MemberInfo, GovError> {
+        let member = member.as_str();
         let Some(mut info) = crate::member(tx, member)? else {
             return Err(GovError::NotAMember(member.to_string()));
         };

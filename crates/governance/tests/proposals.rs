@@ -7,6 +7,7 @@ use covenant_governance::{
     DEFAULT_CONSTITUTION, MEMBERS_CERTS, MEMBERS_INFO,
 };
 use covenant_kv::Store;
+use covenant_types::MemberId;
 use covenant_types::View;
 use serde_json::json;
 
@@ -15,7 +16,7 @@ const USERS_INFO: &str = "public:ccf.gov.users.info";
 struct Consortium {
     store: Store,
     gov: Governance,
-    members: Vec<String>,
+    members: Vec<MemberId>,
 }
 
 fn commit(store: &Store, tx: covenant_kv::Tx) {
@@ -39,7 +40,7 @@ impl Consortium {
                     .to_string()
                     .as_bytes(),
             );
-            members.push(id);
+            members.push(MemberId::new(id));
         }
         tx.put(
             CONSTITUTION,
@@ -248,7 +249,8 @@ fn invalid_proposals_are_refused_with_the_constitutions_reason() {
         Err(GovError::NotActive(_))
     ));
     assert!(matches!(
-        c.gov.propose(&mut tx, &c.store, "0123", b"{}", 9),
+        c.gov
+            .propose(&mut tx, &c.store, &MemberId::new("0123"), b"{}", 9),
         Err(GovError::NotAMember(_))
     ));
 }

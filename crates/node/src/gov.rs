@@ -117,7 +117,7 @@ impl FromRequest<NodeState> for GovRequest {
 
 /// A member's request, authenticated.
 pub struct Signed {
-    pub member: String,
+    pub member: covenant_types::MemberId,
     pub msg: GovMessage,
     pub proof: Proof,
 }
@@ -182,7 +182,7 @@ pub(crate) fn authenticate(
                         envelope_digest: covenant_crypto::sha256(&req.body),
                         signed_digest: covenant_crypto::sha256(&req.body),
                     },
-                    member: id,
+                    member: covenant_types::MemberId::new(id),
                     proof: Proof::Certificate,
                 });
             }
@@ -238,7 +238,7 @@ fn authenticate_cose(state: &NodeState, body: &[u8], msg_type: &str) -> Result<S
         ));
     }
     Ok(Signed {
-        member: msg.kid.clone(),
+        member: covenant_types::MemberId::new(msg.kid.clone()),
         msg,
         proof: Proof::Cose,
     })
@@ -298,7 +298,7 @@ fn authenticate_http_signature(
             envelope_digest: covenant_crypto::sha256(&req.body),
             signed_digest: http_sig::replay_key(&member, &signing),
         },
-        member,
+        member: covenant_types::MemberId::new(member),
         proof: Proof::HttpSignature,
     })
 }

@@ -98,7 +98,7 @@ fn proposal_json(id: &str, info: &ProposalInfo) -> Value {
 }
 
 fn same_member(path: &str, signed: &gov::Signed) -> Result<(), ApiError> {
-    if path.eq_ignore_ascii_case(&signed.member) {
+    if path.eq_ignore_ascii_case(signed.member.as_str()) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
