@@ -83,6 +83,7 @@ pub struct PeerBook {
 }
 
 impl PeerBook {
+    /// The peers of `config`, reached with this node's certificate and key.
     pub fn new(
         config: &NetworkConfig,
         store: covenant_kv::Store,
@@ -161,6 +162,7 @@ pub struct Network {
 }
 
 impl Network {
+    /// This node's part in a network: its replica, configuration and peers.
     pub fn new(
         replica: Replica,
         config: NetworkConfig,

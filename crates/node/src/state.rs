@@ -64,6 +64,7 @@ pub struct Transport {
 }
 
 impl NodeState {
+    /// A node's state: the service and its transport context.
     pub fn new(service: Service, t: Transport) -> NodeState {
         NodeState(Arc::new(Shared {
             store: service.store().clone(),

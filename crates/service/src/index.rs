@@ -13,6 +13,7 @@ use std::sync::RwLock;
 use covenant_engine::Engine;
 use covenant_types::{SeqNo, TxId};
 
+/// Collection → the TxIds that wrote an entry to it, in seqno order.
 #[derive(Default)]
 pub struct EntryIndex {
     by_collection: RwLock<HashMap<String, Vec<TxId>>>,
@@ -58,6 +59,7 @@ impl EntryIndex {
         }
     }
 
+    /// Records that `txid` wrote an entry to `collection`.
     pub fn add(&self, collection: &str, txid: TxId) {
         let mut m = self
             .by_collection

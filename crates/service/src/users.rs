@@ -36,12 +36,14 @@ impl TryFrom<String> for Role {
     }
 }
 
+/// A user's `user_data`: its ACL roles.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct UserData {
     #[serde(rename = "assignedRoles", default)]
     pub assigned_roles: Vec<Role>,
 }
 
+/// A user's row in the users info table.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct UserInfo {
     #[serde(default)]
@@ -135,6 +137,7 @@ impl UserId {
         UserId::parse_acl(key).unwrap_or_else(|_| UserId::Token(key.to_string()))
     }
 
+    /// Whether this user is named by a certificate (not by a token).
     pub fn is_certificate(&self) -> bool {
         matches!(self, UserId::Certificate(_))
     }
