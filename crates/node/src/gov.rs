@@ -354,7 +354,7 @@ fn governance(state: &NodeState) -> Governance {
 
 /// Runs a governance step as one transaction on the primary (backups forward),
 /// then does what accepted proposals asked of the node.
-pub(crate) fn run<T>(
+fn run<T>(
     state: &NodeState,
     what: &'static str,
     signed: &Signed,
@@ -460,25 +460,35 @@ pub(crate) fn info_json(id: &str, info: &ProposalInfo) -> Value {
     v
 }
 
+/// [`run`] on a blocking thread (every step runs the constitution's JavaScript);
+/// `f` is the step's governance call, given the signed request.
+async fn step<T: Send + 'static>(
+    state: &NodeState,
+    what: &'static str,
+    signed: Signed,
+    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, u64, &Signed) -> Result<T, GovError>
+        + Send
+        + 'static,
+) -> Result<(TxId, T), ApiError> {
+    state
+        .blocking(move |state| {
+            run(state, what, &signed, |gov, tx, store, seqno| {
+                f(gov, tx, store, seqno, &signed).map_err(gov_error)
+            })
+        })
+        .await
+}
+
 /// Records a member's proposal: the transaction, the proposal id and its info.
-/// Each governance step runs the constitution: on a blocking thread.
 pub(crate) async fn do_propose(
     state: &NodeState,
     signed: Signed,
 ) -> Result<(TxId, (String, ProposalInfo)), ApiError> {
-    state
-        .blocking(move |state| {
-            run(
-                state,
-                "recording the proposal failed",
-                &signed,
-                |gov, tx, store, seqno| {
-                    gov.propose(tx, store, &signed.member, &signed.msg.payload, seqno)
-                        .map_err(gov_error)
-                },
-            )
-        })
-        .await
+    let what = "recording the proposal failed";
+    step(state, what, signed, |gov, tx, store, seqno, s| {
+        gov.propose(tx, store, &s.member, &s.msg.payload, seqno)
+    })
+    .await
 }
 
 /// Records a member's ballot on proposal `id` (`{"ballot": "<javascript>"}`).
@@ -489,19 +499,11 @@ pub(crate) async fn do_ballot(
 ) -> Result<(TxId, ProposalInfo), ApiError> {
     check_proposal_header(&signed.msg, &id)?;
     let script = payload_text(&signed.msg, "ballot", "<javascript>")?;
-    state
-        .blocking(move |state| {
-            run(
-                state,
-                "recording the ballot failed",
-                &signed,
-                |gov, tx, store, _| {
-                    gov.vote(tx, store, &signed.member, &id, &script)
-                        .map_err(gov_error)
-                },
-            )
-        })
-        .await
+    let what = "recording the ballot failed";
+    step(state, what, signed, move |gov, tx, store, _, s| {
+        gov.vote(tx, store, &s.member, &id, &script)
+    })
+    .await
 }
 
 /// The proposer takes proposal `id` back.
@@ -511,16 +513,11 @@ pub(crate) async fn do_withdraw(
     id: String,
 ) -> Result<(TxId, ProposalInfo), ApiError> {
     check_proposal_header(&signed.msg, &id)?;
-    state
-        .blocking(move |state| {
-            run(
-                state,
-                "withdrawing the proposal failed",
-                &signed,
-                |gov, tx, _, _| gov.withdraw(tx, &signed.member, &id).map_err(gov_error),
-            )
-        })
-        .await
+    let what = "withdrawing the proposal failed";
+    step(state, what, signed, move |gov, tx, _, _, s| {
+        gov.withdraw(tx, &s.member, &id)
+    })
+    .await
 }
 
 /// Gives the member the digest to ack (the root of the latest signature).
@@ -530,19 +527,11 @@ pub(crate) async fn do_update_state_digest(
 ) -> Result<(TxId, String), ApiError> {
     let digest = state_digest(state)?;
     let d = digest.clone();
-    let (txid, ()) = state
-        .blocking(move |state| {
-            run(
-                state,
-                "recording the state digest failed",
-                &signed,
-                |gov, tx, _, _| {
-                    gov.update_state_digest(tx, &signed.member, &d)
-                        .map_err(gov_error)
-                },
-            )
-        })
-        .await?;
+    let what = "recording the state digest failed";
+    let (txid, ()) = step(state, what, signed, move |gov, tx, _, _, s| {
+        gov.update_state_digest(tx, &s.member, &d)
+    })
+    .await?;
     Ok((txid, digest))
 }
 
@@ -552,16 +541,11 @@ pub(crate) async fn do_ack(
     signed: Signed,
     digest: String,
 ) -> Result<(TxId, covenant_governance::MemberInfo), ApiError> {
-    state
-        .blocking(move |state| {
-            run(
-                state,
-                "recording the ack failed",
-                &signed,
-                |gov, tx, _, _| gov.ack(tx, &signed.member, &digest).map_err(gov_error),
-            )
-        })
-        .await
+    let what = "recording the ack failed";
+    step(state, what, signed, move |gov, tx, _, _, s| {
+        gov.ack(tx, &s.member, &digest)
+    })
+    .await
 }
 
 /// `POST /gov/proposals`: a member's proposal (`{"actions":[{"name","args"}]}`).

@@ -203,8 +203,7 @@ pub(crate) fn consensus_error(context: &str, e: ConsensusError) -> ApiError {
 }
 
 fn node_row(state: &NodeState, node_id: &str) -> Option<NodeInfo> {
-    let raw = state.store.get(NODES_INFO, node_id.as_bytes())?;
-    serde_json::from_slice(&raw).ok()
+    covenant_service::nodes::node_row(&state.store, &covenant_types::NodeId::new(node_id))
 }
 
 /// Measurements nodes may run (the service's own binary until governance adds more).
@@ -225,11 +224,9 @@ fn trusted_code(state: &NodeState) -> BTreeSet<String> {
 /// the configured peers (ids are never reused, retired nodes keep theirs).
 fn next_raft_id(state: &NodeState, net: &Network) -> u64 {
     let (applied, pending) = net.replica.configuration();
-    let rows = state
-        .store
-        .entries(NODES_INFO)
+    let rows = covenant_service::nodes::node_rows(&state.store)
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+        .map(|(_, i)| i)
         .map(|i| i.raft_id);
     let conf = applied
         .voters
@@ -249,11 +246,9 @@ fn next_raft_id(state: &NodeState, net: &Network) -> u64 {
 }
 
 fn peer_addresses(state: &NodeState, net: &Network) -> Vec<PeerAddress> {
-    let mut out: Vec<PeerAddress> = state
-        .store
-        .entries(NODES_INFO)
+    let mut out: Vec<PeerAddress> = covenant_service::nodes::node_rows(&state.store)
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+        .map(|(_, i)| i)
         .filter(|i| i.status == NodeStatus::Trusted && i.raft_id != 0)
         .map(|i| PeerAddress {
             raft_id: i.raft_id,
@@ -535,11 +530,9 @@ fn check_join_token(state: &NodeState, token: Option<&str>) -> Result<bool, ApiE
 
 /// Pending rows of nodes that asked without the join token.
 fn unverified_pending(state: &NodeState) -> usize {
-    state
-        .store
-        .entries(NODES_INFO)
+    covenant_service::nodes::node_rows(&state.store)
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+        .map(|(_, i)| i)
         .filter(|i| i.status == NodeStatus::Pending && !i.join_token_verified)
         .count()
 }

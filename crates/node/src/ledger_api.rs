@@ -214,20 +214,19 @@ pub(crate) async fn current(
         )
     };
     let map = entries_map(state.ledger_public());
-    let (contents, version, committed, shown_latest) = {
+    // Everything the answer needs from memory, under one lock.
+    let (contents, version, committed, at_version, at_committed, latest) = {
         let engine = state.engine();
-        let contents = engine
-            .store()
-            .get(map, collection.as_bytes())
-            .ok_or_else(none)?;
-        let version = engine
-            .store()
-            .version_of(map, collection.as_bytes())
-            .unwrap_or(0);
+        let store = engine.store();
+        let contents = store.get(map, collection.as_bytes()).ok_or_else(none)?;
+        let version = store.version_of(map, collection.as_bytes()).unwrap_or(0);
+        let committed = engine.committed_seqno();
         (
             contents,
             version,
-            engine.committed_seqno(),
+            committed,
+            engine.view_at(version).map(|v| TxId::new(v, version)),
+            engine.view_at(committed).map(|v| TxId::new(v, committed)),
             engine.last_txid(),
         )
     };
@@ -236,16 +235,19 @@ pub(crate) async fn current(
         // collection, from the index and the ledger.
         let e = state
             .service
-            .latest_committed_entry(&collection)
+            .latest_committed_entry(collection.clone())
+            .await
             .map_err(|e| ApiError::service("reading the ledger failed", e))?
             .ok_or_else(none)?;
         (e.transaction_id, e.contents)
     } else {
-        let engine = state.engine();
-        let txid = match engine.view_at(version) {
-            Some(view) => TxId::new(view, version),
+        let txid = match at_version {
+            Some(t) => t,
+            // Before this node's first seqno (it started from a snapshot): the ledger
+            // read answers "not held".
             None => {
-                engine
+                state
+                    .engine()
                     .ledger()
                     .read(version)
                     .map_err(|e| ApiError::engine("reading the ledger failed", e))?
@@ -255,13 +257,9 @@ pub(crate) async fn current(
         (txid, String::from_utf8_lossy(&contents).to_string())
     };
     let shown = if committed_only {
-        let engine = state.engine();
-        engine
-            .view_at(committed)
-            .map(|v| TxId::new(v, committed))
-            .or(Some(txid))
+        at_committed.or(Some(txid))
     } else {
-        shown_latest
+        latest
     };
     Ok(with_txid(
         shown,

@@ -361,8 +361,8 @@ pub(crate) async fn network_nodes(State(state): State<NodeState>) -> Json<Value>
                     .collect();
             for (id, addr) in &n.config.peers {
                 if !rows.iter().any(|(_, i)| i.raft_id == *id) {
-                    let mut pending = NodeInfo::trusted(*id, addr.to_string(), String::new());
-                    pending.status = NodeStatus::Pending;
+                    let pending =
+                        NodeInfo::new(NodeStatus::Pending, *id, addr.to_string(), String::new());
                     rows.push((String::new(), pending));
                 }
             }

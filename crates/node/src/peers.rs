@@ -14,7 +14,7 @@ use covenant_client::{Connection, LedgerClient};
 use covenant_consensus::{Replica, Transport};
 use covenant_crypto::{Certificate, NodeIdentity};
 use covenant_service::tables::NODES_INFO;
-use covenant_service::{NodeInfo, NodeStatus};
+use covenant_service::NodeStatus;
 use tokio::sync::mpsc;
 
 use crate::http::RAFT_PATH;
@@ -110,10 +110,9 @@ impl PeerBook {
         if let Some(a) = self.configured.get(&raft_id) {
             return Some(a.to_string());
         }
-        self.store
-            .entries(NODES_INFO)
+        covenant_service::nodes::node_rows(&self.store)
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<NodeInfo>(&v).ok())
+            .map(|(_, i)| i)
             .find(|i| i.raft_id == raft_id && !i.address.is_empty())
             .map(|i| i.address)
     }

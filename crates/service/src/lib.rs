@@ -401,21 +401,26 @@ impl Service {
     }
 
     /// The latest *committed* entry of `collection`, when its latest value is not
-    /// committed yet (from the index and the ledger).
-    pub fn latest_committed_entry(&self, collection: &str) -> Result<Option<Entry>, ServiceError> {
-        let engine = self.engine();
-        let committed = engine.committed_seqno();
-        for t in self.index().latest(collection, SeqNo(committed), 64) {
-            let Ok((txid, ws)) = engine.read_tx(t.seqno.0) else {
-                continue;
-            };
-            if txid == t {
-                if let Some(e) = entries::entry_in(&ws, txid, collection, self.0.ledger_public) {
-                    return Ok(Some(e));
-                }
-            }
-        }
-        Ok(None)
+    /// committed yet (from the index and the ledger, on a blocking thread).
+    pub async fn latest_committed_entry(
+        &self,
+        collection: String,
+    ) -> Result<Option<Entry>, ServiceError> {
+        self.blocking(move |s| {
+            let engine = s.engine();
+            let committed = SeqNo(engine.committed_seqno());
+            let found = s
+                .index()
+                .latest(&collection, committed, 64)
+                .into_iter()
+                .find_map(|t| {
+                    let (txid, ws) = engine.read_tx(t.seqno.0).ok()?;
+                    let e = entries::entry_in(&ws, txid, &collection, s.0.ledger_public)?;
+                    (txid == t).then_some(e)
+                });
+            Ok(found)
+        })
+        .await?
     }
 
     /// Stops the service's part in commits and makes everything durable: a single

@@ -53,11 +53,10 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// A Trusted node's row (a network's founding node, or a single node shown
-    /// as the service's one node).
-    pub fn trusted(raft_id: u64, address: String, cert: String) -> NodeInfo {
+    /// A row with no evidence, extra names or node data.
+    pub fn new(status: NodeStatus, raft_id: u64, address: String, cert: String) -> NodeInfo {
         NodeInfo {
-            status: NodeStatus::Trusted,
+            status,
             raft_id,
             address,
             cert,
@@ -66,6 +65,12 @@ impl NodeInfo {
             join_token_verified: false,
             node_data: None,
         }
+    }
+
+    /// A Trusted node's row (a network's founding node, or a single node shown
+    /// as the service's one node).
+    pub fn trusted(raft_id: u64, address: String, cert: String) -> NodeInfo {
+        NodeInfo::new(NodeStatus::Trusted, raft_id, address, cert)
     }
 }
 

@@ -166,7 +166,8 @@ async fn a_restart_rebuilds_the_index_from_the_ledger() {
     let s = service(&n, &Genesis::default());
     assert_eq!(s.index().latest("k", SeqNo(u64::MAX), 5), vec![b, a]);
     assert_eq!(
-        s.latest_committed_entry("k")
+        s.latest_committed_entry("k".into())
+            .await
             .unwrap()
             .unwrap()
             .transaction_id,
