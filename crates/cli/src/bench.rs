@@ -3,6 +3,7 @@
 //! handler on the same HTTPS stack), appends (response and commit latency), and
 //! reads of committed entries, and reports the append/ceiling ratio (SPEC §11).
 
+use covenant_types::SeqNo;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,11 +111,11 @@ where
 }
 
 /// Moves every sent write at or below `committed` to the commit latencies.
-fn settle(sent: &Mutex<BTreeMap<u64, Instant>>, commit_lat: &Mutex<Vec<u64>>, committed: u64) {
+fn settle(sent: &Mutex<BTreeMap<u64, Instant>>, commit_lat: &Mutex<Vec<u64>>, committed: SeqNo) {
     let now = Instant::now();
     let done = {
         let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
-        let rest = s.split_off(&(committed + 1));
+        let rest = s.split_off(&(committed.0 + 1));
         std::mem::replace(&mut *s, rest)
     };
     commit_lat.lock().unwrap_or_else(|e| e.into_inner()).extend(
@@ -135,14 +136,14 @@ struct Nodes {
     /// The primary's state (commit notifications).
     state: covenant_node::state::NodeState,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    servers: Vec<tokio::task::JoinHandle<Result<u64, covenant_node::NodeError>>>,
+    servers: Vec<tokio::task::JoinHandle<Result<SeqNo, covenant_node::NodeError>>>,
 }
 
 type Bound = (
     covenant_node::state::NodeState,
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<u64, covenant_node::NodeError>>,
+    tokio::task::JoinHandle<Result<SeqNo, covenant_node::NodeError>>,
 );
 
 async fn start_nodes(
@@ -178,7 +179,10 @@ async fn start_nodes(
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = states[0].network.as_ref().map(|n| n.replica.status());
-            if let Some(leader) = s.filter(|s| s.committed_seqno > 0).and_then(|s| s.leader) {
+            if let Some(leader) = s
+                .filter(|s| s.committed_seqno > SeqNo::ZERO)
+                .and_then(|s| s.leader)
+            {
                 break (leader - 1) as usize;
             }
             if Instant::now() > deadline {
@@ -303,7 +307,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
             if let Some(txid) = r.transaction_id {
                 if let Some(seqno) = txid.split('.').nth(1).and_then(|s| s.parse::<u64>().ok()) {
                     // The commit notification may have come before this response did.
-                    if state.service.committed_seqno() >= seqno {
+                    if state.service.committed_seqno() >= SeqNo(seqno) {
                         commit_lat
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())

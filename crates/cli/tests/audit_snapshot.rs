@@ -4,6 +4,7 @@
 
 mod common;
 use common::{covenant, text};
+use covenant_types::SeqNo;
 
 use std::path::Path;
 
@@ -54,7 +55,7 @@ fn audit_of_a_ledger_that_starts_from_a_snapshot() {
     let bytes = std::fs::read(&snapshot).unwrap();
     install_snapshot(&b_home.join("snapshots"), &bytes, &service.cert, &secret).unwrap();
     let mut b = Engine::open(config(&b_home), node, secret).unwrap();
-    for e in a.ledger().read_range(56, a.last_seqno()).unwrap() {
+    for e in a.ledger().read_range(SeqNo(56), a.last_seqno()).unwrap() {
         let e = e.unwrap();
         b.apply_entry(e.txid, e.is_signature, &e.payload).unwrap();
     }

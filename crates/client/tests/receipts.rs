@@ -1,6 +1,7 @@
 //! Receipts produced by the engine verify with the SPEC algorithm; any altered part
 //! makes them fail.
 
+use covenant_types::SeqNo;
 use std::sync::Arc;
 
 use covenant_client::{verify_consistency, ReceiptVerifier, VerifyError};
@@ -237,7 +238,7 @@ fn service_endorsements_chain_to_the_new_service() {
 fn consistency_between_signed_roots() {
     let mut w = world(100, 9);
     let verifier = ReceiptVerifier::new(w.service.cert.clone());
-    let sigs: Vec<u64> = w.engine.signature_seqnos().collect();
+    let sigs: Vec<SeqNo> = w.engine.signature_seqnos().collect();
     assert!(sigs.len() >= 10);
     for (i, a) in sigs.iter().enumerate() {
         for b in &sigs[i..] {

@@ -17,6 +17,7 @@
 mod membership;
 mod storage;
 
+use covenant_types::SeqNo;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -125,7 +126,7 @@ pub struct ReplicaStatus {
     /// Raft's commit index (majority-replicated).
     pub commit_index: u64,
     /// The engine's committed seqno (last signature covered by the commit index).
-    pub committed_seqno: u64,
+    pub committed_seqno: SeqNo,
 }
 
 struct Inner {
@@ -135,7 +136,7 @@ struct Inner {
     meta: Arc<Mutex<Meta>>,
     transport: Arc<dyn Transport>,
     inbox: Mutex<mpsc::Sender<Vec<u8>>>,
-    committed: watch::Sender<u64>,
+    committed: watch::Sender<SeqNo>,
     /// When a full disk was last reported (the warning repeats every 10 s).
     disk_warned: Mutex<Option<Instant>>,
     /// The committed seqno in `commit_mark` (nothing is published beyond it).
@@ -177,13 +178,13 @@ impl Replica {
             // What this node knew committed before it stopped (published only after
             // the mark was written) holds again at once, not after the first message
             // from a primary: a node never reports less than it did.
-            let known = mark.max(saved.commit).min(e.last_seqno());
-            e.advance_commit(known)?;
+            let known = mark.max(saved.commit).min(e.last_seqno().0);
+            e.advance_commit(SeqNo(known))?;
             let written = match e.store().get(MEMBERSHIP_MAP, MEMBERSHIP_KEY) {
                 Some(bytes) => Some((
                     e.store()
                         .version_of(MEMBERSHIP_MAP, MEMBERSHIP_KEY)
-                        .unwrap_or(0),
+                        .unwrap_or(SeqNo::ZERO),
                     Membership::decode(&bytes)?,
                 )),
                 None => None,
@@ -193,7 +194,7 @@ impl Replica {
         // The commit index can only be trusted up to what this ledger holds; what the
         // engine knows committed (a signature replicated to a majority) was too. A
         // node started from a snapshot has its whole (empty) ledger committed.
-        let commit = saved.commit.max(mark).max(committed_seqno).min(last);
+        let commit = saved.commit.max(mark).max(committed_seqno.0).min(last.0);
         let hard_state = HardState {
             term: saved.term,
             vote: saved.vote,
@@ -208,12 +209,12 @@ impl Replica {
         // index; one written after it is pending (there is at most one).
         let mut membership = MembershipState::default();
         let applied = match written {
-            Some((seqno, m)) if seqno <= commit => AppliedConf {
-                seqno,
+            Some((seqno, m)) if seqno <= SeqNo(commit) => AppliedConf {
+                seqno: seqno.0,
                 membership: m,
             },
             Some((seqno, m)) => {
-                membership.pending.insert(seqno, m);
+                membership.pending.insert(seqno.0, m);
                 saved.conf.clone().unwrap_or_else(bootstrap)
             }
             None => bootstrap(),
@@ -224,7 +225,7 @@ impl Replica {
         let meta = Arc::new(Mutex::new(Meta {
             hard_state,
             conf_state,
-            stable_last: last,
+            stable_last: last.0,
         }));
         let storage = LedgerStorage {
             engine: engine.clone(),
@@ -298,7 +299,7 @@ impl Replica {
     }
 
     /// Notified with the committed seqno each time it advances.
-    pub fn subscribe_committed(&self) -> watch::Receiver<u64> {
+    pub fn subscribe_committed(&self) -> watch::Receiver<SeqNo> {
         self.0.committed.subscribe()
     }
 
@@ -442,7 +443,7 @@ impl Replica {
             let last = raw.raft.raft_log.last_index();
             let term = raw.raft.term;
             let mut engine = lock(&self.0.engine);
-            if engine.last_seqno() != last {
+            if engine.last_seqno() != SeqNo(last) {
                 // The blank entry of this view is not in the ledger yet (and will not
                 // be while the disk is full: say so at once). Wait, without the Raft
                 // lock, until the replica thread appends it: it notifies under the
@@ -458,7 +459,7 @@ impl Replica {
                 let _engine = self
                     .0
                     .appended
-                    .wait_timeout_while(engine, left, |e| e.last_seqno() < last)
+                    .wait_timeout_while(engine, left, |e| e.last_seqno() < SeqNo(last))
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|e| e.into_inner().0);
                 continue;
@@ -471,7 +472,7 @@ impl Replica {
                 Ok(out) => out,
                 Err(e) => {
                     // Nothing may stay in the ledger that Raft does not know of.
-                    engine.rollback(last)?;
+                    engine.rollback(SeqNo(last))?;
                     self.membership().rollback(last);
                     return Err(e.into());
                 }
@@ -479,7 +480,7 @@ impl Replica {
             drop(engine);
             if let Err(e) = self.propose(&mut raw, last, entries) {
                 let kept = lock(&self.0.engine).last_seqno();
-                self.membership().rollback(kept);
+                self.membership().rollback(kept.0);
                 return Err(e);
             }
             return Ok(out);
@@ -504,7 +505,8 @@ impl Replica {
                 // Cannot happen while we hold the Raft lock as leader; if it does,
                 // undo the engine side so ledger and log stay one.
                 tracing::error!(?r, expected, "raft did not append the proposed entry");
-                lock(&self.0.engine).rollback(raw.raft.raft_log.last_index().min(expected - 1))?;
+                lock(&self.0.engine)
+                    .rollback(SeqNo(raw.raft.raft_log.last_index().min(expected - 1)))?;
                 r?;
                 return Err(ConsensusError::NotReady);
             }
@@ -853,7 +855,7 @@ impl Replica {
             // Not before this view's blank entry is in the ledger: `write` would wait
             // for this very thread to persist it.
             if raw.raft.state != StateRole::Leader
-                || lock(&self.0.engine).last_seqno() != raw.raft.raft_log.last_index()
+                || lock(&self.0.engine).last_seqno() != SeqNo(raw.raft.raft_log.last_index())
             {
                 return Ok(());
             }
@@ -889,23 +891,23 @@ impl Replica {
         // signatures, so the mark changes once per signature, not per message.
         let committed_seqno = {
             let mut engine = lock(&self.0.engine);
-            let target = engine.commit_target(commit_index);
+            let target = engine.commit_target(SeqNo(commit_index));
             let marked = self.0.marked.load(std::sync::atomic::Ordering::Relaxed);
-            if target <= marked {
+            if target <= SeqNo(marked) {
                 // The common case (no new signature committed): one lock, no I/O.
                 engine.advance_commit(target)?
             } else {
                 drop(engine);
-                let shown = match CommitMark::store(&self.0.config.state_dir, target) {
+                let shown = match CommitMark::store(&self.0.config.state_dir, target.0) {
                     Ok(()) => {
                         self.0
                             .marked
-                            .store(target, std::sync::atomic::Ordering::Relaxed);
+                            .store(target.0, std::sync::atomic::Ordering::Relaxed);
                         target
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot record the commit index; not publishing it yet");
-                        marked
+                        SeqNo(marked)
                     }
                 };
                 lock(&self.0.engine).advance_commit(shown)?
@@ -944,18 +946,18 @@ fn persist(
     for ent in entries {
         let txid = TxId::new(ent.term, ent.index);
         let last = engine.last_seqno();
-        if ent.index <= last {
-            if engine.view_at(ent.index) == Some(ent.term) {
+        if ent.index <= last.0 {
+            if engine.view_at(SeqNo(ent.index)) == Some(View(ent.term)) {
                 continue;
             }
             tracing::info!(
                 from = ent.index,
-                to = last,
+                to = last.0,
                 "rolling back an uncommitted suffix"
             );
-            engine.rollback(ent.index - 1)?;
+            engine.rollback(SeqNo(ent.index - 1))?;
             membership().rollback(ent.index - 1);
-        } else if ent.index != last + 1 {
+        } else if ent.index != last.0 + 1 {
             return Err(ConsensusError::Unsupported(format!(
                 "raft entry {} does not follow the ledger's last seqno {last}",
                 ent.index

@@ -3,6 +3,7 @@
 //! Index = seqno, term = view. Only the hard state (term, vote, commit) and the
 //! commit mark live beside the ledger, in small files replaced atomically.
 
+use covenant_types::SeqNo;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -183,12 +184,12 @@ impl raft::Storage for LedgerStorage {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let stable_last = self.stable_last();
         let engine = lock(&self.engine);
-        if low < engine.first_seqno() {
+        if low < engine.first_seqno().0 {
             // Before a snapshot this node started from: raft-rs would need to send a
             // Raft snapshot, which covenant does not (see `snapshot` below).
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if high > stable_last.min(engine.last_seqno()) + 1 {
+        if high > stable_last.min(engine.last_seqno().0) + 1 {
             return Err(unavailable());
         }
         // Only replication to another node needs the bytes; raft-rs reads committed
@@ -203,7 +204,7 @@ impl raft::Storage for LedgerStorage {
                 ..Default::default()
             };
             if with_data {
-                let entry = engine.ledger().read(seqno).map_err(other)?;
+                let entry = engine.ledger().read(SeqNo(seqno)).map_err(other)?;
                 e.term = entry.txid.view.0;
                 if entry.is_signature {
                     e.context = vec![CTX_SIGNATURE].into();
@@ -211,7 +212,7 @@ impl raft::Storage for LedgerStorage {
                 size += entry.payload.len() as u64;
                 e.data = entry.payload.into();
             } else {
-                e.term = engine.view_at(seqno).ok_or_else(unavailable)?;
+                e.term = engine.view_at(SeqNo(seqno)).ok_or_else(unavailable)?.0;
             }
             // raft-rs semantics: always at least one entry, then stop at the limit.
             if !out.is_empty() && size > max_size {
@@ -230,16 +231,19 @@ impl raft::Storage for LedgerStorage {
             return Err(unavailable());
         }
         let engine = lock(&self.engine);
-        if idx + 1 < engine.first_seqno() {
+        if idx + 1 < engine.first_seqno().0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         // Also answers for the seqno of the snapshot a node started from.
-        engine.view_at(idx).ok_or_else(unavailable)
+        engine
+            .view_at(SeqNo(idx))
+            .map(|v| v.0)
+            .ok_or_else(unavailable)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
         // 1 for a full ledger; one past the snapshot for a node that started from one.
-        Ok(lock(&self.engine).first_seqno())
+        Ok(lock(&self.engine).first_seqno().0)
     }
 
     fn last_index(&self) -> raft::Result<u64> {

@@ -2,6 +2,7 @@
 //! an in-memory transport that can cut links: election, replication, commit,
 //! failover with the old primary's uncommitted suffix rolled back, restart.
 
+use covenant_types::SeqNo;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -216,7 +217,7 @@ impl Cluster {
         let e = self.engine(id);
         let e = e.lock().unwrap();
         e.ledger()
-            .read_range(1, upto)
+            .read_range(SeqNo(1), SeqNo(upto))
             .unwrap()
             .map(|x| {
                 let x = x.unwrap();
@@ -231,11 +232,11 @@ impl Cluster {
             .map(|&id| self.engine(id).lock().unwrap().committed_seqno())
             .min()
             .unwrap();
-        assert!(committed > 0);
-        let first = self.ledger(ids[0], committed);
+        assert!(committed > SeqNo::ZERO);
+        let first = self.ledger(ids[0], committed.0);
         for &id in &ids[1..] {
             assert_eq!(
-                self.ledger(id, committed),
+                self.ledger(id, committed.0),
                 first,
                 "node {id} differs in the committed prefix"
             );
@@ -511,11 +512,11 @@ fn a_backup_that_cannot_persist_stops_and_recovers_on_restart() {
     m.from = p;
     m.to = f;
     m.term = term;
-    m.log_term = log_term;
-    m.index = last;
+    m.log_term = log_term.0;
+    m.index = last.0;
     let bad = raft::eraftpb::Entry {
         term,
-        index: last + 1,
+        index: last.0 + 1,
         data: b"not a ledger entry".to_vec().into(),
         ..Default::default()
     };
@@ -647,7 +648,7 @@ fn a_node_started_from_a_snapshot_catches_up_votes_and_restarts() {
     c.start(4);
     assert_eq!(
         c.engine(4).lock().unwrap().first_seqno(),
-        snap_txid.seqno.0 + 1
+        snap_txid.seqno.next()
     );
     c.change(&three, |m| {
         m.learners.insert(4);
@@ -675,7 +676,7 @@ fn a_node_started_from_a_snapshot_catches_up_votes_and_restarts() {
     c.start(4);
     assert_eq!(
         c.engine(4).lock().unwrap().first_seqno(),
-        snap_txid.seqno.0 + 1
+        snap_txid.seqno.next()
     );
     c.wait_committed(&four, t);
     c.stop_all_and_audit();

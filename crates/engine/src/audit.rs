@@ -1,3 +1,4 @@
+use covenant_types::SeqNo;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +98,7 @@ pub fn audit_ledger_with_snapshot(
     let first = scanner.first_seqno();
     let path = match snapshot {
         Some(p) => Some(p.to_path_buf()),
-        None if first > 1 => Some(default_snapshot_path(dir, first)),
+        None if first > SeqNo(1) => Some(default_snapshot_path(dir, first.0)),
         None => None,
     };
     let mut report = AuditReport::default();
@@ -107,7 +108,7 @@ pub fn audit_ledger_with_snapshot(
     let mut last_sig_seqno = 0u64;
     let mut min_view = 0u64;
     if let Some(path) = path {
-        let v = audit_snapshot(&path, first, service_cert)?;
+        let v = audit_snapshot(&path, first.0, service_cert)?;
         let txid = v.info.txid;
         tree = v.tree;
         endorsed.insert(sha256(&v.signer_der));

@@ -11,7 +11,7 @@ use covenant_receipt::{
     commit_evidence_digest, CommitEvidenceKey, LeafComponents, Receipt, ReceiptResponse,
     ReceiptState, SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
 };
-use covenant_types::{Digest32, TxId, View};
+use covenant_types::{Digest32, SeqNo, TxId, View};
 
 pub use crate::error::EngineError;
 use crate::snapshot::{self, SnapshotFile};
@@ -184,7 +184,7 @@ impl Engine {
         if report.truncated_bytes > 0 {
             tracing::warn!(
                 truncated_bytes = report.truncated_bytes,
-                last_seqno = report.last_seqno,
+                last_seqno = report.last_seqno.0,
                 "recovered a torn ledger tail"
             );
         }
@@ -238,15 +238,15 @@ impl Engine {
         let last = engine.ledger.last_seqno();
         let mut next = engine.ledger.first_seqno();
         while next <= last {
-            let to = (next + REPLAY_BATCH - 1).min(last);
+            let to = (next.0 + REPLAY_BATCH - 1).min(last.0);
             let batch = engine
                 .ledger
-                .read_range(next, to)?
+                .read_range(next, SeqNo(to))?
                 .collect::<Result<Vec<_>, _>>()?;
             for e in batch {
                 engine.replay(e.txid, e.is_signature, &e.payload)?;
             }
-            next = to + 1;
+            next = SeqNo(to + 1);
             let keep = engine.config.merkle_resident_leaves;
             engine
                 .tree
@@ -256,7 +256,7 @@ impl Engine {
         engine.committed = if engine.commit_on_sync {
             engine.signatures.last().copied().unwrap_or(0)
         } else {
-            let durable = engine.ledger.committed_seqno();
+            let durable = engine.ledger.committed_seqno().0;
             engine
                 .signatures
                 .range(..=durable)
@@ -264,9 +264,9 @@ impl Engine {
                 .copied()
                 .unwrap_or(0)
         };
-        engine.store.mark_committed(engine.committed);
-        if engine.committed > engine.ledger.committed_seqno() {
-            engine.ledger.commit(engine.committed)?;
+        engine.store.mark_committed(SeqNo(engine.committed));
+        if engine.committed > engine.ledger.committed_seqno().0 {
+            engine.ledger.commit(SeqNo(engine.committed))?;
         }
         engine.last_snapshot_seqno = engine.newest_snapshot_seqno();
         Ok(engine)
@@ -281,9 +281,9 @@ impl Engine {
     ) -> Result<Option<snapshot::Verified>, EngineError> {
         let cert = config.service_cert.as_ref();
         match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
-            Some(1) => Ok(None),
+            Some(SeqNo(1)) => Ok(None),
             Some(first) => {
-                let name = snapshot::file_name(first - 1);
+                let name = snapshot::file_name(first.0 - 1);
                 let path = match &config.snapshot_dir {
                     Some(dir) => dir.join(name),
                     None => PathBuf::from(name),
@@ -369,7 +369,7 @@ impl Engine {
                 Ok(ws)
             }
             Err(e) => {
-                self.ledger.truncate(txid.seqno.0 - 1)?;
+                self.ledger.truncate(txid.seqno.prev())?;
                 Err(e)
             }
         }
@@ -378,19 +378,20 @@ impl Engine {
     /// Drops every transaction after `seqno` (an uncommitted suffix lost in a view
     /// change): ledger, store, Merkle tree and signature index, durably. Refused below
     /// the committed seqno.
-    pub fn rollback(&mut self, seqno: u64) -> Result<(), EngineError> {
-        if seqno >= self.ledger.last_seqno() {
+    pub fn rollback(&mut self, to: SeqNo) -> Result<(), EngineError> {
+        let seqno = to.0;
+        if to >= self.ledger.last_seqno() {
             return Ok(());
         }
         if seqno < self.committed {
             return Err(LedgerError::BelowCommitted {
-                requested: seqno,
-                committed: self.committed,
+                requested: to,
+                committed: self.committed_seqno(),
             }
             .into());
         }
-        self.ledger.truncate(seqno)?;
-        self.store.rollback(seqno)?;
+        self.ledger.truncate(to)?;
+        self.store.rollback(to)?;
         self.tree.truncate(seqno)?;
         self.signatures.split_off(&(seqno + 1));
         while self
@@ -422,13 +423,15 @@ impl Engine {
     /// The view of the transaction at `seqno`, if it exists (Raft's term of an index).
     /// On an engine started from a snapshot at `s`, this answers for `s` too (the
     /// snapshot's view) and `None` for anything before.
-    pub fn view_at(&self, seqno: u64) -> Option<u64> {
-        let base = self.ledger.first_seqno() - 1;
-        if seqno == 0 || seqno < base || seqno > self.ledger.last_seqno() {
+    pub fn view_at(&self, seqno: SeqNo) -> Option<View> {
+        let base = self.ledger.first_seqno().prev();
+        if seqno == SeqNo::ZERO || seqno < base || seqno > self.ledger.last_seqno() {
             return None;
         }
-        let i = self.view_runs.partition_point(|&(first, _)| first <= seqno);
-        i.checked_sub(1).map(|i| self.view_runs[i].1)
+        let i = self
+            .view_runs
+            .partition_point(|&(first, _)| first <= seqno.0);
+        i.checked_sub(1).map(|i| View(self.view_runs[i].1))
     }
 
     /// (first seqno, view) of each run of transactions appended in one view, in order.
@@ -438,13 +441,13 @@ impl Engine {
 
     /// Seqno of the last transaction appended (0 when empty; the snapshot's seqno
     /// on an engine started from a snapshot with nothing after it yet).
-    pub fn last_seqno(&self) -> u64 {
+    pub fn last_seqno(&self) -> SeqNo {
         self.ledger.last_seqno()
     }
 
     /// First seqno whose transaction this node holds: 1, or `s + 1` on an engine
     /// started from a snapshot at `s`. History before it is [`EngineError::NotHeld`].
-    pub fn first_seqno(&self) -> u64 {
+    pub fn first_seqno(&self) -> SeqNo {
         self.ledger.first_seqno()
     }
 
@@ -471,7 +474,7 @@ impl Engine {
             .snapshots
             .iter()
             .map(|(t, _)| t.seqno.0)
-            .filter(|&s| s <= last)
+            .filter(|&s| s <= last.0)
             .max();
         let pending = self.pending_snapshots.last().map(|p| p.txid.seqno.0);
         let base = self.base.map(|t| t.seqno.0);
@@ -561,8 +564,8 @@ impl Engine {
     }
 
     /// Seqnos before [`Engine::first_seqno`] are only in the snapshot.
-    fn check_held(&self, seqno: u64) -> Result<(), EngineError> {
-        if seqno != 0 && seqno < self.first_seqno() {
+    fn check_held(&self, seqno: SeqNo) -> Result<(), EngineError> {
+        if seqno != SeqNo::ZERO && seqno < self.first_seqno() {
             return Err(EngineError::NotHeld(seqno));
         }
         Ok(())
@@ -571,7 +574,7 @@ impl Engine {
     /// Appends the empty transaction a new primary starts its view with (Raft's
     /// blank entry): the same bytes on every node, since sealing is deterministic.
     pub fn append_blank(&mut self, txid: TxId) -> Result<(), EngineError> {
-        let next = self.last_seqno() + 1;
+        let next = self.last_seqno().0 + 1;
         if txid.seqno.0 != next {
             return Err(EngineError::Ledger(LedgerError::OutOfOrder {
                 expected: next,
@@ -591,22 +594,25 @@ impl Engine {
     /// before it. Returns the committed seqno.
     /// The committed seqno [`Engine::advance_commit`] would reach for `index`
     /// (the last durable signature at or below it), without committing anything.
-    pub fn commit_target(&self, index: u64) -> u64 {
-        let limit = index.min(self.ledger.synced_seqno());
-        self.signatures
-            .range(..=limit)
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            .max(self.committed)
+    pub fn commit_target(&self, replicated: SeqNo) -> SeqNo {
+        let limit = replicated.min(self.ledger.synced_seqno()).0;
+        SeqNo(
+            self.signatures
+                .range(..=limit)
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+                .max(self.committed),
+        )
     }
 
-    pub fn advance_commit(&mut self, index: u64) -> Result<u64, EngineError> {
-        let limit = index.min(self.ledger.synced_seqno());
+    /// Commits up to [`Engine::commit_target`] for `replicated`; returns the committed seqno.
+    pub fn advance_commit(&mut self, replicated: SeqNo) -> Result<SeqNo, EngineError> {
+        let limit = replicated.min(self.ledger.synced_seqno()).0;
         if let Some(&sig) = self.signatures.range(..=limit).next_back() {
             self.commit_through(sig)?;
         }
-        Ok(self.committed)
+        Ok(self.committed_seqno())
     }
 
     /// Sets the view new transactions get (consensus: the Raft term of this primary).
@@ -631,8 +637,8 @@ impl Engine {
     }
 
     /// Seqno of the last committed signature: every seqno up to it is Committed.
-    pub fn committed_seqno(&self) -> u64 {
-        self.committed
+    pub fn committed_seqno(&self) -> SeqNo {
+        SeqNo(self.committed)
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -698,7 +704,7 @@ impl Engine {
         let result = self.append_entry(txid, &ws, claims, is_signature);
         if result.is_err() {
             // Keep store, ledger and tree in step: undo the store side.
-            self.store.rollback(txid.seqno.0 - 1)?;
+            self.store.rollback(txid.seqno.prev())?;
         } else {
             self.note_view(txid);
             if let Some(f) = &self.observer {
@@ -773,14 +779,14 @@ impl Engine {
 
     /// Group commit: one fsync for everything appended so far; then (single node)
     /// everything up to the last signature is Committed. Returns the committed seqno.
-    pub fn flush(&mut self) -> Result<u64, EngineError> {
+    pub fn flush(&mut self) -> Result<SeqNo, EngineError> {
         self.ledger.sync()?;
         if self.commit_on_sync {
             if let Some(&last_sig) = self.signatures.last() {
                 self.commit_through(last_sig)?;
             }
         }
-        Ok(self.committed)
+        Ok(self.committed_seqno())
     }
 
     /// Whether a group commit would achieve something now: a signature is not yet
@@ -791,7 +797,7 @@ impl Engine {
             || self
                 .signatures
                 .last()
-                .is_some_and(|&s| s > self.ledger.synced_seqno())
+                .is_some_and(|&s| s > self.ledger.synced_seqno().0)
     }
 
     /// Group commit split in two so the fdatasync runs without the caller's engine
@@ -807,21 +813,21 @@ impl Engine {
         &mut self,
         ticket: SyncTicket,
         result: Result<(), LedgerError>,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<SeqNo, EngineError> {
         self.ledger.complete_sync(ticket, result)?;
-        let synced = self.ledger.synced_seqno();
+        let synced = self.ledger.synced_seqno().0;
         if self.commit_on_sync {
             if let Some(&last_sig) = self.signatures.range(..=synced).next_back() {
                 self.commit_through(last_sig)?;
             }
         }
-        Ok(self.committed)
+        Ok(self.committed_seqno())
     }
 
     fn commit_through(&mut self, sig: u64) -> Result<(), EngineError> {
         if sig > self.committed {
-            self.ledger.commit(sig)?;
-            self.store.mark_committed(sig);
+            self.ledger.commit(SeqNo(sig))?;
+            self.store.mark_committed(SeqNo(sig));
             self.committed = sig;
             let keep = self.config.merkle_resident_leaves;
             self.tree.flush_before(self.committed.saturating_sub(keep));
@@ -835,7 +841,7 @@ impl Engine {
     /// Invalid for another view) and anything before it is [`EngineError::NotHeld`].
     pub fn status(&self, txid: TxId) -> Result<TxStatus, EngineError> {
         let last = self.store.last_seqno();
-        if txid.seqno.0 > last {
+        if txid.seqno.0 > last.0 {
             return Ok(TxStatus::Unknown);
         }
         if let Some(base) = self.base {
@@ -846,15 +852,15 @@ impl Engine {
                     TxStatus::Invalid
                 });
             }
-            self.check_held(txid.seqno.0)?;
+            self.check_held(txid.seqno)?;
         }
         // The view runs answer without reading the ledger (status is asked on every
         // read by TxId, and by backups deciding whether to ask the primary).
-        let actual_view = match self.view_at(txid.seqno.0) {
+        let actual_view = match self.view_at(txid.seqno) {
             Some(v) => v,
-            None => self.ledger.read(txid.seqno.0)?.txid.view.0,
+            None => self.ledger.read(txid.seqno)?.txid.view,
         };
-        if actual_view != txid.view.0 {
+        if actual_view != txid.view {
             // Another transaction holds this seqno here. Only once that one is
             // committed is `txid` decided (Invalid); until then this node may hold
             // a suffix that will be rolled back in favour of `txid` (it is a backup
@@ -873,9 +879,9 @@ impl Engine {
     }
 
     /// The decoded write set of a transaction, read back from the ledger (historical reads).
-    pub fn read_tx(&self, seqno: u64) -> Result<(TxId, WriteSet), EngineError> {
+    pub fn read_tx(&self, seqno: SeqNo) -> Result<(TxId, WriteSet), EngineError> {
         self.check_held(seqno)?;
-        if seqno == 0 || seqno > self.ledger.last_seqno() {
+        if seqno == SeqNo::ZERO || seqno > self.ledger.last_seqno() {
             return Err(EngineError::NoSuchTx(seqno));
         }
         let e = self.ledger.read(seqno)?;
@@ -890,7 +896,7 @@ impl Engine {
         Ok((e.txid, ws))
     }
 
-    fn signature_record(&self, seqno: u64) -> Result<SignatureRecord, EngineError> {
+    fn signature_record(&self, seqno: SeqNo) -> Result<SignatureRecord, EngineError> {
         let (txid, ws) = self.read_tx(seqno)?;
         let bytes = ws
             .get(SIGNATURES_MAP, SIGNATURE_KEY)
@@ -917,18 +923,18 @@ impl Engine {
                 Err(MerkleError::Evicted { page, first, end }) => {
                     let mut leaves = Vec::with_capacity((end - first) as usize);
                     // Leaf i is seqno i + 1: leaves before `held` are the snapshot's.
-                    let held = self.first_seqno() - 1;
+                    let held = self.first_seqno().0 - 1;
                     if first < held {
                         let (from, base_leaves) = &self.base_leaves;
                         let upto = end.min(held);
                         let got = first
                             .checked_sub(*from)
                             .and_then(|a| base_leaves.get(a as usize..(upto - from) as usize))
-                            .ok_or(EngineError::NotHeld(first + 1))?;
+                            .ok_or(EngineError::NotHeld(SeqNo(first + 1)))?;
                         leaves.extend_from_slice(got);
                     }
                     let next = (first + 1).max(held + 1);
-                    for e in self.ledger.read_range(next, end)? {
+                    for e in self.ledger.read_range(SeqNo(next), SeqNo(end))? {
                         let e = e?;
                         let entry =
                             TxEntry::decode(&e.payload).map_err(|x| EngineError::BadEntry {
@@ -947,15 +953,15 @@ impl Engine {
     /// The receipt of transaction `txid` (SPEC §3): `Loading` until a committed
     /// signature covers it; commit evidence is only revealed then.
     pub fn receipt(&mut self, txid: TxId) -> Result<ReceiptResponse, EngineError> {
-        let seqno = txid.seqno.0;
-        self.check_held(seqno)?;
-        if seqno == 0 || seqno > self.ledger.last_seqno() {
-            return Err(EngineError::NoSuchTx(seqno));
+        self.check_held(txid.seqno)?;
+        if txid.seqno == SeqNo::ZERO || txid.seqno > self.ledger.last_seqno() {
+            return Err(EngineError::NoSuchTx(txid.seqno));
         }
-        let stored = self.ledger.read(seqno)?;
+        let stored = self.ledger.read(txid.seqno)?;
         if stored.txid != txid {
-            return Err(EngineError::NoSuchTx(seqno));
+            return Err(EngineError::NoSuchTx(txid.seqno));
         }
+        let seqno = txid.seqno.0;
         let loading = ReceiptResponse {
             receipt: None,
             state: ReceiptState::Loading,
@@ -971,7 +977,7 @@ impl Engine {
             txid,
             reason: e.to_string(),
         })?;
-        let record = self.signature_record(sig_seqno)?;
+        let record = self.signature_record(SeqNo(sig_seqno))?;
         let proof = self.with_tree(|t| t.inclusion_proof(seqno - 1, sig_seqno - 1))?;
         Ok(ReceiptResponse {
             receipt: Some(Receipt {
@@ -993,15 +999,17 @@ impl Engine {
 
     /// Seqnos of all signature transactions this node holds (on an engine started
     /// from a snapshot, not the snapshot's own signature: it is not in the ledger).
-    pub fn signature_seqnos(&self) -> impl Iterator<Item = u64> + '_ {
-        self.signatures.range(self.first_seqno()..).copied()
+    pub fn signature_seqnos(&self) -> impl Iterator<Item = SeqNo> + '_ {
+        self.signatures
+            .range(self.first_seqno().0..)
+            .map(|&s| SeqNo(s))
     }
 
     /// Two signature records and the proof that the later tree extends the earlier one.
     pub fn consistency(
         &mut self,
-        old_sig_seqno: u64,
-        new_sig_seqno: u64,
+        old_sig_seqno: SeqNo,
+        new_sig_seqno: SeqNo,
     ) -> Result<(SignatureRecord, SignatureRecord, ConsistencyProof), EngineError> {
         let old = self.signature_record(old_sig_seqno)?;
         let new = self.signature_record(new_sig_seqno)?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use covenant_kv::KvError;
 use covenant_ledger::LedgerError;
 use covenant_merkle::MerkleError;
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 
 /// Every way the engine refuses or fails.
 #[derive(Debug, thiserror::Error)]
@@ -22,17 +22,17 @@ pub enum EngineError {
     #[error("ledger entry {txid} is invalid: {reason}")]
     BadEntry { txid: TxId, reason: String },
     #[error("transaction {0} does not exist")]
-    NoSuchTx(u64),
+    NoSuchTx(SeqNo),
     #[error("the ledger is empty: nothing to sign")]
     NothingToSign,
     /// History before [`Engine::first_seqno`] is only in the snapshot this node
     /// started from, which keeps the state, not the transactions.
     #[error("transaction {0} precedes this node's ledger, which starts from a snapshot")]
-    NotHeld(u64),
+    NotHeld(SeqNo),
     #[error("invalid snapshot: {0}")]
     BadSnapshot(String),
     #[error("the ledger starts at seqno {first}: it continues the snapshot {}, which is missing (is snapshot_dir set?)", path.display())]
-    MissingSnapshot { first: u64, path: PathBuf },
+    MissingSnapshot { first: SeqNo, path: PathBuf },
     /// The ledger's disk has less free space than [`EngineConfig::min_free_bytes`]:
     /// new transactions wait until space returns (nothing written is affected).
     #[error("the ledger's disk is full ({free} bytes free, {min} kept in reserve): writes resume when space is freed")]

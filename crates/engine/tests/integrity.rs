@@ -1,6 +1,7 @@
 //! End-to-end over real files: write a ledger through the engine, then audit it,
 //! corrupt it byte by byte, tear its tail, restart from it.
 
+use covenant_types::SeqNo;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ fn audit_passes_and_restart_keeps_everything() {
     let txids = write_entries(&mut e, 60, "a");
     e.emit_signature().unwrap();
     let committed = e.flush().unwrap();
-    assert_eq!(committed, e.last_txid().unwrap().seqno.0);
+    assert_eq!(committed, e.last_txid().unwrap().seqno);
     for t in &txids {
         assert_eq!(e.status(*t).unwrap(), TxStatus::Committed);
     }
@@ -163,7 +164,10 @@ fn audit_catches_a_rewritten_entry_with_valid_framing() {
         let (l, _) =
             covenant_ledger::Ledger::open(covenant_ledger::LedgerConfig::new(&dir)).unwrap();
         let last = l.last_seqno();
-        l.read_range(1, last).unwrap().map(|x| x.unwrap()).collect()
+        l.read_range(SeqNo(1), last)
+            .unwrap()
+            .map(|x| x.unwrap())
+            .collect()
     };
     let forged_dir = f.dir.path().join("forged");
     let (mut l, _) =
@@ -267,14 +271,14 @@ fn a_backup_applying_the_primary_entries_converges() {
     c.chunk_threshold_bytes = 4096;
     let mut backup = Engine::open(c, backup_node, f.secret.clone()).unwrap();
     let last = primary.ledger().last_seqno();
-    for e in primary.ledger().read_range(1, last).unwrap() {
+    for e in primary.ledger().read_range(SeqNo(1), last).unwrap() {
         let e = e.unwrap();
         backup
             .apply_entry(e.txid, e.is_signature, &e.payload)
             .unwrap();
     }
     // An entry that does not decode is refused and leaves nothing behind.
-    let bad = backup.apply_entry(TxId::new(1, last + 1), false, b"garbage");
+    let bad = backup.apply_entry(TxId::new(1, last.0 + 1), false, b"garbage");
     assert!(bad.is_err());
     assert_eq!(backup.ledger().last_seqno(), last);
     backup.flush().unwrap();
@@ -327,13 +331,16 @@ fn rolling_back_an_uncommitted_suffix_leaves_a_ledger_that_audits() {
     let kept = write_entries(&mut engine, 20, "a");
     let sig = engine.emit_signature().unwrap();
     engine.flush().unwrap();
-    assert_eq!(engine.committed_seqno(), sig.seqno.0);
+    assert_eq!(engine.committed_seqno(), sig.seqno);
     let lost = write_entries(&mut engine, 30, "b");
     engine.emit_signature().unwrap();
     // Not flushed: the suffix after the first signature is uncommitted.
-    assert!(engine.rollback(sig.seqno.0 - 1).is_err(), "below committed");
-    engine.rollback(sig.seqno.0).unwrap();
-    assert_eq!(engine.ledger().last_seqno(), sig.seqno.0);
+    assert!(
+        engine.rollback(sig.seqno.prev()).is_err(),
+        "below committed"
+    );
+    engine.rollback(sig.seqno).unwrap();
+    assert_eq!(engine.ledger().last_seqno(), sig.seqno);
     assert_eq!(engine.unsigned_txs(), 0);
     for t in &lost {
         assert_eq!(

@@ -2,6 +2,7 @@
 //! a fresh node that then follows the primary from the ledger suffix, tampering
 //! refused, rollback interplay, receipts identical to a full replay.
 
+use covenant_types::SeqNo;
 use std::path::{Path, PathBuf};
 
 use covenant_crypto::{Curve, LedgerSecret, ServiceIdentity};
@@ -65,8 +66,8 @@ fn snap_dir(c: &EngineConfig) -> PathBuf {
 
 /// Feeds `to` the entries of `from`'s ledger after `to`'s last seqno.
 fn follow(from: &Engine, to: &mut Engine) {
-    let (next, last) = (to.last_seqno() + 1, from.last_seqno());
-    for e in from.ledger().read_range(next, last).unwrap() {
+    let (next, last) = (to.last_seqno().0 + 1, from.last_seqno());
+    for e in from.ledger().read_range(SeqNo(next), last).unwrap() {
         let e = e.unwrap();
         to.apply_entry(e.txid, e.is_signature, &e.payload).unwrap();
     }
@@ -79,7 +80,10 @@ fn a_snapshot_is_written_only_once_its_signature_commits() {
     let mut a = open(&f, &c);
     write_entries(&mut a, 21, "x");
     // Signatures at 8, 16, 24: the one at 24 is the first 20 seqnos in.
-    assert_eq!(a.signature_seqnos().collect::<Vec<_>>(), [8, 16, 24]);
+    assert_eq!(
+        a.signature_seqnos().collect::<Vec<_>>(),
+        [SeqNo(8), SeqNo(16), SeqNo(24)]
+    );
     assert!(snapshot_files(&snap_dir(&c)).is_empty());
     assert_eq!(a.latest_snapshot(), None);
     a.flush().unwrap();
@@ -108,7 +112,7 @@ fn a_snapshot_is_written_only_once_its_signature_commits() {
     // survives the reopen and the interval counts from the newest file.
     drop(a);
     let mut a = open(&f, &c);
-    assert_eq!(a.first_seqno(), 1);
+    assert_eq!(a.first_seqno(), SeqNo(1));
     assert_eq!(a.snapshot_base(), None);
     assert_eq!(a.latest_snapshot().unwrap().0, TxId::new(1, 24));
     write_entries(&mut a, 14, "y");
@@ -155,13 +159,13 @@ fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
     );
     let mut b = open(&f, &cb);
     assert_eq!(b.snapshot_base(), Some(base));
-    assert_eq!(b.first_seqno(), 34);
-    assert_eq!(b.last_seqno(), 33);
+    assert_eq!(b.first_seqno(), SeqNo(34));
+    assert_eq!(b.last_seqno(), SeqNo(33));
     assert_eq!(b.last_txid(), Some(base));
-    assert_eq!(b.committed_seqno(), 33);
-    assert_eq!(b.view_at(33), Some(1));
-    assert_eq!(b.view_at(32), None);
-    assert_eq!(b.view_at(34), None);
+    assert_eq!(b.committed_seqno(), SeqNo(33));
+    assert_eq!(b.view_at(SeqNo(33)), Some(View(1)));
+    assert_eq!(b.view_at(SeqNo(32)), None);
+    assert_eq!(b.view_at(SeqNo(34)), None);
     assert_eq!(b.view(), View(2));
     assert_eq!(b.ledger().last_txid(), Some(base));
 
@@ -175,46 +179,58 @@ fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
         .to_string_lossy()
         .starts_with("ledger_34-")));
     let check = |a: &mut Engine, b: &mut Engine| {
-        for s in 34..=a.last_seqno() {
-            let t = TxId::new(a.view_at(s).unwrap(), s);
+        for s in 34..=a.last_seqno().0 {
+            let t = TxId::new(a.view_at(SeqNo(s)).unwrap().0, s);
             let ra = a.receipt(t).unwrap();
             assert_eq!(b.receipt(t).unwrap(), ra, "receipt of {t}");
-            assert_eq!(b.read_tx(s).unwrap(), a.read_tx(s).unwrap());
+            assert_eq!(b.read_tx(SeqNo(s)).unwrap(), a.read_tx(SeqNo(s)).unwrap());
             assert_eq!(b.status(t).unwrap(), a.status(t).unwrap());
         }
-        let sigs: Vec<u64> = a.signature_seqnos().filter(|&s| s > 33).collect();
+        let sigs: Vec<SeqNo> = a.signature_seqnos().filter(|&s| s > SeqNo(33)).collect();
         let (old, new) = (sigs[0], *sigs.last().unwrap());
         assert_eq!(
             b.consistency(old, new).unwrap(),
             a.consistency(old, new).unwrap()
         );
         assert!(matches!(
-            b.consistency(33, new),
-            Err(EngineError::NotHeld(33))
+            b.consistency(SeqNo(33), new),
+            Err(EngineError::NotHeld(SeqNo(33)))
         ));
         assert!(matches!(
-            b.consistency(20, new),
-            Err(EngineError::NotHeld(20))
+            b.consistency(SeqNo(20), new),
+            Err(EngineError::NotHeld(SeqNo(20)))
         ));
     };
     check(&mut a, &mut b);
 
     // What came before the snapshot is refused cleanly.
     let early = TxId::new(1, 5);
-    assert!(matches!(b.receipt(early), Err(EngineError::NotHeld(5))));
-    assert!(matches!(b.read_tx(5), Err(EngineError::NotHeld(5))));
-    assert!(matches!(b.status(early), Err(EngineError::NotHeld(5))));
+    assert!(matches!(
+        b.receipt(early),
+        Err(EngineError::NotHeld(SeqNo(5)))
+    ));
+    assert!(matches!(
+        b.read_tx(SeqNo(5)),
+        Err(EngineError::NotHeld(SeqNo(5)))
+    ));
+    assert!(matches!(
+        b.status(early),
+        Err(EngineError::NotHeld(SeqNo(5)))
+    ));
     assert_eq!(b.status(base).unwrap(), TxStatus::Committed);
     assert_eq!(b.status(TxId::new(2, 33)).unwrap(), TxStatus::Invalid);
-    assert!(matches!(b.receipt(base), Err(EngineError::NotHeld(33))));
-    assert!(b.rollback(20).is_err());
-    assert!(b.rollback(33).is_err(), "the base is committed");
+    assert!(matches!(
+        b.receipt(base),
+        Err(EngineError::NotHeld(SeqNo(33)))
+    ));
+    assert!(b.rollback(SeqNo(20)).is_err());
+    assert!(b.rollback(SeqNo(33)).is_err(), "the base is committed");
 
     // B restarts from its ledger (which starts at 34) and the snapshot.
     drop(b);
     let mut b = open(&f, &cb);
     assert_eq!(b.snapshot_base(), Some(base));
-    assert_eq!(b.first_seqno(), 34);
+    assert_eq!(b.first_seqno(), SeqNo(34));
     assert_eq!(b.store().snapshot(), a.store().snapshot());
     check(&mut a, &mut b);
 
@@ -226,14 +242,14 @@ fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
     b.flush().unwrap();
     assert_eq!(b.store().snapshot(), a.store().snapshot());
     let sig = *a.signature_seqnos().collect::<Vec<_>>().last().unwrap();
-    assert_eq!(b.latest_snapshot().unwrap().0.seqno.0, sig);
+    assert_eq!(b.latest_snapshot().unwrap().0.seqno.0, sig.0);
     check(&mut a, &mut b);
     drop(b);
 
     // The audit finds the snapshot beside the ledger, or is told where it is.
     let report = audit_ledger(&cb.ledger_dir, &f.service.cert, |_, _| {}).unwrap();
     assert_eq!(report.snapshot, Some(base));
-    assert_eq!(report.entries, a.last_seqno() - 33);
+    assert_eq!(report.entries, a.last_seqno().0 - 33);
     let moved = f.dir.path().join("elsewhere.snap");
     std::fs::copy(&path, &moved).unwrap();
     std::fs::remove_file(snap_dir(&cb).join("snapshot_33.committed")).unwrap();
@@ -246,7 +262,13 @@ fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
     // And the engine cannot open a ledger whose snapshot is gone.
     let err = Engine::open(cb.clone(), f.node.clone(), f.secret.clone()).unwrap_err();
     assert!(
-        matches!(err, EngineError::MissingSnapshot { first: 34, .. }),
+        matches!(
+            err,
+            EngineError::MissingSnapshot {
+                first: SeqNo(34),
+                ..
+            }
+        ),
         "{err}"
     );
     // A snapshot that is not the one the ledger continues is refused by the audit.
@@ -289,19 +311,19 @@ fn receipts_across_the_snapshot_page_after_flushing_match_a_full_replay() {
     let mut b = open(&f, &cb);
     follow(&a, &mut b);
     b.flush().unwrap();
-    assert!(b.committed_seqno() > 8192, "page 1 is flushed on B");
+    assert!(b.committed_seqno() > SeqNo(8192), "page 1 is flushed on B");
     let mut seqnos: Vec<u64> = (4142..4200)
-        .chain((4142..=a.last_seqno()).step_by(97))
+        .chain((4142..=a.last_seqno().0).step_by(97))
         .collect();
-    seqnos.extend([4141 + 1, 8191, 8192, 8193, a.committed_seqno() - 1]);
+    seqnos.extend([4141 + 1, 8191, 8192, 8193, a.committed_seqno().0 - 1]);
     let committed = a.committed_seqno();
-    for s in seqnos.into_iter().filter(|&s| s < committed) {
-        let t = TxId::new(a.view_at(s).unwrap(), s);
+    for s in seqnos.into_iter().filter(|&s| s < committed.0) {
+        let t = TxId::new(a.view_at(SeqNo(s)).unwrap().0, s);
         let ra = a.receipt(t).unwrap();
         assert!(ra.receipt.is_some(), "{t}");
         assert_eq!(b.receipt(t).unwrap(), ra, "receipt of {t}");
     }
-    let sigs: Vec<u64> = a.signature_seqnos().filter(|&s| s > 4141).collect();
+    let sigs: Vec<SeqNo> = a.signature_seqnos().filter(|&s| s > SeqNo(4141)).collect();
     assert_eq!(
         b.consistency(sigs[0], *sigs.last().unwrap()).unwrap(),
         a.consistency(sigs[0], *sigs.last().unwrap()).unwrap()
@@ -361,7 +383,7 @@ fn tampered_snapshots_are_refused_by_install_and_open() {
         .unwrap()
         .to_bytes(Some(&f.secret))
         .unwrap();
-    assert!(a.last_seqno() != base.seqno.0);
+    assert!(a.last_seqno() != base.seqno);
     assert!(install(&t.encode().unwrap()).is_err());
 
     // Another service's certificate, another ledger secret.
@@ -416,7 +438,7 @@ fn rollback_drops_a_pending_snapshot() {
     write_entries(&mut a, 10, "r");
     let s1 = a.emit_signature().unwrap();
     a.flush().unwrap();
-    a.advance_commit(s1.seqno.0).unwrap();
+    a.advance_commit(s1.seqno).unwrap();
     assert!(snapshot_files(&snap_dir(&c)).is_empty(), "none requested");
 
     a.request_snapshot();
@@ -424,13 +446,13 @@ fn rollback_drops_a_pending_snapshot() {
     let s2 = a.emit_signature().unwrap();
     a.flush().unwrap();
     // The suffix with the captured signature is lost in a view change.
-    a.rollback(s1.seqno.0).unwrap();
+    a.rollback(s1.seqno).unwrap();
     a.set_view(View(5));
     write_entries(&mut a, 7, "u");
     let s3 = a.emit_signature().unwrap();
     assert!(s3.seqno > s2.seqno);
     a.flush().unwrap();
-    a.advance_commit(s3.seqno.0).unwrap();
+    a.advance_commit(s3.seqno).unwrap();
     assert!(
         snapshot_files(&snap_dir(&c)).is_empty(),
         "the capture was dropped"
@@ -442,7 +464,7 @@ fn rollback_drops_a_pending_snapshot() {
     let s4 = a.emit_signature().unwrap();
     a.flush().unwrap();
     assert!(snapshot_files(&snap_dir(&c)).is_empty());
-    a.advance_commit(s4.seqno.0).unwrap();
+    a.advance_commit(s4.seqno).unwrap();
     assert_eq!(
         snapshot_files(&snap_dir(&c)),
         [format!("snapshot_{}.committed", s4.seqno.0)]
@@ -452,7 +474,7 @@ fn rollback_drops_a_pending_snapshot() {
     write_entries(&mut a, 3, "w");
     let s5 = a.emit_signature().unwrap();
     a.flush().unwrap();
-    a.advance_commit(s5.seqno.0).unwrap();
+    a.advance_commit(s5.seqno).unwrap();
     assert_eq!(snapshot_files(&snap_dir(&c)).len(), 1);
 
     // A node started from that snapshot keeps it however many follow.

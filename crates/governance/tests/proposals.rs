@@ -61,7 +61,7 @@ impl Consortium {
         body: serde_json::Value,
     ) -> Result<(String, ProposalState), GovError> {
         let mut tx = self.store.begin();
-        let seqno = self.store.last_seqno() + 1;
+        let seqno = self.store.last_seqno().0 + 1;
         let r = self.gov.propose(
             &mut tx,
             &self.store,

@@ -94,7 +94,7 @@ impl KvAccess for BufferedKv {
     }
 
     fn version(&self, map: &str, key: &[u8]) -> Option<u64> {
-        self.store.version_of(map, key)
+        self.store.version_of(map, key).map(|s| s.0)
     }
 
     fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -16,6 +16,8 @@ mod snapshot;
 mod store;
 mod writeset;
 
+use covenant_types::{SeqNo, TxId};
+
 pub use entry::{TxEntry, ENTRY_FORMAT_VERSION};
 pub use snapshot::{PublicSnapshot, Snapshot};
 pub use store::{Store, Tx};
@@ -44,11 +46,11 @@ pub enum KvError {
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
     #[error("transaction {got} cannot follow seqno {last}")]
-    OutOfOrder { last: u64, got: String },
+    OutOfOrder { last: SeqNo, got: TxId },
     #[error("cannot roll back to seqno {to}: seqno {committed} is committed")]
-    BelowCommitted { to: u64, committed: u64 },
+    BelowCommitted { to: SeqNo, committed: SeqNo },
     #[error("cannot roll back to seqno {to}: undo history starts at {oldest}")]
-    NoUndo { to: u64, oldest: u64 },
+    NoUndo { to: SeqNo, oldest: SeqNo },
     #[error("map name {0:?} is empty or too long")]
     BadMapName(String),
     #[error(transparent)]

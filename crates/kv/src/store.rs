@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use covenant_types::{TxId, View};
+use covenant_types::{SeqNo, TxId, View};
 
 use crate::snapshot::{Maps, Snapshot};
 use crate::writeset::MAX_MAP_NAME;
@@ -74,12 +74,14 @@ impl Store {
         self.read().last
     }
 
-    pub fn last_seqno(&self) -> u64 {
-        self.read().last.map(|t| t.seqno.0).unwrap_or(0)
+    /// Seqno of the last transaction applied (`ZERO` when empty).
+    pub fn last_seqno(&self) -> SeqNo {
+        self.read().last.map_or(SeqNo::ZERO, |t| t.seqno)
     }
 
-    pub fn committed_seqno(&self) -> u64 {
-        self.read().committed
+    /// Everything up to this seqno is committed and can no longer be rolled back.
+    pub fn committed_seqno(&self) -> SeqNo {
+        SeqNo(self.read().committed)
     }
 
     /// Starts a transaction reading the current state.
@@ -101,12 +103,12 @@ impl Store {
     }
 
     /// Seqno of the last write to `key`, if present.
-    pub fn version_of(&self, map: &str, key: &[u8]) -> Option<u64> {
+    pub fn version_of(&self, map: &str, key: &[u8]) -> Option<SeqNo> {
         self.read()
             .maps
             .get(map)
             .and_then(|m| m.get(key))
-            .map(|(_, ver)| *ver)
+            .map(|(_, ver)| SeqNo(*ver))
     }
 
     /// Every key and value of `map`, in key order (a consistent copy).
@@ -151,8 +153,8 @@ impl Store {
         let seqno = s.last.map(|t| t.seqno.0).unwrap_or(0) + 1;
         if s.last.is_some_and(|t| t.view > view) {
             return Err(KvError::OutOfOrder {
-                last: seqno - 1,
-                got: format!("{}.{}", view.0, seqno),
+                last: SeqNo(seqno - 1),
+                got: TxId::new(view.0, seqno),
             });
         }
         let txid = TxId::new(view.0, seqno);
@@ -169,7 +171,8 @@ impl Store {
 
     /// Records that everything up to `seqno` is committed: it can no longer be rolled
     /// back, and its undo records are dropped.
-    pub fn mark_committed(&self, seqno: u64) {
+    pub fn mark_committed(&self, seqno: SeqNo) {
+        let seqno = seqno.0;
         let mut s = self.write();
         let last = s.last.map(|t| t.seqno.0).unwrap_or(0);
         s.committed = s.committed.max(seqno.min(last));
@@ -184,12 +187,13 @@ impl Store {
     }
 
     /// Undoes every transaction after `seqno` (an uncommitted suffix lost in a view change).
-    pub fn rollback(&self, seqno: u64) -> Result<(), KvError> {
+    pub fn rollback(&self, to: SeqNo) -> Result<(), KvError> {
+        let seqno = to.0;
         let mut s = self.write();
         if seqno < s.committed {
             return Err(KvError::BelowCommitted {
-                to: seqno,
-                committed: s.committed,
+                to,
+                committed: SeqNo(s.committed),
             });
         }
         let last = s.last.map(|t| t.seqno.0).unwrap_or(0);
@@ -198,7 +202,10 @@ impl Store {
         }
         let oldest = s.undo.front().map(|(t, _)| t.seqno.0).unwrap_or(last + 1);
         if seqno + 1 < oldest {
-            return Err(KvError::NoUndo { to: seqno, oldest });
+            return Err(KvError::NoUndo {
+                to,
+                oldest: SeqNo(oldest),
+            });
         }
         while s.undo.back().is_some_and(|(t, _)| t.seqno.0 > seqno) {
             if let Some((_, undo)) = s.undo.pop_back() {
@@ -256,8 +263,8 @@ fn apply_locked(s: &mut State, txid: TxId, ws: &WriteSet) -> Result<(), KvError>
     let expected = s.last.map(|t| t.seqno.0).unwrap_or(0) + 1;
     if txid.seqno.0 != expected || s.last.is_some_and(|t| t.view > txid.view) {
         return Err(KvError::OutOfOrder {
-            last: expected - 1,
-            got: txid.to_string(),
+            last: SeqNo(expected - 1),
+            got: txid,
         });
     }
     let seqno = txid.seqno.0;
@@ -391,7 +398,7 @@ mod tests {
         assert_eq!(s.map_version("m"), (2, 3));
         put(b"b", None);
         assert_eq!(s.map_version("m"), (1, 3));
-        s.rollback(2).unwrap();
+        s.rollback(SeqNo(2)).unwrap();
         assert_eq!(s.map_version("m"), (2, 2));
     }
 
@@ -404,7 +411,7 @@ mod tests {
         assert_eq!(t, TxId::new(2, 1));
         assert_eq!(ws.get("public:a", b"k"), Some(Some(&b"v1"[..])));
         assert_eq!(s.get("public:a", b"k"), Some(b"v1".to_vec()));
-        assert_eq!(s.version_of("public:a", b"k"), Some(1));
+        assert_eq!(s.version_of("public:a", b"k"), Some(SeqNo(1)));
         let mut tx = s.begin();
         assert_eq!(tx.get("public:a", b"k"), Some(b"v1".to_vec()));
         tx.put("public:a", b"k", b"v2");
@@ -447,7 +454,7 @@ mod tests {
         let mut tx = s.begin();
         tx.put("m", b"a", b"1");
         s.commit(tx, View(1)).unwrap();
-        s.mark_committed(1);
+        s.mark_committed(SeqNo(1));
         let before = s.snapshot().unwrap();
         for i in 0..5u8 {
             let mut tx = s.begin();
@@ -456,11 +463,14 @@ mod tests {
             tx.remove("m", b"zzz");
             s.commit(tx, View(1)).unwrap();
         }
-        assert!(matches!(s.rollback(0), Err(KvError::BelowCommitted { .. })));
+        assert!(matches!(
+            s.rollback(SeqNo(0)),
+            Err(KvError::BelowCommitted { .. })
+        ));
         // Rolling back part of the suffix keeps the exact TxId of the new last transaction.
-        s.rollback(4).unwrap();
+        s.rollback(SeqNo(4)).unwrap();
         assert_eq!(s.last_txid(), Some(TxId::new(1, 4)));
-        s.rollback(1).unwrap();
+        s.rollback(SeqNo(1)).unwrap();
         assert_eq!(s.last_txid(), Some(TxId::new(1, 1)));
         assert_eq!(s.snapshot().unwrap(), before);
         // The next transaction reuses seqno 2, in a later view.

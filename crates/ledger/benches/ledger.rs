@@ -2,7 +2,7 @@
 //! Run: `cargo bench -p covenant-ledger`.
 use std::time::{Duration, Instant};
 
-use covenant_ledger::{ChunkScanner, Ledger, LedgerConfig, TxId};
+use covenant_ledger::{ChunkScanner, Ledger, LedgerConfig, SeqNo, TxId};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const ENTRY: usize = 1024;
@@ -14,7 +14,7 @@ const RESET_AT: u64 = 256 * 1024 * 1024;
 
 fn append_batch(ledger: &mut Ledger, payload: &[u8], n: u64) {
     for _ in 0..n {
-        let s = ledger.last_seqno() + 1;
+        let s = ledger.last_seqno().0 + 1;
         ledger
             .append(TxId::new(1, s), s % SIG_EVERY == 0, payload)
             .expect("append");
@@ -36,8 +36,8 @@ fn bench_append(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
-                    if ledger.last_seqno() * ENTRY as u64 > RESET_AT {
-                        ledger.truncate(0).expect("reset");
+                    if ledger.last_seqno().0 * ENTRY as u64 > RESET_AT {
+                        ledger.truncate(SeqNo(0)).expect("reset");
                     }
                     let t = Instant::now();
                     append_batch(&mut ledger, &payload, per_sync);
@@ -70,7 +70,7 @@ fn bench_scan(c: &mut Criterion) {
                 e.expect("valid entry");
                 n += 1;
             }
-            assert_eq!(n, last);
+            assert_eq!(n, last.0);
         })
     });
     g.finish();

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 
 /// Everything that can go wrong with a ledger directory.
 ///
@@ -38,19 +38,19 @@ pub enum LedgerError {
     BadView { seqno: u64, got: u64, min: u64 },
 
     #[error("no ledger entry with seqno {0}")]
-    NotFound(u64),
+    NotFound(SeqNo),
 
     /// The ledger continues a snapshot and holds nothing before `first`.
     #[error(
         "seqno {seqno} precedes this ledger, which starts at seqno {first} (after a snapshot)"
     )]
-    BeforeStart { seqno: u64, first: u64 },
+    BeforeStart { seqno: SeqNo, first: SeqNo },
 
     #[error("cannot truncate to seqno {requested}: entries up to {committed} are committed")]
-    BelowCommitted { requested: u64, committed: u64 },
+    BelowCommitted { requested: SeqNo, committed: SeqNo },
 
     #[error("cannot commit seqno {requested}: only entries up to {synced} are durably synced")]
-    NotSynced { requested: u64, synced: u64 },
+    NotSynced { requested: SeqNo, synced: SeqNo },
 
     #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]
     TooLarge { len: u64, max: u64 },

@@ -4,7 +4,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 
 use crate::error::LedgerError;
 use crate::format::{
@@ -72,7 +72,7 @@ pub struct RecoveryReport {
     /// Whether an incomplete or checksum-failing last entry was discarded.
     pub dropped_partial_entry: bool,
     /// Last seqno present after recovery (when empty, the base: 0 for a full ledger).
-    pub last_seqno: u64,
+    pub last_seqno: SeqNo,
 }
 
 #[derive(Debug)]
@@ -400,7 +400,7 @@ impl Ledger {
         if dir_changed {
             sync_dir(&ledger.dir)?;
         }
-        ledger.synced_seqno = ledger.last_seqno();
+        ledger.synced_seqno = ledger.last();
         report.last_seqno = ledger.last_seqno();
         Ok((ledger, report))
     }
@@ -408,8 +408,8 @@ impl Ledger {
     /// Sets `last_txid` from the last committed entry when committed chunks
     /// are all there is so far (one index load and one frame read).
     fn resolve_committed_tail(&mut self) -> Result<(), LedgerError> {
-        if self.committed_seqno > self.last_seqno() {
-            self.last_txid = Some(self.read(self.committed_seqno)?.txid);
+        if self.committed_seqno > self.last() {
+            self.last_txid = Some(self.read(SeqNo(self.committed_seqno))?.txid);
         }
         Ok(())
     }
@@ -593,7 +593,7 @@ impl Ledger {
         payload: &[u8],
     ) -> Result<(), LedgerError> {
         self.check_usable()?;
-        let expected = self.last_seqno() + 1;
+        let expected = self.last() + 1;
         if txid.seqno.0 != expected {
             return Err(LedgerError::OutOfOrder {
                 expected,
@@ -789,7 +789,7 @@ impl Ledger {
             let result = ticket.run();
             self.complete_sync(ticket, result)?;
             // A completed close creates the next chunk's file: sync that too.
-            if self.synced_seqno >= self.last_seqno() && !self.dir_dirty {
+            if self.synced_seqno >= self.last() && !self.dir_dirty {
                 return Ok(());
             }
         }
@@ -819,7 +819,7 @@ impl Ledger {
                 closing: l.closing.clone(),
                 file: None,
                 dir: None,
-                upto: l.last_seqno(),
+                upto: l.last(),
                 epoch: l.epoch,
             };
             if let (Some(w), Some(c)) = (l.writer.as_mut(), l.chunks.last()) {
@@ -863,7 +863,7 @@ impl Ledger {
                     l.finish_close(done)?;
                 }
             }
-            l.synced_seqno = l.synced_seqno.max(ticket.upto.min(l.last_seqno()));
+            l.synced_seqno = l.synced_seqno.max(ticket.upto.min(l.last()));
             Ok(())
         })
     }
@@ -912,13 +912,17 @@ impl Ledger {
     }
 
     /// Last seqno known durable.
-    pub fn synced_seqno(&self) -> u64 {
-        self.synced_seqno
+    pub fn synced_seqno(&self) -> SeqNo {
+        SeqNo(self.synced_seqno)
     }
 
     /// Seqno of the last appended entry; when there is none, the base seqno
     /// (0 for a full ledger, the snapshot's seqno for one that continues it).
-    pub fn last_seqno(&self) -> u64 {
+    pub fn last_seqno(&self) -> SeqNo {
+        SeqNo(self.last())
+    }
+
+    fn last(&self) -> u64 {
         self.last_txid.map_or(self.base, |t| t.seqno.0)
     }
 
@@ -929,31 +933,31 @@ impl Ledger {
 
     /// Seqno of the first entry this ledger can hold: 1, or `base + 1` for a
     /// ledger that continues a snapshot.
-    pub fn first_seqno(&self) -> u64 {
-        self.base + 1
+    pub fn first_seqno(&self) -> SeqNo {
+        SeqNo(self.base + 1)
     }
 
     /// First seqno of the first chunk file in `dir` (after checking the layout),
     /// `None` when there is no chunk or no directory: lets a caller pick the
     /// snapshot a ledger continues before opening it.
-    pub fn first_seqno_on_disk(dir: &Path) -> Result<Option<u64>, LedgerError> {
+    pub fn first_seqno_on_disk(dir: &Path) -> Result<Option<SeqNo>, LedgerError> {
         match fs::metadata(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LedgerError::io(dir, e)),
             Ok(m) if !m.is_dir() => return Err(LedgerError::layout(dir, "not a directory")),
             Ok(_) => {}
         }
-        Ok(list_dir(dir)?.chunks.first().map(|c| c.first))
+        Ok(list_dir(dir)?.chunks.first().map(|c| SeqNo(c.first)))
     }
 
     /// Entries 1..=base are not here (they are in the snapshot); 0 never exists.
     fn check_held(&self, seqno: u64) -> Result<(), LedgerError> {
         if seqno == 0 {
-            return Err(LedgerError::NotFound(0));
+            return Err(LedgerError::NotFound(SeqNo::ZERO));
         }
         if seqno <= self.base {
             return Err(LedgerError::BeforeStart {
-                seqno,
+                seqno: SeqNo(seqno),
                 first: self.first_seqno(),
             });
         }
@@ -962,8 +966,8 @@ impl Ledger {
 
     /// Highest seqno known committed: the end of the last `.committed` chunk
     /// at open, raised by [`Ledger::commit`] (not persisted beyond chunk names).
-    pub fn committed_seqno(&self) -> u64 {
-        self.committed_seqno
+    pub fn committed_seqno(&self) -> SeqNo {
+        SeqNo(self.committed_seqno)
     }
 
     /// The ledger directory.
@@ -1046,7 +1050,7 @@ impl Ledger {
     /// Bytes `[start, end)` of the open chunk, from its file and/or the write buffer.
     fn open_bytes(&self, c: &Chunk, start: u64, end: u64) -> Result<Vec<u8>, LedgerError> {
         let Some(w) = self.writer.as_ref() else {
-            return Err(LedgerError::NotFound(c.last));
+            return Err(LedgerError::NotFound(SeqNo(c.last)));
         };
         let split = end.min(w.flushed).max(start);
         let mut buf = if split > start {
@@ -1076,9 +1080,12 @@ impl Ledger {
 
     /// Reads one entry through the chunk index (no scan), verifying its checksum.
     /// Sees entries appended but not yet synced.
-    pub fn read(&self, seqno: u64) -> Result<Entry, LedgerError> {
+    pub fn read(&self, seqno: SeqNo) -> Result<Entry, LedgerError> {
+        let seqno = seqno.0;
         self.check_held(seqno)?;
-        let c = self.find_chunk(seqno).ok_or(LedgerError::NotFound(seqno))?;
+        let c = self
+            .find_chunk(seqno)
+            .ok_or(LedgerError::NotFound(SeqNo(seqno)))?;
         let i = (seqno - c.first) as usize;
         let missing =
             || LedgerError::corrupt(&c.path, 0, None, Some(seqno), "no index entry for seqno");
@@ -1144,11 +1151,11 @@ impl Ledger {
     /// range (`from > to`) yields nothing; a range past the end is `NotFound`.
     pub fn read_range(
         &self,
-        from: u64,
-        to: u64,
+        from: SeqNo,
+        to: SeqNo,
     ) -> Result<impl Iterator<Item = Result<Entry, LedgerError>> + '_, LedgerError> {
         if from <= to {
-            self.check_held(from)?;
+            self.check_held(from.0)?;
             if to > self.last_seqno() {
                 return Err(LedgerError::NotFound(to));
             }
@@ -1161,7 +1168,7 @@ impl Ledger {
             }
             let r = self.read(next);
             done = r.is_err() || next >= to;
-            next = next.saturating_add(1);
+            next = next.plus(1);
             Some(r)
         }))
     }
@@ -1169,12 +1176,13 @@ impl Ledger {
     /// Marks everything up to `seqno` committed: closed chunks entirely at or
     /// below it get their index and are renamed `.committed`, durably.
     /// Refused beyond the last synced seqno; lower values are a no-op.
-    pub fn commit(&mut self, seqno: u64) -> Result<(), LedgerError> {
+    pub fn commit(&mut self, seqno: SeqNo) -> Result<(), LedgerError> {
+        let seqno = seqno.0;
         self.check_usable()?;
         if seqno > self.synced_seqno {
             return Err(LedgerError::NotSynced {
-                requested: seqno,
-                synced: self.synced_seqno,
+                requested: SeqNo(seqno),
+                synced: self.synced_seqno(),
             });
         }
         if seqno <= self.committed_seqno {
@@ -1212,15 +1220,16 @@ impl Ledger {
     /// Drops every entry after `seqno` (rolling back an uncommitted suffix),
     /// durably. Refused below [`Ledger::committed_seqno`] (never below the base of a
     /// ledger that continues a snapshot); a no-op at or past the end.
-    pub fn truncate(&mut self, seqno: u64) -> Result<(), LedgerError> {
+    pub fn truncate(&mut self, seqno: SeqNo) -> Result<(), LedgerError> {
+        let seqno = seqno.0;
         self.check_usable()?;
         if seqno < self.committed_seqno {
             return Err(LedgerError::BelowCommitted {
-                requested: seqno,
-                committed: self.committed_seqno,
+                requested: SeqNo(seqno),
+                committed: self.committed_seqno(),
             });
         }
-        if seqno >= self.last_seqno() {
+        if seqno >= self.last() {
             return Ok(());
         }
         if self.tickets_out > 0 {
@@ -1244,8 +1253,8 @@ impl Ledger {
             }
             if c.kind == ChunkKind::Committed {
                 return Err(LedgerError::BelowCommitted {
-                    requested: seqno,
-                    committed: c.last,
+                    requested: SeqNo(seqno),
+                    committed: SeqNo(c.last),
                 });
             }
             if c.kind == ChunkKind::Open {
@@ -1310,7 +1319,7 @@ impl Ledger {
         self.last_txid = if seqno == self.base {
             self.base_txid
         } else {
-            Some(self.read(seqno)?.txid)
+            Some(self.read(SeqNo(seqno))?.txid)
         };
         self.synced_seqno = seqno;
         self.epoch += 1;
@@ -1331,8 +1340,8 @@ pub struct SyncTicket {
 
 impl SyncTicket {
     /// Seqno that is durable once this ticket has run.
-    pub fn upto(&self) -> u64 {
-        self.upto
+    pub fn upto(&self) -> SeqNo {
+        SeqNo(self.upto)
     }
 
     /// Nothing to sync: every entry it covers was already durable.

@@ -72,7 +72,7 @@ mod format;
 mod ledger;
 mod scanner;
 
-pub use covenant_types::TxId;
+pub use covenant_types::{SeqNo, TxId};
 pub use error::{io_no_space, LedgerError};
 pub use format::MAX_PAYLOAD_LEN;
 pub use ledger::{

@@ -1,5 +1,7 @@
 use std::path::{Path, PathBuf};
 
+use covenant_types::SeqNo;
+
 use crate::error::LedgerError;
 use crate::format::{check_sequence, list_dir, ChunkFile, ChunkKind, ChunkReader};
 use crate::ledger::Entry;
@@ -76,8 +78,8 @@ impl ChunkScanner {
 
     /// Seqno of the first entry (the first chunk's): 1 for a full ledger, `b + 1`
     /// for one that continues a snapshot at `b`, which the caller must supply.
-    pub fn first_seqno(&self) -> u64 {
-        self.first
+    pub fn first_seqno(&self) -> SeqNo {
+        SeqNo(self.first)
     }
 
     /// Sum of the chunk file sizes, for progress reporting.

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use covenant_ledger::{
-    ChunkScanner, Entry, Ledger, LedgerConfig, LedgerError, TxId, MAX_PAYLOAD_LEN,
+    ChunkScanner, Entry, Ledger, LedgerConfig, LedgerError, SeqNo, TxId, MAX_PAYLOAD_LEN,
 };
 use proptest::prelude::*;
 
@@ -50,7 +50,7 @@ fn fill(ledger: &mut Ledger, rng: &mut Rng, n: u64, max_len: u64) -> Vec<Entry> 
     let mut out = Vec::new();
     let mut view = ledger.last_txid().map_or(1, |t| t.view.0);
     for _ in 0..n {
-        let seqno = ledger.last_seqno() + 1;
+        let seqno = ledger.last_seqno().0 + 1;
         if rng.below(50) == 0 {
             view += 1;
         }
@@ -123,11 +123,11 @@ fn check_names(dir: &Path, last: u64, committed: u64) {
 }
 
 fn read_all(ledger: &Ledger) -> Vec<Entry> {
-    if ledger.last_seqno() == 0 {
+    if ledger.last_seqno() == SeqNo::ZERO {
         return Vec::new();
     }
     ledger
-        .read_range(1, ledger.last_seqno())
+        .read_range(SeqNo(1), ledger.last_seqno())
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
@@ -160,13 +160,13 @@ fn roundtrip_across_many_chunks() {
     let mut rng = Rng(0x1234_5678);
     let (mut ledger, report) = Ledger::open(config(dir.path(), 4096)).unwrap();
     assert_eq!(report, Default::default());
-    assert_eq!(ledger.last_seqno(), 0);
+    assert_eq!(ledger.last_seqno(), SeqNo(0));
     assert_eq!(ledger.last_txid(), None);
     let written = fill(&mut ledger, &mut rng, 600, 1500);
     ledger.sync().unwrap();
     assert_eq!(ledger.last_txid(), Some(written[599].txid));
     for e in &written {
-        assert_eq!(&ledger.read(e.txid.seqno.0).unwrap(), e);
+        assert_eq!(&ledger.read(e.txid.seqno).unwrap(), e);
     }
     check_names(dir.path(), 600, 0);
     let closed = names(dir.path()).iter().filter(|n| n.contains('-')).count();
@@ -178,28 +178,34 @@ fn roundtrip_across_many_chunks() {
     drop(ledger);
 
     let (mut ledger, report) = Ledger::open(config(dir.path(), 4096)).unwrap();
-    assert_eq!(report.last_seqno, 600);
+    assert_eq!(report.last_seqno, SeqNo(600));
     assert_eq!(report.truncated_bytes, 0);
     assert_eq!(read_all(&ledger), written);
     let mid: Vec<Entry> = ledger
-        .read_range(123, 321)
+        .read_range(SeqNo(123), SeqNo(321))
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(mid, written[122..321]);
-    assert_eq!(ledger.read_range(5, 4).unwrap().count(), 0);
-    assert!(matches!(ledger.read(0), Err(LedgerError::NotFound(0))));
-    assert!(matches!(ledger.read(601), Err(LedgerError::NotFound(601))));
-    assert!(ledger.read_range(1, 601).is_err());
+    assert_eq!(ledger.read_range(SeqNo(5), SeqNo(4)).unwrap().count(), 0);
+    assert!(matches!(
+        ledger.read(SeqNo(0)),
+        Err(LedgerError::NotFound(SeqNo(0)))
+    ));
+    assert!(matches!(
+        ledger.read(SeqNo(601)),
+        Err(LedgerError::NotFound(SeqNo(601)))
+    ));
+    assert!(ledger.read_range(SeqNo(1), SeqNo(601)).is_err());
 
     // Commit somewhere in the middle: only whole closed chunks get renamed.
-    ledger.commit(300).unwrap();
-    assert_eq!(ledger.committed_seqno(), 300);
+    ledger.commit(SeqNo(300)).unwrap();
+    assert_eq!(ledger.committed_seqno(), SeqNo(300));
     check_names(dir.path(), 600, 300);
     assert_eq!(read_all(&ledger), written);
     let more = fill(&mut ledger, &mut rng, 100, 1500);
     ledger.sync().unwrap();
-    ledger.commit(650).unwrap();
+    ledger.commit(SeqNo(650)).unwrap();
     check_names(dir.path(), 700, 650);
     drop(ledger);
 
@@ -222,11 +228,11 @@ fn roundtrip_across_many_chunks() {
         })
         .max()
         .unwrap();
-    assert_eq!(ledger.committed_seqno(), reopened_committed);
+    assert_eq!(ledger.committed_seqno(), SeqNo(reopened_committed));
     assert!(reopened_committed <= 650 && reopened_committed > 300);
     // Random access in reverse order works through the indexes.
     for s in (1..=700).rev().step_by(7) {
-        assert_eq!(ledger.read(s).unwrap(), all[s as usize - 1]);
+        assert_eq!(ledger.read(SeqNo(s)).unwrap(), all[s as usize - 1]);
     }
 
     let mut scanner = ChunkScanner::open(dir.path()).unwrap();
@@ -258,30 +264,30 @@ fn group_commit_reads_before_sync_and_survives_reopen() {
             is_signature: s % 5 == 0,
             payload: p,
         });
-        assert_eq!(ledger.read(s).unwrap(), written[s as usize - 1]);
+        assert_eq!(ledger.read(SeqNo(s)).unwrap(), written[s as usize - 1]);
     }
     assert_eq!(read_all(&ledger), written);
     assert!(matches!(
-        ledger.commit(1),
+        ledger.commit(SeqNo(1)),
         Err(LedgerError::NotSynced {
-            requested: 1,
-            synced: 0
+            requested: SeqNo(1),
+            synced: SeqNo(0)
         })
     ));
     ledger.sync().unwrap();
-    ledger.commit(40).unwrap(); // nothing closed yet: only the watermark moves
-    assert_eq!(ledger.committed_seqno(), 40);
+    ledger.commit(SeqNo(40)).unwrap(); // nothing closed yet: only the watermark moves
+    assert_eq!(ledger.committed_seqno(), SeqNo(40));
     assert!(matches!(
-        ledger.truncate(39),
+        ledger.truncate(SeqNo(39)),
         Err(LedgerError::BelowCommitted { .. })
     ));
     drop(ledger);
     let (ledger, report) = Ledger::open(config(dir.path(), u64::MAX)).unwrap();
-    assert_eq!(report.last_seqno, 40);
+    assert_eq!(report.last_seqno, SeqNo(40));
     assert_eq!(read_all(&ledger), written);
     assert_eq!(
         ledger.committed_seqno(),
-        0,
+        SeqNo(0),
         "commit of an open chunk is not persisted"
     );
 }
@@ -336,8 +342,8 @@ fn torn_tail_every_cut_length() {
             .zip(&sizes)
             .filter(|(o, s)| **o + OVERHEAD + **s as u64 <= cut)
             .count();
-        assert_eq!(ledger.last_seqno(), whole as u64, "cut {cut}");
-        assert_eq!(report.last_seqno, whole as u64);
+        assert_eq!(ledger.last_seqno(), SeqNo(whole as u64), "cut {cut}");
+        assert_eq!(report.last_seqno, SeqNo(whole as u64));
         let valid_end = if cut < HEADER {
             0
         } else {
@@ -359,7 +365,10 @@ fn torn_tail_every_cut_length() {
         drop(ledger);
         let ledger = open(dir.path(), u64::MAX);
         assert_eq!(ledger.last_txid(), Some(TxId::new(3, next)));
-        assert_eq!(ledger.read(next).unwrap().payload, b"after the crash");
+        assert_eq!(
+            ledger.read(SeqNo(next)).unwrap().payload,
+            b"after the crash"
+        );
         assert_eq!(scan_all(dir.path()).unwrap().len(), whole + 1);
     }
 }
@@ -393,7 +402,7 @@ fn torn_tail_after_closed_chunks() {
         .unwrap();
     let (ledger, report) = Ledger::open(config(dir.path(), 2048)).unwrap();
     assert!(report.dropped_partial_entry);
-    assert_eq!(ledger.last_seqno(), 199);
+    assert_eq!(ledger.last_seqno(), SeqNo(199));
     assert_eq!(read_all(&ledger), written[..199]);
 }
 
@@ -426,7 +435,7 @@ fn zero_filled_open_chunk_is_removed_but_garbage_is_not() {
     fs::write(dir.path().join("ledger_2"), vec![0u8; 4096]).unwrap();
     let (mut ledger, report) = Ledger::open(config(dir.path(), 0)).unwrap();
     assert_eq!(report.truncated_bytes, 4096);
-    assert_eq!(ledger.last_seqno(), 1);
+    assert_eq!(ledger.last_seqno(), SeqNo(1));
     assert!(!dir.path().join("ledger_2").exists());
     ledger.append(TxId::new(1, 2), false, b"next").unwrap();
     ledger.sync().unwrap();
@@ -509,7 +518,7 @@ fn committed_fixture(dir: &Path) -> Vec<Entry> {
         written.push(e);
     }
     ledger.sync().unwrap();
-    ledger.commit(7).unwrap();
+    ledger.commit(SeqNo(7)).unwrap();
     written
 }
 
@@ -526,8 +535,8 @@ fn corrupt_committed_entry_is_reported_by_read_and_scanner() {
     let at = HEADER + OVERHEAD + written[0].payload.len() as u64 + 21 + 1;
     flip(&chunk, at, 0x08);
     let (ledger, _) = Ledger::open(config(dir.path(), 200)).unwrap();
-    assert_eq!(ledger.read(1).unwrap(), written[0]);
-    let err = ledger.read(2).unwrap_err();
+    assert_eq!(ledger.read(SeqNo(1)).unwrap(), written[0]);
+    let err = ledger.read(SeqNo(2)).unwrap_err();
     assert!(
         matches!(&err, LedgerError::Corrupt { txid: Some(t), .. } if *t == written[1].txid),
         "{err}"
@@ -536,8 +545,8 @@ fn corrupt_committed_entry_is_reported_by_read_and_scanner() {
         err.to_string().contains(&written[1].txid.to_string()),
         "{err}"
     );
-    assert_eq!(ledger.read(3).unwrap(), written[2]);
-    let mut range = ledger.read_range(1, 14).unwrap();
+    assert_eq!(ledger.read(SeqNo(3)).unwrap(), written[2]);
+    let mut range = ledger.read_range(SeqNo(1), SeqNo(14)).unwrap();
     assert!(range.next().unwrap().is_ok());
     assert!(range.next().unwrap().is_err());
     assert!(range.next().is_none(), "iteration stops after an error");
@@ -606,7 +615,7 @@ fn reading_detects_every_flipped_byte_in_committed_chunks() {
                 fs::write(&path, &b).unwrap();
                 let detected = match Ledger::open(config(dir.path(), 200)) {
                     Err(_) => true,
-                    Ok((l, _)) => (1..=written.len() as u64).any(|s| l.read(s).is_err()),
+                    Ok((l, _)) => (1..=written.len() as u64).any(|s| l.read(SeqNo(s)).is_err()),
                 };
                 assert!(detected, "flip {mask:#x} at {name}:{at} went unnoticed");
             }
@@ -622,17 +631,17 @@ fn truncate_rolls_back_and_refuses_committed() {
     let mut ledger = open(dir.path(), 1024);
     let written = fill(&mut ledger, &mut rng, 300, 200);
     ledger.sync().unwrap();
-    ledger.commit(100).unwrap();
+    ledger.commit(SeqNo(100)).unwrap();
     let committed = ledger.committed_seqno();
     assert!(matches!(
-        ledger.truncate(99),
+        ledger.truncate(SeqNo(99)),
         Err(LedgerError::BelowCommitted {
-            requested: 99,
-            committed: 100
+            requested: SeqNo(99),
+            committed: SeqNo(100)
         })
     ));
-    ledger.truncate(300).unwrap(); // no-op at the end
-    assert_eq!(ledger.last_seqno(), 300);
+    ledger.truncate(SeqNo(300)).unwrap(); // no-op at the end
+    assert_eq!(ledger.last_seqno(), SeqNo(300));
 
     // Cut inside a closed chunk: it becomes the open chunk again.
     let closed: Vec<(u64, u64)> = names(dir.path())
@@ -648,10 +657,10 @@ fn truncate_rolls_back_and_refuses_committed() {
         .find(|(a, b)| *a > 150 && b > a)
         .expect("a closed chunk to cut");
     let cut = (first + last) / 2;
-    ledger.truncate(cut).unwrap();
+    ledger.truncate(SeqNo(cut)).unwrap();
     assert_eq!(ledger.last_txid(), Some(written[cut as usize - 1].txid));
     assert!(matches!(
-        ledger.read(cut + 1),
+        ledger.read(SeqNo(cut + 1)),
         Err(LedgerError::NotFound(_))
     ));
     assert!(
@@ -659,7 +668,7 @@ fn truncate_rolls_back_and_refuses_committed() {
         "{:?}",
         names(dir.path())
     );
-    check_names(dir.path(), cut, committed);
+    check_names(dir.path(), cut, committed.0);
     assert_eq!(read_all(&ledger), written[..cut as usize]);
     let mut view = ledger.last_txid().unwrap().view.0;
     view += 1;
@@ -671,28 +680,28 @@ fn truncate_rolls_back_and_refuses_committed() {
 
     let (mut ledger, report) = Ledger::open(config(dir.path(), 1024)).unwrap();
     assert_eq!(report.truncated_bytes, 0);
-    assert_eq!(ledger.last_seqno(), cut + 1);
-    assert_eq!(ledger.read(cut + 1).unwrap().payload, b"new history");
+    assert_eq!(ledger.last_seqno(), SeqNo(cut + 1));
+    assert_eq!(ledger.read(SeqNo(cut + 1)).unwrap().payload, b"new history");
     assert_eq!(read_all(&ledger)[..cut as usize], written[..cut as usize]);
 
     // Cut exactly at the end of the committed prefix, then down to it from an open chunk.
     let committed = ledger.committed_seqno();
     ledger.truncate(committed).unwrap();
     assert_eq!(ledger.last_seqno(), committed);
-    check_names(dir.path(), committed, committed);
+    check_names(dir.path(), committed.0, committed.0);
     // Only committed chunks left: the tail TxId comes from the last index entry.
     drop(ledger);
     let mut ledger = open(dir.path(), 1024);
     assert_eq!(
         ledger.last_txid(),
-        Some(written[committed as usize - 1].txid)
+        Some(written[committed.0 as usize - 1].txid)
     );
     assert_eq!(ledger.committed_seqno(), committed);
     ledger
-        .append(TxId::new(view, committed + 1), true, b"x")
+        .append(TxId::new(view, committed.0 + 1), true, b"x")
         .unwrap();
     ledger.sync().unwrap();
-    assert_eq!(scan_all(dir.path()).unwrap().len() as u64, committed + 1);
+    assert_eq!(scan_all(dir.path()).unwrap().len() as u64, committed.0 + 1);
 }
 
 #[test]
@@ -701,14 +710,17 @@ fn truncate_to_zero_empties_the_ledger() {
     let mut rng = Rng(3);
     let mut ledger = open(dir.path(), 512);
     fill(&mut ledger, &mut rng, 50, 100);
-    ledger.truncate(0).unwrap();
-    assert_eq!(ledger.last_seqno(), 0);
+    ledger.truncate(SeqNo(0)).unwrap();
+    assert_eq!(ledger.last_seqno(), SeqNo(0));
     assert_eq!(ledger.last_txid(), None);
     assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
     ledger.append(TxId::new(1, 1), false, b"again").unwrap();
     ledger.sync().unwrap();
     drop(ledger);
-    assert_eq!(open(dir.path(), 512).read(1).unwrap().payload, b"again");
+    assert_eq!(
+        open(dir.path(), 512).read(SeqNo(1)).unwrap().payload,
+        b"again"
+    );
 }
 
 #[test]
@@ -746,7 +758,7 @@ fn appends_out_of_order_or_invalid_are_refused() {
     ledger.append(TxId::new(4, 2), true, b"b").unwrap();
     assert_eq!(ledger.last_txid(), Some(TxId::new(4, 2)));
     assert!(matches!(
-        ledger.commit(2),
+        ledger.commit(SeqNo(2)),
         Err(LedgerError::NotSynced { .. })
     ));
     // Refused appends left nothing behind.
@@ -787,7 +799,7 @@ fn leftovers_from_a_crash_do_not_break_open() {
     let mut ledger = open(dir.path(), 200);
     // Close the open chunk so that the next one starts fresh.
     while !names(dir.path()).iter().all(|n| n.contains('-')) {
-        let s = ledger.last_seqno() + 1;
+        let s = ledger.last_seqno().0 + 1;
         ledger.append(TxId::new(9, s), true, &[0; 64]).unwrap();
     }
     let last = ledger.last_seqno();
@@ -800,7 +812,7 @@ fn leftovers_from_a_crash_do_not_break_open() {
     fs::write(dir.path().join("ledger_8-9.committed.idx"), b"orphan").unwrap();
     fs::write(dir.path().join("notes.txt"), b"not ours").unwrap();
     for leftover in [&b""[..], &b"CVNT"[..]] {
-        fs::write(dir.path().join(format!("ledger_{}", last + 1)), leftover).unwrap();
+        fs::write(dir.path().join(format!("ledger_{}", last.0 + 1)), leftover).unwrap();
         let (mut ledger, report) = Ledger::open(config(dir.path(), 200)).unwrap();
         assert_eq!(report.truncated_bytes, leftover.len() as u64);
         assert_eq!(ledger.last_seqno(), last);
@@ -808,19 +820,21 @@ fn leftovers_from_a_crash_do_not_break_open() {
         assert!(!dir.path().join("ledger_1-3.committed.idx.tmp").exists());
         assert!(!dir.path().join("ledger_8-9.committed.idx").exists());
         assert!(dir.path().join("notes.txt").exists());
-        drop(ledger.read(1).unwrap());
+        drop(ledger.read(SeqNo(1)).unwrap());
         ledger.sync().unwrap();
     }
     // A header-only open chunk is simply adopted.
     let mut ledger = open(dir.path(), 200);
-    ledger.append(TxId::new(9, last + 1), false, b"z").unwrap();
+    ledger
+        .append(TxId::new(9, last.0 + 1), false, b"z")
+        .unwrap();
     ledger.truncate(last).unwrap_or_else(|e| panic!("{e}"));
     ledger.sync().unwrap();
     drop(ledger);
-    let header_only = dir.path().join(format!("ledger_{}", last + 1));
+    let header_only = dir.path().join(format!("ledger_{}", last.0 + 1));
     if !header_only.exists() {
         let mut h = b"CVNTLDG1".to_vec();
-        h.extend_from_slice(&(last + 1).to_le_bytes());
+        h.extend_from_slice(&(last.0 + 1).to_le_bytes());
         let crc = crc32c_of(&h);
         h.extend_from_slice(&crc.to_le_bytes());
         fs::write(&header_only, h).unwrap();
@@ -828,9 +842,11 @@ fn leftovers_from_a_crash_do_not_break_open() {
     assert_eq!(fs::metadata(&header_only).unwrap().len(), HEADER);
     let (mut ledger, report) = Ledger::open(config(dir.path(), 200)).unwrap();
     assert_eq!(report.truncated_bytes, 0);
-    ledger.append(TxId::new(9, last + 1), false, b"z").unwrap();
+    ledger
+        .append(TxId::new(9, last.0 + 1), false, b"z")
+        .unwrap();
     ledger.sync().unwrap();
-    assert_eq!(scan_all(dir.path()).unwrap().len() as u64, last + 1);
+    assert_eq!(scan_all(dir.path()).unwrap().len() as u64, last.0 + 1);
 }
 
 /// CRC-32C (Castagnoli), bitwise, to build headers by hand in tests.
@@ -895,7 +911,10 @@ fn gaps_overlaps_and_stray_files_are_errors() {
     let dir = copy_dir(pristine.path());
     fs::remove_file(dir.path().join(&chunks[0])).unwrap();
     let f = first_of(&chunks[1]).0;
-    assert_eq!(ChunkScanner::open(dir.path()).unwrap().first_seqno(), f);
+    assert_eq!(
+        ChunkScanner::open(dir.path()).unwrap().first_seqno(),
+        SeqNo(f)
+    );
     let wrong = LedgerConfig {
         start_after: Some(TxId::new(1, f)),
         ..config(dir.path(), 200)
@@ -971,16 +990,16 @@ proptest! {
         fs::write(dir.path().join("ledger_1"), &content).unwrap();
         let _ = scan_all(dir.path());
         if let Ok((l, _)) = Ledger::open(config(dir.path(), 200)) {
-            for s in 0..=l.last_seqno() + 1 {
-                let _ = l.read(s);
+            for s in 0..=l.last_seqno().0 + 1 {
+                let _ = l.read(SeqNo(s));
             }
         }
         fs::write(dir.path().join("ledger_1"), &content).unwrap();
         fs::rename(dir.path().join("ledger_1"), dir.path().join("ledger_1-2.committed")).unwrap();
         let _ = scan_all(dir.path());
         if let Ok((l, _)) = Ledger::open(config(dir.path(), 200)) {
-            let _ = l.read(1);
-            let _ = l.read(2);
+            let _ = l.read(SeqNo(1));
+            let _ = l.read(SeqNo(2));
         }
     }
 }
@@ -1015,8 +1034,11 @@ fn deferred_close_pipeline_keeps_layout_and_entries() {
                         let upto = t.upto();
                         let r = t.run();
                         ledger.complete_sync(t, r).unwrap();
-                        assert!(ledger.synced_seqno() >= upto.max(synced), "monotonic");
-                        synced = ledger.synced_seqno();
+                        assert!(
+                            ledger.synced_seqno() >= upto.max(SeqNo(synced)),
+                            "monotonic"
+                        );
+                        synced = ledger.synced_seqno().0;
                     }
                 }
                 _ => {
@@ -1030,26 +1052,26 @@ fn deferred_close_pipeline_keeps_layout_and_entries() {
             assert!(open.len() <= 1, "step {step}: {open:?}");
             if step % 97 == 0 && !written.is_empty() {
                 let i = rng.below(written.len() as u64) as usize;
-                assert_eq!(ledger.read(written[i].txid.seqno.0).unwrap(), written[i]);
+                assert_eq!(ledger.read(written[i].txid.seqno).unwrap(), written[i]);
             }
         }
         if let Some(t) = ticket.take() {
             let r = t.run();
             ledger.complete_sync(t, r).unwrap();
         }
-        assert!(ledger.synced_seqno() >= synced);
-        synced = ledger.synced_seqno();
+        assert!(ledger.synced_seqno() >= SeqNo(synced));
+        synced = ledger.synced_seqno().0;
         // A crash now: only what was synced must survive.
         let crashed = copy_dir(dir.path());
         let (reopened, _) = Ledger::open(config(crashed.path(), 2048)).unwrap();
-        assert!(reopened.last_seqno() >= synced);
+        assert!(reopened.last_seqno() >= SeqNo(synced));
         assert_eq!(
             read_all(&reopened),
-            written[..reopened.last_seqno() as usize]
+            written[..reopened.last_seqno().0 as usize]
         );
         // A full sync settles everything; a clean reopen sees all of it.
         ledger.sync().unwrap();
-        assert_eq!(ledger.synced_seqno(), written.len() as u64);
+        assert_eq!(ledger.synced_seqno(), SeqNo(written.len() as u64));
         check_names(dir.path(), written.len() as u64, 0);
         let closed = names(dir.path()).iter().filter(|n| n.contains('-')).count();
         assert!(closed >= 3, "{:?}", names(dir.path()));
@@ -1073,19 +1095,22 @@ fn truncate_waits_for_outstanding_syncs_and_settles_a_close() {
     let t = ledger.prepare_sync().unwrap();
     assert_eq!(
         t.upto(),
-        3,
+        SeqNo(3),
         "entries of a chunk without a file are not durable yet"
     );
-    assert!(matches!(ledger.truncate(4), Err(LedgerError::SyncInFlight)));
+    assert!(matches!(
+        ledger.truncate(SeqNo(4)),
+        Err(LedgerError::SyncInFlight)
+    ));
     let r = t.run();
     ledger.complete_sync(t, r).unwrap();
-    assert_eq!(ledger.synced_seqno(), 3);
+    assert_eq!(ledger.synced_seqno(), SeqNo(3));
     assert_eq!(names(dir.path()), ["ledger_1-3", "ledger_4"]);
-    ledger.truncate(4).unwrap();
-    assert_eq!(ledger.last_seqno(), 4);
-    assert_eq!(ledger.read(4).unwrap().payload, b"four");
+    ledger.truncate(SeqNo(4)).unwrap();
+    assert_eq!(ledger.last_seqno(), SeqNo(4));
+    assert_eq!(ledger.read(SeqNo(4)).unwrap().payload, b"four");
     ledger.sync().unwrap();
     drop(ledger);
     let reopened = deferred(dir.path(), 64);
-    assert_eq!(reopened.last_seqno(), 4);
+    assert_eq!(reopened.last_seqno(), SeqNo(4));
 }

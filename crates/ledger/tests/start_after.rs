@@ -1,5 +1,6 @@
 //! Ledgers that continue a snapshot: they start after a base seqno instead of at 1.
 
+use covenant_types::SeqNo;
 use std::fs;
 use std::path::Path;
 
@@ -48,7 +49,7 @@ fn append(ledger: &mut Ledger, view: u64, from: u64, to: u64) -> Vec<Entry> {
 
 fn read_from(ledger: &Ledger, first: u64) -> Vec<Entry> {
     ledger
-        .read_range(first, ledger.last_seqno())
+        .read_range(SeqNo(first), ledger.last_seqno())
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
@@ -58,27 +59,33 @@ fn read_from(ledger: &Ledger, first: u64) -> Vec<Entry> {
 fn empty_ledger_starts_after_the_base() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), 300, Some(base()));
-    assert_eq!(ledger.last_seqno(), 1000);
+    assert_eq!(ledger.last_seqno(), SeqNo(1000));
     assert_eq!(ledger.last_txid(), Some(base()));
-    assert_eq!(ledger.synced_seqno(), 1000);
-    assert_eq!(ledger.committed_seqno(), 1000);
-    assert_eq!(ledger.first_seqno(), 1001);
+    assert_eq!(ledger.synced_seqno(), SeqNo(1000));
+    assert_eq!(ledger.committed_seqno(), SeqNo(1000));
+    assert_eq!(ledger.first_seqno(), SeqNo(1001));
     assert!(chunk_names(dir.path()).is_empty());
     assert!(matches!(
-        ledger.read(1000),
+        ledger.read(SeqNo(1000)),
         Err(LedgerError::BeforeStart {
-            seqno: 1000,
-            first: 1001
+            seqno: SeqNo(1000),
+            first: SeqNo(1001)
         })
     ));
-    assert!(matches!(ledger.read(0), Err(LedgerError::NotFound(0))));
     assert!(matches!(
-        ledger.read(1001),
-        Err(LedgerError::NotFound(1001))
+        ledger.read(SeqNo(0)),
+        Err(LedgerError::NotFound(SeqNo(0)))
     ));
     assert!(matches!(
-        ledger.read_range(5, 1000).map(|_| ()),
-        Err(LedgerError::BeforeStart { seqno: 5, .. })
+        ledger.read(SeqNo(1001)),
+        Err(LedgerError::NotFound(SeqNo(1001)))
+    ));
+    assert!(matches!(
+        ledger.read_range(SeqNo(5), SeqNo(1000)).map(|_| ()),
+        Err(LedgerError::BeforeStart {
+            seqno: SeqNo(5),
+            ..
+        })
     ));
     // Wrong seqno, or a view older than the base's, is refused.
     assert!(matches!(
@@ -97,9 +104,9 @@ fn empty_ledger_starts_after_the_base() {
     let first_chunk = &chunk_names(dir.path())[0];
     assert!(first_chunk.starts_with("ledger_1001-"), "{first_chunk}");
     ledger.sync().unwrap();
-    assert_eq!(ledger.synced_seqno(), 1040);
-    ledger.commit(1020).unwrap();
-    assert_eq!(ledger.committed_seqno(), 1020);
+    assert_eq!(ledger.synced_seqno(), SeqNo(1040));
+    ledger.commit(SeqNo(1020)).unwrap();
+    assert_eq!(ledger.committed_seqno(), SeqNo(1020));
     assert!(
         chunk_names(dir.path())
             .iter()
@@ -115,20 +122,23 @@ fn empty_ledger_starts_after_the_base() {
     // Reopen with the same start_after, and without: same entries and base.
     for after in [Some(base()), None] {
         let ledger = open(dir.path(), 300, after);
-        assert_eq!(ledger.first_seqno(), 1001);
+        assert_eq!(ledger.first_seqno(), SeqNo(1001));
         assert_eq!(ledger.last_txid(), Some(TxId::new(4, 1043)));
-        assert_eq!(ledger.synced_seqno(), 1043);
-        assert!(ledger.committed_seqno() >= 1004);
+        assert_eq!(ledger.synced_seqno(), SeqNo(1043));
+        assert!(ledger.committed_seqno() >= SeqNo(1004));
         assert_eq!(read_from(&ledger, 1001), written);
         assert!(matches!(
-            ledger.read(17),
-            Err(LedgerError::BeforeStart { first: 1001, .. })
+            ledger.read(SeqNo(17)),
+            Err(LedgerError::BeforeStart {
+                first: SeqNo(1001),
+                ..
+            })
         ));
     }
 
     // The audit's scanner reads it from its first chunk.
     let scanner = ChunkScanner::open(dir.path()).unwrap();
-    assert_eq!(scanner.first_seqno(), 1001);
+    assert_eq!(scanner.first_seqno(), SeqNo(1001));
     let scanned: Vec<Entry> = scanner.map(|r| r.unwrap().entry).collect();
     assert_eq!(scanned, written);
 }
@@ -161,8 +171,8 @@ fn a_start_after_that_disagrees_with_the_directory_is_refused() {
     ledger.sync().unwrap();
     drop(ledger);
     let ledger = open(full.path(), 300, Some(base()));
-    assert_eq!(ledger.first_seqno(), 1);
-    assert_eq!(ledger.last_seqno(), 5);
+    assert_eq!(ledger.first_seqno(), SeqNo(1));
+    assert_eq!(ledger.last_seqno(), SeqNo(5));
 }
 
 #[test]
@@ -182,7 +192,7 @@ fn torn_tail_of_the_first_chunk_after_a_base() {
         .unwrap();
     let (mut ledger, report) = Ledger::open(config(dir.path(), u64::MAX, Some(base()))).unwrap();
     assert!(report.dropped_partial_entry);
-    assert_eq!(report.last_seqno, 1004);
+    assert_eq!(report.last_seqno, SeqNo(1004));
     assert_eq!(read_from(&ledger, 1001), written[..4]);
     ledger
         .append(TxId::new(4, 1005), true, b"after the crash")
@@ -201,13 +211,13 @@ fn torn_tail_of_the_first_chunk_after_a_base() {
     let (ledger, report) = Ledger::open(config(dir.path(), u64::MAX, Some(base()))).unwrap();
     assert!(report.dropped_partial_entry);
     assert_eq!(ledger.last_txid(), Some(base()));
-    assert_eq!(ledger.first_seqno(), 1001);
+    assert_eq!(ledger.first_seqno(), SeqNo(1001));
     drop(ledger);
     // Without start_after the base seqno is still known from the chunk name.
     let ledger = open(dir.path(), u64::MAX, None);
-    assert_eq!(ledger.last_seqno(), 1000);
+    assert_eq!(ledger.last_seqno(), SeqNo(1000));
     assert_eq!(ledger.last_txid(), None);
-    assert_eq!(ledger.first_seqno(), 1001);
+    assert_eq!(ledger.first_seqno(), SeqNo(1001));
     drop(ledger);
 
     // A chunk file created but never written is removed; start_after keeps the base.
@@ -229,17 +239,17 @@ fn truncation_stops_at_the_base() {
     append(&mut ledger, 3, 1001, 1030);
     ledger.sync().unwrap();
     assert!(matches!(
-        ledger.truncate(999),
+        ledger.truncate(SeqNo(999)),
         Err(LedgerError::BelowCommitted {
-            requested: 999,
-            committed: 1000
+            requested: SeqNo(999),
+            committed: SeqNo(1000)
         })
     ));
-    ledger.truncate(1010).unwrap();
+    ledger.truncate(SeqNo(1010)).unwrap();
     assert_eq!(ledger.last_txid(), Some(TxId::new(3, 1010)));
-    ledger.truncate(1000).unwrap();
+    ledger.truncate(SeqNo(1000)).unwrap();
     assert_eq!(ledger.last_txid(), Some(base()));
-    assert_eq!(ledger.synced_seqno(), 1000);
+    assert_eq!(ledger.synced_seqno(), SeqNo(1000));
     assert!(chunk_names(dir.path()).is_empty());
     append(&mut ledger, 5, 1001, 1002);
     ledger.sync().unwrap();
@@ -249,9 +259,9 @@ fn truncation_stops_at_the_base() {
 
     // Committed entries after the base cannot be truncated either.
     let mut ledger = ledger;
-    ledger.commit(1002).unwrap();
+    ledger.commit(SeqNo(1002)).unwrap();
     assert!(matches!(
-        ledger.truncate(1000),
+        ledger.truncate(SeqNo(1000)),
         Err(LedgerError::BelowCommitted { .. })
     ));
 }
@@ -267,7 +277,7 @@ fn deferred_close_after_a_base() {
     .0;
     let written = append(&mut ledger, 3, 1001, 1060);
     ledger.sync().unwrap();
-    ledger.commit(1060).unwrap();
+    ledger.commit(SeqNo(1060)).unwrap();
     assert_eq!(read_from(&ledger, 1001), written);
     drop(ledger);
     let names = chunk_names(dir.path());
@@ -278,7 +288,10 @@ fn deferred_close_after_a_base() {
         .map(|r| r.unwrap().entry)
         .collect();
     assert_eq!(scanned, written);
-    assert_eq!(Ledger::first_seqno_on_disk(dir.path()).unwrap(), Some(1001));
+    assert_eq!(
+        Ledger::first_seqno_on_disk(dir.path()).unwrap(),
+        Some(SeqNo(1001))
+    );
     assert_eq!(
         Ledger::first_seqno_on_disk(&dir.path().join("absent")).unwrap(),
         None

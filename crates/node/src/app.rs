@@ -8,6 +8,7 @@
 //! `readonly` and `historical` ones read the current state and write nothing. Handlers run on a blocking thread
 //! under the script limits; an exception is a 500 whose message names the failure.
 
+use covenant_types::SeqNo;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -496,15 +497,15 @@ pub(crate) fn consensus_view(e: &Engine) -> ConsensusView {
     let c = e.committed_seqno();
     let view = e
         .view_at(c)
-        .or_else(|| {
-            e.snapshot_base()
-                .filter(|b| b.seqno.0 == c)
-                .map(|b| b.view.0)
-        })
-        .unwrap_or(0);
+        .or_else(|| e.snapshot_base().filter(|b| b.seqno == c).map(|b| b.view))
+        .unwrap_or_default();
     ConsensusView {
-        committed: if c == 0 { (0, 0) } else { (view, c) },
-        last_seqno: e.last_seqno(),
+        committed: if c == SeqNo::ZERO {
+            (0, 0)
+        } else {
+            (view.0, c.0)
+        },
+        last_seqno: e.last_seqno().0,
         view_runs: e.view_runs().to_vec(),
     }
 }
@@ -585,7 +586,7 @@ fn historical_tx(e: &mut Engine, txid: TxId) -> Result<Option<HistoricalTx>, Eng
     let Some(r) = e.receipt(txid)?.receipt else {
         return Ok(None);
     };
-    let (_, writes) = e.read_tx(txid.seqno.0)?;
+    let (_, writes) = e.read_tx(txid.seqno)?;
     let receipt = json!({
         "signature": r.signature,
         "cert": r.cert,
@@ -638,13 +639,13 @@ impl History for NodeHistory {
         for seqno in from..=to {
             // One transaction per lock: a long range must not hold up writes.
             let mut e = self.0.engine();
-            if seqno > e.committed_seqno() {
+            if seqno > e.committed_seqno().0 {
                 return Ok(None);
             }
-            let Some(view) = e.view_at(seqno) else {
+            let Some(view) = e.view_at(SeqNo(seqno)) else {
                 return Ok(None);
             };
-            let txid = TxId::new(view, seqno);
+            let txid = TxId::new(view.0, seqno);
             match historical_tx(&mut e, txid) {
                 Ok(Some(tx)) => out.push(tx),
                 Ok(None) => return Ok(None),

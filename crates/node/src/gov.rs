@@ -364,7 +364,7 @@ fn run<T>(
     let out = state.write_blocking(what, |e| {
         let mut tx = e.begin();
         let store = e.store().clone();
-        let seqno = e.last_seqno() + 1;
+        let seqno = e.last_seqno().0 + 1;
         let r = remember(&mut tx, state, signed)
             .and_then(|()| f(&gov, &mut tx, &store, seqno))
             .and_then(|v| settle_nodes(state, e, &mut tx).map(|staged| (v, staged)));
@@ -654,7 +654,7 @@ pub async fn list_proposals(
         let seqno = state
             .store
             .version_of(covenant_governance::PROPOSALS, &key)
-            .unwrap_or(0);
+            .unwrap_or_default();
         let mut v = info_json(&id, &info);
         v["seqno"] = json!(seqno);
         out.push((seqno, v));

@@ -135,7 +135,7 @@ pub async fn members(
                 let id = String::from_utf8_lossy(&key).into_owned();
                 let info: ProposalInfo = serde_json::from_slice(&raw)
                     .map_err(|e| ApiError::internal("a proposal's info is corrupt", e))?;
-                let seqno = state.store.version_of(PROPOSALS, &key).unwrap_or(0);
+                let seqno = state.store.version_of(PROPOSALS, &key).unwrap_or_default();
                 out.push((seqno, proposal_json(&id, &info)));
             }
             out.sort_by_key(|(seqno, _)| *seqno);

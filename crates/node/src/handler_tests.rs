@@ -3,6 +3,7 @@
 //! caller's certificate put where the TLS server would put it. What is checked is
 //! the handlers' part: status codes, error codes and response shapes.
 
+use covenant_types::SeqNo;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,7 +136,7 @@ impl Harness {
     async fn committed(&self, txid: &str) {
         let mut rx = self.state.service.subscribe_committed();
         let seqno: u64 = txid.split_once('.').unwrap().1.parse().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= seqno))
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= SeqNo(seqno)))
             .await
             .unwrap()
             .unwrap();
@@ -372,7 +373,7 @@ fn service_errors_map_to_what_a_client_can_act_on() {
         (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage")
     );
     assert_eq!(
-        mapped(EngineError::NotHeld(3).into()),
+        mapped(EngineError::NotHeld(SeqNo(3)).into()),
         not_found("TransactionNotHeld")
     );
     let txid = covenant_types::TxId::new(1, 5);

@@ -219,14 +219,22 @@ pub(crate) async fn current(
         let engine = state.engine();
         let store = engine.store();
         let contents = store.get(map, collection.as_bytes()).ok_or_else(none)?;
-        let version = store.version_of(map, collection.as_bytes()).unwrap_or(0);
+        let version = store
+            .version_of(map, collection.as_bytes())
+            .unwrap_or_default();
         let committed = engine.committed_seqno();
         (
             contents,
             version,
             committed,
-            engine.view_at(version).map(|v| TxId::new(v, version)),
-            engine.view_at(committed).map(|v| TxId::new(v, committed)),
+            engine.view_at(version).map(|v| TxId {
+                view: v,
+                seqno: version,
+            }),
+            engine.view_at(committed).map(|v| TxId {
+                view: v,
+                seqno: committed,
+            }),
             engine.last_txid(),
         )
     };
@@ -361,8 +369,8 @@ pub(crate) async fn list_entries(
     let from = seqno_param(&q, "fromTransactionId")?.unwrap_or(1);
     let to = seqno_param(&q, "toTransactionId")?
         .unwrap_or(u64::MAX)
-        .min(committed);
-    if from > to && q.contains_key("toTransactionId") && to < committed {
+        .min(committed.0);
+    if from > to && q.contains_key("toTransactionId") && to < committed.0 {
         return Err(ApiError::bad_request(
             "InvalidInput",
             "fromTransactionId must not be after toTransactionId",

@@ -41,6 +41,7 @@ pub mod users;
 #[cfg(test)]
 mod handler_tests;
 
+use covenant_types::SeqNo;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -197,7 +198,7 @@ impl BoundNode {
             net.clone(),
             service_cert.clone(),
             peers,
-            first_seqno,
+            first_seqno.0,
         ));
         let state = NodeState::new(service, transport);
         // A new network's genesis also records the trusted code and the founding voters.
@@ -230,7 +231,7 @@ impl BoundNode {
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<SeqNo, NodeError> {
         let app = routes::router(self.state.clone(), self.config.max_body_bytes);
         server::serve(
             self.listener,

@@ -411,7 +411,7 @@ pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(last, committed, view),
+        state.metrics.render(last, committed.0, view),
     )
         .into_response()
 }

@@ -715,7 +715,7 @@ async fn graceful_stop_closes_idle_connections_and_flushes() {
     let txid: covenant_types::TxId = r.transaction_id.unwrap().parse().unwrap();
     let committed = node.shutdown().await;
     assert!(
-        committed > txid.seqno.0,
+        committed > txid.seqno,
         "the final flush signs and commits the last write"
     );
     assert!(

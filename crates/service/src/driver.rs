@@ -1,6 +1,7 @@
 //! The single-node commit driver: group commit and periodic signatures. A node of
 //! a network has none: its replica signs (as primary) and commits.
 
+use covenant_types::SeqNo;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn spawn(
         engine: Arc<Mutex<Engine>>,
-        committed: watch::Sender<u64>,
+        committed: watch::Sender<SeqNo>,
         sig_every: Duration,
     ) -> std::io::Result<Driver> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -54,7 +55,7 @@ impl Drop for Driver {
 
 fn commit_loop(
     engine: &Mutex<Engine>,
-    committed: &watch::Sender<u64>,
+    committed: &watch::Sender<SeqNo>,
     sig_every: Duration,
     stop: &AtomicBool,
 ) {
@@ -66,7 +67,7 @@ fn commit_loop(
         if sign {
             next_sig = (next_sig + sig_every).max(now);
         }
-        let cycle = || -> Result<(u64, bool), EngineError> {
+        let cycle = || -> Result<(SeqNo, bool), EngineError> {
             let ticket = {
                 let mut e = lock();
                 if sign && e.unsigned_txs() > 0 {
@@ -102,7 +103,7 @@ fn commit_loop(
 
 /// Signs (if anything is unsigned) and makes everything durable (graceful
 /// shutdown of a single node, after the driver stopped).
-pub(crate) fn final_flush(engine: &mut Engine) -> Result<u64, EngineError> {
+pub(crate) fn final_flush(engine: &mut Engine) -> Result<SeqNo, EngineError> {
     if engine.unsigned_txs() > 0 {
         engine.emit_signature()?;
     }

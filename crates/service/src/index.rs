@@ -26,7 +26,7 @@ impl EntryIndex {
     pub fn build(
         engine: &Engine,
         map: &str,
-        upto: u64,
+        upto: SeqNo,
     ) -> Result<EntryIndex, covenant_engine::EngineError> {
         let index = EntryIndex::default();
         index.scan(engine, map, upto.min(engine.last_seqno()))?;
@@ -37,10 +37,11 @@ impl EntryIndex {
         &self,
         engine: &Engine,
         map: &str,
-        upto: u64,
+        upto: SeqNo,
     ) -> Result<(), covenant_engine::EngineError> {
         // A node that started from a snapshot holds the ledger after it only.
-        for seqno in engine.first_seqno()..=upto {
+        for seqno in engine.first_seqno().0..=upto.0 {
+            let seqno = SeqNo(seqno);
             let (txid, ws) = engine.read_tx(seqno)?;
             self.add_from(txid, &ws, map);
         }

@@ -55,7 +55,7 @@ pub enum ServiceError {
     NoSuchTx(TxId),
     /// History before this node's first seqno (it started from a snapshot).
     #[error("seqno {0} precedes this node's ledger (it started from a snapshot)")]
-    NotHeld(u64),
+    NotHeld(SeqNo),
     #[error(transparent)]
     Engine(EngineError),
     #[error(transparent)]
@@ -106,7 +106,7 @@ struct Inner {
     store: covenant_kv::Store,
     node_id: NodeId,
     ledger_public: bool,
-    committed: watch::Receiver<u64>,
+    committed: watch::Receiver<SeqNo>,
     replica: Option<Replica>,
     index: Arc<EntryIndex>,
     apps: apps::AppCache,
@@ -172,7 +172,7 @@ impl Service {
     fn assemble(
         engine: Arc<Mutex<Engine>>,
         index: Arc<EntryIndex>,
-        committed: watch::Receiver<u64>,
+        committed: watch::Receiver<SeqNo>,
         replica: Option<Replica>,
         driver: Option<driver::Driver>,
         options: &ServiceOptions,
@@ -295,12 +295,12 @@ impl Service {
     }
 
     /// The last committed seqno, as last published.
-    pub fn committed_seqno(&self) -> u64 {
+    pub fn committed_seqno(&self) -> SeqNo {
         *self.0.committed.borrow()
     }
 
     /// Notified with the committed seqno each time it advances.
-    pub fn subscribe_committed(&self) -> watch::Receiver<u64> {
+    pub fn subscribe_committed(&self) -> watch::Receiver<SeqNo> {
         self.0.committed.clone()
     }
 
@@ -308,11 +308,11 @@ impl Service {
     pub fn committed_txid(&self) -> Result<Option<TxId>, ServiceError> {
         let engine = self.engine();
         let seqno = engine.committed_seqno();
-        if seqno == 0 {
+        if seqno == SeqNo::ZERO {
             return Ok(None);
         }
         if let Some(view) = engine.view_at(seqno) {
-            return Ok(Some(TxId::new(view, seqno)));
+            return Ok(Some(TxId { view, seqno }));
         }
         Ok(Some(
             engine.ledger().read(seqno).map_err(EngineError::from)?.txid,
@@ -332,7 +332,7 @@ impl Service {
             other => other.into(),
         })?;
         let application_claims = if response.receipt.is_some() {
-            let (_, ws) = engine.read_tx(txid.seqno.0)?;
+            let (_, ws) = engine.read_tx(txid.seqno)?;
             entries::claims_of(&ws, self.0.ledger_public)
         } else {
             Vec::new()
@@ -354,7 +354,7 @@ impl Service {
     }
 
     fn entry_blocking(&self, txid: TxId, collection: &str) -> Result<Option<Entry>, ServiceError> {
-        let (actual, ws) = match self.engine().read_tx(txid.seqno.0) {
+        let (actual, ws) = match self.engine().read_tx(txid.seqno) {
             Ok(x) => x,
             Err(EngineError::NoSuchTx(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -384,7 +384,7 @@ impl Service {
             let (page, next) = s.index().range(&collection, from, to, limit);
             let mut out = Vec::with_capacity(page.len());
             for indexed in page {
-                let (txid, ws) = s.engine().read_tx(indexed.seqno.0)?;
+                let (txid, ws) = s.engine().read_tx(indexed.seqno)?;
                 // The index may still name a transaction rolled back at that seqno.
                 if txid != indexed {
                     continue;
@@ -408,13 +408,13 @@ impl Service {
     ) -> Result<Option<Entry>, ServiceError> {
         self.blocking(move |s| {
             let engine = s.engine();
-            let committed = SeqNo(engine.committed_seqno());
+            let committed = engine.committed_seqno();
             let found = s
                 .index()
                 .latest(&collection, committed, 64)
                 .into_iter()
                 .find_map(|t| {
-                    let (txid, ws) = engine.read_tx(t.seqno.0).ok()?;
+                    let (txid, ws) = engine.read_tx(t.seqno).ok()?;
                     let e = entries::entry_in(&ws, txid, &collection, s.0.ledger_public)?;
                     (txid == t).then_some(e)
                 });
@@ -426,7 +426,7 @@ impl Service {
     /// Stops the service's part in commits and makes everything durable: a single
     /// node signs what is unsigned first; a replica stops replicating (only the
     /// primary signs, through consensus). Returns the last seqno flushed.
-    pub async fn shutdown(&self) -> Result<u64, ServiceError> {
+    pub async fn shutdown(&self) -> Result<SeqNo, ServiceError> {
         if let Some(d) = self.0.driver.lock().await.take() {
             d.stop().await;
         }

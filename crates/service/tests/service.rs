@@ -36,7 +36,7 @@ fn node() -> Node {
 fn service(n: &Node, genesis: &Genesis) -> Service {
     let config = EngineConfig::new(n.dir.path().join("ledger"));
     let mut engine = Engine::open(config, n.id.clone(), n.secret.clone()).unwrap();
-    if engine.last_seqno() == 0 {
+    if engine.last_seqno() == SeqNo::ZERO {
         genesis.write(&mut engine).unwrap();
     }
     let options = ServiceOptions {
@@ -48,7 +48,7 @@ fn service(n: &Node, genesis: &Genesis) -> Service {
 
 async fn committed(s: &Service, txid: TxId) {
     let mut rx = s.subscribe_committed();
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= txid.seqno.0))
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= txid.seqno))
         .await
         .unwrap()
         .unwrap();

@@ -11,7 +11,7 @@ pub struct Serving {
     /// Sending (or dropping) it stops the node gracefully.
     pub stop: oneshot::Sender<()>,
     /// Ends with the node's final committed seqno.
-    pub task: tokio::task::JoinHandle<u64>,
+    pub task: tokio::task::JoinHandle<covenant_types::SeqNo>,
 }
 
 /// Serves `bound` on a new task; every test that binds a node in-process starts it
@@ -36,7 +36,7 @@ pub fn serve(bound: BoundNode) -> Serving {
 
 impl Serving {
     /// Stops the node gracefully and returns its final committed seqno.
-    pub async fn shutdown(self) -> u64 {
+    pub async fn shutdown(self) -> covenant_types::SeqNo {
         self.stop.send(()).unwrap();
         self.task.await.unwrap()
     }

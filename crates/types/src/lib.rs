@@ -13,17 +13,46 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Raft term in which a transaction was executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct View(pub u64);
 
 /// Global, 1-based, gapless position of a transaction in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// `SeqNo::ZERO` means "before the first transaction": the commit point of an
+/// empty ledger, the base of a ledger that starts at genesis. Raft's log index
+/// is the same number; the consensus crate converts at its boundary.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct SeqNo(pub u64);
 
 impl SeqNo {
+    /// Before the first transaction.
+    pub const ZERO: SeqNo = SeqNo(0);
+
     /// The seqno after this one.
     pub fn next(self) -> SeqNo {
         SeqNo(self.0 + 1)
+    }
+
+    /// The seqno before this one (`ZERO` stays `ZERO`).
+    pub fn prev(self) -> SeqNo {
+        SeqNo(self.0.saturating_sub(1))
+    }
+
+    /// How many transactions lie after `earlier` up to and including `self`
+    /// (0 when `earlier` is not before `self`).
+    pub fn since(self, earlier: SeqNo) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// The seqno `n` transactions after this one.
+    pub fn plus(self, n: u64) -> SeqNo {
+        SeqNo(self.0.saturating_add(n))
     }
 }
 
