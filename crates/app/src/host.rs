@@ -11,6 +11,7 @@ use std::time::Duration;
 use covenant_js::rquickjs::{Ctx, Exception, Function, Object};
 use covenant_js::Limits;
 use covenant_kv::{Store, WriteSet};
+use covenant_types::{SeqNo, TxId, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -114,18 +115,18 @@ impl RuntimeOptions {
 /// from it, so a handler never waits on (or holds) the node's locks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsensusView {
-    /// (view, seqno) of the last committed transaction; (0, 0) when none.
-    pub committed: (u64, u64),
+    /// The last committed transaction (`None` before the first commit).
+    pub committed: Option<TxId>,
     /// The last seqno this node holds.
-    pub last_seqno: u64,
+    pub last_seqno: SeqNo,
     /// (first seqno, view) of each run of transactions in one view, in order.
-    pub view_runs: Vec<(u64, u64)>,
+    pub view_runs: Vec<(SeqNo, View)>,
 }
 
 impl ConsensusView {
     /// The view of `seqno`, if this node holds it.
-    pub fn view_of(&self, seqno: u64) -> Option<u64> {
-        if seqno == 0 || seqno > self.last_seqno {
+    pub fn view_of(&self, seqno: SeqNo) -> Option<View> {
+        if seqno == SeqNo::ZERO || seqno > self.last_seqno {
             return None;
         }
         let i = self.view_runs.partition_point(|&(first, _)| first <= seqno);
@@ -133,11 +134,12 @@ impl ConsensusView {
     }
 
     /// CCF's transaction status words.
-    pub fn status(&self, view: u64, seqno: u64) -> &'static str {
-        match self.view_of(seqno) {
+    pub fn status(&self, txid: TxId) -> &'static str {
+        let committed = self.committed.map_or(SeqNo::ZERO, |t| t.seqno);
+        match self.view_of(txid.seqno) {
             None => "Unknown",
-            Some(v) if v != view => "Invalid",
-            Some(_) if seqno <= self.committed.1 => "Committed",
+            Some(v) if v != txid.view => "Invalid",
+            Some(_) if txid.seqno <= committed => "Committed",
             Some(_) => "Pending",
         }
     }
@@ -328,7 +330,10 @@ pub(crate) fn install<'js>(
     let v = c.clone();
     n.set(
         "committed",
-        Function::new(ctx.clone(), move || vec![v.committed.0, v.committed.1])?,
+        Function::new(ctx.clone(), move || {
+            v.committed
+                .map_or(vec![0, 0], |t| vec![t.view.0, t.seqno.0])
+        })?,
     )?;
     let v = c.clone();
     n.set(
@@ -336,10 +341,11 @@ pub(crate) fn install<'js>(
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, view: f64, seqno: f64| -> covenant_js::rquickjs::Result<String> {
-                Ok(
-                    v.status(whole(&ctx, view, "view")?, whole(&ctx, seqno, "seqno")?)
-                        .to_string(),
-                )
+                Ok(v.status(TxId::new(
+                    whole(&ctx, view, "view")?,
+                    whole(&ctx, seqno, "seqno")?,
+                ))
+                .to_string())
             },
         )?,
     )?;
@@ -349,7 +355,7 @@ pub(crate) fn install<'js>(
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, seqno: f64| -> covenant_js::rquickjs::Result<Option<u64>> {
-                Ok(v.view_of(whole(&ctx, seqno, "seqno")?))
+                Ok(v.view_of(SeqNo(whole(&ctx, seqno, "seqno")?)).map(|v| v.0))
             },
         )?,
     )?;

@@ -1,5 +1,6 @@
 use super::*;
 use covenant_types::View;
+use covenant_types::{SeqNo, TxId};
 use std::time::Duration;
 
 const BANK: &str = r#"
@@ -381,9 +382,13 @@ fn call_host(function: &str, mode: &str, host: Host) -> Result<Value, AppError> 
 fn consensus_answers_from_the_view_of_the_request() {
     let host = Host {
         consensus: ConsensusView {
-            committed: (2, 5),
-            last_seqno: 8,
-            view_runs: vec![(1, 1), (3, 2), (7, 3)],
+            committed: Some(TxId::new(2, 5)),
+            last_seqno: SeqNo(8),
+            view_runs: vec![
+                (SeqNo(1), View(1)),
+                (SeqNo(3), View(2)),
+                (SeqNo(7), View(3)),
+            ],
         },
         ..Default::default()
     };

@@ -151,7 +151,7 @@ pub fn audit_ledger_with_snapshot(
             let bytes = sig_write.ok_or_else(|| fail(Some(txid), "signature removed"))?;
             let record = SignatureRecord::from_json_bytes(bytes)
                 .map_err(|x| fail(Some(txid), x.to_string()))?;
-            if record.seqno != txid.seqno.0 || record.view != txid.view.0 {
+            if record.seqno != txid.seqno || record.view != txid.view {
                 return Err(fail(
                     Some(txid),
                     format!("signature record names {}.{}", record.view, record.seqno),

@@ -120,7 +120,7 @@ pub struct Engine {
     committed: u64,
     /// Runs of equal views: (first seqno, view), ascending. Views change rarely, so
     /// this answers "view at seqno" (Raft's term lookups) without reading the ledger.
-    view_runs: Vec<(u64, u64)>,
+    view_runs: Vec<(SeqNo, View)>,
     /// Single node: the last durable signature commits. Under consensus, only
     /// [`Engine::advance_commit`] does.
     commit_on_sync: bool,
@@ -229,7 +229,7 @@ impl Engine {
             engine.tree = v.tree;
             engine.base_leaves = (from, leaves);
             engine.signatures.insert(s);
-            engine.view_runs.push((s, txid.view.0));
+            engine.view_runs.push((SeqNo(s), txid.view));
             engine.committed = s;
             engine.base = Some(txid);
         }
@@ -397,7 +397,7 @@ impl Engine {
         while self
             .view_runs
             .last()
-            .is_some_and(|&(first, _)| first > seqno)
+            .is_some_and(|&(first, _)| first > SeqNo(seqno))
         {
             self.view_runs.pop();
         }
@@ -408,8 +408,8 @@ impl Engine {
     }
 
     fn note_view(&mut self, txid: TxId) {
-        if self.view_runs.last().map(|&(_, v)| v) != Some(txid.view.0) {
-            self.view_runs.push((txid.seqno.0, txid.view.0));
+        if self.view_runs.last().map(|&(_, v)| v) != Some(txid.view) {
+            self.view_runs.push((txid.seqno, txid.view));
         }
     }
 
@@ -428,14 +428,12 @@ impl Engine {
         if seqno == SeqNo::ZERO || seqno < base || seqno > self.ledger.last_seqno() {
             return None;
         }
-        let i = self
-            .view_runs
-            .partition_point(|&(first, _)| first <= seqno.0);
-        i.checked_sub(1).map(|i| View(self.view_runs[i].1))
+        let i = self.view_runs.partition_point(|&(first, _)| first <= seqno);
+        i.checked_sub(1).map(|i| self.view_runs[i].1)
     }
 
     /// (first seqno, view) of each run of transactions appended in one view, in order.
-    pub fn view_runs(&self) -> &[(u64, u64)] {
+    pub fn view_runs(&self) -> &[(SeqNo, View)] {
         &self.view_runs
     }
 
@@ -754,13 +752,13 @@ impl Engine {
         let seqno = self.tree.len() + 1;
         let sig = self.node.key.sign_prehashed_sha256(&root.0)?;
         let record = SignatureRecord {
-            view: self.view.0,
-            seqno,
+            view: self.view,
+            seqno: SeqNo(seqno),
             root,
             node_id: self.node.node_id.clone(),
             signature: base64::engine::general_purpose::STANDARD.encode(sig),
             cert: self.node_cert_pem.clone(),
-            commit_seqno: self.committed,
+            commit_seqno: SeqNo(self.committed),
         };
         let mut tx = self.store.begin();
         tx.put(SIGNATURES_MAP, SIGNATURE_KEY, &record.to_json_bytes());

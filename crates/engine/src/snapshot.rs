@@ -13,6 +13,7 @@
 //! what makes a snapshot trustworthy is [`SnapshotFile::verify`]: the state holds
 //! the signature record of its own seqno, whose signed root is the checkpoint's.
 
+use covenant_types::SeqNo;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -192,7 +193,7 @@ impl SnapshotFile {
             .ok_or_else(|| bad(format!("state at {txid} holds no signature record")))?;
         let record = SignatureRecord::from_json_bytes(&record_bytes)
             .map_err(|e| bad(format!("signature record: {e}")))?;
-        if record.seqno != seqno || record.view != txid.view.0 {
+        if record.seqno != SeqNo(seqno) || record.view != txid.view {
             return Err(bad(format!(
                 "state at {txid} is not right after a signature (its last signature is {}.{})",
                 record.view, record.seqno

@@ -97,7 +97,7 @@ fn a_snapshot_is_written_only_once_its_signature_commits() {
         .unwrap();
     assert_eq!(info.txid, txid);
     assert!(info.private_checked);
-    assert_eq!(info.signature.seqno, 24);
+    assert_eq!(info.signature.seqno, SeqNo(24));
     // Without the secret only the public parts are checked.
     let info = SnapshotFile::decode(&std::fs::read(&path).unwrap())
         .unwrap()

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use covenant_js::{JsError, Limits};
 use covenant_kv::{Store, Tx};
+use covenant_types::SeqNo;
 use serde::{Deserialize, Serialize};
 
 pub use kv::GovKv;
@@ -204,8 +205,8 @@ pub fn proposal(tx: &mut Tx, id: &str) -> Result<(String, ProposalInfo), GovErro
 
 /// A proposal's id: SHA-256 of the seqno it is recorded at and its text, so equal
 /// proposals submitted twice get two ids.
-pub fn proposal_id(seqno: u64, body: &[u8]) -> String {
-    covenant_crypto::sha256_concat(&[&seqno.to_le_bytes(), body]).to_hex()
+pub fn proposal_id(seqno: SeqNo, body: &[u8]) -> String {
+    covenant_crypto::sha256_concat(&[&seqno.0.to_le_bytes(), body]).to_hex()
 }
 
 impl Governance {
@@ -218,7 +219,7 @@ impl Governance {
         store: &Store,
         proposer: &covenant_types::MemberId,
         body: &[u8],
-        seqno: u64,
+        seqno: SeqNo,
     ) -> Result<(String, ProposalInfo), GovError> {
         let proposer = proposer.as_str();
         require_active(tx, proposer)?;

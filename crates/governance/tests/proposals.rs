@@ -8,6 +8,7 @@ use covenant_governance::{
 };
 use covenant_kv::Store;
 use covenant_types::MemberId;
+use covenant_types::SeqNo;
 use covenant_types::View;
 use serde_json::json;
 
@@ -67,7 +68,7 @@ impl Consortium {
             &self.store,
             &self.members[by],
             body.to_string().as_bytes(),
-            seqno,
+            SeqNo(seqno),
         );
         if r.is_ok() {
             commit(&self.store, tx);
@@ -240,7 +241,7 @@ fn invalid_proposals_are_refused_with_the_constitutions_reason() {
     let mut tx = c.store.begin();
     assert!(matches!(
         c.gov
-            .propose(&mut tx, &c.store, &c.members[0], b"{not json", 9),
+            .propose(&mut tx, &c.store, &c.members[0], b"{not json", SeqNo(9)),
         Err(GovError::NotJson(_))
     ));
     // An Accepted member neither proposes nor votes; nor does a stranger.
@@ -250,7 +251,7 @@ fn invalid_proposals_are_refused_with_the_constitutions_reason() {
     ));
     assert!(matches!(
         c.gov
-            .propose(&mut tx, &c.store, &MemberId::new("0123"), b"{}", 9),
+            .propose(&mut tx, &c.store, &MemberId::new("0123"), b"{}", SeqNo(9)),
         Err(GovError::NotAMember(_))
     ));
 }

@@ -495,17 +495,13 @@ async fn serve(
 /// What `ccf.consensus` answers from.
 pub(crate) fn consensus_view(e: &Engine) -> ConsensusView {
     let c = e.committed_seqno();
-    let view = e
+    let committed = e
         .view_at(c)
         .or_else(|| e.snapshot_base().filter(|b| b.seqno == c).map(|b| b.view))
-        .unwrap_or_default();
+        .map(|view| TxId { view, seqno: c });
     ConsensusView {
-        committed: if c == SeqNo::ZERO {
-            (0, 0)
-        } else {
-            (view.0, c.0)
-        },
-        last_seqno: e.last_seqno().0,
+        committed,
+        last_seqno: e.last_seqno(),
         view_runs: e.view_runs().to_vec(),
     }
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use covenant_types::SeqNo;
 use std::time::Duration;
 
 use crate::error::ApiError;
@@ -70,7 +71,7 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     // A node that started from a snapshot lacks the history before it: reads of that
     // history go to the primary (which, as a rule, holds the whole ledger).
     let before_ledger =
-        !is_write && net.first_seqno > 1 && reads_before(req.uri(), net.first_seqno);
+        !is_write && net.first_seqno > SeqNo(1) && reads_before(req.uri(), net.first_seqno.0);
     // A TxId this node cannot place yet (it has not received it, or holds another
     // view's uncommitted entry at its seqno) is asked of the primary, which can: a
     // lagging backup must not call a committed TxId unknown.

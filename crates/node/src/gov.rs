@@ -14,6 +14,7 @@
 //! [`HTTP_SIGNATURES_SEEN`] (an HTTP signature, which carries no time). The request and the governance
 //! transaction are one ledger transaction, so the history is public.
 
+use covenant_types::SeqNo;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequest, Path, Request, State};
@@ -486,7 +487,7 @@ pub(crate) async fn do_propose(
 ) -> Result<(TxId, (String, ProposalInfo)), ApiError> {
     let what = "recording the proposal failed";
     step(state, what, signed, |gov, tx, store, seqno, s| {
-        gov.propose(tx, store, &s.member, &s.msg.payload, seqno)
+        gov.propose(tx, store, &s.member, &s.msg.payload, SeqNo(seqno))
     })
     .await
 }

@@ -198,7 +198,7 @@ impl BoundNode {
             net.clone(),
             service_cert.clone(),
             peers,
-            first_seqno.0,
+            first_seqno,
         ));
         let state = NodeState::new(service, transport);
         // A new network's genesis also records the trusted code and the founding voters.

@@ -5,6 +5,7 @@
 //!
 //! Trust: a peer is a node whose certificate is endorsed (signed) by the service key.
 
+use covenant_types::SeqNo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,7 +155,7 @@ pub struct Network {
     pub retired: std::sync::atomic::AtomicBool,
     /// The first seqno this node's ledger holds (fixed once the engine is open):
     /// reads of earlier history go to the primary.
-    pub first_seqno: u64,
+    pub first_seqno: SeqNo,
     /// Fingerprints of certificates already checked against the service key (an
     /// ECDSA P-384 verification per consensus request was ~3% of a 3-node bench).
     endorsed: std::sync::Mutex<std::collections::HashSet<covenant_types::Digest32>>,
@@ -167,7 +168,7 @@ impl Network {
         config: NetworkConfig,
         service_cert: Certificate,
         peers: Arc<PeerBook>,
-        first_seqno: u64,
+        first_seqno: SeqNo,
     ) -> Network {
         Network {
             replica,

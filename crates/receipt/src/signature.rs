@@ -1,6 +1,6 @@
 use base64::Engine;
 use covenant_crypto::Certificate;
-use covenant_types::Digest32;
+use covenant_types::{Digest32, SeqNo, View};
 use serde::{Deserialize, Serialize};
 
 use crate::ReceiptError;
@@ -18,8 +18,8 @@ pub const SIGNATURE_KEY: &[u8] = b"0";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureRecord {
-    pub view: u64,
-    pub seqno: u64,
+    pub view: View,
+    pub seqno: SeqNo,
     pub root: Digest32,
     pub node_id: String,
     /// Base64 DER ECDSA over `root` used directly as the digest.
@@ -27,13 +27,13 @@ pub struct SignatureRecord {
     /// PEM of the signing node's certificate.
     pub cert: String,
     /// Last seqno the primary knew committed when it signed.
-    pub commit_seqno: u64,
+    pub commit_seqno: SeqNo,
 }
 
 impl SignatureRecord {
     /// Number of leaves the signed root covers.
     pub fn tree_size(&self) -> u64 {
-        self.seqno.saturating_sub(1)
+        self.seqno.0.saturating_sub(1)
     }
 
     pub fn to_json_bytes(&self) -> Vec<u8> {
