@@ -1,7 +1,10 @@
 //! Route handlers checked in process: the router is called directly (no TLS, no
 //! sockets, no process) over a single-node service on a temporary ledger, with the
 //! caller's certificate put where the TLS server would put it. What is checked is
-//! the handlers' part: status codes, error codes and response shapes.
+//! the handlers' part: status codes, error codes and response shapes. The service
+//! stands in for consensus: `Service::refuse_writes` (feature `test-hooks`, enabled
+//! for this crate's tests only) makes it refuse writes as a backup, a node still
+//! joining, a failed replication or a full disk would.
 
 use covenant_types::SeqNo;
 use std::sync::Arc;
@@ -350,6 +353,80 @@ async fn users_routes_check_roles_and_ids() {
     let (s, _, b) = h.get(&format!("/app/users/{acl_id}?{V}"), &h.admin).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["assignedRole"], "Reader");
+}
+
+/// Writes refused below the handlers (the service standing in for a consensus that
+/// says no) reach the client as the error it can act on, through every kind of
+/// write route; nothing is written, and reads go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_reach_the_client_as_what_it_can_act_on() {
+    let h = harness();
+    let (s, hd, b) = h.append(&h.contributor, "before").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let before = txid_of(&hd);
+    h.committed(&before).await;
+    let last = h.state.service.engine().last_seqno();
+    let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
+    let cases: [(fn() -> ServiceError, (StatusCode, &str)); 4] = [
+        (|| ServiceError::NotPrimary { leader: Some(2) }, unavailable),
+        (|| ServiceError::NotReady, unavailable),
+        (
+            || ServiceError::ReplicationFailed("fsync".into()),
+            unavailable,
+        ),
+        (
+            || EngineError::DiskFull { free: 1, min: 2 }.into(),
+            (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage"),
+        ),
+    ];
+    let reader_id = covenant_crypto::colon_hex(&covenant_crypto::sha256(h.reader.der()));
+    for (with, (status, code)) in cases {
+        h.state.service.refuse_writes(Some(with));
+        refused(h.append(&h.contributor, "lost").await, status, code);
+        let promote = json!({"assignedRole": "Contributor"});
+        let r = h
+            .call(
+                Method::PATCH,
+                &format!("/app/users/{reader_id}?{V}"),
+                Some(&h.admin),
+                Some(promote),
+            )
+            .await;
+        refused(r, status, code);
+        let function = json!({"code": "export function main() { return 1; }"});
+        let r = h
+            .call(
+                Method::PUT,
+                &format!("/app/userDefinedFunctions/f1?{V}"),
+                Some(&h.admin),
+                Some(function),
+            )
+            .await;
+        refused(r, status, code);
+        // Reads are served meanwhile.
+        let (s, _, b) = h
+            .get(
+                &format!("/app/transactions/{before}?{V}&collectionId=c1"),
+                &h.reader,
+            )
+            .await;
+        assert_eq!(
+            (s, b["entry"]["contents"].as_str()),
+            (StatusCode::OK, Some("before"))
+        );
+    }
+    h.state.service.refuse_writes(None);
+    assert_eq!(
+        h.state.service.engine().last_seqno(),
+        last,
+        "nothing written"
+    );
+    let (s, _, b) = h
+        .get(&format!("/app/users/{reader_id}?{V}"), &h.admin)
+        .await;
+    assert_eq!((s, &b["assignedRole"]), (StatusCode::OK, &json!("Reader")));
+    let (s, _, b) = h.append(&h.contributor, "after").await;
+    assert_eq!(s, StatusCode::OK, "writes resume: {b}");
 }
 
 #[test]

@@ -111,6 +111,9 @@ struct Inner {
     index: Arc<EntryIndex>,
     apps: apps::AppCache,
     driver: tokio::sync::Mutex<Option<driver::Driver>>,
+    /// Test hook: writes fail with this error instead of running.
+    #[cfg(feature = "test-hooks")]
+    refusal: Mutex<Option<fn() -> ServiceError>>,
 }
 
 impl Service {
@@ -191,7 +194,31 @@ impl Service {
             index,
             apps: apps::AppCache::default(),
             driver: tokio::sync::Mutex::new(driver),
+            #[cfg(feature = "test-hooks")]
+            refusal: Mutex::new(None),
         }))
+    }
+
+    /// Makes every write fail with `with()` until cleared with `None`: stands in
+    /// for a consensus that refuses (not primary, not ready, replication failed, a
+    /// full disk), so route handlers can be tested on those paths in process.
+    #[cfg(feature = "test-hooks")]
+    pub fn refuse_writes(&self, with: Option<fn() -> ServiceError>) {
+        *lock(&self.0.refusal) = with;
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn refused(&self) -> Result<(), ServiceError> {
+        match *lock(&self.0.refusal) {
+            Some(with) => Err(with()),
+            None => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    #[inline(always)]
+    fn refused(&self) -> Result<(), ServiceError> {
+        Ok(())
     }
 
     /// The engine, for a short in-memory section (a lookup, a status): never for
@@ -260,6 +287,7 @@ impl Service {
         &self,
         f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, ServiceError> {
+        self.refused()?;
         if self.0.replica.is_none() {
             if let Ok(mut engine) = self.0.engine.try_lock() {
                 return Ok(f(&mut engine)?);
@@ -274,6 +302,7 @@ impl Service {
         &self,
         f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
     ) -> Result<T, ServiceError> {
+        self.refused()?;
         match &self.0.replica {
             None => Ok(f(&mut self.engine())?),
             Some(r) => Ok(r.write(f)?),
@@ -443,8 +472,8 @@ impl Service {
     }
 }
 
-fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock would be a bug; the engine's own state stays
     // consistent (every step checks before it mutates), so keep serving.
-    engine.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
