@@ -391,10 +391,11 @@ fn open_service(
         .get(crate::SERVICE_INFO, SINGLETON_KEY)
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or_else(|| serde_json::json!({}));
-    if matches!(info["status"].as_str(), Some("Open")) {
+    let open = crate::ServiceStatus::Open.as_str();
+    if info["status"].as_str() == Some(open) {
         return Ok(());
     }
-    info["status"] = serde_json::Value::String("Open".into());
+    info["status"] = serde_json::Value::String(open.into());
     kv.set(
         crate::SERVICE_INFO,
         SINGLETON_KEY,

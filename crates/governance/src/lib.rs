@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use covenant_js::{JsError, Limits};
 use covenant_kv::{Store, Tx};
-use covenant_types::SeqNo;
+use covenant_types::{MemberId, SeqNo};
 use serde::{Deserialize, Serialize};
 
 pub use kv::GovKv;
@@ -40,11 +40,41 @@ pub const PROPOSALS: &str = "public:ccf.gov.proposals";
 pub const SERVICE_INFO: &str = "public:ccf.gov.service.info";
 pub const SERVICE_INFO_KEY: &[u8] = b"0";
 
-/// "Open", "Opening", ...; `None` when the service has no status row.
-pub fn service_status(store: &Store) -> Option<String> {
+/// Where the service is in its life, as [`SERVICE_INFO`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceStatus {
+    /// Created; users are refused until the consortium opens it.
+    Opening,
+    /// `transition_service_to_open` was accepted: users are served.
+    Open,
+}
+
+impl ServiceStatus {
+    /// CCF's word for the status, as in `/node/network` and `/gov/service/info`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Opening => "Opening",
+            ServiceStatus::Open => "Open",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The service's status; `None` when the service has no status row (one created
+/// without a consortium, which is open). A row this build cannot read counts as
+/// `Opening`: users are refused rather than served by mistake.
+pub fn service_status(store: &Store) -> Option<ServiceStatus> {
+    #[derive(Deserialize)]
+    struct Row {
+        status: ServiceStatus,
+    }
     let raw = store.get(SERVICE_INFO, SERVICE_INFO_KEY)?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    v["status"].as_str().map(str::to_string)
+    Some(serde_json::from_slice::<Row>(&raw).map_or(ServiceStatus::Opening, |r| r.status))
 }
 pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
 /// Service configuration (key `0`, JSON): `join_policy` ("auto" | "pending", seeded
@@ -111,11 +141,18 @@ pub struct ProposalInfo {
     pub failure: Option<Failure>,
 }
 
+/// A member's standing: an Accepted member may not vote or propose until it acks
+/// the state digest and becomes Active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberStatus {
+    Accepted,
+    Active,
+}
+
 /// A member's row in [`MEMBERS_INFO`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
-    /// Accepted (may not vote or propose yet) or Active.
-    pub status: String,
+    pub status: MemberStatus,
     #[serde(default)]
     pub member_data: serde_json::Value,
 }
@@ -124,9 +161,9 @@ pub struct MemberInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum GovError {
     #[error("{0} is not a member of the consortium")]
-    NotAMember(String),
+    NotAMember(MemberId),
     #[error("member {0} is not Active yet: it must ack the state digest first")]
-    NotActive(String),
+    NotActive(MemberId),
     #[error("no proposal {0}")]
     NoSuchProposal(String),
     #[error("proposal {id} is {state:?}, not Open")]
@@ -140,7 +177,7 @@ pub enum GovError {
     #[error("the ack names state digest {got}, but the member's digest is {want}")]
     WrongDigest { got: String, want: String },
     #[error("member {0} has not asked for a state digest to ack")]
-    NoDigest(String),
+    NoDigest(MemberId),
     #[error("the service has no constitution")]
     NoConstitution,
     /// The constitution's `validate` failed to run (threw, timed out): the
@@ -185,10 +222,10 @@ pub fn member(tx: &mut Tx, id: &str) -> Result<Option<MemberInfo>, GovError> {
     }
 }
 
-fn require_active(tx: &mut Tx, id: &str) -> Result<(), GovError> {
-    match member(tx, id)? {
-        None => Err(GovError::NotAMember(id.to_string())),
-        Some(m) if m.status != "Active" => Err(GovError::NotActive(id.to_string())),
+fn require_active(tx: &mut Tx, id: &MemberId) -> Result<(), GovError> {
+    match member(tx, id.as_str())? {
+        None => Err(GovError::NotAMember(id.clone())),
+        Some(m) if m.status != MemberStatus::Active => Err(GovError::NotActive(id.clone())),
         Some(_) => Ok(()),
     }
 }
@@ -217,12 +254,12 @@ impl Governance {
         &self,
         tx: &mut Tx,
         store: &Store,
-        proposer: &covenant_types::MemberId,
+        proposer: &MemberId,
         body: &[u8],
         seqno: SeqNo,
     ) -> Result<(String, ProposalInfo), GovError> {
-        let proposer = proposer.as_str();
         require_active(tx, proposer)?;
+        let proposer = proposer.as_str();
         let text = std::str::from_utf8(body)
             .map_err(|e| GovError::NotJson(e.to_string()))?
             .to_string();
@@ -266,12 +303,13 @@ impl Governance {
         &self,
         tx: &mut Tx,
         store: &Store,
-        member: &covenant_types::MemberId,
+        member: &MemberId,
         id: &str,
         ballot: &str,
     ) -> Result<ProposalInfo, GovError> {
-        let member = member.as_str();
         require_active(tx, member)?;
+        let member = member.as_str();
+
         let (body, mut info) = proposal(tx, id)?;
         if info.state != ProposalState::Open {
             return Err(GovError::NotOpen {
@@ -288,12 +326,12 @@ impl Governance {
     pub fn withdraw(
         &self,
         tx: &mut Tx,
-        member: &covenant_types::MemberId,
+        member: &MemberId,
         id: &str,
     ) -> Result<ProposalInfo, GovError> {
-        let member = member.as_str();
+        let (who, member) = (member, member.as_str());
         if crate::member(tx, member)?.is_none() {
-            return Err(GovError::NotAMember(member.to_string()));
+            return Err(GovError::NotAMember(who.clone()));
         }
         let (_, mut info) = proposal(tx, id)?;
         if info.proposer_id != member {
@@ -315,12 +353,12 @@ impl Governance {
     pub fn update_state_digest(
         &self,
         tx: &mut Tx,
-        member: &covenant_types::MemberId,
+        member: &MemberId,
         digest: &str,
     ) -> Result<(), GovError> {
-        let member = member.as_str();
+        let (who, member) = (member, member.as_str());
         if crate::member(tx, member)?.is_none() {
-            return Err(GovError::NotAMember(member.to_string()));
+            return Err(GovError::NotAMember(who.clone()));
         }
         let row = serde_json::json!({ "state_digest": digest });
         tx.put(MEMBERS_ACKS, member.as_bytes(), row.to_string().as_bytes());
@@ -331,25 +369,25 @@ impl Governance {
     pub fn ack(
         &self,
         tx: &mut Tx,
-        member: &covenant_types::MemberId,
+        member: &MemberId,
         digest: &str,
     ) -> Result<MemberInfo, GovError> {
-        let member = member.as_str();
+        let (who, member) = (member, member.as_str());
         let Some(mut info) = crate::member(tx, member)? else {
-            return Err(GovError::NotAMember(member.to_string()));
+            return Err(GovError::NotAMember(who.clone()));
         };
         let want = tx
             .get(MEMBERS_ACKS, member.as_bytes())
             .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
             .and_then(|v| v["state_digest"].as_str().map(str::to_string))
-            .ok_or_else(|| GovError::NoDigest(member.to_string()))?;
+            .ok_or_else(|| GovError::NoDigest(who.clone()))?;
         if want != digest {
             return Err(GovError::WrongDigest {
                 got: digest.to_string(),
                 want,
             });
         }
-        info.status = "Active".into();
+        info.status = MemberStatus::Active;
         tx.put(MEMBERS_INFO, member.as_bytes(), &encode(&info));
         Ok(info)
     }

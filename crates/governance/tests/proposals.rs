@@ -270,7 +270,10 @@ fn a_member_becomes_active_by_acking_its_state_digest() {
         c.gov.ack(&mut tx, m, "ffff"),
         Err(GovError::WrongDigest { .. })
     ));
-    assert_eq!(c.gov.ack(&mut tx, m, "abcd").unwrap().status, "Active");
+    assert_eq!(
+        c.gov.ack(&mut tx, m, "abcd").unwrap().status,
+        covenant_governance::MemberStatus::Active
+    );
     commit(&c.store, tx);
     // Now two active members: one vote is no longer a majority.
     let (id, _) = c.propose(1, set_user(&user_cert())).unwrap();

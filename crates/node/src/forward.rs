@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use covenant_governance::ServiceStatus;
 use covenant_types::SeqNo;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub async fn service_open_gate(
 ) -> Response {
     if req.uri().path().starts_with("/app/") {
         if let Some(status) = covenant_governance::service_status(&state.store) {
-            if status != "Open" {
+            if status != ServiceStatus::Open {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceNotOpen",

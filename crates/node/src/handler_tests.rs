@@ -367,7 +367,8 @@ async fn refused_writes_reach_the_client_as_what_it_can_act_on() {
     h.committed(&before).await;
     let last = h.state.service.engine().last_seqno();
     let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
-    let cases: [(fn() -> ServiceError, (StatusCode, &str)); 4] = [
+    type Refusal = fn() -> ServiceError;
+    let cases: [(Refusal, (StatusCode, &str)); 4] = [
         (|| ServiceError::NotPrimary { leader: Some(2) }, unavailable),
         (|| ServiceError::NotReady, unavailable),
         (

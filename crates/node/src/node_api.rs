@@ -3,6 +3,7 @@
 //! shapes (snake_case), and the classic governance reads tooling uses
 //! (`/gov/kv/...`, `/gov/jwt_keys/all`). None needs a credential.
 
+use covenant_governance::ServiceStatus;
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
@@ -113,7 +114,8 @@ pub async fn backup(State(state): State<NodeState>) -> Response {
 
 /// `GET /node/ready/app`: 204 once the service is open to users, else 503.
 pub async fn ready_app(State(state): State<NodeState>) -> StatusCode {
-    let open = covenant_governance::service_status(&state.store).is_none_or(|s| s == "Open");
+    let open =
+        covenant_governance::service_status(&state.store).is_none_or(|s| s == ServiceStatus::Open);
     if open {
         StatusCode::NO_CONTENT
     } else {
@@ -337,7 +339,7 @@ pub(crate) async fn node_network(State(state): State<NodeState>) -> Json<Value> 
         }
         None => (state.engine().view().0, Some(state.node_id().to_string())),
     };
-    let status = covenant_governance::service_status(&state.store).unwrap_or_else(|| "Open".into());
+    let status = covenant_governance::service_status(&state.store).unwrap_or(ServiceStatus::Open);
     Json(json!({
         "service_certificate": *state.service_cert_pem,
         "service_status": status,

@@ -101,7 +101,8 @@ pub fn add_member(
 /// the consortium accepts `transition_service_to_open`.
 pub fn set_service_opening(engine: &mut Engine) -> Result<(), EngineError> {
     let mut tx = engine.begin();
-    tx.put(SERVICE_INFO, SERVICE_INFO_KEY, br#"{"status":"Opening"}"#);
+    let info = serde_json::json!({ "status": covenant_governance::ServiceStatus::Opening });
+    tx.put(SERVICE_INFO, SERVICE_INFO_KEY, info.to_string().as_bytes());
     engine.commit_tx(tx, None)?;
     Ok(())
 }
