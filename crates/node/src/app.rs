@@ -311,7 +311,8 @@ pub(crate) async fn authenticate_before_forwarding(
             .map(|(r, _)| r.clone())
     });
     let deadline = tokio::time::Instant::now() + CATCH_UP;
-    let mut seen = state.store.last_seqno();
+    // Subscribed before the first look, so nothing appended after it is missed.
+    let mut appended = state.service.subscribe_appended();
     loop {
         let attempt = match &route {
             Some(route) => match body_free_caller(state, head, route) {
@@ -332,16 +333,9 @@ pub(crate) async fn authenticate_before_forwarding(
             return Err(e);
         }
         // Only a new transaction on this node can change the answer.
-        loop {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(e);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let now = state.store.last_seqno();
-            if now != seen {
-                seen = now;
-                break;
-            }
+        match tokio::time::timeout_at(deadline, appended.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(e),
         }
     }
 }

@@ -96,6 +96,12 @@ pub struct ServiceOptions {
     pub sig_interval: Duration,
 }
 
+/// Fed by the engine's observer on every appended transaction.
+struct Fed {
+    index: Arc<EntryIndex>,
+    appended: watch::Receiver<SeqNo>,
+}
+
 /// The service of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Service(Arc<Inner>);
@@ -107,6 +113,8 @@ struct Inner {
     node_id: NodeId,
     ledger_public: bool,
     committed: watch::Receiver<SeqNo>,
+    /// The last transaction appended on this node (its own or the primary's).
+    appended: watch::Receiver<SeqNo>,
     replica: Option<Replica>,
     index: Arc<EntryIndex>,
     apps: apps::AppCache,
@@ -119,7 +127,7 @@ struct Inner {
 impl Service {
     /// A single node: its own driver signs and group-commits.
     pub fn single(engine: Engine, options: &ServiceOptions) -> Result<Service, ServiceError> {
-        let (engine, index) = Self::indexed(engine, options)?;
+        let (engine, fed) = Self::indexed(engine, options)?;
         let committed = lock(&engine).committed_seqno();
         let (tx, rx) = watch::channel(committed);
         let driver =
@@ -129,14 +137,7 @@ impl Service {
                     source,
                 }
             })?;
-        Ok(Self::assemble(
-            engine,
-            index,
-            rx,
-            None,
-            Some(driver),
-            options,
-        ))
+        Ok(Self::assemble(engine, fed, rx, None, Some(driver), options))
     }
 
     /// A node of a network: `start` starts the replica on the engine (which the
@@ -146,12 +147,12 @@ impl Service {
         options: &ServiceOptions,
         start: impl FnOnce(Arc<Mutex<Engine>>) -> Result<Replica, ConsensusError>,
     ) -> Result<Service, ServiceError> {
-        let (engine, index) = Self::indexed(engine, options)?;
+        let (engine, fed) = Self::indexed(engine, options)?;
         let replica = start(engine.clone())?;
         let rx = replica.subscribe_committed();
         Ok(Self::assemble(
             engine,
-            index,
+            fed,
             rx,
             Some(replica),
             None,
@@ -161,20 +162,26 @@ impl Service {
 
     /// Builds the collection index from the ledger, then lets the engine feed it
     /// every transaction appended from now on (the one feeder, on every node).
+    /// Builds what is derived from every appended transaction and feeds it from
+    /// the engine's observer from now on.
     fn indexed(
         mut engine: Engine,
         options: &ServiceOptions,
-    ) -> Result<(Arc<Mutex<Engine>>, Arc<EntryIndex>), ServiceError> {
+    ) -> Result<(Arc<Mutex<Engine>>, Fed), ServiceError> {
         let map = tables::entries_map(options.ledger_public);
         let index = Arc::new(EntryIndex::build(&engine, map, engine.last_seqno())?);
+        let (appended_tx, appended) = watch::channel(engine.last_seqno());
         let feed = index.clone();
-        engine.set_observer(Arc::new(move |txid, ws| feed.add_from(txid, ws, map)));
-        Ok((Arc::new(Mutex::new(engine)), index))
+        engine.set_observer(Arc::new(move |txid, ws| {
+            feed.add_from(txid, ws, map);
+            appended_tx.send_replace(txid.seqno);
+        }));
+        Ok((Arc::new(Mutex::new(engine)), Fed { index, appended }))
     }
 
     fn assemble(
         engine: Arc<Mutex<Engine>>,
-        index: Arc<EntryIndex>,
+        Fed { index, appended }: Fed,
         committed: watch::Receiver<SeqNo>,
         replica: Option<Replica>,
         driver: Option<driver::Driver>,
@@ -190,6 +197,7 @@ impl Service {
             node_id,
             ledger_public: options.ledger_public,
             committed,
+            appended,
             replica,
             index,
             apps: apps::AppCache::default(),
@@ -331,6 +339,12 @@ impl Service {
     /// Notified with the committed seqno each time it advances.
     pub fn subscribe_committed(&self) -> watch::Receiver<SeqNo> {
         self.0.committed.clone()
+    }
+
+    /// Notified each time a transaction is appended on this node (executed here or
+    /// applied from the primary): what a node that lags waits on to look again.
+    pub fn subscribe_appended(&self) -> watch::Receiver<SeqNo> {
+        self.0.appended.clone()
     }
 
     /// The last committed transaction (`None` before the first commit).

@@ -175,3 +175,26 @@ async fn a_restart_rebuilds_the_index_from_the_ledger() {
     );
     s.shutdown().await.unwrap();
 }
+
+/// A waiter on `subscribe_appended` wakes when a transaction is appended (what a
+/// lagging backup waits on before looking for a user again), not by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_transactions_wake_their_waiters() {
+    let n = node();
+    let s = service(&n, &Genesis::default());
+    let mut appended = s.subscribe_appended();
+    let before = *appended.borrow_and_update();
+    assert_eq!(before, s.engine().last_seqno());
+    let waiter = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(10), appended.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        *appended.borrow()
+    });
+    let txid = append(&s, "c", "wake").await;
+    let seen = waiter.await.unwrap();
+    // The first transaction appended after `before`: the append, or a signature
+    // the driver slipped in ahead of it.
+    assert!(seen > before && seen <= txid.seqno, "{seen:?}");
+}
