@@ -59,7 +59,7 @@ pub enum ConsensusError {
     BadMembership(String),
     /// Configuration changes go one at a time.
     #[error("another configuration change (at seqno {0}) is not committed yet; retry")]
-    MembershipChangePending(u64),
+    MembershipChangePending(SeqNo),
     /// Persisting Raft's output failed (disk error, corrupt entry): this replica stopped
     /// taking part, since raft-rs cannot continue from a half-processed output.
     #[error("this node stopped replicating: {0}")]
@@ -344,7 +344,7 @@ impl Replica {
         {
             let m = self.membership();
             if let Some((&seqno, _)) = m.pending.iter().next_back() {
-                return Err(ConsensusError::MembershipChangePending(seqno));
+                return Err(ConsensusError::MembershipChangePending(SeqNo(seqno)));
             }
             m.applied.change_to(&target)?;
         }
@@ -358,7 +358,7 @@ impl Replica {
                 return Ok(Err(err));
             }
             let txid = e.commit_tx(tx, None)?;
-            this.note_membership(txid.seqno.0, target);
+            this.note_membership(txid.seqno, target);
             Ok(Ok(txid))
         })?
     }
@@ -374,7 +374,7 @@ impl Replica {
     ) -> Result<(), ConsensusError> {
         let m = self.membership();
         if let Some((&seqno, _)) = m.pending.iter().next_back() {
-            return Err(ConsensusError::MembershipChangePending(seqno));
+            return Err(ConsensusError::MembershipChangePending(SeqNo(seqno)));
         }
         m.applied.change_to(target)?;
         tx.put(MEMBERSHIP_MAP, MEMBERSHIP_KEY, &target.encode());
@@ -384,8 +384,8 @@ impl Replica {
     /// Records a staged configuration written at `seqno`. Called under the Raft lock
     /// (in the write closure), before the Raft thread can see the entry committed; it
     /// is dropped again if the write is rolled back.
-    pub fn note_membership(&self, seqno: u64, target: Membership) {
-        self.membership().pending.insert(seqno, target);
+    pub fn note_membership(&self, seqno: SeqNo, target: Membership) {
+        self.membership().pending.insert(seqno.0, target);
     }
 
     /// The most caught-up other voter (by the primary's view of its log).

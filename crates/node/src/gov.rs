@@ -359,20 +359,20 @@ fn run<T>(
     state: &NodeState,
     what: &'static str,
     signed: &Signed,
-    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, u64) -> Result<T, ApiError>,
+    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, SeqNo) -> Result<T, ApiError>,
 ) -> Result<(TxId, T), ApiError> {
     let gov = governance(state);
     let out = state.write_blocking(what, |e| {
         let mut tx = e.begin();
         let store = e.store().clone();
-        let seqno = e.last_seqno().0 + 1;
+        let seqno = e.last_seqno().next();
         let r = remember(&mut tx, state, signed)
             .and_then(|()| f(&gov, &mut tx, &store, seqno))
             .and_then(|v| settle_nodes(state, e, &mut tx).map(|staged| (v, staged)));
         match r {
             Ok((v, staged)) => e.commit_tx(tx, None).map(|txid| {
                 if let (Some(target), Some(net)) = (staged, &state.network) {
-                    net.replica.note_membership(txid.seqno.0, target);
+                    net.replica.note_membership(txid.seqno, target);
                 }
                 for effect in gov.take_effects() {
                     match effect {
@@ -385,7 +385,7 @@ fn run<T>(
         }
     })?;
     if let Err(e) = &out {
-        if e.code == PRIMARY_RETIRING {
+        if e.code == crate::join::PRIMARY_RETIRING {
             if let Some(net) = &state.network {
                 net.replica.transfer_leadership();
             }
@@ -394,64 +394,20 @@ fn run<T>(
     out
 }
 
-/// Error code of a governance request that would retire the primary: it hands over
-/// first (the request is answered 503; retry it on the new primary).
-const PRIMARY_RETIRING: &str = "PrimaryRetiring";
-
 /// Carries out what accepted proposals decided about nodes, in the same
-/// transaction: a row the constitution set Trusted (`transition_node_to_trusted`)
-/// gets a certificate endorsed by the service and a Raft id, and the node joins the
-/// configuration as a learner; a row set Retired (`remove_node`) leaves it. Returns
-/// the configuration staged, to record once the transaction has its seqno.
+/// transaction (see [`covenant_service::Admission::settle`]). Returns the
+/// configuration staged, to record once the transaction has its seqno.
 fn settle_nodes(
     state: &NodeState,
     engine: &mut covenant_engine::Engine,
     tx: &mut Tx,
 ) -> Result<Option<covenant_consensus::Membership>, ApiError> {
-    use covenant_service::tables::NODES_INFO;
-    use covenant_service::{NodeInfo, NodeStatus};
     let Some(net) = state.network.as_deref() else {
         return Ok(None);
     };
-    let Some(rows) = tx.write_set().maps.get(NODES_INFO).cloned() else {
-        return Ok(None);
-    };
-    let (mut target, _) = net.replica.configuration();
-    let before = target.clone();
-    for (key, value) in rows {
-        let Some(value) = value else { continue };
-        let Ok(row) = serde_json::from_slice::<NodeInfo>(&value) else {
-            continue;
-        };
-        if row.status == NodeStatus::Trusted && row.raft_id == 0 {
-            let trusted = crate::join::trusted_row(state, net, &row)?;
-            target.learners.insert(trusted.raft_id);
-            let v = serde_json::to_vec(&trusted)
-                .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
-            tx.put(NODES_INFO, &key, &v);
-            engine.request_snapshot();
-        } else if row.status == NodeStatus::Retired
-            && row.raft_id != 0
-            && target.contains(row.raft_id)
-        {
-            if row.raft_id == net.config.raft_id {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    PRIMARY_RETIRING,
-                    "the proposal retires this node, the primary: it hands over to another node first; retry",
-                ));
-            }
-            target.voters.remove(&row.raft_id);
-            target.learners.remove(&row.raft_id);
-        }
-    }
-    if target == before {
-        return Ok(None);
-    }
-    net.replica
-        .stage_membership(tx, &target)
-        .map_err(|e| crate::join::consensus_error("changing the configuration failed", e))?;
-    Ok(Some(target))
+    crate::join::admission(state, net)
+        .settle(engine, tx)
+        .map_err(|e| crate::join::admission_error("changing the configuration failed", e))
 }
 
 pub(crate) fn info_json(id: &str, info: &ProposalInfo) -> Value {
@@ -467,7 +423,7 @@ async fn step<T: Send + 'static>(
     state: &NodeState,
     what: &'static str,
     signed: Signed,
-    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, u64, &Signed) -> Result<T, GovError>
+    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, SeqNo, &Signed) -> Result<T, GovError>
         + Send
         + 'static,
 ) -> Result<(TxId, T), ApiError> {
@@ -487,7 +443,7 @@ pub(crate) async fn do_propose(
 ) -> Result<(TxId, (String, ProposalInfo)), ApiError> {
     let what = "recording the proposal failed";
     step(state, what, signed, |gov, tx, store, seqno, s| {
-        gov.propose(tx, store, &s.member, &s.msg.payload, SeqNo(seqno))
+        gov.propose(tx, store, &s.member, &s.msg.payload, seqno)
     })
     .await
 }

@@ -24,14 +24,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use covenant_consensus::ConsensusError;
-use covenant_crypto::{Certificate, NodeIdentity, SubjectAltName};
 use covenant_governance::JoinDecision;
 use serde::{Deserialize, Serialize};
 
 use crate::attestation::{binary_measurement, VirtualQuote, NODES_CODE_IDS, VIRTUAL_FORMAT};
 use crate::error::ApiError;
-use covenant_service::tables::NODES_INFO;
-use covenant_service::{NodeInfo, NodeStatus};
+use covenant_service::{Admission, AdmissionError, NodeInfo, NodeStatus};
 
 use crate::http::JOIN_PATH;
 use crate::peers::Network;
@@ -189,6 +187,35 @@ fn redirect_to_primary(net: &Network, path: &str) -> Option<Response> {
     Some(r)
 }
 
+/// Error code of a governance request that would retire the primary: it hands over
+/// first (the request is answered 503; retry it on the new primary).
+pub(crate) const PRIMARY_RETIRING: &str = "PrimaryRetiring";
+
+/// Admitting nodes, as this node (of network `net`) can.
+pub(crate) fn admission<'a>(state: &'a NodeState, net: &'a Network) -> Admission<'a> {
+    Admission {
+        service: &state.service,
+        replica: &net.replica,
+        identity: net.config.service.as_deref(),
+        own_raft_id: net.config.raft_id,
+        configured_peers: net.config.peers.keys().copied().collect(),
+    }
+}
+
+pub(crate) fn admission_error(context: &str, e: AdmissionError) -> ApiError {
+    match e {
+        AdmissionError::NoServiceKey => unavailable(e.to_string()),
+        AdmissionError::BadCertificate(_) => ApiError::bad_request("InvalidInput", e.to_string()),
+        AdmissionError::PrimaryRetiring => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PRIMARY_RETIRING,
+            e.to_string(),
+        ),
+        AdmissionError::Consensus(c) => consensus_error(context, c),
+        AdmissionError::Endorse(_) | AdmissionError::Encode(_) => ApiError::internal(context, e),
+    }
+}
+
 pub(crate) fn consensus_error(context: &str, e: ConsensusError) -> ApiError {
     match e {
         ConsensusError::NotPrimary { .. }
@@ -218,31 +245,6 @@ fn trusted_code(state: &NodeState) -> BTreeSet<String> {
         set.insert(binary_measurement());
     }
     set
-}
-
-/// The next free Raft id: above every id in the nodes table, the configuration and
-/// the configured peers (ids are never reused, retired nodes keep theirs).
-fn next_raft_id(state: &NodeState, net: &Network) -> u64 {
-    let (applied, pending) = net.replica.configuration();
-    let rows = covenant_service::nodes::node_rows(&state.store)
-        .into_iter()
-        .map(|(_, i)| i)
-        .map(|i| i.raft_id);
-    let conf = applied
-        .voters
-        .iter()
-        .chain(&applied.learners)
-        .copied()
-        .chain(
-            pending
-                .into_iter()
-                .flat_map(|(_, m)| m.voters.into_iter().chain(m.learners).collect::<Vec<_>>()),
-        );
-    rows.chain(conf)
-        .chain(net.config.peers.keys().copied())
-        .max()
-        .unwrap_or(0)
-        + 1
 }
 
 fn peer_addresses(state: &NodeState, net: &Network) -> Vec<PeerAddress> {
@@ -299,69 +301,6 @@ fn answer(
         network_info,
     };
     Ok((StatusCode::OK, Json(body)).into_response())
-}
-
-/// Trusts node `node_id` (row `row`, Pending or new): endorses its key, gives it a
-/// Raft id and adds it as a learner, in one transaction; asks for a snapshot it can
-/// start from. Returns the new row.
-fn trust(
-    state: &NodeState,
-    net: &Network,
-    node_id: &str,
-    row: &NodeInfo,
-) -> Result<NodeInfo, ApiError> {
-    let trusted = trusted_row(state, net, row)?;
-    let value = serde_json::to_vec(&trusted)
-        .map_err(|e| ApiError::internal("encoding the node row failed", e))?;
-    let (mut target, _) = net.replica.configuration();
-    target.learners.insert(trusted.raft_id);
-    state.engine().request_snapshot();
-    let txid = net
-        .replica
-        .change_membership(target, |tx| {
-            tx.put(NODES_INFO, node_id.as_bytes(), &value);
-        })
-        .map_err(|e| consensus_error("trusting the node failed", e))?;
-    tracing::info!(%node_id, raft_id = trusted.raft_id, %txid, "trusted a joining node; it catches up as a learner");
-    Ok(trusted)
-}
-
-/// The row of a node being trusted: a certificate for its key endorsed by the
-/// service, and a new Raft id.
-pub(crate) fn trusted_row(
-    state: &NodeState,
-    net: &Network,
-    row: &NodeInfo,
-) -> Result<NodeInfo, ApiError> {
-    let Some(service) = &net.config.service else {
-        return Err(unavailable(
-            "this primary holds no service key and cannot endorse nodes",
-        ));
-    };
-    let candidate = Certificate::from_pem(&row.cert)
-        .map_err(|e| ApiError::bad_request("InvalidInput", format!("node certificate: {e}")))?;
-    let mut sans = SubjectAltName::dev_defaults();
-    if let Ok(addr) = row.address.parse::<SocketAddr>() {
-        sans.push(SubjectAltName::Ip(addr.ip()));
-    }
-    sans.extend(
-        row.subject_alt_names
-            .iter()
-            .map(|s| SubjectAltName::parse(s)),
-    );
-    let endorsed = service
-        .issue_node_cert_for(&candidate, &sans, NodeIdentity::DEFAULT_VALIDITY_DAYS)
-        .map_err(|e| ApiError::internal("endorsing the node certificate failed", e))?;
-    Ok(NodeInfo {
-        status: NodeStatus::Trusted,
-        raft_id: next_raft_id(state, net),
-        address: row.address.clone(),
-        cert: endorsed.to_pem(),
-        quote: row.quote.clone(),
-        subject_alt_names: row.subject_alt_names.clone(),
-        join_token_verified: row.join_token_verified,
-        node_data: row.node_data.clone(),
-    })
 }
 
 /// `POST /node/join`: a node asks to join (and polls its status the same way).
@@ -477,9 +416,15 @@ pub async fn join(
         JoinDecision::Trusted => {
             // Endorsing and the configuration change wait on consensus: off the
             // async threads.
-            let (id, row) = (node_id.clone(), pending.clone());
+            let (id, row) = (covenant_types::NodeId::new(&node_id), pending.clone());
             state
-                .blocking(move |s| trust(s, network(s)?, &id, &row))
+                .blocking(move |s| {
+                    let (trusted, txid) = admission(s, network(s)?)
+                        .trust(&id, &row)
+                        .map_err(|e| admission_error("trusting the node failed", e))?;
+                    tracing::info!(node_id = %id, raft_id = trusted.raft_id, %txid, "trusted a joining node; it catches up as a learner");
+                    Ok::<_, ApiError>(trusted)
+                })
                 .await?
         }
         JoinDecision::Pending => {

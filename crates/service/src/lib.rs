@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod apps;
 pub mod defaults;
 mod driver;
@@ -29,6 +30,7 @@ use covenant_engine::{Engine, EngineError, TxStatus};
 use covenant_types::{NodeId, SeqNo, TxId};
 use tokio::sync::watch;
 
+pub use admission::{Admission, AdmissionError};
 pub use entries::{Entry, ReceiptWithClaims};
 pub use genesis::{Genesis, JoinPolicy};
 pub use index::EntryIndex;
