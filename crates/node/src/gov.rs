@@ -23,11 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use covenant_crypto::{parse_gov_sign1, verify_gov_sign1, Certificate, GovMessage};
 use covenant_governance::{
-    GovEffect, GovError, Governance, ProposalInfo, CONSTITUTION, CONSTITUTION_KEY, MEMBERS_CERTS,
+    GovError, Governance, ProposalInfo, CONSTITUTION, CONSTITUTION_KEY, MEMBERS_CERTS,
     MEMBERS_ENCRYPTION_KEYS, MEMBERS_INFO,
 };
 use covenant_kv::Tx;
 use covenant_receipt::{SIGNATURES_MAP, SIGNATURE_KEY};
+use covenant_service::{GovernError, Replay};
 use covenant_types::{Digest32, TxId};
 use serde_json::{json, Value};
 
@@ -36,13 +37,8 @@ use crate::http::with_txid;
 use crate::server::PeerCert;
 use crate::state::NodeState;
 
-/// Signed digest (hex) → `created_at`, for replay protection.
-pub const COSE_RECENT: &str = "public:ccf.gov.cose_recent";
-/// How far a request's `created_at` may be from the node's clock.
-pub const CREATED_AT_WINDOW_SECS: u64 = 300;
-/// Replay keys of HTTP-signed requests (SHA-256 of the member and the signed
-/// string) → when they were seen; never pruned.
-pub const HTTP_SIGNATURES_SEEN: &str = "public:ccf.gov.http_signatures_seen";
+pub use covenant_service::tables::{COSE_RECENT, HTTP_SIGNATURES_SEEN};
+pub use covenant_service::CREATED_AT_WINDOW_SECS;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -304,112 +300,6 @@ fn authenticate_http_signature(
     })
 }
 
-/// Records the request's signed digest (refusing a replay), in the governance
-/// transaction. A COSE request's digest is kept while its `created_at` is within
-/// the window (older ones are dropped here); an HTTP signature has no time, so its
-/// digest is kept for good, apart, where the pruning scan never reads it. A request
-/// proved by the connection's certificate cannot be replayed by anyone else:
-/// nothing is kept.
-fn remember(tx: &mut Tx, state: &NodeState, signed: &Signed) -> Result<(), ApiError> {
-    let (map, message) = match signed.proof {
-        Proof::Certificate => return Ok(()),
-        Proof::Cose => (COSE_RECENT, "this signed request was already submitted"),
-        Proof::HttpSignature => (
-            HTTP_SIGNATURES_SEEN,
-            "an identical HTTP-signed request was already submitted; HTTP signatures carry no time, so an identical request is refused for good (change the body, or sign with COSE)",
-        ),
-    };
-    let key = signed.msg.signed_digest.to_hex();
-    if tx.get(map, key.as_bytes()).is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "RequestReplayed",
-            message,
-        ));
-    }
-    if signed.proof == Proof::Cose {
-        let horizon = now_secs().saturating_sub(2 * CREATED_AT_WINDOW_SECS);
-        for (k, v) in state.store.entries(COSE_RECENT) {
-            let at = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
-            if at < horizon {
-                tx.remove(COSE_RECENT, &k);
-            }
-        }
-    }
-    tx.put(
-        map,
-        key.as_bytes(),
-        signed.msg.created_at.to_string().as_bytes(),
-    );
-    Ok(())
-}
-
-/// Governance as this service runs it (its certificate is what
-/// `transition_service_to_open` must name).
-fn governance(state: &NodeState) -> Governance {
-    Governance::for_service(Some(state.service_cert_pem.to_string()))
-}
-
-/// Runs a governance step as one transaction on the primary (backups forward),
-/// then does what accepted proposals asked of the node.
-fn run<T>(
-    state: &NodeState,
-    what: &'static str,
-    signed: &Signed,
-    f: impl FnOnce(&Governance, &mut Tx, &covenant_kv::Store, SeqNo) -> Result<T, ApiError>,
-) -> Result<(TxId, T), ApiError> {
-    let gov = governance(state);
-    let out = state.write_blocking(what, |e| {
-        let mut tx = e.begin();
-        let store = e.store().clone();
-        let seqno = e.last_seqno().next();
-        let r = remember(&mut tx, state, signed)
-            .and_then(|()| f(&gov, &mut tx, &store, seqno))
-            .and_then(|v| settle_nodes(state, e, &mut tx).map(|staged| (v, staged)));
-        match r {
-            Ok((v, staged)) => e.commit_tx(tx, None).map(|txid| {
-                if let (Some(target), Some(net)) = (staged, &state.network) {
-                    net.replica.note_membership(txid.seqno, target);
-                }
-                for effect in gov.take_effects() {
-                    match effect {
-                        GovEffect::Snapshot => e.request_snapshot(),
-                    }
-                }
-                Ok((txid, v))
-            }),
-            Err(err) => Ok(Err(err)),
-        }
-    })?;
-    if let Err(e) = &out {
-        if e.code == crate::join::PRIMARY_RETIRING {
-            if let Some(net) = &state.network {
-                net.replica.transfer_leadership();
-            }
-        }
-    }
-    out
-}
-
-/// Carries out what accepted proposals decided about nodes, in the same
-/// transaction (see [`covenant_service::Admission::settle`]). Returns the
-/// configuration staged, to record once the transaction has its seqno.
-fn settle_nodes(
-    state: &NodeState,
-    engine: &mut covenant_engine::Engine,
-    tx: &mut Tx,
-) -> Result<Option<covenant_consensus::Membership>, ApiError> {
-    let Some(net) = state.network.as_deref() else {
-        return Ok(None);
-    };
-    crate::join::admission(state, net)
-        .settle(engine, tx)
-        .map_err(|e| crate::join::admission_error("changing the configuration failed", e))
-}
-
 pub(crate) fn info_json(id: &str, info: &ProposalInfo) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or_default();
     v["proposal_id"] = json!(id);
@@ -417,7 +307,23 @@ pub(crate) fn info_json(id: &str, info: &ProposalInfo) -> Value {
     v
 }
 
-/// [`run`] on a blocking thread (every step runs the constitution's JavaScript);
+impl Signed {
+    /// How the service keeps this request from being replayed.
+    fn replay(&self) -> Replay {
+        match self.proof {
+            Proof::Certificate => Replay::Certificate,
+            Proof::Cose => Replay::Cose {
+                digest: self.msg.signed_digest,
+                created_at: self.msg.created_at,
+            },
+            Proof::HttpSignature => Replay::HttpSignature {
+                key: self.msg.signed_digest,
+            },
+        }
+    }
+}
+
+/// One governance step through the service ([`covenant_service::Service::govern`]);
 /// `f` is the step's governance call, given the signed request.
 async fn step<T: Send + 'static>(
     state: &NodeState,
@@ -427,13 +333,34 @@ async fn step<T: Send + 'static>(
         + Send
         + 'static,
 ) -> Result<(TxId, T), ApiError> {
+    let cert = Some(state.service_cert_pem.to_string());
+    let replay = signed.replay();
     state
-        .blocking(move |state| {
-            run(state, what, &signed, |gov, tx, store, seqno| {
-                f(gov, tx, store, seqno, &signed).map_err(gov_error)
-            })
+        .service
+        .govern(cert, replay, move |gov, tx, store, seqno| {
+            f(gov, tx, store, seqno, &signed)
         })
         .await
+        .map_err(|e| govern_error(what, e))
+}
+
+/// What a client is told of a governance step that did not happen.
+fn govern_error(what: &'static str, e: GovernError) -> ApiError {
+    match e {
+        GovernError::Replayed(Replay::HttpSignature { .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "RequestReplayed",
+            "an identical HTTP-signed request was already submitted; HTTP signatures carry no time, so an identical request is refused for good (change the body, or sign with COSE)",
+        ),
+        GovernError::Replayed(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "RequestReplayed",
+            "this signed request was already submitted",
+        ),
+        GovernError::Gov(e) => gov_error(e),
+        GovernError::Admission(e) => crate::join::admission_error(what, e),
+        GovernError::Service(e) => ApiError::service(what, e),
+    }
 }
 
 /// Records a member's proposal: the transaction, the proposal id and its info.

@@ -189,17 +189,16 @@ fn redirect_to_primary(net: &Network, path: &str) -> Option<Response> {
 
 /// Error code of a governance request that would retire the primary: it hands over
 /// first (the request is answered 503; retry it on the new primary).
-pub(crate) const PRIMARY_RETIRING: &str = "PrimaryRetiring";
+const PRIMARY_RETIRING: &str = "PrimaryRetiring";
 
-/// Admitting nodes, as this node (of network `net`) can.
-pub(crate) fn admission<'a>(state: &'a NodeState, net: &'a Network) -> Admission<'a> {
-    Admission {
-        service: &state.service,
-        replica: &net.replica,
-        identity: net.config.service.as_deref(),
-        own_raft_id: net.config.raft_id,
-        configured_peers: net.config.peers.keys().copied().collect(),
-    }
+/// Admitting nodes, as this node of a network can.
+pub(crate) fn admission(state: &NodeState) -> Result<Admission<'_>, ApiError> {
+    state.service.admission().ok_or_else(|| {
+        ApiError::not_found(
+            "ResourceNotFound",
+            "this node is not part of a replicated network",
+        )
+    })
 }
 
 pub(crate) fn admission_error(context: &str, e: AdmissionError) -> ApiError {
@@ -419,7 +418,7 @@ pub async fn join(
             let (id, row) = (covenant_types::NodeId::new(&node_id), pending.clone());
             state
                 .blocking(move |s| {
-                    let (trusted, txid) = admission(s, network(s)?)
+                    let (trusted, txid) = admission(s)?
                         .trust(&id, &row)
                         .map_err(|e| admission_error("trusting the node failed", e))?;
                     tracing::info!(node_id = %id, raft_id = trusted.raft_id, %txid, "trusted a joining node; it catches up as a learner");

@@ -184,11 +184,18 @@ impl BoundNode {
         rc.tick = net.tick;
         rc.sig_interval = options.sig_interval;
         let raft_transport = peers::HttpTransport::start(peers.clone());
-        let service = covenant_service::Service::replicated(engine, &options, |engine| {
-            let (replica, thread) = covenant_consensus::Replica::start(rc, engine, raft_transport)?;
-            exit_when_replica_fails(replica.clone(), thread);
-            Ok(replica)
-        })?;
+        let admission = covenant_service::AdmissionConfig {
+            identity: net.service.clone(),
+            own_raft_id: net.raft_id,
+            configured_peers: net.peers.keys().copied().collect(),
+        };
+        let service =
+            covenant_service::Service::replicated(engine, &options, admission, |engine| {
+                let (replica, thread) =
+                    covenant_consensus::Replica::start(rc, engine, raft_transport)?;
+                exit_when_replica_fails(replica.clone(), thread);
+                Ok(replica)
+            })?;
         let replica = service
             .replica()
             .cloned()

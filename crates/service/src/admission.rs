@@ -5,6 +5,7 @@
 //! may ask, and the HTTP shapes, stay with the transport.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use covenant_consensus::{ConsensusError, Membership, Replica};
 use covenant_crypto::{Certificate, CryptoError, NodeIdentity, ServiceIdentity, SubjectAltName};
@@ -38,17 +39,22 @@ pub enum AdmissionError {
     Consensus(#[from] ConsensusError),
 }
 
-/// What admitting nodes needs of this node: its service, replica, identity and
-/// the network it was configured with.
-pub struct Admission<'a> {
-    pub service: &'a Service,
-    pub replica: &'a Replica,
+/// What a node of a network was configured with that admitting others needs.
+#[derive(Clone, Default)]
+pub struct AdmissionConfig {
     /// The service identity with its key (`None`: this node endorses no one).
-    pub identity: Option<&'a ServiceIdentity>,
+    pub identity: Option<Arc<ServiceIdentity>>,
     /// This node's Raft id.
     pub own_raft_id: u64,
     /// Raft ids of the network's configured peers (taken even before their rows exist).
     pub configured_peers: Vec<u64>,
+}
+
+/// Admitting nodes as this node of a network can ([`Service::admission`]).
+pub struct Admission<'a> {
+    pub service: &'a Service,
+    pub replica: &'a Replica,
+    pub config: &'a AdmissionConfig,
 }
 
 impl Admission<'_> {
@@ -64,7 +70,7 @@ impl Admission<'_> {
             .into_iter()
             .chain(pending.into_iter().flat_map(|(_, m)| members(&m)));
         rows.chain(conf)
-            .chain(self.configured_peers.iter().copied())
+            .chain(self.config.configured_peers.iter().copied())
             .max()
             .unwrap_or(0)
             + 1
@@ -73,7 +79,11 @@ impl Admission<'_> {
     /// The row of a node being trusted: a certificate for its key endorsed by the
     /// service (naming its address and the names it asked for), and a new Raft id.
     pub fn trusted_row(&self, row: &NodeInfo) -> Result<NodeInfo, AdmissionError> {
-        let identity = self.identity.ok_or(AdmissionError::NoServiceKey)?;
+        let identity = self
+            .config
+            .identity
+            .as_deref()
+            .ok_or(AdmissionError::NoServiceKey)?;
         let candidate = Certificate::from_pem(&row.cert).map_err(AdmissionError::BadCertificate)?;
         let mut sans = SubjectAltName::dev_defaults();
         if let Ok(addr) = row.address.parse::<SocketAddr>() {
@@ -143,7 +153,7 @@ impl Admission<'_> {
                 && row.raft_id != 0
                 && target.contains(row.raft_id)
             {
-                if row.raft_id == self.own_raft_id {
+                if row.raft_id == self.config.own_raft_id {
                     return Err(AdmissionError::PrimaryRetiring);
                 }
                 target.voters.remove(&row.raft_id);

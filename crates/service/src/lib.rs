@@ -17,6 +17,7 @@ pub mod defaults;
 mod driver;
 pub mod entries;
 pub mod genesis;
+pub mod govern;
 pub mod index;
 pub mod nodes;
 pub mod tables;
@@ -30,9 +31,10 @@ use covenant_engine::{Engine, EngineError, TxStatus};
 use covenant_types::{NodeId, SeqNo, TxId};
 use tokio::sync::watch;
 
-pub use admission::{Admission, AdmissionError};
+pub use admission::{Admission, AdmissionConfig, AdmissionError};
 pub use entries::{Entry, ReceiptWithClaims};
 pub use genesis::{Genesis, JoinPolicy};
+pub use govern::{GovernError, Replay, CREATED_AT_WINDOW_SECS};
 pub use index::EntryIndex;
 pub use nodes::{NodeInfo, NodeStatus};
 pub use users::{Role, UserId};
@@ -118,6 +120,8 @@ struct Inner {
     /// The last transaction appended on this node (its own or the primary's).
     appended: watch::Receiver<SeqNo>,
     replica: Option<Replica>,
+    /// Set with `replica`: what admitting other nodes needs.
+    admission: Option<AdmissionConfig>,
     index: Arc<EntryIndex>,
     apps: apps::AppCache,
     driver: tokio::sync::Mutex<Option<driver::Driver>>,
@@ -147,6 +151,7 @@ impl Service {
     pub fn replicated(
         engine: Engine,
         options: &ServiceOptions,
+        admission: AdmissionConfig,
         start: impl FnOnce(Arc<Mutex<Engine>>) -> Result<Replica, ConsensusError>,
     ) -> Result<Service, ServiceError> {
         let (engine, fed) = Self::indexed(engine, options)?;
@@ -156,7 +161,7 @@ impl Service {
             engine,
             fed,
             rx,
-            Some(replica),
+            Some((replica, admission)),
             None,
             options,
         ))
@@ -185,10 +190,11 @@ impl Service {
         engine: Arc<Mutex<Engine>>,
         Fed { index, appended }: Fed,
         committed: watch::Receiver<SeqNo>,
-        replica: Option<Replica>,
+        network: Option<(Replica, AdmissionConfig)>,
         driver: Option<driver::Driver>,
         options: &ServiceOptions,
     ) -> Service {
+        let (replica, admission) = network.unzip();
         let (node_id, store) = {
             let e = lock(&engine);
             (NodeId::new(e.node_id()), e.store().clone())
@@ -201,6 +207,7 @@ impl Service {
             committed,
             appended,
             replica,
+            admission,
             index,
             apps: apps::AppCache::default(),
             driver: tokio::sync::Mutex::new(driver),
@@ -255,6 +262,15 @@ impl Service {
     /// The replica, on a node of a network.
     pub fn replica(&self) -> Option<&Replica> {
         self.0.replica.as_ref()
+    }
+
+    /// Admitting and retiring nodes, on a node of a network.
+    pub fn admission(&self) -> Option<Admission<'_>> {
+        Some(Admission {
+            service: self,
+            replica: self.0.replica.as_ref()?,
+            config: self.0.admission.as_ref()?,
+        })
     }
 
     /// Whether this node executes writes: a single node always, a replica when it

@@ -199,3 +199,51 @@ async fn appended_transactions_wake_their_waiters() {
     assert!(seen > before, "{seen:?}");
     assert!(s.engine().last_seqno() >= txid.seqno);
 }
+
+/// A governance step is one transaction: a replayed signed request is refused, a
+/// step the governance logic refuses writes nothing, and one that succeeds commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_steps_refuse_replays_and_write_nothing_when_refused() {
+    use covenant_governance::GovError;
+    use covenant_service::{GovernError, Replay};
+    let n = node();
+    let s = service(&n, &Genesis::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cose = Replay::Cose {
+        digest: covenant_crypto::sha256(b"a signed request"),
+        created_at: now,
+    };
+    let (txid, seqno) = s
+        .govern(None, cose, |_, _, _, seqno| Ok(seqno))
+        .await
+        .unwrap();
+    assert_eq!(txid.seqno, seqno, "the step is told its own seqno");
+    let last = s.engine().last_seqno();
+    let again = s.govern(None, cose, |_, _, _, _| Ok(())).await;
+    assert!(matches!(again, Err(GovernError::Replayed(r)) if r == cose));
+    let refused = s
+        .govern(None, Replay::Certificate, |_, tx, _, _| {
+            tx.put("public:scratch", b"k", b"v");
+            Err::<(), _>(GovError::NoConstitution)
+        })
+        .await;
+    assert!(matches!(
+        refused,
+        Err(GovernError::Gov(GovError::NoConstitution))
+    ));
+    assert_eq!(
+        s.engine().last_seqno(),
+        last,
+        "a refused step writes nothing"
+    );
+    assert_eq!(s.store().get("public:scratch", b"k"), None);
+    // A certificate-proved request leaves no replay mark: it may come twice.
+    for _ in 0..2 {
+        s.govern(None, Replay::Certificate, |_, _, _, _| Ok(()))
+            .await
+            .unwrap();
+    }
+}
