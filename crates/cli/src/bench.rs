@@ -125,7 +125,15 @@ fn settle(sent: &Mutex<BTreeMap<u64, Instant>>, commit_lat: &Mutex<Vec<u64>>, co
 }
 
 pub fn run(o: BenchOptions) -> Result<()> {
-    let runtime = crate::node_runtime()?;
+    // The nodes share this process, where a network's nodes each have their own
+    // (one worker per core apiece): the runtime gets as many workers as those
+    // processes would have together.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores * usize::from(o.nodes.max(1)))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(bench(o))
 }
 

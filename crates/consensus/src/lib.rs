@@ -158,6 +158,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct Replica(Arc<Inner>);
 
+/// The lock if it is free now (a poisoned one too: see [`lock`]).
+fn lock_now<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 fn raft_lock(raft: &Mutex<RawNode<LedgerStorage>>) -> MutexGuard<'_, RawNode<LedgerStorage>> {
     raft.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -417,31 +426,18 @@ impl Replica {
 
     /// Runs `f` as the next transaction(s) on the primary and replicates what it
     /// appended. `f` must only append through `Engine::commit_tx` (which may add a
-    /// signature). Fails with [`ConsensusError::NotPrimary`] on a backup.
+    /// signature). Fails with [`ConsensusError::NotPrimary`] on a backup. May wait
+    /// (up to 2 s) for this view's first entry to reach the ledger: call it from a
+    /// thread that may block.
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
     ) -> Result<T, ConsensusError> {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            if let Some(why) = self
-                .0
-                .failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return Err(ConsensusError::Failed(why));
-            }
+            self.check_failed()?;
             let mut raw = raft_lock(&self.0.raft);
-            if raw.raft.state != StateRole::Leader {
-                let leader = raw.raft.leader_id;
-                return Err(ConsensusError::NotPrimary {
-                    leader: (leader != raft::INVALID_ID).then_some(leader),
-                });
-            }
-            let last = raw.raft.raft_log.last_index();
-            let term = raw.raft.term;
+            let (last, term) = self.leader_position(&raw)?;
             let mut engine = lock(&self.0.engine);
             if engine.last_seqno() != SeqNo(last) {
                 // The blank entry of this view is not in the ledger yet (and will not
@@ -464,27 +460,91 @@ impl Replica {
                     .unwrap_or_else(|e| e.into_inner().0);
                 continue;
             }
-            engine.set_view(View(term));
-            engine.begin_capture();
-            let out = f(&mut engine);
-            let entries = engine.take_captured();
-            let out = match out {
-                Ok(out) => out,
-                Err(e) => {
-                    // Nothing may stay in the ledger that Raft does not know of.
-                    engine.rollback(SeqNo(last))?;
-                    self.membership().rollback(last);
-                    return Err(e.into());
-                }
-            };
-            drop(engine);
-            if let Err(e) = self.propose(&mut raw, last, entries) {
-                let kept = lock(&self.0.engine).last_seqno();
-                self.membership().rollback(kept.0);
-                return Err(e);
-            }
-            return Ok(out);
+            return self.execute(&mut raw, engine, last, term, f);
         }
+    }
+
+    /// [`Replica::write`] if it can run at once: `Err(f)` hands `f` back when the
+    /// Raft or engine lock is taken or this view's first entry is not in the ledger
+    /// yet. Never waits, so an async task may call it and fall back to a blocking
+    /// thread only when it gets `f` back.
+    pub fn try_write<T, F>(&self, f: F) -> Result<Result<T, ConsensusError>, F>
+    where
+        F: FnOnce(&mut Engine) -> Result<T, EngineError>,
+    {
+        if let Err(e) = self.check_failed() {
+            return Ok(Err(e));
+        }
+        let Some(mut raw) = lock_now(&self.0.raft) else {
+            return Err(f);
+        };
+        let (last, term) = match self.leader_position(&raw) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(engine) = lock_now(&self.0.engine) else {
+            return Err(f);
+        };
+        if engine.last_seqno() != SeqNo(last) {
+            return Err(f);
+        }
+        Ok(self.execute(&mut raw, engine, last, term, f))
+    }
+
+    fn check_failed(&self) -> Result<(), ConsensusError> {
+        match self
+            .0
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            Some(why) => Err(ConsensusError::Failed(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// (last index, term) of this primary's log; refused on a backup.
+    fn leader_position(&self, raw: &RawNode<LedgerStorage>) -> Result<(u64, u64), ConsensusError> {
+        if raw.raft.state != StateRole::Leader {
+            let leader = raw.raft.leader_id;
+            return Err(ConsensusError::NotPrimary {
+                leader: (leader != raft::INVALID_ID).then_some(leader),
+            });
+        }
+        Ok((raw.raft.raft_log.last_index(), raw.raft.term))
+    }
+
+    /// Runs `f` on the engine (whose ledger ends at `last`, this view's first entry
+    /// included) and proposes what it appended, under the Raft lock.
+    fn execute<T>(
+        &self,
+        raw: &mut RawNode<LedgerStorage>,
+        mut engine: MutexGuard<'_, Engine>,
+        last: u64,
+        term: u64,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+    ) -> Result<T, ConsensusError> {
+        engine.set_view(View(term));
+        engine.begin_capture();
+        let out = f(&mut engine);
+        let entries = engine.take_captured();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // Nothing may stay in the ledger that Raft does not know of.
+                engine.rollback(SeqNo(last))?;
+                self.membership().rollback(last);
+                return Err(e.into());
+            }
+        };
+        drop(engine);
+        if let Err(e) = self.propose(raw, last, entries) {
+            let kept = lock(&self.0.engine).last_seqno();
+            self.membership().rollback(kept.0);
+            return Err(e);
+        }
+        Ok(out)
     }
 
     fn propose(

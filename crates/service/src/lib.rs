@@ -303,21 +303,33 @@ impl Service {
     }
 
     /// [`Service::write`] for a closure that only works on the store (no script, and
-    /// nothing that waits: the engine buffers the ledger append, and the fsync is the
-    /// driver's): on a single node it runs in place when the engine is free, and
-    /// moves to a blocking thread only when the engine is busy, so an async thread
-    /// never waits on the engine's lock; in a network it is [`Service::write`] (a
-    /// replica may wait for its view's first entry). In place saves the hop to a
-    /// blocking thread, about 3 % of single-node append throughput (PERFORMANCE.md).
-    pub async fn write_in_memory<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
-    ) -> Result<T, ServiceError> {
+    /// nothing that waits: the engine buffers the ledger append, the fsync is the
+    /// driver's or the replica thread's). It runs in place when the engine (and, in
+    /// a network, the Raft state) is free, yielding to other tasks between a few
+    /// attempts, and moves to a blocking thread only when the locks stay busy or a
+    /// new primary's first entry is not in the ledger yet: an async thread never
+    /// waits on a lock. A hop to a blocking thread for every write halved
+    /// throughput on a 2-core machine (PERFORMANCE.md, issue 18).
+    pub async fn write_in_memory<T: Send + 'static, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    {
         self.refused()?;
-        if self.0.replica.is_none() {
-            if let Ok(mut engine) = self.0.engine.try_lock() {
-                return Ok(f(&mut engine)?);
+        let mut f = f;
+        for attempt in 0..IN_PLACE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::task::yield_now().await;
             }
+            f = match &self.0.replica {
+                None => match lock_now(&self.0.engine) {
+                    Some(mut engine) => return Ok(f(&mut engine)?),
+                    None => f,
+                },
+                Some(r) => match r.try_write(f) {
+                    Ok(out) => return Ok(out?),
+                    Err(f) => f,
+                },
+            };
         }
         self.write(f).await
     }
@@ -410,12 +422,29 @@ impl Service {
         txid: TxId,
         collection: String,
     ) -> Result<Option<Entry>, ServiceError> {
-        self.blocking(move |s| s.entry_blocking(txid, &collection))
+        for attempt in 0..IN_PLACE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::task::yield_now().await;
+            }
+            if let Some(engine) = lock_now(&self.0.engine) {
+                return self.entry_in(&engine, txid, &collection);
+            }
+        }
+        self.blocking(move |s| s.entry_in(&s.engine(), txid, &collection))
             .await?
     }
 
-    fn entry_blocking(&self, txid: TxId, collection: &str) -> Result<Option<Entry>, ServiceError> {
-        let (actual, ws) = match self.engine().read_tx(txid.seqno) {
+    /// The entry, read through the ledger's chunk index: one positioned read of a
+    /// file the page cache holds unless the entry is old and cold. Done in place
+    /// when the engine is free, as the hop to a blocking thread cost 45 % of read
+    /// throughput on a 2-core machine (PERFORMANCE.md, issue 18).
+    fn entry_in(
+        &self,
+        engine: &Engine,
+        txid: TxId,
+        collection: &str,
+    ) -> Result<Option<Entry>, ServiceError> {
+        let (actual, ws) = match engine.read_tx(txid.seqno) {
             Ok(x) => x,
             Err(EngineError::NoSuchTx(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -501,6 +530,19 @@ impl Service {
             })
         })
         .await?
+    }
+}
+
+/// How often an in-place operation tries the engine's lock (yielding between
+/// tries) before it moves to a blocking thread.
+const IN_PLACE_ATTEMPTS: usize = 4;
+
+/// The lock if it is free now (a poisoned one too: see [`lock`]).
+fn lock_now<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
