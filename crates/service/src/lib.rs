@@ -167,10 +167,9 @@ impl Service {
         ))
     }
 
-    /// Builds the collection index from the ledger, then lets the engine feed it
-    /// every transaction appended from now on (the one feeder, on every node).
-    /// Builds what is derived from every appended transaction and feeds it from
-    /// the engine's observer from now on.
+    /// Builds the collection index from the ledger, then lets the engine's observer
+    /// feed it, and the `appended` watch, every transaction appended from now on
+    /// (the one feeder, on every node).
     fn indexed(
         mut engine: Engine,
         options: &ServiceOptions,
