@@ -446,12 +446,17 @@ fn repeated_primary_crashes_under_load_lose_nothing_committed() {
         }
         // What a client polling status would have seen Committed by now.
         let p = c.primary(&live);
-        let e = c.engine(p);
-        for (t, k) in &acked {
-            if e.lock().unwrap().status(*t).unwrap() == TxStatus::Committed
-                && !seen_committed.iter().any(|(s, _)| s == t)
-            {
-                seen_committed.push((*t, k.clone()));
+        {
+            // Dropped before the kill: a crashed node's engine must not outlive
+            // it (its ledger hands buffered bytes to the OS when dropped, which
+            // would land in the file the restarted node appends to).
+            let e = c.engine(p);
+            for (t, k) in &acked {
+                if e.lock().unwrap().status(*t).unwrap() == TxStatus::Committed
+                    && !seen_committed.iter().any(|(s, _)| s == t)
+                {
+                    seen_committed.push((*t, k.clone()));
+                }
             }
         }
         c.kill(p);
