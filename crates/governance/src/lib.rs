@@ -222,12 +222,16 @@ pub fn member(tx: &mut Tx, id: &str) -> Result<Option<MemberInfo>, GovError> {
     }
 }
 
+/// The row of member `id`; refused if it is no member.
+fn require_member(tx: &mut Tx, id: &MemberId) -> Result<MemberInfo, GovError> {
+    member(tx, id.as_str())?.ok_or_else(|| GovError::NotAMember(id.clone()))
+}
+
 fn require_active(tx: &mut Tx, id: &MemberId) -> Result<(), GovError> {
-    match member(tx, id.as_str())? {
-        None => Err(GovError::NotAMember(id.clone())),
-        Some(m) if m.status != MemberStatus::Active => Err(GovError::NotActive(id.clone())),
-        Some(_) => Ok(()),
+    if require_member(tx, id)?.status != MemberStatus::Active {
+        return Err(GovError::NotActive(id.clone()));
     }
+    Ok(())
 }
 
 /// The stored proposal and its info.
@@ -329,12 +333,9 @@ impl Governance {
         member: &MemberId,
         id: &str,
     ) -> Result<ProposalInfo, GovError> {
-        let (who, member) = (member, member.as_str());
-        if crate::member(tx, member)?.is_none() {
-            return Err(GovError::NotAMember(who.clone()));
-        }
+        require_member(tx, member)?;
         let (_, mut info) = proposal(tx, id)?;
-        if info.proposer_id != member {
+        if info.proposer_id != member.as_str() {
             return Err(GovError::NotProposer(id.to_string()));
         }
         if info.state != ProposalState::Open {
@@ -356,12 +357,13 @@ impl Governance {
         member: &MemberId,
         digest: &str,
     ) -> Result<(), GovError> {
-        let (who, member) = (member, member.as_str());
-        if crate::member(tx, member)?.is_none() {
-            return Err(GovError::NotAMember(who.clone()));
-        }
+        require_member(tx, member)?;
         let row = serde_json::json!({ "state_digest": digest });
-        tx.put(MEMBERS_ACKS, member.as_bytes(), row.to_string().as_bytes());
+        tx.put(
+            MEMBERS_ACKS,
+            member.as_str().as_bytes(),
+            row.to_string().as_bytes(),
+        );
         Ok(())
     }
 
@@ -372,10 +374,8 @@ impl Governance {
         member: &MemberId,
         digest: &str,
     ) -> Result<MemberInfo, GovError> {
+        let mut info = require_member(tx, member)?;
         let (who, member) = (member, member.as_str());
-        let Some(mut info) = crate::member(tx, member)? else {
-            return Err(GovError::NotAMember(who.clone()));
-        };
         let want = tx
             .get(MEMBERS_ACKS, member.as_bytes())
             .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())

@@ -11,7 +11,8 @@
 //! `update_state_digest` only, the member's TLS client certificate. A signed
 //! request is never accepted twice: its signed digest is kept in
 //! `public:ccf.gov.cose_recent` for the window (a COSE request), or for good in
-//! [`HTTP_SIGNATURES_SEEN`] (an HTTP signature, which carries no time). The request and the governance
+//! `public:ccf.gov.http_signatures_seen` (an HTTP signature, which carries no time;
+//! see [`covenant_service::Service::govern`]). The request and the governance
 //! transaction are one ledger transaction, so the history is public.
 
 use covenant_types::SeqNo;
@@ -37,8 +38,7 @@ use crate::http::with_txid;
 use crate::server::PeerCert;
 use crate::state::NodeState;
 
-pub use covenant_service::tables::{COSE_RECENT, HTTP_SIGNATURES_SEEN};
-pub use covenant_service::CREATED_AT_WINDOW_SECS;
+use covenant_service::CREATED_AT_WINDOW_SECS;
 
 fn now_secs() -> u64 {
     SystemTime::now()

@@ -302,16 +302,13 @@ pub async fn service(
     let store = &state.store;
     match segments.as_slice() {
         ["info"] => {
-            let info: Value = store
-                .get(covenant_governance::SERVICE_INFO, b"0")
-                .and_then(|v| serde_json::from_slice(&v).ok())
-                .unwrap_or(Value::Null);
             let config: Value = store
                 .get(covenant_governance::SERVICE_CONFIG, b"0")
                 .and_then(|v| serde_json::from_slice(&v).ok())
                 .unwrap_or(Value::Null);
             Ok(Json(json!({
-                "status": info["status"].as_str().unwrap_or("Open"),
+                "status": covenant_governance::service_status(store)
+                    .unwrap_or(covenant_governance::ServiceStatus::Open),
                 "certificate": *state.service_cert_pem,
                 "recoveryCount": 0,
                 "serviceData": Value::Null,

@@ -97,11 +97,9 @@ impl Service {
         replay: Replay,
         f: impl FnOnce(&Governance, &mut Tx, &Store, SeqNo) -> Result<T, GovError> + Send + 'static,
     ) -> Result<(TxId, T), GovernError> {
-        let s = self.clone();
-        let out =
-            tokio::task::spawn_blocking(move || s.govern_blocking(service_cert_pem, replay, f))
-                .await
-                .map_err(ServiceError::from)?;
+        let out = self
+            .blocking(move |s| s.govern_blocking(service_cert_pem, replay, f))
+            .await?;
         if let (Err(GovernError::Admission(AdmissionError::PrimaryRetiring)), Some(r)) =
             (&out, self.replica())
         {
