@@ -407,24 +407,19 @@ async fn link(to_port: u16) -> Link {
     Link { port, cut }
 }
 
-/// Partition: the primary is cut off from the other two (every node-to-node link
-/// goes through a proxy). It keeps accepting writes it can never commit; the
-/// majority elects a new primary and commits; after healing, the old primary rolls
-/// back its suffix (those TxIds become Invalid) and converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
-    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
-    use std::sync::atomic::Ordering;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("net");
-    let base = free_ports(3);
-    // Create the network (identities, genesis), then stop it.
-    let (mut dev, first_run) = dev_network(&dir, base, &[]);
-    term(dev.id());
-    assert!(dev.wait().unwrap().success());
-    drop(first_run);
-    let reaper = Reaper::default();
-    // Rewire: node i reaches node j through link (i, j).
+/// Starts the three nodes of the network in `dir` (created by `covenant dev`, then
+/// stopped) with every node-to-node link through a [`Link`]: node i reaches node j
+/// through link (i, j). `ticks`: Raft tick (ms) of the nodes named, others keep the
+/// default. Each node logs to `node<i>/partition.log`.
+async fn start_proxied(
+    dir: &Path,
+    base: u16,
+    reaper: &Reaper,
+    ticks: &[(u16, u64)],
+) -> (
+    std::collections::BTreeMap<(u16, u16), Link>,
+    Vec<std::process::Child>,
+) {
     let mut links = std::collections::BTreeMap::new();
     for i in 1..=3u16 {
         for j in 1..=3u16 {
@@ -450,9 +445,14 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
             }
             out.push_str(&line);
             out.push('\n');
+            if line.trim() == "[network]" {
+                if let Some((_, ms)) = ticks.iter().find(|(n, _)| *n == i) {
+                    out.push_str(&format!("tick_ms = {ms}\n"));
+                }
+            }
         }
         std::fs::write(&config, out).unwrap();
-        // Logs kept for the diagnosis of a failure (printed below).
+        // Logs kept for the diagnosis of a failure.
         let log = std::fs::File::create(dir.join(format!("node{i}/partition.log"))).unwrap();
         nodes.push(
             Command::new(env!("CARGO_BIN_EXE_covenant"))
@@ -465,6 +465,27 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
         );
         reaper.watch(nodes.last().unwrap().id());
     }
+    (links, nodes)
+}
+
+/// Partition: the primary is cut off from the other two (every node-to-node link
+/// goes through a proxy). It keeps accepting writes it can never commit; the
+/// majority elects a new primary and commits; after healing, the old primary rolls
+/// back its suffix (those TxIds become Invalid) and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(3);
+    // Create the network (identities, genesis), then stop it.
+    let (mut dev, first_run) = dev_network(&dir, base, &[]);
+    term(dev.id());
+    assert!(dev.wait().unwrap().success());
+    drop(first_run);
+    let reaper = Reaper::default();
+    let (links, mut nodes) = start_proxied(&dir, base, &reaper, &[]).await;
     let (net, _service) = Net::open(&dir, base);
     let all = [1u16, 2, 3];
     let before = net.append(&all, "before the partition").await;
@@ -1090,4 +1111,139 @@ async fn the_banking_app_runs_on_three_nodes_with_writes_through_a_backup() {
     term(dev.id());
     let mut dev = dev;
     let _ = dev.wait();
+}
+
+/// A backup cut off from the primary's messages (its own elections slowed, so it
+/// keeps following) lags. On a connection that wrote through it, its reads show the
+/// primary's commit point. From then on nothing it answers shows less: it forwards
+/// a read it cannot yet answer, or asks the client to retry, until it has caught up.
+/// (Found by chaos: a backup relayed a status of Committed, then served an older
+/// `current`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_backup_never_shows_less_than_it_passed_on() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(3);
+    let (mut dev, first_run) = dev_network(&dir, base, &[]);
+    term(dev.id());
+    assert!(dev.wait().unwrap().success());
+    drop(first_run);
+    let reaper = Reaper::default();
+    // Nodes 2 and 3 call an election only after 6-12 s without a primary.
+    let (links, mut nodes) = start_proxied(&dir, base, &reaper, &[(2, 300), (3, 300)]).await;
+    let (net, _service) = Net::open(&dir, base);
+    let all = [1u16, 2, 3];
+    let first = net.append(&all, "first").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in all {
+        while net.node_tx(n, &first).await.as_deref() != Some("Committed") {
+            assert!(Instant::now() < deadline, "node {n} did not commit {first}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let primary = net.primary(&all).await.unwrap();
+    let backup = if primary == 2 { 3 } else { 2 };
+    links[&(primary, backup)].cut.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut last = String::new();
+    for k in 0..3 {
+        last = net
+            .append(&[primary], &format!("while node {backup} lags ({k})"))
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.node_tx(primary, &last).await.as_deref() != Some("Committed") {
+        assert!(
+            Instant::now() < deadline,
+            "the primary did not commit {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lagging = net.committed(backup).await;
+    let seqno = |r: &covenant_client::HttpResponse| -> u64 {
+        r.json()["transaction_id"]
+            .as_str()
+            .and_then(|t| t.split_once('.'))
+            .and_then(|(_, s)| s.parse().ok())
+            .unwrap_or_else(|| panic!("no transaction_id in {:?}", r.json()))
+    };
+    // A connection that wrote through the backup reads through the primary.
+    let mut conn = net.client(backup).connect().await.unwrap();
+    let w = conn
+        .request(
+            "POST",
+            &format!("/app/transactions?{API}"),
+            Some(&json!({ "contents": "through the lagging backup" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.status, 200, "{:?}", w.json());
+    let r = conn.request("GET", "/app/commit", None).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let shown = seqno(&r);
+    assert!(
+        shown > lagging,
+        "the backup passed on the primary's commit point ({shown}), ahead of its own ({lagging})"
+    );
+    // Other clients of that backup never see less.
+    let r = net
+        .client(backup)
+        .request("GET", "/node/commit", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        503,
+        "a backup that showed {shown} committed, still at {lagging}, answered /node/commit with {:?}",
+        r.json()
+    );
+    assert_eq!(r.json()["error"]["code"], "ServiceUnavailable");
+    for path in [
+        "/app/commit".to_string(),
+        format!("/app/transactions/current?{API}&committed=true"),
+    ] {
+        let r = net
+            .client(backup)
+            .request("GET", &path, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}: {:?}", r.json());
+        let t = r.json()["transaction_id"]
+            .as_str()
+            .or(r.json()["transactionId"].as_str())
+            .map(str::to_string)
+            .unwrap_or_default();
+        let s: u64 = t
+            .split_once('.')
+            .and_then(|(_, s)| s.parse().ok())
+            .unwrap_or(0);
+        if path == "/app/commit" {
+            assert!(s >= shown, "{path} answered {t} after {shown} was shown");
+        } else {
+            // The newest committed entry: the last one written on the primary.
+            assert!(s >= seqno_of(&last), "{path} answered {t}, before {last}");
+        }
+    }
+    // Healed, it catches up and answers for itself again.
+    links[&(primary, backup)].cut.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.committed(backup).await < shown {
+        assert!(Instant::now() < deadline, "node {backup} did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in &nodes {
+        term(c.id());
+    }
+    for c in nodes.iter_mut() {
+        let status = c.wait().unwrap();
+        assert!(status.success(), "a node did not stop cleanly: {status}");
+    }
+}
+
+fn seqno_of(txid: &str) -> u64 {
+    txid.split_once('.')
+        .and_then(|(_, s)| s.parse().ok())
+        .unwrap_or(0)
 }

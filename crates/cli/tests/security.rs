@@ -685,8 +685,8 @@ async fn pending_join_requests_are_capped() {
 // B. Forwarded identity
 
 /// Finding B (forwarded identity headers): the node-to-node headers
-/// `x-covenant-forwarded`, `x-covenant-forwarded-cert` and
-/// `x-covenant-forwarded-user` sent by a client that is not a node are refused with
+/// `x-covenant-forwarded`, `x-covenant-forwarded-cert`,
+/// `x-covenant-forwarded-committed` and `x-covenant-forwarded-user` sent by a client that is not a node are refused with
 /// 400 `InvalidInput` on the primary and on backups, whoever sends them (no
 /// certificate, a stranger's, a user's): never honoured, never a 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,8 +696,9 @@ async fn forwarding_headers_from_clients_are_refused() {
     let (net, primary, _) = policy_network(tmp.path()).await;
     let user0 = net.dev_identity("user0");
     let stranger = Identity::fresh("stranger");
-    let forged: [(&str, String); 3] = [
+    let forged: [(&str, String); 4] = [
         ("x-covenant-forwarded", "1".into()),
+        ("x-covenant-forwarded-committed", u64::MAX.to_string()),
         (
             "x-covenant-forwarded-cert",
             base64::engine::general_purpose::STANDARD.encode(user0.cert.der()),

@@ -41,7 +41,9 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::too_large;
 use crate::error::ApiError;
-use crate::http::{FORWARDED, FORWARDED_CERT, JOIN_PATH, MAX_RAFT_BODY_BYTES, RAFT_PATH};
+use crate::http::{
+    FORWARDED, FORWARDED_CERT, FORWARDED_COMMITTED, JOIN_PATH, MAX_RAFT_BODY_BYTES, RAFT_PATH,
+};
 use crate::server::PeerCert;
 use crate::state::NodeState;
 
@@ -137,6 +139,7 @@ pub async fn guard(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
     let headers = req.headers();
     let forwarded = headers.contains_key(FORWARDED)
         || headers.contains_key(FORWARDED_CERT)
+        || headers.contains_key(FORWARDED_COMMITTED)
         || headers.contains_key(FORWARDED_USER_LEGACY);
     let from_node = || {
         edge.state

@@ -15,7 +15,7 @@ use covenant_types::SeqNo;
 use std::time::Duration;
 
 use crate::error::ApiError;
-use crate::http::{FORWARDED, FORWARDED_CERT};
+use crate::http::{FORWARDED, FORWARDED_CERT, FORWARDED_COMMITTED};
 use crate::peers::{connect_peer, Network};
 use crate::server::PeerCert;
 use crate::state::NodeState;
@@ -51,19 +51,97 @@ fn app_endpoint_writes(state: &NodeState, req: &Request) -> Option<bool> {
     covenant_service::apps::endpoint_writes(&app, req.method().as_str(), req.uri().path())
 }
 
+/// How long a read waits for this node's commit point to reach one it has already
+/// shown before it is sent to the primary or refused with a retry hint.
+const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// Whether a read shows this node's commit point: the ledger API and app
+/// endpoints, and the commit and status routes.
+fn shows_commit(path: &str) -> bool {
+    path.starts_with("/app/")
+        || matches!(
+            path,
+            "/node/commit" | "/node/tx" | "/node/state" | "/gov/commit" | "/gov/tx"
+        )
+}
+
 /// Middleware: a write (`/app/*`, any method but GET/HEAD) reaching a backup is
 /// forwarded to the primary with the caller's identity; the primary's answer is
 /// returned as is. Reads are served locally, except on a connection that already
 /// forwarded a write: those go to the primary too, so a client reads its own writes.
+///
+/// Reads are monotonic per node: no read shows a commit point below one this node
+/// has already shown, whether it answered itself or passed on another node's answer
+/// (a new primary's commit point can trail its backups' for a moment, and a lagging
+/// backup's trails the primary's).
 pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: Next) -> Response {
     let Some(net) = state.network.clone() else {
         return next.run(req).await;
     };
-    let path = req.uri().path();
     let is_write = match app_endpoint_writes(&state, &req) {
         Some(w) => w,
         None => !matches!(*req.method(), Method::GET | Method::HEAD),
     };
+    if is_write || !shows_commit(req.uri().path()) {
+        return route(&state, &net, req, next, is_write, false).await;
+    }
+    if req.headers().contains_key(FORWARDED) {
+        // Another node's read: first reach what that node has shown.
+        let shown = req
+            .headers()
+            .get(FORWARDED_COMMITTED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .map_or(SeqNo::ZERO, SeqNo);
+        if !reaches(&state, shown).await {
+            return not_caught_up("the node answering for the forwarding node").into_response();
+        }
+        let mut resp = route(&state, &net, req, next, false, false).await;
+        if let Ok(v) = HeaderValue::from_str(&state.service.committed_seqno().0.to_string()) {
+            resp.headers_mut().insert(FORWARDED_COMMITTED, v);
+        }
+        return resp;
+    }
+    let behind = !reaches(&state, net.relayed_commit()).await;
+    if behind && !req.uri().path().starts_with("/app/") {
+        return not_caught_up("this node").into_response();
+    }
+    route(&state, &net, req, next, false, behind).await
+}
+
+/// Waits (up to [`CATCH_UP`]) until this node's commit point is at least `seqno`.
+async fn reaches(state: &NodeState, seqno: SeqNo) -> bool {
+    if state.service.committed_seqno() >= seqno {
+        return true;
+    }
+    let mut rx = state.service.subscribe_committed();
+    let reached = tokio::time::timeout(CATCH_UP, rx.wait_for(|c| *c >= seqno))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    reached
+}
+
+fn not_caught_up(who: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        format!(
+            "{who} has not yet caught up with a commit point it already showed; retry in a moment"
+        ),
+    )
+}
+
+/// Serves a request here or forwards it to the primary. `behind`: this node's
+/// commit point trails one it has shown, so a read goes to the primary.
+async fn route(
+    state: &NodeState,
+    net: &std::sync::Arc<Network>,
+    req: Request,
+    next: Next,
+    is_write: bool,
+    behind: bool,
+) -> Response {
+    let path = req.uri().path();
     // Governance writes carry their member's signature: the primary checks it.
     let gov_write = is_write && path.starts_with("/gov/");
     if !path.starts_with("/app/") && !gov_write {
@@ -79,7 +157,7 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     let unknown_here = !is_write
         && !before_ledger
         && !net.replica.status().is_primary
-        && names_unknown_txid(&state, req.uri());
+        && names_unknown_txid(state, req.uri());
     let session = req
         .extensions()
         .get::<crate::server::SessionForwarded>()
@@ -87,11 +165,14 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     let sticky = session
         .as_ref()
         .is_some_and(|s| s.0.load(std::sync::atomic::Ordering::Relaxed));
-    if !is_write && !sticky && !before_ledger && !unknown_here {
+    if !is_write && !sticky && !before_ledger && !unknown_here && !behind {
         return next.run(req).await;
     }
     let status = net.replica.status();
     if status.is_primary {
+        if behind {
+            return not_caught_up("this node").into_response();
+        }
         return next.run(req).await;
     }
     if is_write {
@@ -120,11 +201,14 @@ pub async fn forward_writes(State(state): State<NodeState>, req: Request, next: 
     }
     // The caller is authenticated here, before its body is read and forwarded.
     let (mut head, body) = req.into_parts();
-    if let Err(e) = crate::app::authenticate_before_forwarding(&state, &mut head).await {
+    if let Err(e) = crate::app::authenticate_before_forwarding(state, &mut head).await {
         return e.into_response();
     }
     let req = Request::from_parts(head, body);
-    match forward(&net, req).await {
+    // A read forwarded carries the commit point this node has shown (the answering
+    // node reaches it first) and brings back the answering node's.
+    let shown = (!is_write).then(|| net.relayed_commit().max(state.service.committed_seqno()));
+    match forward(net, req, shown).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -184,7 +268,7 @@ fn names_unknown_txid(state: &NodeState, uri: &axum::http::Uri) -> bool {
 /// Idle connections kept per primary.
 const MAX_IDLE: usize = 32;
 
-async fn forward(net: &Network, req: Request) -> Result<Response, ApiError> {
+async fn forward(net: &Network, req: Request, shown: Option<SeqNo>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     // The edge capped this body at the node's max_body_bytes and refused it before
     // this point if the route needs a credential the client did not present.
@@ -192,6 +276,9 @@ async fn forward(net: &Network, req: Request) -> Result<Response, ApiError> {
         .await
         .map_err(|e| crate::error::body_read_error(&e))?;
     let mut headers = vec![(FORWARDED.to_string(), "1".to_string())];
+    if let Some(s) = shown {
+        headers.push((FORWARDED_COMMITTED.to_string(), s.0.to_string()));
+    }
     // End-to-end headers travel on (app handlers read them); the hop's own, and
     // the node-to-node ones (refused from clients at the edge anyway), do not.
     for (name, value) in &parts.headers {
@@ -320,6 +407,14 @@ async fn forward(net: &Network, req: Request) -> Result<Response, ApiError> {
     let mut out = Response::new(Body::from(resp.body));
     *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in resp.headers {
+        if name.eq_ignore_ascii_case(FORWARDED_COMMITTED) {
+            // Noted before the answer reaches the client: this node's later reads
+            // show no less.
+            if let Ok(s) = value.parse() {
+                net.note_relayed(SeqNo(s));
+            }
+            continue;
+        }
         if matches!(
             name.as_str(),
             "connection" | "transfer-encoding" | "content-length" | "keep-alive"

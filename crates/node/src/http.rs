@@ -21,6 +21,11 @@ pub(crate) const TXID_HEADER: HeaderName = HeaderName::from_static("x-ms-ccf-tra
 pub const FORWARDED: &str = "x-covenant-forwarded";
 /// The original client's certificate (base64 DER) on a forwarded request.
 pub const FORWARDED_CERT: &str = "x-covenant-forwarded-cert";
+/// On a read a node forwards: the commit point the forwarding node has already
+/// shown (the answering node first catches up with it). On the answer: the
+/// answering node's commit point, which the forwarding node then never shows less
+/// than.
+pub const FORWARDED_COMMITTED: &str = "x-covenant-forwarded-committed";
 /// Raft messages between nodes.
 pub const RAFT_PATH: &str = "/internal/raft";
 /// A founding node records itself in the nodes table on the primary.

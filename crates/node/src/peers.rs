@@ -159,6 +159,10 @@ pub struct Network {
     /// Fingerprints of certificates already checked against the service key (an
     /// ECDSA P-384 verification per consensus request was ~3% of a 3-node bench).
     endorsed: std::sync::Mutex<std::collections::HashSet<covenant_types::Digest32>>,
+    /// The highest commit point this node has shown a client through another node
+    /// (reads it forwarded). Its own reads wait for its commit to reach it, so that
+    /// no client sees this node's commit point go back.
+    relayed: std::sync::atomic::AtomicU64,
 }
 
 impl Network {
@@ -179,7 +183,20 @@ impl Network {
             first_seqno,
             idle: Default::default(),
             endorsed: Default::default(),
+            relayed: Default::default(),
         }
+    }
+
+    /// What this node has shown as committed through another node.
+    pub fn relayed_commit(&self) -> SeqNo {
+        SeqNo(self.relayed.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Records a commit point another node reported with an answer this node
+    /// passes on to a client.
+    pub fn note_relayed(&self, seqno: SeqNo) {
+        self.relayed
+            .fetch_max(seqno.0, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Whether `peer` is a node of this service (certificate endorsed by the service key).
