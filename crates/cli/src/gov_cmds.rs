@@ -91,6 +91,24 @@ pub enum GovCommand {
         #[arg(long)]
         accept: bool,
     },
+    /// A recovery member's share: --fetch gets this member's share (encrypted to its
+    /// RSA key), decrypts it with --enc-key and prints it in base64, as CCF's
+    /// operators do with `openssl pkeyutl`. The service holds shares once it is open
+    /// and has active members with encryption keys (`set_member` with
+    /// `encryption_pub_key`, then `gov ack`); any recovery threshold of them rebuild
+    /// the key to the ledger secret.
+    Share {
+        /// Fetch and decrypt this member's share.
+        #[arg(long, required = true)]
+        fetch: bool,
+        /// The member's RSA private key (default: next to --member-cert,
+        /// `<name>_enc_privk.pem`, as `keygen --enc` and `dev` write it).
+        #[arg(long)]
+        enc_key: Option<PathBuf>,
+        /// Write the share (base64) to this file (0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List proposals, oldest first.
     Proposals {
         /// Only those in this state (Open, Accepted, Withdrawn, Rejected, Failed, Dropped).
@@ -320,6 +338,37 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                 }
                 show(&v, human);
             }
+            GovCommand::Share {
+                fetch: _,
+                enc_key,
+                out,
+            } => {
+                let enc_key = enc_key
+                    .clone()
+                    .unwrap_or_else(|| enc_key_beside(&conn.member_cert));
+                let key = covenant_crypto::EncryptionKeyPair::from_pem(&read_pem_file(&enc_key)?)
+                    .with_context(|| format!("encryption key {}", enc_key.display()))?;
+                let id = covenant_crypto::member_id(m.cert.der());
+                let v = ok(m
+                    .client
+                    .request("GET", &format!("/gov/encrypted_recovery_share/{id}"), None)
+                    .await?)?;
+                let encrypted = v["encrypted_share"]
+                    .as_str()
+                    .context("the service answered without encrypted_share")?;
+                let share = covenant_recovery::decrypt_share(&key, encrypted)
+                    .with_context(|| format!("decrypting the share of member {id}"))?;
+                let b64 = zeroize::Zeroizing::new(
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, share.to_bytes().as_ref()),
+                );
+                match out {
+                    Some(path) => {
+                        covenant_crypto::write_private_file(path, b64.as_bytes())?;
+                        eprintln!("wrote member {id}'s share to {} (0600)", path.display());
+                    }
+                    None => println!("{}", b64.as_str()),
+                }
+            }
             GovCommand::Proposal { proposal_id } => {
                 let info = ok(m
                     .client
@@ -448,6 +497,16 @@ pub fn keygen(dir: &Path, name: &str, enc: bool) -> Result<()> {
         println!("wrote {name}_enc_pubk.pem and {name}_enc_privk.pem (RSA-OAEP)");
     }
     Ok(())
+}
+
+/// `<name>_enc_privk.pem` beside `<name>_cert.pem`.
+fn enc_key_beside(cert: &Path) -> PathBuf {
+    let name = cert
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .replace("_cert.pem", "_enc_privk.pem");
+    cert.with_file_name(name)
 }
 
 /// `covenant dev`'s generated members in `dir` (`member<i>_cert.pem` and

@@ -238,3 +238,171 @@ fn a_jwt_issuer_set_by_governance_authenticates_its_users() {
     assert!(!bad.status.success());
     stop(dev);
 }
+
+/// dev's three members hold encryption keys: once the service is open each holds a
+/// recovery share, fetched (anonymously, as CCF serves it) under both route forms
+/// and decrypted by `covenant gov share --fetch` and by `openssl pkeyutl` alike. A
+/// threshold above the members is refused at once; threshold 2 and
+/// `trigger_recovery_shares_refresh` issue new shares.
+#[test]
+fn recovery_members_fetch_their_shares_and_the_threshold_is_enforced() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (dev, port) = dev(&dir, &["--members", "3"]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let file = |f: String| dir.join(f).to_str().unwrap().to_string();
+    let as_member = |i: u32, extra: &[&str]| {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--endpoint".into(),
+            endpoint.clone(),
+            "--service-cert".into(),
+            file("service_cert.pem".into()),
+            "--member-cert".into(),
+            file(format!("member{i}_cert.pem")),
+            "--member-key".into(),
+            file(format!("member{i}_privk.pem")),
+        ]);
+        covenant(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let id = |i: u32| {
+        let pem = std::fs::read_to_string(dir.join(format!("member{i}_cert.pem"))).unwrap();
+        covenant_crypto::member_id(covenant_crypto::Certificate::from_pem(&pem).unwrap().der())
+    };
+    let curl = |path: &str| -> serde_json::Value {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "--cacert",
+                &file("service_cert.pem".into()),
+            ])
+            .arg(format!("{endpoint}{path}"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "curl {path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let encrypted = |i: u32| {
+        let classic = curl(&format!("/gov/encrypted_recovery_share/{}", id(i)));
+        let current = curl(&format!(
+            "/gov/recovery/encrypted-shares/{}?api-version=2024-07-01",
+            id(i)
+        ));
+        assert_eq!(current["memberId"], id(i).as_str());
+        assert_eq!(classic["encrypted_share"], current["encryptedShare"]);
+        classic["encrypted_share"].as_str().unwrap().to_string()
+    };
+    // CCF's operators decrypt with openssl (RSA-OAEP, SHA-256).
+    let openssl_decrypt = |i: u32, encrypted: &str| {
+        let script = format!(
+            "echo '{encrypted}' | openssl base64 -d -A | openssl pkeyutl -inkey '{}' -decrypt \
+             -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 | openssl base64 -A",
+            file(format!("member{i}_enc_privk.pem"))
+        );
+        let o = Command::new("sh")
+            .args(["-c", &script])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let before: Vec<String> = (0..3).map(encrypted).collect();
+    for i in 0..3 {
+        let share = ok(as_member(i, &["gov", "share", "--fetch"]));
+        let share = share.trim();
+        assert_eq!(share, openssl_decrypt(i, &before[i as usize]));
+        assert_eq!(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, share)
+                .unwrap()
+                .len(),
+            44
+        );
+    }
+    // Not a member, or not a hex id.
+    let o = Command::new("curl")
+        .args(["-sS", "--cacert", &file("service_cert.pem".into())])
+        .arg(format!(
+            "{endpoint}/gov/encrypted_recovery_share/{}",
+            "ab".repeat(32)
+        ))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "ResourceNotFound", "{v}");
+    let v = curl_status(
+        &endpoint,
+        &file("service_cert.pem".into()),
+        "/gov/recovery/encrypted-shares/xyz?api-version=2024-07-01",
+    );
+    assert_eq!(v["error"]["code"], "InvalidResourceName", "{v}");
+
+    let proposal = |name: &str, args: serde_json::Value| {
+        let p = tmp.path().join(format!("{name}.json"));
+        std::fs::write(
+            &p,
+            serde_json::json!({"actions": [{"name": name, "args": args}]}).to_string(),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // Above the three recovery members: refused when proposed, nothing recorded.
+    let p = proposal(
+        "set_recovery_threshold",
+        serde_json::json!({"recovery_threshold": 4}),
+    );
+    let o = as_member(0, &["gov", "propose", &p, "--accept"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("above the 3 active recovery members"), "{err}");
+    assert_eq!((0..3).map(encrypted).collect::<Vec<_>>(), before);
+    // Threshold 2 (a majority of the three accepts): new shares for everyone.
+    let p = proposal(
+        "set_recovery_threshold",
+        serde_json::json!({"recovery_threshold": 2}),
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(as_member(
+        0,
+        &["gov", "propose", &p, "--accept", "--json"],
+    )))
+    .unwrap();
+    let pid = v["proposal_id"].as_str().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&ok(as_member(
+        1,
+        &["gov", "vote", &pid, "--accept", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(v["state"], "Accepted", "{v}");
+    let after: Vec<String> = (0..3).map(encrypted).collect();
+    assert!(before.iter().zip(&after).all(|(b, a)| b != a));
+    let info = curl("/gov/service/info?api-version=2024-07-01");
+    assert_eq!(info["configuration"]["recoveryThreshold"], 2);
+    // A refresh: new shares again, the same members.
+    let p = proposal("trigger_recovery_shares_refresh", serde_json::Value::Null);
+    let v: serde_json::Value = serde_json::from_str(&ok(as_member(
+        2,
+        &["gov", "propose", &p, "--accept", "--json"],
+    )))
+    .unwrap();
+    let pid = v["proposal_id"].as_str().unwrap().to_string();
+    ok(as_member(0, &["gov", "vote", &pid, "--accept"]));
+    let refreshed: Vec<String> = (0..3).map(encrypted).collect();
+    assert!(after.iter().zip(&refreshed).all(|(a, r)| a != r));
+    stop(dev);
+}
+
+/// GET `path` with curl, whatever the status, as JSON.
+fn curl_status(endpoint: &str, cacert: &str, path: &str) -> serde_json::Value {
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", cacert])
+        .arg(format!("{endpoint}{path}"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}

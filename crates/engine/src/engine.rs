@@ -626,6 +626,11 @@ impl Engine {
         self.view
     }
 
+    /// The ledger secret private maps are encrypted under (recovery shares wrap it).
+    pub fn ledger_secret(&self) -> &Arc<LedgerSecret> {
+        &self.secret
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node.node_id
     }

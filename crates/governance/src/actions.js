@@ -31,6 +31,30 @@
     change(value);
     map(name).set(str(key), json(value));
   }
+  // Members whose shares recover the service: Active, with an encryption key.
+  function activeRecoveryMembers() {
+    let n = 0;
+    map("public:ccf.gov.members.encryption_public_keys").forEach((_, id) => {
+      const info = map("public:ccf.gov.members.info").get(id);
+      if (info !== undefined && ccf.bufToJsonCompatible(info).status === "Active") {
+        n += 1;
+      }
+    });
+    return n;
+  }
+  function serviceOpen() {
+    const info = map("public:ccf.gov.service.info").get(str("0"));
+    return info === undefined || ccf.bufToJsonCompatible(info).status === "Open";
+  }
+  // Shares are issued to the active recovery members of an open service, any
+  // `threshold` of them together recovering it: a threshold above their number
+  // would leave the service unrecoverable.
+  function checkRecoveryThreshold(t) {
+    const n = activeRecoveryMembers();
+    if (serviceOpen() && t > n) {
+      throw new Error(`recovery_threshold ${t} is above the ${n} active recovery members`);
+    }
+  }
   // A JWKS document: a non-empty keys list of public JWKs, each with a kid.
   function checkJwks(jwks) {
     if (jwks === null || typeof jwks !== "object" || !Array.isArray(jwks.keys) || jwks.keys.length === 0) {
@@ -297,11 +321,21 @@
         if (!Number.isInteger(t) || t < 1 || t > 255) {
           throw new Error("args.recovery_threshold must be an integer in 1..255");
         }
+        checkRecoveryThreshold(t);
       },
       apply(args) {
+        checkRecoveryThreshold(args.recovery_threshold);
         updateRow("public:ccf.gov.service.config", "0", (c) => {
           c.recovery_threshold = args.recovery_threshold;
         });
+      },
+    },
+    // New recovery shares of the same ledger secret for the active recovery members
+    // (the service issues them in this proposal's transaction).
+    trigger_recovery_shares_refresh: {
+      validate() {},
+      apply() {
+        ccf.node.triggerRecoverySharesRefresh();
       },
     },
     // args: {bundle: {metadata: {endpoints: {path: {method: props}}}, modules: [{name, module}]},

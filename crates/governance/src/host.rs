@@ -34,6 +34,9 @@ pub struct GovContext {
 pub enum GovEffect {
     /// `ccf.node.triggerSnapshot()`.
     Snapshot,
+    /// `ccf.node.triggerRecoverySharesRefresh()`: new shares of the same ledger
+    /// secret, in the proposal's own transaction.
+    RecoverySharesRefresh,
 }
 
 /// Where a JWT issuer's keys go when a constitution sets them through
@@ -214,13 +217,19 @@ pub fn install<'js>(
             },
         )?,
     )?;
-    let e = effects;
-    node.set(
-        "triggerSnapshot",
-        Function::new(ctx.clone(), move || {
-            e.borrow_mut().push(GovEffect::Snapshot)
-        })?,
-    )?;
+    for (name, effect) in [
+        ("triggerSnapshot", GovEffect::Snapshot),
+        (
+            "triggerRecoverySharesRefresh",
+            GovEffect::RecoverySharesRefresh,
+        ),
+    ] {
+        let e = effects.clone();
+        node.set(
+            name,
+            Function::new(ctx.clone(), move || e.borrow_mut().push(effect))?,
+        )?;
+    }
     for (name, why) in [
         (
             "triggerLedgerChunk",
@@ -229,10 +238,6 @@ pub fn install<'js>(
         (
             "triggerLedgerRekey",
             "covenant does not rotate ledger secrets yet",
-        ),
-        (
-            "triggerRecoverySharesRefresh",
-            "covenant issues no recovery shares yet",
         ),
         ("triggerACMERefresh", "covenant has no ACME client"),
     ] {

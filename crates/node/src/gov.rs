@@ -360,7 +360,22 @@ fn govern_error(what: &'static str, e: GovernError) -> ApiError {
         GovernError::Gov(e) => gov_error(e),
         GovernError::Admission(e) => crate::join::admission_error(what, e),
         GovernError::Service(e) => ApiError::service(what, e),
+        GovernError::Recovery(e) => recovery_error(e),
     }
+}
+
+/// A governance step refused because of the recovery shares it would need.
+fn recovery_error(e: covenant_recovery::RecoveryError) -> ApiError {
+    use covenant_recovery::RecoveryError as R;
+    let code = match &e {
+        R::Threshold { .. } => "InvalidRecoveryThreshold",
+        R::MemberKey(_) => "InvalidEncryptionKey",
+        R::NotOpen => "ServiceNotOpen",
+        R::MalformedShare(_) | R::WrongShares | R::Random | R::Crypto(_) => {
+            return ApiError::internal("issuing recovery shares failed", e)
+        }
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
 }
 
 /// Records a member's proposal: the transaction, the proposal id and its info.

@@ -29,7 +29,7 @@ use crate::state::NodeState;
 pub const GOV_API_VERSIONS: &[&str] = &["2023-06-01-preview", "2024-07-01"];
 
 /// The request's api-version must be one this route serves (`min`: the oldest).
-fn api_version(q: &HashMap<String, String>, min: &str) -> Result<(), ApiError> {
+pub(crate) fn api_version(q: &HashMap<String, String>, min: &str) -> Result<(), ApiError> {
     let accepted: Vec<&str> = GOV_API_VERSIONS
         .iter()
         .copied()
@@ -59,7 +59,7 @@ fn not_found(what: impl Into<String>) -> ApiError {
 }
 
 /// A 64-digit hex id (member, proposal, node, user) from a path.
-fn entity_id<'a>(s: &'a str, what: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn entity_id<'a>(s: &'a str, what: &str) -> Result<&'a str, ApiError> {
     if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
         Ok(s)
     } else {
@@ -313,7 +313,9 @@ pub async fn service(
                 "recoveryCount": 0,
                 "serviceData": Value::Null,
                 "configuration": {
-                    "recoveryThreshold": config["recovery_threshold"].as_u64().unwrap_or(0),
+                    "recoveryThreshold": covenant_service::recovery::threshold(
+                        store.get(covenant_governance::SERVICE_CONFIG, b"0").as_deref(),
+                    ),
                     "maximumNodeCertificateValidityDays": 365,
                     "maximumServiceCertificateValidityDays": 365,
                     "recentCoseProposalsWindowSize": config["recent_cose_proposals_window_size"].as_u64().unwrap_or(100),

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod node_api;
 pub mod openapi;
 pub mod peers;
+pub mod recovery;
 pub mod roles;
 pub mod routes;
 pub mod server;

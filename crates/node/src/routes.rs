@@ -110,6 +110,14 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
         .route("/gov/kv/{*table}", get(crate::node_api::gov_kv))
         .route("/gov/jwt_keys/all", get(crate::node_api::jwt_keys_all))
         .route(
+            "/gov/encrypted_recovery_share/{member_id}",
+            get(crate::recovery::encrypted_share_classic),
+        )
+        .route(
+            "/gov/recovery/encrypted-shares/{member_id}",
+            get(crate::recovery::encrypted_share),
+        )
+        .route(
             "/gov/proposals/{proposal_id}/ballots/{member_id}",
             get(crate::gov::get_ballot),
         )

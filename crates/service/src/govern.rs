@@ -42,6 +42,10 @@ pub enum GovernError {
     Gov(#[from] GovError),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    /// The step would leave the recovery shares impossible to issue (a threshold
+    /// above the active recovery members), or issuing them failed.
+    #[error(transparent)]
+    Recovery(#[from] covenant_recovery::RecoveryError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -120,9 +124,16 @@ impl Service {
             let mut tx = e.begin();
             let store = e.store().clone();
             let seqno = e.last_seqno().next();
+            let mut effects = Vec::new();
             let step = replay
                 .remember(&mut tx, &store)
                 .and_then(|()| f(&gov, &mut tx, &store, seqno).map_err(GovernError::from))
+                .and_then(|v| {
+                    effects = gov.take_effects();
+                    let refresh = effects.contains(&GovEffect::RecoverySharesRefresh);
+                    crate::recovery::settle(e, &mut tx, refresh)?;
+                    Ok(v)
+                })
                 .and_then(|v| match &admission {
                     Some(a) => Ok((v, a.settle(e, &mut tx)?)),
                     None => Ok((v, None)),
@@ -135,9 +146,11 @@ impl Service {
             if let (Some(target), Some(a)) = (staged, &admission) {
                 a.replica.note_membership(txid.seqno, target);
             }
-            for effect in gov.take_effects() {
+            for effect in effects {
                 match effect {
                     GovEffect::Snapshot => e.request_snapshot(),
+                    // Done in the step's transaction.
+                    GovEffect::RecoverySharesRefresh => {}
                 }
             }
             Ok(Ok((txid, v)))

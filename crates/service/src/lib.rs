@@ -20,6 +20,7 @@ pub mod genesis;
 pub mod govern;
 pub mod index;
 pub mod nodes;
+pub mod recovery;
 pub mod tables;
 pub mod users;
 

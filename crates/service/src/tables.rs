@@ -39,6 +39,7 @@ pub use covenant_governance::{
     SERVICE_CONFIG_KEY, SERVICE_INFO, SERVICE_INFO_KEY,
 };
 pub use covenant_receipt::SIGNATURES_MAP;
+pub use covenant_recovery::{RECOVERY_SHARES, RECOVERY_SHARES_KEY};
 
 /// The map holding the ledger app's entries: in clear on a public ledger.
 pub fn entries_map(ledger_public: bool) -> &'static str {

@@ -247,3 +247,149 @@ async fn governance_steps_refuse_replays_and_write_nothing_when_refused() {
             .unwrap();
     }
 }
+
+/// Recovery shares follow the active recovery members, the threshold and the
+/// service's state, in the governance step's own transaction; any threshold of
+/// the members' decrypted shares rebuild this node's ledger secret, fewer do not;
+/// a step that would leave more threshold than members is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_shares_follow_members_and_threshold() {
+    use covenant_crypto::EncryptionKeyPair;
+    use covenant_recovery::{decrypt_share, RecoveryError, RecoveryShares};
+    use covenant_service::tables::{
+        MEMBERS_ENCRYPTION_KEYS, MEMBERS_INFO, RECOVERY_SHARES, RECOVERY_SHARES_KEY,
+        SERVICE_CONFIG, SERVICE_CONFIG_KEY, SERVICE_INFO, SERVICE_INFO_KEY,
+    };
+    use covenant_service::{GovernError, Replay};
+
+    let n = node();
+    let keys: Vec<EncryptionKeyPair> = (0..3)
+        .map(|_| EncryptionKeyPair::generate().unwrap())
+        .collect();
+    let members: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let (_, cert) = generate_client_identity(&format!("m{i}"), Curve::P256).unwrap();
+            (cert, Some(k.public_key_pem().unwrap()))
+        })
+        .collect();
+    let ids: Vec<String> = members
+        .iter()
+        .map(|(c, _)| covenant_crypto::member_id(c.der()))
+        .collect();
+    let genesis = Genesis {
+        members: members.clone(),
+        constitution: covenant_governance::DEFAULT_CONSTITUTION.into(),
+        ..Default::default()
+    };
+    let s = service(&n, &genesis);
+    let shares = |s: &Service| -> Option<RecoveryShares> {
+        covenant_service::recovery::current(s.store().get(RECOVERY_SHARES, RECOVERY_SHARES_KEY))
+    };
+    let step = |f: Box<dyn FnOnce(&mut covenant_kv::Tx) + Send>| {
+        s.govern(None, Replay::Certificate, move |_, tx, _, _| {
+            f(tx);
+            Ok(())
+        })
+    };
+    let active = |tx: &mut covenant_kv::Tx, id: &str| {
+        tx.put(MEMBERS_INFO, id.as_bytes(), br#"{"status":"Active"}"#)
+    };
+    // Active members of a service still opening hold no shares yet.
+    let all = ids.clone();
+    step(Box::new(move |tx| all.iter().for_each(|id| active(tx, id))))
+        .await
+        .unwrap();
+    assert!(shares(&s).is_none());
+    // Opening the service issues them: threshold 1 when none is configured.
+    step(Box::new(|tx| {
+        tx.put(SERVICE_INFO, SERVICE_INFO_KEY, br#"{"status":"Open"}"#)
+    }))
+    .await
+    .unwrap();
+    let first = shares(&s).unwrap();
+    assert_eq!(first.threshold, 1);
+    assert_eq!(first.encrypted_shares.len(), 3);
+    // A step that changes nothing they depend on keeps them.
+    step(Box::new(|tx| tx.put("public:scratch", b"k", b"v")))
+        .await
+        .unwrap();
+    assert_eq!(shares(&s).unwrap(), first);
+    // Threshold 2: new shares; any two rebuild the ledger secret, one does not.
+    let config = |t: u64| {
+        move |tx: &mut covenant_kv::Tx| {
+            let c = serde_json::json!({"join_policy": "auto", "recovery_threshold": t});
+            tx.put(SERVICE_CONFIG, SERVICE_CONFIG_KEY, c.to_string().as_bytes())
+        }
+    };
+    step(Box::new(config(2))).await.unwrap();
+    let two = shares(&s).unwrap();
+    assert_eq!(two.threshold, 2);
+    assert_ne!(
+        two.wrapped_latest_ledger_secret,
+        first.wrapped_latest_ledger_secret
+    );
+    let share = |issue: &RecoveryShares, i: usize| {
+        decrypt_share(&keys[i], &issue.encrypted_shares[&ids[i]]).unwrap()
+    };
+    for pair in [[0, 1], [0, 2], [1, 2]] {
+        let secret = two
+            .recover(&[share(&two, pair[0]), share(&two, pair[1])])
+            .unwrap();
+        assert_eq!(secret.expose_bytes(), n.secret.expose_bytes());
+    }
+    assert!(matches!(
+        two.recover(&[share(&two, 0)]),
+        Err(RecoveryError::WrongShares)
+    ));
+    assert!(
+        two.recover(&[share(&two, 0), share(&first, 1)]).is_err(),
+        "shares of two issues do not mix"
+    );
+    // A threshold above the members is refused, and nothing is written.
+    let last = s.engine().last_seqno();
+    let refused = step(Box::new(config(4))).await;
+    assert!(
+        matches!(
+            refused,
+            Err(GovernError::Recovery(RecoveryError::Threshold {
+                threshold: 4,
+                members: 3
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(s.engine().last_seqno(), last);
+    assert_eq!(shares(&s).unwrap(), two);
+    // A member leaves: the two left get new shares; a second departure would leave
+    // one member under threshold 2, and is refused.
+    let gone = ids[1].clone();
+    step(Box::new(move |tx| {
+        tx.remove(MEMBERS_INFO, gone.as_bytes());
+        tx.remove(MEMBERS_ENCRYPTION_KEYS, gone.as_bytes());
+    }))
+    .await
+    .unwrap();
+    let left = shares(&s).unwrap();
+    assert_eq!(left.encrypted_shares.keys().cloned().collect::<Vec<_>>(), {
+        let mut v = vec![ids[0].clone(), ids[2].clone()];
+        v.sort();
+        v
+    });
+    let secret = left.recover(&[share(&left, 0), share(&left, 2)]).unwrap();
+    assert_eq!(secret.expose_bytes(), n.secret.expose_bytes());
+    let also_gone = ids[2].clone();
+    let refused = step(Box::new(move |tx| {
+        tx.remove(MEMBERS_INFO, also_gone.as_bytes());
+    }))
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(GovernError::Recovery(RecoveryError::Threshold { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(shares(&s).unwrap(), left);
+}

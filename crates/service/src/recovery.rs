@@ -1,0 +1,115 @@
+//! Keeping the recovery shares current (SPEC §7): after every governance step, in
+//! the step's own transaction, the shares are issued again when what they were
+//! issued for changed (the active recovery members, the threshold, the ledger
+//! secret) or a proposal asked for a refresh. A step that would leave the open
+//! service with fewer active recovery members than the threshold is refused whole.
+
+use covenant_engine::Engine;
+use covenant_governance::ServiceStatus;
+use covenant_kv::Tx;
+use covenant_recovery::{issued_for, RecoveryError, RecoveryMember, RecoveryShares};
+
+use crate::tables::{
+    MEMBERS_ENCRYPTION_KEYS, MEMBERS_INFO, RECOVERY_SHARES, RECOVERY_SHARES_KEY, SERVICE_CONFIG,
+    SERVICE_CONFIG_KEY, SERVICE_INFO, SERVICE_INFO_KEY,
+};
+
+/// The version of the ledger secret the shares wrap: the seqno it applies from
+/// (one secret for the ledger's life until rekeying lands).
+const SECRET_VERSION: u64 = 1;
+
+/// The recovery threshold in force: the service configuration's
+/// `recovery_threshold`, 1 when none was set.
+pub fn threshold(config: Option<&[u8]>) -> usize {
+    config
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(c).ok())
+        .and_then(|c| c["recovery_threshold"].as_u64())
+        .filter(|t| *t >= 1)
+        .map_or(1, |t| usize::try_from(t).unwrap_or(usize::MAX))
+}
+
+/// The active members with an encryption key, as `tx` sees them.
+pub fn active_recovery_members(tx: &mut Tx, store: &covenant_kv::Store) -> Vec<RecoveryMember> {
+    let mut ids: std::collections::BTreeSet<Vec<u8>> = store
+        .entries(MEMBERS_ENCRYPTION_KEYS)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    if let Some(written) = tx.write_set().maps.get(MEMBERS_ENCRYPTION_KEYS) {
+        ids.extend(written.keys().cloned());
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let (Some(key), Some(info)) = (
+            tx.get(MEMBERS_ENCRYPTION_KEYS, &id),
+            tx.get(MEMBERS_INFO, &id),
+        ) else {
+            continue;
+        };
+        let active = serde_json::from_slice::<serde_json::Value>(&info)
+            .is_ok_and(|i| i["status"] == "Active");
+        if let (true, Ok(id), Ok(key)) = (active, String::from_utf8(id), String::from_utf8(key)) {
+            out.push(RecoveryMember {
+                id,
+                encryption_pub_key: key,
+            });
+        }
+    }
+    out
+}
+
+/// The shares currently issued, if any.
+pub fn current(store_or_tx: Option<Vec<u8>>) -> Option<RecoveryShares> {
+    store_or_tx.and_then(|v| serde_json::from_slice(&v).ok())
+}
+
+/// Issues shares again in `tx` if they are out of date (or `refresh`), or refuses
+/// the step. Shares are issued only while the service is Open (opening the service
+/// issues the first ones), as in CCF; a refresh asked for before is refused.
+pub(crate) fn settle(engine: &Engine, tx: &mut Tx, refresh: bool) -> Result<(), RecoveryError> {
+    let touched = [
+        MEMBERS_INFO,
+        MEMBERS_ENCRYPTION_KEYS,
+        SERVICE_CONFIG,
+        SERVICE_INFO,
+    ]
+    .iter()
+    .any(|m| tx.write_set().maps.contains_key(*m));
+    if !touched && !refresh {
+        return Ok(());
+    }
+    let open = tx
+        .get(SERVICE_INFO, SERVICE_INFO_KEY)
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+        .and_then(|v| serde_json::from_value::<ServiceStatus>(v["status"].clone()).ok())
+        .is_none_or(|s| s == ServiceStatus::Open);
+    if !open {
+        return if refresh {
+            Err(RecoveryError::NotOpen)
+        } else {
+            Ok(())
+        };
+    }
+    let store = engine.store().clone();
+    let members = active_recovery_members(tx, &store);
+    let t = threshold(tx.get(SERVICE_CONFIG, SERVICE_CONFIG_KEY).as_deref());
+    let previous = current(tx.get(RECOVERY_SHARES, RECOVERY_SHARES_KEY));
+    if members.is_empty() && previous.is_none() && !refresh {
+        // No recovery member yet: nothing to issue, nothing to keep current.
+        return Ok(());
+    }
+    if t > members.len() {
+        return Err(RecoveryError::Threshold {
+            threshold: t,
+            members: members.len(),
+        });
+    }
+    let wanted = issued_for(&members, t, SECRET_VERSION);
+    if !refresh && previous.is_some_and(|p| p.issued_for == wanted) {
+        return Ok(());
+    }
+    let shares = RecoveryShares::issue(engine.ledger_secret(), SECRET_VERSION, &members, t)?;
+    let row = serde_json::to_vec(&shares).map_err(|e| RecoveryError::Crypto(e.to_string()))?;
+    tx.put(RECOVERY_SHARES, RECOVERY_SHARES_KEY, &row);
+    Ok(())
+}
