@@ -407,6 +407,37 @@ async fn link(to_port: u16) -> Link {
     Link { port, cut }
 }
 
+/// Links between three nodes, by (from, to).
+type Links = std::collections::BTreeMap<(u16, u16), Link>;
+
+/// A three-node network made by `covenant dev` in `dir` (identities, genesis), then
+/// stopped and started again through proxies ([`start_proxied`]). Returns the base
+/// port, the reaper of the node processes (keep it), the links and the nodes.
+async fn proxied_network(
+    dir: &Path,
+    ticks: &[(u16, u64)],
+) -> (u16, Reaper, Links, Vec<std::process::Child>) {
+    let base = free_ports(3);
+    let (mut dev, first_run) = dev_network(dir, base, &[]);
+    term(dev.id());
+    assert!(dev.wait().unwrap().success());
+    drop(first_run);
+    let reaper = Reaper::default();
+    let (links, nodes) = start_proxied(dir, base, &reaper, ticks).await;
+    (base, reaper, links, nodes)
+}
+
+/// Stops every node and checks each stopped cleanly.
+fn stop_all(nodes: &mut [std::process::Child]) {
+    for c in nodes.iter() {
+        term(c.id());
+    }
+    for c in nodes.iter_mut() {
+        let status = c.wait().unwrap();
+        assert!(status.success(), "a node did not stop cleanly: {status}");
+    }
+}
+
 /// Starts the three nodes of the network in `dir` (created by `covenant dev`, then
 /// stopped) with every node-to-node link through a [`Link`]: node i reaches node j
 /// through link (i, j). `ticks`: Raft tick (ms) of the nodes named, others keep the
@@ -416,10 +447,7 @@ async fn start_proxied(
     base: u16,
     reaper: &Reaper,
     ticks: &[(u16, u64)],
-) -> (
-    std::collections::BTreeMap<(u16, u16), Link>,
-    Vec<std::process::Child>,
-) {
+) -> (Links, Vec<std::process::Child>) {
     let mut links = std::collections::BTreeMap::new();
     for i in 1..=3u16 {
         for j in 1..=3u16 {
@@ -478,14 +506,7 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
     use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let base = free_ports(3);
-    // Create the network (identities, genesis), then stop it.
-    let (mut dev, first_run) = dev_network(&dir, base, &[]);
-    term(dev.id());
-    assert!(dev.wait().unwrap().success());
-    drop(first_run);
-    let reaper = Reaper::default();
-    let (links, mut nodes) = start_proxied(&dir, base, &reaper, &[]).await;
+    let (base, _reaper, links, mut nodes) = proxied_network(&dir, &[]).await;
     let (net, _service) = Net::open(&dir, base);
     let all = [1u16, 2, 3];
     let before = net.append(&all, "before the partition").await;
@@ -569,13 +590,7 @@ async fn a_partitioned_primary_cannot_commit_and_converges_after_healing() {
             );
         }
     }
-    for c in &nodes {
-        term(c.id());
-    }
-    for c in nodes.iter_mut() {
-        let status = c.wait().unwrap();
-        assert!(status.success(), "a node did not stop cleanly: {status}");
-    }
+    stop_all(&mut nodes);
     for node in all {
         let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
             .args(["ledger", "audit", "--quiet", "--service-cert"])
@@ -1125,14 +1140,8 @@ async fn a_lagging_backup_never_shows_less_than_it_passed_on() {
     use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let base = free_ports(3);
-    let (mut dev, first_run) = dev_network(&dir, base, &[]);
-    term(dev.id());
-    assert!(dev.wait().unwrap().success());
-    drop(first_run);
-    let reaper = Reaper::default();
-    // Nodes 2 and 3 call an election only after 6-12 s without a primary.
-    let (links, mut nodes) = start_proxied(&dir, base, &reaper, &[(2, 300), (3, 300)]).await;
+    // Nodes 2 and 3 call an election only after 10-20 s without a primary.
+    let (base, _reaper, links, mut nodes) = proxied_network(&dir, &[(2, 500), (3, 500)]).await;
     let (net, _service) = Net::open(&dir, base);
     let all = [1u16, 2, 3];
     let first = net.append(&all, "first").await;
@@ -1233,13 +1242,7 @@ async fn a_lagging_backup_never_shows_less_than_it_passed_on() {
         assert!(Instant::now() < deadline, "node {backup} did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for c in &nodes {
-        term(c.id());
-    }
-    for c in nodes.iter_mut() {
-        let status = c.wait().unwrap();
-        assert!(status.success(), "a node did not stop cleanly: {status}");
-    }
+    stop_all(&mut nodes);
 }
 
 fn seqno_of(txid: &str) -> u64 {
