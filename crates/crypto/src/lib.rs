@@ -34,5 +34,5 @@ pub use hash::{hmac_sha256, sha256, sha256_concat, HmacSha256Key, Sha256};
 pub use identity::{generate_client_identity, NodeIdentity, ServiceIdentity, SubjectAltName};
 pub use ids::{colon_hex, member_id, node_id, user_fingerprint};
 pub use keys::{Curve, SigningKeyPair};
-pub use secret::{random_token, LedgerSecret, NonceDomain, TAG_LEN};
+pub use secret::{random_token, LedgerSecret, LedgerSecrets, NonceDomain, TAG_LEN};
 pub use verify::{verify_prehashed_sha256, PublicKey};

@@ -1,6 +1,6 @@
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hkdf;
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::CryptoError;
@@ -151,6 +151,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_apply_from_their_version_and_round_trip_as_text() {
+        let a = std::sync::Arc::new(LedgerSecret::generate().unwrap());
+        let b = std::sync::Arc::new(LedgerSecret::generate().unwrap());
+        let mut chain = LedgerSecrets::from(a.clone());
+        assert!(chain.add(SeqNo(1), b.clone()).is_err());
+        chain.add(SeqNo(10), b.clone()).unwrap();
+        assert!(chain.add(SeqNo(10), a.clone()).is_err());
+        for (s, want) in [(0, &a), (1, &a), (9, &a), (10, &b), (99, &b)] {
+            assert_eq!(
+                chain.for_seqno(SeqNo(s)).expose_bytes(),
+                want.expose_bytes(),
+                "seqno {s}"
+            );
+        }
+        assert_eq!(chain.latest().0, SeqNo(10));
+        let back = LedgerSecrets::from_text(&chain.to_text()).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.for_seqno(SeqNo(12)).expose_bytes(), b.expose_bytes());
+        // covenant's single-secret file: the secret from seqno 1.
+        use base64::Engine as _;
+        let one = base64::engine::general_purpose::STANDARD.encode(a.expose_bytes());
+        let single = LedgerSecrets::from_text(&format!("{one}\n")).unwrap();
+        assert_eq!(single.latest().0, SeqNo(1));
+        for bad in ["", "2 x", "5 AAAA", &format!("2 {one}")] {
+            assert!(LedgerSecrets::from_text(bad).is_err(), "{bad:?}");
+        }
+        assert!(!format!("{chain:?}").contains(&one));
+    }
+
+    #[test]
     fn tokens_are_fresh_hex() {
         let a = random_token().unwrap();
         assert_eq!(a.len(), 64);
@@ -192,5 +222,148 @@ mod tests {
         assert_ne!(*s.derive(b"a"), *s.derive(b"b"));
         assert_eq!(*s.derive(b"a"), *s.derive(b"a"));
         assert_ne!(*s.derive(b"a"), *s.expose_bytes());
+    }
+}
+
+/// The ledger secrets of a ledger's life, each applying from its version (the
+/// seqno it starts at) until the next one's: a rekey adds a secret, and every
+/// earlier transaction stays readable under the secret of its time.
+#[derive(Clone)]
+pub struct LedgerSecrets {
+    /// (version, secret), versions strictly ascending, the first one 1.
+    chain: Vec<(SeqNo, std::sync::Arc<LedgerSecret>)>,
+}
+
+impl std::fmt::Debug for LedgerSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let versions: Vec<u64> = self.chain.iter().map(|(v, _)| v.0).collect();
+        write!(f, "LedgerSecrets(versions {versions:?})")
+    }
+}
+
+impl From<std::sync::Arc<LedgerSecret>> for LedgerSecrets {
+    fn from(first: std::sync::Arc<LedgerSecret>) -> LedgerSecrets {
+        LedgerSecrets {
+            chain: vec![(SeqNo(1), first)],
+        }
+    }
+}
+
+impl From<LedgerSecret> for LedgerSecrets {
+    fn from(first: LedgerSecret) -> LedgerSecrets {
+        std::sync::Arc::new(first).into()
+    }
+}
+
+impl LedgerSecrets {
+    /// The secret transaction `seqno` is encrypted under (seqno 0, a snapshot's
+    /// empty start, takes the first).
+    pub fn for_seqno(&self, seqno: SeqNo) -> &std::sync::Arc<LedgerSecret> {
+        let i = self.index_of(seqno);
+        &self.chain[i].1
+    }
+
+    /// The position of the secret for `seqno` in [`LedgerSecrets::iter`].
+    pub fn index_of(&self, seqno: SeqNo) -> usize {
+        self.chain
+            .partition_point(|(v, _)| *v <= seqno)
+            .saturating_sub(1)
+    }
+
+    /// The newest secret and its version.
+    pub fn latest(&self) -> (SeqNo, &std::sync::Arc<LedgerSecret>) {
+        let (v, s) = &self.chain[self.chain.len() - 1];
+        (*v, s)
+    }
+
+    /// Adds the secret applying from `version` on, which must come after every
+    /// secret already held.
+    pub fn add(
+        &mut self,
+        version: SeqNo,
+        secret: std::sync::Arc<LedgerSecret>,
+    ) -> Result<(), CryptoError> {
+        let (latest, _) = self.latest();
+        if version <= latest {
+            return Err(CryptoError::PrivateKey(format!(
+                "a ledger secret from seqno {version} cannot follow the one from seqno {latest}"
+            )));
+        }
+        self.chain.push((version, secret));
+        Ok(())
+    }
+
+    /// Forgets the secrets a rollback to `to` undoes: those from after `to + 1` (the
+    /// transaction that brought them in is gone). The first secret always stays.
+    pub fn rollback(&mut self, to: SeqNo) {
+        let keep = to.next();
+        let mut first = true;
+        self.chain
+            .retain(|(v, _)| std::mem::take(&mut first) || *v <= keep);
+    }
+
+    /// (version, secret), oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (SeqNo, &std::sync::Arc<LedgerSecret>)> {
+        self.chain.iter().map(|(v, s)| (*v, s))
+    }
+
+    /// How many secrets.
+    pub fn len(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// Never: a ledger has at least its first secret.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The chain as text for a 0600 file or a join response: one line per secret,
+    /// `<version> <base64>`, oldest first.
+    pub fn to_text(&self) -> Zeroizing<String> {
+        use base64::Engine as _;
+        let mut out = Zeroizing::new(String::new());
+        for (v, s) in &self.chain {
+            out.push_str(&v.0.to_string());
+            out.push(' ');
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(s.expose_bytes()));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Reads [`LedgerSecrets::to_text`]; a bare base64 secret (covenant's single-secret
+    /// file) is the secret from seqno 1.
+    pub fn from_text(text: &str) -> Result<LedgerSecrets, CryptoError> {
+        use base64::Engine as _;
+        let bad = |why: &str| CryptoError::PrivateKey(format!("ledger secrets: {why}"));
+        let decode = |b64: &str| -> Result<std::sync::Arc<LedgerSecret>, CryptoError> {
+            let raw = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| bad("a secret is not base64"))?,
+            );
+            Ok(std::sync::Arc::new(LedgerSecret::from_bytes(&raw)?))
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if let [only] = lines.as_slice() {
+            if !only.trim().contains(' ') {
+                return Ok(decode(only)?.into());
+            }
+        }
+        let mut chain: Option<LedgerSecrets> = None;
+        for line in lines {
+            let (v, b64) = line
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| bad("a line is not `<seqno> <base64>`"))?;
+            let v: u64 = v.parse().map_err(|_| bad("a version is not a seqno"))?;
+            let secret = decode(b64)?;
+            match &mut chain {
+                None if v == 1 => chain = Some(secret.into()),
+                None => return Err(bad("the first secret must apply from seqno 1")),
+                Some(c) => c.add(SeqNo(v), secret)?,
+            }
+        }
+        chain.ok_or_else(|| bad("no secret"))
     }
 }

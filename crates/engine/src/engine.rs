@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use covenant_crypto::{Certificate, LedgerSecret, NodeIdentity};
+use covenant_crypto::{Certificate, LedgerSecret, LedgerSecrets, NodeIdentity};
 use covenant_kv::{KvError, Snapshot, Store, Tx, TxEntry, WriteSet};
 use covenant_ledger::{Ledger, LedgerConfig, LedgerError, SyncTicket};
 use covenant_merkle::{leaf_hash, ConsistencyProof, MerkleError, MerkleTree};
@@ -110,8 +110,11 @@ pub struct Engine {
     tree: MerkleTree,
     node: Arc<NodeIdentity>,
     node_cert_pem: String,
-    secret: Arc<LedgerSecret>,
-    evidence: CommitEvidenceKey,
+    /// The ledger secrets, each from its version on; a transaction is sealed and
+    /// read under the one of its seqno.
+    secrets: LedgerSecrets,
+    /// The commit-evidence key of each secret, in the same order.
+    evidence: Vec<CommitEvidenceKey>,
     view: View,
     /// Seqnos of every signature transaction.
     signatures: BTreeSet<u64>,
@@ -168,13 +171,14 @@ impl Engine {
     pub fn open(
         config: EngineConfig,
         node: Arc<NodeIdentity>,
-        secret: Arc<LedgerSecret>,
+        secrets: impl Into<LedgerSecrets>,
     ) -> Result<Engine, EngineError> {
+        let secrets: LedgerSecrets = secrets.into();
         let listing = match &config.snapshot_dir {
             Some(dir) => snapshot::list(dir)?,
             None => snapshot::Listing::default(),
         };
-        let start = Self::pick_snapshot(&config, &listing, &secret)?;
+        let start = Self::pick_snapshot(&config, &listing, &secrets)?;
         let snapshots = listing.usable;
         let mut lc = LedgerConfig::new(&config.ledger_dir);
         lc.chunk_threshold_bytes = config.chunk_threshold_bytes;
@@ -191,14 +195,17 @@ impl Engine {
         let node_cert_pem = node.cert.to_pem();
         let commit_on_sync = config.commit_on_sync;
         let mut engine = Engine {
-            evidence: CommitEvidenceKey::new(&secret),
+            evidence: secrets
+                .iter()
+                .map(|(_, s)| CommitEvidenceKey::new(s))
+                .collect(),
             config,
             store: Store::new(),
             ledger,
             tree: MerkleTree::new(),
             node,
             node_cert_pem,
-            secret,
+            secrets,
             view: View(1),
             signatures: BTreeSet::new(),
             txs_since_signature: 0,
@@ -277,7 +284,7 @@ impl Engine {
     fn pick_snapshot(
         config: &EngineConfig,
         listing: &snapshot::Listing,
-        secret: &LedgerSecret,
+        secrets: &LedgerSecrets,
     ) -> Result<Option<snapshot::Verified>, EngineError> {
         let cert = config.service_cert.as_ref();
         match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
@@ -291,12 +298,13 @@ impl Engine {
                 if config.snapshot_dir.is_none() || !path.exists() {
                     return Err(EngineError::MissingSnapshot { first, path });
                 }
+                let secret = secrets.for_seqno(SeqNo(first.0 - 1));
                 snapshot::load(&path, cert, Some(secret)).map(Some)
             }
             None => {
                 let mut newest_error = None;
                 for (txid, path) in listing.usable.iter().rev() {
-                    match snapshot::load(path, cert, Some(secret)) {
+                    match snapshot::load(path, cert, Some(secrets.for_seqno(txid.seqno))) {
                         Ok(v) => return Ok(Some(v)),
                         Err(e) => {
                             tracing::warn!(%txid, error = %e, "skipping an invalid snapshot");
@@ -329,7 +337,7 @@ impl Engine {
         let bad = |reason: String| EngineError::BadEntry { txid, reason };
         let entry = TxEntry::decode(payload).map_err(|e| bad(e.to_string()))?;
         let ws = entry
-            .write_set(txid, Some(&self.secret))
+            .write_set(txid, Some(self.secrets.for_seqno(txid.seqno)))
             .map_err(|e| bad(e.to_string()))?;
         let has_sig = ws.get(SIGNATURES_MAP, SIGNATURE_KEY).is_some();
         if has_sig != is_signature {
@@ -404,6 +412,8 @@ impl Engine {
         self.txs_since_signature = seqno - self.signatures.last().copied().unwrap_or(0);
         self.pending_snapshots.retain(|p| p.txid.seqno.0 <= seqno);
         self.last_snapshot_seqno = self.newest_snapshot_seqno();
+        self.secrets.rollback(to);
+        self.evidence.truncate(self.secrets.len());
         Ok(())
     }
 
@@ -532,7 +542,9 @@ impl Engine {
             return Ok(());
         };
         let file = SnapshotFile {
-            kv: p.state.to_bytes(Some(&self.secret))?,
+            kv: p
+                .state
+                .to_bytes(Some(self.secrets.for_seqno(p.txid.seqno)))?,
             tree: p.tree.clone(),
         };
         let path = snapshot::write_durably(&dir, p.txid.seqno.0, &file.encode()?)?;
@@ -626,9 +638,37 @@ impl Engine {
         self.view
     }
 
-    /// The ledger secret private maps are encrypted under (recovery shares wrap it).
-    pub fn ledger_secret(&self) -> &Arc<LedgerSecret> {
-        &self.secret
+    /// The ledger secrets, each from its version on (recovery shares wrap the
+    /// latest; joining nodes receive them all).
+    pub fn ledger_secrets(&self) -> &LedgerSecrets {
+        &self.secrets
+    }
+
+    /// A new ledger secret for every transaction from `version` on (a rekey). The
+    /// version must come after every transaction this engine holds: what is written
+    /// stays under the secret it was written with.
+    pub fn add_ledger_secret(
+        &mut self,
+        version: SeqNo,
+        secret: Arc<LedgerSecret>,
+    ) -> Result<(), EngineError> {
+        if version <= self.store.last_seqno() {
+            return Err(EngineError::Rekey(format!(
+                "a secret from seqno {version} would apply to transactions already written (the last is {})",
+                self.store.last_seqno()
+            )));
+        }
+        let key = CommitEvidenceKey::new(&secret);
+        self.secrets
+            .add(version, secret)
+            .map_err(|e| EngineError::Rekey(e.to_string()))?;
+        self.evidence.push(key);
+        Ok(())
+    }
+
+    /// The commit-evidence key for the transaction at `seqno`.
+    fn evidence_key(&self, seqno: SeqNo) -> &CommitEvidenceKey {
+        &self.evidence[self.secrets.index_of(seqno)]
     }
 
     pub fn node_id(&self) -> &str {
@@ -724,8 +764,9 @@ impl Engine {
         claims: Digest32,
         is_signature: bool,
     ) -> Result<(), EngineError> {
-        let ce = commit_evidence_digest(&self.evidence.evidence(txid));
-        let entry = TxEntry::seal(txid, ws, Some(&self.secret), ce, claims)?;
+        let ce = commit_evidence_digest(&self.evidence_key(txid.seqno).evidence(txid));
+        let secret = self.secrets.for_seqno(txid.seqno);
+        let entry = TxEntry::seal(txid, ws, Some(secret), ce, claims)?;
         let bytes = entry.encode();
         self.ledger.append(txid, is_signature, &bytes)?;
         self.tree.append(leaf_of(&entry));
@@ -894,7 +935,7 @@ impl Engine {
         };
         let entry = TxEntry::decode(&e.payload).map_err(|x| bad(x.to_string()))?;
         let ws = entry
-            .write_set(e.txid, Some(&self.secret))
+            .write_set(e.txid, Some(self.secrets.for_seqno(e.txid.seqno)))
             .map_err(|x| bad(x.to_string()))?;
         Ok((e.txid, ws))
     }
@@ -987,7 +1028,7 @@ impl Engine {
                 cert: record.cert,
                 leaf_components: LeafComponents {
                     claims_digest: entry.claims_digest.to_hex(),
-                    commit_evidence: self.evidence.evidence(txid),
+                    commit_evidence: self.evidence_key(txid.seqno).evidence(txid),
                     write_set_digest: entry.write_set_digest().to_hex(),
                 },
                 node_id: record.node_id,

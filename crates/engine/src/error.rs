@@ -13,6 +13,9 @@ use covenant_types::{SeqNo, TxId};
 pub enum EngineError {
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// A new ledger secret was refused (see `Engine::add_ledger_secret`).
+    #[error("rekey refused: {0}")]
+    Rekey(String),
     #[error(transparent)]
     Ledger(LedgerError),
     #[error(transparent)]

@@ -14,10 +14,6 @@ use crate::tables::{
     SERVICE_CONFIG_KEY, SERVICE_INFO, SERVICE_INFO_KEY,
 };
 
-/// The version of the ledger secret the shares wrap: the seqno it applies from
-/// (one secret for the ledger's life until rekeying lands).
-const SECRET_VERSION: u64 = 1;
-
 /// The recovery threshold in force: the service configuration's
 /// `recovery_threshold`, 1 when none was set.
 pub fn threshold(config: Option<&[u8]>) -> usize {
@@ -104,11 +100,13 @@ pub(crate) fn settle(engine: &Engine, tx: &mut Tx, refresh: bool) -> Result<(), 
             members: members.len(),
         });
     }
-    let wanted = issued_for(&members, t, SECRET_VERSION);
+    // The shares wrap the latest secret: a rekey changes what they are issued for.
+    let (version, secret) = engine.ledger_secrets().latest();
+    let wanted = issued_for(&members, t, version.0);
     if !refresh && previous.is_some_and(|p| p.issued_for == wanted) {
         return Ok(());
     }
-    let shares = RecoveryShares::issue(engine.ledger_secret(), SECRET_VERSION, &members, t)?;
+    let shares = RecoveryShares::issue(secret, version.0, &members, t)?;
     let row = serde_json::to_vec(&shares).map_err(|e| RecoveryError::Crypto(e.to_string()))?;
     tx.put(RECOVERY_SHARES, RECOVERY_SHARES_KEY, &row);
     Ok(())

@@ -1,0 +1,172 @@
+//! Ledger secrets over time: after a new secret is added, transactions are sealed
+//! under it while every earlier one stays readable under its own; a reopen needs the
+//! whole chain; snapshots and receipts work across the boundary; a follower needs
+//! the new secret before it can apply what the primary sealed with it.
+
+use std::sync::Arc;
+
+use covenant_crypto::{LedgerSecret, LedgerSecrets};
+use covenant_engine::{audit_ledger, Engine, EngineConfig, EngineError};
+use covenant_test_support::Fixture;
+use covenant_types::TxId;
+
+fn config(f: &Fixture, name: &str) -> EngineConfig {
+    let home = f.dir.path().join(name);
+    let mut c = EngineConfig::new(home.join("ledger"));
+    c.chunk_threshold_bytes = 2048;
+    c.sig_tx_interval = 5;
+    c.snapshot_dir = Some(home.join("snapshots"));
+    c.snapshot_tx_interval = 8;
+    c.service_cert = Some(f.service.cert.clone());
+    c
+}
+
+fn write(engine: &mut Engine, n: u64, tag: &str) -> Vec<TxId> {
+    (0..n)
+        .map(|i| {
+            let mut tx = engine.begin();
+            tx.put(
+                "entries",
+                format!("{tag}{i}").as_bytes(),
+                format!("secret {tag}{i}").as_bytes(),
+            );
+            tx.put("public:index", format!("{tag}{i}").as_bytes(), b"1");
+            engine.commit_tx(tx, None).unwrap()
+        })
+        .collect()
+}
+
+fn private_value(engine: &Engine, txid: TxId, key: &str) -> Vec<u8> {
+    let (_, ws) = engine.read_tx(txid.seqno).unwrap();
+    ws.get("entries", key.as_bytes()).unwrap().unwrap().to_vec()
+}
+
+#[test]
+fn transactions_stay_readable_under_the_secret_of_their_time() {
+    let f = Fixture::new();
+    let c = config(&f, "a");
+    let first = f.secret.clone();
+    let second = Arc::new(LedgerSecret::generate().unwrap());
+    let mut a = Engine::open(c.clone(), f.node.clone(), first.clone()).unwrap();
+    let before = write(&mut a, 12, "b");
+    let version = a.last_seqno().next();
+    // A secret cannot reach back over what is written.
+    assert!(matches!(
+        a.add_ledger_secret(a.last_seqno(), second.clone()),
+        Err(EngineError::Rekey(_))
+    ));
+    a.add_ledger_secret(version, second.clone()).unwrap();
+    let after = write(&mut a, 12, "a");
+    a.emit_signature().unwrap();
+    a.flush().unwrap();
+    assert_eq!(a.ledger_secrets().len(), 2);
+    assert_eq!(a.ledger_secrets().latest().0, version);
+    for (i, t) in before.iter().enumerate() {
+        assert_eq!(
+            private_value(&a, *t, &format!("b{i}")),
+            format!("secret b{i}").as_bytes()
+        );
+    }
+    for (i, t) in after.iter().enumerate() {
+        assert_eq!(
+            private_value(&a, *t, &format!("a{i}")),
+            format!("secret a{i}").as_bytes()
+        );
+    }
+    // Receipts on both sides of the boundary.
+    for t in [before[0], before[11], after[0], after[11]] {
+        a.receipt(t).unwrap();
+    }
+    let snapshots = a.latest_snapshot().map(|(t, _)| t);
+    assert!(
+        snapshots.is_some_and(|t| t.seqno >= version),
+        "{snapshots:?}"
+    );
+    drop(a);
+
+    // The public ledger audits without any secret.
+    audit_ledger(&c.ledger_dir, &f.service.cert, |_, _| {}).unwrap();
+
+    // Reopened with only the first secret, the first entry sealed with the second
+    // is refused, naming it.
+    match Engine::open(c.clone(), f.node.clone(), first.clone()) {
+        Err(EngineError::BadEntry { txid, .. }) => assert_eq!(txid.seqno, version),
+        other => panic!("{other:?}"),
+    }
+    // With the chain (as a secrets file holds it) everything replays.
+    let mut chain = LedgerSecrets::from(first.clone());
+    chain.add(version, second.clone()).unwrap();
+    let chain = LedgerSecrets::from_text(&chain.to_text()).unwrap();
+    let a = Engine::open(c.clone(), f.node.clone(), chain.clone()).unwrap();
+    assert_eq!(private_value(&a, after[3], "a3"), b"secret a3");
+    assert_eq!(private_value(&a, before[3], "b3"), b"secret b3");
+    drop(a);
+
+    // A node starting from a snapshot taken after the rekey, with the chain.
+    let b_conf = config(&f, "b");
+    let (snap, path) = {
+        let a = Engine::open(c.clone(), f.node.clone(), chain.clone()).unwrap();
+        a.latest_snapshot().unwrap()
+    };
+    std::fs::create_dir_all(b_conf.snapshot_dir.as_ref().unwrap()).unwrap();
+    std::fs::copy(
+        &path,
+        b_conf
+            .snapshot_dir
+            .as_ref()
+            .unwrap()
+            .join(path.file_name().unwrap()),
+    )
+    .unwrap();
+    let b = Engine::open(b_conf, f.node.clone(), chain.clone()).unwrap();
+    assert_eq!(b.snapshot_base(), Some(snap));
+    let state = b.store().get("entries", b"a2").unwrap();
+    assert_eq!(state, b"secret a2");
+}
+
+#[test]
+fn a_follower_needs_the_new_secret_before_the_entries_sealed_with_it() {
+    let f = Fixture::new();
+    let mut primary = Engine::open(config(&f, "p"), f.node.clone(), f.secret.clone()).unwrap();
+    let mut follower = Engine::open(config(&f, "f"), f.node.clone(), f.secret.clone()).unwrap();
+    let follow = |from: &Engine, to: &mut Engine| -> Result<(), EngineError> {
+        let (next, last) = (to.last_seqno().next(), from.last_seqno());
+        for e in from.ledger().read_range(next, last).unwrap() {
+            let e = e.unwrap();
+            to.apply_entry(e.txid, e.is_signature, &e.payload)?;
+        }
+        Ok(())
+    };
+    write(&mut primary, 6, "x");
+    primary.flush().unwrap();
+    follow(&primary, &mut follower).unwrap();
+    let second = Arc::new(LedgerSecret::generate().unwrap());
+    let version = primary.last_seqno().next();
+    primary.add_ledger_secret(version, second.clone()).unwrap();
+    write(&mut primary, 6, "y");
+    primary.flush().unwrap();
+    match follow(&primary, &mut follower) {
+        Err(EngineError::BadEntry { txid, .. }) => assert_eq!(txid.seqno, version),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(follower.last_seqno(), version.prev());
+    follower.add_ledger_secret(version, second).unwrap();
+    follow(&primary, &mut follower).unwrap();
+    assert_eq!(follower.last_seqno(), primary.last_seqno());
+    assert_eq!(
+        follower.store().get("entries", b"y5").unwrap(),
+        b"secret y5"
+    );
+    assert_eq!(follower.ledger_secrets().len(), 2);
+    // Rolled back to before the rekey, the follower forgets the new secret, and
+    // seals what comes next under the first one again.
+    follower.rollback(version.prev().prev()).unwrap();
+    assert_eq!(follower.ledger_secrets().len(), 1);
+    let t = write(&mut follower, 1, "z")[0];
+    assert_eq!(t.seqno, version.prev());
+    let (_, ws) = follower.read_tx(t.seqno).unwrap();
+    assert_eq!(ws.get("entries", b"z0").unwrap().unwrap(), b"secret z0");
+    drop(follower);
+    let reopened = Engine::open(config(&f, "f"), f.node.clone(), f.secret.clone()).unwrap();
+    assert_eq!(reopened.last_seqno(), version.prev());
+}
