@@ -41,7 +41,7 @@ pub enum ConsensusError {
     /// Writes go to the primary; `leader` is its Raft id when known.
     #[error("this node is not the primary (primary: {leader:?})")]
     NotPrimary { leader: Option<u64> },
-    #[error("the primary is still starting its view; retry")]
+    #[error("the primary is not taking writes yet (starting its view, or handing leadership over); retry")]
     NotReady,
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -511,6 +511,11 @@ impl Replica {
             return Err(ConsensusError::NotPrimary {
                 leader: (leader != raft::INVALID_ID).then_some(leader),
             });
+        }
+        if raw.raft.lead_transferee.is_some() {
+            // Raft drops proposals while it hands leadership over: refuse before
+            // the engine appends anything that would have to be undone.
+            return Err(ConsensusError::NotReady);
         }
         Ok((raw.raft.raft_log.last_index(), raw.raft.term))
     }

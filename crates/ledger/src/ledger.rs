@@ -1220,6 +1220,33 @@ impl Ledger {
     /// Drops every entry after `seqno` (rolling back an uncommitted suffix),
     /// durably. Refused below [`Ledger::committed_seqno`] (never below the base of a
     /// ledger that continues a snapshot); a no-op at or past the end.
+    /// Cuts the entries after `seqno` when they are all still in the open chunk's
+    /// write buffer: nothing touches the disk, so this works on a full disk (a
+    /// primary whose proposal Raft dropped undoes its append this way). Returns
+    /// false, changing nothing, when the cut reaches bytes already written.
+    fn truncate_buffered(&mut self, seqno: u64) -> bool {
+        let (Some(w), Some(c)) = (self.writer.as_mut(), self.chunks.last_mut()) else {
+            return false;
+        };
+        if c.kind != ChunkKind::Open || c.first > seqno || c.last <= seqno {
+            return false;
+        }
+        let keep = (seqno - c.first + 1) as usize;
+        let Some(new_len) = c.offsets.as_ref().and_then(|o| o.get(keep).copied()) else {
+            return false;
+        };
+        if new_len < w.flushed {
+            return false;
+        }
+        w.pending.truncate((new_len - w.flushed) as usize);
+        if let Some(o) = c.offsets.as_mut() {
+            o.truncate(keep);
+        }
+        c.last = seqno;
+        c.len = new_len;
+        true
+    }
+
     pub fn truncate(&mut self, seqno: SeqNo) -> Result<(), LedgerError> {
         let seqno = seqno.0;
         self.check_usable()?;
@@ -1243,6 +1270,17 @@ impl Ledger {
     }
 
     fn truncate_inner(&mut self, seqno: u64) -> Result<(), LedgerError> {
+        if self.truncate_buffered(seqno) {
+            self.cache().entries.clear();
+            self.last_txid = if seqno == self.base {
+                self.base_txid
+            } else {
+                Some(self.read(SeqNo(seqno))?.txid)
+            };
+            self.synced_seqno = self.synced_seqno.min(seqno);
+            self.epoch += 1;
+            return Ok(());
+        }
         self.flush()?;
         self.cache().entries.clear();
         let mut dir_changed = false;

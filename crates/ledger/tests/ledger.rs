@@ -1114,3 +1114,60 @@ fn truncate_waits_for_outstanding_syncs_and_settles_a_close() {
     let reopened = deferred(dir.path(), 64);
     assert_eq!(reopened.last_seqno(), SeqNo(4));
 }
+
+/// Undoing entries still in the write buffer touches no file (so a primary on a
+/// full disk can undo an append Raft dropped); the ledger then continues and
+/// reopens as if they were never appended. A cut into written bytes still works.
+#[test]
+fn truncating_buffered_entries_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = open(dir.path(), u64::MAX);
+    let entry = |s: u64, tag: u8| Entry {
+        txid: TxId::new(1, s),
+        is_signature: false,
+        payload: vec![tag; 64],
+    };
+    let mut kept: Vec<Entry> = (1..=10).map(|s| entry(s, 1)).collect();
+    for e in &kept {
+        ledger.append(e.txid, e.is_signature, &e.payload).unwrap();
+    }
+    ledger.sync().unwrap();
+    let chunk = chunk_path(dir.path(), |_| true);
+    let on_disk = fs::metadata(&chunk).unwrap().len();
+    for s in 11..=13 {
+        let e = entry(s, 2);
+        ledger.append(e.txid, e.is_signature, &e.payload).unwrap();
+    }
+    ledger.truncate(SeqNo(11)).unwrap();
+    assert_eq!(
+        fs::metadata(&chunk).unwrap().len(),
+        on_disk,
+        "nothing written"
+    );
+    assert_eq!(ledger.last_seqno(), SeqNo(11));
+    assert_eq!(ledger.last_txid(), Some(TxId::new(1, 11)));
+    assert!(ledger.read(SeqNo(12)).is_err());
+    kept.push(entry(11, 2));
+    let replacement = Entry {
+        txid: TxId::new(2, 12),
+        is_signature: true,
+        payload: vec![3; 40],
+    };
+    ledger
+        .append(
+            replacement.txid,
+            replacement.is_signature,
+            &replacement.payload,
+        )
+        .unwrap();
+    kept.push(replacement);
+    ledger.sync().unwrap();
+    assert_eq!(read_all(&ledger), kept);
+    // A cut into bytes already written takes the usual path.
+    ledger.truncate(SeqNo(5)).unwrap();
+    kept.truncate(5);
+    assert_eq!(read_all(&ledger), kept);
+    drop(ledger);
+    let ledger = open(dir.path(), u64::MAX);
+    assert_eq!(read_all(&ledger), kept);
+}
