@@ -48,7 +48,7 @@ pub enum ServiceError {
     #[error("this node is not the primary (primary: {leader:?})")]
     NotPrimary { leader: Option<u64> },
     /// No primary can write yet (an election, or a new primary's first entry).
-    #[error("the primary is still starting its view; retry")]
+    #[error("the primary is not taking writes yet (starting its view, or handing leadership over); retry")]
     NotReady,
     /// Replication stopped on this node's storage; a restart recovers it.
     #[error("this node stopped replicating: {0}")]
