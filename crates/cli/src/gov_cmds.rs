@@ -345,7 +345,7 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
             } => {
                 let enc_key = enc_key
                     .clone()
-                    .unwrap_or_else(|| enc_key_beside(&conn.member_cert));
+                    .unwrap_or_else(|| crate::beside_member_cert(&conn.member_cert, "_enc_privk.pem"));
                 let key = covenant_crypto::EncryptionKeyPair::from_pem(&read_pem_file(&enc_key)?)
                     .with_context(|| format!("encryption key {}", enc_key.display()))?;
                 let id = covenant_crypto::member_id(m.cert.der());
@@ -497,16 +497,6 @@ pub fn keygen(dir: &Path, name: &str, enc: bool) -> Result<()> {
         println!("wrote {name}_enc_pubk.pem and {name}_enc_privk.pem (RSA-OAEP)");
     }
     Ok(())
-}
-
-/// `<name>_enc_privk.pem` beside `<name>_cert.pem`.
-fn enc_key_beside(cert: &Path) -> PathBuf {
-    let name = cert
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .replace("_cert.pem", "_enc_privk.pem");
-    cert.with_file_name(name)
 }
 
 /// `covenant dev`'s generated members in `dir` (`member<i>_cert.pem` and

@@ -891,16 +891,20 @@ pub(crate) fn write_dev_user_and_members(dir: &Path, members: u16) -> Result<()>
     Ok(())
 }
 
-/// The certificates of dev's members (`member<i>_cert.pem`, from member0 on).
-/// The encryption public key dev made beside a member's certificate
-/// (`member<i>_cert.pem` → `member<i>_enc_pubk.pem`).
-pub(crate) fn dev_member_encryption_key(cert: &Path) -> PathBuf {
+/// A member's file beside its certificate, as `keygen --enc` and dev name them:
+/// `<name>_cert.pem` → `<name><suffix>` (`_enc_pubk.pem`, `_enc_privk.pem`).
+pub(crate) fn beside_member_cert(cert: &Path, suffix: &str) -> PathBuf {
     let name = cert
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default()
-        .replace("_cert.pem", "_enc_pubk.pem");
+        .replace("_cert.pem", suffix);
     cert.with_file_name(name)
+}
+
+/// The encryption public key dev made beside a member's certificate.
+pub(crate) fn dev_member_encryption_key(cert: &Path) -> PathBuf {
+    beside_member_cert(cert, "_enc_pubk.pem")
 }
 
 pub(crate) fn dev_member_certs(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -1270,17 +1270,28 @@ impl Ledger {
     }
 
     fn truncate_inner(&mut self, seqno: u64) -> Result<(), LedgerError> {
-        if self.truncate_buffered(seqno) {
+        // Entries only in the write buffer are cut there (what stays may not be
+        // synced yet); otherwise on disk, synced.
+        let synced = if self.truncate_buffered(seqno) {
             self.cache().entries.clear();
-            self.last_txid = if seqno == self.base {
-                self.base_txid
-            } else {
-                Some(self.read(SeqNo(seqno))?.txid)
-            };
-            self.synced_seqno = self.synced_seqno.min(seqno);
-            self.epoch += 1;
-            return Ok(());
-        }
+            self.synced_seqno.min(seqno)
+        } else {
+            self.truncate_written(seqno)?;
+            seqno
+        };
+        self.last_txid = if seqno == self.base {
+            self.base_txid
+        } else {
+            Some(self.read(SeqNo(seqno))?.txid)
+        };
+        self.synced_seqno = synced;
+        self.epoch += 1;
+        Ok(())
+    }
+
+    /// Cuts the ledger files after `seqno` (whole chunks removed, the last one cut
+    /// and synced).
+    fn truncate_written(&mut self, seqno: u64) -> Result<(), LedgerError> {
         self.flush()?;
         self.cache().entries.clear();
         let mut dir_changed = false;
@@ -1354,13 +1365,6 @@ impl Ledger {
             sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
-        self.last_txid = if seqno == self.base {
-            self.base_txid
-        } else {
-            Some(self.read(SeqNo(seqno))?.txid)
-        };
-        self.synced_seqno = seqno;
-        self.epoch += 1;
         Ok(())
     }
 }

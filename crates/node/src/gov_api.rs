@@ -313,9 +313,7 @@ pub async fn service(
                 "recoveryCount": 0,
                 "serviceData": Value::Null,
                 "configuration": {
-                    "recoveryThreshold": covenant_service::recovery::threshold(
-                        store.get(covenant_governance::SERVICE_CONFIG, b"0").as_deref(),
-                    ),
+                    "recoveryThreshold": covenant_service::recovery::threshold(&config),
                     "maximumNodeCertificateValidityDays": 365,
                     "maximumServiceCertificateValidityDays": 365,
                     "recentCoseProposalsWindowSize": config["recent_cose_proposals_window_size"].as_u64().unwrap_or(100),

@@ -14,12 +14,11 @@ use crate::tables::{
     SERVICE_CONFIG_KEY, SERVICE_INFO, SERVICE_INFO_KEY,
 };
 
-/// The recovery threshold in force: the service configuration's
+/// The recovery threshold in force: the service configuration's (parsed)
 /// `recovery_threshold`, 1 when none was set.
-pub fn threshold(config: Option<&[u8]>) -> usize {
-    config
-        .and_then(|c| serde_json::from_slice::<serde_json::Value>(c).ok())
-        .and_then(|c| c["recovery_threshold"].as_u64())
+pub fn threshold(config: &serde_json::Value) -> usize {
+    config["recovery_threshold"]
+        .as_u64()
         .filter(|t| *t >= 1)
         .map_or(1, |t| usize::try_from(t).unwrap_or(usize::MAX))
 }
@@ -54,9 +53,9 @@ pub fn active_recovery_members(tx: &mut Tx, store: &covenant_kv::Store) -> Vec<R
     out
 }
 
-/// The shares currently issued, if any.
-pub fn current(store_or_tx: Option<Vec<u8>>) -> Option<RecoveryShares> {
-    store_or_tx.and_then(|v| serde_json::from_slice(&v).ok())
+/// The shares of the [`RECOVERY_SHARES`] row (from the store or a transaction), if any.
+pub fn current(row: Option<Vec<u8>>) -> Option<RecoveryShares> {
+    row.and_then(|v| serde_json::from_slice(&v).ok())
 }
 
 /// Issues shares again in `tx` if they are out of date (or `refresh`), or refuses
@@ -88,7 +87,11 @@ pub(crate) fn settle(engine: &Engine, tx: &mut Tx, refresh: bool) -> Result<(), 
     }
     let store = engine.store().clone();
     let members = active_recovery_members(tx, &store);
-    let t = threshold(tx.get(SERVICE_CONFIG, SERVICE_CONFIG_KEY).as_deref());
+    let config = tx
+        .get(SERVICE_CONFIG, SERVICE_CONFIG_KEY)
+        .and_then(|c| serde_json::from_slice(&c).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let t = threshold(&config);
     let previous = current(tx.get(RECOVERY_SHARES, RECOVERY_SHARES_KEY));
     if members.is_empty() && previous.is_none() && !refresh {
         // No recovery member yet: nothing to issue, nothing to keep current.
