@@ -50,7 +50,7 @@ fn create(dir: &Path, nodes: u16, members: u16, ledger_type: LedgerType) -> Resu
         service.save(&nd)?;
         NodeIdentity::generate(&service, Curve::P384, &SubjectAltName::dev_defaults())?
             .save(&nd.join("node"))?;
-        write_private_file(&nd.join("ledger_secret.key"), secret_b64.as_bytes())?;
+        write_private_file(&nd.join(crate::LEDGER_SECRETS_FILE), secret_b64.as_bytes())?;
         std::fs::write(nd.join("ledger_type"), word)?;
     }
     Ok(())

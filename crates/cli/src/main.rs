@@ -704,43 +704,82 @@ fn audit(dir: &Path, service_cert: &Path, snapshot: Option<&Path>, quiet: bool) 
     }
 }
 
+/// What a node keeps in its data directory: identities, ledger secrets (the whole
+/// chain, [`LEDGER_SECRETS_FILE`]) and its encryption key.
+pub(crate) struct NodeFiles {
+    pub service: ServiceIdentity,
+    pub node: NodeIdentity,
+    pub secrets: covenant_crypto::LedgerSecrets,
+    /// The node's RSA-OAEP key: rekeys seal new ledger secrets to it.
+    pub encryption_key: Arc<covenant_crypto::EncryptionKeyPair>,
+}
+
+/// The ledger secrets of a node that keeps them at rest, one `<seqno> <base64>`
+/// line per secret (a single bare base64 line is the secret from seqno 1).
+pub(crate) const LEDGER_SECRETS_FILE: &str = "ledger_secret.key";
+/// The node's encryption key (PKCS#8 PEM, 0600), beside its identity key.
+pub(crate) const NODE_ENCRYPTION_KEY_FILE: &str = "node_enc_key.pem";
+
 /// Loads the demo's identities and secret, or creates them on first run.
-fn demo_identities(dir: &Path) -> Result<(ServiceIdentity, NodeIdentity, LedgerSecret)> {
+fn demo_identities(dir: &Path) -> Result<NodeFiles> {
     load_or_create_identities(dir, &SubjectAltName::dev_defaults())
 }
 
-/// The service and node identities and the ledger secret in `dir`, created on first
-/// use (keys 0600) with `sans` on the node certificate.
-fn load_or_create_identities(
-    dir: &Path,
-    sans: &[SubjectAltName],
-) -> Result<(ServiceIdentity, NodeIdentity, LedgerSecret)> {
+/// The node's encryption key in `node_dir`, made (0600) on first use.
+pub(crate) fn load_or_create_encryption_key(
+    node_dir: &Path,
+) -> Result<Arc<covenant_crypto::EncryptionKeyPair>> {
+    let path = node_dir.join(NODE_ENCRYPTION_KEY_FILE);
+    if path.exists() {
+        let pem = read_pem_file(&path)?;
+        return Ok(Arc::new(
+            covenant_crypto::EncryptionKeyPair::from_pem(&pem)
+                .with_context(|| format!("the node encryption key {}", path.display()))?,
+        ));
+    }
+    std::fs::create_dir_all(node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
+    let key = covenant_crypto::EncryptionKeyPair::generate()?;
+    write_private_file(&path, key.to_pem()?.as_bytes())?;
+    Ok(Arc::new(key))
+}
+
+/// The service and node identities, the ledger secrets and the node's encryption
+/// key in `dir`, created on first use (keys 0600) with `sans` on the node
+/// certificate.
+fn load_or_create_identities(dir: &Path, sans: &[SubjectAltName]) -> Result<NodeFiles> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let node_dir = dir.join("node");
-    let secret_path = dir.join("ledger_secret.key");
+    let secret_path = dir.join(LEDGER_SECRETS_FILE);
     if dir.join("service_cert.pem").exists() {
         let service = ServiceIdentity::load(dir).context("loading the service identity")?;
         let node = NodeIdentity::load(&node_dir).context("loading the node identity")?;
-        let raw = std::fs::read(&secret_path).context("reading the ledger secret")?;
-        let secret = LedgerSecret::from_bytes(
-            &base64::engine::general_purpose::STANDARD
-                .decode(raw.trim_ascii())
-                .context("ledger secret is not base64")?,
-        )?;
-        return Ok((service, node, secret));
+        let raw = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&secret_path).context("reading the ledger secrets")?,
+        );
+        let secrets = covenant_crypto::LedgerSecrets::from_text(&raw)
+            .with_context(|| format!("reading {}", secret_path.display()))?;
+        let encryption_key = load_or_create_encryption_key(&node_dir)?;
+        return Ok(NodeFiles {
+            service,
+            node,
+            secrets,
+            encryption_key,
+        });
     }
     let service = ServiceIdentity::generate(Curve::P384)?;
     service.save(dir)?;
     let node = NodeIdentity::generate(&service, Curve::P384, sans)?;
     node.save(&node_dir)?;
-    let secret = LedgerSecret::generate()?;
-    write_private_file(
-        &secret_path,
-        base64::engine::general_purpose::STANDARD
-            .encode(secret.expose_bytes())
-            .as_bytes(),
-    )?;
-    Ok((service, node, secret))
+    let secrets = covenant_crypto::LedgerSecrets::from(LedgerSecret::generate()?);
+    write_private_file(&secret_path, secrets.to_text().as_bytes())?;
+    let encryption_key = load_or_create_encryption_key(&node_dir)?;
+    Ok(NodeFiles {
+        service,
+        node,
+        secrets,
+        encryption_key,
+    })
 }
 
 fn demo(
@@ -754,12 +793,15 @@ fn demo(
     if sig_interval == 0 {
         bail!("--sig-interval must be at least 1");
     }
-    let (_service, node, secret) = demo_identities(dir)?;
+    let NodeFiles {
+        node,
+        secrets: secret,
+        ..
+    } = demo_identities(dir)?;
     let mut config = EngineConfig::new(dir.join("ledger"));
     config.sig_tx_interval = sig_interval;
     config.chunk_threshold_bytes = chunk_bytes;
-    let mut engine =
-        Engine::open(config, Arc::new(node), Arc::new(secret)).context("opening the ledger")?;
+    let mut engine = Engine::open(config, Arc::new(node), secret).context("opening the ledger")?;
     let start_seqno = engine.last_txid().map(|t| t.seqno.0).unwrap_or(0);
     let pb = progress_bar(entries, false, "appending");
     let claim_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
@@ -1001,13 +1043,19 @@ fn dev(o: DevOptions) -> Result<()> {
         _ => {}
     }
     let creating = !dir.join("service_cert.pem").exists();
-    let (service, node, secret) = demo_identities(dir)?;
+    let NodeFiles {
+        service,
+        node,
+        secrets,
+        encryption_key,
+    } = demo_identities(dir)?;
     let ledger_type = dev_ledger_type(dir, o.ledger_type, creating)?;
     let mut config = EngineConfig::new(dir.join("ledger"));
     config.sig_tx_interval = o.sig_tx_interval.max(1);
+    config.secrets_file = Some(dir.join(LEDGER_SECRETS_FILE));
     let node = Arc::new(node);
-    let mut engine =
-        Engine::open(config, node.clone(), Arc::new(secret)).context("opening the ledger")?;
+    let mut engine = Engine::open_with_key(config, node.clone(), secrets, Some(encryption_key))
+        .context("opening the ledger")?;
     let node = node.as_ref();
     if creating {
         write_dev_user_and_members(dir, o.members)?;

@@ -247,7 +247,12 @@ pub fn start(config_path: &Path) -> Result<()> {
             config_path.display()
         );
     }
-    let (service, node, secret) = load_or_create_identities(&dir, &sans)?;
+    let crate::NodeFiles {
+        service,
+        node,
+        secrets,
+        encryption_key,
+    } = load_or_create_identities(&dir, &sans)?;
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
     let networked = file.network.is_some() || joined.is_some();
     let mut ec = EngineConfig::new(dir.join("ledger"));
@@ -257,10 +262,10 @@ pub fn start(config_path: &Path) -> Result<()> {
     ec.snapshot_tx_interval = file.snapshot_tx_interval.max(1);
     ec.min_free_bytes = file.min_free_mb.saturating_mul(1024 * 1024);
     ec.service_cert = Some(service.cert.clone());
+    ec.secrets_file = Some(dir.join(crate::LEDGER_SECRETS_FILE));
     let node = Arc::new(node);
-    let secret = Arc::new(secret);
-    let mut engine =
-        Engine::open(ec, node.clone(), secret.clone()).context("opening the ledger")?;
+    let mut engine = Engine::open_with_key(ec, node.clone(), secrets, Some(encryption_key))
+        .context("opening the ledger")?;
     let (node_id, peers, tick_ms) = match (&file.network, &joined) {
         (Some(n), _) => {
             let peers: std::collections::BTreeMap<u64, SocketAddr> =
@@ -296,7 +301,6 @@ pub fn start(config_path: &Path) -> Result<()> {
             covenant_crypto::SigningKeyPair::from_pem(&service.key.to_pem())?,
             service.cert.clone(),
         )?));
-        nc.ledger_secret = Some(secret.clone());
         Ok::<_, covenant_crypto::CryptoError>(nc)
     });
     let network = network.transpose()?;
@@ -449,6 +453,7 @@ pub fn join(
         covenant_crypto::write_public_file(&candidate_path, c.to_pem().as_bytes())?;
         (k, c)
     };
+    let encryption_key = crate::load_or_create_encryption_key(&node_dir)?;
     let quote = covenant_node::attestation::VirtualQuote::for_key(&candidate.spki_der());
     let request = covenant_node::join::JoinRequest {
         quote_info: covenant_node::join::QuoteInfo {
@@ -461,6 +466,7 @@ pub fn join(
         },
         subject_alt_names: file.san.clone(),
         join_token,
+        public_encryption_key: Some(encryption_key.public_key_pem()?),
     };
     let runtime = crate::node_runtime()?;
     let (info, raft_id, primary) = runtime.block_on(request_admission(
@@ -487,15 +493,13 @@ pub fn join(
     node.cert
         .verify_signed_by(&service.cert)
         .context("the node certificate received is not endorsed by the service")?;
-    let secret_bytes = base64::engine::general_purpose::STANDARD
-        .decode(info.ledger_secret.as_bytes())
-        .context("the ledger secret received is not base64")?;
-    let secret = covenant_crypto::LedgerSecret::from_bytes(&secret_bytes)?;
+    let secrets = covenant_crypto::LedgerSecrets::from_text(&info.ledger_secrets)
+        .context("the ledger secrets received")?;
     service.save(&dir)?;
     node.save(&node_dir)?;
     covenant_crypto::write_private_file(
-        &dir.join("ledger_secret.key"),
-        info.ledger_secret.as_bytes(),
+        &dir.join(crate::LEDGER_SECRETS_FILE),
+        secrets.to_text().as_bytes(),
     )?;
     std::fs::write(
         dir.join("ledger_type"),
@@ -510,7 +514,7 @@ pub fn join(
         &dir.join("snapshots"),
         &snapshot,
         &service.cert,
-        &secret,
+        &secrets,
     )
     .context("the snapshot received does not verify")?;
     println!(

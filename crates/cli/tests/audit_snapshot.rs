@@ -53,7 +53,13 @@ fn audit_of_a_ledger_that_starts_from_a_snapshot() {
     // Node b starts from the snapshot and receives the rest.
     let b_home = tmp.path().join("b");
     let bytes = std::fs::read(&snapshot).unwrap();
-    install_snapshot(&b_home.join("snapshots"), &bytes, &service.cert, &secret).unwrap();
+    install_snapshot(
+        &b_home.join("snapshots"),
+        &bytes,
+        &service.cert,
+        &secret.clone().into(),
+    )
+    .unwrap();
     let mut b = Engine::open(config(&b_home), node, secret).unwrap();
     for e in a.ledger().read_range(SeqNo(56), a.last_seqno()).unwrap() {
         let e = e.unwrap();

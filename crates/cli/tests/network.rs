@@ -1250,3 +1250,109 @@ fn seqno_of(txid: &str) -> u64 {
         .and_then(|(_, s)| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// Ledger secrets over time in a real network: two rekeys by governance (one
+/// proposed through a backup); every node learns each new secret from the ledger
+/// (sealed to its encryption key) and keeps the chain in its secrets file; a node
+/// restarted from its files, and a fourth node that joins afterwards from a
+/// snapshot, read every entry of every epoch; receipts on both sides of each rekey
+/// verify; every ledger audits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekeys_reach_every_node_restarts_and_joiners() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(4);
+    let (dev, reaper) = dev_network(&dir, base, &[]);
+    let (net, service) = Net::open_n(&dir, base, 4, "user0");
+    let three = [1u16, 2, 3];
+    let mut written = Vec::new();
+    for round in 0..3 {
+        for i in 0..8 {
+            let c = format!("epoch {round} entry {i}");
+            written.push((net.append(&three, &c).await, c));
+        }
+        if round < 2 {
+            // The second rekey goes through a backup, which forwards it.
+            let via = if round == 0 {
+                base
+            } else {
+                let p = net.primary(&three).await.unwrap();
+                base + three.iter().copied().find(|&n| n != p).unwrap() - 1
+            };
+            std::thread::sleep(Duration::from_millis(1100));
+            let v = govern(&dir, via, json!({"name": "trigger_ledger_rekey"}));
+            assert_eq!(v["state"], json!("Accepted"), "{v}");
+        }
+    }
+    let last = written.last().unwrap().0.clone();
+    net.wait_committed_on(&three, &last).await;
+    // Each node keeps the whole chain: three secrets.
+    for n in three {
+        let text = std::fs::read_to_string(dir.join(format!("node{n}/ledger_secret.key"))).unwrap();
+        let chain = covenant_crypto::LedgerSecrets::from_text(&text).unwrap();
+        assert_eq!(chain.len(), 3, "node {n}: {chain:?}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join(format!("node{n}/ledger_secret.key")))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // A backup restarts from its own files and reads the older epochs again.
+    let primary = net.primary(&three).await.unwrap();
+    let backup = three.iter().copied().find(|&n| n != primary).unwrap();
+    term(pid_of(&dir, backup));
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = start_and_wait(&[
+        "node",
+        "start",
+        "--config",
+        dir.join(format!("node{backup}/node.toml"))
+            .to_str()
+            .unwrap(),
+    ]);
+    reaper.watch(restarted.id());
+
+    // A fourth node joins after both rekeys: it receives the chain.
+    let config = joiner_config(&dir, "node4", base + 3);
+    let target = format!("https://127.0.0.1:{}", base + primary - 1);
+    let joiner = start_and_wait(&join_args(&config, &target, &dir.join("service_cert.pem")));
+    reaper.watch(joiner.id());
+    net.wait_node(1, "node 4 as a voter", |n| {
+        n["raft_id"] == json!(4) && n["consensus_role"] == json!("Voter")
+    })
+    .await;
+    let four = [1u16, 2, 3, 4];
+    let t = net.append(&four, "after the join").await;
+    net.wait_committed_on(&four, &t).await;
+    written.push((t, "after the join".into()));
+    let verifier = covenant_client::ReceiptVerifier::new(service.clone());
+    for (t, c) in &written {
+        for n in [backup, 4] {
+            let r = net
+                .client(n)
+                .get(&format!("/app/transactions/{t}?{API}"))
+                .await;
+            assert_eq!(r.json()["entry"]["contents"], json!(c), "{t} on node {n}");
+        }
+        let resp: covenant_receipt::ReceiptResponse =
+            serde_json::from_slice(&net.receipt(backup, t).await).unwrap();
+        verifier.verify_response(&resp, None).unwrap();
+    }
+    for n in three.into_iter().filter(|&n| n != backup) {
+        term(pid_of(&dir, n));
+    }
+    for mut c in [dev, restarted, joiner] {
+        term(c.id());
+        let _ = c.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 1..=4 {
+        audit(
+            &dir.join(format!("node{n}/ledger")),
+            &dir.join("service_cert.pem"),
+        );
+    }
+}

@@ -646,7 +646,7 @@ fn a_node_started_from_a_snapshot_catches_up_votes_and_restarts() {
         &c.dirs[3].join("snapshots"),
         &bytes,
         &c.service.cert,
-        &c.secret,
+        &c.secret.clone().into(),
     )
     .unwrap();
     assert_eq!(installed, snap_txid);

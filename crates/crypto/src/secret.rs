@@ -138,6 +138,45 @@ impl LedgerSecret {
     }
 }
 
+impl LedgerSecret {
+    /// Encrypts `previous` under this (its successor) secret, so a ledger's secrets
+    /// form a chain any later one unlocks (a recovery unwraps only the latest).
+    /// AES-256-GCM under a sub-key of this secret, a random IV; `iv ‖ ciphertext ‖ tag`.
+    pub fn seal_previous(&self, previous: &LedgerSecret) -> Result<Vec<u8>, CryptoError> {
+        let key = self.derive(b"previous ledger secret");
+        let aead = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| CryptoError::Encrypt)?,
+        );
+        let mut iv = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut iv).map_err(|_| CryptoError::Generation("rng".into()))?;
+        let mut buf = previous.key.to_vec();
+        aead.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
+            .map_err(|_| CryptoError::Encrypt)?;
+        let mut out = iv.to_vec();
+        out.extend_from_slice(&buf);
+        buf.zeroize();
+        Ok(out)
+    }
+
+    /// Reverses [`LedgerSecret::seal_previous`].
+    pub fn open_previous(&self, sealed: &[u8]) -> Result<LedgerSecret, CryptoError> {
+        if sealed.len() != NONCE_LEN + 32 + TAG_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        let key = self.derive(b"previous ledger secret");
+        let aead = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| CryptoError::Decrypt)?,
+        );
+        let (iv, body) = sealed.split_at(NONCE_LEN);
+        let iv: [u8; NONCE_LEN] = iv.try_into().map_err(|_| CryptoError::Decrypt)?;
+        let mut buf = Zeroizing::new(body.to_vec());
+        let plain = aead
+            .open_in_place(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
+            .map_err(|_| CryptoError::Decrypt)?;
+        LedgerSecret::from_bytes(plain)
+    }
+}
+
 /// A fresh secret for an operator to hand out (a join token): 32 random bytes as
 /// 64 lower-case hex digits.
 pub fn random_token() -> Result<String, CryptoError> {
@@ -149,6 +188,29 @@ pub fn random_token() -> Result<String, CryptoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_previous_secret_opens_only_under_its_successor() {
+        let old = LedgerSecret::generate().unwrap();
+        let new = LedgerSecret::generate().unwrap();
+        let sealed = new.seal_previous(&old).unwrap();
+        assert_ne!(
+            sealed,
+            new.seal_previous(&old).unwrap(),
+            "a fresh IV each time"
+        );
+        assert_eq!(
+            new.open_previous(&sealed).unwrap().expose_bytes(),
+            old.expose_bytes()
+        );
+        assert!(old.open_previous(&sealed).is_err());
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
+            assert!(new.open_previous(&bad).is_err(), "byte {i}");
+        }
+        assert!(new.open_previous(&sealed[1..]).is_err());
+    }
 
     #[test]
     fn secrets_apply_from_their_version_and_round_trip_as_text() {

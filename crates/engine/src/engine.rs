@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use covenant_crypto::{Certificate, LedgerSecret, LedgerSecrets, NodeIdentity};
+use covenant_crypto::{Certificate, EncryptionKeyPair, LedgerSecret, LedgerSecrets, NodeIdentity};
 use covenant_kv::{KvError, Snapshot, Store, Tx, TxEntry, WriteSet};
 use covenant_ledger::{Ledger, LedgerConfig, LedgerError, SyncTicket};
 use covenant_merkle::{leaf_hash, ConsistencyProof, MerkleError, MerkleTree};
@@ -14,6 +14,7 @@ use covenant_receipt::{
 use covenant_types::{Digest32, SeqNo, TxId, View};
 
 pub use crate::error::EngineError;
+use crate::rekey::{self, SecretRecipient};
 use crate::snapshot::{self, SnapshotFile};
 
 /// Captured snapshots waiting for their signature to commit; older ones are
@@ -61,6 +62,10 @@ pub struct EngineConfig {
     /// space than this: room for what is already buffered, a chunk being closed and
     /// a snapshot, so a full disk never fails a write halfway.
     pub min_free_bytes: u64,
+    /// Where the whole chain of ledger secrets is kept (0600), rewritten before a
+    /// new secret seals anything: a node that keeps its secrets at rest. `None`
+    /// keeps them in memory only.
+    pub secrets_file: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -76,6 +81,7 @@ impl EngineConfig {
             snapshot_tx_interval: 10_000,
             service_cert: None,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            secrets_file: None,
         }
     }
 }
@@ -115,6 +121,10 @@ pub struct Engine {
     secrets: LedgerSecrets,
     /// The commit-evidence key of each secret, in the same order.
     evidence: Vec<CommitEvidenceKey>,
+    /// This node's RSA-OAEP key: opens the secrets rekeys hand it in the ledger.
+    encryption_key: Option<Arc<EncryptionKeyPair>>,
+    /// The secret of a rekey in the transaction being built (see [`Engine::rekey`]).
+    staged_secret: Option<Arc<LedgerSecret>>,
     view: View,
     /// Seqnos of every signature transaction.
     signatures: BTreeSet<u64>,
@@ -173,6 +183,17 @@ impl Engine {
         node: Arc<NodeIdentity>,
         secrets: impl Into<LedgerSecrets>,
     ) -> Result<Engine, EngineError> {
+        Self::open_with_key(config, node, secrets, None)
+    }
+
+    /// [`Engine::open`] for a node with an encryption key: rekeys in its ledger
+    /// whose secret it does not hold yet are opened with it as they are replayed.
+    pub fn open_with_key(
+        config: EngineConfig,
+        node: Arc<NodeIdentity>,
+        secrets: impl Into<LedgerSecrets>,
+        encryption_key: Option<Arc<EncryptionKeyPair>>,
+    ) -> Result<Engine, EngineError> {
         let secrets: LedgerSecrets = secrets.into();
         let listing = match &config.snapshot_dir {
             Some(dir) => snapshot::list(dir)?,
@@ -199,6 +220,8 @@ impl Engine {
                 .iter()
                 .map(|(_, s)| CommitEvidenceKey::new(s))
                 .collect(),
+            encryption_key,
+            staged_secret: None,
             config,
             store: Store::new(),
             ledger,
@@ -343,6 +366,9 @@ impl Engine {
         if has_sig != is_signature {
             return Err(bad("signature flag does not match the write set".into()));
         }
+        if let Some(row) = rekey::rekey_in(&ws)? {
+            self.learn_secret(txid, &row)?;
+        }
         self.store.apply(txid, &ws)?;
         self.tree.append(leaf_of(&entry));
         self.note_view(txid);
@@ -412,8 +438,12 @@ impl Engine {
         self.txs_since_signature = seqno - self.signatures.last().copied().unwrap_or(0);
         self.pending_snapshots.retain(|p| p.txid.seqno.0 <= seqno);
         self.last_snapshot_seqno = self.newest_snapshot_seqno();
+        let held = self.secrets.len();
         self.secrets.rollback(to);
         self.evidence.truncate(self.secrets.len());
+        if self.secrets.len() != held {
+            self.save_secrets()?;
+        }
         Ok(())
     }
 
@@ -663,7 +693,91 @@ impl Engine {
             .add(version, secret)
             .map_err(|e| EngineError::Rekey(e.to_string()))?;
         self.evidence.push(key);
+        self.save_secrets()
+    }
+
+    /// Rewrites [`EngineConfig::secrets_file`], if any, with the whole chain.
+    fn save_secrets(&self) -> Result<(), EngineError> {
+        match &self.config.secrets_file {
+            Some(path) => Ok(covenant_crypto::write_private_file(
+                path,
+                self.secrets.to_text().as_bytes(),
+            )?),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a new ledger secret in `tx` (the next transaction this engine
+    /// commits, which must follow at once): writes the new secret for each of
+    /// `recipients` and the current one sealed under it (see [`crate::rekey`]). Once
+    /// [`Engine::commit_tx`] commits `tx` at seqno `s`, every transaction from
+    /// `s + 1` on is sealed under the new secret; a backup learns it from `tx`.
+    pub fn rekey(
+        &mut self,
+        tx: &mut Tx,
+        recipients: &[SecretRecipient],
+    ) -> Result<(), EngineError> {
+        let new = LedgerSecret::generate()?;
+        let version = self.last_seqno().next().next();
+        let (row, history) = rekey::rekey_rows(&self.secrets, &new, version, recipients)?;
+        tx.put(rekey::ENCRYPTED_LEDGER_SECRETS, rekey::REKEY_KEY, &row);
+        tx.put(
+            rekey::HISTORICAL_ENCRYPTED_LEDGER_SECRET,
+            rekey::REKEY_KEY,
+            &history,
+        );
+        self.staged_secret = Some(Arc::new(new));
         Ok(())
+    }
+
+    /// This node as a rekey's recipient (a single node hands the secret to itself).
+    pub fn encryption_recipient(&self) -> Option<SecretRecipient> {
+        let key = self.encryption_key.as_ref()?.public_key_pem().ok()?;
+        Some(SecretRecipient {
+            node_id: self.node.node_id.clone(),
+            encryption_pub_key: key,
+        })
+    }
+
+    /// Forgets a rekey staged for a transaction that will not be committed.
+    pub fn cancel_rekey(&mut self) {
+        self.staged_secret = None;
+    }
+
+    /// The newest secret and the seqno it applies from, counting one a rekey in
+    /// the transaction being built will start (recovery shares wrap it).
+    pub fn latest_ledger_secret(&self) -> (SeqNo, Arc<LedgerSecret>) {
+        match &self.staged_secret {
+            Some(s) => (self.last_seqno().next().next(), s.clone()),
+            None => {
+                let (v, s) = self.secrets.latest();
+                (v, s.clone())
+            }
+        }
+    }
+
+    /// A rekey row met while applying `txid`: the secret it starts is this node's
+    /// from `txid + 1` on (already held when it came with a join or a secrets file).
+    fn learn_secret(
+        &mut self,
+        txid: TxId,
+        row: &rekey::EncryptedLedgerSecrets,
+    ) -> Result<(), EngineError> {
+        let version = txid.seqno.next();
+        if row.version != version.0 {
+            return Err(EngineError::BadEntry {
+                txid,
+                reason: format!(
+                    "a rekey row for seqno {} in the transaction before seqno {version}",
+                    row.version
+                ),
+            });
+        }
+        if self.secrets.iter().any(|(v, _)| v == version) {
+            return Ok(());
+        }
+        let secret = rekey::open_for(row, &self.node.node_id, self.encryption_key.as_deref())?;
+        self.add_ledger_secret(version, Arc::new(secret))
     }
 
     /// The commit-evidence key for the transaction at `seqno`.
@@ -728,8 +842,25 @@ impl Engine {
                 reason: "only the engine writes signatures".into(),
             }));
         }
+        let staged = self.staged_secret.take();
+        let rekeys = tx
+            .write_set()
+            .maps
+            .contains_key(rekey::ENCRYPTED_LEDGER_SECRETS);
+        if rekeys && staged.is_none() {
+            return Err(EngineError::Kv(KvError::Malformed {
+                what: "transaction",
+                reason: "only a rekey staged by the engine writes the ledger secrets".into(),
+            }));
+        }
+        // A rekey staged for a transaction that was dropped: not this one's.
+        let staged = staged.filter(|_| rekeys);
         self.check_space()?;
         let txid = self.append_tx(tx, claims_digest.unwrap_or(Digest32::ZERO), false)?;
+        if let Some(secret) = staged {
+            // Before anything else is sealed (the signature below included).
+            self.add_ledger_secret(txid.seqno.next(), secret)?;
+        }
         self.txs_since_signature += 1;
         if self.txs_since_signature >= self.config.sig_tx_interval {
             self.emit_signature()?;

@@ -23,6 +23,7 @@
 mod audit;
 mod engine;
 mod error;
+pub mod rekey;
 mod snapshot;
 
 pub use audit::{
@@ -32,4 +33,5 @@ pub use audit::{
 pub use covenant_kv::WriteSet;
 pub use covenant_ledger::{io_no_space, SyncTicket};
 pub use engine::{Engine, EngineConfig, EngineError, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES};
+pub use rekey::SecretRecipient;
 pub use snapshot::{install_snapshot, SnapshotFile, SnapshotInfo, SNAPSHOT_FILE_MAGIC};

@@ -18,7 +18,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use covenant_crypto::{Certificate, LedgerSecret};
+use covenant_crypto::{Certificate, LedgerSecret, LedgerSecrets};
 use covenant_kv::Snapshot;
 use covenant_merkle::{MerkleTree, DEFAULT_PAGE_BITS};
 use covenant_receipt::{SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY};
@@ -362,9 +362,12 @@ pub fn install_snapshot(
     snapshot_dir: &Path,
     bytes: &[u8],
     service_cert: &Certificate,
-    secret: &LedgerSecret,
+    secrets: &LedgerSecrets,
 ) -> Result<TxId, EngineError> {
     let file = SnapshotFile::decode(bytes)?;
+    // The public check names the seqno, and so the secret the private maps need.
+    let at = file.check(Some(service_cert), None)?.info.txid;
+    let secret = secrets.for_seqno(at.seqno);
     let txid = file.check(Some(service_cert), Some(secret))?.info.txid;
     write_durably(snapshot_dir, txid.seqno.0, bytes)?;
     Ok(txid)

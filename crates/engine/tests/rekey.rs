@@ -8,7 +8,7 @@ use std::sync::Arc;
 use covenant_crypto::{LedgerSecret, LedgerSecrets};
 use covenant_engine::{audit_ledger, Engine, EngineConfig, EngineError};
 use covenant_test_support::Fixture;
-use covenant_types::TxId;
+use covenant_types::{SeqNo, TxId};
 
 fn config(f: &Fixture, name: &str) -> EngineConfig {
     let home = f.dir.path().join(name);
@@ -169,4 +169,128 @@ fn a_follower_needs_the_new_secret_before_the_entries_sealed_with_it() {
     drop(follower);
     let reopened = Engine::open(config(&f, "f"), f.node.clone(), f.secret.clone()).unwrap();
     assert_eq!(reopened.last_seqno(), version.prev());
+}
+
+#[test]
+fn a_rekey_in_the_ledger_reaches_each_recipient_and_walks_back() {
+    use covenant_crypto::{Curve, EncryptionKeyPair, NodeIdentity};
+    use covenant_engine::rekey::{self, HistoricalSecret};
+    use covenant_engine::SecretRecipient;
+    let f = Fixture::new();
+    let other = Arc::new(NodeIdentity::generate(&f.service, Curve::P384, &[]).unwrap());
+    let stranger = Arc::new(NodeIdentity::generate(&f.service, Curve::P384, &[]).unwrap());
+    let (ka, kb) = (
+        Arc::new(EncryptionKeyPair::generate().unwrap()),
+        Arc::new(EncryptionKeyPair::generate().unwrap()),
+    );
+    let recipients = [
+        SecretRecipient {
+            node_id: f.node.node_id.clone(),
+            encryption_pub_key: ka.public_key_pem().unwrap(),
+        },
+        SecretRecipient {
+            node_id: other.node_id.clone(),
+            encryption_pub_key: kb.public_key_pem().unwrap(),
+        },
+    ];
+    let mut pc = config(&f, "p");
+    pc.sig_tx_interval = 4; // the rekey's own commit is followed by a signature
+    let mut primary =
+        Engine::open_with_key(pc, f.node.clone(), f.secret.clone(), Some(ka.clone())).unwrap();
+    let mut fc = config(&f, "f");
+    let secrets_file = f.dir.path().join("f_secrets");
+    fc.secrets_file = Some(secrets_file.clone());
+    let mut follower = Engine::open_with_key(
+        fc.clone(),
+        other.clone(),
+        f.secret.clone(),
+        Some(kb.clone()),
+    )
+    .unwrap();
+    let mut outsider = Engine::open(config(&f, "o"), stranger.clone(), f.secret.clone()).unwrap();
+
+    let mut rekeys = Vec::new();
+    let mut txids = write(&mut primary, 3, "a");
+    for round in 0..3 {
+        let mut tx = primary.begin();
+        tx.put("entries", format!("rekey{round}").as_bytes(), b"with it");
+        primary.rekey(&mut tx, &recipients).unwrap();
+        let (v, _) = primary.latest_ledger_secret();
+        let t = primary.commit_tx(tx, None).unwrap();
+        assert_eq!(v, t.seqno.next());
+        assert_eq!(primary.ledger_secrets().latest().0, v);
+        rekeys.push(t);
+        txids.extend(write(&mut primary, 3, &format!("r{round}-")));
+    }
+    primary.emit_signature().unwrap();
+    primary.flush().unwrap();
+    assert_eq!(primary.ledger_secrets().len(), 4);
+
+    let entries: Vec<_> = primary
+        .ledger()
+        .read_range(SeqNo(1), primary.last_seqno())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    for e in &entries {
+        follower
+            .apply_entry(e.txid, e.is_signature, &e.payload)
+            .unwrap();
+    }
+    assert_eq!(follower.ledger_secrets().len(), 4);
+    assert_eq!(
+        follower.store().get("entries", b"r2-2").unwrap(),
+        b"secret r2-2"
+    );
+    // Its secrets file holds the whole chain, written as each secret arrived.
+    let kept = LedgerSecrets::from_text(&std::fs::read_to_string(&secrets_file).unwrap()).unwrap();
+    assert_eq!(
+        format!("{kept:?}"),
+        format!("{:?}", primary.ledger_secrets())
+    );
+
+    // A node the rekey did not name stops at the rekey, saying so.
+    let mut stopped = None;
+    for e in &entries {
+        if let Err(err) = outsider.apply_entry(e.txid, e.is_signature, &e.payload) {
+            stopped = Some((e.txid, err.to_string()));
+            break;
+        }
+    }
+    let (at, why) = stopped.unwrap();
+    assert_eq!(at, rekeys[0]);
+    assert!(why.contains("not given to this node"), "{why}");
+
+    // Restarted with only the first secret: its encryption key opens the rest again;
+    // without the key, the first rekey stops it.
+    drop(follower);
+    fc.secrets_file = None;
+    let again =
+        Engine::open_with_key(fc.clone(), other.clone(), f.secret.clone(), Some(kb)).unwrap();
+    assert_eq!(again.ledger_secrets().len(), 4);
+    drop(again);
+    assert!(Engine::open(fc, other.clone(), f.secret.clone()).is_err());
+
+    // A recovery holds only the latest secret: the historical rows lead back to the first.
+    let history: Vec<HistoricalSecret> = rekeys
+        .iter()
+        .map(|t| {
+            let (_, ws) = primary.read_tx(t.seqno).unwrap();
+            serde_json::from_slice(
+                ws.get(rekey::HISTORICAL_ENCRYPTED_LEDGER_SECRET, rekey::REKEY_KEY)
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let (v, latest) = primary.ledger_secrets().latest();
+    let latest = LedgerSecret::from_bytes(latest.expose_bytes()).unwrap();
+    let walked = rekey::walk_back((v, latest), &history).unwrap();
+    assert_eq!(walked.to_text(), primary.ledger_secrets().to_text());
+    // A missing link is named.
+    let latest =
+        LedgerSecret::from_bytes(primary.ledger_secrets().latest().1.expose_bytes()).unwrap();
+    let err = rekey::walk_back((v, latest), &history[1..]).unwrap_err();
+    assert!(err.to_string().contains("no record"), "{err}");
 }

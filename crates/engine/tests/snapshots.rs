@@ -154,7 +154,13 @@ fn a_node_starts_from_a_snapshot_and_agrees_with_a_full_replay() {
     let bytes = std::fs::read(&path).unwrap();
     let cb = config(&f, "b", 10, 1_000);
     assert_eq!(
-        install_snapshot(&snap_dir(&cb), &bytes, &f.service.cert, &f.secret).unwrap(),
+        install_snapshot(
+            &snap_dir(&cb),
+            &bytes,
+            &f.service.cert,
+            &f.secret.clone().into()
+        )
+        .unwrap(),
         base
     );
     let mut b = open(&f, &cb);
@@ -305,7 +311,7 @@ fn receipts_across_the_snapshot_page_after_flushing_match_a_full_replay() {
         &snap_dir(&cb),
         &std::fs::read(path).unwrap(),
         &f.service.cert,
-        &f.secret,
+        &f.secret.clone().into(),
     )
     .unwrap();
     let mut b = open(&f, &cb);
@@ -345,7 +351,8 @@ fn tampered_snapshots_are_refused_by_install_and_open() {
     let (base, path) = a.latest_snapshot().unwrap();
     let good = std::fs::read(&path).unwrap();
     let target = f.dir.path().join("target");
-    let install = |bytes: &[u8]| install_snapshot(&target, bytes, &f.service.cert, &f.secret);
+    let install =
+        |bytes: &[u8]| install_snapshot(&target, bytes, &f.service.cert, &f.secret.clone().into());
 
     // Flipped bytes (header, kv, tree, checksum), truncation, trailing bytes.
     for i in (0..good.len())
@@ -388,10 +395,10 @@ fn tampered_snapshots_are_refused_by_install_and_open() {
 
     // Another service's certificate, another ledger secret.
     let other = ServiceIdentity::generate(Curve::P384).unwrap();
-    let err = install_snapshot(&target, &good, &other.cert, &f.secret).unwrap_err();
+    let err = install_snapshot(&target, &good, &other.cert, &f.secret.clone().into()).unwrap_err();
     assert!(err.to_string().contains("not endorsed"), "{err}");
     let wrong = LedgerSecret::generate().unwrap();
-    assert!(install_snapshot(&target, &good, &f.service.cert, &wrong).is_err());
+    assert!(install_snapshot(&target, &good, &f.service.cert, &wrong.into()).is_err());
     assert!(snapshot_files(&target).is_empty(), "nothing was installed");
 
     // The engine refuses the same when it finds them on disk.
@@ -480,7 +487,13 @@ fn rollback_drops_a_pending_snapshot() {
     // A node started from that snapshot keeps it however many follow.
     let cb = config(&f, "b", 1_000, 1);
     let bytes = std::fs::read(a.latest_snapshot().unwrap().1).unwrap();
-    install_snapshot(&snap_dir(&cb), &bytes, &f.service.cert, &f.secret).unwrap();
+    install_snapshot(
+        &snap_dir(&cb),
+        &bytes,
+        &f.service.cert,
+        &f.secret.clone().into(),
+    )
+    .unwrap();
     let mut b = open(&f, &cb);
     for _ in 0..4 {
         write_entries(&mut b, 3, "x");

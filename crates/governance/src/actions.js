@@ -330,6 +330,14 @@
         });
       },
     },
+    // A new ledger secret for every transaction after this proposal's; each trusted
+    // node receives it sealed to its encryption key, and new recovery shares wrap it.
+    trigger_ledger_rekey: {
+      validate() {},
+      apply() {
+        ccf.node.triggerLedgerRekey();
+      },
+    },
     // New recovery shares of the same ledger secret for the active recovery members
     // (the service issues them in this proposal's transaction).
     trigger_recovery_shares_refresh: {

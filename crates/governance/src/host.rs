@@ -27,6 +27,9 @@ use crate::kv::GovKv;
 pub struct GovContext {
     /// The service certificate (PEM): `transition_service_to_open` names it.
     pub service_cert_pem: Option<String>,
+    /// The seqno the newest ledger secret applies from
+    /// (`ccf.network.getLatestLedgerSecretSeqno()`).
+    pub latest_ledger_secret_seqno: u64,
 }
 
 /// Something an accepted proposal asked of the node, done after it commits.
@@ -37,6 +40,9 @@ pub enum GovEffect {
     /// `ccf.node.triggerRecoverySharesRefresh()`: new shares of the same ledger
     /// secret, in the proposal's own transaction.
     RecoverySharesRefresh,
+    /// `ccf.node.triggerLedgerRekey()`: a new ledger secret from the transaction
+    /// after the proposal's on (and new recovery shares for it).
+    LedgerRekey,
 }
 
 /// Where a JWT issuer's keys go when a constitution sets them through
@@ -223,6 +229,7 @@ pub fn install<'js>(
             "triggerRecoverySharesRefresh",
             GovEffect::RecoverySharesRefresh,
         ),
+        ("triggerLedgerRekey", GovEffect::LedgerRekey),
     ] {
         let e = effects.clone();
         node.set(
@@ -234,10 +241,6 @@ pub fn install<'js>(
         (
             "triggerLedgerChunk",
             "covenant closes ledger chunks by size (chunk_threshold_bytes), not on request",
-        ),
-        (
-            "triggerLedgerRekey",
-            "covenant does not rotate ledger secrets yet",
         ),
         ("triggerACMERefresh", "covenant has no ACME client"),
     ] {
@@ -251,10 +254,10 @@ pub fn install<'js>(
     extra.set("node", node)?;
 
     let network = Object::new(ctx.clone())?;
-    // covenant's ledger secret is made with the service and never rotated.
+    let latest = context.latest_ledger_secret_seqno.max(1);
     network.set(
         "getLatestLedgerSecretSeqno",
-        Function::new(ctx.clone(), || 1u32)?,
+        Function::new(ctx.clone(), move || latest)?,
     )?;
     for (name, why) in [
         (

@@ -424,7 +424,10 @@ impl Governance {
     /// Governance for a service whose certificate is `service_cert_pem`.
     pub fn for_service(service_cert_pem: Option<String>) -> Governance {
         Governance {
-            context: GovContext { service_cert_pem },
+            context: GovContext {
+                service_cert_pem,
+                latest_ledger_secret_seqno: 1,
+            },
             ..Governance::default()
         }
     }

@@ -80,6 +80,14 @@ pub async fn register(
             format!("raft id {} is not a member of this network", info.raft_id),
         ));
     }
+    if let Some(key) = &info.encryption_pub_key {
+        if key.len() > 4096 || covenant_crypto::encrypt_to_public_key(key, b"probe").is_err() {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                "encryption_pub_key must be an RSA public key (PEM)",
+            ));
+        }
+    }
     info.cert = p.0.to_pem();
     info.status = NodeStatus::Trusted;
     info.quote = None;
@@ -115,7 +123,12 @@ pub async fn register_self(state: NodeState, node_id: String, cert_pem: String) 
         // A node that joined was registered by the primary that admitted it.
         return;
     }
-    let info = NodeInfo::trusted(net.config.raft_id, net.config.address.to_string(), cert_pem);
+    let mut info = NodeInfo::trusted(net.config.raft_id, net.config.address.to_string(), cert_pem);
+    info.encryption_pub_key = state
+        .service
+        .engine()
+        .encryption_recipient()
+        .map(|r| r.encryption_pub_key);
     loop {
         if state.store.get(NODES_INFO, node_id.as_bytes()).is_some() {
             return;

@@ -361,6 +361,12 @@ fn govern_error(what: &'static str, e: GovernError) -> ApiError {
         GovernError::Admission(e) => crate::join::admission_error(what, e),
         GovernError::Service(e) => ApiError::service(what, e),
         GovernError::Recovery(e) => recovery_error(e),
+        GovernError::Rekey(covenant_engine::EngineError::Rekey(why)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "RekeyRefused",
+            format!("a new ledger secret cannot be handed out: {why}"),
+        ),
+        GovernError::Rekey(e) => ApiError::internal("the rekey failed", e),
     }
 }
 

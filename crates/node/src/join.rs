@@ -55,6 +55,10 @@ pub struct JoinRequest {
     /// who is joining, so it never admits a node by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_token: Option<String>,
+    /// The node's RSA-OAEP public key (PEM, CCF's field name): rekeys seal the new
+    /// ledger secret to it. A node without one cannot stay in a network that rekeys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_encryption_key: Option<String>,
 }
 
 /// The token never reaches a log.
@@ -122,8 +126,9 @@ pub struct NetworkInfo {
     pub service_key: String,
     /// The node's certificate, endorsed by the service.
     pub node_cert: String,
-    /// Base64 of the ledger secret.
-    pub ledger_secret: String,
+    /// Every ledger secret, each with the seqno it applies from
+    /// ([`covenant_crypto::LedgerSecrets::to_text`]).
+    pub ledger_secrets: String,
     pub ledger_public: bool,
     /// The name the network answers `/ledgerIdentity/{ledgerId}` for.
     #[serde(default)]
@@ -276,16 +281,17 @@ fn answer(
     row: &NodeInfo,
 ) -> Result<Response, ApiError> {
     let network_info = if row.status == NodeStatus::Trusted {
-        let (Some(service), Some(secret)) = (&net.config.service, &net.config.ledger_secret) else {
+        let Some(service) = &net.config.service else {
             return Err(unavailable(
                 "this node holds no service key to hand on; ask another node",
             ));
         };
+        let secrets = state.service.engine().ledger_secrets().to_text();
         Some(NetworkInfo {
             service_cert: service.cert.to_pem(),
             service_key: service.key.to_pem().to_string(),
             node_cert: row.cert.clone(),
-            ledger_secret: base64::engine::general_purpose::STANDARD.encode(secret.expose_bytes()),
+            ledger_secrets: secrets.to_string(),
             ledger_public: state.ledger_public(),
             ledger_id: Some(state.ledger_id.to_string()),
             peers: peer_addresses(state, net),
@@ -372,6 +378,16 @@ pub async fn join(
             "at most 32 subject alternative names",
         ));
     }
+    if let Some(key) = &req.public_encryption_key {
+        let usable =
+            key.len() <= 4096 && covenant_crypto::encrypt_to_public_key(key, b"probe").is_ok();
+        if !usable {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                "public_encryption_key must be an RSA public key (PEM)",
+            ));
+        }
+    }
     let pending = NodeInfo {
         status: NodeStatus::Pending,
         raft_id: 0,
@@ -381,6 +397,7 @@ pub async fn join(
         subject_alt_names: req.subject_alt_names.clone(),
         join_token_verified: false,
         node_data: None,
+        encryption_pub_key: req.public_encryption_key.clone(),
     };
     let verified = check_join_token(&state, req.join_token.as_deref())?;
     if !verified && unverified_pending(&state) >= MAX_UNVERIFIED_PENDING {

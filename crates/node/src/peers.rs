@@ -43,8 +43,6 @@ pub struct NetworkConfig {
     /// The service identity with its key, so that this node, as primary, can endorse
     /// joining nodes and hand the identity on; `None`: it admits no one.
     pub service: Option<Arc<covenant_crypto::ServiceIdentity>>,
-    /// The ledger secret, handed to trusted joining nodes.
-    pub ledger_secret: Option<Arc<covenant_crypto::LedgerSecret>>,
 }
 
 impl NetworkConfig {
@@ -66,7 +64,6 @@ impl NetworkConfig {
             state_dir: state_dir.into(),
             tick: Duration::from_millis(50),
             service: None,
-            ledger_secret: None,
         }
     }
 }

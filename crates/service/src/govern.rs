@@ -46,6 +46,9 @@ pub enum GovernError {
     /// above the active recovery members), or issuing them failed.
     #[error(transparent)]
     Recovery(#[from] covenant_recovery::RecoveryError),
+    /// A rekey could not be made (a trusted node without an encryption key, say).
+    #[error(transparent)]
+    Rekey(covenant_engine::EngineError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -118,9 +121,10 @@ impl Service {
         replay: Replay,
         f: impl FnOnce(&Governance, &mut Tx, &Store, SeqNo) -> Result<T, GovError>,
     ) -> Result<(TxId, T), GovernError> {
-        let gov = Governance::for_service(service_cert_pem);
         let admission = self.admission();
         self.write_blocking(|e| {
+            let mut gov = Governance::for_service(service_cert_pem);
+            gov.context.latest_ledger_secret_seqno = e.ledger_secrets().latest().0 .0;
             let mut tx = e.begin();
             let store = e.store().clone();
             let seqno = e.last_seqno().next();
@@ -130,6 +134,12 @@ impl Service {
                 .and_then(|()| f(&gov, &mut tx, &store, seqno).map_err(GovernError::from))
                 .and_then(|v| {
                     effects = gov.take_effects();
+                    let rekey = effects.contains(&GovEffect::LedgerRekey)
+                        || crate::recovery::recovery_member_left(&mut tx, &store);
+                    if rekey {
+                        let to = crate::recovery::secret_recipients(e, &store)?;
+                        e.rekey(&mut tx, &to).map_err(GovernError::Rekey)?;
+                    }
                     let refresh = effects.contains(&GovEffect::RecoverySharesRefresh);
                     crate::recovery::settle(e, &mut tx, refresh)?;
                     Ok(v)
@@ -140,7 +150,10 @@ impl Service {
                 });
             let (v, staged) = match step {
                 Ok(done) => done,
-                Err(refused) => return Ok(Err(refused)),
+                Err(refused) => {
+                    e.cancel_rekey();
+                    return Ok(Err(refused));
+                }
             };
             let txid = e.commit_tx(tx, None)?;
             if let (Some(target), Some(a)) = (staged, &admission) {
@@ -150,7 +163,7 @@ impl Service {
                 match effect {
                     GovEffect::Snapshot => e.request_snapshot(),
                     // Done in the step's transaction.
-                    GovEffect::RecoverySharesRefresh => {}
+                    GovEffect::RecoverySharesRefresh | GovEffect::LedgerRekey => {}
                 }
             }
             Ok(Ok((txid, v)))

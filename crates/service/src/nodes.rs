@@ -50,6 +50,10 @@ pub struct NodeInfo {
     /// What governance recorded about it (`set_node_data`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_data: Option<serde_json::Value>,
+    /// Its RSA-OAEP public key (PEM): a rekey hands it the new ledger secret
+    /// sealed to it (CCF's `encryption_pub_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_pub_key: Option<String>,
 }
 
 impl NodeInfo {
@@ -64,6 +68,7 @@ impl NodeInfo {
             subject_alt_names: Vec::new(),
             join_token_verified: false,
             node_data: None,
+            encryption_pub_key: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! secret) or a proposal asked for a refresh. A step that would leave the open
 //! service with fewer active recovery members than the threshold is refused whole.
 
-use covenant_engine::Engine;
+use covenant_engine::{Engine, EngineError, SecretRecipient};
 use covenant_governance::ServiceStatus;
 use covenant_kv::Tx;
 use covenant_recovery::{issued_for, RecoveryError, RecoveryMember, RecoveryShares};
@@ -104,13 +104,70 @@ pub(crate) fn settle(engine: &Engine, tx: &mut Tx, refresh: bool) -> Result<(), 
         });
     }
     // The shares wrap the latest secret: a rekey changes what they are issued for.
-    let (version, secret) = engine.ledger_secrets().latest();
+    let (version, secret) = engine.latest_ledger_secret();
     let wanted = issued_for(&members, t, version.0);
     if !refresh && previous.is_some_and(|p| p.issued_for == wanted) {
         return Ok(());
     }
-    let shares = RecoveryShares::issue(secret, version.0, &members, t)?;
+    let shares = RecoveryShares::issue(&secret, version.0, &members, t)?;
     let row = serde_json::to_vec(&shares).map_err(|e| RecoveryError::Crypto(e.to_string()))?;
     tx.put(RECOVERY_SHARES, RECOVERY_SHARES_KEY, &row);
     Ok(())
+}
+
+/// Whether this step takes away a member the current shares were issued to: its
+/// share must stop unlocking anything, so the service rekeys (as CCF does).
+pub(crate) fn recovery_member_left(tx: &mut Tx, store: &covenant_kv::Store) -> bool {
+    let touched = [MEMBERS_INFO, MEMBERS_ENCRYPTION_KEYS]
+        .iter()
+        .any(|m| tx.write_set().maps.contains_key(*m));
+    if !touched {
+        return false;
+    }
+    let Some(previous) = current(tx.get(RECOVERY_SHARES, RECOVERY_SHARES_KEY)) else {
+        return false;
+    };
+    let now: std::collections::BTreeSet<String> = active_recovery_members(tx, store)
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    previous.encrypted_shares.keys().any(|id| !now.contains(id))
+}
+
+/// The nodes a rekey hands the new secret to: every Trusted node (a single node,
+/// which keeps no row, is its own). A trusted node without an encryption key
+/// could not read what follows, so the rekey is refused.
+pub(crate) fn secret_recipients(
+    engine: &Engine,
+    store: &covenant_kv::Store,
+) -> Result<Vec<SecretRecipient>, crate::govern::GovernError> {
+    let rows = crate::nodes::node_rows(store);
+    if rows.is_empty() {
+        return engine
+            .encryption_recipient()
+            .map(|r| vec![r])
+            .ok_or_else(|| {
+                crate::govern::GovernError::Rekey(EngineError::Rekey(
+                    "this node holds no encryption key".into(),
+                ))
+            });
+    }
+    let mut out = Vec::new();
+    for (id, row) in rows {
+        if row.status != crate::nodes::NodeStatus::Trusted {
+            continue;
+        }
+        let Some(key) = row.encryption_pub_key else {
+            return Err(crate::govern::GovernError::Rekey(EngineError::Rekey(
+                format!(
+                "trusted node {id} has no encryption key: it could not read what a new secret seals"
+            ),
+            )));
+        };
+        out.push(SecretRecipient {
+            node_id: id.as_str().to_string(),
+            encryption_pub_key: key,
+        });
+    }
+    Ok(out)
 }
