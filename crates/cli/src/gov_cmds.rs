@@ -97,10 +97,18 @@ pub enum GovCommand {
     /// and has active members with encryption keys (`set_member` with
     /// `encryption_pub_key`, then `gov ack`); any recovery threshold of them rebuild
     /// the key to the ledger secret.
+    ///
+    /// --submit, during a disaster recovery (service WaitingForRecoveryShares), does
+    /// the same and submits the share, COSE-signed as a `recovery_share` message
+    /// (`POST /gov/recovery_share`); the share that reaches the threshold opens the
+    /// service. The decrypted share never touches the disk.
     Share {
         /// Fetch and decrypt this member's share.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "submit", conflicts_with = "submit")]
         fetch: bool,
+        /// Fetch, decrypt and submit it (disaster recovery).
+        #[arg(long)]
+        submit: bool,
         /// The member's RSA private key (default: next to --member-cert,
         /// `<name>_enc_privk.pem`, as `keygen --enc` and `dev` write it).
         #[arg(long)]
@@ -109,6 +117,10 @@ pub enum GovCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Where a disaster recovery stands: the service status, how many recovery
+    /// shares are in and how many are needed (`GET /gov/recovery/status`, no
+    /// credentials needed).
+    RecoveryStatus,
     /// List proposals, oldest first.
     Proposals {
         /// Only those in this state (Open, Accepted, Withdrawn, Rejected, Failed, Dropped).
@@ -313,6 +325,17 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                 let v = propose_maybe_accept(&m, &body, *accept).await?;
                 show(&v, summary(&v));
             }
+            GovCommand::RecoveryStatus => {
+                let v = ok(m.client.request("GET", "/gov/recovery/status", None).await?)?;
+                let human = match (v["submitted_shares"].as_u64(), v["threshold"].as_u64()) {
+                    (Some(n), Some(t)) => format!(
+                        "service {}: {n} of {t} recovery shares submitted",
+                        v["status"].as_str().unwrap_or("?")
+                    ),
+                    _ => format!("service {}", v["status"].as_str().unwrap_or("?")),
+                };
+                show(&v, human);
+            }
             GovCommand::Proposals { state } => {
                 let path = match state {
                     Some(s) => format!("/gov/proposals?state={s}"),
@@ -340,6 +363,7 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
             }
             GovCommand::Share {
                 fetch: _,
+                submit,
                 enc_key,
                 out,
             } => {
@@ -361,6 +385,15 @@ pub fn run(conn: &GovConn, cmd: &GovCommand) -> Result<()> {
                 let b64 = zeroize::Zeroizing::new(
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, share.to_bytes().as_ref()),
                 );
+                if *submit {
+                    let body = zeroize::Zeroizing::new(json!({ "share": b64.as_str() }).to_string());
+                    let v = m
+                        .signed("/gov/recovery_share", "recovery_share", None, body.as_bytes())
+                        .await?;
+                    let msg = v["message"].as_str().unwrap_or("submitted").to_string();
+                    show(&v, msg);
+                    return Ok(());
+                }
                 match out {
                     Some(path) => {
                         covenant_crypto::write_private_file(path, b64.as_bytes())?;

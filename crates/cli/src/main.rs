@@ -358,6 +358,29 @@ enum NodeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Disaster recovery: bring back a service that lost every node from this
+    /// node's ledger (DATA_DIR/ledger of --config, a ledger from seqno 1). The
+    /// ledger is audited against --previous-service-cert (any bad entry stops the
+    /// recovery, naming it, before anything changes); the old identities, secrets
+    /// and consensus state move to DATA_DIR/before-recovery/; a new service
+    /// identity (DATA_DIR/service_cert.pem) is made; the public part of the ledger
+    /// is replayed and the service, now the only node, starts as Recovering.
+    ///
+    /// Then, as in CCF: members propose `transition_service_to_open` with
+    /// `previous_service_identity` (the old certificate) and
+    /// `next_service_identity` (the new one): the service waits for recovery
+    /// shares. Each recovery member runs `covenant gov share --submit` (or CCF's
+    /// submit_recovery_share.sh); the share that reaches the recovery threshold
+    /// restores the ledger secrets, replays the private part and opens the service.
+    /// Other nodes then join it with `node join`. Clients pin the new certificate:
+    /// receipts of earlier transactions carry serviceEndorsements that chain to it.
+    Recover {
+        #[arg(long)]
+        config: PathBuf,
+        /// The certificate (PEM) of the service whose ledger this is.
+        #[arg(long)]
+        previous_service_cert: PathBuf,
+    },
     /// Join an existing network: ask the node at --target to admit this one, wait
     /// while it is Pending, receive the service identity, an endorsed certificate and
     /// the ledger secret, start from a snapshot of the primary, then serve (like
@@ -503,6 +526,13 @@ fn main() -> ExitCode {
         Command::Node {
             command: NodeCommand::Start { config },
         } => node_start::start(&config),
+        Command::Node {
+            command:
+                NodeCommand::Recover {
+                    config,
+                    previous_service_cert,
+                },
+        } => node_start::recover(&config, &previous_service_cert),
         Command::Node {
             command:
                 NodeCommand::Join {

@@ -169,6 +169,64 @@ fn resolve(config_path: &Path, p: &Path) -> PathBuf {
 }
 
 pub fn start(config_path: &Path) -> Result<()> {
+    run(config_path, None)
+}
+
+/// `covenant node recover --config node.toml --previous-service-cert old.pem`:
+/// disaster recovery of a service that lost every node, from this node's ledger
+/// (see docs/OPERATIONS.md).
+pub fn recover(config_path: &Path, previous_service_cert: &Path) -> Result<()> {
+    run(config_path, Some(previous_service_cert))
+}
+
+/// Prepares a recovery in `dir`: the old ledger audits against `previous`; the old
+/// identities, secrets and consensus state move to `dir/before-recovery/`.
+fn prepare_recovery(dir: &Path, previous: &Certificate) -> Result<()> {
+    let ledger = dir.join("ledger");
+    if !ledger.is_dir() {
+        bail!("{} holds no ledger to recover", ledger.display());
+    }
+    println!(
+        "auditing {} against the previous service certificate",
+        ledger.display()
+    );
+    let report = covenant_engine::audit_ledger(&ledger, previous, |_, _| {}).map_err(|e| {
+        anyhow::anyhow!(
+            "the ledger does not verify against the previous service certificate, nothing was changed: {e}"
+        )
+    })?;
+    println!(
+        "the ledger verifies: {} transactions, {} signatures",
+        report.entries, report.signatures
+    );
+    let aside = dir.join("before-recovery");
+    if aside.exists() {
+        bail!(
+            "{} exists: a recovery was already started here. A recovery that did not finish starts again from a copy of the original data directory",
+            aside.display()
+        );
+    }
+    std::fs::create_dir_all(&aside)?;
+    for name in [
+        "service_cert.pem",
+        "service_key.pem",
+        crate::LEDGER_SECRETS_FILE,
+        "node",
+        "snapshots",
+        "raft_state.json",
+        "commit_mark",
+        JOINED_FILE,
+    ] {
+        let from = dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, aside.join(name))
+                .with_context(|| format!("moving {} aside", from.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     let file = read_config(config_path)?;
     let at = |p: &Path| resolve(config_path, p);
     let requested = match file.ledger_type.as_str() {
@@ -177,6 +235,15 @@ pub fn start(config_path: &Path) -> Result<()> {
         other => bail!("ledger_type must be \"private\" or \"public\", not {other:?}"),
     };
     let dir = at(&file.data_dir);
+    let previous = match recovering {
+        Some(p) => {
+            let cert = Certificate::from_pem(&read_pem_file(p)?)
+                .with_context(|| format!("previous service certificate {}", p.display()))?;
+            prepare_recovery(&dir, &cert)?;
+            Some(cert)
+        }
+        None => None,
+    };
     let joined = read_joined(&dir)?;
     let ledger_id = file
         .ledger_id
@@ -188,7 +255,7 @@ pub fn start(config_path: &Path) -> Result<()> {
     }
     let mut sans = SubjectAltName::dev_defaults();
     sans.extend(file.san.iter().map(|s| SubjectAltName::parse(s)));
-    let creating = !dir.join("service_cert.pem").exists();
+    let creating = !dir.join("service_cert.pem").exists() && previous.is_none();
     // Read everything the first start needs before creating anything.
     let users: Vec<(Certificate, Vec<covenant_node::Role>)> = file
         .users
@@ -239,7 +306,7 @@ pub fn start(config_path: &Path) -> Result<()> {
         );
     }
 
-    if creating && joined.is_none() && file.network.is_some() {
+    if creating && joined.is_none() && file.network.is_some() && previous.is_none() {
         bail!(
             "{} holds no node identity: a node of a network is prepared by `covenant dev --nodes N` \
              or joins one with `covenant node join --target <url> --config {}`",
@@ -254,7 +321,7 @@ pub fn start(config_path: &Path) -> Result<()> {
         encryption_key,
     } = load_or_create_identities(&dir, &sans)?;
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
-    let networked = file.network.is_some() || joined.is_some();
+    let networked = file.network.is_some() || joined.is_some() || previous.is_some();
     let mut ec = EngineConfig::new(dir.join("ledger"));
     ec.sig_tx_interval = file.sig_tx_interval.max(1);
     ec.commit_on_sync = !networked;
@@ -264,20 +331,50 @@ pub fn start(config_path: &Path) -> Result<()> {
     ec.service_cert = Some(service.cert.clone());
     ec.secrets_file = Some(dir.join(crate::LEDGER_SECRETS_FILE));
     let node = Arc::new(node);
-    let mut engine = Engine::open_with_key(ec, node.clone(), secrets, Some(encryption_key))
-        .context("opening the ledger")?;
-    let (node_id, peers, tick_ms) = match (&file.network, &joined) {
-        (Some(n), _) => {
-            let peers: std::collections::BTreeMap<u64, SocketAddr> =
-                n.peers.iter().map(|p| (p.id, p.address)).collect();
-            if n.node_id == 0 || !peers.contains_key(&n.node_id) || peers.len() != n.peers.len() {
-                bail!(
-                    "[network]: node_id must be non-zero and listed once in peers, with unique ids"
-                );
-            }
-            (n.node_id, peers, n.tick_ms)
+    let (mut engine, joined) = match &previous {
+        None => (
+            Engine::open_with_key(ec, node.clone(), secrets, Some(encryption_key))
+                .context("opening the ledger")?,
+            joined,
+        ),
+        Some(previous) => {
+            // The fresh secret the identities came with is not this ledger's: the
+            // recovered chain replaces the file once the shares are in.
+            drop(secrets);
+            let _ = std::fs::remove_file(dir.join(crate::LEDGER_SECRETS_FILE));
+            println!("replaying the public part of the ledger");
+            let mut engine =
+                Engine::open_for_recovery(ec, node.clone(), Some(encryption_key.clone()))
+                    .context("opening the ledger for a recovery")?;
+            let mut row =
+                covenant_service::NodeInfo::trusted(0, file.listen.to_string(), node.cert.to_pem());
+            row.encryption_pub_key = Some(encryption_key.public_key_pem()?);
+            let raft_id = covenant_service::disaster::begin(
+                &mut engine,
+                &service,
+                previous,
+                &node.node_id,
+                row,
+            )
+            .context("starting the recovery")?;
+            let joined = JoinedNetwork {
+                raft_id,
+                peers: vec![covenant_node::join::PeerAddress {
+                    raft_id,
+                    address: file.listen.to_string(),
+                }],
+                ledger_id: Some(ledger_id.clone()),
+            };
+            std::fs::write(dir.join(JOINED_FILE), serde_json::to_vec_pretty(&joined)?)?;
+            println!(
+                "the service is Recovering under a new identity ({}): members propose transition_service_to_open with the previous and next service identities, then the recovery members submit their shares",
+                dir.join("service_cert.pem").display()
+            );
+            (engine, Some(joined))
         }
-        (None, Some(j)) => {
+    };
+    let (node_id, peers, tick_ms) = match (&file.network, &joined) {
+        (_, Some(j)) => {
             let mut peers = std::collections::BTreeMap::new();
             for p in &j.peers {
                 let a: SocketAddr = p
@@ -288,13 +385,23 @@ pub fn start(config_path: &Path) -> Result<()> {
             }
             (j.raft_id, peers, default_tick_ms())
         }
+        (Some(n), _) => {
+            let peers: std::collections::BTreeMap<u64, SocketAddr> =
+                n.peers.iter().map(|p| (p.id, p.address)).collect();
+            if n.node_id == 0 || !peers.contains_key(&n.node_id) || peers.len() != n.peers.len() {
+                bail!(
+                    "[network]: node_id must be non-zero and listed once in peers, with unique ids"
+                );
+            }
+            (n.node_id, peers, n.tick_ms)
+        }
         (None, None) => (0, Default::default(), 0),
     };
     let network = networked.then(|| {
         let mut nc = covenant_node::peers::NetworkConfig::new(node_id, peers, dir.clone());
         nc.address = match &file.network {
-            Some(_) => nc.address,
-            None => file.listen,
+            Some(_) if joined.is_none() => nc.address,
+            _ => file.listen,
         };
         nc.tick = std::time::Duration::from_millis(tick_ms.max(1));
         nc.service = Some(Arc::new(ServiceIdentity::from_parts(
@@ -351,7 +458,7 @@ pub fn start(config_path: &Path) -> Result<()> {
     if let Some(n) = file.max_connections_per_peer {
         nc.limits.max_connections_per_peer = n.max(1);
     }
-    if file.network.is_some() {
+    if file.network.is_some() && joined.is_none() {
         // A new network's first primary writes it; a node that joined never does.
         nc.genesis = Some(genesis);
     }

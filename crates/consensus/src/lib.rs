@@ -204,8 +204,11 @@ impl Replica {
         // engine knows committed (a signature replicated to a majority) was too. A
         // node started from a snapshot has its whole (empty) ledger committed.
         let commit = saved.commit.max(mark).max(committed_seqno.0).min(last.0);
+        // A term is never below the view of the log's last entry (a hard state file
+        // that is gone, as after a disaster recovery, must not restart terms at 0).
+        let last_view = lock(&engine).last_txid().map_or(0, |t| t.view.0);
         let hard_state = HardState {
-            term: saved.term,
+            term: saved.term.max(last_view),
             vote: saved.vote,
             commit,
             ..Default::default()

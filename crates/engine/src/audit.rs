@@ -104,6 +104,11 @@ pub fn audit_ledger_with_snapshot(
     let mut report = AuditReport::default();
     let mut tree = MerkleTree::new();
     let mut endorsed: HashSet<Digest32> = HashSet::new();
+    // Signers of earlier epochs (endorsed by a previous service identity) and the
+    // recoveries' endorsements of those identities: resolved at the end, since a
+    // recovery's endorsement comes after the signatures it vouches for.
+    let mut earlier: Vec<(TxId, Certificate)> = Vec::new();
+    let mut endorsements: Vec<(TxId, Certificate)> = Vec::new();
     let mut last_committed_seqno = 0u64;
     let mut last_sig_seqno = 0u64;
     let mut min_view = 0u64;
@@ -174,16 +179,22 @@ pub fn audit_ledger_with_snapshot(
                 .map_err(|x| fail(Some(txid), x.to_string()))?;
             let id = sha256(cert.der());
             if !endorsed.contains(&id) {
-                cert.verify_signed_by(service_cert).map_err(|x| {
-                    fail(
-                        Some(txid),
-                        format!("signing node not endorsed by the service: {x}"),
-                    )
-                })?;
-                endorsed.insert(id);
+                if cert.verify_signed_by(service_cert).is_ok() {
+                    endorsed.insert(id);
+                } else {
+                    earlier.push((txid, cert));
+                }
             }
             report.signatures += 1;
             last_sig_seqno = txid.seqno.0;
+        }
+        if let Some(m) = public.maps.get(crate::rekey::SERVICE_ENDORSEMENTS) {
+            for pem in m.values().flatten() {
+                let cert = Certificate::from_pem(&String::from_utf8_lossy(pem)).map_err(|x| {
+                    fail(Some(txid), format!("unreadable service endorsement: {x}"))
+                })?;
+                endorsements.push((txid, cert));
+            }
         }
         // Governance is public state: list what it did, transaction by transaction.
         if let Some(m) = public.maps.get(GOV_PROPOSALS_INFO) {
@@ -214,6 +225,32 @@ pub fn audit_ledger_with_snapshot(
         if tick % 1024 == 0 {
             progress(scanner.bytes_read(), total);
         }
+    }
+    // Previous service identities the trusted one endorsed, transitively.
+    let mut trusted = vec![service_cert.clone()];
+    let mut pending = endorsements;
+    loop {
+        let before = pending.len();
+        pending.retain(|(_, e)| {
+            if trusted.iter().any(|t| e.verify_signed_by(t).is_ok()) {
+                trusted.push(e.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if pending.len() == before {
+            break;
+        }
+    }
+    for (txid, cert) in earlier {
+        if !trusted.iter().any(|t| cert.verify_signed_by(t).is_ok()) {
+            return Err(fail(
+                Some(txid),
+                "signing node not endorsed by the service (nor by a previous identity it endorsed)",
+            ));
+        }
+        endorsed.insert(sha256(cert.der()));
     }
     if last_committed_seqno > last_sig_seqno {
         return Err(fail(

@@ -86,6 +86,17 @@ impl EngineConfig {
     }
 }
 
+/// A recovery in progress (see [`Engine::open_for_recovery`]).
+struct Recovering {
+    /// The first seqno of the recovered service; everything before is the old
+    /// ledger, replayed public-only so far.
+    boundary: SeqNo,
+    /// The old ledger's historical secret rows, in ledger order.
+    history: Vec<rekey::HistoricalSecret>,
+    /// The recovered service's own secret (from the boundary on).
+    fresh: Arc<LedgerSecret>,
+}
+
 /// Sees each appended transaction (see [`Engine::set_observer`]); must be quick.
 pub type TxObserver = std::sync::Arc<dyn Fn(TxId, &WriteSet) + Send + Sync>;
 
@@ -125,6 +136,9 @@ pub struct Engine {
     encryption_key: Option<Arc<EncryptionKeyPair>>,
     /// The secret of a rekey in the transaction being built (see [`Engine::rekey`]).
     staged_secret: Option<Arc<LedgerSecret>>,
+    /// Set while a recovery waits for the old ledger secrets (see
+    /// [`Engine::open_for_recovery`]).
+    recovering: Option<Recovering>,
     view: View,
     /// Seqnos of every signature transaction.
     signatures: BTreeSet<u64>,
@@ -194,7 +208,155 @@ impl Engine {
         secrets: impl Into<LedgerSecrets>,
         encryption_key: Option<Arc<EncryptionKeyPair>>,
     ) -> Result<Engine, EngineError> {
-        let secrets: LedgerSecrets = secrets.into();
+        Self::open_inner(config, node, secrets.into(), encryption_key, None)
+    }
+
+    /// Opens the ledger of a service that lost every node, for a disaster recovery:
+    /// the old ledger secrets are gone, so only the public domain is replayed. The
+    /// unsigned tail is dropped (it was never committed); what follows, this
+    /// recovered service's transactions, is sealed under a fresh secret.
+    /// [`Engine::complete_recovery`] replays the private domain once the recovery
+    /// members' shares gave the old secrets back. Needs a ledger from seqno 1.
+    pub fn open_for_recovery(
+        config: EngineConfig,
+        node: Arc<NodeIdentity>,
+        encryption_key: Option<Arc<EncryptionKeyPair>>,
+    ) -> Result<Engine, EngineError> {
+        match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
+            Some(SeqNo(1)) => {}
+            Some(first) => {
+                return Err(EngineError::Rekey(format!(
+                    "this ledger starts at seqno {first}: a recovery replays a ledger from seqno 1"
+                )))
+            }
+            None => return Err(EngineError::Rekey("the ledger directory is empty".into())),
+        }
+        let fresh = Arc::new(LedgerSecret::generate()?);
+        let recovering = Recovering {
+            boundary: SeqNo(u64::MAX),
+            history: Vec::new(),
+            fresh: fresh.clone(),
+        };
+        let mut engine =
+            Self::open_inner(config, node, fresh.into(), encryption_key, Some(recovering))?;
+        let last_signed = SeqNo(engine.signatures.last().copied().unwrap_or(0));
+        if last_signed == SeqNo::ZERO {
+            return Err(EngineError::Rekey(
+                "the ledger holds no signature: nothing of it was ever committed".into(),
+            ));
+        }
+        engine.rollback(last_signed)?;
+        // Everything signed is the old service's history: committed.
+        engine.committed = last_signed.0;
+        engine.store.mark_committed(last_signed);
+        engine.ledger.commit(last_signed)?;
+        if let Some(r) = engine.recovering.as_mut() {
+            r.boundary = last_signed.next();
+        }
+        Ok(engine)
+    }
+
+    /// The seqno the recovered service's own transactions start at, while the old
+    /// private state is not replayed yet.
+    pub fn recovery_boundary(&self) -> Option<SeqNo> {
+        self.recovering.as_ref().map(|r| r.boundary)
+    }
+
+    /// The previous secrets the old ledger's rekeys left (see
+    /// [`crate::rekey::walk_back`]), while recovering.
+    pub fn historical_secrets(&self) -> &[rekey::HistoricalSecret] {
+        self.recovering
+            .as_ref()
+            .map_or(&[], |r| r.history.as_slice())
+    }
+
+    /// Ends a recovery: `old` (the old ledger's secrets, from the members' shares)
+    /// must open every private write before the boundary, which are then applied to
+    /// the state (and shown to the observer, so indexes see them). The chain becomes
+    /// `old` followed by this service's own secret from the boundary on. Nothing
+    /// changes if any transaction does not open.
+    pub fn complete_recovery(&mut self, old: LedgerSecrets) -> Result<(), EngineError> {
+        let Some(r) = self.recovering.as_ref() else {
+            return Err(EngineError::Rekey("this service is not recovering".into()));
+        };
+        let (boundary, fresh) = (r.boundary, r.fresh.clone());
+        let mut chain = old;
+        chain.add(boundary, fresh)?;
+        // Every entry opens before anything changes; then the writes are applied.
+        for pass in [false, true] {
+            let mut next = SeqNo(1);
+            while next < boundary {
+                let to = SeqNo((next.0 + 4095).min(boundary.0 - 1));
+                let batch = self
+                    .ledger
+                    .read_range(next, to)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for e in batch {
+                    let bad = |reason: String| EngineError::BadEntry {
+                        txid: e.txid,
+                        reason,
+                    };
+                    let entry = TxEntry::decode(&e.payload).map_err(|x| bad(x.to_string()))?;
+                    let private = entry
+                        .private_write_set(e.txid, chain.for_seqno(e.txid.seqno))
+                        .map_err(|x| {
+                            bad(format!("does not open under the recovered secrets: {x}"))
+                        })?;
+                    if pass {
+                        self.store.apply_history(e.txid, &private)?;
+                        if let Some(f) = &self.observer {
+                            let mut all =
+                                entry.public_write_set().map_err(|x| bad(x.to_string()))?;
+                            all.merge(private);
+                            f(e.txid, &all);
+                        }
+                    }
+                }
+                next = to.next();
+            }
+        }
+        self.evidence = chain
+            .iter()
+            .map(|(_, s)| CommitEvidenceKey::new(s))
+            .collect();
+        self.secrets = chain;
+        self.recovering = None;
+        self.save_secrets()
+    }
+
+    /// After [`Engine::complete_recovery`], in the transaction that opens the
+    /// service: the old ledger's latest secret sealed under this service's own
+    /// (a historical row like a rekey's), so a later recovery walks back through
+    /// this one too.
+    pub fn link_recovered_secret(&self, tx: &mut Tx) -> Result<(), EngineError> {
+        let chain: Vec<_> = self.secrets.iter().collect();
+        let [.., (pv, previous), (v, own)] = chain.as_slice() else {
+            return Err(EngineError::Rekey("no earlier secret to link".into()));
+        };
+        let row = rekey::HistoricalSecret {
+            previous_ledger_secret: rekey::PreviousLedgerSecret {
+                encrypted_data: base64::engine::general_purpose::STANDARD
+                    .encode(own.seal_previous(previous)?),
+                version: pv.0,
+            },
+            next_version: v.0,
+        };
+        let bytes = serde_json::to_vec(&row).map_err(|e| EngineError::Rekey(e.to_string()))?;
+        tx.put(
+            rekey::HISTORICAL_ENCRYPTED_LEDGER_SECRET,
+            rekey::REKEY_KEY,
+            &bytes,
+        );
+        Ok(())
+    }
+
+    fn open_inner(
+        config: EngineConfig,
+        node: Arc<NodeIdentity>,
+        secrets: LedgerSecrets,
+        encryption_key: Option<Arc<EncryptionKeyPair>>,
+        recovering: Option<Recovering>,
+    ) -> Result<Engine, EngineError> {
         let listing = match &config.snapshot_dir {
             Some(dir) => snapshot::list(dir)?,
             None => snapshot::Listing::default(),
@@ -222,6 +384,7 @@ impl Engine {
                 .collect(),
             encryption_key,
             staged_secret: None,
+            recovering,
             config,
             store: Store::new(),
             ledger,
@@ -359,14 +522,30 @@ impl Engine {
     ) -> Result<WriteSet, EngineError> {
         let bad = |reason: String| EngineError::BadEntry { txid, reason };
         let entry = TxEntry::decode(payload).map_err(|e| bad(e.to_string()))?;
-        let ws = entry
-            .write_set(txid, Some(self.secrets.for_seqno(txid.seqno)))
-            .map_err(|e| bad(e.to_string()))?;
+        let old = self
+            .recovering
+            .as_ref()
+            .is_some_and(|r| txid.seqno < r.boundary);
+        let ws = if old {
+            entry.public_write_set()
+        } else {
+            entry.write_set(txid, Some(self.secrets.for_seqno(txid.seqno)))
+        }
+        .map_err(|e| bad(e.to_string()))?;
         let has_sig = ws.get(SIGNATURES_MAP, SIGNATURE_KEY).is_some();
         if has_sig != is_signature {
             return Err(bad("signature flag does not match the write set".into()));
         }
-        if let Some(row) = rekey::rekey_in(&ws)? {
+        if old {
+            if let (Some(Some(v)), Some(r)) = (
+                ws.get(rekey::HISTORICAL_ENCRYPTED_LEDGER_SECRET, rekey::REKEY_KEY),
+                self.recovering.as_mut(),
+            ) {
+                let h = serde_json::from_slice(v)
+                    .map_err(|e| bad(format!("unreadable historical secret: {e}")))?;
+                r.history.push(h);
+            }
+        } else if let Some(row) = rekey::rekey_in(&ws)? {
             self.learn_secret(txid, &row)?;
         }
         self.store.apply(txid, &ws)?;
@@ -522,7 +701,8 @@ impl Engine {
     /// After a signature at `txid` is appended (never during the replay at open):
     /// captures the state and tree when a snapshot is due.
     fn capture_snapshot(&mut self, txid: TxId) {
-        if self.config.snapshot_dir.is_none() {
+        // A recovering state lacks the old private domain: never a snapshot of it.
+        if self.config.snapshot_dir.is_none() || self.recovering.is_some() {
             return;
         }
         let s = txid.seqno.0;
@@ -730,6 +910,11 @@ impl Engine {
         Ok(())
     }
 
+    /// The service certificate this engine was configured with.
+    pub fn service_cert(&self) -> Option<&Certificate> {
+        self.config.service_cert.as_ref()
+    }
+
     /// This node as a rekey's recipient (a single node hands the secret to itself).
     pub fn encryption_recipient(&self) -> Option<SecretRecipient> {
         let key = self.encryption_key.as_ref()?.public_key_pem().ok()?;
@@ -778,6 +963,14 @@ impl Engine {
         }
         let secret = rekey::open_for(row, &self.node.node_id, self.encryption_key.as_deref())?;
         self.add_ledger_secret(version, Arc::new(secret))
+    }
+
+    /// Refuses what needs the old secrets while a recovery waits for them.
+    fn check_recovered(&self, seqno: SeqNo) -> Result<(), EngineError> {
+        match &self.recovering {
+            Some(r) if seqno < r.boundary => Err(EngineError::NotRecovered(seqno)),
+            _ => Ok(()),
+        }
     }
 
     /// The commit-evidence key for the transaction at `seqno`.
@@ -1065,6 +1258,9 @@ impl Engine {
             reason,
         };
         let entry = TxEntry::decode(&e.payload).map_err(|x| bad(x.to_string()))?;
+        if !entry.private.is_empty() {
+            self.check_recovered(seqno)?;
+        }
         let ws = entry
             .write_set(e.txid, Some(self.secrets.for_seqno(e.txid.seqno)))
             .map_err(|x| bad(x.to_string()))?;
@@ -1129,6 +1325,8 @@ impl Engine {
     /// signature covers it; commit evidence is only revealed then.
     pub fn receipt(&mut self, txid: TxId) -> Result<ReceiptResponse, EngineError> {
         self.check_held(txid.seqno)?;
+        // Its commit evidence comes from the secret of its time.
+        self.check_recovered(txid.seqno)?;
         if txid.seqno == SeqNo::ZERO || txid.seqno > self.ledger.last_seqno() {
             return Err(EngineError::NoSuchTx(txid.seqno));
         }

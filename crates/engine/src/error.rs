@@ -32,6 +32,11 @@ pub enum EngineError {
     /// started from, which keeps the state, not the transactions.
     #[error("transaction {0} precedes this node's ledger, which starts from a snapshot")]
     NotHeld(SeqNo),
+    /// A recovering service replayed only the public domain so far: what the
+    /// transaction wrote privately is readable once the members' shares restored
+    /// the ledger secrets.
+    #[error("transaction {0} is from before the recovery: its private writes are readable once the recovery members' shares are in")]
+    NotRecovered(SeqNo),
     #[error("invalid snapshot: {0}")]
     BadSnapshot(String),
     #[error("the ledger starts at seqno {first}: it continues the snapshot {}, which is missing (is snapshot_dir set?)", path.display())]

@@ -25,6 +25,11 @@ pub const ENCRYPTED_LEDGER_SECRETS: &str = "public:ccf.internal.encrypted_ledger
 /// The secret a rekey replaced, sealed under its successor.
 pub const HISTORICAL_ENCRYPTED_LEDGER_SECRET: &str =
     "public:ccf.internal.historical_encrypted_ledger_secret";
+/// Each disaster recovery's endorsement of the identity it recovered: recovery
+/// count (decimal text) → the previous service key certified by the new one (PEM).
+/// A receipt of an earlier epoch carries the chain of them (`serviceEndorsements`),
+/// and the audit trusts signers of earlier epochs through them.
+pub const SERVICE_ENDORSEMENTS: &str = "public:ccf.internal.service_endorsements";
 /// Both tables are singletons: each rekey overwrites the row, and the ledger keeps
 /// every version.
 pub const REKEY_KEY: &[u8] = b"0";

@@ -468,9 +468,31 @@
         });
       },
     },
+    // args (optional while Opening): {previous_service_identity?, next_service_identity}
+    // as PEM. After a disaster recovery both are required and checked, and the
+    // service then waits for the recovery members' shares.
     transition_service_to_open: {
-      validate() {},
-      apply() {
+      validate(args) {
+        if (args === undefined || args === null) {
+          return;
+        }
+        for (const f of ["previous_service_identity", "next_service_identity"]) {
+          if (args[f] !== undefined && typeof args[f] !== "string") {
+            throw new Error(`args.${f} must be a PEM string`);
+          }
+        }
+      },
+      apply(args) {
+        const a = args || {};
+        const info = map("public:ccf.gov.service.info").get(str("0"));
+        const status = info === undefined ? undefined : ccf.bufToJsonCompatible(info).status;
+        if (status === "Recovering" || status === "WaitingForRecoveryShares") {
+          ccf.node.transitionServiceToOpen(
+            a.previous_service_identity === undefined ? undefined : str(a.previous_service_identity),
+            str(a.next_service_identity || ""),
+          );
+          return;
+        }
         updateRow("public:ccf.gov.service.info", "0", (i) => {
           i.status = "Open";
         });

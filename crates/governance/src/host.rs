@@ -213,13 +213,15 @@ pub fn install<'js>(
         "transitionServiceToOpen",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, _previous: rquickjs::Value<'js>, next: rquickjs::Value<'js>| {
+            move |ctx: Ctx<'js>, previous: rquickjs::Value<'js>, next: rquickjs::Value<'js>| {
                 let next = ArrayBuffer::from_value(next)
                     .map(|b| covenant_js::ccf::bytes(&b))
                     .ok_or_else(|| {
                         throw(&ctx, "transitionServiceToOpen: the next service identity must be an ArrayBuffer of its PEM")
                     })?;
-                open_service(&k, cert.as_deref(), &next).map_err(|m| throw(&ctx, m))
+                let previous = ArrayBuffer::from_value(previous).map(|b| covenant_js::ccf::bytes(&b));
+                open_service(&k, cert.as_deref(), previous.as_deref(), &next)
+                    .map_err(|m| throw(&ctx, m))
             },
         )?,
     )?;
@@ -376,9 +378,13 @@ fn set_jwt_keys(kv: &Rc<RefCell<GovKv>>, issuer: &str, jwks: &str) -> Result<(),
 }
 
 /// Opens the service, once the constitution named the service's own identity.
+/// `transition_service_to_open`: Opening → Open; after a disaster recovery,
+/// Recovering → WaitingForRecoveryShares, naming the previous identity too (the
+/// shares then open the service).
 fn open_service(
     kv: &Rc<RefCell<GovKv>>,
     service_cert: Option<&str>,
+    previous: Option<&[u8]>,
     next: &[u8],
 ) -> Result<(), String> {
     let next = String::from_utf8_lossy(next);
@@ -399,11 +405,38 @@ fn open_service(
         .get(crate::SERVICE_INFO, SINGLETON_KEY)
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or_else(|| serde_json::json!({}));
-    let open = crate::ServiceStatus::Open.as_str();
-    if info["status"].as_str() == Some(open) {
-        return Ok(());
-    }
-    info["status"] = serde_json::Value::String(open.into());
+    let same_cert = |a: &[u8], b: &[u8]| {
+        covenant_crypto::Certificate::from_pem(&String::from_utf8_lossy(a))
+            .ok()
+            .zip(covenant_crypto::Certificate::from_pem(&String::from_utf8_lossy(b)).ok())
+            .is_some_and(|(a, b)| a.der() == b.der())
+    };
+    let status = info["status"].as_str().unwrap_or_default().to_string();
+    let target = match status.as_str() {
+        "Open" => return Ok(()),
+        "WaitingForRecoveryShares" => {
+            return Err("Unable to open service: it waits for the recovery members' shares".into())
+        }
+        "Recovering" => {
+            let recorded = kv
+                .get(crate::PREVIOUS_SERVICE_IDENTITY, SINGLETON_KEY)
+                .unwrap_or_default();
+            match previous {
+                None => {
+                    return Err(
+                        "Unable to open service: a recovering service needs previous_service_identity"
+                            .into(),
+                    )
+                }
+                Some(p) if !same_cert(p, &recorded) => {
+                    return Err("Unable to open service: previous_service_identity is not the identity of the recovered ledger".into())
+                }
+                Some(_) => crate::ServiceStatus::WaitingForRecoveryShares.as_str(),
+            }
+        }
+        _ => crate::ServiceStatus::Open.as_str(),
+    };
+    info["status"] = serde_json::Value::String(target.into());
     kv.set(
         crate::SERVICE_INFO,
         SINGLETON_KEY,

@@ -39,6 +39,9 @@ pub const PROPOSALS: &str = "public:ccf.gov.proposals";
 /// row (one created without a consortium) is open.
 pub const SERVICE_INFO: &str = "public:ccf.gov.service.info";
 pub const SERVICE_INFO_KEY: &[u8] = b"0";
+/// The identity (certificate PEM) of the service a disaster recovery recovered
+/// (CCF's name); singleton key "0".
+pub const PREVIOUS_SERVICE_IDENTITY: &str = "public:ccf.gov.service.previous_service_identity";
 
 /// Where the service is in its life, as [`SERVICE_INFO`] records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +50,11 @@ pub enum ServiceStatus {
     Opening,
     /// `transition_service_to_open` was accepted: users are served.
     Open,
+    /// A disaster recovery replayed the old ledger's public domain; members must
+    /// confirm the identities with `transition_service_to_open`.
+    Recovering,
+    /// The members confirmed: the recovery members' shares are awaited.
+    WaitingForRecoveryShares,
 }
 
 impl ServiceStatus {
@@ -55,6 +63,8 @@ impl ServiceStatus {
         match self {
             ServiceStatus::Opening => "Opening",
             ServiceStatus::Open => "Open",
+            ServiceStatus::Recovering => "Recovering",
+            ServiceStatus::WaitingForRecoveryShares => "WaitingForRecoveryShares",
         }
     }
 }

@@ -169,6 +169,48 @@ impl Store {
         apply_locked(&mut s, txid, ws)
     }
 
+    /// Applies the private writes of an old, committed transaction after the fact: a
+    /// recovery replays the public domain first and the private one once the ledger
+    /// secrets are back. `last` does not move, nothing can be undone, and a key
+    /// already written at a later seqno keeps that value. Public maps are refused:
+    /// they were applied in order.
+    pub fn apply_history(&self, txid: TxId, ws: &WriteSet) -> Result<(), KvError> {
+        let mut s = self.write();
+        if ws.maps.keys().any(|m| crate::is_public(m)) {
+            return Err(KvError::malformed(
+                "history",
+                "public writes are applied in order, not as history",
+            ));
+        }
+        if s.last.is_none_or(|l| l.seqno < txid.seqno) {
+            return Err(KvError::malformed(
+                "history",
+                format!("{txid} is not before the store's last transaction"),
+            ));
+        }
+        let seqno = txid.seqno.0;
+        for (map, writes) in &ws.maps {
+            let m = s.maps.entry(map.clone()).or_default();
+            for (key, value) in writes {
+                if m.get(key).is_some_and(|(_, v)| *v > seqno) {
+                    continue;
+                }
+                match value {
+                    Some(v) => {
+                        m.insert(key.clone(), (v.clone(), seqno));
+                    }
+                    None => {
+                        m.remove(key);
+                    }
+                }
+            }
+            if m.is_empty() {
+                s.maps.remove(map);
+            }
+        }
+        Ok(())
+    }
+
     /// Records that everything up to `seqno` is committed: it can no longer be rolled
     /// back, and its undo records are dropped.
     pub fn mark_committed(&self, seqno: SeqNo) {

@@ -63,6 +63,11 @@ impl ApiError {
                 "InvalidTransactionId",
                 format!("transaction {txid} does not exist"),
             ),
+            e @ ServiceError::NotRecovered(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "PrivateStateNotRecovered",
+                e.to_string(),
+            ),
             e @ ServiceError::DiskFull(_) => Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "InsufficientStorage",

@@ -30,12 +30,15 @@ pub async fn service_open_gate(
     if req.uri().path().starts_with("/app/") {
         if let Some(status) = covenant_governance::service_status(&state.store) {
             if status != ServiceStatus::Open {
+                let why = match status {
+                    ServiceStatus::Recovering => "it is being recovered: nothing from before the recovery is readable until the members open it (transition_service_to_open) and enough recovery members submit their shares",
+                    ServiceStatus::WaitingForRecoveryShares => "it waits for the recovery members' shares: nothing from before the recovery is readable until enough are submitted",
+                    _ => "the consortium opens it with a transition_service_to_open proposal",
+                };
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceNotOpen",
-                    format!(
-                        "the service is {status}: the consortium opens it with a transition_service_to_open proposal"
-                    ),
+                    format!("the service is {status}: {why}"),
                 )
                 .into_response();
             }

@@ -377,7 +377,7 @@ fn recovery_error(e: covenant_recovery::RecoveryError) -> ApiError {
         R::Threshold { .. } => "InvalidRecoveryThreshold",
         R::MemberKey(_) => "InvalidEncryptionKey",
         R::NotOpen => "ServiceNotOpen",
-        R::MalformedShare(_) | R::WrongShares | R::Random | R::Crypto(_) => {
+        R::MalformedShare(_) | R::NotIssuedTo(_) | R::WrongShares | R::Random | R::Crypto(_) => {
             return ApiError::internal("issuing recovery shares failed", e)
         }
     };

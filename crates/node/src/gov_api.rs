@@ -97,7 +97,7 @@ fn proposal_json(id: &str, info: &ProposalInfo) -> Value {
     v
 }
 
-fn same_member(path: &str, signed: &gov::Signed) -> Result<(), ApiError> {
+pub(crate) fn same_member(path: &str, signed: &gov::Signed) -> Result<(), ApiError> {
     if path.eq_ignore_ascii_case(signed.member.as_str()) {
         Ok(())
     } else {

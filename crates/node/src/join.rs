@@ -318,6 +318,19 @@ pub async fn join(
     if let Some(redirect) = redirect_to_primary(net, JOIN_PATH) {
         return Ok(redirect);
     }
+    if matches!(
+        covenant_governance::service_status(&state.store),
+        Some(
+            covenant_governance::ServiceStatus::Recovering
+                | covenant_governance::ServiceStatus::WaitingForRecoveryShares
+        )
+    ) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceRecovering",
+            "the service is being recovered: nodes join once it is open again",
+        ));
+    }
     let Some(p) = peer.0 .0.as_ref() else {
         return Err(ApiError::unauthorized(
             "a joining node presents its own key as a TLS client certificate",

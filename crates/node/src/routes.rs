@@ -117,6 +117,15 @@ pub fn router(state: NodeState, max_body_bytes: usize) -> Router {
             "/gov/recovery/encrypted-shares/{member_id}",
             get(crate::recovery::encrypted_share),
         )
+        .route("/gov/recovery/status", get(crate::recovery::status))
+        .route(
+            "/gov/recovery_share",
+            axum::routing::post(crate::recovery::submit_classic),
+        )
+        .route(
+            "/gov/recovery/members/{member}",
+            axum::routing::post(crate::recovery::submit_current),
+        )
         .route(
             "/gov/proposals/{proposal_id}/ballots/{member_id}",
             get(crate::gov::get_ballot),

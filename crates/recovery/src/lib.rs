@@ -36,6 +36,9 @@ pub enum RecoveryError {
     MemberKey(String),
     #[error("recovery shares are issued once the service is open")]
     NotOpen,
+    /// A submitted share is not the one issued to the member who sent it.
+    #[error("this is not the recovery share issued to member {0}")]
+    NotIssuedTo(String),
     #[error("the random number generator failed")]
     Random,
     #[error("{0}")]
@@ -79,6 +82,11 @@ pub struct RecoveryShares {
     pub secret_version: u64,
     /// [`issued_for`] of this issue.
     pub issued_for: String,
+    /// Member id → hex SHA-256 of its share (x and y, 44 bytes): a submitted share is
+    /// checked on arrival, so a wrong one is refused alone instead of spoiling the
+    /// combination. A share carries over 300 random bits: the digest reveals nothing.
+    #[serde(default)]
+    pub share_digests: BTreeMap<String, String>,
 }
 
 impl RecoveryShares {
@@ -102,7 +110,12 @@ impl RecoveryShares {
         let shares = shamir::split(&secret, members.len(), threshold)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut encrypted_shares = BTreeMap::new();
+        let mut share_digests = BTreeMap::new();
         for (m, share) in members.iter().zip(&shares) {
+            share_digests.insert(
+                m.id.clone(),
+                covenant_crypto::sha256(share.to_bytes().as_ref()).to_hex(),
+            );
             let c = covenant_crypto::encrypt_to_public_key(
                 &m.encryption_pub_key,
                 share.to_bytes().as_ref(),
@@ -116,7 +129,21 @@ impl RecoveryShares {
             threshold,
             secret_version,
             issued_for: issued_for(members, threshold, secret_version),
+            share_digests,
         })
+    }
+
+    /// Checks that `share` is the one issued to `member`.
+    pub fn check_share(&self, member: &str, share: &Share) -> Result<(), RecoveryError> {
+        if self.share_digests.is_empty() {
+            // Issued before digests were kept: only the combination can tell.
+            return Ok(());
+        }
+        let digest = covenant_crypto::sha256(share.to_bytes().as_ref()).to_hex();
+        match self.share_digests.get(member) {
+            Some(d) if *d == digest => Ok(()),
+            _ => Err(RecoveryError::NotIssuedTo(member.to_string())),
+        }
     }
 
     /// The ledger secret, rebuilt from decrypted shares.

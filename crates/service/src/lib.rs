@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod apps;
 pub mod defaults;
+pub mod disaster;
 mod driver;
 pub mod entries;
 pub mod genesis;
@@ -61,6 +62,9 @@ pub enum ServiceError {
     /// History before this node's first seqno (it started from a snapshot).
     #[error("seqno {0} precedes this node's ledger (it started from a snapshot)")]
     NotHeld(SeqNo),
+    /// A recovering service has not replayed the old private domain yet.
+    #[error("transaction {0} is from before the recovery: its private writes are readable once the recovery members' shares are in")]
+    NotRecovered(SeqNo),
     #[error(transparent)]
     Engine(EngineError),
     #[error(transparent)]
@@ -75,6 +79,7 @@ impl From<EngineError> for ServiceError {
         match e {
             EngineError::DiskFull { .. } => ServiceError::DiskFull(e),
             EngineError::NotHeld(seqno) => ServiceError::NotHeld(seqno),
+            EngineError::NotRecovered(seqno) => ServiceError::NotRecovered(seqno),
             other => ServiceError::Engine(other),
         }
     }
@@ -125,6 +130,12 @@ struct Inner {
     admission: Option<AdmissionConfig>,
     index: Arc<EntryIndex>,
     apps: apps::AppCache,
+    /// Node certificate (PEM) → its receipts' `serviceEndorsements`: a process's
+    /// service identity never changes, so neither does a chain once found.
+    endorsements: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// A disaster recovery's shares submitted so far (member id → share), in
+    /// memory only (see `disaster`).
+    submitted_shares: Mutex<std::collections::BTreeMap<String, covenant_recovery::Share>>,
     driver: tokio::sync::Mutex<Option<driver::Driver>>,
     /// Test hook: writes fail with this error instead of running.
     #[cfg(feature = "test-hooks")]
@@ -210,6 +221,8 @@ impl Service {
             admission,
             index,
             apps: apps::AppCache::default(),
+            endorsements: Mutex::default(),
+            submitted_shares: Mutex::default(),
             driver: tokio::sync::Mutex::new(driver),
             #[cfg(feature = "test-hooks")]
             refusal: Mutex::new(None),
@@ -400,10 +413,21 @@ impl Service {
 
     fn receipt_blocking(&self, txid: TxId) -> Result<ReceiptWithClaims, ServiceError> {
         let mut engine = self.engine();
-        let response = engine.receipt(txid).map_err(|e| match e {
+        let mut response = engine.receipt(txid).map_err(|e| match e {
             EngineError::NoSuchTx(_) => ServiceError::NoSuchTx(txid),
             other => other.into(),
         })?;
+        if let (Some(r), Some(service)) = (response.receipt.as_mut(), engine.service_cert()) {
+            let mut cache = lock(&self.0.endorsements);
+            r.service_endorsements = match cache.get(&r.cert) {
+                Some(chain) => chain.clone(),
+                None => {
+                    let chain = disaster::endorsements_for(&self.0.store, service, &r.cert);
+                    cache.insert(r.cert.clone(), chain.clone());
+                    chain
+                }
+            };
+        }
         let application_claims = if response.receipt.is_some() {
             let (_, ws) = engine.read_tx(txid.seqno)?;
             entries::claims_of(&ws, self.0.ledger_public)

@@ -70,7 +70,8 @@ pub(crate) fn settle(engine: &Engine, tx: &mut Tx, refresh: bool) -> Result<(), 
     ]
     .iter()
     .any(|m| tx.write_set().maps.contains_key(*m));
-    if !touched && !refresh {
+    let rekeyed = engine.latest_ledger_secret().0 != engine.ledger_secrets().latest().0;
+    if !touched && !refresh && !rekeyed {
         return Ok(());
     }
     let open = tx
