@@ -125,6 +125,8 @@ fn write_config(
          max_body_bytes = {max_body_bytes}\n\
          http2 = {http2}\n\
          join_policy = \"{join_policy}\"\n\
+         # dev keeps the secrets in files so the network resumes after Ctrl-C.\n\
+         secrets_at_rest = true\n\
          {join_token}\
          users = [{{ cert = \"../user0_cert.pem\", roles = [\"Administrator\"] }}]\n\
          members = [{members}]\n\

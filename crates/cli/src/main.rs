@@ -752,14 +752,27 @@ pub(crate) const NODE_ENCRYPTION_KEY_FILE: &str = "node_enc_key.pem";
 
 /// Loads the demo's identities and secret, or creates them on first run.
 fn demo_identities(dir: &Path) -> Result<NodeFiles> {
-    load_or_create_identities(dir, &SubjectAltName::dev_defaults())
+    match load_node_files(dir, &SubjectAltName::dev_defaults(), true)? {
+        Loaded::Full(files) => Ok(files),
+        Loaded::NeedsSecrets { .. } => bail!(
+            "{} holds no ledger secrets ({LEDGER_SECRETS_FILE})",
+            dir.display()
+        ),
+    }
 }
 
-/// The node's encryption key in `node_dir`, made (0600) on first use.
+/// The node's encryption key in `node_dir`, made (0600) on first use. A node that
+/// keeps no secrets at rest makes a new one at every start instead (`at_rest`
+/// false): with the ledger, it would open every secret a rekey handed the node.
 pub(crate) fn load_or_create_encryption_key(
     node_dir: &Path,
+    at_rest: bool,
 ) -> Result<Arc<covenant_crypto::EncryptionKeyPair>> {
     let path = node_dir.join(NODE_ENCRYPTION_KEY_FILE);
+    if !at_rest {
+        let _ = std::fs::remove_file(&path);
+        return Ok(Arc::new(covenant_crypto::EncryptionKeyPair::generate()?));
+    }
     if path.exists() {
         let pem = read_pem_file(&path)?;
         return Ok(Arc::new(
@@ -774,42 +787,82 @@ pub(crate) fn load_or_create_encryption_key(
     Ok(Arc::new(key))
 }
 
+/// What a data directory gave: everything, or (a node that keeps no secrets at
+/// rest, restarting) its identity without the service key and ledger secrets,
+/// which it gets back by rejoining its network.
+pub(crate) enum Loaded {
+    Full(NodeFiles),
+    NeedsSecrets {
+        service_cert: Certificate,
+        node: NodeIdentity,
+        encryption_key: Arc<covenant_crypto::EncryptionKeyPair>,
+    },
+}
+
 /// The service and node identities, the ledger secrets and the node's encryption
-/// key in `dir`, created on first use (keys 0600) with `sans` on the node
-/// certificate.
-fn load_or_create_identities(dir: &Path, sans: &[SubjectAltName]) -> Result<NodeFiles> {
+/// key in `dir`, created on first use with `sans` on the node certificate. With
+/// `at_rest`, the service key, the ledger secrets and the encryption key are kept
+/// in 0600 files; without, a new service's are never written, and files a
+/// network's preparation left (`covenant dev --nodes`) are read once and deleted.
+pub(crate) fn load_node_files(
+    dir: &Path,
+    sans: &[SubjectAltName],
+    at_rest: bool,
+) -> Result<Loaded> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let node_dir = dir.join("node");
     let secret_path = dir.join(LEDGER_SECRETS_FILE);
+    let key_path = dir.join("service_key.pem");
+    let encryption_key = load_or_create_encryption_key(&node_dir, at_rest)?;
     if dir.join("service_cert.pem").exists() {
-        let service = ServiceIdentity::load(dir).context("loading the service identity")?;
         let node = NodeIdentity::load(&node_dir).context("loading the node identity")?;
+        if !secret_path.exists() || !key_path.exists() {
+            let service_cert =
+                Certificate::from_pem(&read_pem_file(&dir.join("service_cert.pem"))?)?;
+            return Ok(Loaded::NeedsSecrets {
+                service_cert,
+                node,
+                encryption_key,
+            });
+        }
+        let service = ServiceIdentity::load(dir).context("loading the service identity")?;
         let raw = zeroize::Zeroizing::new(
             std::fs::read_to_string(&secret_path).context("reading the ledger secrets")?,
         );
         let secrets = covenant_crypto::LedgerSecrets::from_text(&raw)
             .with_context(|| format!("reading {}", secret_path.display()))?;
-        let encryption_key = load_or_create_encryption_key(&node_dir)?;
-        return Ok(NodeFiles {
+        if !at_rest {
+            std::fs::remove_file(&secret_path)?;
+            std::fs::remove_file(&key_path)?;
+        }
+        return Ok(Loaded::Full(NodeFiles {
             service,
             node,
             secrets,
             encryption_key,
-        });
+        }));
     }
     let service = ServiceIdentity::generate(Curve::P384)?;
-    service.save(dir)?;
+    if at_rest {
+        service.save(dir)?;
+    } else {
+        covenant_crypto::write_public_file(
+            &dir.join("service_cert.pem"),
+            service.cert.to_pem().as_bytes(),
+        )?;
+    }
     let node = NodeIdentity::generate(&service, Curve::P384, sans)?;
     node.save(&node_dir)?;
     let secrets = covenant_crypto::LedgerSecrets::from(LedgerSecret::generate()?);
-    write_private_file(&secret_path, secrets.to_text().as_bytes())?;
-    let encryption_key = load_or_create_encryption_key(&node_dir)?;
-    Ok(NodeFiles {
+    if at_rest {
+        write_private_file(&secret_path, secrets.to_text().as_bytes())?;
+    }
+    Ok(Loaded::Full(NodeFiles {
         service,
         node,
         secrets,
         encryption_key,
-    })
+    }))
 }
 
 fn demo(

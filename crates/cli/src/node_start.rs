@@ -10,7 +10,7 @@ use covenant_crypto::{read_pem_file, Certificate, ServiceIdentity, SubjectAltNam
 use covenant_engine::{Engine, EngineConfig};
 use serde::Deserialize;
 
-use crate::{dev_ledger_type, load_or_create_identities, serve_until_signal, LedgerType};
+use crate::{dev_ledger_type, load_node_files, serve_until_signal, LedgerType, Loaded, NodeFiles};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +58,12 @@ struct NodeFile {
     max_connections: Option<usize>,
     #[serde(default)]
     max_connections_per_peer: Option<usize>,
+    /// Keep the service key, the ledger secrets and the node's encryption key in
+    /// 0600 files of data_dir (true), or in memory only (false, the default): a
+    /// restarted node then gets them back by rejoining its network, and a network
+    /// that lost every node comes back by disaster recovery.
+    #[serde(default)]
+    secrets_at_rest: bool,
     /// Present for a node of a replicated network.
     #[serde(default)]
     network: Option<NetworkFile>,
@@ -314,12 +320,27 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
             config_path.display()
         );
     }
-    let crate::NodeFiles {
+    let at_rest = file.secrets_at_rest;
+    let NodeFiles {
         service,
         node,
         secrets,
         encryption_key,
-    } = load_or_create_identities(&dir, &sans)?;
+    } = match load_node_files(&dir, &sans, at_rest)? {
+        Loaded::Full(files) => files,
+        Loaded::NeedsSecrets {
+            service_cert,
+            node,
+            encryption_key,
+        } => rejoin(
+            &file,
+            &dir,
+            joined.as_ref(),
+            service_cert,
+            node,
+            encryption_key,
+        )?,
+    };
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
     let networked = file.network.is_some() || joined.is_some() || previous.is_some();
     let mut ec = EngineConfig::new(dir.join("ledger"));
@@ -329,7 +350,7 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     ec.snapshot_tx_interval = file.snapshot_tx_interval.max(1);
     ec.min_free_bytes = file.min_free_mb.saturating_mul(1024 * 1024);
     ec.service_cert = Some(service.cert.clone());
-    ec.secrets_file = Some(dir.join(crate::LEDGER_SECRETS_FILE));
+    ec.secrets_file = at_rest.then(|| dir.join(crate::LEDGER_SECRETS_FILE));
     let node = Arc::new(node);
     let (mut engine, joined) = match &previous {
         None => (
@@ -471,6 +492,116 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     serve_until_signal(nc, engine, &node, &service, "covenant node", &detail, None)
 }
 
+/// A node that keeps no secrets at rest, restarting: it asks its network's nodes
+/// (`POST /node/join` with its endorsed certificate, as a CCF node rejoins) for the
+/// service key and the ledger secrets, and registers its new encryption key.
+fn rejoin(
+    file: &NodeFile,
+    dir: &Path,
+    joined: Option<&JoinedNetwork>,
+    service_cert: Certificate,
+    node: covenant_crypto::NodeIdentity,
+    encryption_key: Arc<covenant_crypto::EncryptionKeyPair>,
+) -> Result<NodeFiles> {
+    let (me, peers): (u64, Vec<String>) = match (joined, &file.network) {
+        (Some(j), _) => (
+            j.raft_id,
+            j.peers
+                .iter()
+                .filter(|p| p.raft_id != j.raft_id)
+                .map(|p| p.address.clone())
+                .collect(),
+        ),
+        (None, Some(n)) => (
+            n.node_id,
+            n.peers
+                .iter()
+                .filter(|p| p.id != n.node_id)
+                .map(|p| p.address.to_string())
+                .collect(),
+        ),
+        (None, None) => (0, Vec::new()),
+    };
+    if peers.is_empty() {
+        bail!(
+            "{} keeps no secrets at rest (secrets_at_rest = false) and this node has no \
+             network to get them back from: bring the service back with `covenant node \
+             recover` (its recovery members' shares), or run it with secrets_at_rest = true",
+            dir.display()
+        );
+    }
+    println!(
+        "this node keeps no secrets at rest: asking its network ({}) for them",
+        peers.join(", ")
+    );
+    let quote = covenant_node::attestation::VirtualQuote::for_key(&node.cert.spki_der());
+    let request = covenant_node::join::JoinRequest {
+        quote_info: covenant_node::join::QuoteInfo {
+            format: covenant_node::attestation::VIRTUAL_FORMAT.into(),
+            quote: base64::engine::general_purpose::STANDARD.encode(quote.raw()),
+            endorsements: String::new(),
+        },
+        node_info_network: covenant_node::join::NodeInfoNetwork {
+            rpc_address: file.listen.to_string(),
+        },
+        subject_alt_names: file.san.clone(),
+        join_token: None,
+        public_encryption_key: Some(encryption_key.public_key_pem()?),
+    };
+    let runtime = crate::node_runtime()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let info = runtime.block_on(async {
+        loop {
+            for peer in &peers {
+                let url = format!("https://{peer}");
+                let asked = tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    request_admission(
+                        &url,
+                        &service_cert,
+                        &node.cert,
+                        &node.key,
+                        &request,
+                        &node.node_id,
+                    ),
+                )
+                .await;
+                match asked {
+                    Ok(Ok((info, raft_id, _))) if raft_id == me || me == 0 => return Ok(info),
+                    Ok(Ok((_, raft_id, _))) => {
+                        bail!("the network knows this node as Raft node {raft_id}, not {me}")
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "rejoining failed"),
+                    Err(_) => tracing::warn!(%peer, "rejoining timed out"),
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "no node of the network handed this node its secrets: if every node is \
+                     gone, bring the service back with `covenant node recover`"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })?;
+    let service = ServiceIdentity::from_parts(
+        covenant_crypto::SigningKeyPair::from_pem(&info.service_key)?,
+        Certificate::from_pem(&info.service_cert)?,
+    )
+    .context("the service identity received")?;
+    if service.cert.der() != service_cert.der() {
+        bail!("the network answered with another service certificate than this node's");
+    }
+    let secrets = covenant_crypto::LedgerSecrets::from_text(&info.ledger_secrets)
+        .context("the ledger secrets received")?;
+    Ok(NodeFiles {
+        service,
+        node,
+        secrets,
+        encryption_key,
+    })
+}
+
 fn read_joined(dir: &Path) -> Result<Option<JoinedNetwork>> {
     let path = dir.join(JOINED_FILE);
     match std::fs::read(&path) {
@@ -560,7 +691,7 @@ pub fn join(
         covenant_crypto::write_public_file(&candidate_path, c.to_pem().as_bytes())?;
         (k, c)
     };
-    let encryption_key = crate::load_or_create_encryption_key(&node_dir)?;
+    let encryption_key = crate::load_or_create_encryption_key(&node_dir, file.secrets_at_rest)?;
     let quote = covenant_node::attestation::VirtualQuote::for_key(&candidate.spki_der());
     let request = covenant_node::join::JoinRequest {
         quote_info: covenant_node::join::QuoteInfo {
@@ -602,12 +733,20 @@ pub fn join(
         .context("the node certificate received is not endorsed by the service")?;
     let secrets = covenant_crypto::LedgerSecrets::from_text(&info.ledger_secrets)
         .context("the ledger secrets received")?;
-    service.save(&dir)?;
     node.save(&node_dir)?;
-    covenant_crypto::write_private_file(
-        &dir.join(crate::LEDGER_SECRETS_FILE),
-        secrets.to_text().as_bytes(),
-    )?;
+    if file.secrets_at_rest {
+        service.save(&dir)?;
+        covenant_crypto::write_private_file(
+            &dir.join(crate::LEDGER_SECRETS_FILE),
+            secrets.to_text().as_bytes(),
+        )?;
+    } else {
+        // Only the certificate: the node gets the rest from its network at start.
+        covenant_crypto::write_public_file(
+            &dir.join("service_cert.pem"),
+            service.cert.to_pem().as_bytes(),
+        )?;
+    }
     std::fs::write(
         dir.join("ledger_type"),
         if info.ledger_public {

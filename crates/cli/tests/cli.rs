@@ -318,6 +318,7 @@ fn node_start_from_a_config_file() {
         &config,
         format!(
             "data_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\nledger_id = \"prod-1\"\nsig_ms_interval = 50\n\
+             secrets_at_rest = true\n\
              san = [\"ledger.example.test\"]\n\n[[users]]\ncert = \"ops_cert.pem\"\nroles = [\"Administrator\"]\n"
         ),
     )
@@ -356,6 +357,44 @@ fn node_start_from_a_config_file() {
     let o = conn(&["receipt", &txid, "--verify"]);
     assert!(o.status.success(), "{}", text(&o));
     stop(node);
+    for f in [
+        "ledger_secret.key",
+        "service_key.pem",
+        "node/node_enc_key.pem",
+    ] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(tmp.path().join("data").join(f))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // By default a node keeps no secrets at rest: none is written, and a single
+    // node (no network to get them back from) cannot restart; it says what to do.
+    let memory = tmp.path().join("memory.toml");
+    std::fs::write(
+        &memory,
+        format!("data_dir = \"mem\"\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let node = start_and_wait(&["node", "start", "--config", memory.to_str().unwrap()]);
+    for f in [
+        "ledger_secret.key",
+        "service_key.pem",
+        "node/node_enc_key.pem",
+    ] {
+        assert!(!tmp.path().join("mem").join(f).exists(), "{f}");
+    }
+    assert!(tmp.path().join("mem/service_cert.pem").exists());
+    stop(node);
+    let o = covenant(&["node", "start", "--config", memory.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("keeps no secrets at rest"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("covenant node recover"), "{}", text(&o));
     // A bad config is a clear error.
     std::fs::write(&config, "data_dir = \"d\"\nledger_type = \"secret\"\n").unwrap();
     let o = covenant(&["node", "start", "--config", config.to_str().unwrap()]);

@@ -1328,6 +1328,22 @@ async fn rekeys_reach_every_node_restarts_and_joiners() {
     let t = net.append(&four, "after the join").await;
     net.wait_committed_on(&four, &t).await;
     written.push((t, "after the join".into()));
+    // Node 4 keeps no secrets at rest (the default): restarted, it gets them back
+    // from the network with a new encryption key, which the next rekey reaches.
+    assert!(!dir.join("node4/ledger_secret.key").exists());
+    assert!(!dir.join("node4/service_key.pem").exists());
+    assert!(!dir.join("node4/node/node_enc_key.pem").exists());
+    term(joiner.id());
+    let mut joiner = joiner;
+    let _ = joiner.wait();
+    let joiner = start_and_wait(&["node", "start", "--config", config.to_str().unwrap()]);
+    reaper.watch(joiner.id());
+    std::thread::sleep(Duration::from_millis(1100));
+    let v = govern(&dir, base, json!({"name": "trigger_ledger_rekey"}));
+    assert_eq!(v["state"], json!("Accepted"), "{v}");
+    let t = net.append(&four, "after node 4 rejoined").await;
+    net.wait_committed_on(&four, &t).await;
+    written.push((t, "after node 4 rejoined".into()));
     let verifier = covenant_client::ReceiptVerifier::new(service.clone());
     for (t, c) in &written {
         for n in [backup, 4] {

@@ -345,14 +345,33 @@ pub async fn join(
             "node_info_network.rpc_address must be ip:port",
         )
     })?;
+    if let Some(key) = &req.public_encryption_key {
+        let usable =
+            key.len() <= 4096 && covenant_crypto::encrypt_to_public_key(key, b"probe").is_ok();
+        if !usable {
+            return Err(ApiError::bad_request(
+                "InvalidInput",
+                "public_encryption_key must be an RSA public key (PEM)",
+            ));
+        }
+    }
     let node_id = cert.node_id();
-    if let Some(row) = node_row(&state, &node_id) {
+    if let Some(mut row) = node_row(&state, &node_id) {
         if row.status == NodeStatus::Retired {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "NodeRetired",
                 "this node was retired; a new key must join",
             ));
+        }
+        // A trusted node rejoining after a restart (it keeps no secrets at rest)
+        // comes with a new encryption key: later rekeys must reach it.
+        if row.status == NodeStatus::Trusted
+            && req.public_encryption_key.is_some()
+            && row.encryption_pub_key != req.public_encryption_key
+        {
+            row.encryption_pub_key = req.public_encryption_key.clone();
+            crate::cluster::write_node_row(&state, &node_id, &row).await?;
         }
         return answer(&state, net, &node_id, &row);
     }
@@ -390,16 +409,6 @@ pub async fn join(
             "InvalidInput",
             "at most 32 subject alternative names",
         ));
-    }
-    if let Some(key) = &req.public_encryption_key {
-        let usable =
-            key.len() <= 4096 && covenant_crypto::encrypt_to_public_key(key, b"probe").is_ok();
-        if !usable {
-            return Err(ApiError::bad_request(
-                "InvalidInput",
-                "public_encryption_key must be an RSA public key (PEM)",
-            ));
-        }
     }
     let pending = NodeInfo {
         status: NodeStatus::Pending,
