@@ -347,10 +347,20 @@ enum NodeCommand {
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     ///
+    /// Secrets: secrets_at_rest = false (the default) keeps the service key, the
+    /// ledger secrets and the node's encryption key in memory only. A stolen disk
+    /// or data directory then decrypts nothing; a restarted node gets them back by
+    /// rejoining its network (with its endorsed certificate); a network that lost
+    /// every node comes back only by `node recover` and its recovery members'
+    /// shares, and a single node cannot restart. secrets_at_rest = true keeps them
+    /// in 0600 files of data_dir (what `covenant dev` does): any node restarts
+    /// alone, but whoever reads the data directory reads the ledger.
+    ///
     /// A node of a replicated network adds `[network]` with node_id (its Raft id) and
     /// peers = [{ id, address = "host:port" }, ...] (every node, itself included;
     /// tick_ms, default 50). data_dir must then already hold the node's identity (a
-    /// node certificate endorsed by the service key) and the ledger secret, as
+    /// node certificate endorsed by the service key) and, on first start, the
+    /// ledger secret and service key (read, then deleted unless secrets_at_rest), as
     /// `covenant dev --nodes N` prepares them; the first primary writes the users,
     /// members and constitution through consensus. A node that joined with `node join`
     /// has no [network] section: its Raft id and peers are in DATA_DIR/network.json.

@@ -294,3 +294,76 @@ fn a_rekey_in_the_ledger_reaches_each_recipient_and_walks_back() {
     let err = rekey::walk_back((v, latest), &history[1..]).unwrap_err();
     assert!(err.to_string().contains("no record"), "{err}");
 }
+
+mod across_rekeys {
+    use super::*;
+    use covenant_crypto::{EncryptionKeyPair, NodeIdentity};
+    use covenant_engine::rekey::{self, HistoricalSecret};
+    use covenant_engine::SecretRecipient;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Any interleaving of private writes, rekeys and signatures: every write
+        /// reads back under the secret of its time on the primary, on a follower that
+        /// learned each secret from the ledger, after a reopen with the chain, and
+        /// with the chain a recovery walks back from the latest secret.
+        #[test]
+        fn every_write_reads_back_across_any_rekeys(ops in proptest::collection::vec(0u8..10, 1..40)) {
+            let f = Fixture::new();
+            let key = Arc::new(EncryptionKeyPair::generate().unwrap());
+            let other = Arc::new(NodeIdentity::generate(&f.service, covenant_crypto::Curve::P384, &[]).unwrap());
+            let other_key = Arc::new(EncryptionKeyPair::generate().unwrap());
+            let to = [
+                SecretRecipient { node_id: f.node.node_id.clone(), encryption_pub_key: key.public_key_pem().unwrap() },
+                SecretRecipient { node_id: other.node_id.clone(), encryption_pub_key: other_key.public_key_pem().unwrap() },
+            ];
+            let c = config(&f, "p");
+            let mut e = Engine::open_with_key(c.clone(), f.node.clone(), f.secret.clone(), Some(key)).unwrap();
+            let mut written = Vec::new();
+            let mut rekeys = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                match op {
+                    0 | 1 => {
+                        let mut tx = e.begin();
+                        e.rekey(&mut tx, &to).unwrap();
+                        rekeys.push(e.commit_tx(tx, None).unwrap());
+                    }
+                    2 => { e.emit_signature().unwrap(); }
+                    _ => {
+                        let k = format!("k{i}");
+                        let mut tx = e.begin();
+                        tx.put("entries", k.as_bytes(), format!("v{i}").as_bytes());
+                        written.push((e.commit_tx(tx, None).unwrap(), k, format!("v{i}")));
+                    }
+                }
+            }
+            e.emit_signature().unwrap();
+            e.flush().unwrap();
+            prop_assert_eq!(e.ledger_secrets().len(), rekeys.len() + 1);
+            let mut follower = Engine::open_with_key(config(&f, "f"), other, f.secret.clone(), Some(other_key)).unwrap();
+            for x in e.ledger().read_range(SeqNo(1), e.last_seqno()).unwrap() {
+                let x = x.unwrap();
+                follower.apply_entry(x.txid, x.is_signature, &x.payload).unwrap();
+            }
+            let chain = e.ledger_secrets().clone();
+            let history: Vec<HistoricalSecret> = rekeys.iter().map(|t| {
+                let (_, ws) = e.read_tx(t.seqno).unwrap();
+                serde_json::from_slice(ws.get(rekey::HISTORICAL_ENCRYPTED_LEDGER_SECRET, rekey::REKEY_KEY).unwrap().unwrap()).unwrap()
+            }).collect();
+            let (v, latest) = chain.latest();
+            let walked = rekey::walk_back((v, LedgerSecret::from_bytes(latest.expose_bytes()).unwrap()), &history).unwrap();
+            let (a, b) = (walked.to_text(), chain.to_text());
+            prop_assert_eq!(a.as_str(), b.as_str());
+            drop(e);
+            let reopened = Engine::open(c, f.node.clone(), walked).unwrap();
+            for engine in [&reopened, &follower] {
+                for (t, k, v) in &written {
+                    let (_, ws) = engine.read_tx(t.seqno).unwrap();
+                    prop_assert_eq!(ws.get("entries", k.as_bytes()).unwrap().unwrap(), v.as_bytes());
+                }
+            }
+        }
+    }
+}

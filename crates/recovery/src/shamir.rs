@@ -281,6 +281,42 @@ mod tests {
             prop_assert_ne!(got, secret);
         }
 
+        /// t-1 shares reveal nothing checkable: whatever secret one guesses, some
+        /// t-th share makes the t-1 shares combine to exactly that guess, so the
+        /// t-1 shares are as consistent with any secret as with the real one.
+        #[test]
+        fn fewer_than_the_threshold_fit_any_secret(n in 2usize..12, t_frac in 0.0f64..1.0) {
+            let t = 2 + ((n - 2) as f64 * t_frac) as usize;
+            let secret = Share::random_secret().unwrap();
+            let shares = split(&secret, n, t).unwrap();
+            let known = &shares[..t - 1];
+            let guess = Share::random_secret().unwrap();
+            // The polynomial through the guess (x = 0) and the known shares,
+            // evaluated at a point no share uses.
+            let mut points = vec![guess.clone()];
+            points.extend_from_slice(known);
+            let x = n as u64 + 1;
+            let mut y = [0u32; LIMBS];
+            for (j, pj) in points.iter().enumerate() {
+                let xj = u64::from(pj.x);
+                let (mut num, mut den) = (1u64, 1u64);
+                for (m, pm) in points.iter().enumerate() {
+                    if m != j {
+                        let xm = u64::from(pm.x);
+                        num = mul(num, (x + PRIME - xm) % PRIME);
+                        den = mul(den, (xj + PRIME - xm) % PRIME);
+                    }
+                }
+                let basis = mul(num, inverse(den));
+                for (limb, out) in y.iter_mut().enumerate() {
+                    *out = ((u64::from(*out) + mul(u64::from(pj.y[limb]), basis)) % PRIME) as u32;
+                }
+            }
+            let mut forged = known.to_vec();
+            forged.push(Share { x: x as u32, y });
+            prop_assert_eq!(combine(&forged).unwrap(), guess);
+        }
+
         #[test]
         fn parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Share::from_bytes(&bytes);

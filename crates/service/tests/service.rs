@@ -35,7 +35,13 @@ fn node() -> Node {
 /// The node's service, its ledger created with `genesis` or, when it exists, reopened.
 fn service(n: &Node, genesis: &Genesis) -> Service {
     let config = EngineConfig::new(n.dir.path().join("ledger"));
-    let mut engine = Engine::open(config, n.id.clone(), n.secret.clone()).unwrap();
+    let mut engine = Engine::open_with_key(
+        config,
+        n.id.clone(),
+        n.secret.clone(),
+        Some(Arc::new(covenant_crypto::EncryptionKeyPair::generate().unwrap())),
+    )
+    .unwrap();
     if engine.last_seqno() == SeqNo::ZERO {
         genesis.write(&mut engine).unwrap();
     }
@@ -362,8 +368,9 @@ async fn recovery_shares_follow_members_and_threshold() {
     );
     assert_eq!(s.engine().last_seqno(), last);
     assert_eq!(shares(&s).unwrap(), two);
-    // A member leaves: the two left get new shares; a second departure would leave
-    // one member under threshold 2, and is refused.
+    // A member leaves: its share must stop unlocking anything, so the service
+    // rekeys, and the two left get shares of the new secret; a second departure
+    // would leave one member under threshold 2, and is refused.
     let gone = ids[1].clone();
     step(Box::new(move |tx| {
         tx.remove(MEMBERS_INFO, gone.as_bytes());
@@ -378,7 +385,17 @@ async fn recovery_shares_follow_members_and_threshold() {
         v
     });
     let secret = left.recover(&[share(&left, 0), share(&left, 2)]).unwrap();
-    assert_eq!(secret.expose_bytes(), n.secret.expose_bytes());
+    let chain = s.engine().ledger_secrets().clone();
+    let (version, latest) = chain.latest();
+    assert_ne!(secret.expose_bytes(), n.secret.expose_bytes());
+    assert_eq!(secret.expose_bytes(), latest.expose_bytes());
+    assert_eq!(left.secret_version, version.0);
+    assert_eq!(chain.len(), 2);
+    assert!(
+        two.recover(&[share(&two, 0), share(&two, 2)]).unwrap().expose_bytes()
+            != latest.expose_bytes(),
+        "the old shares open only the old secret"
+    );
     let also_gone = ids[2].clone();
     let refused = step(Box::new(move |tx| {
         tx.remove(MEMBERS_INFO, also_gone.as_bytes());
