@@ -39,7 +39,9 @@ fn service(n: &Node, genesis: &Genesis) -> Service {
         config,
         n.id.clone(),
         n.secret.clone(),
-        Some(Arc::new(covenant_crypto::EncryptionKeyPair::generate().unwrap())),
+        Some(Arc::new(
+            covenant_crypto::EncryptionKeyPair::generate().unwrap(),
+        )),
     )
     .unwrap();
     if engine.last_seqno() == SeqNo::ZERO {
@@ -392,7 +394,9 @@ async fn recovery_shares_follow_members_and_threshold() {
     assert_eq!(left.secret_version, version.0);
     assert_eq!(chain.len(), 2);
     assert!(
-        two.recover(&[share(&two, 0), share(&two, 2)]).unwrap().expose_bytes()
+        two.recover(&[share(&two, 0), share(&two, 2)])
+            .unwrap()
+            .expose_bytes()
             != latest.expose_bytes(),
         "the old shares open only the old secret"
     );
