@@ -534,20 +534,7 @@ fn rejoin(
         "this node keeps no secrets at rest: asking its network ({}) for them",
         peers.join(", ")
     );
-    let quote = covenant_node::attestation::VirtualQuote::for_key(&node.cert.spki_der());
-    let request = covenant_node::join::JoinRequest {
-        quote_info: covenant_node::join::QuoteInfo {
-            format: covenant_node::attestation::VIRTUAL_FORMAT.into(),
-            quote: base64::engine::general_purpose::STANDARD.encode(quote.raw()),
-            endorsements: String::new(),
-        },
-        node_info_network: covenant_node::join::NodeInfoNetwork {
-            rpc_address: file.listen.to_string(),
-        },
-        subject_alt_names: file.san.clone(),
-        join_token: None,
-        public_encryption_key: Some(encryption_key.public_key_pem()?),
-    };
+    let request = join_request(file, &node.cert, None, &encryption_key)?;
     let runtime = crate::node_runtime()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let info = runtime.block_on(async {
@@ -599,6 +586,30 @@ fn rejoin(
         node,
         secrets,
         encryption_key,
+    })
+}
+
+/// The `POST /node/join` body of a node with `cert`'s key: virtual evidence for it,
+/// its address and names from `file`, and its encryption key.
+fn join_request(
+    file: &NodeFile,
+    cert: &Certificate,
+    join_token: Option<String>,
+    encryption_key: &covenant_crypto::EncryptionKeyPair,
+) -> Result<covenant_node::join::JoinRequest> {
+    let quote = covenant_node::attestation::VirtualQuote::for_key(&cert.spki_der());
+    Ok(covenant_node::join::JoinRequest {
+        quote_info: covenant_node::join::QuoteInfo {
+            format: covenant_node::attestation::VIRTUAL_FORMAT.into(),
+            quote: base64::engine::general_purpose::STANDARD.encode(quote.raw()),
+            endorsements: String::new(),
+        },
+        node_info_network: covenant_node::join::NodeInfoNetwork {
+            rpc_address: file.listen.to_string(),
+        },
+        subject_alt_names: file.san.clone(),
+        join_token,
+        public_encryption_key: Some(encryption_key.public_key_pem()?),
     })
 }
 
@@ -693,19 +704,7 @@ pub fn join(
     };
     let encryption_key = crate::load_or_create_encryption_key(&node_dir, file.secrets_at_rest)?;
     let quote = covenant_node::attestation::VirtualQuote::for_key(&candidate.spki_der());
-    let request = covenant_node::join::JoinRequest {
-        quote_info: covenant_node::join::QuoteInfo {
-            format: covenant_node::attestation::VIRTUAL_FORMAT.into(),
-            quote: base64::engine::general_purpose::STANDARD.encode(quote.raw()),
-            endorsements: String::new(),
-        },
-        node_info_network: covenant_node::join::NodeInfoNetwork {
-            rpc_address: file.listen.to_string(),
-        },
-        subject_alt_names: file.san.clone(),
-        join_token,
-        public_encryption_key: Some(encryption_key.public_key_pem()?),
-    };
+    let request = join_request(&file, &candidate, join_token, &encryption_key)?;
     let runtime = crate::node_runtime()?;
     let (info, raft_id, primary) = runtime.block_on(request_admission(
         target,

@@ -897,6 +897,11 @@ impl Engine {
         tx: &mut Tx,
         recipients: &[SecretRecipient],
     ) -> Result<(), EngineError> {
+        if self.recovering.is_some() {
+            return Err(EngineError::Rekey(
+                "the service is being recovered: a new secret waits until it is open".into(),
+            ));
+        }
         let new = LedgerSecret::generate()?;
         let version = self.last_seqno().next().next();
         let (row, history) = rekey::rekey_rows(&self.secrets, &new, version, recipients)?;

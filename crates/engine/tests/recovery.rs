@@ -70,6 +70,10 @@ fn the_old_private_state_returns_only_with_the_old_secrets() {
         r.receipt(txids[0].0),
         Err(EngineError::NotRecovered(_))
     ));
+    // No rekey before the old secrets are back (it would leave the chain with a gap).
+    let mut tx = r.begin();
+    assert!(matches!(r.rekey(&mut tx, &me), Err(EngineError::Rekey(_))));
+    drop(tx);
     // The recovered service writes under its own secret meanwhile.
     let mut tx = r.begin();
     tx.put("private", b"new", b"after");

@@ -137,7 +137,8 @@ impl Service {
                     let rekey = effects.contains(&GovEffect::LedgerRekey)
                         || crate::recovery::recovery_member_left(&mut tx, &store);
                     if rekey {
-                        let to = crate::recovery::secret_recipients(e, &store)?;
+                        let to = crate::recovery::secret_recipients(e, &store)
+                            .map_err(GovernError::Rekey)?;
                         e.rekey(&mut tx, &to).map_err(GovernError::Rekey)?;
                     }
                     let refresh = effects.contains(&GovEffect::RecoverySharesRefresh);

@@ -141,17 +141,13 @@ pub(crate) fn recovery_member_left(tx: &mut Tx, store: &covenant_kv::Store) -> b
 pub(crate) fn secret_recipients(
     engine: &Engine,
     store: &covenant_kv::Store,
-) -> Result<Vec<SecretRecipient>, crate::govern::GovernError> {
+) -> Result<Vec<SecretRecipient>, EngineError> {
     let rows = crate::nodes::node_rows(store);
     if rows.is_empty() {
         return engine
             .encryption_recipient()
             .map(|r| vec![r])
-            .ok_or_else(|| {
-                crate::govern::GovernError::Rekey(EngineError::Rekey(
-                    "this node holds no encryption key".into(),
-                ))
-            });
+            .ok_or_else(|| EngineError::Rekey("this node holds no encryption key".into()));
     }
     let mut out = Vec::new();
     for (id, row) in rows {
@@ -159,10 +155,8 @@ pub(crate) fn secret_recipients(
             continue;
         }
         let Some(key) = row.encryption_pub_key else {
-            return Err(crate::govern::GovernError::Rekey(EngineError::Rekey(
-                format!(
+            return Err(EngineError::Rekey(format!(
                 "trusted node {id} has no encryption key: it could not read what a new secret seals"
-            ),
             )));
         };
         out.push(SecretRecipient {
