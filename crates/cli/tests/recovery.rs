@@ -327,6 +327,20 @@ async fn a_service_that_lost_every_node_comes_back_from_one_ledger() {
     assert_eq!(r.json()["error"]["code"], "ServiceNotOpen");
     let r = c1.get("/node/network").await;
     assert_eq!(r.json()["service_status"], "Recovering", "{}", r.json());
+    // The new identity is what the node and its identity route hand out.
+    let served = |v: &Value, field: &str| {
+        Certificate::from_pem(v[field].as_str().unwrap_or_default())
+            .map(|c| c.der().to_vec())
+            .unwrap_or_default()
+    };
+    assert_eq!(served(&r.json(), "service_certificate"), new_cert.der());
+    let r = c1.get("/ledgerIdentity/covenant-dev").await;
+    assert_eq!(
+        served(&r.json(), "ledgerTlsCertificate"),
+        new_cert.der(),
+        "{}",
+        r.json()
+    );
 
     // A share before the members confirm the identities: refused.
     let o = gov(
@@ -514,4 +528,32 @@ async fn a_service_that_lost_every_node_comes_back_from_one_ledger() {
         dir.join("node1/ledger").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", out(&o));
+    // The ledger endorses the previous identity with the new service key (COSE,
+    // CCF's previous_service_identity_endorsement), naming the epoch it covered.
+    let mut endorsement = None;
+    for e in covenant_ledger::ChunkScanner::open(&dir.join("node1/ledger")).unwrap() {
+        let e = e.unwrap().entry;
+        let ws = covenant_kv::TxEntry::decode(&e.payload)
+            .unwrap()
+            .public_write_set()
+            .unwrap();
+        if let Some(Some(row)) = ws.get(
+            "public:ccf.internal.previous_service_identity_endorsement",
+            b"0",
+        ) {
+            endorsement = Some(serde_json::from_slice::<Value>(row).unwrap());
+        }
+    }
+    let row = endorsement.expect("no previous_service_identity_endorsement in the ledger");
+    let cose = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        row["endorsement"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (key, epoch) =
+        covenant_crypto::verify_previous_identity_endorsement(&cose, &new_cert).unwrap();
+    assert_eq!(key, old_cert.spki_der());
+    assert_eq!(epoch.start_txid.split('.').nth(1), Some("1"), "{row}");
+    assert_eq!(row["endorsement_epoch_end"], json!(epoch.end_txid));
+    assert!(covenant_crypto::verify_previous_identity_endorsement(&cose, &old_cert).is_err());
 }

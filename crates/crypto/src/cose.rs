@@ -478,8 +478,99 @@ fn wrong_type(name: &str, expected: &str, found: &Value) -> CryptoError {
     CryptoError::Cose(format!("{name} must be {expected}, found {found}"))
 }
 
+/// The epoch a previous service identity signed for, as a recovery's COSE
+/// endorsement of it names it (CCF's `ccf.v1` header: `epoch.start.txid`,
+/// `epoch.end.txid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndorsedEpoch {
+    pub start_txid: String,
+    pub end_txid: String,
+}
+
+/// A recovery's COSE endorsement of the previous service identity (CCF's
+/// `previous_service_identity_endorsement`): a COSE_Sign1 by the new service key
+/// over the previous service key (SubjectPublicKeyInfo DER as payload), with
+/// protected headers `alg`, CWT claims `{iat}` (label 15) and `ccf.v1` naming the
+/// epoch the previous identity covered.
+pub fn endorse_previous_identity_cose(
+    new_service_key: &SigningKeyPair,
+    previous: &Certificate,
+    epoch: &EndorsedEpoch,
+    iat: u64,
+) -> Result<Vec<u8>, CryptoError> {
+    let alg = GovAlg::for_curve(new_service_key.curve());
+    let cwt = Value::Map(vec![(Value::Integer(6.into()), Value::Integer(iat.into()))]);
+    let ccf = Value::Map(vec![
+        (
+            Value::Text("epoch.start.txid".into()),
+            Value::Text(epoch.start_txid.clone()),
+        ),
+        (
+            Value::Text("epoch.end.txid".into()),
+            Value::Text(epoch.end_txid.clone()),
+        ),
+    ]);
+    let protected = HeaderBuilder::new()
+        .algorithm(alg.iana())
+        .value(15, cwt)
+        .text_value("ccf.v1".to_string(), ccf)
+        .build();
+    encode_envelope(protected, &previous.spki_der(), |tbs| {
+        new_service_key.sign_fixed(tbs)
+    })
+}
+
+/// Checks [`endorse_previous_identity_cose`]'s envelope against the endorsing
+/// service certificate; returns the endorsed key (SPKI DER) and its epoch.
+pub fn verify_previous_identity_endorsement(
+    envelope: &[u8],
+    endorser: &Certificate,
+) -> Result<(Vec<u8>, EndorsedEpoch), CryptoError> {
+    let sign1 = decode(envelope)?;
+    let payload = sign1
+        .payload
+        .clone()
+        .ok_or_else(|| CryptoError::Cose("the endorsement has no payload".into()))?;
+    sign1.verify_signature(&[], |sig, tbs| endorser.public_key().verify_fixed(tbs, sig))?;
+    let text = |name: &str| -> Result<String, CryptoError> {
+        let ccf = rest_value(&sign1.protected.header, "ccf.v1")
+            .and_then(Value::as_map)
+            .ok_or_else(|| CryptoError::Cose("no ccf.v1 header".into()))?;
+        ccf.iter()
+            .find(|(k, _)| k.as_text() == Some(name))
+            .and_then(|(_, v)| v.as_text())
+            .map(str::to_string)
+            .ok_or_else(|| CryptoError::Cose(format!("ccf.v1 has no {name}")))
+    };
+    let epoch = EndorsedEpoch {
+        start_txid: text("epoch.start.txid")?,
+        end_txid: text("epoch.end.txid")?,
+    };
+    Ok((payload, epoch))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_previous_identity_endorsement_verifies_only_under_its_endorser() {
+        use crate::ServiceIdentity;
+        let old = ServiceIdentity::generate(Curve::P384).unwrap();
+        let new = ServiceIdentity::generate(Curve::P384).unwrap();
+        let epoch = EndorsedEpoch {
+            start_txid: "2.1".into(),
+            end_txid: "5.99".into(),
+        };
+        let e = endorse_previous_identity_cose(&new.key, &old.cert, &epoch, 1_700_000_000).unwrap();
+        let (key, got) = verify_previous_identity_endorsement(&e, &new.cert).unwrap();
+        assert_eq!(key, old.cert.spki_der());
+        assert_eq!(got, epoch);
+        assert!(verify_previous_identity_endorsement(&e, &old.cert).is_err());
+        let mut bad = e.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(verify_previous_identity_endorsement(&bad, &new.cert).is_err());
+    }
+
     use super::*;
 
     /// One envelope made by `ccf_cose_sign1` and the arguments it was made with.

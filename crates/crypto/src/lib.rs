@@ -20,6 +20,9 @@ mod verify;
 
 pub use cert::Certificate;
 pub use cose::{
+    endorse_previous_identity_cose, verify_previous_identity_endorsement, EndorsedEpoch,
+};
+pub use cose::{
     parse_gov_sign1, sign_gov_sign1, verify_gov_sign1, GovMessage, COSE_SIGN1_TAG, GOV_MSG_TYPES,
     GOV_MSG_TYPES_WITH_PROPOSAL_ID, HEADER_CREATED_AT, HEADER_MSG_TYPE, HEADER_PROPOSAL_ID,
 };

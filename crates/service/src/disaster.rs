@@ -23,6 +23,12 @@ use crate::tables::{
 use crate::Service;
 
 pub use covenant_engine::rekey::SERVICE_ENDORSEMENTS;
+/// Each recovery's COSE endorsement of the identity it recovered (CCF's table and
+/// row: `{endorsement, endorsing_key, endorsement_epoch_begin,
+/// endorsement_epoch_end, previous_version}`, base64 for the bytes), singleton
+/// key "0": the ledger keeps every version, `previous_version` links them.
+pub const PREVIOUS_SERVICE_IDENTITY_ENDORSEMENT: &str =
+    "public:ccf.internal.previous_service_identity_endorsement";
 
 /// Why a recovery could not start, or a share was refused.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +95,20 @@ pub fn begin(
         return Err(DisasterError::NoShares);
     }
     let recovery_count = info["recovery_count"].as_u64().unwrap_or(0) + 1;
+    // The epoch the previous identity signed for: from the previous recovery's
+    // boundary (or seqno 1) to the last transaction of the old ledger.
+    let txid_at = |seqno: SeqNo| {
+        let view = engine.view_at(seqno).map_or(0, |v| v.0);
+        format!("{view}.{}", seqno.0)
+    };
+    let epoch = covenant_crypto::EndorsedEpoch {
+        start_txid: txid_at(SeqNo(
+            info["previous_service_identity_version"]
+                .as_u64()
+                .map_or(1, |v| v + 1),
+        )),
+        end_txid: txid_at(boundary.prev()),
+    };
     info["cert"] = service.cert.to_pem().into();
     info["status"] = ServiceStatus::Recovering.as_str().into();
     info["recovery_count"] = recovery_count.into();
@@ -107,6 +127,24 @@ pub fn begin(
         SERVICE_ENDORSEMENTS,
         recovery_count.to_string().as_bytes(),
         endorsement.to_pem().as_bytes(),
+    );
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cose = covenant_crypto::endorse_previous_identity_cose(&service.key, previous, &epoch, iat)
+        .map_err(|e| DisasterError::NotAService(format!("endorsing the previous identity: {e}")))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let row = serde_json::json!({
+        "endorsement": base64::Engine::encode(&b64, cose),
+        "endorsing_key": base64::Engine::encode(&b64, service.cert.spki_der()),
+        "endorsement_epoch_begin": epoch.start_txid,
+        "endorsement_epoch_end": epoch.end_txid,
+        "previous_version": store.version_of(PREVIOUS_SERVICE_IDENTITY_ENDORSEMENT, b"0").map(|v| v.0),
+    });
+    tx.put(
+        PREVIOUS_SERVICE_IDENTITY_ENDORSEMENT,
+        b"0",
+        row.to_string().as_bytes(),
     );
     let mut raft_id = 0;
     for (id, mut row) in crate::nodes::node_rows(&store) {
