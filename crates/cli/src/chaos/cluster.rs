@@ -39,6 +39,8 @@ pub struct Cluster {
     shim: Option<PathBuf>,
     pub service_cert: Certificate,
     clients: Vec<LedgerClient>,
+    /// Node i listens on `base + i - 1`.
+    base: u16,
 }
 
 /// tmpfs size per node when disk faults are scheduled.
@@ -225,6 +227,7 @@ impl Cluster {
             shim: None,
             service_cert: service_cert.clone(),
             clients: Vec::new(),
+            base,
         };
         for i in 1..=n {
             cluster.rewrite_config(i, disk)?;
@@ -257,6 +260,16 @@ impl Cluster {
 
     pub fn client(&self, i: u16) -> &LedgerClient {
         &self.clients[usize::from(i - 1)]
+    }
+
+    /// A client of node `i` without a certificate: governance requests carry their
+    /// signature in the body.
+    pub fn member_client(&self, i: u16) -> Result<LedgerClient> {
+        Ok(LedgerClient::new(
+            &format!("https://127.0.0.1:{}", self.base + i - 1),
+            &self.service_cert,
+            None,
+        )?)
     }
 
     pub fn verifier(&self) -> ReceiptVerifier {

@@ -22,6 +22,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use cluster::Cluster;
+
+mod rekey;
 use workload::{History, Workload, COLLECTIONS};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -76,6 +78,10 @@ pub struct ChaosArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Seconds between ledger rekeys during the faults (governance proposals by
+    /// member0; 0: none). At the end every node must hold the same chain of secrets.
+    #[arg(long, default_value_t = 10.0)]
+    pub rekey_every: f64,
     /// Run the nodes from another covenant binary (an older build, to show that a
     /// schedule finds a defect it fixed); the harness itself stays this one.
     #[arg(long)]
@@ -143,6 +149,11 @@ struct Report {
     rounds: Vec<Round>,
     receipts_verified: usize,
     ledgers_audited: usize,
+    /// Rekeys proposed during the faults, and how many the service accepted.
+    rekeys_tried: u64,
+    rekeys_accepted: u64,
+    /// Secrets each node held at the end (the same chain on every node).
+    ledger_secrets: usize,
     committed_prefix_seqno: u64,
     violations: Vec<String>,
 }
@@ -246,6 +257,22 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
         seed,
     });
     let clients = tokio::spawn(workload.clone().run());
+    let rekeyer = Arc::new(rekey::Rekeyer {
+        endpoints: (1..=args.nodes)
+            .map(|i| cluster.member_client(i))
+            .collect::<Result<_>>()?,
+        member_key: covenant_crypto::SigningKeyPair::from_pem(&std::fs::read_to_string(
+            cluster.net.join("member0_privk.pem"),
+        )?)?,
+        member_cert: covenant_crypto::Certificate::from_pem(&std::fs::read_to_string(
+            cluster.net.join("member0_cert.pem"),
+        )?)?,
+        every: Duration::from_secs_f64(args.rekey_every.max(0.0)),
+        stop: stop.clone(),
+        accepted: Default::default(),
+        tried: Default::default(),
+    });
+    let rekeys = (args.rekey_every > 0.0).then(|| tokio::spawn(rekeyer.clone().run()));
     let now = || start.elapsed().as_secs_f64();
     let mut violations = Vec::new();
     let mut rounds = Vec::new();
@@ -464,6 +491,9 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
     tokio::time::sleep(settle).await;
     stop.store(true, Ordering::SeqCst);
     let _ = clients.await;
+    if let Some(r) = rekeys {
+        let _ = r.await;
+    }
     let seconds = now();
     println!("chaos: faults over after {seconds:.0} s; converging and checking");
     // Every node up and caught up.
@@ -513,6 +543,7 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
     }
     let prefix = converged.unwrap_or(0);
     let audited = audit_ledgers(&cluster, prefix, &mut violations);
+    let ledger_secrets = same_secrets(&cluster, prefix, &mut violations);
     for i in 1..=args.nodes {
         let log =
             std::fs::read_to_string(work.join(format!("logs/node{i}.log"))).unwrap_or_default();
@@ -530,6 +561,9 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
         rounds,
         receipts_verified,
         ledgers_audited: audited,
+        rekeys_tried: rekeyer.tried.load(Ordering::SeqCst),
+        rekeys_accepted: rekeyer.accepted.load(Ordering::SeqCst),
+        ledger_secrets,
         committed_prefix_seqno: prefix,
         violations,
     };
@@ -562,6 +596,48 @@ async fn run_async(args: ChaosArgs) -> Result<std::process::ExitCode> {
         );
         Ok(std::process::ExitCode::from(1))
     }
+}
+
+/// Every node's ledger secrets (its secrets file, as `covenant dev` keeps them), up
+/// to the committed prefix: they must be the same chain. Returns its length.
+fn same_secrets(cluster: &Cluster, prefix: u64, violations: &mut Vec<String>) -> usize {
+    let mut reference: Option<String> = None;
+    let mut len = 0;
+    for i in 1..=cluster.n {
+        let path = cluster.net.join(format!("node{i}/ledger_secret.key"));
+        let chain = std::fs::read_to_string(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(covenant_crypto::LedgerSecrets::from_text(&t)?));
+        let chain = match chain {
+            Ok(c) => c,
+            Err(e) => {
+                violations.push(format!("node {i}'s ledger secrets: {e}"));
+                continue;
+            }
+        };
+        // A secret from an uncommitted rekey at the very end may be on one node only.
+        let committed: Vec<String> = chain
+            .iter()
+            .filter(|(v, _)| v.0 <= prefix + 1)
+            .map(|(v, s)| {
+                format!(
+                    "{} {}",
+                    v.0,
+                    covenant_crypto::sha256(s.expose_bytes()).to_hex()
+                )
+            })
+            .collect();
+        len = committed.len();
+        let text = committed.join("\n");
+        match &reference {
+            None => reference = Some(text),
+            Some(r) if *r != text => violations.push(format!(
+                "node {i} holds other ledger secrets than node 1 (through seqno {prefix})"
+            )),
+            Some(_) => {}
+        }
+    }
+    len
 }
 
 fn role(primary: Option<u16>, t: u16) -> &'static str {
@@ -914,6 +990,10 @@ fn print_report(r: &Report) {
     println!(
         "  lost {}, changed {}, duplicated {}; {} receipts verified; {} ledgers audited, identical through seqno {}",
         c.lost, c.changed, c.duplicated, r.receipts_verified, r.ledgers_audited, r.committed_prefix_seqno
+    );
+    println!(
+        "  rekeys during the faults: {} tried, {} accepted; every node holds the same {} ledger secrets",
+        r.rekeys_tried, r.rekeys_accepted, r.ledger_secrets
     );
     println!(
         "  {:<10} {:>6} {:>12} {:>22} {:>22}",
