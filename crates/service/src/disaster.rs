@@ -49,6 +49,8 @@ pub enum DisasterError {
     Share(#[from] RecoveryError),
     #[error("the recovered ledger is not a service: {0}")]
     NotAService(String),
+    #[error("endorsing the previous identity failed: {0}")]
+    Endorse(#[from] covenant_crypto::CryptoError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -58,7 +60,7 @@ pub enum DisasterError {
 /// What [`Service::submit_recovery_share`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShareOutcome {
-    /// Shares in, this one included (0 once the service opened).
+    /// Shares in, this one included.
     pub submitted: usize,
     pub threshold: usize,
     /// This share completed the recovery: the service is Open.
@@ -120,9 +122,7 @@ pub fn begin(
         b"0",
         previous.to_pem().as_bytes(),
     );
-    let endorsement = service
-        .endorse_previous(previous)
-        .map_err(|e| DisasterError::NotAService(format!("endorsing the previous identity: {e}")))?;
+    let endorsement = service.endorse_previous(previous)?;
     tx.put(
         SERVICE_ENDORSEMENTS,
         recovery_count.to_string().as_bytes(),
@@ -131,8 +131,8 @@ pub fn begin(
     let iat = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let cose = covenant_crypto::endorse_previous_identity_cose(&service.key, previous, &epoch, iat)
-        .map_err(|e| DisasterError::NotAService(format!("endorsing the previous identity: {e}")))?;
+    let cose =
+        covenant_crypto::endorse_previous_identity_cose(&service.key, previous, &epoch, iat)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let row = serde_json::json!({
         "endorsement": base64::Engine::encode(&b64, cose),
