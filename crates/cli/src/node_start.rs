@@ -571,22 +571,32 @@ fn rejoin(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     })?;
-    let service = ServiceIdentity::from_parts(
-        covenant_crypto::SigningKeyPair::from_pem(&info.service_key)?,
-        Certificate::from_pem(&info.service_cert)?,
-    )
-    .context("the service identity received")?;
-    if service.cert.der() != service_cert.der() {
-        bail!("the network answered with another service certificate than this node's");
-    }
-    let secrets = covenant_crypto::LedgerSecrets::from_text(&info.ledger_secrets)
-        .context("the ledger secrets received")?;
+    let (service, secrets) = received_secrets(&info, &service_cert)?;
     Ok(NodeFiles {
         service,
         node,
         secrets,
         encryption_key,
     })
+}
+
+/// The service identity and ledger secrets a network handed this node, checked
+/// against the service certificate it pinned.
+fn received_secrets(
+    info: &covenant_node::join::NetworkInfo,
+    pinned: &Certificate,
+) -> Result<(ServiceIdentity, covenant_crypto::LedgerSecrets)> {
+    let service = ServiceIdentity::from_parts(
+        covenant_crypto::SigningKeyPair::from_pem(&info.service_key)?,
+        Certificate::from_pem(&info.service_cert)?,
+    )
+    .context("the service identity received")?;
+    if service.cert.der() != pinned.der() {
+        bail!("the network answered with another service certificate than the one pinned");
+    }
+    let secrets = covenant_crypto::LedgerSecrets::from_text(&info.ledger_secrets)
+        .context("the ledger secrets received")?;
+    Ok((service, secrets))
 }
 
 /// The `POST /node/join` body of a node with `cert`'s key: virtual evidence for it,
@@ -716,22 +726,13 @@ pub fn join(
     ))?;
     // Everything the node needs, written before the snapshot is fetched with the
     // endorsed certificate; `network.json` last marks the join complete.
-    let service = ServiceIdentity::from_parts(
-        covenant_crypto::SigningKeyPair::from_pem(&info.service_key)?,
-        Certificate::from_pem(&info.service_cert)?,
-    )
-    .context("the service identity received")?;
-    if service.cert.der() != service_cert.der() {
-        bail!("the network answered with another service certificate than the one pinned");
-    }
+    let (service, secrets) = received_secrets(&info, &service_cert)?;
     let node =
         covenant_crypto::NodeIdentity::from_parts(key, Certificate::from_pem(&info.node_cert)?)
             .context("the endorsed node certificate received")?;
     node.cert
         .verify_signed_by(&service.cert)
         .context("the node certificate received is not endorsed by the service")?;
-    let secrets = covenant_crypto::LedgerSecrets::from_text(&info.ledger_secrets)
-        .context("the ledger secrets received")?;
     node.save(&node_dir)?;
     if file.secrets_at_rest {
         service.save(&dir)?;

@@ -356,25 +356,21 @@ async fn a_service_that_lost_every_node_comes_back_from_one_ledger() {
         "{}",
         out(&o)
     );
+    let transition = |previous: &Certificate| {
+        govern(
+            &dir,
+            base,
+            &new_cert_path,
+            json!({"name": "transition_service_to_open", "args": {
+                "previous_service_identity": previous.to_pem(),
+                "next_service_identity": new_cert.to_pem()}}),
+        )
+    };
     // The wrong previous identity fails the proposal.
-    let v = govern(
-        &dir,
-        base,
-        &new_cert_path,
-        json!({"name": "transition_service_to_open", "args": {
-            "previous_service_identity": new_cert.to_pem(),
-            "next_service_identity": new_cert.to_pem()}}),
-    );
+    let v = transition(&new_cert);
     assert_eq!(v["state"], "Failed", "{v}");
     std::thread::sleep(Duration::from_millis(1100));
-    let v = govern(
-        &dir,
-        base,
-        &new_cert_path,
-        json!({"name": "transition_service_to_open", "args": {
-            "previous_service_identity": old_cert.to_pem(),
-            "next_service_identity": new_cert.to_pem()}}),
-    );
+    let v = transition(&old_cert);
     assert_eq!(v["state"], "Accepted", "{v}");
     let o = gov(&dir, "member0", base, &new_cert_path, &["recovery-status"]);
     let status: Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -225,11 +225,15 @@ impl Engine {
         match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
             Some(SeqNo(1)) => {}
             Some(first) => {
-                return Err(EngineError::Rekey(format!(
+                return Err(EngineError::Recovery(format!(
                     "this ledger starts at seqno {first}: a recovery replays a ledger from seqno 1"
                 )))
             }
-            None => return Err(EngineError::Rekey("the ledger directory is empty".into())),
+            None => {
+                return Err(EngineError::Recovery(
+                    "the ledger directory is empty".into(),
+                ))
+            }
         }
         let fresh = Arc::new(LedgerSecret::generate()?);
         let recovering = Recovering {
@@ -241,7 +245,7 @@ impl Engine {
             Self::open_inner(config, node, fresh.into(), encryption_key, Some(recovering))?;
         let last_signed = SeqNo(engine.signatures.last().copied().unwrap_or(0));
         if last_signed == SeqNo::ZERO {
-            return Err(EngineError::Rekey(
+            return Err(EngineError::Recovery(
                 "the ledger holds no signature: nothing of it was ever committed".into(),
             ));
         }
@@ -277,7 +281,9 @@ impl Engine {
     /// changes if any transaction does not open.
     pub fn complete_recovery(&mut self, old: LedgerSecrets) -> Result<(), EngineError> {
         let Some(r) = self.recovering.as_ref() else {
-            return Err(EngineError::Rekey("this service is not recovering".into()));
+            return Err(EngineError::Recovery(
+                "this service is not recovering".into(),
+            ));
         };
         let (boundary, fresh) = (r.boundary, r.fresh.clone());
         let mut chain = old;
@@ -331,17 +337,9 @@ impl Engine {
     pub fn link_recovered_secret(&self, tx: &mut Tx) -> Result<(), EngineError> {
         let chain: Vec<_> = self.secrets.iter().collect();
         let [.., (pv, previous), (v, own)] = chain.as_slice() else {
-            return Err(EngineError::Rekey("no earlier secret to link".into()));
+            return Err(EngineError::Recovery("no earlier secret to link".into()));
         };
-        let row = rekey::HistoricalSecret {
-            previous_ledger_secret: rekey::PreviousLedgerSecret {
-                encrypted_data: base64::engine::general_purpose::STANDARD
-                    .encode(own.seal_previous(previous)?),
-                version: pv.0,
-            },
-            next_version: v.0,
-        };
-        let bytes = serde_json::to_vec(&row).map_err(|e| EngineError::Rekey(e.to_string()))?;
+        let bytes = rekey::historical_row((*pv, previous), (*v, own))?;
         tx.put(
             rekey::HISTORICAL_ENCRYPTED_LEDGER_SECRET,
             rekey::REKEY_KEY,

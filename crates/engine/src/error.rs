@@ -16,6 +16,9 @@ pub enum EngineError {
     /// A new ledger secret was refused (see `Engine::add_ledger_secret`).
     #[error("rekey refused: {0}")]
     Rekey(String),
+    /// A disaster recovery cannot start or complete (see `Engine::open_for_recovery`).
+    #[error("recovery refused: {0}")]
+    Recovery(String),
     #[error(transparent)]
     Ledger(LedgerError),
     #[error(transparent)]

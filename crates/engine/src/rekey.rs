@@ -95,17 +95,27 @@ pub(crate) fn rekey_rows(
         version: version.0,
         encrypted_ledger_secrets: out,
     };
-    let history = HistoricalSecret {
-        previous_ledger_secret: PreviousLedgerSecret {
-            encrypted_data: b64().encode(new.seal_previous(previous)?),
-            version: previous_version.0,
-        },
-        next_version: version.0,
-    };
     Ok((
         serde_json::to_vec(&row).map_err(rekey_error)?,
-        serde_json::to_vec(&history).map_err(rekey_error)?,
+        historical_row((previous_version, previous), (version, new))?,
     ))
+}
+
+/// The [`HISTORICAL_ENCRYPTED_LEDGER_SECRET`] row linking `previous` to its
+/// successor `next` (each with the seqno it applies from): a rekey's, or the one a
+/// recovery writes between the recovered chain and the new service's secret.
+pub(crate) fn historical_row(
+    (previous_version, previous): (SeqNo, &LedgerSecret),
+    (next_version, next): (SeqNo, &LedgerSecret),
+) -> Result<Vec<u8>, EngineError> {
+    let history = HistoricalSecret {
+        previous_ledger_secret: PreviousLedgerSecret {
+            encrypted_data: b64().encode(next.seal_previous(previous)?),
+            version: previous_version.0,
+        },
+        next_version: next_version.0,
+    };
+    serde_json::to_vec(&history).map_err(rekey_error)
 }
 
 /// The rekey row a transaction wrote, if any.
