@@ -105,6 +105,7 @@ struct PendingSnapshot {
     txid: TxId,
     state: Snapshot,
     tree: Vec<u8>,
+    index: snapshot::SnapshotIndex,
 }
 
 /// Where a transaction stands (SPEC §5 `/node/tx`).
@@ -170,6 +171,9 @@ pub struct Engine {
     observer: Option<TxObserver>,
     /// Seqno of the last snapshot captured, written or started from.
     last_snapshot_seqno: u64,
+    /// The snapshot this engine's state was loaded from at open (a continued
+    /// ledger's base, or the newest one of a whole ledger), if any.
+    loaded_from: Option<TxId>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -373,6 +377,15 @@ impl Engine {
                 "recovered a torn ledger tail"
             );
         }
+        // A node holding its whole ledger starts from its newest snapshot too, and
+        // replays only what follows (a recovery replays everything: it needs the
+        // old ledger's public domain and historical secrets from seqno 1).
+        let warm = match (&start, &recovering) {
+            (None, None) if ledger.first_seqno() == SeqNo(1) => {
+                Self::pick_warm_snapshot(&config, &snapshots, &secrets, &ledger)
+            }
+            _ => None,
+        };
         let node_cert_pem = node.cert.to_pem();
         let commit_on_sync = config.commit_on_sync;
         let mut engine = Engine {
@@ -405,7 +418,9 @@ impl Engine {
             snapshot_requested: false,
             observer: None,
             last_snapshot_seqno: 0,
+            loaded_from: None,
         };
+        let mut next = engine.ledger.first_seqno();
         if let Some(v) = start {
             let (Some(state), txid) = (v.state, v.info.txid) else {
                 return Err(EngineError::BadSnapshot("state was not decrypted".into()));
@@ -423,11 +438,23 @@ impl Engine {
             engine.view_runs.push((SeqNo(s), txid.view));
             engine.committed = s;
             engine.base = Some(txid);
+            engine.loaded_from = Some(txid);
+        } else if let Some(v) = warm {
+            let (Some(state), txid) = (v.state, v.info.txid) else {
+                return Err(EngineError::BadSnapshot("state was not decrypted".into()));
+            };
+            tracing::info!(%txid, "starting from the newest snapshot; replaying the ledger after it");
+            engine.store = Store::from_snapshot(state);
+            engine.tree = v.tree;
+            engine.signatures = v.index.signatures.into_iter().collect();
+            engine.view_runs = v.index.view_runs;
+            engine.committed = txid.seqno.0;
+            engine.loaded_from = Some(txid);
+            next = txid.seqno.next();
         }
         // Replay in bounded batches: memory stays flat however long the ledger is.
         const REPLAY_BATCH: u64 = 4096;
         let last = engine.ledger.last_seqno();
-        let mut next = engine.ledger.first_seqno();
         while next <= last {
             let to = (next.0 + REPLAY_BATCH - 1).min(last.0);
             let batch = engine
@@ -509,6 +536,58 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The newest snapshot a ledger held from seqno 1 can start from: verified like
+    /// any snapshot, and the very signature the ledger holds at its seqno (so a
+    /// snapshot of another ledger, or of a suffix since rolled back, is never
+    /// used). `None` (a full replay) when none qualifies; each refusal is logged.
+    fn pick_warm_snapshot(
+        config: &EngineConfig,
+        listing: &[(TxId, PathBuf)],
+        secrets: &LedgerSecrets,
+        ledger: &Ledger,
+    ) -> Option<snapshot::Verified> {
+        let cert = config.service_cert.as_ref();
+        let last = ledger.last_seqno();
+        for (txid, path) in listing.iter().rev() {
+            if txid.seqno > last {
+                continue;
+            }
+            let checked =
+                snapshot::load(path, cert, Some(secrets.for_seqno(txid.seqno))).and_then(|v| {
+                    let held = ledger.read(txid.seqno)?;
+                    let entry =
+                        TxEntry::decode(&held.payload).map_err(|e| EngineError::BadEntry {
+                            txid: held.txid,
+                            reason: e.to_string(),
+                        })?;
+                    let record = entry
+                        .public_write_set()
+                        .ok()
+                        .and_then(|ws| {
+                            ws.get(SIGNATURES_MAP, SIGNATURE_KEY)
+                                .flatten()
+                                .map(<[u8]>::to_vec)
+                        })
+                        .and_then(|b| SignatureRecord::from_json_bytes(&b).ok());
+                    if held.txid != *txid || record.as_ref() != Some(&v.info.signature) {
+                        return Err(EngineError::BadSnapshot(format!(
+                            "{}: the ledger holds another transaction at {}",
+                            path.display(),
+                            txid.seqno
+                        )));
+                    }
+                    Ok(v)
+                });
+            match checked {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    tracing::warn!(%txid, error = %e, "not starting from this snapshot");
+                }
+            }
+        }
+        None
     }
 
     /// Applies one entry to store and tree (no ledger write): replay at start.
@@ -666,9 +745,17 @@ impl Engine {
         self.ledger.first_seqno()
     }
 
-    /// The snapshot this engine started from, if any.
+    /// The snapshot this engine's ledger continues, if any (its history before
+    /// is not held).
     pub fn snapshot_base(&self) -> Option<TxId> {
         self.base
+    }
+
+    /// The snapshot whose state this engine loaded at open, replaying only the
+    /// ledger after it: the base of a continued ledger, or the newest snapshot of a
+    /// ledger held from seqno 1. `None`: the whole ledger was replayed.
+    pub fn loaded_from(&self) -> Option<TxId> {
+        self.loaded_from
     }
 
     /// The newest committed snapshot file in `snapshot_dir` (what a joining node
@@ -717,6 +804,15 @@ impl Engine {
             txid,
             state,
             tree: self.tree.checkpoint(),
+            index: snapshot::SnapshotIndex {
+                signatures: self.signatures.range(..=s).copied().collect(),
+                view_runs: self
+                    .view_runs
+                    .iter()
+                    .copied()
+                    .filter(|(first, _)| first.0 <= s)
+                    .collect(),
+            },
         });
         if self.pending_snapshots.len() > MAX_PENDING_SNAPSHOTS {
             self.pending_snapshots.remove(0);
@@ -754,6 +850,7 @@ impl Engine {
                 .state
                 .to_bytes(Some(self.secrets.for_seqno(p.txid.seqno)))?,
             tree: p.tree.clone(),
+            index: p.index.encode(),
         };
         let path = snapshot::write_durably(&dir, p.txid.seqno.0, &file.encode()?)?;
         tracing::info!(txid = %p.txid, file = %path.display(), "wrote a snapshot");

@@ -34,4 +34,6 @@ pub use covenant_kv::WriteSet;
 pub use covenant_ledger::{io_no_space, SyncTicket};
 pub use engine::{Engine, EngineConfig, EngineError, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES};
 pub use rekey::SecretRecipient;
-pub use snapshot::{install_snapshot, SnapshotFile, SnapshotInfo, SNAPSHOT_FILE_MAGIC};
+pub use snapshot::{
+    install_snapshot, SnapshotFile, SnapshotIndex, SnapshotInfo, SNAPSHOT_FILE_MAGIC,
+};

@@ -3,10 +3,15 @@
 //! replaying the whole ledger.
 //!
 //! ```text
-//! magic b"CVSNAPF1" (8) | u32 len | kv snapshot (Snapshot::to_bytes, private maps
+//! magic b"CVSNAPF2" (8) | u32 len | kv snapshot (Snapshot::to_bytes, private maps
 //! encrypted) | u32 len | Merkle checkpoint (MerkleTree::checkpoint, `seqno` leaves)
-//! | crc32c(everything before) u32
+//! | u32 len | ledger index (SnapshotIndex::encode) | crc32c(everything before) u32
 //! ```
+//!
+//! The ledger index (every signature's seqno and the runs of views up to the
+//! snapshot) is what lets a node that holds the whole ledger start from its newest
+//! snapshot and still answer receipts and statuses for everything before it without
+//! reading that history at start.
 //!
 //! Little-endian. Files are named `snapshot_<seqno>.committed`: only snapshots
 //! whose signature is committed are ever written. The CRC only catches accidents;
@@ -27,7 +32,7 @@ use covenant_types::TxId;
 use crate::error::EngineError;
 
 /// First bytes of every snapshot file.
-pub const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"CVSNAPF1";
+pub const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"CVSNAPF2";
 const NAME_PREFIX: &str = "snapshot_";
 const NAME_SUFFIX: &str = ".committed";
 const TMP_SUFFIX: &str = ".tmp";
@@ -41,6 +46,94 @@ pub struct SnapshotFile {
     pub kv: Vec<u8>,
     /// [`MerkleTree::checkpoint`] of the tree of `seqno` leaves.
     pub tree: Vec<u8>,
+    /// [`SnapshotIndex::encode`] of the ledger up to the snapshot.
+    pub index: Vec<u8>,
+}
+
+/// Where the signatures and view changes of the ledger before a snapshot are: what
+/// an engine keeps in memory about history, so that starting from the snapshot
+/// needs no scan of that history. Not covered by the signature: checked for shape
+/// at load, and every use re-reads the ledger entry it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotIndex {
+    /// Seqnos of every signature transaction up to and including the snapshot's.
+    pub signatures: Vec<u64>,
+    /// (first seqno, view) of each run of one view, ascending.
+    pub view_runs: Vec<(SeqNo, covenant_types::View)>,
+}
+
+impl SnapshotIndex {
+    /// `u64 count | count × u64 seqno | u64 count | count × (u64 seqno, u64 view)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(16 + 8 * self.signatures.len() + 16 * self.view_runs.len());
+        out.extend_from_slice(&(self.signatures.len() as u64).to_le_bytes());
+        for s in &self.signatures {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.view_runs.len() as u64).to_le_bytes());
+        for (s, v) in &self.view_runs {
+            out.extend_from_slice(&s.0.to_le_bytes());
+            out.extend_from_slice(&v.0.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes and checks the index of a snapshot at `txid`: signatures strictly
+    /// ascending and ending at the snapshot, view runs ascending with views never
+    /// decreasing, the last one the snapshot's view.
+    pub fn decode(bytes: &[u8], txid: TxId) -> Result<SnapshotIndex, EngineError> {
+        let mut rest = bytes;
+        let mut u64_of = |what: &str| -> Result<u64, EngineError> {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(take(&mut rest, 8, what)?);
+            Ok(u64::from_le_bytes(b))
+        };
+        let n = u64_of("signature count")?;
+        if n > (bytes.len() / 8) as u64 {
+            return Err(bad("ledger index: signature count exceeds its length"));
+        }
+        let mut signatures = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            signatures.push(u64_of("signature seqno")?);
+        }
+        let n = u64_of("view run count")?;
+        if n > (bytes.len() / 16) as u64 {
+            return Err(bad("ledger index: view run count exceeds its length"));
+        }
+        let mut view_runs = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let seqno = u64_of("view run seqno")?;
+            let view = u64_of("view run view")?;
+            view_runs.push((SeqNo(seqno), covenant_types::View(view)));
+        }
+        if !rest.is_empty() {
+            return Err(bad(format!("ledger index: {} trailing bytes", rest.len())));
+        }
+        let ascending = signatures.windows(2).all(|w| w[0] < w[1]);
+        if !ascending || signatures.first() == Some(&0) || signatures.last() != Some(&txid.seqno.0)
+        {
+            return Err(bad(format!(
+                "ledger index: signatures must ascend from seqno 1 and end at {txid}"
+            )));
+        }
+        let runs_ok = view_runs
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && view_runs.first().is_some_and(|r| r.0 .0 >= 1)
+            && view_runs
+                .last()
+                .is_some_and(|r| r.0 <= txid.seqno && r.1 == txid.view);
+        if !runs_ok {
+            return Err(bad(format!(
+                "ledger index: view runs must ascend and end in the view of {txid}"
+            )));
+        }
+        Ok(SnapshotIndex {
+            signatures,
+            view_runs,
+        })
+    }
 }
 
 /// What a verified snapshot is.
@@ -62,6 +155,8 @@ pub(crate) struct Verified {
     pub tree: MerkleTree,
     /// DER of the signing node's certificate.
     pub signer_der: Vec<u8>,
+    /// Signatures and views of the ledger before the snapshot.
+    pub index: SnapshotIndex,
 }
 
 fn bad(reason: impl Into<String>) -> EngineError {
@@ -105,10 +200,11 @@ fn take_part<'a>(rest: &mut &'a [u8], what: &str) -> Result<&'a [u8], EngineErro
 impl SnapshotFile {
     /// The file's bytes; refused if a part is too large for its u32 length.
     pub fn encode(&self) -> Result<Vec<u8>, EngineError> {
-        let mut out = Vec::with_capacity(self.kv.len() + self.tree.len() + 20);
+        let mut out = Vec::with_capacity(self.kv.len() + self.tree.len() + self.index.len() + 24);
         out.extend_from_slice(SNAPSHOT_FILE_MAGIC);
         put_part(&mut out, &self.kv, "kv snapshot")?;
         put_part(&mut out, &self.tree, "tree checkpoint")?;
+        put_part(&mut out, &self.index, "ledger index")?;
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
@@ -123,6 +219,7 @@ impl SnapshotFile {
         }
         let kv = take_part(&mut rest, "kv snapshot")?;
         let tree = take_part(&mut rest, "tree checkpoint")?;
+        let index = take_part(&mut rest, "ledger index")?;
         let body_len = bytes.len() - rest.len();
         let crc = take_u32(&mut rest, "checksum")?;
         if !rest.is_empty() {
@@ -134,6 +231,7 @@ impl SnapshotFile {
         Ok(SnapshotFile {
             kv: kv.to_vec(),
             tree: tree.to_vec(),
+            index: index.to_vec(),
         })
     }
 
@@ -208,6 +306,7 @@ impl SnapshotFile {
                 record.root
             )));
         }
+        let index = SnapshotIndex::decode(&self.index, txid)?;
         let cert = record
             .verify_self()
             .map_err(|e| bad(format!("signature at {txid}: {e}")))?;
@@ -227,6 +326,7 @@ impl SnapshotFile {
             state,
             tree,
             signer_der: cert.der().to_vec(),
+            index,
         })
     }
 }
@@ -398,6 +498,7 @@ mod tests {
         let f = SnapshotFile {
             kv: b"kv bytes".to_vec(),
             tree: b"tree".to_vec(),
+            index: b"index".to_vec(),
         };
         let bytes = f.encode().unwrap();
         assert_eq!(SnapshotFile::decode(&bytes).unwrap(), f);
@@ -414,11 +515,68 @@ mod tests {
         assert!(SnapshotFile::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
+    #[test]
+    fn ledger_index_roundtrips_and_refuses_bad_shapes() {
+        use covenant_types::View;
+        let at = TxId::new(3, 40);
+        let good = SnapshotIndex {
+            signatures: vec![5, 12, 40],
+            view_runs: vec![(SeqNo(1), View(1)), (SeqNo(13), View(3))],
+        };
+        assert_eq!(SnapshotIndex::decode(&good.encode(), at).unwrap(), good);
+        let bads = [
+            SnapshotIndex {
+                signatures: vec![12, 5, 40],
+                ..good.clone()
+            },
+            SnapshotIndex {
+                signatures: vec![5, 12],
+                ..good.clone()
+            },
+            SnapshotIndex {
+                signatures: vec![0, 40],
+                ..good.clone()
+            },
+            SnapshotIndex {
+                view_runs: vec![(SeqNo(1), View(3)), (SeqNo(13), View(1))],
+                ..good.clone()
+            },
+            SnapshotIndex {
+                view_runs: vec![(SeqNo(1), View(1))],
+                ..good.clone()
+            },
+            SnapshotIndex {
+                view_runs: vec![(SeqNo(41), View(3))],
+                ..good.clone()
+            },
+            SnapshotIndex {
+                view_runs: vec![],
+                ..good.clone()
+            },
+        ];
+        for b in bads {
+            assert!(SnapshotIndex::decode(&b.encode(), at).is_err(), "{b:?}");
+        }
+        let bytes = good.encode();
+        for cut in 0..bytes.len() {
+            assert!(SnapshotIndex::decode(&bytes[..cut], at).is_err());
+        }
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(SnapshotIndex::decode(&huge, at).is_err());
+    }
+
     proptest! {
         #[test]
+        fn ledger_index_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = SnapshotIndex::decode(&bytes, TxId::new(1, 7));
+        }
+
+        #[test]
         fn encode_decode_roundtrip(kv in proptest::collection::vec(any::<u8>(), 0..512),
-                                   tree in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let f = SnapshotFile { kv, tree };
+                                   tree in proptest::collection::vec(any::<u8>(), 0..512),
+                                   index in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let f = SnapshotFile { kv, tree, index };
             let bytes = f.encode().unwrap();
             prop_assert_eq!(SnapshotFile::decode(&bytes).unwrap(), f);
         }
@@ -441,7 +599,7 @@ mod tests {
             head.extend_from_slice(&1u64.to_le_bytes());
             head.extend_from_slice(&5u64.to_le_bytes());
             head.append(&mut kv);
-            let f = SnapshotFile { kv: head, tree };
+            let f = SnapshotFile { kv: head, tree, index: Vec::new() };
             let back = SnapshotFile::decode(&f.encode().unwrap()).unwrap();
             prop_assert!(back.check(None, None).is_err());
         }
