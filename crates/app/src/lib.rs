@@ -507,6 +507,21 @@ pub fn run(
     base: WriteSet,
     host: Host,
 ) -> Result<(AppResponse, BufferedKv, TxOptions), AppError> {
+    let (out, kv) = run_tracked(limits, app, route, request, store, base, host);
+    out.map(|(resp, options)| (resp, kv, options))
+}
+
+/// [`run`], with the handler's maps returned whatever its outcome: what it read
+/// decides whether a failure computed outside the engine's lock still stands.
+pub fn run_tracked(
+    limits: &Limits,
+    app: &App,
+    route: &Route,
+    request: &AppRequest,
+    store: &Store,
+    base: WriteSet,
+    host: Host,
+) -> (Result<(AppResponse, TxOptions), AppError>, BufferedKv) {
     let kv = std::rc::Rc::new(std::cell::RefCell::new(BufferedKv::new(
         store.clone(),
         base,
@@ -536,9 +551,13 @@ pub fn run(
         "dispatch",
         &[req],
         move |ctx| install_host(ctx, host_kv, host_options, host),
-    )?;
+    );
     let options = *options.borrow();
-    Ok((response(&out)?, BufferedKv::take(kv), options))
+    let out = out
+        .map_err(AppError::from)
+        .and_then(|out| response(&out))
+        .map(|resp| (resp, options));
+    (out, BufferedKv::take(kv))
 }
 
 /// The module name a user-defined function's code is loaded as.
@@ -557,6 +576,20 @@ pub fn run_function(
     base: WriteSet,
     host: Host,
 ) -> Result<(String, BufferedKv), AppError> {
+    let (out, kv) = run_function_tracked(limits, code, function, arguments, store, base, host);
+    out.map(|text| (text, kv))
+}
+
+/// [`run_function`], with the function's maps returned whatever its outcome.
+pub fn run_function_tracked(
+    limits: &Limits,
+    code: &str,
+    function: &str,
+    arguments: &[String],
+    store: &Store,
+    base: WriteSet,
+    host: Host,
+) -> (Result<String, AppError>, BufferedKv) {
     let kv = std::rc::Rc::new(std::cell::RefCell::new(BufferedKv::new(
         store.clone(),
         base,
@@ -586,12 +619,12 @@ export async function execute(args) {{
         "execute",
         &[json!(arguments)],
         move |ctx| install_host(ctx, host_kv, SharedOptions::default(), host),
-    )?;
-    let text = match out {
+    );
+    let text = out.map_err(AppError::from).map(|out| match out {
         Value::String(s) => s,
         other => other.to_string(),
-    };
-    Ok((text, BufferedKv::take(kv)))
+    });
+    (text, BufferedKv::take(kv))
 }
 
 fn response(out: &Value) -> Result<AppResponse, AppError> {

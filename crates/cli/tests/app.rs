@@ -255,6 +255,7 @@ fn write_probe_app(dir: &Path) {
                              "authn_policies": ["user_cose_sign1"], "mode": "readwrite"}},
         "/grant": {"post": {"js_module": "probe.js", "js_function": "grant",
                             "authn_policies": ["user_cert"], "mode": "readwrite"}},
+        "/incr": {"post": ep("incr", "readwrite")},
     }});
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("app.json"), metadata.to_string()).unwrap();
@@ -294,6 +295,19 @@ export function signed(request) {
 }
 export function grant(request) {
   ccf.kv["public:confidentialledger.roles.user_roles_mapping"].set(ccf.strToBuf("x"), ccf.strToBuf("[]"));
+}
+// Reads the counter, computes for `ms` milliseconds, writes it plus one: two
+// callers that overlap read the same value, so one of them must run again.
+export function incr(request) {
+  ccf.enableUntrustedDateTime(true);
+  const { ms } = request.body.json();
+  const t = ccf.kv["probe"];
+  const old = t.get(ccf.strToBuf("count"));
+  const n = old === undefined ? 0 : Number(ccf.bufToStr(old));
+  const end = Date.now() + ms;
+  while (Date.now() < end) {}
+  t.set(ccf.strToBuf("count"), ccf.strToBuf(String(n + 1)));
+  return { body: { count: n + 1 } };
 }
 export function receipt() {
   const s = ccf.historicalState;
@@ -671,4 +685,70 @@ async fn user_cose_sign1_endpoints_authenticate_the_signed_body() {
     );
     assert_eq!(post(b"{}".to_vec()).await.status, 401);
     stop(probe.dev);
+}
+
+/// Handlers run outside the engine's lock: appends go on while a handler
+/// computes, and handlers whose reads were overwritten before they committed run
+/// again, so every increment counts exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handlers_do_not_stall_appends_and_conflicts_run_again() {
+    let Probe {
+        tmp: _tmp,
+        dir,
+        dev,
+        endpoint,
+        service,
+    } = start_probe();
+    let anyone = LedgerClient::new(&endpoint, &service, None).unwrap();
+    let (u0_cert, u0_key) = pem_identity(&dir.join("user0.pem"));
+    let user0 = LedgerClient::new(&endpoint, &service, Some((&u0_cert, &u0_key))).unwrap();
+
+    // One handler computes for 800 ms (under the default 1 s limit); appends made
+    // meanwhile are answered before it is.
+    let slow = {
+        let c = anyone.clone();
+        tokio::spawn(
+            async move { send(&c, "POST", "/app/incr".into(), Some(json!({"ms": 800}))).await },
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    for i in 0..5 {
+        let r = send(
+            &user0,
+            "POST",
+            "/app/transactions?api-version=0.1-preview".into(),
+            Some(json!({ "contents": format!("beside the slow handler {i}") })),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        !slow.is_finished(),
+        "the appends waited for the slow handler"
+    );
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["count"], 1);
+
+    // Four overlapping increments: each reads the counter, then computes; all but
+    // one find it changed at commit and run again. Every one counts.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let c = anyone.clone();
+            tokio::spawn(async move {
+                send(&c, "POST", "/app/incr".into(), Some(json!({"ms": 120}))).await
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        seen.push(r.json()["count"].as_u64().unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, [2, 3, 4, 5], "each increment saw its own state");
+    let r = send(&anyone, "POST", "/app/incr".into(), Some(json!({"ms": 0}))).await;
+    assert_eq!(r.json()["count"], 6);
+    stop(dev);
 }

@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use covenant_engine::pacer::SignPacer;
 use covenant_engine::{Engine, EngineError};
 use covenant_types::{TxId, View};
 use protobuf::Message as _;
@@ -475,17 +476,34 @@ impl Replica {
     where
         F: FnOnce(&mut Engine) -> Result<T, EngineError>,
     {
+        self.write_unless_pending(f, false)
+    }
+
+    /// [`Replica::try_write`], waiting for the locks when `block` (never for this
+    /// view's first entry: the Raft thread, which appends it, calls this).
+    fn write_unless_pending<T, F>(&self, f: F, block: bool) -> Result<Result<T, ConsensusError>, F>
+    where
+        F: FnOnce(&mut Engine) -> Result<T, EngineError>,
+    {
         if let Err(e) = self.check_failed() {
             return Ok(Err(e));
         }
-        let Some(mut raw) = lock_now(&self.0.raft) else {
+        let raw = match block {
+            true => Some(raft_lock(&self.0.raft)),
+            false => lock_now(&self.0.raft),
+        };
+        let Some(mut raw) = raw else {
             return Err(f);
         };
         let (last, term) = match self.leader_position(&raw) {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        let Some(engine) = lock_now(&self.0.engine) else {
+        let engine = match block {
+            true => Some(lock(&self.0.engine)),
+            false => lock_now(&self.0.engine),
+        };
+        let Some(engine) = engine else {
             return Err(f);
         };
         if engine.last_seqno() != SeqNo(last) {
@@ -547,10 +565,16 @@ impl Replica {
             }
         };
         drop(engine);
+        let appended = !entries.is_empty();
         if let Err(e) = self.propose(raw, last, entries) {
             let kept = lock(&self.0.engine).last_seqno();
             self.membership().rollback(kept.0);
             return Err(e);
+        }
+        if appended {
+            // The Raft thread sends it on (and persists it) at once rather than
+            // at its next tick: commit latency is a few round trips, not a tick.
+            self.receive(Vec::new());
         }
         Ok(out)
     }
@@ -582,28 +606,41 @@ impl Replica {
         Ok(())
     }
 
-    /// Emits a signature on the primary if anything is unsigned.
-    fn sign_if_primary(&self) -> Result<(), ConsensusError> {
-        match self.write(|e| {
-            if e.unsigned_txs() > 0 {
-                e.emit_signature()?;
-            }
-            Ok(())
-        }) {
-            Ok(()) | Err(ConsensusError::NotPrimary { .. }) | Err(ConsensusError::NotReady) => {
+    /// Emits a signature on the primary when the pacer says so.
+    /// Never waits for a new view's first entry (this thread is the one that
+    /// appends it): while that is pending it looks again later.
+    fn sign_if_due(&self, pacer: &mut SignPacer) -> Result<(), ConsensusError> {
+        let attempt = self.write_unless_pending(
+            |e: &mut Engine| {
+                let now = Instant::now();
+                if pacer.due(now, e.last_seqno(), e.unsigned_txs()) {
+                    e.emit_signature()?;
+                    pacer.signed(now, now.elapsed());
+                }
                 Ok(())
-            }
-            Err(e) => Err(e),
+            },
+            true,
+        );
+        match attempt {
+            Err(_pending) => Ok(()),
+            Ok(Ok(()))
+            | Ok(Err(ConsensusError::NotPrimary { .. }))
+            | Ok(Err(ConsensusError::NotReady)) => Ok(()),
+            Ok(Err(e)) => Err(e),
         }
     }
 
     fn run(self, rx: mpsc::Receiver<Vec<u8>>) {
         let tick = self.0.config.tick;
         let mut next_tick = Instant::now() + tick;
-        let mut next_sig = Instant::now() + self.0.config.sig_interval;
+        let mut pacer = SignPacer::new(self.0.config.sig_interval);
         let mut next_promote = Instant::now() + tick * 4;
         while !self.0.stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let primary = self.status().is_primary;
+            let mut wait = next_tick.saturating_duration_since(Instant::now());
+            if primary {
+                wait = wait.min(pacer.poll());
+            }
             let mut batch = Vec::new();
             match rx.recv_timeout(wait) {
                 Ok(m) => {
@@ -641,9 +678,8 @@ impl Replica {
                     }
                 }
             }
-            if Instant::now() >= next_sig {
-                next_sig = Instant::now() + self.0.config.sig_interval;
-                if let Err(e) = self.sign_if_primary() {
+            if primary {
+                if let Err(e) = self.sign_if_due(&mut pacer) {
                     tracing::error!(error = %e, "emitting a signature failed");
                 }
             }

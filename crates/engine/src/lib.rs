@@ -23,6 +23,7 @@
 mod audit;
 mod engine;
 mod error;
+pub mod pacer;
 pub mod rekey;
 mod snapshot;
 

@@ -2,10 +2,11 @@
 //! the script's own (buffered, so a script that fails leaves nothing behind). What
 //! a script may write is the caller's [`WritePolicy`].
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use covenant_kv::{Store, Tx, WriteSet};
+use covenant_kv::{ReadSet, Store, Tx, WriteSet};
 
 use crate::ccf::KvAccess;
 
@@ -19,6 +20,9 @@ pub struct BufferedKv {
     base: WriteSet,
     writes: BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>,
     policy: WritePolicy,
+    /// What the script read from the store (not from its own or the base's
+    /// writes), so it can run without the engine's lock and be checked at commit.
+    reads: RefCell<ReadSet>,
 }
 
 impl std::fmt::Debug for BufferedKv {
@@ -37,7 +41,13 @@ impl BufferedKv {
             base,
             writes: BTreeMap::new(),
             policy,
+            reads: RefCell::new(ReadSet::default()),
         }
+    }
+
+    /// What the script read from the store.
+    pub fn reads(&self) -> ReadSet {
+        self.reads.borrow().clone()
     }
 
     /// The maps back from the handle shared with the script's host functions (the
@@ -58,8 +68,9 @@ impl BufferedKv {
         self.writes.is_empty()
     }
 
-    /// Moves the script's writes into `tx`.
+    /// Moves the script's writes and reads into `tx` (its commit checks the reads).
     pub fn apply_to(self, tx: &mut Tx) {
+        tx.add_reads(&self.reads.borrow());
         for ((map, key), value) in self.writes {
             match value {
                 Some(v) => tx.put(&map, &key, &v),
@@ -77,7 +88,11 @@ impl KvAccess for BufferedKv {
         if let Some(v) = self.base.get(map, key) {
             return v.map(<[u8]>::to_vec);
         }
-        self.store.get(map, key)
+        let found = self.store.get_versioned(map, key);
+        self.reads
+            .borrow_mut()
+            .note_key(map, key, found.as_ref().map(|(_, ver)| *ver));
+        found.map(|(v, _)| v)
     }
 
     fn set(&mut self, map: &str, key: &[u8], value: &[u8]) -> Result<(), String> {
@@ -94,16 +109,16 @@ impl KvAccess for BufferedKv {
     }
 
     fn version(&self, map: &str, key: &[u8]) -> Option<u64> {
-        self.store.version_of(map, key).map(|s| s.0)
+        let version = self.store.version_of(map, key).map(|s| s.0);
+        self.reads.borrow_mut().note_key(map, key, version);
+        version
     }
 
     fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut all: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
-            .store
-            .entries(map)
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
+        let (generation, stored) = self.store.entries_with_generation(map);
+        self.reads.borrow_mut().note_map(map, generation);
+        let mut all: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
         if let Some(m) = self.base.maps.get(map) {
             for (k, v) in m {
                 all.insert(k.clone(), v.clone());

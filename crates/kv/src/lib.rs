@@ -20,7 +20,7 @@ use covenant_types::{SeqNo, TxId};
 
 pub use entry::{TxEntry, ENTRY_FORMAT_VERSION};
 pub use snapshot::{PublicSnapshot, Snapshot};
-pub use store::{Store, Tx};
+pub use store::{ReadSet, Store, Tx};
 pub use writeset::{WriteSet, WRITE_SET_FORMAT_VERSION};
 
 /// Prefix that makes a map public (stored in clear).

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use covenant_types::{SeqNo, TxId, View};
@@ -18,6 +18,93 @@ struct State {
     committed_txid: Option<TxId>,
     /// Undo records of transactions after `committed`, oldest first.
     undo: VecDeque<(TxId, Undo)>,
+    /// Generation of each map: raised whenever the map changes (a write, a
+    /// removal, a rollback, history), so a transaction that iterated a map can
+    /// tell at commit whether it still holds what it saw. Absent: 0.
+    generations: HashMap<String, u64>,
+    /// The last generation handed out.
+    generation: u64,
+}
+
+impl State {
+    fn touch(&mut self, map: &str) {
+        self.generation += 1;
+        let g = self.generation;
+        match self.generations.get_mut(map) {
+            Some(v) => *v = g,
+            None => {
+                self.generations.insert(map.to_string(), g);
+            }
+        }
+    }
+
+    fn map_generation(&self, map: &str) -> u64 {
+        self.generations.get(map).copied().unwrap_or(0)
+    }
+
+    /// Optimistic concurrency: is everything `reads` saw still current?
+    fn check(&self, reads: &ReadSet) -> Result<(), KvError> {
+        for ((map, key), read_version) in &reads.keys {
+            let current = self.maps.get(map).and_then(|m| m.get(key)).map(|(_, v)| *v);
+            if current != *read_version {
+                return Err(KvError::Conflict {
+                    map: map.clone(),
+                    read: *read_version,
+                    current,
+                });
+            }
+        }
+        for (map, read_generation) in &reads.maps {
+            let current = self.map_generation(map);
+            if current != *read_generation {
+                return Err(KvError::Conflict {
+                    map: map.clone(),
+                    read: Some(*read_generation),
+                    current: Some(current),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a transaction read: each key's version (`None`: absent) and the generation
+/// of each map it iterated. A transaction executed without the store's lock
+/// commits only if all of it is still current ([`Store::commit`]), which makes it
+/// serializable at its commit point; one that commits nothing can be checked the
+/// same way ([`Store::validate`]) before its answer is trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadSet {
+    keys: BTreeMap<(String, Vec<u8>), Option<u64>>,
+    maps: BTreeMap<String, u64>,
+}
+
+impl ReadSet {
+    /// Records a key read at `version`; the first read of a key is the one that counts.
+    pub fn note_key(&mut self, map: &str, key: &[u8], version: Option<u64>) {
+        self.keys
+            .entry((map.to_string(), key.to_vec()))
+            .or_insert(version);
+    }
+
+    /// Records that the whole of `map` was read at `generation`.
+    pub fn note_map(&mut self, map: &str, generation: u64) {
+        self.maps.entry(map.to_string()).or_insert(generation);
+    }
+
+    /// Adds what `other` read (earlier reads of the same key win).
+    pub fn extend(&mut self, other: &ReadSet) {
+        for ((m, k), v) in &other.keys {
+            self.note_key(m, k, *v);
+        }
+        for (m, g) in &other.maps {
+            self.note_map(m, *g);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.maps.is_empty()
+    }
 }
 
 /// The current KV state, shared by every request (cheap to clone: one `Arc`).
@@ -55,6 +142,8 @@ impl Store {
                 committed: 0,
                 committed_txid: None,
                 undo: VecDeque::new(),
+                generations: HashMap::new(),
+                generation: 0,
             })),
         }
     }
@@ -88,9 +177,36 @@ impl Store {
     pub fn begin(&self) -> Tx {
         Tx {
             store: self.clone(),
-            reads: BTreeMap::new(),
+            reads: ReadSet::default(),
             writes: WriteSet::new(),
         }
+    }
+
+    /// Current value of `key` in `map` and the seqno that wrote it.
+    pub fn get_versioned(&self, map: &str, key: &[u8]) -> Option<(Vec<u8>, u64)> {
+        self.read()
+            .maps
+            .get(map)
+            .and_then(|m| m.get(key))
+            .map(|(v, ver)| (v.clone(), *ver))
+    }
+
+    /// Every key and value of `map` in key order, with the map's generation at
+    /// that moment (for [`ReadSet::note_map`]).
+    pub fn entries_with_generation(&self, map: &str) -> (u64, Vec<(Vec<u8>, Vec<u8>)>) {
+        let s = self.read();
+        let rows = s
+            .maps
+            .get(map)
+            .map(|m| m.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        (s.map_generation(map), rows)
+    }
+
+    /// Whether everything `reads` saw is still current (a [`KvError::Conflict`]
+    /// names the first thing that changed). Takes the read lock only.
+    pub fn validate(&self, reads: &ReadSet) -> Result<(), KvError> {
+        self.read().check(reads)
     }
 
     /// Current value of `key` in `map` (outside any transaction).
@@ -140,16 +256,7 @@ impl Store {
     /// concurrency), assigns the seqno, applies its writes and returns its write set.
     pub fn commit(&self, tx: Tx, view: View) -> Result<(TxId, WriteSet), KvError> {
         let mut s = self.write();
-        for ((map, key), read_version) in &tx.reads {
-            let current = s.maps.get(map).and_then(|m| m.get(key)).map(|(_, v)| *v);
-            if current != *read_version {
-                return Err(KvError::Conflict {
-                    map: map.clone(),
-                    read: *read_version,
-                    current,
-                });
-            }
-        }
+        s.check(&tx.reads)?;
         let seqno = s.last.map(|t| t.seqno.0).unwrap_or(0) + 1;
         if s.last.is_some_and(|t| t.view > view) {
             return Err(KvError::OutOfOrder {
@@ -189,6 +296,9 @@ impl Store {
             ));
         }
         let seqno = txid.seqno.0;
+        for map in ws.maps.keys() {
+            s.touch(map);
+        }
         for (map, writes) in &ws.maps {
             let m = s.maps.entry(map.clone()).or_default();
             for (key, value) in writes {
@@ -252,6 +362,7 @@ impl Store {
         while s.undo.back().is_some_and(|(t, _)| t.seqno.0 > seqno) {
             if let Some((_, undo)) = s.undo.pop_back() {
                 for (map, key, prev) in undo.into_iter().rev() {
+                    s.touch(&map);
                     let m = s.maps.entry(map.clone()).or_default();
                     match prev {
                         Some(p) => {
@@ -296,6 +407,8 @@ impl Store {
                 committed: seqno,
                 committed_txid: Some(snapshot.txid),
                 undo: VecDeque::new(),
+                generations: HashMap::new(),
+                generation: 0,
             })),
         }
     }
@@ -315,6 +428,9 @@ fn apply_locked(s: &mut State, txid: TxId, ws: &WriteSet) -> Result<(), KvError>
         if map.is_empty() || map.len() > MAX_MAP_NAME {
             return Err(KvError::BadMapName(map.clone()));
         }
+    }
+    for map in ws.maps.keys() {
+        s.touch(map);
     }
     for (map, writes) in &ws.maps {
         let m = s.maps.entry(map.clone()).or_default();
@@ -338,7 +454,7 @@ fn apply_locked(s: &mut State, txid: TxId, ws: &WriteSet) -> Result<(), KvError>
 /// writes; nothing is visible to others until [`Store::commit`].
 pub struct Tx {
     store: Store,
-    reads: BTreeMap<(String, Vec<u8>), Option<u64>>,
+    reads: ReadSet,
     writes: WriteSet,
 }
 
@@ -353,10 +469,19 @@ impl Tx {
         let version = found.map(|(_, v)| *v);
         let value = found.map(|(v, _)| v.clone());
         drop(s);
-        self.reads
-            .entry((map.to_string(), key.to_vec()))
-            .or_insert(version);
+        self.reads.note_key(map, key, version);
         value
+    }
+
+    /// Adds reads made outside this transaction's own `get`s (a script that ran
+    /// against the store), so the commit checks them too.
+    pub fn add_reads(&mut self, reads: &ReadSet) {
+        self.reads.extend(reads);
+    }
+
+    /// Everything this transaction read so far.
+    pub fn reads(&self) -> &ReadSet {
+        &self.reads
     }
 
     pub fn has(&mut self, map: &str, key: &[u8]) -> bool {
@@ -374,13 +499,15 @@ impl Tx {
     /// Removes every row of `map`: those the store holds and those this
     /// transaction wrote.
     pub fn clear(&mut self, map: &str) {
-        let mut keys: Vec<Vec<u8>> = self
-            .store
-            .read()
+        let s = self.store.read();
+        let mut keys: Vec<Vec<u8>> = s
             .maps
             .get(map)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
+        let generation = s.map_generation(map);
+        drop(s);
+        self.reads.note_map(map, generation);
         if let Some(own) = self.writes.maps.get(map) {
             keys.extend(own.keys().cloned());
         }

@@ -25,6 +25,7 @@ use covenant_app::{
 use covenant_engine::TxStatus;
 use covenant_engine::{Engine, EngineError};
 use covenant_governance::{MEMBERS_CERTS, MEMBERS_INFO};
+use covenant_service::Executed;
 use covenant_types::TxId;
 use serde_json::{json, Value};
 
@@ -448,39 +449,52 @@ async fn serve(
             .map_err(fail)?;
             return Ok(into_response(resp, txid));
         }
-        let out = state.write_blocking("running the app handler failed", |e| {
-            let mut tx = e.begin();
-            let store = e.store().clone();
-            let host = Host {
-                consensus: consensus_view(e),
-                ..Default::default()
-            };
-            let ran = covenant_app::run(
-                &limits,
-                &app,
-                &route,
-                &request,
-                &store,
-                tx.write_set().clone(),
-                host,
-            );
-            match ran {
-                // A claims digest makes a transaction even without writes: it is
-                // what the handler wants a receipt for.
-                Ok((resp, kv, opts))
-                    if opts.keeps_writes(resp.status)
-                        && (!kv.is_empty() || opts.claims_digest.is_some()) =>
-                {
-                    kv.apply_to(&mut tx);
-                    let claims = opts.claims_digest.map(covenant_types::Digest32);
-                    e.commit_tx(tx, claims).map(|txid| Ok((resp, Some(txid))))
+        // Outside every lock: the handler runs against the store, and only its
+        // commit waits for the engine (see covenant_service::optimistic).
+        let out = state
+            .service
+            .execute_blocking(|store, _run| {
+                let host = Host {
+                    consensus: consensus_view(&state.engine()),
+                    ..Default::default()
+                };
+                let (ran, kv) = covenant_app::run_tracked(
+                    &limits,
+                    &app,
+                    &route,
+                    &request,
+                    store,
+                    Default::default(),
+                    host,
+                );
+                match ran {
+                    // A claims digest makes a transaction even without writes: it is
+                    // what the handler wants a receipt for.
+                    Ok((resp, opts))
+                        if opts.keeps_writes(resp.status)
+                            && (!kv.is_empty() || opts.claims_digest.is_some()) =>
+                    {
+                        let mut tx = store.begin();
+                        kv.apply_to(&mut tx);
+                        Executed::Commit {
+                            tx,
+                            claims: opts.claims_digest.map(covenant_types::Digest32),
+                            answer: Ok(resp),
+                        }
+                    }
+                    Ok((resp, _)) => Executed::Answer {
+                        reads: kv.reads(),
+                        answer: Ok(resp),
+                    },
+                    Err(err) => Executed::Answer {
+                        reads: kv.reads(),
+                        answer: Err(err),
+                    },
                 }
-                Ok((resp, _, _)) => Ok(Ok((resp, e.last_txid()))),
-                Err(err) => Ok(Err(err)),
-            }
-        })?;
-        let (resp, txid) = out.map_err(fail)?;
-        Ok(into_response(resp, txid))
+            })
+            .map_err(|e| ApiError::service("running the app handler failed", e))?;
+        let resp = out.answer.map_err(fail)?;
+        Ok(into_response(resp, out.txid))
     })
     .await
     .map_err(|e| ApiError::internal("the app handler's thread failed", e))?

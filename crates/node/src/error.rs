@@ -73,6 +73,9 @@ impl ApiError {
                 "InsufficientStorage",
                 e.to_string(),
             ),
+            e @ ServiceError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "TransactionConflict", e.to_string())
+            }
             e @ (ServiceError::NotPrimary { .. }
             | ServiceError::NotReady
             | ServiceError::ReplicationFailed(_)) => Self::new(

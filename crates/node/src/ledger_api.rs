@@ -13,6 +13,7 @@ use covenant_service::entries::{new_claim, DEFAULT_COLLECTION};
 use covenant_service::tables::{
     entries_map, tags_map, CLAIM_KEYS, CONSTITUTION, CONSTITUTION_KEY, MEMBERS_CERTS,
 };
+use covenant_service::Executed;
 use covenant_types::{SeqNo, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -116,11 +117,9 @@ pub(crate) async fn append(
     let entry = collection.clone();
     let contents = body.contents;
     let has_hooks = !pre.is_empty() || !post.is_empty();
-    let write = move |engine: &mut covenant_engine::Engine| {
-        let mut tx = engine.begin();
-        if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &pre, &context) {
-            return Ok(Err(e));
-        }
+    let claims = claim.as_ref().map(|(_, d)| *d);
+    // The entry's own writes, after the pre-hooks and before the post-hooks.
+    let put_entry = move |tx: &mut covenant_kv::Tx| {
         tx.put(entries_map(public), entry.as_bytes(), contents.as_bytes());
         if let Some(t) = &tags {
             tx.put(tags_map(public), entry.as_bytes(), t.as_bytes());
@@ -128,17 +127,48 @@ pub(crate) async fn append(
         if let Some((key, _)) = &claim {
             tx.put(CLAIM_KEYS, entry.as_bytes(), key);
         }
-        if let Err(e) = crate::udf::run_hooks(engine, &mut tx, &post, &context) {
-            return Ok(Err(e));
-        }
-        engine.commit_tx(tx, claim.map(|(_, d)| d)).map(Ok)
     };
     const FAILED: &str = "appending the entry failed";
     let txid = if has_hooks {
-        // Hooks run JavaScript: on a blocking thread.
-        state.write(FAILED, write).await??
+        // Hooks run JavaScript: on a blocking thread, outside every lock; only
+        // the commit waits for the engine (covenant_service::optimistic).
+        let s = state.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            s.service.execute_blocking(|store, _run| {
+                let consensus = crate::app::consensus_view(&s.engine());
+                let mut tx = store.begin();
+                let hooked = crate::udf::run_hooks(store, &consensus, &mut tx, &pre, &context)
+                    .map(|()| put_entry(&mut tx))
+                    .and_then(|()| {
+                        crate::udf::run_hooks(store, &consensus, &mut tx, &post, &context)
+                    });
+                match hooked {
+                    Ok(()) => Executed::Commit {
+                        tx,
+                        claims,
+                        answer: Ok(()),
+                    },
+                    Err(e) => Executed::Answer {
+                        reads: tx.reads().clone(),
+                        answer: Err(e),
+                    },
+                }
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal("the append's thread failed", e))?
+        .map_err(|e| ApiError::service(FAILED, e))?;
+        out.answer?;
+        out.txid
+            .ok_or_else(|| ApiError::internal(FAILED, "the append committed no transaction"))?
     } else {
-        state.write_in_memory(FAILED, write).await??
+        state
+            .write_in_memory(FAILED, move |engine: &mut covenant_engine::Engine| {
+                let mut tx = engine.begin();
+                put_entry(&mut tx);
+                engine.commit_tx(tx, claims)
+            })
+            .await?
     };
     Ok(with_txid(
         Some(txid),

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use covenant_app::{AppBundle, Host, RuntimeOptions, ENDPOINTS, MODULES, RUNTIME_OPTIONS};
+use covenant_service::Executed;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -282,45 +283,53 @@ pub async fn execute(
         .unwrap_or_else(|| "main".to_string());
     let limits = opts.limits();
     let user_id = caller.user_id.clone();
+    // Outside every lock: only the commit waits for the engine.
     let task = tokio::task::spawn_blocking(move || {
-        state.write_blocking("running the function failed", |e| {
-            let mut tx = e.begin();
-            let store = e.store().clone();
+        state.service.execute_blocking(|store, _run| {
             let host = Host {
-                consensus: crate::app::consensus_view(e),
+                consensus: crate::app::consensus_view(&state.engine()),
                 context: Some(json!({"request": {"method": "POST"}, "userId": user_id})),
                 ..Default::default()
             };
-            match covenant_app::run_function(
+            let (ran, kv) = covenant_app::run_function_tracked(
                 &limits,
                 &code,
                 &function,
                 &run.arguments,
-                &store,
-                tx.write_set().clone(),
+                store,
+                Default::default(),
                 host,
-            ) {
-                Ok((value, kv)) if !kv.is_empty() => {
+            );
+            match ran {
+                Ok(value) if !kv.is_empty() => {
+                    let mut tx = store.begin();
                     kv.apply_to(&mut tx);
-                    e.commit_tx(tx, None).map(|t| Ok((value, Some(t))))
+                    Executed::Commit {
+                        tx,
+                        claims: None,
+                        answer: Ok(value),
+                    }
                 }
-                Ok((value, _)) => Ok(Ok((value, e.last_txid()))),
-                Err(err) => Ok(Err((err, e.last_txid()))),
+                other => Executed::Answer {
+                    reads: kv.reads(),
+                    answer: other,
+                },
             }
         })
     });
     let out = task
         .await
-        .map_err(|e| ApiError::internal("the function's thread failed", e))??;
-    Ok(match out {
-        Ok((value, txid)) => with_txid(
-            txid,
+        .map_err(|e| ApiError::internal("the function's thread failed", e))?
+        .map_err(|e| ApiError::service("running the function failed", e))?;
+    Ok(match out.answer {
+        Ok(value) => with_txid(
+            out.txid,
             Json(json!({"status": "Succeeded", "result": {"returnValue": value}})),
         ),
-        Err((err, txid)) => {
+        Err(err) => {
             let message = failure_message(err, &opts);
             with_txid(
-                txid,
+                out.txid,
                 Json(json!({"status": "Failed", "error": {"message": message}})),
             )
         }
@@ -409,15 +418,17 @@ pub(crate) fn prepare_hooks(
 
 /// Runs `hooks` in `tx`, each seeing the writes before it; `context` is the
 /// functions' `context` global. A failure is the append's (500, as ACL answers).
+/// What they read from `store` goes into `tx`, whose commit checks it.
 pub(crate) fn run_hooks(
-    engine: &covenant_engine::Engine,
+    store: &covenant_kv::Store,
+    consensus: &covenant_app::ConsensusView,
     tx: &mut covenant_kv::Tx,
     hooks: &[PreparedHook],
     context: &Value,
 ) -> Result<(), ApiError> {
     for h in hooks {
         let host = Host {
-            consensus: crate::app::consensus_view(engine),
+            consensus: consensus.clone(),
             context: Some(context.clone()),
             ..Default::default()
         };
@@ -426,7 +437,7 @@ pub(crate) fn run_hooks(
             &h.code,
             &h.function,
             &h.arguments,
-            engine.store(),
+            store,
             tx.write_set().clone(),
             host,
         ) {

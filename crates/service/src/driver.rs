@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use covenant_engine::pacer::SignPacer;
 use covenant_engine::{Engine, EngineError};
 use tokio::sync::watch;
 
@@ -13,8 +14,9 @@ use tokio::sync::watch;
 const IDLE: Duration = Duration::from_millis(5);
 
 /// A thread running group commit back to back (fdatasync with the engine lock
-/// released, so appends never wait for the disk) and emitting a signature every
-/// `sig_every` when anything is unsigned. Stops when told or when every receiver
+/// released, so appends never wait for the disk) and emitting signatures as the
+/// pacer says: soon after the pipeline goes quiet, a short gap apart under load,
+/// at the latest `sig_every` after a transaction. Stops when told or when every receiver
 /// of the committed seqno is gone.
 pub(crate) struct Driver {
     stop: Arc<AtomicBool>,
@@ -60,18 +62,15 @@ fn commit_loop(
     stop: &AtomicBool,
 ) {
     let lock = || engine.lock().unwrap_or_else(|e| e.into_inner());
-    let mut next_sig = Instant::now() + sig_every;
+    let mut pacer = SignPacer::new(sig_every);
     while !stop.load(Ordering::Relaxed) && !committed.is_closed() {
-        let now = Instant::now();
-        let sign = now >= next_sig;
-        if sign {
-            next_sig = (next_sig + sig_every).max(now);
-        }
-        let cycle = || -> Result<(SeqNo, bool), EngineError> {
+        let cycle = |pacer: &mut SignPacer| -> Result<(SeqNo, bool), EngineError> {
             let ticket = {
                 let mut e = lock();
-                if sign && e.unsigned_txs() > 0 {
+                let now = Instant::now();
+                if pacer.due(now, e.last_seqno(), e.unsigned_txs()) {
                     e.emit_signature()?;
+                    pacer.signed(now, now.elapsed());
                 }
                 if !e.sync_wanted() {
                     return Ok((e.committed_seqno(), true));
@@ -82,7 +81,7 @@ fn commit_loop(
             let result = ticket.run();
             Ok((lock().complete_flush(ticket, result)?, idle))
         };
-        match cycle() {
+        match cycle(&mut pacer) {
             Ok((seqno, idle)) => {
                 committed.send_if_modified(|c| {
                     let changed = *c != seqno;
@@ -90,7 +89,7 @@ fn commit_loop(
                     changed
                 });
                 if idle {
-                    std::thread::sleep(IDLE.min(next_sig.saturating_duration_since(now)));
+                    std::thread::sleep(pacer.poll().min(IDLE));
                 }
             }
             Err(e) => {

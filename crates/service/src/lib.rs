@@ -21,6 +21,7 @@ pub mod genesis;
 pub mod govern;
 pub mod index;
 pub mod nodes;
+pub mod optimistic;
 pub mod recovery;
 pub mod tables;
 pub mod users;
@@ -39,6 +40,7 @@ pub use genesis::{Genesis, JoinPolicy};
 pub use govern::{GovernError, Replay, CREATED_AT_WINDOW_SECS};
 pub use index::EntryIndex;
 pub use nodes::{NodeInfo, NodeStatus};
+pub use optimistic::{Executed, Outcome};
 pub use users::{Role, UserId};
 
 /// Why the service refused or failed a request. The variants a caller acts on
@@ -72,6 +74,10 @@ pub enum ServiceError {
     /// The blocking task running the work panicked or was cancelled.
     #[error("the task running the request failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A script's reads were changed by other writers before it could commit, on
+    /// every one of its runs (see `optimistic`): nothing was written.
+    #[error("the transaction conflicted with concurrent writes on each of its {runs} runs; nothing was written, retry")]
+    Conflict { runs: u32 },
 }
 
 impl From<EngineError> for ServiceError {
