@@ -3,6 +3,7 @@
 //! Every decoder here is total: any input yields a value or an error, and no
 //! length read from disk is allocated before it has been bounded.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -140,21 +141,113 @@ pub(crate) struct ChunkFile {
     pub last: Option<u64>,
     pub kind: ChunkKind,
     pub len: u64,
+    /// Found in a read-only (archive) directory: always committed, and nothing
+    /// (not even a rebuilt index) is ever written next to it.
+    pub read_only: bool,
 }
 
-/// Everything of ours in a ledger directory.
+/// Everything of ours in a ledger directory (and its read-only directories).
 #[derive(Debug, Default)]
 pub(crate) struct Listing {
     /// Sorted by first seqno and checked for contiguity.
     pub chunks: Vec<ChunkFile>,
+    /// Index files of the main directory only.
     pub indexes: Vec<(u64, u64, PathBuf)>,
+    /// Temporary files of the main directory only.
     pub temps: Vec<PathBuf>,
 }
 
-/// Lists and checks the layout of a ledger directory: names parse, chunks are
-/// contiguous (from seqno 1, or from any seqno after a snapshot base), committed
-/// chunks form a prefix, only the last chunk may be open.
-pub(crate) fn list_dir(dir: &Path) -> Result<Listing, LedgerError> {
+/// Lists and checks the layout of a ledger directory `dir` (which must exist)
+/// and the read-only directories holding its archived committed chunks, merged
+/// as one (see [`merge_read_only`]): names parse, chunks are contiguous (from
+/// seqno 1, or from any seqno after a snapshot base), committed chunks form a
+/// prefix, only the last chunk may be open.
+pub(crate) fn list_dirs(dir: &Path, read_only_dirs: &[PathBuf]) -> Result<Listing, LedgerError> {
+    let main = list_main(dir)?;
+    merge_read_only(dir, main, read_only_dirs)
+}
+
+/// Adds the committed chunks of `read_only_dirs` to the (unchecked) listing
+/// of the main directory `dir`, then sorts and checks the whole layout.
+///
+/// A chunk whose exact range is already listed (the main directory first,
+/// then the read-only directories in order) is a second copy, left behind by
+/// an interrupted [`crate::Ledger::archive`]: the earlier copy wins, and both
+/// must be committed and of the same length. Every other overlap, and any gap,
+/// is a layout error naming the two files. Non-committed chunk files in a
+/// read-only directory are a layout error (only committed chunks are ever
+/// archived); temporary files, stray `ledger_` names and index files there are
+/// left alone, never removed or rewritten.
+pub(crate) fn merge_read_only(
+    dir: &Path,
+    mut listing: Listing,
+    read_only_dirs: &[PathBuf],
+) -> Result<Listing, LedgerError> {
+    // The main directory may not exist yet (first_seqno_on_disk_in).
+    let main = std::fs::canonicalize(dir).ok();
+    let mut seen_dirs: Vec<PathBuf> = Vec::new();
+    let mut by_range: HashMap<(u64, Option<u64>), usize> = listing
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ((c.first, c.last), i))
+        .collect();
+    for ro in read_only_dirs {
+        let canonical = std::fs::canonicalize(ro).map_err(|e| LedgerError::io(ro, e))?;
+        if main.as_ref() == Some(&canonical) {
+            return Err(LedgerError::layout(
+                dir,
+                format!(
+                    "read-only directory {} is the ledger directory itself",
+                    ro.display()
+                ),
+            ));
+        }
+        if seen_dirs.contains(&canonical) {
+            continue;
+        }
+        seen_dirs.push(canonical);
+        for cf in list_read_only(ro)? {
+            let Some(twin) = by_range
+                .get(&(cf.first, cf.last))
+                .and_then(|i| listing.chunks.get(*i))
+            else {
+                by_range.insert((cf.first, cf.last), listing.chunks.len());
+                listing.chunks.push(cf);
+                continue;
+            };
+            if twin.kind != ChunkKind::Committed {
+                return Err(LedgerError::layout(
+                    dir,
+                    format!(
+                        "overlap between {} and {}: an archived chunk's range is also held by a chunk that is not committed",
+                        twin.path.display(),
+                        cf.path.display()
+                    ),
+                ));
+            }
+            if twin.len != cf.len {
+                return Err(LedgerError::layout(
+                    dir,
+                    format!(
+                        "{} ({} bytes) and {} ({} bytes) claim the same seqnos but differ in length",
+                        twin.path.display(),
+                        twin.len,
+                        cf.path.display(),
+                        cf.len
+                    ),
+                ));
+            }
+            tracing::debug!(used = %twin.path.display(), ignored = %cf.path.display(), "ledger chunk present twice; using the first copy");
+        }
+    }
+    listing.chunks.sort_by_key(|c| c.first);
+    check_layout(dir, &listing.chunks)?;
+    Ok(listing)
+}
+
+/// Everything of ours in the main directory, unsorted and unchecked.
+fn list_main(dir: &Path) -> Result<Listing, LedgerError> {
     let mut listing = Listing::default();
     let rd = std::fs::read_dir(dir).map_err(|e| LedgerError::io(dir, e))?;
     for ent in rd {
@@ -194,27 +287,89 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing, LedgerError> {
             FileName::Temp => listing.temps.push(path),
             FileName::Index { first, last } => listing.indexes.push((first, last, path)),
             FileName::Chunk { first, last, kind } => {
-                if let Some(l) = last {
-                    if l < first {
-                        return Err(LedgerError::layout(
-                            dir,
-                            format!("{} has an empty or inverted seqno range", path.display()),
-                        ));
-                    }
-                }
+                check_range(dir, &path, first, last)?;
                 listing.chunks.push(ChunkFile {
                     path,
                     first,
                     last,
                     kind,
                     len: meta.len(),
+                    read_only: false,
                 });
             }
         }
     }
-    listing.chunks.sort_by_key(|c| c.first);
-    check_layout(dir, &listing.chunks)?;
     Ok(listing)
+}
+
+fn check_range(dir: &Path, path: &Path, first: u64, last: Option<u64>) -> Result<(), LedgerError> {
+    match last {
+        Some(l) if l < first => Err(LedgerError::layout(
+            dir,
+            format!("{} has an empty or inverted seqno range", path.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The committed chunks of a read-only directory. A non-committed chunk file
+/// is an error; anything else that is not a committed chunk is skipped (with a
+/// warning when it looks like ours), since nothing here may be cleaned up.
+fn list_read_only(dir: &Path) -> Result<Vec<ChunkFile>, LedgerError> {
+    let mut chunks = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| LedgerError::io(dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| LedgerError::io(dir, e))?;
+        let path = ent.path();
+        let os_name = ent.file_name();
+        if !os_name
+            .as_encoded_bytes()
+            .starts_with(FILE_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let parsed = os_name.to_str().and_then(parse_file_name);
+        let (first, last) = match parsed {
+            Some(Ok(FileName::Chunk {
+                first,
+                last: Some(last),
+                kind: ChunkKind::Committed,
+            })) => (first, last),
+            Some(Ok(FileName::Chunk { .. })) => {
+                return Err(LedgerError::layout(
+                    dir,
+                    format!(
+                        "{} is not a committed chunk: read-only directories may only hold .committed chunks",
+                        path.display()
+                    ),
+                ))
+            }
+            Some(Ok(FileName::Index { .. })) => continue,
+            Some(Ok(FileName::Temp)) => {
+                tracing::warn!(file = %path.display(), "ignoring temporary file in a read-only ledger directory");
+                continue;
+            }
+            None | Some(Err(())) => {
+                tracing::warn!(file = %path.display(), "ignoring unexpected file in a read-only ledger directory");
+                continue;
+            }
+        };
+        let meta = ent.metadata().map_err(|e| LedgerError::io(&path, e))?;
+        if !meta.is_file() {
+            tracing::warn!(file = %path.display(), "ignoring a committed chunk name that is not a regular file");
+            continue;
+        }
+        check_range(dir, &path, first, Some(last))?;
+        chunks.push(ChunkFile {
+            path,
+            first,
+            last: Some(last),
+            kind: ChunkKind::Committed,
+            len: meta.len(),
+            read_only: true,
+        });
+    }
+    Ok(chunks)
 }
 
 fn check_layout(dir: &Path, chunks: &[ChunkFile]) -> Result<(), LedgerError> {
@@ -928,6 +1083,130 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn touch(dir: &Path, name: &str, len: usize) {
+        std::fs::write(dir.join(name), vec![0u8; len]).unwrap();
+    }
+
+    fn summary(l: &Listing) -> Vec<(u64, Option<u64>, bool, PathBuf)> {
+        l.chunks
+            .iter()
+            .map(|c| (c.first, c.last, c.read_only, c.path.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn read_only_dirs_merge_with_the_main_copy_preferred() {
+        let (main, ro1, ro2) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let (m, a, b) = (main.path(), ro1.path(), ro2.path());
+        touch(m, "ledger_4-6.committed", 80);
+        touch(m, "ledger_4-6.committed.idx", 8);
+        touch(m, "ledger_7", 20);
+        touch(a, "ledger_1-3.committed", 90);
+        touch(a, "ledger_1-3.committed.idx", 8);
+        touch(a, "ledger_4-6.committed", 80);
+        touch(a, "ledger_9-9.committed.tmp", 3);
+        touch(a, "ledger_zzz", 1);
+        touch(a, "notes.txt", 1);
+        std::fs::create_dir(a.join("ledger_10-12.committed")).unwrap();
+        touch(b, "ledger_1-3.committed", 90);
+        let ro = [a.to_path_buf(), b.to_path_buf(), a.to_path_buf()];
+        let l = list_dirs(m, &ro).unwrap();
+        assert_eq!(
+            summary(&l),
+            vec![
+                (1, Some(3), true, a.join("ledger_1-3.committed")),
+                (4, Some(6), false, m.join("ledger_4-6.committed")),
+                (7, None, false, m.join("ledger_7")),
+            ]
+        );
+        assert_eq!(l.indexes.len(), 1, "only the main directory's indexes");
+        assert!(
+            l.temps.is_empty(),
+            "temporary files of a read-only dir are not ours to remove"
+        );
+        // The first read-only directory wins among read-only copies.
+        let l = list_dirs(m, &[b.to_path_buf(), a.to_path_buf()]).unwrap();
+        assert_eq!(l.chunks[0].path, b.join("ledger_1-3.committed"));
+        // Without the main directory's chunks, the archive alone is a ledger prefix.
+        let empty = tempfile::tempdir().unwrap();
+        let l = list_dirs(empty.path(), &[a.to_path_buf()]).unwrap();
+        assert_eq!(l.chunks.len(), 2);
+    }
+
+    #[test]
+    fn read_only_dirs_refuse_inconsistent_layouts() {
+        let layout = |r: Result<Listing, LedgerError>, needles: &[&str]| {
+            let err = r.unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, LedgerError::Layout { .. }), "{msg}");
+            for n in needles {
+                assert!(msg.contains(n), "{msg} lacks {n}");
+            }
+        };
+        let fresh = || {
+            let (main, ro) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            touch(main.path(), "ledger_4-6.committed", 80);
+            touch(main.path(), "ledger_7-9", 80);
+            touch(ro.path(), "ledger_1-3.committed", 80);
+            (main, ro)
+        };
+        for name in ["ledger_10", "ledger_10-12"] {
+            let (main, ro) = fresh();
+            touch(ro.path(), name, 80);
+            layout(
+                list_dirs(main.path(), &[ro.path().to_path_buf()]),
+                &[name, "not a committed chunk"],
+            );
+        }
+        // Same range, different length.
+        let (main, ro) = fresh();
+        touch(ro.path(), "ledger_4-6.committed", 81);
+        layout(
+            list_dirs(main.path(), &[ro.path().to_path_buf()]),
+            &["differ in length"],
+        );
+        // Same range as a chunk that is not committed.
+        let (main, ro) = fresh();
+        touch(ro.path(), "ledger_7-9.committed", 80);
+        layout(
+            list_dirs(main.path(), &[ro.path().to_path_buf()]),
+            &["overlap", "ledger_7-9"],
+        );
+        // Overlapping, not identical.
+        let (main, ro) = fresh();
+        touch(ro.path(), "ledger_3-5.committed", 80);
+        layout(
+            list_dirs(main.path(), &[ro.path().to_path_buf()]),
+            &["overlap"],
+        );
+        // A gap between the archive and the main directory names both files.
+        let (main, ro) = fresh();
+        std::fs::rename(
+            ro.path().join("ledger_1-3.committed"),
+            ro.path().join("ledger_1-2.committed"),
+        )
+        .unwrap();
+        layout(
+            list_dirs(main.path(), &[ro.path().to_path_buf()]),
+            &["gap", "ledger_1-2.committed", "ledger_4-6.committed"],
+        );
+        // The main directory itself, or a missing directory.
+        let (main, _ro) = fresh();
+        layout(
+            list_dirs(main.path(), &[main.path().join(".")]),
+            &["ledger directory itself"],
+        );
+        let missing = main.path().join("nope");
+        assert!(matches!(
+            list_dirs(main.path(), &[missing]),
+            Err(LedgerError::Io { .. })
+        ));
     }
 
     proptest! {

@@ -10,9 +10,9 @@ use crate::error::LedgerError;
 use crate::format::{
     check_header, check_index_prefix, check_sequence, closed_name, committed_name, decode_frame,
     decode_index, encode_frame, encode_header, entry_count, frame_len, index_len, index_name,
-    list_dir, open_name, scan_closed_chunk, ChunkFile, ChunkKind, ChunkReader, FrameError,
-    FRAME_HEADER_LEN, FRAME_OVERHEAD, HEADER_LEN, INDEX_PREFIX_LEN, MAX_FRAME_LEN, MAX_PAYLOAD_LEN,
-    TMP_SUFFIX,
+    list_dirs, merge_read_only, open_name, scan_closed_chunk, ChunkFile, ChunkKind, ChunkReader,
+    FrameError, Listing, FRAME_HEADER_LEN, FRAME_OVERHEAD, HEADER_LEN, INDEX_PREFIX_LEN,
+    MAX_FRAME_LEN, MAX_PAYLOAD_LEN, TMP_SUFFIX,
 };
 
 /// Default size after which the next signature entry closes a chunk (5 MiB).
@@ -41,6 +41,15 @@ pub struct LedgerConfig {
     /// a directory whose first chunk starts at `f > 1` has base `f - 1` anyway, and
     /// a `start_after` naming another seqno is then a layout error.
     pub start_after: Option<TxId>,
+    /// Directories holding archived committed chunks (see [`Ledger::archive`]),
+    /// so history can move to cheaper or separate storage and stay readable.
+    /// Their `.committed` chunks (and index files) join the ledger as if they
+    /// were in `dir`; they are never written to, not even to rebuild a damaged
+    /// index (that is kept in memory instead). Each must exist. A chunk present
+    /// both in `dir` and here (an interrupted archive) is read from `dir`. Any
+    /// other kind of chunk file here is a [`LedgerError::Layout`] error; temporary
+    /// and unknown `ledger_` files are skipped with a warning.
+    pub read_only_dirs: Vec<PathBuf>,
 }
 
 impl LedgerConfig {
@@ -51,6 +60,7 @@ impl LedgerConfig {
             chunk_threshold_bytes: DEFAULT_CHUNK_THRESHOLD_BYTES,
             deferred_close: false,
             start_after: None,
+            read_only_dirs: Vec::new(),
         }
     }
 }
@@ -75,6 +85,19 @@ pub struct RecoveryReport {
     pub last_seqno: SeqNo,
 }
 
+/// What [`Ledger::archive`] moved, for the caller to log or meter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveReport {
+    /// Committed chunks moved out of the main directory by this call.
+    pub chunks: usize,
+    /// Their total size in bytes (chunk files, not index files).
+    pub bytes: u64,
+    /// Every entry up to this seqno now lives outside the main directory, which
+    /// starts at `upto + 1`; the ledger's base (0 for a full ledger) when no chunk
+    /// has been archived.
+    pub upto: SeqNo,
+}
+
 #[derive(Debug)]
 struct Chunk {
     first: u64,
@@ -85,8 +108,13 @@ struct Chunk {
     /// Logical length, including bytes still buffered in the writer.
     len: u64,
     /// Frame offsets, kept in memory for open and closed chunks; committed
-    /// chunks use their on-disk index, loaded on demand into the read cache.
+    /// chunks use their on-disk index, loaded on demand into the read cache
+    /// (except a read-only chunk whose index was unusable at open: its rebuilt
+    /// offsets stay here, as they cannot be written next to it).
     offsets: Option<Vec<u64>>,
+    /// Lives outside the main directory (a read-only directory or an archive):
+    /// committed, and nothing is ever written next to it.
+    read_only: bool,
 }
 
 /// The open chunk's file and the bytes appended to it but not yet written.
@@ -226,6 +254,38 @@ fn write_index(
     fs::rename(&tmp, &path).map_err(|e| LedgerError::io(&path, e))
 }
 
+/// Durably copies committed chunk `c` into directory `to` (temporary name,
+/// fsync, rename), writes its index beside it and fsyncs `to`. Returns the new
+/// path. Works across file systems; an existing copy there is replaced.
+fn copy_chunk_into(c: &Chunk, offsets: &[u64], to: &Path) -> Result<PathBuf, LedgerError> {
+    let name = committed_name(c.first, c.last);
+    let dest = to.join(&name);
+    let tmp = to.join(format!("{name}{TMP_SUFFIX}"));
+    let mut src = File::open(&c.path).map_err(|e| LedgerError::io(&c.path, e))?;
+    let mut out = File::create(&tmp).map_err(|e| LedgerError::io(&tmp, e))?;
+    let copied = std::io::copy(&mut src, &mut out).map_err(|e| LedgerError::io(&tmp, e))?;
+    if copied != c.len {
+        return Err(LedgerError::corrupt(
+            &c.path,
+            copied,
+            None,
+            None,
+            format!("committed chunk is {copied} bytes, {} were expected", c.len),
+        ));
+    }
+    out.sync_all().map_err(|e| LedgerError::io(&tmp, e))?;
+    drop(out);
+    fs::rename(&tmp, &dest).map_err(|e| LedgerError::io(&dest, e))?;
+    write_index(to, c.first, c.last, c.len, offsets)?;
+    sync_dir(to)?;
+    Ok(dest)
+}
+
+/// The index file of a committed chunk: always in the chunk's own directory.
+fn index_beside(chunk: &Path, first: u64, last: u64) -> PathBuf {
+    chunk.with_file_name(index_name(first, last))
+}
+
 /// Reads and fully validates an index; the error is why it cannot be used.
 fn read_index(
     path: &Path,
@@ -269,6 +329,10 @@ fn check_index_cheap(
     check_index_prefix(&prefix, first, last, chunk_len)
 }
 
+fn first_of(listing: &Listing) -> Option<SeqNo> {
+    listing.chunks.first().map(|c| SeqNo(c.first))
+}
+
 /// Whether a valid frame for `seqno` starts anywhere in `[from, len)`: used to
 /// tell a torn tail (nothing valid after the bad frame) from corruption.
 fn later_frame_exists(path: &Path, from: u64, len: u64, seqno: u64) -> Result<bool, LedgerError> {
@@ -309,7 +373,7 @@ impl Ledger {
     pub fn open(config: LedgerConfig) -> Result<(Ledger, RecoveryReport), LedgerError> {
         let dir = config.dir;
         fs::create_dir_all(&dir).map_err(|e| LedgerError::io(&dir, e))?;
-        let listing = list_dir(&dir)?;
+        let listing = list_dirs(&dir, &config.read_only_dirs)?;
         if config
             .start_after
             .is_some_and(|b| b.seqno.0 == 0 || b.view.0 == 0)
@@ -341,7 +405,7 @@ impl Ledger {
         let committed: HashSet<(u64, u64)> = listing
             .chunks
             .iter()
-            .filter(|c| c.kind == ChunkKind::Committed)
+            .filter(|c| c.kind == ChunkKind::Committed && !c.read_only)
             .filter_map(|c| c.last.map(|l| (c.first, l)))
             .collect();
         for (first, last, path) in &listing.indexes {
@@ -426,13 +490,19 @@ impl Ledger {
         let header = pread(&file, &cf.path, 0, HEADER_LEN)?;
         check_header(&header, cf.first)
             .map_err(|r| LedgerError::corrupt(&cf.path, 0, None, Some(cf.first), r))?;
-        let idx = self.dir.join(index_name(cf.first, last));
+        let idx = index_beside(&cf.path, cf.first, last);
+        let mut kept = None;
         if let Err(reason) = check_index_cheap(&idx, cf.first, last, cf.len, count) {
             tracing::warn!(chunk = %cf.path.display(), %reason, "rebuilding ledger index by scanning the chunk");
             let (offsets, _) = scan_closed_chunk(&cf.path, cf.len, cf.first, last, 0)?;
-            match write_index(&self.dir, cf.first, last, cf.len, &offsets) {
-                Ok(()) => sync_dir(&self.dir)?,
-                Err(e) => tracing::warn!(error = %e, "could not write rebuilt ledger index"),
+            if cf.read_only {
+                // Never written into a read-only directory: keep it in memory.
+                kept = Some(offsets);
+            } else {
+                match write_index(&self.dir, cf.first, last, cf.len, &offsets) {
+                    Ok(()) => sync_dir(&self.dir)?,
+                    Err(e) => tracing::warn!(error = %e, "could not write rebuilt ledger index"),
+                }
             }
         }
         self.committed_seqno = last;
@@ -442,7 +512,8 @@ impl Ledger {
             kind: ChunkKind::Committed,
             path: cf.path,
             len: cf.len,
-            offsets: None,
+            offsets: kept,
+            read_only: cf.read_only,
         });
         Ok(())
     }
@@ -464,6 +535,7 @@ impl Ledger {
             path: cf.path,
             len: cf.len,
             offsets: Some(offsets),
+            read_only: false,
         });
         Ok(())
     }
@@ -551,6 +623,7 @@ impl Ledger {
             path,
             len: valid_len,
             offsets: Some(offsets),
+            read_only: false,
         });
         self.writer = Some(Writer {
             file: Some(Arc::new(file)),
@@ -663,6 +736,7 @@ impl Ledger {
             path,
             len: HEADER_LEN,
             offsets: Some(Vec::new()),
+            read_only: false,
         });
         self.writer = Some(Writer {
             file: Some(Arc::new(file)),
@@ -771,6 +845,7 @@ impl Ledger {
             path: self.dir.join(open_name(first)),
             len: HEADER_LEN,
             offsets: Some(Vec::new()),
+            read_only: false,
         });
         self.writer = Some(Writer {
             file: None,
@@ -941,13 +1016,24 @@ impl Ledger {
     /// `None` when there is no chunk or no directory: lets a caller pick the
     /// snapshot a ledger continues before opening it.
     pub fn first_seqno_on_disk(dir: &Path) -> Result<Option<SeqNo>, LedgerError> {
-        match fs::metadata(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Self::first_seqno_on_disk_in(dir, &[])
+    }
+
+    /// [`Ledger::first_seqno_on_disk`] for a ledger opened with
+    /// [`LedgerConfig::read_only_dirs`]: archived chunks count, so an archived
+    /// history is not mistaken for a ledger that continues a snapshot. A missing
+    /// `dir` holds nothing; a missing read-only directory is an error.
+    pub fn first_seqno_on_disk_in(
+        dir: &Path,
+        read_only_dirs: &[PathBuf],
+    ) -> Result<Option<SeqNo>, LedgerError> {
+        let main = match fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Listing::default(),
             Err(e) => return Err(LedgerError::io(dir, e)),
             Ok(m) if !m.is_dir() => return Err(LedgerError::layout(dir, "not a directory")),
-            Ok(_) => {}
-        }
-        Ok(list_dir(dir)?.chunks.first().map(|c| SeqNo(c.first)))
+            Ok(_) => return Ok(first_of(&list_dirs(dir, read_only_dirs)?)),
+        };
+        Ok(first_of(&merge_read_only(dir, main, read_only_dirs)?))
     }
 
     /// Entries 1..=base are not here (they are in the snapshot); 0 never exists.
@@ -1031,12 +1117,15 @@ impl Ledger {
 
     fn load_index(&self, c: &Chunk) -> Result<Vec<u64>, LedgerError> {
         let count = entry_count(&c.path, c.first, c.last, c.len)?;
-        let idx = self.dir.join(index_name(c.first, c.last));
+        let idx = index_beside(&c.path, c.first, c.last);
         match read_index(&idx, c.first, c.last, c.len, count) {
             Ok(o) => Ok(o),
             Err(reason) => {
                 tracing::warn!(chunk = %c.path.display(), %reason, "rebuilding ledger index by scanning the chunk");
                 let (offsets, _) = scan_closed_chunk(&c.path, c.len, c.first, c.last, 0)?;
+                if c.read_only {
+                    return Ok(offsets);
+                }
                 if let Err(e) = write_index(&self.dir, c.first, c.last, c.len, &offsets)
                     .and_then(|()| sync_dir(&self.dir))
                 {
@@ -1215,6 +1304,91 @@ impl Ledger {
             l.committed_seqno = seqno;
             Ok(())
         })
+    }
+
+    /// Moves every committed chunk that ends before `before` and still lives in
+    /// the main directory, with its index, into `to` (created if missing), so the
+    /// ledger's disk holds only recent history while the rest stays readable.
+    ///
+    /// Crash-safe and cross-filesystem, chunk by chunk, oldest first: copy to a
+    /// temporary name in `to`, fsync, rename, write the index beside it, fsync
+    /// `to`; only then remove the main copy (and index) and fsync the main
+    /// directory. A crash leaves at most one chunk in both places, which opens
+    /// fine (the main copy is used). Reads use the new location at once (cached
+    /// handles are dropped). Open and closed (uncommitted) chunks never move.
+    ///
+    /// Put `to` in [`LedgerConfig::read_only_dirs`] for every later open (and in
+    /// [`ChunkScanner::open_with`](crate::ChunkScanner::open_with) for audits):
+    /// without it the ledger starts at the first chunk left in the main
+    /// directory, as if it continued a snapshot there, and archived seqnos read
+    /// as [`LedgerError::BeforeStart`]. On an error, chunks moved so far stay
+    /// moved and the ledger stays usable; calling again finishes the job.
+    pub fn archive(&mut self, before: SeqNo, to: &Path) -> Result<ArchiveReport, LedgerError> {
+        self.check_usable()?;
+        fs::create_dir_all(to).map_err(|e| LedgerError::io(to, e))?;
+        let to = fs::canonicalize(to).map_err(|e| LedgerError::io(to, e))?;
+        let main = fs::canonicalize(&self.dir).map_err(|e| LedgerError::io(&self.dir, e))?;
+        if to == main {
+            return Err(LedgerError::layout(
+                &self.dir,
+                format!(
+                    "cannot archive into the ledger directory itself ({})",
+                    to.display()
+                ),
+            ));
+        }
+        let mut report = ArchiveReport::default();
+        for i in 0..self.chunks.len() {
+            let Some(c) = self.chunks.get(i) else { break };
+            // Committed chunks are a prefix, in seqno order.
+            if c.kind != ChunkKind::Committed || c.last >= before.0 {
+                break;
+            }
+            if c.read_only {
+                continue;
+            }
+            let offsets = match &c.offsets {
+                Some(o) => o.clone(),
+                None => match self.cache().get(c.first).and_then(|h| h.offsets.clone()) {
+                    Some(o) => o.to_vec(),
+                    None => self.load_index(c)?,
+                },
+            };
+            let dest = copy_chunk_into(c, &offsets, &to)?;
+            let (first, last, len) = (c.first, c.last, c.len);
+            // Until this succeeds the main copy stays in use (and a retry copies
+            // it again); from then on only the archived copy exists.
+            fs::remove_file(&c.path).map_err(|e| LedgerError::io(&c.path, e))?;
+            let Some(c) = self.chunks.get_mut(i) else {
+                break;
+            };
+            let old = std::mem::replace(&mut c.path, dest);
+            c.read_only = true;
+            c.offsets = None;
+            self.cache().entries.retain(|h| h.first != first);
+            // An index left behind is removed as an orphan at the next open.
+            let idx = index_beside(&old, first, last);
+            match fs::remove_file(&idx) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LedgerError::io(&idx, e))
+                }
+                _ => {}
+            }
+            sync_dir(&self.dir)?;
+            report.chunks += 1;
+            report.bytes += len;
+        }
+        report.upto = SeqNo(
+            self.chunks
+                .iter()
+                .take_while(|c| c.read_only)
+                .last()
+                .map_or(self.base, |c| c.last),
+        );
+        if report.chunks > 0 {
+            tracing::info!(chunks = report.chunks, bytes = report.bytes, upto = %report.upto, to = %to.display(), "archived committed ledger chunks");
+        }
+        Ok(report)
     }
 
     /// Drops every entry after `seqno` (rolling back an uncommitted suffix),

@@ -55,6 +55,17 @@
 //! length, or fails its checksum or bounds checks, it is rebuilt by scanning the
 //! chunk (with a `tracing::warn`).
 //!
+//! # Archival
+//!
+//! [`Ledger::archive`] moves committed chunks (with their index files) out of
+//! the ledger directory into another one, possibly on another file system, to
+//! keep the ledger's disk small. Directories listed in
+//! [`LedgerConfig::read_only_dirs`] (and passed to [`ChunkScanner::open_with`]
+//! and [`Ledger::first_seqno_on_disk_in`]) contribute their `.committed` chunks
+//! as if they were in the ledger directory; nothing is ever written there. A
+//! chunk found in several places (an interrupted archive) is read from the
+//! ledger directory first. Seqnos must stay gapless across all directories.
+//!
 //! # Recovery
 //!
 //! [`Ledger::open`] fully validates every non-committed chunk. A torn tail of
@@ -76,6 +87,7 @@ pub use covenant_types::{SeqNo, TxId};
 pub use error::{io_no_space, LedgerError};
 pub use format::MAX_PAYLOAD_LEN;
 pub use ledger::{
-    Entry, Ledger, LedgerConfig, RecoveryReport, SyncTicket, DEFAULT_CHUNK_THRESHOLD_BYTES,
+    ArchiveReport, Entry, Ledger, LedgerConfig, RecoveryReport, SyncTicket,
+    DEFAULT_CHUNK_THRESHOLD_BYTES,
 };
 pub use scanner::{ChunkScanner, ScannedEntry};

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use covenant_types::SeqNo;
 
 use crate::error::LedgerError;
-use crate::format::{check_sequence, list_dir, ChunkFile, ChunkKind, ChunkReader};
+use crate::format::{check_sequence, list_dirs, ChunkFile, ChunkKind, ChunkReader};
 use crate::ledger::Entry;
 
 /// One entry met by [`ChunkScanner`], with the chunk it came from.
@@ -56,11 +56,21 @@ impl ChunkScanner {
     /// Lists `dir` and checks its layout (names, contiguous ranges, committed
     /// prefix); frames are checked as the iterator advances.
     pub fn open(dir: &Path) -> Result<ChunkScanner, LedgerError> {
+        Self::open_with(dir, &[])
+    }
+
+    /// [`ChunkScanner::open`] over a ledger whose older chunks were archived
+    /// (see [`crate::Ledger::archive`]): the committed chunks of `read_only_dirs`
+    /// are merged with `dir` exactly as [`crate::LedgerConfig::read_only_dirs`]
+    /// does, so an audit reads archived history transparently. A chunk present
+    /// in several places is scanned once, from `dir` first, then the read-only
+    /// directories in order; [`ScannedEntry::chunk`] names the copy read.
+    pub fn open_with(dir: &Path, read_only_dirs: &[PathBuf]) -> Result<ChunkScanner, LedgerError> {
         let meta = std::fs::metadata(dir).map_err(|e| LedgerError::io(dir, e))?;
         if !meta.is_dir() {
             return Err(LedgerError::layout(dir, "not a directory"));
         }
-        let listing = list_dir(dir)?;
+        let listing = list_dirs(dir, read_only_dirs)?;
         let total_bytes = listing.chunks.iter().map(|c| c.len).sum();
         let first = listing.chunks.first().map_or(1, |c| c.first);
         Ok(ChunkScanner {
