@@ -28,6 +28,9 @@ pub struct BenchOptions {
     pub seconds: f64,
     pub entry_bytes: usize,
     pub sig_ms_interval: u64,
+    /// Fractions of the measured peak append rate to run paced append phases at,
+    /// each reporting its commit latency.
+    pub loads: Vec<f64>,
     pub json: bool,
 }
 
@@ -63,6 +66,7 @@ async fn drive<F, Fut, H>(
     client: &LedgerClient,
     connections: usize,
     seconds: f64,
+    rate: Option<f64>,
     make: F,
     on_ok: H,
 ) -> Result<Phase>
@@ -73,6 +77,9 @@ where
 {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
+    // Paced: each loop sends on its own schedule (an open loop: a slow answer
+    // does not push the next request back beyond its slot).
+    let every = rate.map(|r| Duration::from_secs_f64(connections as f64 / r.max(1e-3)));
     let mut tasks = Vec::new();
     for i in 0..connections {
         let mut conn = client.connect().await?;
@@ -80,7 +87,15 @@ where
         tasks.push(tokio::spawn(async move {
             let mut p = Phase::default();
             let mut n = 0u64;
+            let offset = every.map(|e| e.mul_f64(i as f64 / connections as f64));
             while Instant::now() < deadline {
+                if let (Some(every), Some(offset)) = (every, offset) {
+                    let slot = start + offset + every.mul_f64(n as f64);
+                    if slot >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(slot.into()).await;
+                }
                 let (method, path, body) = make(i, n).await;
                 n += 1;
                 let t = Instant::now();
@@ -265,31 +280,22 @@ async fn bind_one(
     Ok((state, addr, stop, server))
 }
 
-async fn bench(o: BenchOptions) -> Result<()> {
-    let tmp = tempfile::tempdir().context("creating a scratch directory")?;
-    let service = ServiceIdentity::generate(Curve::P384)?;
-    let (user_key, user_cert) = generate_client_identity("bench", Curve::P384)?;
-    let nodes = start_nodes(&o, tmp.path(), &service, &user_cert).await?;
-    let endpoint = nodes.endpoint.clone();
-    let state = nodes.state.clone();
-    let client = LedgerClient::new(&endpoint, &service.cert, Some((&user_cert, &user_key)))?;
-    eprintln!(
-        "bench: {} connections, {:.1} s per phase, {} B entries, sig every {} ms, {} node(s), load on {endpoint}",
-        o.connections, o.seconds, o.entry_bytes, o.sig_ms_interval, o.nodes
-    );
+/// What one append phase measured.
+struct Appended {
+    phase: Phase,
+    commit_latencies_us: Vec<u64>,
+    uncommitted: usize,
+    written: Vec<String>,
+}
 
-    // 1. The ceiling: a handler that does nothing, on the same TLS/HTTP stack.
-    let mut ceiling = drive(
-        &client,
-        o.connections,
-        o.seconds,
-        |_, _| async { ("GET", "/node/ping".to_string(), None) },
-        |_, _| {},
-    )
-    .await?;
-    eprintln!("bench: ceiling {:.0} req/s", ceiling.rps());
-
-    // 2. Appends, with commit latency taken from the node's commit notifications.
+/// Appends for `o.seconds` (as fast as they go, or paced at `rate` req/s), each
+/// one's commit latency taken from the node's commit notifications.
+async fn append_phase(
+    client: &LedgerClient,
+    state: &covenant_node::NodeState,
+    o: &BenchOptions,
+    rate: Option<f64>,
+) -> Result<Appended> {
     let sent: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
     let commit_lat: Arc<Mutex<Vec<u64>>> = Arc::default();
     let mut watch = state.service.subscribe_committed();
@@ -330,10 +336,11 @@ async fn bench(o: BenchOptions) -> Result<()> {
             }
         }
     };
-    let mut appends = drive(
-        &client,
+    let phase = drive(
+        client,
         o.connections,
         o.seconds,
+        rate,
         move |_, _| {
             let body = body.clone();
             async move {
@@ -357,10 +364,69 @@ async fn bench(o: BenchOptions) -> Result<()> {
     }
     let uncommitted = sent.lock().unwrap_or_else(|e| e.into_inner()).len();
     watcher.abort();
+    let commit_latencies_us = std::mem::take(&mut *commit_lat.lock().unwrap_or_else(|e| e.into_inner()));
+    let written = std::mem::take(&mut *written.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(Appended {
+        phase,
+        commit_latencies_us,
+        uncommitted,
+        written,
+    })
+}
+
+async fn bench(o: BenchOptions) -> Result<()> {
+    let tmp = tempfile::tempdir().context("creating a scratch directory")?;
+    let service = ServiceIdentity::generate(Curve::P384)?;
+    let (user_key, user_cert) = generate_client_identity("bench", Curve::P384)?;
+    let nodes = start_nodes(&o, tmp.path(), &service, &user_cert).await?;
+    let endpoint = nodes.endpoint.clone();
+    let state = nodes.state.clone();
+    let client = LedgerClient::new(&endpoint, &service.cert, Some((&user_cert, &user_key)))?;
+    eprintln!(
+        "bench: {} connections, {:.1} s per phase, {} B entries, sig every {} ms, {} node(s), load on {endpoint}",
+        o.connections, o.seconds, o.entry_bytes, o.sig_ms_interval, o.nodes
+    );
+
+    // 1. The ceiling: a handler that does nothing, on the same TLS/HTTP stack.
+    let mut ceiling = drive(
+        &client,
+        o.connections,
+        o.seconds,
+        None,
+        |_, _| async { ("GET", "/node/ping".to_string(), None) },
+        |_, _| {},
+    )
+    .await?;
+    eprintln!("bench: ceiling {:.0} req/s", ceiling.rps());
+
+    // 2. Appends, with commit latency taken from the node's commit notifications:
+    // as fast as they go, then paced at fractions of that peak.
+    let full = append_phase(&client, &state, &o, None).await?;
+    let mut appends = full.phase;
+    let mut commit = full.commit_latencies_us;
+    let uncommitted = full.uncommitted;
     eprintln!("bench: appends {:.0} req/s", appends.rps());
+    let peak = appends.rps();
+    let mut paced = Vec::new();
+    for &load in &o.loads {
+        let target = peak * load;
+        let mut run = append_phase(&client, &state, &o, Some(target)).await?;
+        eprintln!(
+            "bench: appends paced at {:.0}% of the peak ({target:.0} req/s): {:.0} req/s",
+            load * 100.0,
+            run.phase.rps()
+        );
+        paced.push(json!({
+            "load": load, "target_rps": target, "rps": run.phase.rps(), "errors": run.phase.errors,
+            "latency": percentiles(&mut run.phase.latencies_us),
+            "commit_latency": percentiles(&mut run.commit_latencies_us),
+            "uncommitted_at_end": run.uncommitted,
+        }));
+    }
+    let written = full.written;
 
     // 3. Reads of committed entries.
-    let txids = Arc::new(written.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let txids = Arc::new(written);
     let mut reads = if txids.is_empty() {
         Phase::default()
     } else {
@@ -368,6 +434,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
             &client,
             o.connections,
             o.seconds,
+            None,
             move |i, n| {
                 let txids = txids.clone();
                 async move {
@@ -391,7 +458,6 @@ async fn bench(o: BenchOptions) -> Result<()> {
         let _ = s.await;
     }
 
-    let mut commit = commit_lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let report = json!({
         "nodes": o.nodes,
         "connections": o.connections,
@@ -401,6 +467,7 @@ async fn bench(o: BenchOptions) -> Result<()> {
         "ceiling": {"rps": ceiling.rps(), "errors": ceiling.errors, "latency": percentiles(&mut ceiling.latencies_us)},
         "append": {"rps": appends.rps(), "errors": appends.errors, "latency": percentiles(&mut appends.latencies_us),
                    "commit_latency": percentiles(&mut commit), "uncommitted_at_end": uncommitted},
+        "paced_appends": paced,
         "read": {"rps": reads.rps(), "errors": reads.errors, "latency": percentiles(&mut reads.latencies_us)},
         "append_to_ceiling_ratio": appends.rps() / ceiling.rps().max(1e-9),
     });
@@ -435,6 +502,18 @@ async fn bench(o: BenchOptions) -> Result<()> {
             c["p99_ms"].as_f64().unwrap_or(0.0),
             c["max_ms"].as_f64().unwrap_or(0.0)
         );
+        for p in report["paced_appends"].as_array().into_iter().flatten() {
+            let c = &p["commit_latency"];
+            println!(
+                "{:<18} {:>10.0} req/s  commit p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:.2} ms",
+                format!("  at {:.0}% of peak", p["load"].as_f64().unwrap_or(0.0) * 100.0),
+                p["rps"].as_f64().unwrap_or(0.0),
+                c["p50_ms"].as_f64().unwrap_or(0.0),
+                c["p90_ms"].as_f64().unwrap_or(0.0),
+                c["p99_ms"].as_f64().unwrap_or(0.0),
+                c["max_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
         println!("{}", row("read committed", &report["read"]));
         let ratio = report["append_to_ceiling_ratio"].as_f64().unwrap_or(0.0);
         println!(

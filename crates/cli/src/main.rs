@@ -264,9 +264,14 @@ enum Command {
         /// Bytes of contents per appended entry.
         #[arg(long, default_value_t = 1024)]
         entry_bytes: usize,
-        /// Milliseconds between signatures.
+        /// The longest a transaction waits for a signature (signatures are paced:
+        /// soon after the load goes quiet, a short gap apart under load).
         #[arg(long, default_value_t = 1000)]
         sig_ms_interval: u64,
+        /// After the full-speed appends, append again paced at these fractions of
+        /// the rate they reached, reporting commit latency at each load.
+        #[arg(long, value_delimiter = ',', default_values_t = [0.1, 0.5])]
+        loads: Vec<f64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -590,6 +595,7 @@ fn main() -> ExitCode {
             seconds,
             entry_bytes,
             sig_ms_interval,
+            loads,
             json,
             nodes,
         } => bench::run(bench::BenchOptions {
@@ -598,6 +604,7 @@ fn main() -> ExitCode {
             seconds: seconds.max(0.1),
             entry_bytes,
             sig_ms_interval: sig_ms_interval.max(1),
+            loads: loads.into_iter().filter(|l| *l > 0.0 && *l <= 1.0).collect(),
             json,
         }),
         Command::Chaos(args) => match chaos::run(args) {

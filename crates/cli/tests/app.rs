@@ -720,14 +720,14 @@ async fn slow_handlers_do_not_stall_appends_and_conflicts_run_again() {
             Some(json!({ "contents": format!("beside the slow handler {i}") })),
         )
         .await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
     assert!(
         !slow.is_finished(),
         "the appends waited for the slow handler"
     );
     let r = slow.await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["count"], 1);
 
     // Four overlapping increments: each reads the counter, then computes; all but
@@ -743,7 +743,7 @@ async fn slow_handlers_do_not_stall_appends_and_conflicts_run_again() {
     let mut seen = Vec::new();
     for c in calls {
         let r = c.await.unwrap();
-        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         seen.push(r.json()["count"].as_u64().unwrap());
     }
     seen.sort();
