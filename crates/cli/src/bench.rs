@@ -364,7 +364,8 @@ async fn append_phase(
     }
     let uncommitted = sent.lock().unwrap_or_else(|e| e.into_inner()).len();
     watcher.abort();
-    let commit_latencies_us = std::mem::take(&mut *commit_lat.lock().unwrap_or_else(|e| e.into_inner()));
+    let commit_latencies_us =
+        std::mem::take(&mut *commit_lat.lock().unwrap_or_else(|e| e.into_inner()));
     let written = std::mem::take(&mut *written.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Appended {
         phase,

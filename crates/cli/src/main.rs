@@ -17,7 +17,7 @@ use covenant_crypto::{
     read_pem_file, write_private_file, Certificate, Curve, LedgerSecret, NodeIdentity,
     ServiceIdentity, SubjectAltName,
 };
-use covenant_engine::{audit_ledger, Engine, EngineConfig};
+use covenant_engine::{Engine, EngineConfig};
 use covenant_receipt::{
     claims_digest, ApplicationClaim, LedgerEntryClaim, Receipt, ReceiptResponse,
 };
@@ -445,6 +445,11 @@ enum LedgerCommand {
         /// DIR/../snapshots/snapshot_<f-1>.committed when the ledger starts at f > 1).
         #[arg(long)]
         snapshot: Option<PathBuf>,
+        /// A directory of archived committed chunks of this ledger (a node's
+        /// ledger_archive_directory or ledger_read_only_directories); repeat for
+        /// several. Its chunks are audited as part of the ledger.
+        #[arg(long = "read-only-dir", value_name = "DIR")]
+        read_only_dirs: Vec<PathBuf>,
         /// No progress bar, even on a terminal.
         #[arg(long)]
         quiet: bool,
@@ -481,9 +486,16 @@ fn main() -> ExitCode {
                     dir,
                     service_cert,
                     snapshot,
+                    read_only_dirs,
                     quiet,
                 },
-        } => audit(&dir, &service_cert, snapshot.as_deref(), quiet),
+        } => audit(
+            &dir,
+            &service_cert,
+            snapshot.as_deref(),
+            &read_only_dirs,
+            quiet,
+        ),
         Command::Dev {
             data_dir,
             port,
@@ -604,7 +616,10 @@ fn main() -> ExitCode {
             seconds: seconds.max(0.1),
             entry_bytes,
             sig_ms_interval: sig_ms_interval.max(1),
-            loads: loads.into_iter().filter(|l| *l > 0.0 && *l <= 1.0).collect(),
+            loads: loads
+                .into_iter()
+                .filter(|l| *l > 0.0 && *l <= 1.0)
+                .collect(),
             json,
         }),
         Command::Chaos(args) => match chaos::run(args) {
@@ -709,7 +724,13 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
-fn audit(dir: &Path, service_cert: &Path, snapshot: Option<&Path>, quiet: bool) -> Result<()> {
+fn audit(
+    dir: &Path,
+    service_cert: &Path,
+    snapshot: Option<&Path>,
+    read_only_dirs: &[PathBuf],
+    quiet: bool,
+) -> Result<()> {
     let cert = load_service_cert(service_cert)?;
     let pb = progress_bar(0, quiet, "auditing");
     let started = std::time::Instant::now();
@@ -717,10 +738,8 @@ fn audit(dir: &Path, service_cert: &Path, snapshot: Option<&Path>, quiet: bool) 
         pb.set_length(total);
         pb.set_position(done);
     };
-    let result = match snapshot {
-        Some(s) => covenant_engine::audit_ledger_with_snapshot(dir, Some(s), &cert, on_progress),
-        None => audit_ledger(dir, &cert, on_progress),
-    };
+    let result =
+        covenant_engine::audit_archived_ledger(dir, read_only_dirs, snapshot, &cert, on_progress);
     pb.finish_and_clear();
     match result {
         Ok(r) => {

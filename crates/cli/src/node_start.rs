@@ -64,9 +64,24 @@ struct NodeFile {
     /// that lost every node comes back by disaster recovery.
     #[serde(default)]
     secrets_at_rest: bool,
+    /// Directories of archived committed ledger chunks (CCF's
+    /// `ledger.read_only_directories`), read as part of the ledger, never written.
+    #[serde(default)]
+    ledger_read_only_directories: Vec<PathBuf>,
+    /// Where committed chunks older than `archive_retention_txs` are moved (e.g.
+    /// cheaper storage); read back transparently. Absent: nothing is archived.
+    #[serde(default)]
+    ledger_archive_directory: Option<PathBuf>,
+    /// Committed transactions kept in data_dir/ledger when archiving.
+    #[serde(default = "default_archive_retention")]
+    archive_retention_txs: u64,
     /// Present for a node of a replicated network.
     #[serde(default)]
     network: Option<NetworkFile>,
+}
+
+fn default_archive_retention() -> u64 {
+    1_000_000
 }
 
 /// What `covenant node join` leaves in the data directory once the node was admitted:
@@ -187,7 +202,7 @@ pub fn recover(config_path: &Path, previous_service_cert: &Path) -> Result<()> {
 
 /// Prepares a recovery in `dir`: the old ledger audits against `previous`; the old
 /// identities, secrets and consensus state move to `dir/before-recovery/`.
-fn prepare_recovery(dir: &Path, previous: &Certificate) -> Result<()> {
+fn prepare_recovery(dir: &Path, archived: &[PathBuf], previous: &Certificate) -> Result<()> {
     let ledger = dir.join("ledger");
     if !ledger.is_dir() {
         bail!("{} holds no ledger to recover", ledger.display());
@@ -196,7 +211,8 @@ fn prepare_recovery(dir: &Path, previous: &Certificate) -> Result<()> {
         "auditing {} against the previous service certificate",
         ledger.display()
     );
-    let report = covenant_engine::audit_ledger(&ledger, previous, |_, _| {}).map_err(|e| {
+    let report = covenant_engine::audit_archived_ledger(&ledger, archived, None, previous, |_, _| {})
+        .map_err(|e| {
         anyhow::anyhow!(
             "the ledger does not verify against the previous service certificate, nothing was changed: {e}"
         )
@@ -241,11 +257,22 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
         other => bail!("ledger_type must be \"private\" or \"public\", not {other:?}"),
     };
     let dir = at(&file.data_dir);
+    let read_only: Vec<PathBuf> = file
+        .ledger_read_only_directories
+        .iter()
+        .map(|p| at(p))
+        .collect();
+    let archive_dir = file.ledger_archive_directory.as_deref().map(at);
+    let archived: Vec<PathBuf> = read_only
+        .iter()
+        .cloned()
+        .chain(archive_dir.clone().filter(|a| a.exists()))
+        .collect();
     let previous = match recovering {
         Some(p) => {
             let cert = Certificate::from_pem(&read_pem_file(p)?)
                 .with_context(|| format!("previous service certificate {}", p.display()))?;
-            prepare_recovery(&dir, &cert)?;
+            prepare_recovery(&dir, &archived, &cert)?;
             Some(cert)
         }
         None => None,
@@ -351,6 +378,8 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     ec.min_free_bytes = file.min_free_mb.saturating_mul(1024 * 1024);
     ec.service_cert = Some(service.cert.clone());
     ec.secrets_file = at_rest.then(|| dir.join(crate::LEDGER_SECRETS_FILE));
+    ec.read_only_dirs = read_only;
+    ec.archive_dir = archive_dir;
     let node = Arc::new(node);
     let (mut engine, joined) = match &previous {
         None => (
@@ -484,6 +513,9 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
         nc.genesis = Some(genesis);
     }
     nc.network = network;
+    if file.ledger_archive_directory.is_some() {
+        nc.archive_retention_txs = Some(file.archive_retention_txs);
+    }
     let detail = format!(
         "(ledger {}, service cert {})",
         ledger_id,

@@ -91,9 +91,23 @@ pub fn audit_ledger_with_snapshot(
     dir: &Path,
     snapshot: Option<&Path>,
     service_cert: &Certificate,
+    progress: impl FnMut(u64, u64),
+) -> Result<AuditReport, AuditError> {
+    audit_archived_ledger(dir, &[], snapshot, service_cert, progress)
+}
+
+/// [`audit_ledger_with_snapshot`] for a ledger whose older committed chunks were
+/// archived into `read_only_dirs` (`Ledger::archive`): they are read
+/// transparently, a chunk present in two places once.
+pub fn audit_archived_ledger(
+    dir: &Path,
+    read_only_dirs: &[PathBuf],
+    snapshot: Option<&Path>,
+    service_cert: &Certificate,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<AuditReport, AuditError> {
-    let scanner = ChunkScanner::open(dir).map_err(|e| fail(None, e.to_string()))?;
+    let scanner =
+        ChunkScanner::open_with(dir, read_only_dirs).map_err(|e| fail(None, e.to_string()))?;
     let total = scanner.total_bytes();
     let first = scanner.first_seqno();
     let path = match snapshot {

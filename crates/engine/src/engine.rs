@@ -66,6 +66,25 @@ pub struct EngineConfig {
     /// new secret seals anything: a node that keeps its secrets at rest. `None`
     /// keeps them in memory only.
     pub secrets_file: Option<PathBuf>,
+    /// Directories holding archived committed chunks (CCF's
+    /// `ledger.read_only_directories`): read transparently, never written.
+    pub read_only_dirs: Vec<PathBuf>,
+    /// Where [`Engine::archive_step`] moves committed chunks (it is read as one of
+    /// the read-only directories too).
+    pub archive_dir: Option<PathBuf>,
+}
+
+impl EngineConfig {
+    /// The read-only directories, the archive directory included.
+    pub fn all_read_only_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self.read_only_dirs.clone();
+        if let Some(a) = &self.archive_dir {
+            if !dirs.contains(a) {
+                dirs.push(a.clone());
+            }
+        }
+        dirs
+    }
 }
 
 impl EngineConfig {
@@ -82,6 +101,8 @@ impl EngineConfig {
             service_cert: None,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             secrets_file: None,
+            read_only_dirs: Vec::new(),
+            archive_dir: None,
         }
     }
 }
@@ -226,7 +247,7 @@ impl Engine {
         node: Arc<NodeIdentity>,
         encryption_key: Option<Arc<EncryptionKeyPair>>,
     ) -> Result<Engine, EngineError> {
-        match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
+        match Ledger::first_seqno_on_disk_in(&config.ledger_dir, &config.all_read_only_dirs())? {
             Some(SeqNo(1)) => {}
             Some(first) => {
                 return Err(EngineError::Recovery(format!(
@@ -369,6 +390,13 @@ impl Engine {
         lc.chunk_threshold_bytes = config.chunk_threshold_bytes;
         lc.deferred_close = config.deferred_chunk_close;
         lc.start_after = start.as_ref().map(|v| v.info.txid);
+        lc.read_only_dirs = config.all_read_only_dirs();
+        if let Some(a) = &config.archive_dir {
+            std::fs::create_dir_all(a).map_err(|e| EngineError::Io {
+                path: a.clone(),
+                source: e,
+            })?;
+        }
         let (ledger, report) = Ledger::open(lc)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(
@@ -498,7 +526,13 @@ impl Engine {
         secrets: &LedgerSecrets,
     ) -> Result<Option<snapshot::Verified>, EngineError> {
         let cert = config.service_cert.as_ref();
-        match Ledger::first_seqno_on_disk(&config.ledger_dir)? {
+        let archived = config.all_read_only_dirs();
+        let existing = archived
+            .iter()
+            .filter(|d| d.exists())
+            .cloned()
+            .collect::<Vec<_>>();
+        match Ledger::first_seqno_on_disk_in(&config.ledger_dir, &existing)? {
             Some(SeqNo(1)) => Ok(None),
             Some(first) => {
                 let name = snapshot::file_name(first.0 - 1);
@@ -762,6 +796,26 @@ impl Engine {
     /// can be sent), from the listing kept in memory.
     pub fn latest_snapshot(&self) -> Option<(TxId, PathBuf)> {
         self.snapshots.last().cloned()
+    }
+
+    /// Moves the oldest committed chunk of the main ledger directory that ends
+    /// before `before` into `archive_dir` (one chunk, so the engine's lock is held
+    /// for one chunk's copy at a time); `None` when there is nothing (more) to
+    /// move or no archive directory. Only committed history moves, and it stays
+    /// readable (receipts, historical reads, audits, recovery).
+    pub fn archive_step(
+        &mut self,
+        before: SeqNo,
+    ) -> Result<Option<covenant_ledger::ArchiveReport>, EngineError> {
+        let Some(dir) = self.config.archive_dir.clone() else {
+            return Ok(None);
+        };
+        let before = before.min(SeqNo(self.committed + 1));
+        let Some(end) = self.ledger.next_archivable(before) else {
+            return Ok(None);
+        };
+        let report = self.ledger.archive(end.next(), &dir)?;
+        Ok((report.chunks > 0).then_some(report))
     }
 
     /// Captures a snapshot at the next signature, whatever the interval says (it is

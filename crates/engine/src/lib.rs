@@ -28,11 +28,11 @@ pub mod rekey;
 mod snapshot;
 
 pub use audit::{
-    audit_ledger, audit_ledger_with_snapshot, default_snapshot_path, AuditError, AuditReport,
-    GovernanceEvent, GOV_PROPOSALS_INFO,
+    audit_archived_ledger, audit_ledger, audit_ledger_with_snapshot, default_snapshot_path,
+    AuditError, AuditReport, GovernanceEvent, GOV_PROPOSALS_INFO,
 };
 pub use covenant_kv::WriteSet;
-pub use covenant_ledger::{io_no_space, SyncTicket};
+pub use covenant_ledger::{io_no_space, ArchiveReport, SyncTicket};
 pub use engine::{Engine, EngineConfig, EngineError, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES};
 pub use rekey::SecretRecipient;
 pub use snapshot::{

@@ -1306,6 +1306,18 @@ impl Ledger {
         })
     }
 
+    /// The last seqno of the oldest committed chunk still in the main directory
+    /// that ends before `before`: archiving up to it (`archive(end + 1, ..)`)
+    /// moves exactly one chunk, so a caller holding a lock around the ledger can
+    /// archive a long history a chunk at a time.
+    pub fn next_archivable(&self, before: SeqNo) -> Option<SeqNo> {
+        self.chunks
+            .iter()
+            .take_while(|c| c.kind == ChunkKind::Committed && c.last < before.0)
+            .find(|c| !c.read_only)
+            .map(|c| SeqNo(c.last))
+    }
+
     /// Moves every committed chunk that ends before `before` and still lives in
     /// the main directory, with its index, into `to` (created if missing), so the
     /// ledger's disk holds only recent history while the rest stays readable.

@@ -74,6 +74,10 @@ pub struct NodeConfig {
     /// Writes the service's first transactions (users, members, constitution). A
     /// replicated network runs it once, on the first primary of an empty ledger.
     pub genesis: Option<Genesis>,
+    /// With an archive directory in the engine's configuration: committed ledger
+    /// chunks holding nothing newer than the last this-many committed
+    /// transactions move there, a chunk at a time, in the background.
+    pub archive_retention_txs: Option<u64>,
 }
 
 impl NodeConfig {
@@ -88,6 +92,7 @@ impl NodeConfig {
             jwt: jwt::JwtAuth::default(),
             network: None,
             genesis: None,
+            archive_retention_txs: None,
         }
     }
 }
@@ -241,19 +246,55 @@ impl BoundNode {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<SeqNo, NodeError> {
         let app = routes::router(self.state.clone(), self.config.max_body_bytes);
-        server::serve(
+        let archiver = self
+            .config
+            .archive_retention_txs
+            .map(|retain| tokio::spawn(archive_loop(self.state.service.clone(), retain)));
+        let served = server::serve(
             self.listener,
             self.tls,
             app,
             self.config.limits.clone(),
             shutdown,
         )
-        .await?;
+        .await;
+        if let Some(a) = archiver {
+            a.abort();
+        }
+        served?;
         self.state
             .service
             .shutdown()
             .await
             .map_err(NodeError::Flush)
+    }
+}
+
+/// How often the archiver looks for committed chunks past the retention window.
+const ARCHIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Moves committed chunks older than the retention window into the archive
+/// directory, one chunk per engine lock, until the node stops.
+async fn archive_loop(service: covenant_service::Service, retain: u64) {
+    loop {
+        tokio::time::sleep(ARCHIVE_EVERY).await;
+        loop {
+            match service.archive_step(retain).await {
+                Ok(Some(r)) => {
+                    tracing::info!(
+                        chunks = r.chunks,
+                        bytes = r.bytes,
+                        upto = r.upto.0,
+                        "archived committed ledger chunks"
+                    );
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "archiving ledger chunks failed; retrying later");
+                    break;
+                }
+            }
+        }
     }
 }
 

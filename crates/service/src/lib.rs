@@ -375,6 +375,21 @@ impl Service {
         Ok(tokio::task::spawn_blocking(move || f(&s)).await?)
     }
 
+    /// Moves one more committed ledger chunk into the archive directory when it
+    /// holds nothing newer than the last `retain` committed transactions (see
+    /// `Engine::archive_step`); `None` when nothing is left to move.
+    pub async fn archive_step(
+        &self,
+        retain: u64,
+    ) -> Result<Option<covenant_engine::ArchiveReport>, ServiceError> {
+        self.blocking(move |s| {
+            let mut e = s.engine();
+            let before = SeqNo(e.committed_seqno().0.saturating_sub(retain));
+            e.archive_step(before).map_err(ServiceError::from)
+        })
+        .await?
+    }
+
     /// A transaction's status on this node.
     pub fn status(&self, txid: TxId) -> Result<TxStatus, ServiceError> {
         Ok(self.engine().status(txid)?)
