@@ -251,6 +251,7 @@ async fn bind_one(
     };
     let mut config = covenant_node::NodeConfig::new(listen);
     config.sig_ms_interval = o.sig_ms_interval;
+    config.index_path = Some(node_dir.join(crate::INDEX_FILE));
     config.limits.max_connections = o.connections * 4 + 16;
     config.limits.max_connections_per_peer = config.limits.max_connections;
     if o.nodes == 1 {

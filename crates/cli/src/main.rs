@@ -708,6 +708,27 @@ fn verify_receipt(receipt: &Path, service_cert: &Path, claims: Option<&Path>) ->
     }
 }
 
+/// The collection index of a node, under its data directory.
+pub(crate) const INDEX_FILE: &str = "index/collections.redb";
+
+/// A progress bar for the collection index catching up with the ledger at start
+/// (shown only on a terminal, only while there is something to catch up).
+pub(crate) fn index_progress() -> covenant_node::IndexProgressFn {
+    let pb = progress_bar(0, false, "indexing collections");
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} transactions eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    covenant_node::IndexProgressFn(std::sync::Arc::new(move |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+        if done >= total {
+            pb.finish_and_clear();
+        }
+    }))
+}
+
 fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -1206,6 +1227,8 @@ fn dev(o: DevOptions) -> Result<()> {
     nc.max_body_bytes = o.max_body_bytes;
     nc.ledger_public = ledger_type == LedgerType::Public;
     nc.ledger_id = o.ledger_id.clone();
+    nc.index_path = Some(dir.join(INDEX_FILE));
+    nc.index_progress = Some(index_progress());
     nc.jwt = jwt;
     nc.limits.http2 = o.http2;
     let ready = format!(

@@ -497,6 +497,8 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     }
     let mut nc = covenant_node::NodeConfig::new(file.listen);
     nc.sig_ms_interval = file.sig_ms_interval.max(1);
+    nc.index_path = Some(dir.join(crate::INDEX_FILE));
+    nc.index_progress = Some(crate::index_progress());
     nc.max_body_bytes = file.max_body_bytes;
     nc.ledger_public = ledger_type == LedgerType::Public;
     nc.ledger_id = ledger_id.clone();

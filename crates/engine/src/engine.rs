@@ -118,8 +118,20 @@ struct Recovering {
     fresh: Arc<LedgerSecret>,
 }
 
-/// Sees each appended transaction (see [`Engine::set_observer`]); must be quick.
-pub type TxObserver = std::sync::Arc<dyn Fn(TxId, &WriteSet) + Send + Sync>;
+/// What an observer is told (see [`Engine::set_observer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxEvent<'a> {
+    /// A transaction appended (committed here as primary, or applied from one).
+    Appended(TxId, &'a WriteSet),
+    /// An old, committed transaction's whole write set, once a recovery could
+    /// open its private part (in seqno order, after newer transactions).
+    History(TxId, &'a WriteSet),
+    /// Every transaction after this seqno was rolled back.
+    RolledBack(SeqNo),
+}
+
+/// Sees each transaction event (see [`Engine::set_observer`]); must be quick.
+pub type TxObserver = std::sync::Arc<dyn Fn(TxEvent<'_>) + Send + Sync>;
 
 /// A snapshot captured at a signature, written once that signature commits.
 struct PendingSnapshot {
@@ -339,7 +351,7 @@ impl Engine {
                             let mut all =
                                 entry.public_write_set().map_err(|x| bad(x.to_string()))?;
                             all.merge(private);
-                            f(e.txid, &all);
+                            f(TxEvent::History(e.txid, &all));
                         }
                     }
                 }
@@ -688,7 +700,7 @@ impl Engine {
                     self.capture_snapshot(txid);
                 }
                 if let Some(f) = &self.observer {
-                    f(txid, &ws);
+                    f(TxEvent::Appended(txid, &ws));
                 }
                 Ok(ws)
             }
@@ -716,6 +728,9 @@ impl Engine {
         }
         self.ledger.truncate(to)?;
         self.store.rollback(to)?;
+        if let Some(f) = &self.observer {
+            f(TxEvent::RolledBack(to));
+        }
         self.tree.truncate(seqno)?;
         self.signatures.split_off(&(seqno + 1));
         while self
@@ -745,7 +760,8 @@ impl Engine {
 
     /// Calls `f` with every transaction appended from now on, under the engine's
     /// lock: the ones this node commits and the ones it applies from the primary
-    /// (not those replayed at open). One feeder for derived indexes on every node.
+    /// (not those replayed at open), every rollback, and a recovery's history.
+    /// One feeder for derived indexes on every node.
     pub fn set_observer(&mut self, f: TxObserver) {
         self.observer = Some(f);
     }
@@ -1229,7 +1245,7 @@ impl Engine {
         } else {
             self.note_view(txid);
             if let Some(f) = &self.observer {
-                f(txid, &ws);
+                f(TxEvent::Appended(txid, &ws));
             }
         }
         result.map(|_| txid)

@@ -33,7 +33,9 @@ pub use audit::{
 };
 pub use covenant_kv::WriteSet;
 pub use covenant_ledger::{io_no_space, ArchiveReport, SyncTicket};
-pub use engine::{Engine, EngineConfig, EngineError, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES};
+pub use engine::{
+    Engine, EngineConfig, EngineError, TxEvent, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES,
+};
 pub use rekey::SecretRecipient;
 pub use snapshot::{
     install_snapshot, SnapshotFile, SnapshotIndex, SnapshotInfo, SNAPSHOT_FILE_MAGIC,

@@ -63,6 +63,8 @@ fn harness() -> Harness {
     let options = ServiceOptions {
         ledger_public: false,
         sig_interval: Duration::from_millis(5),
+        index_path: None,
+        index_progress: None,
     };
     let service = Service::single(engine, &options).unwrap();
     let state = NodeState::new(

@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// chunks holding nothing newer than the last this-many committed
     /// transactions move there, a chunk at a time, in the background.
     pub archive_retention_txs: Option<u64>,
+    /// The collection index's file (redb); `None` keeps it in memory.
+    pub index_path: Option<std::path::PathBuf>,
+    /// Progress while that index catches up with the ledger at start.
+    pub index_progress: Option<covenant_service::IndexProgressFn>,
 }
 
 impl NodeConfig {
@@ -93,6 +97,8 @@ impl NodeConfig {
             network: None,
             genesis: None,
             archive_retention_txs: None,
+            index_path: None,
+            index_progress: None,
         }
     }
 }
@@ -126,7 +132,7 @@ pub use covenant_governance::DEFAULT_CONSTITUTION;
 pub use covenant_service::genesis::{
     add_cert_user, add_member, set_constitution, set_service_config, set_service_opening,
 };
-pub use covenant_service::{Genesis, JoinPolicy, UserId};
+pub use covenant_service::{Genesis, IndexProgressFn, JoinPolicy, UserId};
 
 /// A node bound to its port, not yet serving (so callers learn the port first).
 pub struct BoundNode {
@@ -157,6 +163,8 @@ impl BoundNode {
         let options = covenant_service::ServiceOptions {
             ledger_public: config.ledger_public,
             sig_interval: Duration::from_millis(config.sig_ms_interval.max(1)),
+            index_path: config.index_path.clone(),
+            index_progress: config.index_progress.clone(),
         };
         let mut transport = state::Transport {
             service_cert_pem: service_cert.to_pem(),

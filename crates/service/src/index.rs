@@ -1,17 +1,205 @@
 //! Which transactions wrote an entry to which collection, for ranged queries.
 //!
-//! Kept in memory: built from the ledger at start (the ledger is the source of
-//! truth), then fed by the engine's observer with every transaction the node
-//! appends, on the primary and on backups alike (see `Service`). Each collection's
-//! list is in seqno order, so a range is a binary search. Known limit: it is
-//! rebuilt by a scan at every start and grows with the number of entries;
-//! persisting it beside the ledger (redb) is the planned next step.
+//! Two forms behind [`Index`]: on disk ([`covenant_index::CollectionIndex`], redb,
+//! what a node runs with: memory flat in the number of entries, a range deep in
+//! history as cheap as a recent one, caught up from the ledger at start only for
+//! what it lacks, rebuilt with progress when missing or corrupt), or in memory
+//! ([`EntryIndex`], built by a ledger scan: services without a data directory,
+//! in-process tests). Either is fed by the engine's observer with every
+//! transaction the node appends, primary and backups alike, and readers check the
+//! TxId at a seqno against the ledger before answering.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use covenant_engine::Engine;
+use std::path::Path;
+
+use covenant_engine::{Engine, EngineError};
+use covenant_index::{CollectionIndex, IndexError};
 use covenant_types::{SeqNo, TxId};
+
+/// Transactions read from the ledger per write while catching the index up.
+const CATCH_UP_BATCH: u64 = 5000;
+
+/// Told `(done, total)` transactions while an index is caught up from the ledger.
+pub type IndexProgress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// The collection index of a service, on disk or in memory.
+pub enum Index {
+    Memory(EntryIndex),
+    Disk(CollectionIndex),
+}
+
+/// The collections `ws` wrote an entry to (in the entries map `map`).
+fn collections_of(ws: &covenant_kv::WriteSet, map: &str) -> Vec<String> {
+    ws.maps
+        .get(map)
+        .map(|writes| {
+            writes
+                .iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Index {
+    /// Opens the on-disk index at `path` and catches it up with `engine`'s ledger:
+    /// committed transactions it lacks are written in batches (reported to
+    /// `progress`), uncommitted ones held in memory. A missing, corrupt or
+    /// inconsistent file (its watermark past the ledger's commit) is rebuilt from
+    /// the start of the ledger.
+    pub fn open_on_disk(
+        path: &Path,
+        engine: &Engine,
+        map: &str,
+        progress: Option<IndexProgress>,
+    ) -> Result<Index, IndexError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let committed = engine.committed_seqno();
+        // A service of this process that used the file may still be closing it.
+        let mut opened = CollectionIndex::open(path);
+        for _ in 0..100 {
+            if !matches!(opened, Err(IndexError::AlreadyOpen(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            opened = CollectionIndex::open(path);
+        }
+        let index = match opened {
+            Ok(i) if i.indexed_upto() <= committed => i,
+            Ok(i) => {
+                tracing::warn!(
+                    indexed_upto = %i.indexed_upto(),
+                    %committed,
+                    "the collection index is ahead of the ledger's commit: rebuilding it"
+                );
+                drop(i);
+                CollectionIndex::remove(path)?;
+                CollectionIndex::open(path)?
+            }
+            Err(IndexError::Corrupt(why)) => {
+                tracing::warn!(file = %path.display(), %why, "the collection index is corrupt: rebuilding it from the ledger");
+                CollectionIndex::remove(path)?;
+                CollectionIndex::open(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        let from = SeqNo(index.indexed_upto().0 + 1).max(engine.first_seqno());
+        let last = engine.last_seqno();
+        let total = last.0.saturating_sub(from.0 - 1);
+        if total > 0 {
+            tracing::info!(from = %from, to = %last, "catching the collection index up with the ledger");
+        }
+        let mut next = from;
+        while next <= last {
+            let end = SeqNo((next.0 + CATCH_UP_BATCH - 1).min(last.0));
+            let mut batch = Vec::new();
+            for seqno in next.0..=end.0 {
+                let (txid, ws) = match engine.read_tx(SeqNo(seqno)) {
+                    Ok(read) => read,
+                    // A recovery indexes these once the old private domain is replayed.
+                    Err(EngineError::NotRecovered(_)) => continue,
+                    Err(e) => return Err(IndexError::Storage(e.to_string())),
+                };
+                let cols = collections_of(&ws, map);
+                if txid.seqno <= committed {
+                    if !cols.is_empty() {
+                        batch.push((txid, cols));
+                    }
+                } else {
+                    index.add(txid, cols);
+                }
+            }
+            index.add_committed_batch(&batch, end.min(committed).max(index.indexed_upto()))?;
+            if let Some(p) = &progress {
+                p(end.0 + 1 - from.0, total);
+            }
+            next = end.next();
+        }
+        Ok(Index::Disk(index))
+    }
+
+    /// The in-memory index, built by a scan of `engine`'s ledger.
+    pub fn in_memory(engine: &Engine, map: &str) -> Result<Index, EngineError> {
+        EntryIndex::build(engine, map, engine.last_seqno()).map(Index::Memory)
+    }
+
+    /// Feeds one engine event.
+    pub fn observe(&self, event: covenant_engine::TxEvent<'_>, map: &str) {
+        use covenant_engine::TxEvent;
+        match (self, event) {
+            (Index::Memory(m), TxEvent::Appended(txid, ws) | TxEvent::History(txid, ws)) => {
+                m.add_from(txid, ws, map)
+            }
+            // Readers check each TxId against the ledger: a rolled-back one is
+            // replaced when its seqno is indexed again.
+            (Index::Memory(_), TxEvent::RolledBack(_)) => {}
+            (Index::Disk(d), TxEvent::Appended(txid, ws)) => d.add(txid, collections_of(ws, map)),
+            (Index::Disk(d), TxEvent::RolledBack(to)) => d.rollback(to),
+            (Index::Disk(d), TxEvent::History(txid, ws)) => {
+                let cols = collections_of(ws, map);
+                if cols.is_empty() {
+                    return;
+                }
+                let upto = d.indexed_upto();
+                if txid.seqno <= upto {
+                    if let Err(e) = d.add_committed_batch(&[(txid, cols)], upto) {
+                        tracing::warn!(%txid, error = %e, "could not index a recovered transaction");
+                    }
+                } else {
+                    d.add(txid, cols);
+                }
+            }
+        }
+    }
+
+    /// Moves what is committed up to `upto` to disk (nothing for the memory form).
+    pub fn commit(&self, upto: SeqNo) -> Result<(), IndexError> {
+        match self {
+            Index::Memory(_) => Ok(()),
+            Index::Disk(d) => d.commit(upto),
+        }
+    }
+
+    /// Forces what is on disk to be durable (at shutdown).
+    pub fn flush(&self) -> Result<(), IndexError> {
+        match self {
+            Index::Memory(_) => Ok(()),
+            Index::Disk(d) => d.flush(),
+        }
+    }
+
+    /// See [`EntryIndex::range`].
+    pub fn range(
+        &self,
+        collection: &str,
+        from: SeqNo,
+        to: SeqNo,
+        limit: usize,
+    ) -> Result<(Vec<TxId>, Option<TxId>), IndexError> {
+        match self {
+            Index::Memory(m) => Ok(m.range(collection, from, to, limit)),
+            Index::Disk(d) => d.range(collection, from, to, limit),
+        }
+    }
+
+    /// See [`EntryIndex::latest`].
+    pub fn latest(
+        &self,
+        collection: &str,
+        upto: SeqNo,
+        limit: usize,
+    ) -> Result<Vec<TxId>, IndexError> {
+        match self {
+            Index::Memory(m) => Ok(m.latest(collection, upto, limit)),
+            Index::Disk(d) => d.latest(collection, upto, limit),
+        }
+    }
+}
 
 /// Collection → the TxIds that wrote an entry to it, in seqno order.
 #[derive(Default)]
@@ -23,29 +211,20 @@ impl EntryIndex {
     /// Scans the transactions of `engine` up to `upto` for writes to `map`. An entry
     /// later rolled back is replaced when its seqno is indexed again (see `add`), and
     /// readers check the TxId at a seqno before answering.
-    pub fn build(
-        engine: &Engine,
-        map: &str,
-        upto: SeqNo,
-    ) -> Result<EntryIndex, covenant_engine::EngineError> {
+    pub fn build(engine: &Engine, map: &str, upto: SeqNo) -> Result<EntryIndex, EngineError> {
         let index = EntryIndex::default();
         index.scan(engine, map, upto.min(engine.last_seqno()))?;
         Ok(index)
     }
 
-    fn scan(
-        &self,
-        engine: &Engine,
-        map: &str,
-        upto: SeqNo,
-    ) -> Result<(), covenant_engine::EngineError> {
+    fn scan(&self, engine: &Engine, map: &str, upto: SeqNo) -> Result<(), EngineError> {
         // A node that started from a snapshot holds the ledger after it only.
         for seqno in engine.first_seqno().0..=upto.0 {
             let seqno = SeqNo(seqno);
             let (txid, ws) = match engine.read_tx(seqno) {
                 Ok(read) => read,
                 // A recovery indexes these once the old private domain is replayed.
-                Err(covenant_engine::EngineError::NotRecovered(_)) => continue,
+                Err(EngineError::NotRecovered(_)) => continue,
                 Err(e) => return Err(e),
             };
             self.add_from(txid, &ws, map);
@@ -56,12 +235,8 @@ impl EntryIndex {
     /// Indexes the writes of one transaction to `map` (a backup applying the primary's
     /// transactions).
     pub fn add_from(&self, txid: TxId, ws: &covenant_kv::WriteSet, map: &str) {
-        if let Some(writes) = ws.maps.get(map) {
-            for (key, value) in writes {
-                if value.is_some() {
-                    self.add(&String::from_utf8_lossy(key), txid);
-                }
-            }
+        for collection in collections_of(ws, map) {
+            self.add(&collection, txid);
         }
     }
 

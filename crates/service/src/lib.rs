@@ -38,7 +38,7 @@ pub use admission::{Admission, AdmissionConfig, AdmissionError};
 pub use entries::{Entry, ReceiptWithClaims};
 pub use genesis::{Genesis, JoinPolicy};
 pub use govern::{GovernError, Replay, CREATED_AT_WINDOW_SECS};
-pub use index::EntryIndex;
+pub use index::{EntryIndex, Index};
 pub use nodes::{NodeInfo, NodeStatus};
 pub use optimistic::{Executed, Outcome};
 pub use users::{Role, UserId};
@@ -78,6 +78,9 @@ pub enum ServiceError {
     /// every one of its runs (see `optimistic`): nothing was written.
     #[error("the transaction conflicted with concurrent writes on each of its {runs} runs; nothing was written, retry")]
     Conflict { runs: u32 },
+    /// The collection index failed (its file; the ledger is unaffected).
+    #[error("collection index: {0}")]
+    Index(#[from] covenant_index::IndexError),
 }
 
 impl From<EngineError> for ServiceError {
@@ -108,13 +111,29 @@ impl From<ConsensusError> for ServiceError {
 pub struct ServiceOptions {
     /// Entries stored in clear (`Public` ledger) rather than encrypted.
     pub ledger_public: bool,
-    /// A single node signs (and so commits) this often when anything is unsigned.
+    /// The longest a transaction waits for a signature (signatures are paced:
+    /// see `covenant_engine::pacer`).
     pub sig_interval: Duration,
+    /// Where the collection index lives (redb); `None` keeps it in memory, built
+    /// by a ledger scan at start.
+    pub index_path: Option<std::path::PathBuf>,
+    /// Told of progress while the on-disk index catches up with the ledger.
+    pub index_progress: Option<IndexProgressFn>,
+}
+
+/// A progress callback for [`ServiceOptions::index_progress`].
+#[derive(Clone)]
+pub struct IndexProgressFn(pub index::IndexProgress);
+
+impl std::fmt::Debug for IndexProgressFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IndexProgressFn")
+    }
 }
 
 /// Fed by the engine's observer on every appended transaction.
 struct Fed {
-    index: Arc<EntryIndex>,
+    index: Arc<Index>,
     appended: watch::Receiver<SeqNo>,
 }
 
@@ -134,7 +153,7 @@ struct Inner {
     replica: Option<Replica>,
     /// Set with `replica`: what admitting other nodes needs.
     admission: Option<AdmissionConfig>,
-    index: Arc<EntryIndex>,
+    index: Arc<Index>,
     apps: apps::AppCache,
     /// Node certificate (PEM) → its receipts' `serviceEndorsements`: a process's
     /// service identity never changes, so neither does a chain once found.
@@ -193,12 +212,22 @@ impl Service {
         options: &ServiceOptions,
     ) -> Result<(Arc<Mutex<Engine>>, Fed), ServiceError> {
         let map = tables::entries_map(options.ledger_public);
-        let index = Arc::new(EntryIndex::build(&engine, map, engine.last_seqno())?);
+        let index = Arc::new(match &options.index_path {
+            Some(path) => Index::open_on_disk(
+                path,
+                &engine,
+                map,
+                options.index_progress.as_ref().map(|p| p.0.clone()),
+            )?,
+            None => Index::in_memory(&engine, map)?,
+        });
         let (appended_tx, appended) = watch::channel(engine.last_seqno());
         let feed = index.clone();
-        engine.set_observer(Arc::new(move |txid, ws| {
-            feed.add_from(txid, ws, map);
-            appended_tx.send_replace(txid.seqno);
+        engine.set_observer(Arc::new(move |event| {
+            feed.observe(event, map);
+            if let covenant_engine::TxEvent::Appended(txid, _) = event {
+                appended_tx.send_replace(txid.seqno);
+            }
         }));
         Ok((Arc::new(Mutex::new(engine)), Fed { index, appended }))
     }
@@ -212,6 +241,7 @@ impl Service {
         options: &ServiceOptions,
     ) -> Service {
         let (replica, admission) = network.unzip();
+        spawn_index_committer(index.clone(), committed.clone());
         let (node_id, store) = {
             let e = lock(&engine);
             (NodeId::new(e.node_id()), e.store().clone())
@@ -302,7 +332,7 @@ impl Service {
     }
 
     /// Collection → TxIds of its entries.
-    pub fn index(&self) -> &EntryIndex {
+    pub fn index(&self) -> &Index {
         &self.0.index
     }
 
@@ -516,7 +546,7 @@ impl Service {
         limit: usize,
     ) -> Result<(Vec<Entry>, Option<TxId>), ServiceError> {
         self.blocking(move |s| {
-            let (page, next) = s.index().range(&collection, from, to, limit);
+            let (page, next) = s.index().range(&collection, from, to, limit)?;
             let mut out = Vec::with_capacity(page.len());
             for indexed in page {
                 let (txid, ws) = s.engine().read_tx(indexed.seqno)?;
@@ -546,7 +576,7 @@ impl Service {
             let committed = engine.committed_seqno();
             let found = s
                 .index()
-                .latest(&collection, committed, 64)
+                .latest(&collection, committed, 64)?
                 .into_iter()
                 .find_map(|t| {
                     let (txid, ws) = engine.read_tx(t.seqno).ok()?;
@@ -568,13 +598,54 @@ impl Service {
         let replicated = self.0.replica.as_ref().inspect(|r| r.stop()).is_some();
         self.blocking(move |s| {
             let mut e = s.engine();
-            Ok(if replicated {
+            let done = if replicated {
                 e.flush()?
             } else {
                 driver::final_flush(&mut e)?
-            })
+            };
+            let committed = e.committed_seqno();
+            drop(e);
+            if let Err(err) = s.0.index.commit(committed).and_then(|()| s.0.index.flush()) {
+                tracing::warn!(error = %err, "could not write the collection index at shutdown; it catches up at the next start");
+            }
+            Ok(done)
         })
         .await?
+    }
+}
+
+/// How often the collection index moves newly committed transactions to disk.
+const INDEX_COMMIT_EVERY: Duration = Duration::from_millis(20);
+
+/// A thread moving committed transactions from the index's memory tail to disk,
+/// off every request path; it ends when the commit watch's sender is gone.
+fn spawn_index_committer(index: Arc<Index>, committed: watch::Receiver<SeqNo>) {
+    if matches!(*index, Index::Memory(_)) {
+        return;
+    }
+    // Weak: the service's end closes the index file, whatever this thread does.
+    let index = Arc::downgrade(&index);
+    let spawned = std::thread::Builder::new()
+        .name("covenant-index".into())
+        .spawn(move || {
+            let mut done = SeqNo::ZERO;
+            while committed.has_changed().is_ok() {
+                let Some(index) = index.upgrade() else { break };
+                let now = *committed.borrow();
+                if now > done {
+                    match index.commit(now) {
+                        Ok(()) => done = now,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not move committed entries to the collection index");
+                        }
+                    }
+                }
+                drop(index);
+                std::thread::sleep(INDEX_COMMIT_EVERY);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the collection index thread; committed entries stay in memory");
     }
 }
 

@@ -50,8 +50,14 @@ fn service(n: &Node, genesis: &Genesis) -> Service {
     let options = ServiceOptions {
         ledger_public: false,
         sig_interval: Duration::from_millis(5),
+        index_path: Some(index_path(n)),
+        index_progress: None,
     };
     Service::single(engine, &options).unwrap()
+}
+
+fn index_path(n: &Node) -> std::path::PathBuf {
+    n.dir.path().join("index").join("collections.redb")
 }
 
 async fn committed(s: &Service, txid: TxId) {
@@ -172,7 +178,10 @@ async fn a_restart_rebuilds_the_index_from_the_ledger() {
     s.shutdown().await.unwrap();
     drop(s);
     let s = service(&n, &Genesis::default());
-    assert_eq!(s.index().latest("k", SeqNo(u64::MAX), 5), vec![b, a]);
+    assert_eq!(
+        s.index().latest("k", SeqNo(u64::MAX), 5).unwrap(),
+        vec![b, a]
+    );
     assert_eq!(
         s.latest_committed_entry("k".into())
             .await
@@ -413,4 +422,73 @@ async fn recovery_shares_follow_members_and_threshold() {
         "{refused:?}"
     );
     assert_eq!(shares(&s).unwrap(), left);
+}
+
+/// Every ranged answer of `s` over collections c0..c4, as comparable text.
+async fn ranged_answers(s: &Service) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in 0..5 {
+        let (page, next) = s
+            .entries(format!("c{c}"), SeqNo(1), SeqNo(u64::MAX), None, 1000)
+            .await
+            .unwrap();
+        out.push(format!(
+            "c{c}: {:?} next {next:?}",
+            page.iter().map(|e| e.transaction_id).collect::<Vec<_>>()
+        ));
+        let (page, next) = s
+            .entries(format!("c{c}"), SeqNo(10), SeqNo(40), None, 3)
+            .await
+            .unwrap();
+        out.push(format!(
+            "c{c} 10..40: {:?} next {next:?}",
+            page.iter().map(|e| e.transaction_id).collect::<Vec<_>>()
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_or_corrupted_index_is_rebuilt_and_answers_the_same() {
+    const NAMES: [&str; 5] = ["c0", "c1", "c2", "c3", "c4"];
+    let n = node();
+    let s = service(&n, &Genesis::default());
+    let mut last = None;
+    for i in 0..60 {
+        last = Some(append(&s, NAMES[i % 5], "entry").await);
+    }
+    committed(&s, last.unwrap()).await;
+    let before = ranged_answers(&s).await;
+    assert!(!before[0].contains("[]"), "{before:?}");
+    s.shutdown().await.unwrap();
+    drop(s);
+    assert!(index_path(&n).exists(), "the index lives on disk");
+
+    // Reopened as it is: the same answers, nothing rebuilt.
+    let s = service(&n, &Genesis::default());
+    assert_eq!(ranged_answers(&s).await, before);
+    s.shutdown().await.unwrap();
+    drop(s);
+
+    // Deleted: rebuilt from the ledger.
+    std::fs::remove_file(index_path(&n)).unwrap();
+    let s = service(&n, &Genesis::default());
+    assert_eq!(ranged_answers(&s).await, before);
+    s.shutdown().await.unwrap();
+    drop(s);
+
+    // Overwritten with garbage: found corrupt, rebuilt.
+    let len = std::fs::metadata(index_path(&n)).unwrap().len() as usize;
+    std::fs::write(index_path(&n), vec![0x5a; len]).unwrap();
+    let s = service(&n, &Genesis::default());
+    assert_eq!(ranged_answers(&s).await, before);
+    // And it keeps indexing new writes.
+    let more = append(&s, "c0", "after the rebuild").await;
+    committed(&s, more).await;
+    let (page, _) = s
+        .entries("c0".into(), more.seqno, more.seqno, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    s.shutdown().await.unwrap();
 }
