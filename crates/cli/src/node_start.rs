@@ -72,6 +72,11 @@ struct NodeFile {
     /// cheaper storage); read back transparently. Absent: nothing is archived.
     #[serde(default)]
     ledger_archive_directory: Option<PathBuf>,
+    /// A ledger chunk file closes at the first signature after it grows past this
+    /// many bytes (CCF's `ledger.chunk_size`); only closed, committed chunks can
+    /// be archived.
+    #[serde(default = "default_chunk_bytes")]
+    ledger_chunk_bytes: u64,
     /// Committed transactions kept in data_dir/ledger when archiving.
     #[serde(default = "default_archive_retention")]
     archive_retention_txs: u64,
@@ -82,6 +87,10 @@ struct NodeFile {
 
 fn default_archive_retention() -> u64 {
     1_000_000
+}
+
+fn default_chunk_bytes() -> u64 {
+    5 * 1024 * 1024
 }
 
 /// What `covenant node join` leaves in the data directory once the node was admitted:
@@ -378,6 +387,7 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     ec.min_free_bytes = file.min_free_mb.saturating_mul(1024 * 1024);
     ec.service_cert = Some(service.cert.clone());
     ec.secrets_file = at_rest.then(|| dir.join(crate::LEDGER_SECRETS_FILE));
+    ec.chunk_threshold_bytes = file.ledger_chunk_bytes.max(1);
     ec.read_only_dirs = read_only;
     ec.archive_dir = archive_dir;
     let node = Arc::new(node);

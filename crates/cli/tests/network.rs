@@ -1372,3 +1372,151 @@ async fn rekeys_reach_every_node_restarts_and_joiners() {
         );
     }
 }
+
+/// Adds top-level settings to a dev node's node.toml (before its `[network]` table).
+fn configure(dir: &Path, node: u16, settings: &str) -> PathBuf {
+    let path = dir.join(format!("node{node}/node.toml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (top, network) = text.split_once("[network]").unwrap();
+    std::fs::write(&path, format!("{top}{settings}\n[network]{network}")).unwrap();
+    path
+}
+
+fn chunk_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with("ledger_") && n.ends_with(".committed"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Committed chunks move to the archive directory past the retention window, and
+/// stay part of the ledger: a backup stopped across two snapshots and that archival
+/// catches up from the primary (which reads the archived chunks back), old entries
+/// and receipts are served, and every ledger audits with its archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stopped_across_snapshots_and_an_archival_catches_up() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(3);
+    let (dev, reaper) = dev_network(&dir, base, &[]);
+    let (net, _service) = Net::open(&dir, base);
+    let all = [1u16, 2, 3];
+    let first = net.append(&all, "the first entry").await;
+    net.wait_committed_on(&all, &first).await;
+
+    // Small chunks, frequent snapshots, a short retention window.
+    for n in all {
+        term(pid_of(&dir, n));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let settings = "ledger_chunk_bytes = 2048\nsnapshot_tx_interval = 40\n\
+                    ledger_archive_directory = \"archive\"\narchive_retention_txs = 30\n";
+    let configs: Vec<PathBuf> = all.iter().map(|&n| configure(&dir, n, settings)).collect();
+    let mut started = Vec::new();
+    for c in &configs {
+        let child = Command::new(env!("CARGO_BIN_EXE_covenant"))
+            .args(["node", "start", "--config"])
+            .arg(c)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        reaper.watch(child.id());
+        started.push(child);
+    }
+    let mut written = vec![first.clone()];
+    for i in 0..20 {
+        written.push(net.append(&all, &format!("before the stop {i}")).await);
+    }
+    net.wait_committed_on(&all, written.last().unwrap()).await;
+
+    // Node 3 stops (whatever its role); the others go on across two snapshots
+    // and the archiver's next rounds.
+    let down = 3u16;
+    term(started[2].id());
+    let _ = started[2].wait();
+    let live = [1u16, 2];
+    for i in 0..150 {
+        written.push(
+            net.append(&live, &format!("while node 3 is down {i}"))
+                .await,
+        );
+    }
+    let last = written.last().unwrap().clone();
+    net.wait_committed_on(&live, &last).await;
+    let primary = net.primary(&live).await.unwrap();
+    let archive = dir.join(format!("node{primary}/archive"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while chunk_names(&archive).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing archived on node {primary}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let snapshots = std::fs::read_dir(dir.join(format!("node{primary}/snapshots")))
+        .unwrap()
+        .count();
+    assert!(snapshots >= 2, "{snapshots} snapshots");
+    let main = chunk_names(&dir.join(format!("node{primary}/ledger")));
+    assert!(
+        !main.iter().any(|n| n.starts_with("ledger_1-")),
+        "the first chunk left the ledger directory: {main:?}"
+    );
+
+    // Node 3 comes back with no operator help and catches up.
+    let back = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["node", "start", "--config"])
+        .arg(&configs[2])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    reaper.watch(back.id());
+    net.wait_committed_on(&[down], &last).await;
+    // Old history is served from the archive, on the primary and on node 3.
+    for n in [primary, down] {
+        let r = net
+            .client(n)
+            .get(&format!("/app/transactions/{first}?{API}"))
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "node {n}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["entry"]["contents"], json!("the first entry"));
+        assert!(!net.receipt(n, &first).await.is_empty());
+    }
+    for n in all {
+        for c in [&first, &last] {
+            assert_eq!(net.status(n, c).await.as_deref(), Some("Committed"));
+        }
+    }
+    // Every ledger audits with its archive.
+    let service = dir.join("service_cert.pem");
+    for n in all {
+        let node_dir = dir.join(format!("node{n}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_covenant"))
+            .args(["ledger", "audit", "--quiet", "--service-cert"])
+            .arg(&service)
+            .arg("--read-only-dir")
+            .arg(node_dir.join("archive"))
+            .arg(node_dir.join("ledger"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "node {n}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    drop(dev);
+}

@@ -279,7 +279,7 @@ impl BoundNode {
 }
 
 /// How often the archiver looks for committed chunks past the retention window.
-const ARCHIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const ARCHIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Moves committed chunks older than the retention window into the archive
 /// directory, one chunk per engine lock, until the node stops.
