@@ -352,6 +352,17 @@ enum NodeCommand {
     /// constitution are registered when the ledger is created. Relative paths are
     /// relative to the configuration file.
     ///
+    /// Ledger size: a restart loads the newest snapshot and replays only the ledger
+    /// after it; the collection index lives in DATA_DIR/index/collections.redb
+    /// (rebuilt from the ledger, with a progress bar, if deleted or corrupt).
+    /// ledger_chunk_bytes (5 MiB: a chunk file closes at the next signature after
+    /// that size), ledger_archive_directory (absent: no archiving; committed chunks
+    /// holding nothing newer than the last archive_retention_txs, default 1000000,
+    /// committed transactions move there in the background and stay readable:
+    /// receipts, historical reads, `ledger audit --read-only-dir`, recovery),
+    /// ledger_read_only_directories (more directories of archived chunks, read,
+    /// never written; CCF's ledger.read_only_directories).
+    ///
     /// Secrets: secrets_at_rest = false (the default) keeps the service key, the
     /// ledger secrets and the node's encryption key in memory only. A stolen disk
     /// or data directory then decrypts nothing; a restarted node gets them back by
