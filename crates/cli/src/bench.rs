@@ -35,20 +35,20 @@ pub struct BenchOptions {
 }
 
 #[derive(Debug, Default)]
-struct Phase {
-    requests: u64,
-    errors: u64,
-    elapsed: f64,
-    latencies_us: Vec<u64>,
+pub(crate) struct Phase {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: f64,
+    pub(crate) latencies_us: Vec<u64>,
 }
 
 impl Phase {
-    fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.max(1e-9)
     }
 }
 
-fn percentiles(v: &mut [u64]) -> serde_json::Value {
+pub(crate) fn percentiles(v: &mut [u64]) -> serde_json::Value {
     if v.is_empty() {
         return json!(null);
     }
@@ -58,11 +58,11 @@ fn percentiles(v: &mut [u64]) -> serde_json::Value {
 }
 
 /// One request of a load loop: method, path and optional JSON body bytes.
-type Req = (&'static str, String, Option<Vec<u8>>);
+pub(crate) type Req = (&'static str, String, Option<Vec<u8>>);
 
 /// Runs `connections` keep-alive loops until the deadline; `make(i, n)` builds the
 /// n-th request of loop i, `on_ok` sees every successful response with its send time.
-async fn drive<F, Fut, H>(
+pub(crate) async fn drive<F, Fut, H>(
     client: &LedgerClient,
     connections: usize,
     seconds: f64,

@@ -29,6 +29,7 @@ mod client_cmds;
 mod dev_network;
 mod gov_cmds;
 mod node_start;
+mod scale;
 
 #[derive(Parser)]
 #[command(
@@ -288,6 +289,41 @@ enum Command {
     /// with the evidence (and keeps the data) on any violation. Without options: the
     /// short schedule (about two minutes); `--long` for the full one.
     Chaos(chaos::ChaosArgs),
+    /// What a node costs per ledger entry, at scale: a LONG benchmark (minutes for a
+    /// million entries, far more for ten million; not part of the tests) of real `covenant
+    /// dev` processes on a big ledger.
+    ///
+    /// Phase 1, prefill: `covenant dev` creates a ledger in DIR (identities, user0,
+    /// members, an open service) and is stopped; this process then opens the node's ledger
+    /// directly, with the engine configuration of `node start` (a signature every 5,000
+    /// transactions, a snapshot every 10,000), and commits --entries transactions, each
+    /// what an ACL append writes (one entry of --entry-bytes bytes in collection
+    /// c0..c<C-1>, round-robin), flushing after every signature. Reports the rate and the
+    /// bytes on disk per entry. With --dir, a directory this command prefilled with the
+    /// same --entries, --collections and --entry-bytes is reused as it is (pay a 10 M
+    /// prefill once).
+    ///
+    /// Phase 2, restart to ready: `covenant dev` on the prefilled directory; the time from
+    /// spawning it to its ready line and to GET /node/ready/app answering 2xx, and its
+    /// resident memory (VmRSS) then. (A single-node `covenant dev` keeps no snapshots: it
+    /// replays the whole ledger; the prefill's snapshots serve `node start`.)
+    ///
+    /// Phase 3, ranged queries: GET /app/transactions as user0 for collection c0 over a
+    /// TxId window holding about 100 of its entries, at the oldest point of history and at
+    /// the newest, 20 times each (following nextLink); p50/p90 latency and the
+    /// oldest/newest ratio.
+    ///
+    /// Phase 4, memory after a 100,000-entry query: every collection over the oldest
+    /// 100,000 entries, page by page to the end; VmRSS after it.
+    ///
+    /// Phase 5, appends beside slow JavaScript (skipped with --skip-slow-js): `covenant dev
+    /// --app` with a generated app whose POST /app/slow computes for 50 ms and writes one
+    /// key; appends on 32 connections for 10 s alone, then again while 8 callers loop on
+    /// /app/slow; the ratio of the two append rates (target >= 0.8).
+    ///
+    /// Progress goes to stderr, the report to stdout (a table, or JSON with --json). Every
+    /// node process is stopped at the end of the phase that needs it, also on error.
+    ScaleBench(scale::ScaleArgs),
     /// Run a node of a network (the production form of `dev`).
     Node {
         #[command(subcommand)]
@@ -633,6 +669,7 @@ fn main() -> ExitCode {
                 .collect(),
             json,
         }),
+        Command::ScaleBench(args) => scale::run(args),
         Command::Chaos(args) => match chaos::run(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
@@ -819,7 +856,7 @@ pub(crate) const LEDGER_SECRETS_FILE: &str = "ledger_secret.key";
 pub(crate) const NODE_ENCRYPTION_KEY_FILE: &str = "node_enc_key.pem";
 
 /// Loads the demo's identities and secret, or creates them on first run.
-fn demo_identities(dir: &Path) -> Result<NodeFiles> {
+pub(crate) fn demo_identities(dir: &Path) -> Result<NodeFiles> {
     match load_node_files(dir, &SubjectAltName::dev_defaults(), true)? {
         Loaded::Full(files) => Ok(files),
         Loaded::NeedsSecrets { .. } => bail!(
@@ -1201,9 +1238,11 @@ fn dev(o: DevOptions) -> Result<()> {
         encryption_key,
     } = demo_identities(dir)?;
     let ledger_type = dev_ledger_type(dir, o.ledger_type, creating)?;
-    let mut config = EngineConfig::new(dir.join("ledger"));
-    config.sig_tx_interval = o.sig_tx_interval.max(1);
-    config.secrets_file = Some(dir.join(LEDGER_SECRETS_FILE));
+    // As `node start` runs a single node: snapshots (so a restart replays only the
+    // ledger after the newest one), secrets at rest (dev resumes after Ctrl-C).
+    let mut settings = node_start::LedgerSettings::single_node();
+    settings.sig_tx_interval = o.sig_tx_interval;
+    let config = settings.engine_config(dir, &service.cert);
     let node = Arc::new(node);
     let mut engine = Engine::open_with_key(config, node.clone(), secrets, Some(encryption_key))
         .context("opening the ledger")?;

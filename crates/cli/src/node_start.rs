@@ -183,6 +183,44 @@ fn default_snapshot_tx() -> u64 {
     10_000
 }
 
+/// How `node start` opens a node's ledger: what its configuration file decides.
+pub(crate) struct LedgerSettings {
+    pub sig_tx_interval: u64,
+    pub snapshot_tx_interval: u64,
+    pub min_free_mb: u64,
+    /// A node of a replicated network (only consensus commits).
+    pub networked: bool,
+    /// Ledger secrets kept in `DATA_DIR/ledger_secret.key`.
+    pub at_rest: bool,
+}
+
+impl LedgerSettings {
+    /// A single node with secrets at rest and a configuration file's defaults.
+    pub(crate) fn single_node() -> LedgerSettings {
+        LedgerSettings {
+            sig_tx_interval: default_sig_tx(),
+            snapshot_tx_interval: default_snapshot_tx(),
+            min_free_mb: default_min_free_mb(),
+            networked: false,
+            at_rest: true,
+        }
+    }
+
+    /// The engine configuration of the node in `dir` (ledger in `dir/ledger`,
+    /// snapshots in `dir/snapshots`).
+    pub(crate) fn engine_config(&self, dir: &Path, service_cert: &Certificate) -> EngineConfig {
+        let mut ec = EngineConfig::new(dir.join("ledger"));
+        ec.sig_tx_interval = self.sig_tx_interval.max(1);
+        ec.commit_on_sync = !self.networked;
+        ec.snapshot_dir = Some(dir.join("snapshots"));
+        ec.snapshot_tx_interval = self.snapshot_tx_interval.max(1);
+        ec.min_free_bytes = self.min_free_mb.saturating_mul(1024 * 1024);
+        ec.service_cert = Some(service_cert.clone());
+        ec.secrets_file = self.at_rest.then(|| dir.join(crate::LEDGER_SECRETS_FILE));
+        ec
+    }
+}
+
 fn read_config(config_path: &Path) -> Result<NodeFile> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
@@ -379,14 +417,14 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
     };
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
     let networked = file.network.is_some() || joined.is_some() || previous.is_some();
-    let mut ec = EngineConfig::new(dir.join("ledger"));
-    ec.sig_tx_interval = file.sig_tx_interval.max(1);
-    ec.commit_on_sync = !networked;
-    ec.snapshot_dir = Some(dir.join("snapshots"));
-    ec.snapshot_tx_interval = file.snapshot_tx_interval.max(1);
-    ec.min_free_bytes = file.min_free_mb.saturating_mul(1024 * 1024);
-    ec.service_cert = Some(service.cert.clone());
-    ec.secrets_file = at_rest.then(|| dir.join(crate::LEDGER_SECRETS_FILE));
+    let mut ec = LedgerSettings {
+        sig_tx_interval: file.sig_tx_interval,
+        snapshot_tx_interval: file.snapshot_tx_interval,
+        min_free_mb: file.min_free_mb,
+        networked,
+        at_rest,
+    }
+    .engine_config(&dir, &service.cert);
     ec.chunk_threshold_bytes = file.ledger_chunk_bytes.max(1);
     ec.read_only_dirs = read_only;
     ec.archive_dir = archive_dir;
