@@ -25,6 +25,7 @@ use covenant_app::{
 use covenant_engine::TxStatus;
 use covenant_engine::{Engine, EngineError};
 use covenant_governance::{MEMBERS_CERTS, MEMBERS_INFO};
+use covenant_service::scripts::at_normal_priority;
 use covenant_service::Executed;
 use covenant_types::TxId;
 use serde_json::{json, Value};
@@ -415,89 +416,109 @@ async fn serve(
     };
     let opts = RuntimeOptions::load(&state.store);
     let limits = opts.limits();
-    tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
-        let fail = |e| script_error(e, &opts);
-        let mode = route.properties.mode();
-        if mode != Mode::Readwrite {
-            let (consensus, historical, txid) = {
-                let mut e = state.engine();
-                let historical = if mode == Mode::Historical {
-                    match historical_target(&mut e, &request)? {
-                        Ok(tx) => Some(tx),
+    // Scripts run on the low-priority script threads (covenant_service::scripts).
+    let service = state.service.clone();
+    service
+        .scripts()
+        .run(move || -> Result<Response, ApiError> {
+            let fail = |e| script_error(e, &opts);
+            let mode = route.properties.mode();
+            if mode != Mode::Readwrite {
+                let (consensus, historical, txid) = {
+                    let s = state.clone();
+                    let r = request.clone();
+                    let looked_up = at_normal_priority(move || {
+                        let mut e = s.engine();
+                        let historical = if mode == Mode::Historical {
+                            match historical_target(&mut e, &r)? {
+                                Ok(tx) => Some(tx),
+                                Err(loading) => return Ok(Err(loading)),
+                            }
+                        } else {
+                            None
+                        };
+                        Ok(Ok((consensus_view(&e), historical, e.last_txid())))
+                    })
+                    .map_err(|e| ApiError::service("reading the ledger failed", e))??;
+                    match looked_up {
+                        Ok(found) => found,
                         Err(loading) => return Ok(loading),
                     }
-                } else {
-                    None
                 };
-                (consensus_view(&e), historical, e.last_txid())
-            };
-            let host = Host {
-                consensus,
-                history: Some(Arc::new(NodeHistory(state.clone()))),
-                historical,
-                context: None,
-            };
-            let (resp, _, _) = covenant_app::run(
-                &limits,
-                &app,
-                &route,
-                &request,
-                &state.store,
-                Default::default(),
-                host,
-            )
-            .map_err(fail)?;
-            return Ok(into_response(resp, txid));
-        }
-        // Outside every lock: the handler runs against the store, and only its
-        // commit waits for the engine (see covenant_service::optimistic).
-        let out = state
-            .service
-            .execute_blocking(|store, _run| {
                 let host = Host {
-                    consensus: consensus_view(&state.engine()),
-                    ..Default::default()
+                    consensus,
+                    history: Some(Arc::new(NodeHistory(state.clone()))),
+                    historical,
+                    context: None,
                 };
-                let (ran, kv) = covenant_app::run_tracked(
+                let (resp, _, _) = covenant_app::run(
                     &limits,
                     &app,
                     &route,
                     &request,
-                    store,
+                    &state.store,
                     Default::default(),
                     host,
-                );
-                match ran {
-                    // A claims digest makes a transaction even without writes: it is
-                    // what the handler wants a receipt for.
-                    Ok((resp, opts))
-                        if opts.keeps_writes(resp.status)
-                            && (!kv.is_empty() || opts.claims_digest.is_some()) =>
-                    {
-                        let mut tx = store.begin();
-                        kv.apply_to(&mut tx);
-                        Executed::Commit {
-                            tx,
-                            claims: opts.claims_digest.map(covenant_types::Digest32),
-                            answer: Ok(resp),
+                )
+                .map_err(fail)?;
+                return Ok(into_response(resp, txid));
+            }
+            // Outside every lock: the handler runs against the store, and only its
+            // commit waits for the engine (see covenant_service::optimistic).
+            let out = state
+                .service
+                .execute_blocking(|store, _run| {
+                    let host = Host {
+                        consensus: engine_view(&state),
+                        ..Default::default()
+                    };
+                    let (ran, kv) = covenant_app::run_tracked(
+                        &limits,
+                        &app,
+                        &route,
+                        &request,
+                        store,
+                        Default::default(),
+                        host,
+                    );
+                    match ran {
+                        // A claims digest makes a transaction even without writes: it is
+                        // what the handler wants a receipt for.
+                        Ok((resp, opts))
+                            if opts.keeps_writes(resp.status)
+                                && (!kv.is_empty() || opts.claims_digest.is_some()) =>
+                        {
+                            let mut tx = store.begin();
+                            kv.apply_to(&mut tx);
+                            Executed::Commit {
+                                tx,
+                                claims: opts.claims_digest.map(covenant_types::Digest32),
+                                answer: Ok(resp),
+                            }
                         }
+                        Ok((resp, _)) => Executed::Answer {
+                            reads: kv.reads(),
+                            answer: Ok(resp),
+                        },
+                        Err(err) => Executed::Answer {
+                            reads: kv.reads(),
+                            answer: Err(err),
+                        },
                     }
-                    Ok((resp, _)) => Executed::Answer {
-                        reads: kv.reads(),
-                        answer: Ok(resp),
-                    },
-                    Err(err) => Executed::Answer {
-                        reads: kv.reads(),
-                        answer: Err(err),
-                    },
-                }
-            })
-            .map_err(|e| ApiError::service("running the app handler failed", e))?;
-        let resp = out.answer.map_err(fail)?;
-        Ok(into_response(resp, out.txid))
-    })
-    .await
-    .map_err(|e| ApiError::internal("the app handler's thread failed", e))?
+                })
+                .map_err(|e| ApiError::service("running the app handler failed", e))?;
+            let resp = out.answer.map_err(fail)?;
+            Ok(into_response(resp, out.txid))
+        })
+        .await
+        .map_err(|e| ApiError::service("running the app handler failed", e))?
+}
+
+/// [`consensus_view`] of the node's engine, read at normal priority (a script
+/// thread must not hold the engine's lock: see covenant_service::scripts).
+pub(crate) fn engine_view(state: &NodeState) -> ConsensusView {
+    let s = state.clone();
+    at_normal_priority(move || consensus_view(&s.engine())).unwrap_or_default()
 }
 
 /// What `ccf.consensus` answers from.
@@ -641,22 +662,30 @@ impl History for NodeHistory {
         }
         let mut out = Vec::with_capacity((to - from + 1) as usize);
         for seqno in from..=to {
-            // One transaction per lock: a long range must not hold up writes.
-            let mut e = self.0.engine();
-            if seqno > e.committed_seqno().0 {
-                return Ok(None);
-            }
-            let Some(view) = e.view_at(SeqNo(seqno)) else {
-                return Ok(None);
-            };
-            let txid = TxId::new(view.0, seqno);
-            match historical_tx(&mut e, txid) {
-                Ok(Some(tx)) => out.push(tx),
-                Ok(None) => return Ok(None),
-                Err(x) => {
-                    tracing::warn!(error = %x, seqno, "a historical state could not be read");
+            // One transaction per lock, at normal priority: a long range must not
+            // hold up writes.
+            let state = self.0.clone();
+            let read = at_normal_priority(move || -> Result<Option<HistoricalTx>, String> {
+                let mut e = state.engine();
+                if seqno > e.committed_seqno().0 {
                     return Ok(None);
                 }
+                let Some(view) = e.view_at(SeqNo(seqno)) else {
+                    return Ok(None);
+                };
+                let txid = TxId::new(view.0, seqno);
+                match historical_tx(&mut e, txid) {
+                    Ok(found) => Ok(found),
+                    Err(x) => {
+                        tracing::warn!(error = %x, seqno, "a historical state could not be read");
+                        Ok(None)
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())??;
+            match read {
+                Some(tx) => out.push(tx),
+                None => return Ok(None),
             }
         }
         Ok(Some(out))

@@ -73,6 +73,11 @@ impl ApiError {
                 "InsufficientStorage",
                 e.to_string(),
             ),
+            e @ ServiceError::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceBusy",
+                e.to_string(),
+            ),
             e @ ServiceError::Conflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "TransactionConflict", e.to_string())
             }

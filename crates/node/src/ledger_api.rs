@@ -130,34 +130,37 @@ pub(crate) async fn append(
     };
     const FAILED: &str = "appending the entry failed";
     let txid = if has_hooks {
-        // Hooks run JavaScript: on a blocking thread, outside every lock; only
-        // the commit waits for the engine (covenant_service::optimistic).
+        // Hooks run JavaScript: on a script thread, outside every lock; only the
+        // commit waits for the engine (covenant_service::optimistic).
         let s = state.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            s.service.execute_blocking(|store, _run| {
-                let consensus = crate::app::consensus_view(&s.engine());
-                let mut tx = store.begin();
-                let hooked = crate::udf::run_hooks(store, &consensus, &mut tx, &pre, &context)
-                    .map(|()| put_entry(&mut tx))
-                    .and_then(|()| {
-                        crate::udf::run_hooks(store, &consensus, &mut tx, &post, &context)
-                    });
-                match hooked {
-                    Ok(()) => Executed::Commit {
-                        tx,
-                        claims,
-                        answer: Ok(()),
-                    },
-                    Err(e) => Executed::Answer {
-                        reads: tx.reads().clone(),
-                        answer: Err(e),
-                    },
-                }
+        let out = state
+            .service
+            .scripts()
+            .run(move || {
+                s.service.execute_blocking(|store, _run| {
+                    let consensus = crate::app::engine_view(&s);
+                    let mut tx = store.begin();
+                    let hooked = crate::udf::run_hooks(store, &consensus, &mut tx, &pre, &context)
+                        .map(|()| put_entry(&mut tx))
+                        .and_then(|()| {
+                            crate::udf::run_hooks(store, &consensus, &mut tx, &post, &context)
+                        });
+                    match hooked {
+                        Ok(()) => Executed::Commit {
+                            tx,
+                            claims,
+                            answer: Ok(()),
+                        },
+                        Err(e) => Executed::Answer {
+                            reads: tx.reads().clone(),
+                            answer: Err(e),
+                        },
+                    }
+                })
             })
-        })
-        .await
-        .map_err(|e| ApiError::internal("the append's thread failed", e))?
-        .map_err(|e| ApiError::service(FAILED, e))?;
+            .await
+            .and_then(|out| out)
+            .map_err(|e| ApiError::service(FAILED, e))?;
         out.answer?;
         out.txid
             .ok_or_else(|| ApiError::internal(FAILED, "the append committed no transaction"))?

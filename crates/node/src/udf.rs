@@ -284,10 +284,11 @@ pub async fn execute(
     let limits = opts.limits();
     let user_id = caller.user_id.clone();
     // Outside every lock: only the commit waits for the engine.
-    let task = tokio::task::spawn_blocking(move || {
+    let service = state.service.clone();
+    let task = service.scripts().run(move || {
         state.service.execute_blocking(|store, _run| {
             let host = Host {
-                consensus: crate::app::consensus_view(&state.engine()),
+                consensus: crate::app::engine_view(&state),
                 context: Some(json!({"request": {"method": "POST"}, "userId": user_id})),
                 ..Default::default()
             };
@@ -319,7 +320,7 @@ pub async fn execute(
     });
     let out = task
         .await
-        .map_err(|e| ApiError::internal("the function's thread failed", e))?
+        .and_then(|out| out)
         .map_err(|e| ApiError::service("running the function failed", e))?;
     Ok(match out.answer {
         Ok(value) => with_txid(

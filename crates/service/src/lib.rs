@@ -23,6 +23,7 @@ pub mod index;
 pub mod nodes;
 pub mod optimistic;
 pub mod recovery;
+pub mod scripts;
 pub mod tables;
 pub mod users;
 
@@ -78,6 +79,12 @@ pub enum ServiceError {
     /// every one of its runs (see `optimistic`): nothing was written.
     #[error("the transaction conflicted with concurrent writes on each of its {runs} runs; nothing was written, retry")]
     Conflict { runs: u32 },
+    /// Too many scripts are waiting to run (see `scripts`): nothing was done.
+    #[error("too many scripts are waiting to run; retry")]
+    Busy,
+    /// A script's thread panicked: nothing was written.
+    #[error("the script's thread failed")]
+    ScriptPanicked,
     /// The collection index failed (its file; the ledger is unaffected).
     #[error("collection index: {0}")]
     Index(#[from] covenant_index::IndexError),
@@ -155,6 +162,7 @@ struct Inner {
     admission: Option<AdmissionConfig>,
     index: Arc<Index>,
     apps: apps::AppCache,
+    scripts: scripts::ScriptPool,
     /// Node certificate (PEM) → its receipts' `serviceEndorsements`: a process's
     /// service identity never changes, so neither does a chain once found.
     endorsements: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -257,6 +265,7 @@ impl Service {
             admission,
             index,
             apps: apps::AppCache::default(),
+            scripts: scripts::ScriptPool::default_size(),
             endorsements: Mutex::default(),
             submitted_shares: Mutex::default(),
             driver: tokio::sync::Mutex::new(driver),
@@ -332,6 +341,11 @@ impl Service {
     }
 
     /// Collection → TxIds of its entries.
+    /// The low-priority threads scripts run on.
+    pub fn scripts(&self) -> &scripts::ScriptPool {
+        &self.0.scripts
+    }
+
     pub fn index(&self) -> &Index {
         &self.0.index
     }

@@ -53,12 +53,15 @@ impl Service {
             self.refused()?;
             match run(&store, runs) {
                 Executed::Commit { tx, claims, answer } => {
-                    let committed =
-                        self.write_blocking(move |e| match e.commit_tx(tx, claims) {
+                    // At normal priority: a script thread must not hold the locks.
+                    let s = self.clone();
+                    let committed = crate::scripts::at_normal_priority(move || {
+                        s.write_blocking(move |e| match e.commit_tx(tx, claims) {
                             Ok(txid) => Ok(Some(txid)),
                             Err(EngineError::Kv(KvError::Conflict { .. })) => Ok(None),
                             Err(other) => Err(other),
-                        })?;
+                        })
+                    })??;
                     if let Some(txid) = committed {
                         return Ok(Outcome {
                             answer,
