@@ -305,8 +305,9 @@ enum Command {
     ///
     /// Phase 2, restart to ready: `covenant dev` on the prefilled directory; the time from
     /// spawning it to its ready line and to GET /node/ready/app answering 2xx, and its
-    /// resident memory (VmRSS) then. (A single-node `covenant dev` keeps no snapshots: it
-    /// replays the whole ledger; the prefill's snapshots serve `node start`.)
+    /// resident memory (VmRSS) then. The node loads its newest snapshot and replays only
+    /// the ledger after it; its collection index is already on disk (the prefill builds
+    /// it, as a node would have while committing).
     ///
     /// Phase 3, ranged queries: GET /app/transactions as user0 for collection c0 over a
     /// TxId window holding about 100 of its entries, at the oldest point of history and at

@@ -301,6 +301,13 @@ fn prefill(dir: &Path, a: &ScaleArgs) -> Result<Prefill> {
     let mut engine = Engine::open_with_key(config, Arc::new(node), secrets, Some(encryption_key))
         .context("opening the dev ledger")?;
     let map = covenant_service::tables::entries_map(ledger_public);
+    // The collection index, fed as a node feeds it while committing.
+    let index = Arc::new(
+        covenant_service::Index::open_on_disk(&dir.join(crate::INDEX_FILE), &engine, map, None)
+            .context("opening the collection index")?,
+    );
+    let feed = index.clone();
+    engine.set_observer(Arc::new(move |event| feed.observe(event, map)));
     let names: Vec<String> = (0..a.collections).map(|c| format!("c{c}")).collect();
     let filler = "x".repeat(a.entry_bytes);
     let flush_every = settings.sig_tx_interval.max(1);
@@ -326,6 +333,9 @@ fn prefill(dir: &Path, a: &ScaleArgs) -> Result<Prefill> {
         last = Some(txid);
         if (i + 1) % flush_every == 0 {
             engine.flush().context("flushing the ledger")?;
+            index
+                .commit(engine.committed_seqno())
+                .context("writing the collection index")?;
         }
         if (i + 1) % 1000 == 0 {
             pb.set_position(i + 1);
@@ -337,9 +347,14 @@ fn prefill(dir: &Path, a: &ScaleArgs) -> Result<Prefill> {
     // Twice: a chunk the last signature closed completes in the next group commit.
     engine.flush().context("flushing the ledger")?;
     engine.flush().context("flushing the ledger")?;
+    index
+        .commit(engine.committed_seqno())
+        .and_then(|()| index.flush())
+        .context("writing the collection index")?;
     let seconds = started.elapsed().as_secs_f64();
     pb.finish_and_clear();
     drop(engine);
+    drop(index);
     let (Some(first), Some(last)) = (first, last) else {
         bail!("nothing was prefilled");
     };
