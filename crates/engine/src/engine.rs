@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine as _;
 use covenant_crypto::{Certificate, EncryptionKeyPair, LedgerSecret, LedgerSecrets, NodeIdentity};
@@ -14,6 +14,7 @@ use covenant_receipt::{
 use covenant_types::{Digest32, SeqNo, TxId, View};
 
 pub use crate::error::EngineError;
+use crate::history::{self, HistoryReader, ReadKeys};
 use crate::rekey::{self, SecretRecipient};
 use crate::snapshot::{self, SnapshotFile};
 
@@ -207,6 +208,9 @@ pub struct Engine {
     /// The snapshot this engine's state was loaded from at open (a continued
     /// ledger's base, or the newest one of a whole ledger), if any.
     loaded_from: Option<TxId>,
+    /// `secrets` and the recovery boundary as [`HistoryReader`]s see them:
+    /// republished by [`Engine::publish_read_keys`] after every change.
+    read_keys: Arc<RwLock<ReadKeys>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -294,6 +298,7 @@ impl Engine {
         if let Some(r) = engine.recovering.as_mut() {
             r.boundary = last_signed.next();
         }
+        engine.publish_read_keys();
         Ok(engine)
     }
 
@@ -364,6 +369,7 @@ impl Engine {
             .collect();
         self.secrets = chain;
         self.recovering = None;
+        self.publish_read_keys();
         self.save_secrets()
     }
 
@@ -428,6 +434,10 @@ impl Engine {
         };
         let node_cert_pem = node.cert.to_pem();
         let commit_on_sync = config.commit_on_sync;
+        let read_keys = Arc::new(RwLock::new(ReadKeys {
+            secrets: secrets.clone(),
+            recovery_boundary: recovering.as_ref().map(|r| r.boundary),
+        }));
         let mut engine = Engine {
             evidence: secrets
                 .iter()
@@ -459,6 +469,7 @@ impl Engine {
             observer: None,
             last_snapshot_seqno: 0,
             loaded_from: None,
+            read_keys,
         };
         let mut next = engine.ledger.first_seqno();
         if let Some(v) = start {
@@ -747,6 +758,7 @@ impl Engine {
         self.secrets.rollback(to);
         self.evidence.truncate(self.secrets.len());
         if self.secrets.len() != held {
+            self.publish_read_keys();
             self.save_secrets()?;
         }
         Ok(())
@@ -950,10 +962,7 @@ impl Engine {
 
     /// Seqnos before [`Engine::first_seqno`] are only in the snapshot.
     fn check_held(&self, seqno: SeqNo) -> Result<(), EngineError> {
-        if seqno != SeqNo::ZERO && seqno < self.first_seqno() {
-            return Err(EngineError::NotHeld(seqno));
-        }
-        Ok(())
+        history::check_held(self.first_seqno(), seqno)
     }
 
     /// Appends the empty transaction a new primary starts its view with (Raft's
@@ -1038,6 +1047,7 @@ impl Engine {
             .add(version, secret)
             .map_err(|e| EngineError::Rekey(e.to_string()))?;
         self.evidence.push(key);
+        self.publish_read_keys();
         self.save_secrets()
     }
 
@@ -1137,10 +1147,7 @@ impl Engine {
 
     /// Refuses what needs the old secrets while a recovery waits for them.
     fn check_recovered(&self, seqno: SeqNo) -> Result<(), EngineError> {
-        match &self.recovering {
-            Some(r) if seqno < r.boundary => Err(EngineError::NotRecovered(seqno)),
-            _ => Ok(()),
-        }
+        history::check_recovered(self.recovery_boundary(), seqno)
     }
 
     /// The commit-evidence key for the transaction at `seqno`.
@@ -1417,24 +1424,45 @@ impl Engine {
     }
 
     /// The decoded write set of a transaction, read back from the ledger (historical reads).
+    ///
+    /// Needs `&self`, so under a shared engine lock it holds up the write path
+    /// for the file read and decryption: for committed history prefer a
+    /// [`HistoryReader`] (see [`Engine::history_reader`]), which answers the same.
     pub fn read_tx(&self, seqno: SeqNo) -> Result<(TxId, WriteSet), EngineError> {
         self.check_held(seqno)?;
         if seqno == SeqNo::ZERO || seqno > self.ledger.last_seqno() {
             return Err(EngineError::NoSuchTx(seqno));
         }
         let e = self.ledger.read(seqno)?;
-        let bad = |reason: String| EngineError::BadEntry {
-            txid: e.txid,
-            reason,
-        };
-        let entry = TxEntry::decode(&e.payload).map_err(|x| bad(x.to_string()))?;
-        if !entry.private.is_empty() {
-            self.check_recovered(seqno)?;
-        }
-        let ws = entry
-            .write_set(e.txid, Some(self.secrets.for_seqno(e.txid.seqno)))
-            .map_err(|x| bad(x.to_string()))?;
-        Ok((e.txid, ws))
+        history::open_tx(
+            &e,
+            self.secrets.for_seqno(e.txid.seqno),
+            self.recovery_boundary(),
+        )
+    }
+
+    /// A reader of committed transactions that needs no engine lock: it gives
+    /// [`Engine::read_tx`]'s answers for every seqno in a committed ledger
+    /// chunk (the bulk of history, archived chunks included), from any thread,
+    /// while the engine keeps writing; anything newer is
+    /// [`EngineError::NotInCommittedHistory`], for the engine to answer. It
+    /// follows this engine's commits, archives, rekeys and recovery; clone it
+    /// freely (clones share a cache of file handles), take a new one after a
+    /// reopen.
+    pub fn history_reader(&self) -> HistoryReader {
+        HistoryReader::new(self.ledger.reader(), self.read_keys.clone())
+    }
+
+    /// Shows [`HistoryReader`]s the current secrets and recovery boundary:
+    /// called after each change to either (the engine's own copies stay plain
+    /// fields, so the write path never takes this lock).
+    fn publish_read_keys(&self) {
+        let mut keys = self
+            .read_keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        keys.secrets = self.secrets.clone();
+        keys.recovery_boundary = self.recovery_boundary();
     }
 
     fn signature_record(&self, seqno: SeqNo) -> Result<SignatureRecord, EngineError> {

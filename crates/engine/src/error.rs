@@ -40,6 +40,11 @@ pub enum EngineError {
     /// the ledger secrets.
     #[error("transaction {0} is from before the recovery: its private writes are readable once the recovery members' shares are in")]
     NotRecovered(SeqNo),
+    /// A [`crate::HistoryReader`] only serves transactions in committed ledger
+    /// chunks; this one is not in one (yet): ask the engine
+    /// ([`crate::Engine::read_tx`]).
+    #[error("transaction {0} is not in committed history yet: read it through the engine")]
+    NotInCommittedHistory(SeqNo),
     #[error("invalid snapshot: {0}")]
     BadSnapshot(String),
     #[error("the ledger starts at seqno {first}: it continues the snapshot {}, which is missing (is snapshot_dir set?)", path.display())]
@@ -62,6 +67,7 @@ impl From<LedgerError> for EngineError {
     fn from(e: LedgerError) -> EngineError {
         match e {
             LedgerError::BeforeStart { seqno, .. } => EngineError::NotHeld(seqno),
+            LedgerError::NotInCommittedChunk(seqno) => EngineError::NotInCommittedHistory(seqno),
             other => EngineError::Ledger(other),
         }
     }

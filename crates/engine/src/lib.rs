@@ -23,6 +23,7 @@
 mod audit;
 mod engine;
 mod error;
+mod history;
 pub mod pacer;
 pub mod rekey;
 mod snapshot;
@@ -32,10 +33,11 @@ pub use audit::{
     AuditError, AuditReport, GovernanceEvent, GOV_PROPOSALS_INFO,
 };
 pub use covenant_kv::WriteSet;
-pub use covenant_ledger::{io_no_space, ArchiveReport, SyncTicket};
+pub use covenant_ledger::{io_no_space, ArchiveReport, LedgerReader, SyncTicket};
 pub use engine::{
     Engine, EngineConfig, EngineError, TxEvent, TxObserver, TxStatus, DEFAULT_MIN_FREE_BYTES,
 };
+pub use history::HistoryReader;
 pub use rekey::SecretRecipient;
 pub use snapshot::{
     install_snapshot, SnapshotFile, SnapshotIndex, SnapshotInfo, SNAPSHOT_FILE_MAGIC,

@@ -40,6 +40,12 @@ pub enum LedgerError {
     #[error("no ledger entry with seqno {0}")]
     NotFound(SeqNo),
 
+    /// A [`crate::LedgerReader`] only reads committed chunks, which never change;
+    /// this seqno is not in one (not appended, not committed, or its chunk not
+    /// renamed `.committed` yet): read it through the [`crate::Ledger`].
+    #[error("seqno {0} is not in a committed ledger chunk: read it through the ledger")]
+    NotInCommittedChunk(SeqNo),
+
     /// The ledger continues a snapshot and holds nothing before `first`.
     #[error(
         "seqno {seqno} precedes this ledger, which starts at seqno {first} (after a snapshot)"

@@ -2,7 +2,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use covenant_types::{SeqNo, TxId};
 
@@ -14,6 +14,7 @@ use crate::format::{
     FrameError, Listing, FRAME_HEADER_LEN, FRAME_OVERHEAD, HEADER_LEN, INDEX_PREFIX_LEN,
     MAX_FRAME_LEN, MAX_PAYLOAD_LEN, TMP_SUFFIX,
 };
+use crate::reader::{CommittedChunk, CommittedView, LedgerReader};
 
 /// Default size after which the next signature entry closes a chunk (5 MiB).
 pub const DEFAULT_CHUNK_THRESHOLD_BYTES: u64 = 5 * 1024 * 1024;
@@ -117,6 +118,20 @@ struct Chunk {
     read_only: bool,
 }
 
+impl Chunk {
+    /// What readers need of a committed chunk.
+    fn committed(&self) -> CommittedChunk {
+        CommittedChunk {
+            first: self.first,
+            last: self.last,
+            path: self.path.clone(),
+            len: self.len,
+            // Only a read-only chunk whose index was rebuilt at open has these.
+            offsets: self.offsets.as_ref().map(|o| Arc::new(o.clone())),
+        }
+    }
+}
+
 /// The open chunk's file and the bytes appended to it but not yet written.
 #[derive(Debug)]
 struct Writer {
@@ -141,24 +156,31 @@ struct Closing {
 }
 
 #[derive(Debug, Clone)]
-struct Cached {
-    first: u64,
-    file: Arc<File>,
-    offsets: Option<Arc<Vec<u64>>>,
+pub(crate) struct Cached {
+    pub(crate) first: u64,
+    /// The path `file` was opened at: a [`LedgerReader`] compares it with the
+    /// chunk's current path, since an archive moves chunks under it.
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<File>,
+    pub(crate) offsets: Option<Arc<Vec<u64>>>,
 }
 
 /// Small FIFO cache of read handles (and indexes) for closed and committed chunks.
 #[derive(Debug, Default)]
-struct ReadCache {
+pub(crate) struct ReadCache {
     entries: VecDeque<Cached>,
 }
 
 impl ReadCache {
-    fn get(&self, first: u64) -> Option<&Cached> {
+    pub(crate) fn get(&self, first: u64) -> Option<&Cached> {
         self.entries.iter().find(|c| c.first == first)
     }
 
-    fn put(&mut self, entry: Cached) {
+    pub(crate) fn forget(&mut self, first: u64) {
+        self.entries.retain(|c| c.first != first);
+    }
+
+    pub(crate) fn put(&mut self, entry: Cached) {
         self.entries.retain(|c| c.first != entry.first);
         if self.entries.len() >= CACHED_CHUNKS {
             self.entries.pop_front();
@@ -198,6 +220,11 @@ pub struct Ledger {
     /// still open-named until a sync makes it durable and renames it closed.
     closing: Option<Closing>,
     cache: Mutex<ReadCache>,
+    /// The committed chunks as [`LedgerReader`]s see them, updated here whenever
+    /// one is committed, archived (its path changes) or (never, but kept safe)
+    /// truncated. Written only under `&mut self`, for the length of a push or a
+    /// path swap, so readers never wait for appends or syncs.
+    committed_view: Arc<RwLock<CommittedView>>,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
@@ -206,7 +233,12 @@ fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
         .map_err(|e| LedgerError::io(dir, e))
 }
 
-fn pread(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, LedgerError> {
+pub(crate) fn pread(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, LedgerError> {
     if len > MAX_FRAME_LEN {
         return Err(LedgerError::corrupt(
             path,
@@ -284,6 +316,108 @@ fn copy_chunk_into(c: &Chunk, offsets: &[u64], to: &Path) -> Result<PathBuf, Led
 /// The index file of a committed chunk: always in the chunk's own directory.
 fn index_beside(chunk: &Path, first: u64, last: u64) -> PathBuf {
     chunk.with_file_name(index_name(first, last))
+}
+
+/// Entries `1..=base` are not in a ledger that continues a snapshot at `base`
+/// (they are in the snapshot); seqno 0 never exists.
+pub(crate) fn check_held(base: u64, seqno: u64) -> Result<(), LedgerError> {
+    if seqno == 0 {
+        return Err(LedgerError::NotFound(SeqNo::ZERO));
+    }
+    if seqno <= base {
+        return Err(LedgerError::BeforeStart {
+            seqno: SeqNo(seqno),
+            first: SeqNo(base + 1),
+        });
+    }
+    Ok(())
+}
+
+/// The frame offsets of the committed chunk at `path` (`first..=last`, `len`
+/// bytes), from its index file, fully validated. An unusable index is rebuilt by
+/// scanning the chunk (logged); the rebuilt index is written back only when
+/// `rewrite_in` names the chunk's directory (the ledger's own, writable one), so
+/// read-only directories and [`LedgerReader`]s, which must not race the ledger's
+/// own writes, keep it in memory instead.
+pub(crate) fn load_committed_index(
+    path: &Path,
+    first: u64,
+    last: u64,
+    len: u64,
+    rewrite_in: Option<&Path>,
+) -> Result<Vec<u64>, LedgerError> {
+    let count = entry_count(path, first, last, len)?;
+    let idx = index_beside(path, first, last);
+    match read_index(&idx, first, last, len, count) {
+        Ok(o) => Ok(o),
+        Err(reason) => {
+            tracing::warn!(chunk = %path.display(), %reason, "rebuilding ledger index by scanning the chunk");
+            let (offsets, _) = scan_closed_chunk(path, len, first, last, 0)?;
+            if let Some(dir) = rewrite_in {
+                if let Err(e) =
+                    write_index(dir, first, last, len, &offsets).and_then(|()| sync_dir(dir))
+                {
+                    tracing::warn!(error = %e, "could not write rebuilt ledger index");
+                }
+            }
+            Ok(offsets)
+        }
+    }
+}
+
+/// Where entry `seqno`, the `i`-th of a chunk of `chunk_len` bytes, lies by the
+/// chunk's frame `offsets`: `[offset, end)`, at least a frame's overhead long.
+pub(crate) fn frame_span(
+    path: &Path,
+    offsets: &[u64],
+    i: usize,
+    chunk_len: u64,
+    seqno: u64,
+) -> Result<(u64, u64), LedgerError> {
+    let missing = || LedgerError::corrupt(path, 0, None, Some(seqno), "no index entry for seqno");
+    let offset = *offsets.get(i).ok_or_else(missing)?;
+    let end = offsets.get(i + 1).copied().unwrap_or(chunk_len);
+    if end < offset.saturating_add(FRAME_OVERHEAD) {
+        return Err(missing());
+    }
+    Ok((offset, end))
+}
+
+/// The entry in `buf`, the bytes the index gives for `seqno` at `offset` of
+/// `path`: its checksum verified, and it must be exactly that seqno's frame.
+pub(crate) fn entry_at(
+    path: &Path,
+    offset: u64,
+    seqno: u64,
+    buf: &[u8],
+) -> Result<Entry, LedgerError> {
+    let f = decode_frame(buf).map_err(|e| e.to_corrupt(path, offset, seqno))?;
+    if f.txid.seqno.0 != seqno {
+        return Err(LedgerError::corrupt(
+            path,
+            offset,
+            None,
+            Some(seqno),
+            format!(
+                "frame holds seqno {} where {seqno} was expected",
+                f.txid.seqno.0
+            ),
+        ));
+    }
+    if f.size != buf.len() as u64 {
+        return Err(LedgerError::corrupt(
+            path,
+            offset,
+            Some(f.txid),
+            Some(seqno),
+            format!("frame is {} bytes but the index says {}", f.size, buf.len()),
+        ));
+    }
+    Ok(Entry {
+        txid: f.txid,
+        is_signature: f.is_signature,
+        payload: f.payload.to_vec(),
+    })
 }
 
 /// Reads and fully validates an index; the error is why it cannot be used.
@@ -433,6 +567,7 @@ impl Ledger {
             tickets_out: 0,
             closing: None,
             cache: Mutex::new(ReadCache::default()),
+            committed_view: Arc::default(),
         };
         let mut report = RecoveryReport::default();
         let mut tail_known = false;
@@ -466,6 +601,13 @@ impl Ledger {
         }
         ledger.synced_seqno = ledger.last();
         report.last_seqno = ledger.last_seqno();
+        let committed: Vec<CommittedChunk> = ledger
+            .chunks
+            .iter()
+            .filter(|c| c.kind == ChunkKind::Committed)
+            .map(Chunk::committed)
+            .collect();
+        ledger.view_mut().chunks = committed;
         Ok((ledger, report))
     }
 
@@ -1036,18 +1178,8 @@ impl Ledger {
         Ok(first_of(&merge_read_only(dir, main, read_only_dirs)?))
     }
 
-    /// Entries 1..=base are not here (they are in the snapshot); 0 never exists.
     fn check_held(&self, seqno: u64) -> Result<(), LedgerError> {
-        if seqno == 0 {
-            return Err(LedgerError::NotFound(SeqNo::ZERO));
-        }
-        if seqno <= self.base {
-            return Err(LedgerError::BeforeStart {
-                seqno: SeqNo(seqno),
-                first: self.first_seqno(),
-            });
-        }
-        Ok(())
+        check_held(self.base, seqno)
     }
 
     /// Highest seqno known committed: the end of the last `.committed` chunk
@@ -1059,6 +1191,24 @@ impl Ledger {
     /// The ledger directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A reader of this ledger's committed chunks that needs neither `&Ledger`
+    /// nor any lock the ledger takes to append, sync or commit, so historical
+    /// reads can run while the ledger (and whatever lock guards it) keeps
+    /// writing. The ledger keeps every reader's view of its committed chunks up
+    /// to date (commits, archives); entries not yet in a committed chunk are
+    /// [`LedgerError::NotInCommittedChunk`] (read them through the ledger).
+    /// Each call starts a new cache of file handles and indexes, shared by the
+    /// reader's clones; make one and clone it rather than calling this per read.
+    pub fn reader(&self) -> LedgerReader {
+        LedgerReader::new(self.base, self.committed_view.clone())
+    }
+
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, CommittedView> {
+        self.committed_view
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn find_chunk(&self, seqno: u64) -> Option<&Chunk> {
@@ -1085,6 +1235,7 @@ impl Ledger {
         let file = Self::open_for_read(c)?;
         self.cache().put(Cached {
             first: c.first,
+            path: c.path.clone(),
             file: file.clone(),
             offsets: None,
         });
@@ -1109,6 +1260,7 @@ impl Ledger {
         let offsets = Arc::new(self.load_index(c)?);
         self.cache().put(Cached {
             first: c.first,
+            path: c.path.clone(),
             file: file.clone(),
             offsets: Some(offsets.clone()),
         });
@@ -1116,24 +1268,8 @@ impl Ledger {
     }
 
     fn load_index(&self, c: &Chunk) -> Result<Vec<u64>, LedgerError> {
-        let count = entry_count(&c.path, c.first, c.last, c.len)?;
-        let idx = index_beside(&c.path, c.first, c.last);
-        match read_index(&idx, c.first, c.last, c.len, count) {
-            Ok(o) => Ok(o),
-            Err(reason) => {
-                tracing::warn!(chunk = %c.path.display(), %reason, "rebuilding ledger index by scanning the chunk");
-                let (offsets, _) = scan_closed_chunk(&c.path, c.len, c.first, c.last, 0)?;
-                if c.read_only {
-                    return Ok(offsets);
-                }
-                if let Err(e) = write_index(&self.dir, c.first, c.last, c.len, &offsets)
-                    .and_then(|()| sync_dir(&self.dir))
-                {
-                    tracing::warn!(error = %e, "could not write rebuilt ledger index");
-                }
-                Ok(offsets)
-            }
-        }
+        let rewrite_in = (!c.read_only).then_some(self.dir.as_path());
+        load_committed_index(&c.path, c.first, c.last, c.len, rewrite_in)
     }
 
     /// Bytes `[start, end)` of the open chunk, from its file and/or the write buffer.
@@ -1176,15 +1312,9 @@ impl Ledger {
             .find_chunk(seqno)
             .ok_or(LedgerError::NotFound(SeqNo(seqno)))?;
         let i = (seqno - c.first) as usize;
-        let missing =
-            || LedgerError::corrupt(&c.path, 0, None, Some(seqno), "no index entry for seqno");
         let (offset, buf) = match (&c.offsets, c.kind) {
             (Some(offs), kind) => {
-                let offset = *offs.get(i).ok_or_else(missing)?;
-                let end = offs.get(i + 1).copied().unwrap_or(c.len);
-                if end < offset + FRAME_OVERHEAD {
-                    return Err(missing());
-                }
+                let (offset, end) = frame_span(&c.path, offs, i, c.len, seqno)?;
                 let buf = if kind == ChunkKind::Open {
                     self.open_bytes(c, offset, end)?
                 } else {
@@ -1199,41 +1329,11 @@ impl Ledger {
             }
             (None, _) => {
                 let (file, offs) = self.committed_file(c)?;
-                let offset = *offs.get(i).ok_or_else(missing)?;
-                let end = offs.get(i + 1).copied().unwrap_or(c.len);
-                if end < offset + FRAME_OVERHEAD {
-                    return Err(missing());
-                }
+                let (offset, end) = frame_span(&c.path, &offs, i, c.len, seqno)?;
                 (offset, pread(&file, &c.path, offset, end - offset)?)
             }
         };
-        let f = decode_frame(&buf).map_err(|e| e.to_corrupt(&c.path, offset, seqno))?;
-        if f.txid.seqno.0 != seqno {
-            return Err(LedgerError::corrupt(
-                &c.path,
-                offset,
-                None,
-                Some(seqno),
-                format!(
-                    "frame holds seqno {} where {seqno} was expected",
-                    f.txid.seqno.0
-                ),
-            ));
-        }
-        if f.size != buf.len() as u64 {
-            return Err(LedgerError::corrupt(
-                &c.path,
-                offset,
-                Some(f.txid),
-                Some(seqno),
-                format!("frame is {} bytes but the index says {}", f.size, buf.len()),
-            ));
-        }
-        Ok(Entry {
-            txid: f.txid,
-            is_signature: f.is_signature,
-            payload: f.payload.to_vec(),
-        })
+        entry_at(&c.path, offset, seqno, &buf)
     }
 
     /// Entries `from..=to` in order; stops after the first error. An empty
@@ -1278,7 +1378,7 @@ impl Ledger {
             return Ok(());
         }
         self.guarded(|l| {
-            let mut renamed = false;
+            let mut renamed = Vec::new();
             for c in l.chunks.iter_mut() {
                 if c.kind != ChunkKind::Closed || c.last > seqno {
                     continue;
@@ -1296,10 +1396,13 @@ impl Ledger {
                 c.path = new_path;
                 c.kind = ChunkKind::Committed;
                 c.offsets = None;
-                renamed = true;
+                renamed.push(c.committed());
             }
-            if renamed {
+            if !renamed.is_empty() {
                 sync_dir(&l.dir)?;
+                // Readers see a chunk once its committed name is durable; its
+                // offsets they load from the index just written.
+                l.view_mut().chunks.extend(renamed);
             }
             l.committed_seqno = seqno;
             Ok(())
@@ -1368,6 +1471,11 @@ impl Ledger {
             };
             let dest = copy_chunk_into(c, &offsets, &to)?;
             let (first, last, len) = (c.first, c.last, c.len);
+            // Readers move to the durable archived copy before the main one goes
+            // (one that still opens the old path retries; see LedgerReader::read).
+            if let Some(v) = self.view_mut().chunk_mut(first) {
+                v.path = dest.clone();
+            }
             // Until this succeeds the main copy stays in use (and a retry copies
             // it again); from then on only the archived copy exists.
             fs::remove_file(&c.path).map_err(|e| LedgerError::io(&c.path, e))?;
@@ -1377,7 +1485,7 @@ impl Ledger {
             let old = std::mem::replace(&mut c.path, dest);
             c.read_only = true;
             c.offsets = None;
-            self.cache().entries.retain(|h| h.first != first);
+            self.cache().forget(first);
             // An index left behind is removed as an orphan at the next open.
             let idx = index_beside(&old, first, last);
             match fs::remove_file(&idx) {
@@ -1452,7 +1560,11 @@ impl Ledger {
             // Settle the in-flight close first, so only the usual states remain.
             self.sync()?;
         }
-        self.guarded(|l| l.truncate_inner(seqno))
+        let r = self.guarded(|l| l.truncate_inner(seqno));
+        // Committed chunks are never cut (truncate_written refuses); should one
+        // ever be, readers must not keep serving it.
+        self.view_mut().chunks.retain(|c| c.last <= seqno);
+        r
     }
 
     fn truncate_inner(&mut self, seqno: u64) -> Result<(), LedgerError> {

@@ -66,6 +66,14 @@
 //! chunk found in several places (an interrupted archive) is read from the
 //! ledger directory first. Seqnos must stay gapless across all directories.
 //!
+//! # Reading history concurrently
+//!
+//! [`Ledger::reader`] hands out a [`LedgerReader`]: reads of committed chunks
+//! that need no `&Ledger`, so a node can serve old entries without holding the
+//! lock its write path holds around the ledger. Committed chunks are immutable,
+//! so all the ledger shares with its readers is the list of them (updated on
+//! commit and archive, under a lock held only for that update or one lookup).
+//!
 //! # Recovery
 //!
 //! [`Ledger::open`] fully validates every non-committed chunk. A torn tail of
@@ -81,6 +89,7 @@
 mod error;
 mod format;
 mod ledger;
+mod reader;
 mod scanner;
 
 pub use covenant_types::{SeqNo, TxId};
@@ -90,4 +99,5 @@ pub use ledger::{
     ArchiveReport, Entry, Ledger, LedgerConfig, RecoveryReport, SyncTicket,
     DEFAULT_CHUNK_THRESHOLD_BYTES,
 };
+pub use reader::LedgerReader;
 pub use scanner::{ChunkScanner, ScannedEntry};
