@@ -1479,6 +1479,7 @@ async fn a_follower_stopped_across_snapshots_and_an_archival_catches_up() {
         .spawn()
         .unwrap();
     reaper.watch(back.id());
+    started.push(back);
     net.wait_committed_on(&[down], &last).await;
     // Old history is served from the archive, on the primary and on node 3.
     for n in [primary, down] {

@@ -7,6 +7,9 @@ use crate::snapshot::{Maps, Snapshot};
 use crate::writeset::MAX_MAP_NAME;
 use crate::{KvError, WriteSet};
 
+/// Every (key, value) of a map, in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Previous state of the keys one transaction changed, to roll it back.
 type Undo = Vec<(String, Vec<u8>, Option<(Vec<u8>, u64)>)>;
 
@@ -193,7 +196,7 @@ impl Store {
 
     /// Every key and value of `map` in key order, with the map's generation at
     /// that moment (for [`ReadSet::note_map`]).
-    pub fn entries_with_generation(&self, map: &str) -> (u64, Vec<(Vec<u8>, Vec<u8>)>) {
+    pub fn entries_with_generation(&self, map: &str) -> (u64, Rows) {
         let s = self.read();
         let rows = s
             .maps

@@ -163,6 +163,8 @@ struct Inner {
     index: Arc<Index>,
     apps: apps::AppCache,
     scripts: scripts::ScriptPool,
+    /// Reads committed history without the engine's lock.
+    history: covenant_engine::HistoryReader,
     /// Node certificate (PEM) → its receipts' `serviceEndorsements`: a process's
     /// service identity never changes, so neither does a chain once found.
     endorsements: Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -250,9 +252,13 @@ impl Service {
     ) -> Service {
         let (replica, admission) = network.unzip();
         spawn_index_committer(index.clone(), committed.clone());
-        let (node_id, store) = {
+        let (node_id, store, history) = {
             let e = lock(&engine);
-            (NodeId::new(e.node_id()), e.store().clone())
+            (
+                NodeId::new(e.node_id()),
+                e.store().clone(),
+                e.history_reader(),
+            )
         };
         Service(Arc::new(Inner {
             engine,
@@ -266,6 +272,7 @@ impl Service {
             index,
             apps: apps::AppCache::default(),
             scripts: scripts::ScriptPool::default_size(),
+            history,
             endorsements: Mutex::default(),
             submitted_shares: Mutex::default(),
             driver: tokio::sync::Mutex::new(driver),
@@ -511,6 +518,17 @@ impl Service {
         txid: TxId,
         collection: String,
     ) -> Result<Option<Entry>, ServiceError> {
+        // Committed history needs no engine lock at all.
+        match self.0.history.read_tx(txid.seqno) {
+            Ok((actual, ws)) => {
+                return Ok((actual == txid)
+                    .then(|| entries::entry_in(&ws, txid, &collection, self.0.ledger_public))
+                    .flatten())
+            }
+            Err(EngineError::NotInCommittedHistory(_)) => {}
+            Err(EngineError::NoSuchTx(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
         for attempt in 0..IN_PLACE_ATTEMPTS {
             if attempt > 0 {
                 tokio::task::yield_now().await;
@@ -521,6 +539,18 @@ impl Service {
         }
         self.blocking(move |s| s.entry_in(&s.engine(), txid, &collection))
             .await?
+    }
+
+    /// A transaction's write set: from committed history without the engine's lock
+    /// when it is there, else through the engine.
+    fn read_committed_or_engine(
+        &self,
+        seqno: SeqNo,
+    ) -> Result<(TxId, covenant_kv::WriteSet), EngineError> {
+        match self.0.history.read_tx(seqno) {
+            Err(EngineError::NotInCommittedHistory(_)) => self.engine().read_tx(seqno),
+            other => other,
+        }
     }
 
     /// The entry, read through the ledger's chunk index: one positioned read of a
@@ -563,7 +593,7 @@ impl Service {
             let (page, next) = s.index().range(&collection, from, to, limit)?;
             let mut out = Vec::with_capacity(page.len());
             for indexed in page {
-                let (txid, ws) = s.engine().read_tx(indexed.seqno)?;
+                let (txid, ws) = s.read_committed_or_engine(indexed.seqno)?;
                 // The index may still name a transaction rolled back at that seqno.
                 if txid != indexed {
                     continue;
@@ -586,14 +616,13 @@ impl Service {
         collection: String,
     ) -> Result<Option<Entry>, ServiceError> {
         self.blocking(move |s| {
-            let engine = s.engine();
-            let committed = engine.committed_seqno();
+            let committed = s.engine().committed_seqno();
             let found = s
                 .index()
                 .latest(&collection, committed, 64)?
                 .into_iter()
                 .find_map(|t| {
-                    let (txid, ws) = engine.read_tx(t.seqno).ok()?;
+                    let (txid, ws) = s.read_committed_or_engine(t.seqno).ok()?;
                     let e = entries::entry_in(&ws, txid, &collection, s.0.ledger_public)?;
                     (txid == t).then_some(e)
                 });
