@@ -86,6 +86,7 @@
 
 #![forbid(unsafe_code)]
 
+mod chunkio;
 mod error;
 mod format;
 mod ledger;

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use covenant_types::SeqNo;
 
-use crate::error::LedgerError;
-use crate::ledger::{
+use crate::chunkio::{
     check_held, entry_at, frame_span, load_committed_index, pread, Cached, Entry, ReadCache,
 };
+use crate::error::LedgerError;
 
 /// A committed chunk as readers see it.
 #[derive(Debug, Clone)]

@@ -2,9 +2,9 @@ use std::path::{Path, PathBuf};
 
 use covenant_types::SeqNo;
 
+use crate::chunkio::Entry;
 use crate::error::LedgerError;
 use crate::format::{check_sequence, list_dirs, ChunkFile, ChunkKind, ChunkReader};
-use crate::ledger::Entry;
 
 /// One entry met by [`ChunkScanner`], with the chunk it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
