@@ -137,6 +137,9 @@ struct Inner {
     meta: Arc<Mutex<Meta>>,
     transport: Arc<dyn Transport>,
     inbox: Mutex<mpsc::Sender<Vec<u8>>>,
+    /// Set while the Raft thread waits for messages: a proposal wakes it only
+    /// then (a busy thread finds the proposal on its next round anyway).
+    raft_idle: std::sync::atomic::AtomicBool,
     committed: watch::Sender<SeqNo>,
     /// When a full disk was last reported (the warning repeats every 10 s).
     disk_warned: Mutex<Option<Instant>>,
@@ -271,6 +274,7 @@ impl Replica {
             meta,
             transport,
             inbox: Mutex::new(tx),
+            raft_idle: std::sync::atomic::AtomicBool::new(false),
             committed,
             status: Mutex::new(ReplicaStatus {
                 id: config.id,
@@ -571,7 +575,12 @@ impl Replica {
             self.membership().rollback(kept.0);
             return Err(e);
         }
-        if appended {
+        if appended
+            && self
+                .0
+                .raft_idle
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
             // The Raft thread sends it on (and persists it) at once rather than
             // at its next tick: commit latency is a few round trips, not a tick.
             self.receive(Vec::new());
@@ -634,15 +643,25 @@ impl Replica {
         let tick = self.0.config.tick;
         let mut next_tick = Instant::now() + tick;
         let mut pacer = SignPacer::new(self.0.config.sig_interval);
+        let mut next_sign_check = Instant::now();
         let mut next_promote = Instant::now() + tick * 4;
         while !self.0.stop.load(std::sync::atomic::Ordering::Relaxed) {
             let primary = self.status().is_primary;
             let mut wait = next_tick.saturating_duration_since(Instant::now());
             if primary {
-                wait = wait.min(pacer.poll());
+                wait = wait.min(next_sign_check.saturating_duration_since(Instant::now()));
             }
             let mut batch = Vec::new();
-            match rx.recv_timeout(wait) {
+            self.0
+                .raft_idle
+                .store(true, std::sync::atomic::Ordering::Release);
+            // A proposal made between its check of this flag and the wait is
+            // found within one poll interval (the primary waits at most that).
+            let received = rx.recv_timeout(wait);
+            self.0
+                .raft_idle
+                .store(false, std::sync::atomic::Ordering::Release);
+            match received {
                 Ok(m) => {
                     batch.push(m);
                     while let Ok(m) = rx.try_recv() {
@@ -678,10 +697,13 @@ impl Replica {
                     }
                 }
             }
-            if primary {
+            // The pacer looks at most once per poll interval: each look takes
+            // the Raft and engine locks writers use.
+            if primary && Instant::now() >= next_sign_check {
                 if let Err(e) = self.sign_if_due(&mut pacer) {
                     tracing::error!(error = %e, "emitting a signature failed");
                 }
+                next_sign_check = Instant::now() + pacer.poll();
             }
             if Instant::now() >= next_promote {
                 next_promote = Instant::now() + tick * 4;
