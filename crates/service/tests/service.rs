@@ -492,3 +492,98 @@ async fn a_deleted_or_corrupted_index_is_rebuilt_and_answers_the_same() {
     assert_eq!(page.len(), 1);
     s.shutdown().await.unwrap();
 }
+
+/// A script's transaction whose read another writer changed runs again; one that
+/// loses every race is refused after `MAX_RUNS` with nothing written; an answer
+/// computed from reads that changed is not given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_runs_retry_on_conflict_then_refuse() {
+    use covenant_service::optimistic::MAX_RUNS;
+    use covenant_service::{Executed, ServiceError};
+    let n = node();
+    let s = service(&n, &Genesis::default());
+    let bump = |s: &Service| {
+        s.write_blocking(|e| {
+            let mut tx = e.begin();
+            let v = tx.get("counter", b"k").map_or(0, |b| b[0]);
+            tx.put("counter", b"k", &[v + 1]);
+            e.commit_tx(tx, None)
+        })
+        .unwrap()
+    };
+    let s2 = s.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        // Another writer changes the key between the read and the commit on the
+        // first two runs only.
+        s2.execute_blocking(|store, run| {
+            let mut tx = store.begin();
+            let seen = tx.get("counter", b"k").map_or(0, |b| b[0]);
+            if run <= 2 {
+                bump(&s2);
+            }
+            tx.put("counter", b"k", &[seen + 10]);
+            Executed::Commit {
+                tx,
+                claims: None,
+                answer: seen,
+            }
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.runs, 3);
+    assert_eq!(
+        out.answer, 2,
+        "the run that committed saw both other writes"
+    );
+    assert_eq!(s.store().get("counter", b"k"), Some(vec![12]));
+
+    // Losing every race: refused, and only the other writer's changes are there.
+    let s3 = s.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        s3.execute_blocking(|store, _run| {
+            let mut tx = store.begin();
+            let seen = tx.get("counter", b"k").map_or(0, |b| b[0]);
+            bump(&s3);
+            tx.put("counter", b"k", &[0]);
+            Executed::Commit {
+                tx,
+                claims: None,
+                answer: seen,
+            }
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(refused, Err(ServiceError::Conflict { runs }) if runs == MAX_RUNS),
+        "{refused:?}"
+    );
+    assert_eq!(
+        s.store().get("counter", b"k"),
+        Some(vec![12 + MAX_RUNS as u8])
+    );
+
+    // An answer (nothing to write) whose reads changed is computed again.
+    let s4 = s.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        s4.execute_blocking(|store, run| {
+            let mut tx = store.begin();
+            let seen = tx.get("counter", b"k").map_or(0, |b| b[0]);
+            if run == 1 {
+                bump(&s4);
+            }
+            Executed::Answer {
+                reads: tx.reads().clone(),
+                answer: seen,
+            }
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(answered.runs, 2);
+    assert_eq!(answered.answer, 13 + MAX_RUNS as u8);
+    s.shutdown().await.unwrap();
+}
