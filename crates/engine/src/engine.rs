@@ -76,6 +76,18 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Makes the archive directory, so that it can be listed with the read-only
+    /// ones before anything was archived.
+    fn ensure_archive_dir(&self) -> Result<(), EngineError> {
+        match &self.archive_dir {
+            Some(a) => std::fs::create_dir_all(a).map_err(|e| EngineError::Io {
+                path: a.clone(),
+                source: e,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The read-only directories, the archive directory included.
     pub fn all_read_only_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = self.read_only_dirs.clone();
@@ -263,6 +275,7 @@ impl Engine {
         node: Arc<NodeIdentity>,
         encryption_key: Option<Arc<EncryptionKeyPair>>,
     ) -> Result<Engine, EngineError> {
+        config.ensure_archive_dir()?;
         match Ledger::first_seqno_on_disk_in(&config.ledger_dir, &config.all_read_only_dirs())? {
             Some(SeqNo(1)) => {}
             Some(first) => {
@@ -398,6 +411,7 @@ impl Engine {
         encryption_key: Option<Arc<EncryptionKeyPair>>,
         recovering: Option<Recovering>,
     ) -> Result<Engine, EngineError> {
+        config.ensure_archive_dir()?;
         let listing = match &config.snapshot_dir {
             Some(dir) => snapshot::list(dir)?,
             None => snapshot::Listing::default(),
@@ -409,12 +423,6 @@ impl Engine {
         lc.deferred_close = config.deferred_chunk_close;
         lc.start_after = start.as_ref().map(|v| v.info.txid);
         lc.read_only_dirs = config.all_read_only_dirs();
-        if let Some(a) = &config.archive_dir {
-            std::fs::create_dir_all(a).map_err(|e| EngineError::Io {
-                path: a.clone(),
-                source: e,
-            })?;
-        }
         let (ledger, report) = Ledger::open(lc)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(
@@ -472,29 +480,24 @@ impl Engine {
             read_keys,
         };
         let mut next = engine.ledger.first_seqno();
-        if let Some(v) = start {
+        let continued = start.is_some();
+        if let Some(v) = start.or(warm) {
             let (Some(state), txid) = (v.state, v.info.txid) else {
                 return Err(EngineError::BadSnapshot("state was not decrypted".into()));
             };
-            let s = txid.seqno.0;
-            let from = v.tree.first_resident_leaf();
-            let leaves = (from..s)
-                .map(|i| v.tree.leaf(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            tracing::info!(%txid, "starting from a snapshot");
-            engine.store = Store::from_snapshot(state);
-            engine.tree = v.tree;
-            engine.base_leaves = (from, leaves);
-            engine.signatures.insert(s);
-            engine.view_runs.push((SeqNo(s), txid.view));
-            engine.committed = s;
-            engine.base = Some(txid);
-            engine.loaded_from = Some(txid);
-        } else if let Some(v) = warm {
-            let (Some(state), txid) = (v.state, v.info.txid) else {
-                return Err(EngineError::BadSnapshot("state was not decrypted".into()));
-            };
-            tracing::info!(%txid, "starting from the newest snapshot; replaying the ledger after it");
+            if continued {
+                // The ledger holds nothing before the snapshot: the checkpoint's last
+                // page is all there is to rebuild a page mixing the two.
+                let from = v.tree.first_resident_leaf();
+                let leaves = (from..txid.seqno.0)
+                    .map(|i| v.tree.leaf(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                engine.base_leaves = (from, leaves);
+                engine.base = Some(txid);
+                tracing::info!(%txid, "starting from a snapshot");
+            } else {
+                tracing::info!(%txid, "starting from the newest snapshot; replaying the ledger after it");
+            }
             engine.store = Store::from_snapshot(state);
             engine.tree = v.tree;
             engine.signatures = v.index.signatures.into_iter().collect();
@@ -549,13 +552,7 @@ impl Engine {
         secrets: &LedgerSecrets,
     ) -> Result<Option<snapshot::Verified>, EngineError> {
         let cert = config.service_cert.as_ref();
-        let archived = config.all_read_only_dirs();
-        let existing = archived
-            .iter()
-            .filter(|d| d.exists())
-            .cloned()
-            .collect::<Vec<_>>();
-        match Ledger::first_seqno_on_disk_in(&config.ledger_dir, &existing)? {
+        match Ledger::first_seqno_on_disk_in(&config.ledger_dir, &config.all_read_only_dirs())? {
             Some(SeqNo(1)) => Ok(None),
             Some(first) => {
                 let name = snapshot::file_name(first.0 - 1);

@@ -417,98 +417,99 @@ async fn serve(
     let opts = RuntimeOptions::load(&state.store);
     let limits = opts.limits();
     // Scripts run on the low-priority script threads (covenant_service::scripts).
-    let service = state.service.clone();
-    service
-        .scripts()
-        .run(move || -> Result<Response, ApiError> {
-            let fail = |e| script_error(e, &opts);
-            let mode = route.properties.mode();
-            if mode != Mode::Readwrite {
-                let (consensus, historical, txid) = {
-                    let s = state.clone();
-                    let r = request.clone();
-                    let looked_up = at_normal_priority(move || {
-                        let mut e = s.engine();
-                        let historical = if mode == Mode::Historical {
-                            match historical_target(&mut e, &r)? {
-                                Ok(tx) => Some(tx),
-                                Err(loading) => return Ok(Err(loading)),
-                            }
-                        } else {
-                            None
-                        };
-                        Ok(Ok((consensus_view(&e), historical, e.last_txid())))
-                    })
-                    .map_err(|e| ApiError::service("reading the ledger failed", e))??;
-                    match looked_up {
-                        Ok(found) => found,
-                        Err(loading) => return Ok(loading),
-                    }
-                };
+    let mode = route.properties.mode();
+    if mode == Mode::Readwrite {
+        // Outside every lock: the handler runs against the store, and only its
+        // commit waits for the engine (see covenant_service::optimistic).
+        let s = state.clone();
+        let out = state
+            .service
+            .execute(move |store, _run| {
                 let host = Host {
-                    consensus,
-                    history: Some(Arc::new(NodeHistory(state.clone()))),
-                    historical,
-                    context: None,
+                    consensus: engine_view(&s),
+                    ..Default::default()
                 };
-                let (resp, _, _) = covenant_app::run(
+                let (ran, kv) = covenant_app::run_tracked(
                     &limits,
                     &app,
                     &route,
                     &request,
-                    &state.store,
+                    store,
                     Default::default(),
                     host,
-                )
-                .map_err(fail)?;
-                return Ok(into_response(resp, txid));
-            }
-            // Outside every lock: the handler runs against the store, and only its
-            // commit waits for the engine (see covenant_service::optimistic).
-            let out = state
-                .service
-                .execute_blocking(|store, _run| {
-                    let host = Host {
-                        consensus: engine_view(&state),
-                        ..Default::default()
-                    };
-                    let (ran, kv) = covenant_app::run_tracked(
-                        &limits,
-                        &app,
-                        &route,
-                        &request,
-                        store,
-                        Default::default(),
-                        host,
-                    );
-                    match ran {
-                        // A claims digest makes a transaction even without writes: it is
-                        // what the handler wants a receipt for.
-                        Ok((resp, opts))
-                            if opts.keeps_writes(resp.status)
-                                && (!kv.is_empty() || opts.claims_digest.is_some()) =>
-                        {
-                            let mut tx = store.begin();
-                            kv.apply_to(&mut tx);
-                            Executed::Commit {
-                                tx,
-                                claims: opts.claims_digest.map(covenant_types::Digest32),
-                                answer: Ok(resp),
-                            }
-                        }
-                        Ok((resp, _)) => Executed::Answer {
-                            reads: kv.reads(),
+                );
+                match ran {
+                    // A claims digest makes a transaction even without writes: it is
+                    // what the handler wants a receipt for.
+                    Ok((resp, opts))
+                        if opts.keeps_writes(resp.status)
+                            && (!kv.is_empty() || opts.claims_digest.is_some()) =>
+                    {
+                        let mut tx = store.begin();
+                        kv.apply_to(&mut tx);
+                        Executed::Commit {
+                            tx,
+                            claims: opts.claims_digest.map(covenant_types::Digest32),
                             answer: Ok(resp),
-                        },
-                        Err(err) => Executed::Answer {
-                            reads: kv.reads(),
-                            answer: Err(err),
-                        },
+                        }
                     }
-                })
-                .map_err(|e| ApiError::service("running the app handler failed", e))?;
-            let resp = out.answer.map_err(fail)?;
-            Ok(into_response(resp, out.txid))
+                    Ok((resp, _)) => Executed::Answer {
+                        reads: kv.reads(),
+                        answer: Ok(resp),
+                    },
+                    Err(err) => Executed::Answer {
+                        reads: kv.reads(),
+                        answer: Err(err),
+                    },
+                }
+            })
+            .await
+            .map_err(|e| ApiError::service("running the app handler failed", e))?;
+        let resp = out.answer.map_err(|e| script_error(e, &opts))?;
+        return Ok(into_response(resp, out.txid));
+    }
+    let target = match mode {
+        Mode::Historical => Some(historical_txid(&request)?),
+        _ => None,
+    };
+    let service = state.service.clone();
+    service
+        .scripts()
+        .run(move || -> Result<Response, ApiError> {
+            let s = state.clone();
+            let looked_up = at_normal_priority(move || {
+                let mut e = s.engine();
+                let historical = match target {
+                    Some(t) => match historical_target(&mut e, t)? {
+                        Ok(tx) => Some(tx),
+                        Err(loading) => return Ok(Err(loading)),
+                    },
+                    None => None,
+                };
+                Ok(Ok((consensus_view(&e), historical, e.last_txid())))
+            })
+            .map_err(|e| ApiError::service("reading the ledger failed", e))??;
+            let (consensus, historical, txid) = match looked_up {
+                Ok(found) => found,
+                Err(loading) => return Ok(loading),
+            };
+            let host = Host {
+                consensus,
+                history: Some(Arc::new(NodeHistory(state.clone()))),
+                historical,
+                context: None,
+            };
+            let (resp, _, _) = covenant_app::run(
+                &limits,
+                &app,
+                &route,
+                &request,
+                &state.store,
+                Default::default(),
+                host,
+            )
+            .map_err(|e| script_error(e, &opts))?;
+            Ok(into_response(resp, txid))
         })
         .await
         .map_err(|e| ApiError::service("running the app handler failed", e))?
@@ -541,10 +542,7 @@ const TXID_REQUEST_HEADER: &str = "x-ms-ccf-transaction-id";
 
 /// The past transaction a historical endpoint was asked about, or the answer to
 /// give instead while it cannot be served yet (202, retry after a second).
-fn historical_target(
-    e: &mut Engine,
-    request: &AppRequest,
-) -> Result<Result<HistoricalTx, Response>, ApiError> {
+fn historical_txid(request: &AppRequest) -> Result<TxId, ApiError> {
     let from_query = || {
         request.query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
@@ -565,12 +563,20 @@ fn historical_target(
                 ),
             )
         })?;
-    let txid: TxId = raw.trim().parse().map_err(|_| {
+    raw.trim().parse().map_err(|_| {
         ApiError::bad_request(
             "InvalidHeaderValue",
             format!("{raw:?} is not a transaction id (view.seqno, e.g. 2.15)"),
         )
-    })?;
+    })
+}
+
+/// The state of `txid` for a historical endpoint, or the answer to give instead
+/// while it cannot be served yet (202, retry after a second).
+fn historical_target(
+    e: &mut Engine,
+    txid: TxId,
+) -> Result<Result<HistoricalTx, Response>, ApiError> {
     let loading = || {
         let mut r = (
             StatusCode::ACCEPTED,
@@ -665,24 +671,18 @@ impl History for NodeHistory {
             // One transaction per lock, at normal priority: a long range must not
             // hold up writes.
             let state = self.0.clone();
-            let read = at_normal_priority(move || -> Result<Option<HistoricalTx>, String> {
+            let read = at_normal_priority(move || {
                 let mut e = state.engine();
                 if seqno > e.committed_seqno().0 {
-                    return Ok(None);
+                    return None;
                 }
-                let Some(view) = e.view_at(SeqNo(seqno)) else {
-                    return Ok(None);
-                };
-                let txid = TxId::new(view.0, seqno);
-                match historical_tx(&mut e, txid) {
-                    Ok(found) => Ok(found),
-                    Err(x) => {
-                        tracing::warn!(error = %x, seqno, "a historical state could not be read");
-                        Ok(None)
-                    }
-                }
+                let txid = TxId::new(e.view_at(SeqNo(seqno))?.0, seqno);
+                historical_tx(&mut e, txid).unwrap_or_else(|x| {
+                    tracing::warn!(error = %x, seqno, "a historical state could not be read");
+                    None
+                })
             })
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| e.to_string())?;
             match read {
                 Some(tx) => out.push(tx),
                 None => return Ok(None),

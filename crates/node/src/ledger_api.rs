@@ -135,31 +135,27 @@ pub(crate) async fn append(
         let s = state.clone();
         let out = state
             .service
-            .scripts()
-            .run(move || {
-                s.service.execute_blocking(|store, _run| {
-                    let consensus = crate::app::engine_view(&s);
-                    let mut tx = store.begin();
-                    let hooked = crate::udf::run_hooks(store, &consensus, &mut tx, &pre, &context)
-                        .map(|()| put_entry(&mut tx))
-                        .and_then(|()| {
-                            crate::udf::run_hooks(store, &consensus, &mut tx, &post, &context)
-                        });
-                    match hooked {
-                        Ok(()) => Executed::Commit {
-                            tx,
-                            claims,
-                            answer: Ok(()),
-                        },
-                        Err(e) => Executed::Answer {
-                            reads: tx.reads().clone(),
-                            answer: Err(e),
-                        },
-                    }
-                })
+            .execute(move |store, _run| {
+                let consensus = crate::app::engine_view(&s);
+                let mut tx = store.begin();
+                let hooked = crate::udf::run_hooks(store, &consensus, &mut tx, &pre, &context)
+                    .map(|()| put_entry(&mut tx))
+                    .and_then(|()| {
+                        crate::udf::run_hooks(store, &consensus, &mut tx, &post, &context)
+                    });
+                match hooked {
+                    Ok(()) => Executed::Commit {
+                        tx,
+                        claims,
+                        answer: Ok(()),
+                    },
+                    Err(e) => Executed::Answer {
+                        reads: tx.reads().clone(),
+                        answer: Err(e),
+                    },
+                }
             })
             .await
-            .and_then(|out| out)
             .map_err(|e| ApiError::service(FAILED, e))?;
         out.answer?;
         out.txid

@@ -285,42 +285,39 @@ pub async fn execute(
     let user_id = caller.user_id.clone();
     // Outside every lock: only the commit waits for the engine.
     let service = state.service.clone();
-    let task = service.scripts().run(move || {
-        state.service.execute_blocking(|store, _run| {
-            let host = Host {
-                consensus: crate::app::engine_view(&state),
-                context: Some(json!({"request": {"method": "POST"}, "userId": user_id})),
-                ..Default::default()
-            };
-            let (ran, kv) = covenant_app::run_function_tracked(
-                &limits,
-                &code,
-                &function,
-                &run.arguments,
-                store,
-                Default::default(),
-                host,
-            );
-            match ran {
-                Ok(value) if !kv.is_empty() => {
-                    let mut tx = store.begin();
-                    kv.apply_to(&mut tx);
-                    Executed::Commit {
-                        tx,
-                        claims: None,
-                        answer: Ok(value),
-                    }
+    let task = service.execute(move |store, _run| {
+        let host = Host {
+            consensus: crate::app::engine_view(&state),
+            context: Some(json!({"request": {"method": "POST"}, "userId": user_id})),
+            ..Default::default()
+        };
+        let (ran, kv) = covenant_app::run_function_tracked(
+            &limits,
+            &code,
+            &function,
+            &run.arguments,
+            store,
+            Default::default(),
+            host,
+        );
+        match ran {
+            Ok(value) if !kv.is_empty() => {
+                let mut tx = store.begin();
+                kv.apply_to(&mut tx);
+                Executed::Commit {
+                    tx,
+                    claims: None,
+                    answer: Ok(value),
                 }
-                other => Executed::Answer {
-                    reads: kv.reads(),
-                    answer: other,
-                },
             }
-        })
+            other => Executed::Answer {
+                reads: kv.reads(),
+                answer: other,
+            },
+        }
     });
     let out = task
         .await
-        .and_then(|out| out)
         .map_err(|e| ApiError::service("running the function failed", e))?;
     Ok(match out.answer {
         Ok(value) => with_txid(

@@ -44,6 +44,21 @@ fn collections_of(ws: &covenant_kv::WriteSet, map: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The transaction at `seqno` and the collections it wrote to, read from the
+/// ledger; `None` for one whose private writes a recovery has not opened yet (it
+/// is indexed once they are).
+fn collections_at(
+    engine: &Engine,
+    seqno: SeqNo,
+    map: &str,
+) -> Result<Option<(TxId, Vec<String>)>, EngineError> {
+    match engine.read_tx(seqno) {
+        Ok((txid, ws)) => Ok(Some((txid, collections_of(&ws, map)))),
+        Err(EngineError::NotRecovered(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Index {
     /// Opens the on-disk index at `path` and catches it up with `engine`'s ledger:
     /// committed transactions it lacks are written in batches (reported to
@@ -99,13 +114,11 @@ impl Index {
             let end = SeqNo((next.0 + CATCH_UP_BATCH - 1).min(last.0));
             let mut batch = Vec::new();
             for seqno in next.0..=end.0 {
-                let (txid, ws) = match engine.read_tx(SeqNo(seqno)) {
-                    Ok(read) => read,
-                    // A recovery indexes these once the old private domain is replayed.
-                    Err(EngineError::NotRecovered(_)) => continue,
-                    Err(e) => return Err(IndexError::Storage(e.to_string())),
+                let Some((txid, cols)) = collections_at(engine, SeqNo(seqno), map)
+                    .map_err(|e| IndexError::Storage(e.to_string()))?
+                else {
+                    continue;
                 };
-                let cols = collections_of(&ws, map);
                 if txid.seqno <= committed {
                     if !cols.is_empty() {
                         batch.push((txid, cols));
@@ -220,14 +233,11 @@ impl EntryIndex {
     fn scan(&self, engine: &Engine, map: &str, upto: SeqNo) -> Result<(), EngineError> {
         // A node that started from a snapshot holds the ledger after it only.
         for seqno in engine.first_seqno().0..=upto.0 {
-            let seqno = SeqNo(seqno);
-            let (txid, ws) = match engine.read_tx(seqno) {
-                Ok(read) => read,
-                // A recovery indexes these once the old private domain is replayed.
-                Err(EngineError::NotRecovered(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            self.add_from(txid, &ws, map);
+            if let Some((txid, cols)) = collections_at(engine, SeqNo(seqno), map)? {
+                for collection in cols {
+                    self.add(&collection, txid);
+                }
+            }
         }
         Ok(())
     }

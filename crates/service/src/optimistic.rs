@@ -41,6 +41,16 @@ pub struct Outcome<R> {
 }
 
 impl Service {
+    /// [`Service::execute_blocking`] on a script thread (see `scripts`): how a
+    /// request runs a script that may write.
+    pub async fn execute<R: Send + 'static>(
+        &self,
+        run: impl FnMut(&Store, u32) -> Executed<R> + Send + 'static,
+    ) -> Result<Outcome<R>, ServiceError> {
+        let s = self.clone();
+        self.scripts().run(move || s.execute_blocking(run)).await?
+    }
+
     /// Runs `run` (given the store and the run's number, from 1) outside every
     /// lock until its result stands; on a blocking thread (scripts block). Other
     /// writers only wait for the commit itself, never for the script.

@@ -20,8 +20,9 @@ type Job = Box<dyn FnOnce() + Send>;
 const NICE: i32 = 19;
 
 thread_local! {
-    /// Set on script threads while a job runs: the runtime its commit goes to.
-    static COMMITS: std::cell::RefCell<Option<tokio::runtime::Handle>> =
+    /// Set on script threads while a job runs: the runtime whose blocking threads
+    /// do what must not run at a script's priority.
+    static NORMAL_PRIORITY: std::cell::RefCell<Option<tokio::runtime::Handle>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -84,20 +85,18 @@ impl ScriptPool {
         let runtime = tokio::runtime::Handle::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            COMMITS.with(|c| *c.borrow_mut() = Some(runtime));
+            NORMAL_PRIORITY.with(|c| *c.borrow_mut() = Some(runtime));
             let out = std::panic::catch_unwind(AssertUnwindSafe(f));
-            COMMITS.with(|c| *c.borrow_mut() = None);
+            NORMAL_PRIORITY.with(|c| *c.borrow_mut() = None);
             let _ = tx.send(out);
         });
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => ServiceError::Busy,
-            mpsc::TrySendError::Disconnected(_) => ServiceError::Busy,
-        })?;
-        match rx.await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_panic)) => Err(ServiceError::ScriptPanicked),
-            Err(_) => Err(ServiceError::ScriptPanicked),
-        }
+        // Full, or (never while the pool lives) no worker left: refused either way.
+        self.jobs.try_send(job).map_err(|_| ServiceError::Busy)?;
+        // A panic, or a job dropped unrun.
+        rx.await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(ServiceError::ScriptPanicked)
     }
 }
 
@@ -108,14 +107,13 @@ impl ScriptPool {
 pub fn at_normal_priority<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ServiceError> {
-    let commit = work;
-    let runtime = COMMITS.with(|c| c.borrow().clone());
+    let runtime = NORMAL_PRIORITY.with(|c| c.borrow().clone());
     match runtime {
-        None => Ok(commit()),
+        None => Ok(work()),
         // Asked for from a runtime worker: a blocking thread the runtime starts
         // inherits the priority of the thread that asked, never a script's.
         Some(rt) => {
-            let spawned = rt.spawn(async move { tokio::task::spawn_blocking(commit).await });
+            let spawned = rt.spawn(async move { tokio::task::spawn_blocking(work).await });
             Ok(rt.block_on(spawned)??)
         }
     }
