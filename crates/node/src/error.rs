@@ -73,6 +73,11 @@ impl ApiError {
                 "InsufficientStorage",
                 e.to_string(),
             ),
+            e @ ServiceError::Index(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("{e}; the node reopens it from the ledger, retry"),
+            ),
             e @ ServiceError::Busy => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceBusy",

@@ -27,7 +27,30 @@ pub type IndexProgress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// The collection index of a service, on disk or in memory.
 pub enum Index {
     Memory(EntryIndex),
-    Disk(CollectionIndex),
+    Disk(DiskIndex),
+}
+
+/// The on-disk form, reopened when its file failed (a full disk makes redb refuse
+/// everything until the database is opened again).
+pub struct DiskIndex {
+    /// `None` while a reopen failed (retried by the next [`Index::recover`]).
+    index: std::sync::RwLock<Option<CollectionIndex>>,
+    path: std::path::PathBuf,
+}
+
+impl DiskIndex {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&CollectionIndex) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let slot = self.index.read().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(i) => f(i),
+            None => Err(IndexError::Storage(
+                "the collection index is being reopened".into(),
+            )),
+        }
+    }
 }
 
 /// The collections `ws` wrote an entry to (in the entries map `map`).
@@ -71,6 +94,37 @@ impl Index {
         map: &str,
         progress: Option<IndexProgress>,
     ) -> Result<Index, IndexError> {
+        let index = open_and_catch_up(path, engine, map, progress)?;
+        Ok(Index::Disk(DiskIndex {
+            index: std::sync::RwLock::new(Some(index)),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// After the index file failed (a full disk, say): closes it, opens it again
+    /// and catches it up with the ledger, under the caller's engine lock so no
+    /// transaction is missed. Nothing to do for the memory form.
+    pub fn recover(&self, engine: &Engine, map: &str) -> Result<(), IndexError> {
+        let Index::Disk(d) = self else {
+            return Ok(());
+        };
+        let mut slot = d.index.write().unwrap_or_else(|e| e.into_inner());
+        drop(slot.take());
+        *slot = Some(open_and_catch_up(&d.path, engine, map, None)?);
+        tracing::info!(file = %d.path.display(), "the collection index was reopened and caught up");
+        Ok(())
+    }
+}
+
+/// Opens the index file at `path` (rebuilding it when corrupt or ahead of the
+/// ledger) and catches it up with `engine`'s ledger (see [`Index::open_on_disk`]).
+fn open_and_catch_up(
+    path: &Path,
+    engine: &Engine,
+    map: &str,
+    progress: Option<IndexProgress>,
+) -> Result<CollectionIndex, IndexError> {
+    {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -133,9 +187,11 @@ impl Index {
             }
             next = end.next();
         }
-        Ok(Index::Disk(index))
+        Ok(index)
     }
+}
 
+impl Index {
     /// The in-memory index, built by a scan of `engine`'s ledger.
     pub fn in_memory(engine: &Engine, map: &str) -> Result<Index, EngineError> {
         EntryIndex::build(engine, map, engine.last_seqno()).map(Index::Memory)
@@ -151,20 +207,35 @@ impl Index {
             // Readers check each TxId against the ledger: a rolled-back one is
             // replaced when its seqno is indexed again.
             (Index::Memory(_), TxEvent::RolledBack(_)) => {}
-            (Index::Disk(d), TxEvent::Appended(txid, ws)) => d.add(txid, collections_of(ws, map)),
-            (Index::Disk(d), TxEvent::RolledBack(to)) => d.rollback(to),
+            // While reopening, the reopen's catch-up from the ledger covers these.
+            (Index::Disk(d), TxEvent::Appended(txid, ws)) => {
+                let _ = d.with(|i| {
+                    i.add(txid, collections_of(ws, map));
+                    Ok(())
+                });
+            }
+            (Index::Disk(d), TxEvent::RolledBack(to)) => {
+                let _ = d.with(|i| {
+                    i.rollback(to);
+                    Ok(())
+                });
+            }
             (Index::Disk(d), TxEvent::History(txid, ws)) => {
                 let cols = collections_of(ws, map);
                 if cols.is_empty() {
                     return;
                 }
-                let upto = d.indexed_upto();
-                if txid.seqno <= upto {
-                    if let Err(e) = d.add_committed_batch(&[(txid, cols)], upto) {
-                        tracing::warn!(%txid, error = %e, "could not index a recovered transaction");
+                let added = d.with(|d| {
+                    let upto = d.indexed_upto();
+                    if txid.seqno <= upto {
+                        d.add_committed_batch(&[(txid, cols)], upto)
+                    } else {
+                        d.add(txid, cols);
+                        Ok(())
                     }
-                } else {
-                    d.add(txid, cols);
+                });
+                if let Err(e) = added {
+                    tracing::warn!(%txid, error = %e, "could not index a recovered transaction");
                 }
             }
         }
@@ -174,7 +245,7 @@ impl Index {
     pub fn commit(&self, upto: SeqNo) -> Result<(), IndexError> {
         match self {
             Index::Memory(_) => Ok(()),
-            Index::Disk(d) => d.commit(upto),
+            Index::Disk(d) => d.with(|i| i.commit(upto)),
         }
     }
 
@@ -182,7 +253,7 @@ impl Index {
     pub fn flush(&self) -> Result<(), IndexError> {
         match self {
             Index::Memory(_) => Ok(()),
-            Index::Disk(d) => d.flush(),
+            Index::Disk(d) => d.with(|i| i.flush()),
         }
     }
 
@@ -196,7 +267,7 @@ impl Index {
     ) -> Result<(Vec<TxId>, Option<TxId>), IndexError> {
         match self {
             Index::Memory(m) => Ok(m.range(collection, from, to, limit)),
-            Index::Disk(d) => d.range(collection, from, to, limit),
+            Index::Disk(d) => d.with(|i| i.range(collection, from, to, limit)),
         }
     }
 
@@ -209,7 +280,7 @@ impl Index {
     ) -> Result<Vec<TxId>, IndexError> {
         match self {
             Index::Memory(m) => Ok(m.latest(collection, upto, limit)),
-            Index::Disk(d) => d.latest(collection, upto, limit),
+            Index::Disk(d) => d.with(|i| i.latest(collection, upto, limit)),
         }
     }
 }

@@ -251,7 +251,12 @@ impl Service {
         options: &ServiceOptions,
     ) -> Service {
         let (replica, admission) = network.unzip();
-        spawn_index_committer(index.clone(), committed.clone());
+        spawn_index_committer(
+            index.clone(),
+            committed.clone(),
+            Arc::downgrade(&engine),
+            tables::entries_map(options.ledger_public),
+        );
         let (node_id, store, history) = {
             let e = lock(&engine);
             (
@@ -662,7 +667,12 @@ const INDEX_COMMIT_EVERY: Duration = Duration::from_millis(20);
 
 /// A thread moving committed transactions from the index's memory tail to disk,
 /// off every request path; it ends when the commit watch's sender is gone.
-fn spawn_index_committer(index: Arc<Index>, committed: watch::Receiver<SeqNo>) {
+fn spawn_index_committer(
+    index: Arc<Index>,
+    committed: watch::Receiver<SeqNo>,
+    engine: std::sync::Weak<Mutex<Engine>>,
+    map: &'static str,
+) {
     if matches!(*index, Index::Memory(_)) {
         return;
     }
@@ -679,7 +689,14 @@ fn spawn_index_committer(index: Arc<Index>, committed: watch::Receiver<SeqNo>) {
                     match index.commit(now) {
                         Ok(()) => done = now,
                         Err(e) => {
-                            tracing::warn!(error = %e, "could not move committed entries to the collection index");
+                            // redb refuses everything after an I/O error (a full
+                            // disk): reopen and catch up, under the engine's lock.
+                            tracing::warn!(error = %e, "could not move committed entries to the collection index; reopening it");
+                            if let Some(engine) = engine.upgrade() {
+                                if let Err(e) = index.recover(&lock(&engine), map) {
+                                    tracing::warn!(error = %e, "could not reopen the collection index; retrying");
+                                }
+                            }
                         }
                     }
                 }
