@@ -94,11 +94,29 @@ impl Index {
         map: &str,
         progress: Option<IndexProgress>,
     ) -> Result<Index, IndexError> {
-        let index = open_and_catch_up(path, engine, map, progress)?;
+        let index = open_and_catch_up(path, engine, map, progress, true)?;
         Ok(Index::Disk(DiskIndex {
             index: std::sync::RwLock::new(Some(index)),
             path: path.to_path_buf(),
         }))
+    }
+
+    /// The on-disk form with its file not open yet (it could not be opened at
+    /// start): [`Index::recover`] opens it later. A node never fails to start
+    /// for its derived index.
+    pub fn unopened(path: &Path) -> Index {
+        Index::Disk(DiskIndex {
+            index: std::sync::RwLock::new(None),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Whether the on-disk file is closed and waits for [`Index::recover`].
+    pub fn needs_recovery(&self) -> bool {
+        match self {
+            Index::Memory(_) => false,
+            Index::Disk(d) => d.index.read().unwrap_or_else(|e| e.into_inner()).is_none(),
+        }
     }
 
     /// After the index file failed (a full disk, say): closes it, opens it again
@@ -110,7 +128,8 @@ impl Index {
         };
         let mut slot = d.index.write().unwrap_or_else(|e| e.into_inner());
         drop(slot.take());
-        *slot = Some(open_and_catch_up(&d.path, engine, map, None)?);
+        // Never waits for another holder of the file: the engine's lock is held.
+        *slot = Some(open_and_catch_up(&d.path, engine, map, None, false)?);
         tracing::info!(file = %d.path.display(), "the collection index was reopened and caught up");
         Ok(())
     }
@@ -123,6 +142,7 @@ fn open_and_catch_up(
     engine: &Engine,
     map: &str,
     progress: Option<IndexProgress>,
+    wait_for_close: bool,
 ) -> Result<CollectionIndex, IndexError> {
     {
         if let Some(dir) = path.parent() {
@@ -131,7 +151,7 @@ fn open_and_catch_up(
         let committed = engine.committed_seqno();
         // A service of this process that used the file may still be closing it.
         let mut opened = CollectionIndex::open(path);
-        for _ in 0..100 {
+        for _ in 0..if wait_for_close { 100 } else { 0 } {
             if !matches!(opened, Err(IndexError::AlreadyOpen(_))) {
                 break;
             }

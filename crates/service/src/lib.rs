@@ -228,7 +228,12 @@ impl Service {
                 &engine,
                 map,
                 options.index_progress.as_ref().map(|p| p.0.clone()),
-            )?,
+            )
+            .unwrap_or_else(|e| {
+                // Say, a previous process still closing the file: opened later.
+                tracing::warn!(error = %e, "the collection index could not be opened; retrying in the background");
+                Index::unopened(path)
+            }),
             None => Index::in_memory(&engine, map)?,
         });
         let (appended_tx, appended) = watch::channel(engine.last_seqno());
@@ -684,6 +689,16 @@ fn spawn_index_committer(
             let mut done = SeqNo::ZERO;
             while committed.has_changed().is_ok() {
                 let Some(index) = index.upgrade() else { break };
+                if index.needs_recovery() {
+                    if let Some(engine) = engine.upgrade() {
+                        if let Err(e) = index.recover(&lock(&engine), map) {
+                            tracing::debug!(error = %e, "the collection index is still closed");
+                            drop(index);
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
+                    }
+                }
                 let now = *committed.borrow();
                 if now > done {
                     match index.commit(now) {
