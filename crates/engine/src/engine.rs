@@ -751,12 +751,35 @@ impl Engine {
         self.txs_since_signature = seqno - self.signatures.last().copied().unwrap_or(0);
         self.pending_snapshots.retain(|p| p.txid.seqno.0 <= seqno);
         self.last_snapshot_seqno = self.newest_snapshot_seqno();
+        self.forget_secrets_after(to)
+    }
+
+    /// Forgets the secrets no transaction up to `to` brought in (see
+    /// [`LedgerSecrets::rollback`]), on disk too.
+    fn forget_secrets_after(&mut self, to: SeqNo) -> Result<(), EngineError> {
         let held = self.secrets.len();
         self.secrets.rollback(to);
         self.evidence.truncate(self.secrets.len());
         if self.secrets.len() != held {
+            tracing::warn!(
+                forgotten = held - self.secrets.len(),
+                last_seqno = to.0,
+                "forgot ledger secrets whose rekey transaction this ledger does not hold"
+            );
             self.publish_read_keys();
             self.save_secrets()?;
+        }
+        Ok(())
+    }
+
+    /// Before this node writes a transaction of its own (as primary, its ledger is
+    /// the service's): a secret starting past the next seqno came with a rekey that
+    /// was lost (written, then not flushed before a crash) and must never seal
+    /// anything, nor be wrapped into the next rekey's history.
+    fn forget_unwritten_secrets(&mut self) -> Result<(), EngineError> {
+        let last = self.store.last_seqno();
+        if self.secrets.latest().0 > last.next() {
+            self.forget_secrets_after(last)?;
         }
         Ok(())
     }
@@ -1074,6 +1097,7 @@ impl Engine {
                 "the service is being recovered: a new secret waits until it is open".into(),
             ));
         }
+        self.forget_unwritten_secrets()?;
         let new = LedgerSecret::generate()?;
         let version = self.last_seqno().next().next();
         let (row, history) = rekey::rekey_rows(&self.secrets, &new, version, recipients)?;
@@ -1241,6 +1265,7 @@ impl Engine {
         claims: Digest32,
         is_signature: bool,
     ) -> Result<TxId, EngineError> {
+        self.forget_unwritten_secrets()?;
         let (txid, ws) = self.store.commit(tx, self.view)?;
         let result = self.append_entry(txid, &ws, claims, is_signature);
         if result.is_err() {

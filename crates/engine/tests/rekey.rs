@@ -369,3 +369,89 @@ mod across_rekeys {
         }
     }
 }
+
+/// A rekey written but lost before it was flushed (a crash) leaves its secret in
+/// the chain the node kept (in memory or in its secrets file), starting past the
+/// reopened ledger's end. That secret never seals anything: the next transaction
+/// this node writes forgets it, on disk too, and the next rekey follows cleanly.
+#[test]
+fn a_rekey_lost_in_a_crash_leaves_no_secret_behind() {
+    use covenant_crypto::EncryptionKeyPair;
+    use covenant_engine::SecretRecipient;
+    let f = Fixture::new();
+    let key = Arc::new(EncryptionKeyPair::generate().unwrap());
+    let me = [SecretRecipient {
+        node_id: f.node.node_id.clone(),
+        encryption_pub_key: key.public_key_pem().unwrap(),
+    }];
+    let mut c = config(&f, "l");
+    c.sig_tx_interval = 100;
+    c.snapshot_dir = None;
+    let secrets_file = f.dir.path().join("l_secrets");
+    c.secrets_file = Some(secrets_file.clone());
+    let open = |chain: LedgerSecrets| {
+        Engine::open_with_key(c.clone(), f.node.clone(), chain, Some(key.clone())).unwrap()
+    };
+    let mut e = open(f.secret.clone().into());
+    write(&mut e, 5, "a");
+    e.emit_signature().unwrap();
+    e.flush().unwrap();
+    let durable = e.last_seqno();
+    let on_disk = files(&c.ledger_dir);
+    let mut tx = e.begin();
+    e.rekey(&mut tx, &me).unwrap();
+    e.commit_tx(tx, None).unwrap();
+    let lost = e.ledger_secrets().latest().0;
+    assert!(lost > durable.next(), "the rekey's secret starts after it");
+    let chain = e.ledger_secrets().clone();
+    drop(e);
+    // The crash: the disk holds only what was flushed before the rekey.
+    std::fs::remove_dir_all(&c.ledger_dir).unwrap();
+    std::fs::create_dir_all(&c.ledger_dir).unwrap();
+    for (name, bytes) in on_disk {
+        std::fs::write(c.ledger_dir.join(name), bytes).unwrap();
+    }
+    let mut e = open(chain);
+    assert_eq!(e.last_seqno(), durable, "the unflushed rekey is gone");
+    let after = write(&mut e, 3, "b");
+    assert_eq!(
+        e.ledger_secrets().len(),
+        1,
+        "the lost rekey's secret is forgotten"
+    );
+    let saved = std::fs::read_to_string(&secrets_file).unwrap();
+    assert_eq!(LedgerSecrets::from_text(&saved).unwrap().len(), 1);
+    let mut tx = e.begin();
+    e.rekey(&mut tx, &me).unwrap();
+    let rekeyed = e.commit_tx(tx, None).unwrap();
+    let more = write(&mut e, 3, "c");
+    e.emit_signature().unwrap();
+    e.flush().unwrap();
+    assert_eq!(e.ledger_secrets().latest().0, rekeyed.seqno.next());
+    drop(e);
+    let saved = LedgerSecrets::from_text(&std::fs::read_to_string(&secrets_file).unwrap()).unwrap();
+    let e = open(saved);
+    for (i, t) in after.iter().enumerate() {
+        assert_eq!(
+            private_value(&e, *t, &format!("b{i}")),
+            format!("secret b{i}").as_bytes()
+        );
+    }
+    for (i, t) in more.iter().enumerate() {
+        assert_eq!(
+            private_value(&e, *t, &format!("c{i}")),
+            format!("secret c{i}").as_bytes()
+        );
+    }
+}
+
+/// Every file in `dir` (a flat ledger directory) with its bytes.
+fn files(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}

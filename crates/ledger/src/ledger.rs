@@ -1467,12 +1467,28 @@ impl SyncTicket {
 
 impl Drop for Ledger {
     /// Hands buffered appends to the OS (not synced) so a clean shutdown
-    /// without `sync` does not needlessly lose them.
+    /// without `sync` does not needlessly lose them. A chunk still closing is
+    /// closed first: until then the chunk after it has no file, and what was
+    /// appended to it would be dropped with the buffer.
     fn drop(&mut self) {
-        if self.poisoned.is_none() {
-            if let Err(e) = self.flush() {
-                tracing::warn!(error = %e, "could not flush ledger on drop");
+        if self.poisoned.is_some() {
+            return;
+        }
+        if let Some(closing) = self.closing.clone() {
+            let ticket = SyncTicket {
+                closing: Some(closing.clone()),
+                file: None,
+                dir: None,
+                upto: 0,
+                epoch: self.epoch,
+            };
+            if let Err(e) = ticket.run().and_then(|()| self.finish_close(&closing)) {
+                tracing::warn!(error = %e, "could not close a ledger chunk on drop");
+                return;
             }
+        }
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "could not flush ledger on drop");
         }
     }
 }

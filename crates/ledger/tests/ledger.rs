@@ -1171,3 +1171,32 @@ fn truncating_buffered_entries_writes_nothing() {
     let ledger = open(dir.path(), u64::MAX);
     assert_eq!(read_all(&ledger), kept);
 }
+
+/// A clean drop without a sync keeps what was appended after a chunk began to
+/// close (with deferred closes, the next chunk has no file until the close
+/// completes): the close is completed on drop, and the later entries written.
+#[test]
+fn a_drop_during_a_deferred_close_keeps_the_entries_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let deferred = || LedgerConfig {
+        deferred_close: true,
+        ..config(dir.path(), 256)
+    };
+    let (mut ledger, _) = Ledger::open(deferred()).unwrap();
+    let mut written = Vec::new();
+    for seqno in 1..=6 {
+        let e = Entry {
+            txid: TxId::new(1, seqno),
+            is_signature: seqno == 4,
+            payload: payload(seqno, 100),
+        };
+        ledger.append(e.txid, e.is_signature, &e.payload).unwrap();
+        written.push(e);
+    }
+    assert!(ledger.close_pending(), "the signature at 4 began a close");
+    drop(ledger);
+    let (ledger, report) = Ledger::open(deferred()).unwrap();
+    assert_eq!(report.last_seqno, SeqNo(6));
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(read_all(&ledger), written);
+}
