@@ -100,6 +100,11 @@ impl LedgerError {
         }
     }
 
+    /// A file that is not there (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, LedgerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> LedgerError {
         LedgerError::Io {
             path: path.into(),

@@ -4,7 +4,10 @@ use covenant_types::SeqNo;
 
 use crate::chunkio::Entry;
 use crate::error::LedgerError;
-use crate::format::{check_sequence, list_dirs, ChunkFile, ChunkKind, ChunkReader};
+use crate::format::{
+    check_sequence, closed_name, committed_name, list_dirs, parse_file_name, ChunkFile, ChunkKind,
+    ChunkReader, FileName,
+};
 
 /// One entry met by [`ChunkScanner`], with the chunk it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub struct ChunkScanner {
     total_bytes: u64,
     done_bytes: u64,
     finished: bool,
+    /// Where a committed chunk that vanished from `dir` is looked for next: a
+    /// running node's archiver moves chunks while a scan (`ledger audit`) lists them.
+    read_only_dirs: Vec<PathBuf>,
 }
 
 struct Current {
@@ -83,6 +89,7 @@ impl ChunkScanner {
             total_bytes,
             done_bytes: 0,
             finished: false,
+            read_only_dirs: read_only_dirs.to_vec(),
         })
     }
 
@@ -102,6 +109,35 @@ impl ChunkScanner {
         self.done_bytes + self.current.as_ref().map_or(0, |c| c.reader.pos())
     }
 
+    /// Where a chunk listed at start went, when a running node closed it,
+    /// committed it (renames) or archived it (moved whole) since: the same bytes,
+    /// up to the length listed, checked like any other chunk.
+    fn moved(&self, cf: &ChunkFile) -> Option<PathBuf> {
+        let dir = cf.path.parent()?;
+        let last = match cf.last {
+            Some(last) => last,
+            // The open chunk, closed since: the one chunk of `dir` starting there.
+            None => std::fs::read_dir(dir).ok()?.find_map(|e| {
+                let name = e.ok()?.file_name();
+                match parse_file_name(name.to_str()?)? {
+                    Ok(FileName::Chunk {
+                        first,
+                        last: Some(last),
+                        ..
+                    }) if first == cf.first => Some(last),
+                    _ => None,
+                }
+            })?,
+        };
+        [closed_name(cf.first, last), committed_name(cf.first, last)]
+            .into_iter()
+            .flat_map(|name| {
+                std::iter::once(dir.join(&name))
+                    .chain(self.read_only_dirs.iter().map(move |d| d.join(&name)))
+            })
+            .find(|p| p.is_file())
+    }
+
     fn step(&mut self) -> Result<Option<ScannedEntry>, LedgerError> {
         loop {
             let cur = match self.current.as_mut() {
@@ -115,7 +151,13 @@ impl ChunkScanner {
                         // A chunk created just before a crash, never written.
                         continue;
                     }
-                    let mut reader = ChunkReader::open(&cf.path, cf.len)?;
+                    let mut reader = match ChunkReader::open(&cf.path, cf.len) {
+                        Err(e) if e.is_not_found() => match self.moved(cf) {
+                            Some(p) => ChunkReader::open(&p, cf.len)?,
+                            None => return Err(e),
+                        },
+                        r => r?,
+                    };
                     reader.read_header(cf.first)?;
                     self.current.insert(Current {
                         reader,

@@ -564,3 +564,39 @@ fn archives_are_invisible_to_the_scanner_and_readers() {
         })
         .unwrap();
 }
+
+/// A scan (`ledger audit`) of a running node's ledger lists its chunks, then the
+/// node closes, commits (renames) and archives (moves) some of them: the scan finds each
+/// chunk where it went and reads the whole ledger exactly once.
+#[test]
+fn a_scan_follows_chunks_archived_while_it_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let (main, arch) = (root.path().join("main"), root.path().join("archive"));
+    let mut written = fixture(&main);
+    let mut ledger = open(&main, &[]);
+    written.extend(append(&mut ledger, 2)); // an open chunk, no signature yet
+    ledger.sync().unwrap();
+    fs::create_dir_all(&arch).unwrap();
+    let mut scanner = ChunkScanner::open_with(&main, std::slice::from_ref(&arch)).unwrap();
+    let first = scanner.next().unwrap().unwrap();
+    assert_eq!(first.entry, written[0]);
+    let report = ledger.archive(SeqNo(100), &arch).unwrap();
+    assert!(report.chunks >= 3, "{report:?}");
+    let closed_chunks = || {
+        names(&main)
+            .iter()
+            .filter(|n| n.contains('-') && !n.ends_with(".committed") && !n.ends_with(".idx"))
+            .count()
+    };
+    let closed = closed_chunks();
+    ledger.commit(SeqNo(150)).unwrap(); // closed chunks are renamed committed
+    assert!(closed > 0 && closed_chunks() < closed, "{:?}", names(&main));
+    let open_name = names(&main).into_iter().find(|n| !n.contains('-'));
+    let was_open = main.join(open_name.expect("an open chunk"));
+    append(&mut ledger, 40); // the open chunk closes at a signature
+    ledger.sync().unwrap();
+    assert!(!was_open.exists(), "{:?}", names(&main));
+    let rest: Vec<Entry> = scanner.map(|r| r.unwrap().entry).collect();
+    assert_eq!(rest, written[1..]);
+    assert_eq!(scan(&main, &[arch]).len() as u64, ledger.last_seqno().0);
+}
