@@ -1296,6 +1296,7 @@ fn dev(o: DevOptions) -> Result<()> {
         &ready,
         Some((dir, o.app.as_ref())),
     )
+    .map(|_| ())
 }
 
 /// The async runtime a node serves on: one worker per core (tokio's default,
@@ -1318,13 +1319,13 @@ fn serve_until_signal(
     what: &str,
     ready_detail: &str,
     activate_members_in: Option<(&Path, Option<&serde_json::Value>)>,
-) -> Result<()> {
+) -> Result<Option<SnapshotNeeded>> {
     let runtime = node_runtime()?;
     runtime.block_on(async move {
         let shutdown = Shutdown::listen();
         let bound = covenant_node::BoundNode::bind(nc, engine, node, &service.cert).await?;
         let addr = bound.local_addr;
-        let server = tokio::spawn(bound.serve(shutdown.wait()));
+        let server = tokio::spawn(bound.serve_node(shutdown.wait()));
         if let Some((dir, app)) = activate_members_in {
             // dev: its generated members ack the state digest, as a member would.
             let endpoint = format!("https://{addr}");
@@ -1340,10 +1341,28 @@ fn serve_until_signal(
             }
         }
         println!("{what} ready: https://{addr} {ready_detail}");
-        let committed = server.await.context("the server task failed")??;
-        println!("stopped; ledger flushed and committed through seqno {committed}");
-        Ok::<(), anyhow::Error>(())
+        let served = server.await.context("the server task failed")??;
+        let committed = served.committed;
+        if served.snapshot_needed.is_some() {
+            println!("replication paused; ledger flushed and committed through seqno {committed}");
+        } else {
+            println!("stopped; ledger flushed and committed through seqno {committed}");
+        }
+        Ok::<_, anyhow::Error>(served.snapshot_needed.map(|(need, peers)| SnapshotNeeded {
+            need,
+            peers,
+            secrets: served.secrets,
+        }))
     })
+}
+
+/// A node that stopped replicating needs a snapshot at least as new as the one
+/// named, from one of `peers` (the primary's first).
+pub(crate) struct SnapshotNeeded {
+    pub need: covenant_node::SnapshotNeeded,
+    pub peers: Vec<String>,
+    /// The node's ledger secrets when it stopped.
+    pub secrets: covenant_crypto::LedgerSecrets,
 }
 
 /// SIGINT or SIGTERM.

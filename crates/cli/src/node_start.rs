@@ -10,7 +10,10 @@ use covenant_crypto::{read_pem_file, Certificate, ServiceIdentity, SubjectAltNam
 use covenant_engine::{Engine, EngineConfig};
 use serde::Deserialize;
 
-use crate::{dev_ledger_type, load_node_files, serve_until_signal, LedgerType, Loaded, NodeFiles};
+use crate::{
+    dev_ledger_type, load_node_files, serve_until_signal, LedgerType, Loaded, NodeFiles,
+    SnapshotNeeded,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,14 +240,157 @@ fn resolve(config_path: &Path, p: &Path) -> PathBuf {
 }
 
 pub fn start(config_path: &Path) -> Result<()> {
-    run(config_path, None)
+    let paused = run(config_path, None, None)?;
+    catch_up_and_run(config_path, paused)
+}
+
+/// While the node stops replicating because its primary's ledger starts after
+/// its own: installs a snapshot from the network in place of its ledger, and
+/// runs again from it, with the identities and secrets it held (so that this
+/// needs no primary: the network may have none until this node is back). No
+/// operator, same data directory.
+fn catch_up_and_run(config_path: &Path, mut paused: Option<Paused>) -> Result<()> {
+    while let Some(p) = paused {
+        let files = install_from_network(config_path, &p.needed, p.files)?;
+        paused = run(config_path, None, Some(files))?;
+    }
+    Ok(())
+}
+
+/// A node that stopped to install a snapshot, with what it starts again with.
+struct Paused {
+    needed: SnapshotNeeded,
+    files: NodeFiles,
+}
+
+/// Fetches a snapshot at least as new as `needed` names (the primary's first,
+/// then the other nodes'), verifies it as a joining node does (signed root,
+/// endorsed signer, the ledger secret of its time), then moves this node's ledger
+/// and archive aside (`<data_dir>/replaced/`, kept for the operator) and drops
+/// its collection index, so the next start begins at the snapshot.
+fn install_from_network(
+    config_path: &Path,
+    needed: &SnapshotNeeded,
+    mut files: NodeFiles,
+) -> Result<NodeFiles> {
+    let (need, peers) = (&needed.need, &needed.peers);
+    let file = read_config(config_path)?;
+    let dir = resolve(config_path, &file.data_dir);
+    if !file.ledger_read_only_directories.is_empty() {
+        bail!(
+            "the primary's ledger starts at seqno {} or later, after this node's: it needs a \
+             snapshot, but its ledger_read_only_directories hold chunks of the ledger it would \
+             replace. Remove them from the configuration (keep the files), and start the node again",
+            need.seqno.0 + 1
+        );
+    }
+    println!(
+        "the primary's ledger starts after this node's (its snapshot is at seqno {}): installing a snapshot from the network",
+        need.seqno
+    );
+    files.secrets = needed.secrets.clone();
+    let runtime = crate::node_runtime()?;
+    let snapshots = dir.join("snapshots");
+    let mut installed = None;
+    let mut asked_for_secrets = false;
+    for peer in peers {
+        let url = format!("https://{peer}");
+        let fetched = runtime.block_on(fetch_snapshot(&url, &files.service.cert, &files.node));
+        let bytes = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                println!("no snapshot from {url}: {e:#}");
+                continue;
+            }
+        };
+        let install = |secrets: &covenant_crypto::LedgerSecrets| {
+            covenant_engine::install_snapshot(&snapshots, &bytes, &files.service.cert, secrets)
+        };
+        let mut verified = install(&files.secrets);
+        if verified.is_err() && !asked_for_secrets {
+            // Sealed under the secret of a rekey this node never saw: the network
+            // hands the whole chain to a trusted node (this needs a primary).
+            asked_for_secrets = true;
+            let joined = read_joined(&dir)?;
+            let current = rejoin(
+                &file,
+                &dir,
+                joined.as_ref(),
+                files.service.cert.clone(),
+                same_node(&files.node)?,
+                files.encryption_key.clone(),
+                "the snapshot is sealed under a ledger secret newer than this node's",
+            )?;
+            verified = install(&current.secrets);
+            files.secrets = current.secrets;
+        }
+        match verified {
+            Ok(txid) if txid.seqno >= need.seqno => {
+                println!(
+                    "received a snapshot at {txid} ({} bytes) from {url}",
+                    bytes.len()
+                );
+                installed = Some(txid);
+                break;
+            }
+            Ok(txid) => println!("{url} has only an older snapshot ({txid}); asking another node"),
+            Err(e) => println!("the snapshot from {url} does not verify: {e}"),
+        }
+    }
+    drop(runtime);
+    let Some(txid) = installed else {
+        println!("no node handed over a snapshot yet: starting as before (the primary asks again)");
+        return Ok(files);
+    };
+    let aside = dir
+        .join("replaced")
+        .join(format!("before-snapshot-{}", txid.seqno));
+    std::fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
+    let archive = file.ledger_archive_directory.as_deref().map(|a| {
+        // The archive may be on another file system: it is renamed where it is.
+        let a = resolve(config_path, a);
+        let name = format!(
+            "{}.before-snapshot-{}",
+            a.file_name().and_then(|n| n.to_str()).unwrap_or("archive"),
+            txid.seqno
+        );
+        let to = a.with_file_name(name);
+        (a, to)
+    });
+    for (from, to) in std::iter::once((dir.join("ledger"), aside.join("ledger"))).chain(archive) {
+        if from.exists() {
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            println!("moved {} to {}", from.display(), to.display());
+        }
+    }
+    if let Some(index_dir) = dir.join(crate::INDEX_FILE).parent().filter(|d| d.exists()) {
+        std::fs::remove_dir_all(index_dir)
+            .with_context(|| format!("removing {}", index_dir.display()))?;
+    }
+    if file.secrets_at_rest {
+        covenant_crypto::write_private_file(
+            &dir.join(crate::LEDGER_SECRETS_FILE),
+            files.secrets.to_text().as_bytes(),
+        )?;
+    }
+    Ok(files)
+}
+
+/// Another handle on the node's identity (key and endorsed certificate).
+fn same_node(node: &covenant_crypto::NodeIdentity) -> Result<covenant_crypto::NodeIdentity> {
+    Ok(covenant_crypto::NodeIdentity::from_parts(
+        covenant_crypto::SigningKeyPair::from_pem(&node.key.to_pem())?,
+        node.cert.clone(),
+    )?)
 }
 
 /// `covenant node recover --config node.toml --previous-service-cert old.pem`:
 /// disaster recovery of a service that lost every node, from this node's ledger
 /// (see docs/OPERATIONS.md).
 pub fn recover(config_path: &Path, previous_service_cert: &Path) -> Result<()> {
-    run(config_path, Some(previous_service_cert))
+    let paused = run(config_path, Some(previous_service_cert), None)?;
+    catch_up_and_run(config_path, paused)
 }
 
 /// Prepares a recovery in `dir`: the old ledger audits against `previous`; the old
@@ -295,7 +441,13 @@ fn prepare_recovery(dir: &Path, archived: &[PathBuf], previous: &Certificate) ->
     Ok(())
 }
 
-fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
+/// Runs the node until it stops, or pauses to install a snapshot. `preloaded`:
+/// the identities and secrets of a node starting again after such a pause.
+fn run(
+    config_path: &Path,
+    recovering: Option<&Path>,
+    preloaded: Option<NodeFiles>,
+) -> Result<Option<Paused>> {
     let file = read_config(config_path)?;
     let at = |p: &Path| resolve(config_path, p);
     let requested = match file.ledger_type.as_str() {
@@ -400,21 +552,26 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
         node,
         secrets,
         encryption_key,
-    } = match load_node_files(&dir, &sans, at_rest)? {
-        Loaded::Full(files) => files,
-        Loaded::NeedsSecrets {
-            service_cert,
-            node,
-            encryption_key,
-        } => rejoin(
-            &file,
-            &dir,
-            joined.as_ref(),
-            service_cert,
-            node,
-            encryption_key,
-        )?,
+    } = match preloaded {
+        Some(files) => files,
+        None => match load_node_files(&dir, &sans, at_rest)? {
+            Loaded::Full(files) => files,
+            Loaded::NeedsSecrets {
+                service_cert,
+                node,
+                encryption_key,
+            } => rejoin(
+                &file,
+                &dir,
+                joined.as_ref(),
+                service_cert,
+                node,
+                encryption_key,
+                "this node keeps no secrets at rest",
+            )?,
+        },
     };
+    let own_encryption_key = encryption_key.clone();
     let ledger_type = dev_ledger_type(&dir, requested, creating)?;
     let networked = file.network.is_some() || joined.is_some() || previous.is_some();
     let mut ec = LedgerSettings {
@@ -571,7 +728,20 @@ fn run(config_path: &Path, recovering: Option<&Path>) -> Result<()> {
         ledger_id,
         dir.join("service_cert.pem").display()
     );
-    serve_until_signal(nc, engine, &node, &service, "covenant node", &detail, None)
+    let paused = serve_until_signal(nc, engine, &node, &service, "covenant node", &detail, None)?;
+    let Some(needed) = paused else {
+        return Ok(None);
+    };
+    let files = NodeFiles {
+        service: ServiceIdentity::from_parts(
+            covenant_crypto::SigningKeyPair::from_pem(&service.key.to_pem())?,
+            service.cert.clone(),
+        )?,
+        node: same_node(&node)?,
+        secrets: needed.secrets.clone(),
+        encryption_key: own_encryption_key,
+    };
+    Ok(Some(Paused { needed, files }))
 }
 
 /// A node that keeps no secrets at rest, restarting: it asks its network's nodes
@@ -584,6 +754,7 @@ fn rejoin(
     service_cert: Certificate,
     node: covenant_crypto::NodeIdentity,
     encryption_key: Arc<covenant_crypto::EncryptionKeyPair>,
+    why: &str,
 ) -> Result<NodeFiles> {
     let (me, peers): (u64, Vec<String>) = match (joined, &file.network) {
         (Some(j), _) => (
@@ -613,7 +784,7 @@ fn rejoin(
         );
     }
     println!(
-        "this node keeps no secrets at rest: asking its network ({}) for them",
+        "{why}: asking the network ({}) for the ledger secrets",
         peers.join(", ")
     );
     let request = join_request(file, &node.cert, None, &encryption_key)?;

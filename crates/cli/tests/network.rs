@@ -1521,3 +1521,156 @@ async fn a_follower_stopped_across_snapshots_and_an_archival_catches_up() {
     }
     drop(dev);
 }
+
+/// Raft snapshot transfer: a follower whose ledger ends before the primary's
+/// begins (every node that could lead joined from a snapshot taken after the
+/// follower stopped) is pointed at the primary's snapshot, fetches and verifies
+/// it, moves its old ledger aside and continues from it, in the same process,
+/// with no operator and the same data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_primarys_first_entry_catches_up_from_a_snapshot() {
+    let _turn = ONE_NETWORK_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = free_ports(5);
+    let (dev, reaper) = dev_network(&dir, base, &[]);
+    let (net, _service) = Net::open_n(&dir, base, 5, "user0");
+    let three = [1u16, 2, 3];
+    let first = net.append(&three, "the first entry").await;
+    net.wait_committed_on(&three, &first).await;
+
+    // Frequent snapshots on the founding nodes.
+    for n in three {
+        term(pid_of(&dir, n));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let configs: Vec<PathBuf> = three
+        .iter()
+        .map(|&n| configure(&dir, n, "snapshot_tx_interval = 20\n"))
+        .collect();
+    let spawn = |config: &Path| {
+        let child = Command::new(env!("CARGO_BIN_EXE_covenant"))
+            .args(["node", "start", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        reaper.watch(child.id());
+        child
+    };
+    let mut founders: Vec<Child> = configs.iter().map(|c| spawn(c)).collect();
+    let t = net.append(&three, "after the restart").await;
+    net.wait_committed_on(&three, &t).await;
+
+    // Node 3 stops; the others write past several snapshots.
+    term(founders[2].id());
+    let _ = founders[2].wait();
+    let two = [1u16, 2];
+    let mut last = String::new();
+    for i in 0..60 {
+        last = net.append(&two, &format!("while node 3 is down {i}")).await;
+    }
+    net.wait_committed_on(&two, &last).await;
+    let node3_end = covenant_ledger::ChunkScanner::open(&dir.join("node3/ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().entry.txid.seqno.0)
+        .last()
+        .unwrap();
+
+    // Nodes 4 and 5 join, each from a snapshot taken after node 3 stopped.
+    let service_cert = dir.join("service_cert.pem");
+    let target = format!("https://127.0.0.1:{base}");
+    let mut joiners = Vec::new();
+    for n in [4u16, 5] {
+        let config = joiner_config(&dir, &format!("node{n}"), base + n - 1);
+        let child = start_and_wait(&join_args(&config, &target, &service_cert));
+        reaper.watch(child.id());
+        joiners.push(child);
+        net.wait_node(1, "the joiner as a voter", |r| {
+            r["raft_id"] == json!(n)
+                && r["status"] == json!("Trusted")
+                && r["consensus_role"] == json!("Voter")
+        })
+        .await;
+        let start = first_chunk_seqno(&dir.join(format!("node{n}/ledger")));
+        assert!(start > node3_end + 1, "node {n} starts at {start}");
+    }
+    let four_five = [4u16, 5];
+    let t = net.append(&[1, 2, 4, 5], "with five voters").await;
+    net.wait_committed_on(&[1, 2, 4, 5], &t).await;
+
+    // The founders with full ledgers stop: only nodes 4 and 5 can lead now, and
+    // a majority of five needs node 3.
+    for c in founders.iter_mut().take(2) {
+        term(c.id());
+        let _ = c.wait();
+    }
+    let log3 = dir.join("node3.log");
+    let mut node3 = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["node", "start", "--config"])
+        .arg(&configs[2])
+        .stdout(std::fs::File::create(&log3).unwrap())
+        .stderr(std::fs::File::create(dir.join("node3.err")).unwrap())
+        .env("COVENANT_LOG", "debug")
+        .spawn()
+        .unwrap();
+    reaper.watch(node3.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while net.primary(&[4, 5, 3]).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no primary with node 3 back; node 3 printed:\n{}",
+            std::fs::read_to_string(&log3).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while net.committed(3).await <= node3_end + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not catch up; it printed:\n{}\n{}",
+            std::fs::read_to_string(&log3).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("node3.err")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = net.append(&[4, 5, 3], "with node 3 back").await;
+    net.wait_committed_on(&[3, 4, 5], &after).await;
+    assert!(
+        node3.try_wait().unwrap().is_none(),
+        "node 3 caught up in the process it was started as"
+    );
+    let ledger3 = dir.join("node3/ledger");
+    let start3 = first_chunk_seqno(&ledger3);
+    assert!(start3 > node3_end + 1, "node 3 now starts at {start3}");
+    let replaced: Vec<_> = std::fs::read_dir(dir.join("node3/replaced"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_eq!(first_chunk_seqno(&replaced[0].join("ledger")), 1);
+    // Node 3 serves and replicates from its new ledger.
+    for i in 0..10 {
+        last = net
+            .append(&[3, 4, 5], &format!("after the catch-up {i}"))
+            .await;
+    }
+    net.wait_committed_on(&[3, 4, 5], &last).await;
+    for n in [3u16, 4, 5] {
+        assert!(!net.receipt(n, &last).await.is_empty());
+        assert_eq!(net.status(n, &after).await.as_deref(), Some("Committed"));
+    }
+    for c in joiners.iter_mut().chain([&mut node3]) {
+        term(c.id());
+        let _ = c.wait();
+    }
+    for (n, ledger) in [(3u16, ledger3)].into_iter().chain(
+        four_five
+            .iter()
+            .map(|&n| (n, dir.join(format!("node{n}/ledger")))),
+    ) {
+        let report = audit(&ledger, &service_cert);
+        assert!(report.contains("snapshot"), "node {n}: {report}");
+    }
+    drop(dev);
+}

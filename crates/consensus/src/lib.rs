@@ -27,7 +27,7 @@ use covenant_engine::pacer::SignPacer;
 use covenant_engine::{Engine, EngineError};
 use covenant_types::{TxId, View};
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, HardState, Message};
+use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 use tokio::sync::watch;
 
@@ -130,6 +130,20 @@ pub struct ReplicaStatus {
     pub committed_seqno: SeqNo,
 }
 
+/// The primary's log starts after this node's ends (it started from a snapshot, and
+/// this node was away since before it): Raft cannot send what is missing, only
+/// point at the primary's newest committed snapshot. This replica stopped; the
+/// node installs a snapshot at least as new, fetched from the primary, in place of
+/// its ledger, and starts again from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotNeeded {
+    /// The primary's snapshot: the one to fetch must be at least this new.
+    pub seqno: SeqNo,
+    pub view: View,
+    /// The primary's Raft id.
+    pub from: u64,
+}
+
 struct Inner {
     id: u64,
     raft: Mutex<RawNode<LedgerStorage>>,
@@ -149,6 +163,8 @@ struct Inner {
     stop: std::sync::atomic::AtomicBool,
     /// Set when the thread stopped on an error; writes are refused from then on.
     failed: Mutex<Option<String>>,
+    /// Set (once) when the thread stopped because the primary sent a snapshot.
+    snapshot_needed: watch::Sender<Option<SnapshotNeeded>>,
     /// Notified (with the engine's mutex) each time this replica appends entries to
     /// the engine: a write waiting for its view's blank entry wakes then.
     appended: Condvar,
@@ -288,6 +304,7 @@ impl Replica {
             disk_warned: Mutex::new(None),
             stop: std::sync::atomic::AtomicBool::new(false),
             failed: Mutex::new(None),
+            snapshot_needed: watch::channel(None).0,
             appended: Condvar::new(),
             membership: Mutex::new(membership),
             change_lock: Mutex::new(()),
@@ -328,6 +345,12 @@ impl Replica {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Resolves with [`SnapshotNeeded`] once the primary sent this node a
+    /// snapshot (the replica has stopped then).
+    pub fn subscribe_snapshot_needed(&self) -> watch::Receiver<Option<SnapshotNeeded>> {
+        self.0.snapshot_needed.subscribe()
     }
 
     pub fn stop(&self) {
@@ -772,10 +795,25 @@ impl Replica {
             // A leader may send before its own append is durable (Raft §10.2.1); they
             // are encoded and sent below, once the Raft lock is released.
             let messages = rd.take_messages();
+            // A snapshot sent is only a pointer (see `LedgerStorage::snapshot`):
+            // the node fetches the file itself. Until this follower answers again,
+            // the primary probes it once per heartbeat (and so points again).
+            for m in messages
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            {
+                raw.report_snapshot(m.to, raft::SnapshotStatus::Failure);
+            }
             if !rd.snapshot().is_empty() {
-                return Err(ConsensusError::Unsupported(
-                    "raft snapshots are not supported yet".into(),
-                ));
+                let meta = rd.snapshot().get_metadata();
+                let need = SnapshotNeeded {
+                    seqno: SeqNo(meta.index),
+                    view: View(meta.term),
+                    from: raw.raft.leader_id,
+                };
+                drop(raw);
+                self.stop_for_snapshot(need);
+                return Ok(());
             }
             let entries = rd.take_entries();
             let persisted_last = entries.last().map(|e| e.index);
@@ -845,6 +883,26 @@ impl Replica {
         raw.on_persist_ready(number);
         self.apply_membership(&mut raw)?;
         self.publish(&raw)
+    }
+
+    /// Stops taking part (nothing of the Ready holding the snapshot is persisted
+    /// or answered: this node's log stays as it was) and tells the node.
+    fn stop_for_snapshot(&self, need: SnapshotNeeded) {
+        tracing::warn!(
+            snapshot_seqno = need.seqno.0,
+            primary = need.from,
+            last_seqno = lock(&self.0.engine).last_seqno().0,
+            "the primary's ledger starts after this node's: installing its snapshot"
+        );
+        {
+            let mut s = self.0.status.lock().unwrap_or_else(|e| e.into_inner());
+            s.is_primary = false;
+            s.leader = None;
+        }
+        self.0
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.0.snapshot_needed.send_replace(Some(need));
     }
 
     /// Runs `f` again every 200 ms while it fails for lack of disk space (nothing

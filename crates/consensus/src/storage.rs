@@ -250,14 +250,38 @@ impl raft::Storage for LedgerStorage {
         Ok(self.stable_last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
-        // Ledgers are never compacted: a node that started from a snapshot got it when
-        // it joined (over HTTPS, see the node crate), and every leader's ledger reaches
-        // back to its own start. A follower behind the start of the leader's ledger
-        // cannot be caught up by Raft; it rejoins.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// Asked on the primary for a follower whose log ends before this ledger's
+    /// start (this node started from a snapshot; ledgers are never compacted, so
+    /// nothing else gets here). The answer names this node's newest committed
+    /// snapshot and carries no data: the follower fetches the file over HTTPS
+    /// (`/internal/snapshot`, nodes only) and verifies it as a joining node does.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
+        let conf_state = self
+            .meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conf_state
+            .clone();
+        let mut engine = lock(&self.engine);
+        match engine.latest_snapshot() {
+            Some((txid, _))
+                if txid.seqno.0 >= request_index && txid.seqno.next() >= engine.first_seqno() =>
+            {
+                let mut snapshot = raft::eraftpb::Snapshot::default();
+                let meta = snapshot.mut_metadata();
+                meta.index = txid.seqno.0;
+                meta.term = txid.view.0;
+                meta.set_conf_state(conf_state);
+                Ok(snapshot)
+            }
+            _ => {
+                // One is taken at the next signature; raft-rs asks again later.
+                engine.request_snapshot();
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        }
     }
 }
 

@@ -40,9 +40,18 @@ fn node_caller<'a>(state: &'a NodeState, peer: &PeerCert) -> Result<&'a Network,
 pub async fn raft_messages(
     State(state): State<NodeState>,
     peer: axum::Extension<PeerCert>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let net = node_caller(&state, &peer)?;
+    let sender = headers
+        .get(crate::http::RAFT_SENDER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(id, a)| Some((id.parse::<u64>().ok()?, a.parse().ok()?)));
+    if let Some((id, address)) = sender {
+        net.peers.learn(id, address);
+    }
     let frames = split_frames(&body).ok_or_else(|| {
         ApiError::bad_request("InvalidInput", "malformed consensus message frames")
     })?;

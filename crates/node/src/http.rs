@@ -28,6 +28,9 @@ pub const FORWARDED_CERT: &str = "x-covenant-forwarded-cert";
 pub const FORWARDED_COMMITTED: &str = "x-covenant-forwarded-committed";
 /// Raft messages between nodes.
 pub const RAFT_PATH: &str = "/internal/raft";
+/// On [`RAFT_PATH`] requests: `<raft id> <address>` of the sending node, so that a
+/// node without its row (away since it joined) can answer it.
+pub const RAFT_SENDER_HEADER: &str = "x-covenant-raft-sender";
 /// A founding node records itself in the nodes table on the primary.
 pub const REGISTER_PATH: &str = "/internal/register";
 /// A new node asks to join the network.

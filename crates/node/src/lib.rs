@@ -128,6 +128,7 @@ pub enum NodeError {
     Peer(#[from] covenant_client::ClientError),
 }
 
+pub use covenant_consensus::SnapshotNeeded;
 pub use covenant_governance::DEFAULT_CONSTITUTION;
 pub use covenant_service::genesis::{
     add_cert_user, add_member, set_constitution, set_service_config, set_service_opening,
@@ -249,33 +250,105 @@ impl BoundNode {
     }
 
     /// Serves until `shutdown` resolves, then signs and flushes everything written.
+    /// Returns the committed seqno.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<SeqNo, NodeError> {
+        Ok(self.serve_node(shutdown).await?.committed)
+    }
+
+    /// [`BoundNode::serve`], also ending when the replica needs a snapshot from
+    /// its primary (see [`Served::snapshot_needed`]).
+    pub async fn serve_node(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<Served, NodeError> {
         let app = routes::router(self.state.clone(), self.config.max_body_bytes);
         let archiver = self
             .config
             .archive_retention_txs
             .map(|retain| tokio::spawn(archive_loop(self.state.service.clone(), retain)));
+        let mut needed = self
+            .state
+            .service
+            .replica()
+            .map(|r| r.subscribe_snapshot_needed());
+        let snapshot_needed = async {
+            match needed.as_mut() {
+                Some(rx) => {
+                    if rx.wait_for(Option::is_some).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         let served = server::serve(
             self.listener,
             self.tls,
             app,
             self.config.limits.clone(),
-            shutdown,
+            async {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = snapshot_needed => {}
+                }
+            },
         )
         .await;
         if let Some(a) = archiver {
             a.abort();
         }
         served?;
-        self.state
+        let committed = self
+            .state
             .service
             .shutdown()
             .await
-            .map_err(NodeError::Flush)
+            .map_err(NodeError::Flush)?;
+        let need = needed.and_then(|rx| *rx.borrow());
+        let snapshot_needed = need.map(|need| {
+            let mut peers = Vec::new();
+            if let Some(net) = self.state.network.as_ref() {
+                // The primary that sent it first, then every other node it knows.
+                let (applied, _) = net.replica.configuration();
+                let others = applied
+                    .voters
+                    .iter()
+                    .chain(applied.learners.iter())
+                    .copied()
+                    .filter(|&id| id != need.from && id != net.config.raft_id);
+                for id in std::iter::once(need.from).chain(others) {
+                    if let Some(a) = net.peers.address(id) {
+                        if !peers.contains(&a) {
+                            peers.push(a);
+                        }
+                    }
+                }
+            }
+            (need, peers)
+        });
+        Ok(Served {
+            committed,
+            snapshot_needed,
+            secrets: self.state.engine().ledger_secrets().clone(),
+        })
     }
+}
+
+/// How [`BoundNode::serve_node`] ended.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Everything written is flushed; committed through this seqno.
+    pub committed: SeqNo,
+    /// Set when the primary's ledger starts after this node's: the node must
+    /// install a snapshot at least as new as the one named, fetched from one of
+    /// the addresses (the primary's first), then start again.
+    pub snapshot_needed: Option<(covenant_consensus::SnapshotNeeded, Vec<String>)>,
+    /// The ledger secrets as the node last held them (rekeys it learned
+    /// included): a node that keeps none at rest starts again with them.
+    pub secrets: covenant_crypto::LedgerSecrets,
 }
 
 /// How often the archiver looks for committed chunks past the retention window.

@@ -78,6 +78,12 @@ pub struct PeerBook {
     node_cert: Certificate,
     node_key: covenant_crypto::SigningKeyPair,
     clients: std::sync::Mutex<BTreeMap<u64, (String, LedgerClient)>>,
+    /// This node as it names itself to the others ([`crate::http::RAFT_SENDER_HEADER`]).
+    own_address: SocketAddr,
+    /// Addresses other nodes gave with their Raft messages, for nodes this one
+    /// has no row of yet: a node away since before they joined must still answer
+    /// a primary among them (and be sent the snapshot it needs).
+    learned: std::sync::Mutex<BTreeMap<u64, SocketAddr>>,
 }
 
 impl PeerBook {
@@ -98,6 +104,8 @@ impl PeerBook {
             node_cert: node.cert.clone(),
             node_key,
             clients: Default::default(),
+            own_address: config.address,
+            learned: Default::default(),
         }))
     }
 
@@ -108,11 +116,60 @@ impl PeerBook {
         if let Some(a) = self.configured.get(&raft_id) {
             return Some(a.to_string());
         }
-        covenant_service::nodes::node_rows(&self.store)
+        let registered = covenant_service::nodes::node_rows(&self.store)
             .into_iter()
             .map(|(_, i)| i)
             .find(|i| i.raft_id == raft_id && !i.address.is_empty())
-            .map(|i| i.address)
+            .map(|i| i.address);
+        registered.or_else(|| {
+            self.learned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&raft_id)
+                .map(|a| a.to_string())
+        })
+    }
+
+    /// Records the address an endorsed node gave with its Raft messages, used
+    /// only while neither the configuration nor the nodes table names one (so a
+    /// node cannot redirect traffic meant for a node this one knows).
+    pub fn learn(&self, raft_id: u64, address: SocketAddr) {
+        if raft_id == self.own_id || raft_id == 0 || self.configured.contains_key(&raft_id) {
+            return;
+        }
+        // Per batch of messages: the nodes table is read only for a node this
+        // one neither sends to already nor learned at this address.
+        let sends_to = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&raft_id);
+        let same = self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&raft_id)
+            == Some(&address);
+        if sends_to || same {
+            return;
+        }
+        let known = covenant_service::nodes::node_rows(&self.store)
+            .into_iter()
+            .any(|(_, i)| i.raft_id == raft_id && !i.address.is_empty());
+        if !known {
+            let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+            if learned.insert(raft_id, address) != Some(address) {
+                tracing::info!(peer = raft_id, %address, "learned a node's address from its messages");
+            }
+        }
+    }
+
+    /// The value of [`crate::http::RAFT_SENDER_HEADER`] this node sends.
+    fn sender_header(&self) -> (String, String) {
+        (
+            crate::http::RAFT_SENDER_HEADER.to_string(),
+            format!("{} {}", self.own_id, self.own_address),
+        )
     }
 
     /// A client to node `raft_id` presenting this node's certificate (cached while
@@ -269,7 +326,8 @@ impl Transport for HttpTransport {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(message);
-        self.runtime.spawn(peer_loop(to, client, rx));
+        let sender = self.peers.sender_header();
+        self.runtime.spawn(peer_loop(to, client, sender, rx));
         queues.insert(to, tx);
     }
 }
@@ -293,7 +351,13 @@ pub(crate) async fn connect_peer(client: &LedgerClient) -> Result<Connection, St
     }
 }
 
-async fn peer_loop(id: u64, client: LedgerClient, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn peer_loop(
+    id: u64,
+    client: LedgerClient,
+    sender: (String, String),
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let sender = [sender];
     let mut conn: Option<Connection> = None;
     let mut failing = false;
     while let Some(first) = rx.recv().await {
@@ -330,7 +394,13 @@ async fn peer_loop(id: u64, client: LedgerClient, mut rx: mpsc::UnboundedReceive
         if let Some(c) = conn.as_mut() {
             let r = tokio::time::timeout(
                 RAFT_SEND_TIMEOUT,
-                c.request_raw("POST", RAFT_PATH, Some(body), "application/octet-stream"),
+                c.request_with_headers(
+                    "POST",
+                    RAFT_PATH,
+                    Some(body),
+                    "application/octet-stream",
+                    &sender,
+                ),
             )
             .await;
             match r {

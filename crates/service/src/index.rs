@@ -158,13 +158,17 @@ fn open_and_catch_up(
             std::thread::sleep(std::time::Duration::from_millis(20));
             opened = CollectionIndex::open(path);
         }
+        // Only committed transactions reach the file, and a commit is never undone:
+        // an index ahead of what this engine knows committed at open (a backup
+        // learns its commit from the primary later) is fine, one past the ledger's
+        // end belongs to another ledger (a recovery, a replaced ledger).
         let index = match opened {
-            Ok(i) if i.indexed_upto() <= committed => i,
+            Ok(i) if i.indexed_upto() <= engine.last_seqno() => i,
             Ok(i) => {
                 tracing::warn!(
                     indexed_upto = %i.indexed_upto(),
-                    %committed,
-                    "the collection index is ahead of the ledger's commit: rebuilding it"
+                    last_seqno = %engine.last_seqno(),
+                    "the collection index is ahead of the ledger: rebuilding it"
                 );
                 drop(i);
                 CollectionIndex::remove(path)?;
