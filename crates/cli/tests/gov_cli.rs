@@ -406,3 +406,69 @@ fn curl_status(endpoint: &str, cacert: &str, path: &str) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// A member's ballot runs before the node's locks: appends made while a slow
+/// ballot computes are answered before the vote is, and the vote still counts.
+#[test]
+fn a_slow_ballot_does_not_hold_up_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (dev, port) = dev(&dir, &[]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let sc = dir.join("service_cert.pem");
+    let proposal = tmp.path().join("proposal.json");
+    std::fs::write(
+        &proposal,
+        r#"{"actions":[{"name":"trigger_recovery_shares_refresh","args":{}}]}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(as_member0(
+        &dir,
+        &port,
+        &["gov", "propose", proposal.to_str().unwrap(), "--json"],
+    )))
+    .unwrap();
+    let id = v["proposal_id"].as_str().unwrap().to_string();
+    // 800 ms of computing, under the default 1 s limit.
+    let ballot = tmp.path().join("slow_ballot.js");
+    std::fs::write(
+        &ballot,
+        "export function vote(p, who) { const end = Date.now() + 800; while (Date.now() < end) {} return true; }",
+    )
+    .unwrap();
+    let files = ["service_cert.pem", "member0_cert.pem", "member0_privk.pem"]
+        .map(|f| dir.join(f).to_str().unwrap().to_string());
+    let mut vote = std::process::Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["gov", "vote", &id, "--ballot", ballot.to_str().unwrap()])
+        .args(["--endpoint", &endpoint, "--service-cert", &files[0]])
+        .args(["--member-cert", &files[1], "--member-key", &files[2]])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    for i in 0..2 {
+        ok(covenant(&[
+            "append",
+            &format!("beside a slow ballot {i}"),
+            "--endpoint",
+            &endpoint,
+            "--service-cert",
+            sc.to_str().unwrap(),
+            "--cert",
+            dir.join("user0.pem").to_str().unwrap(),
+        ]));
+    }
+    assert!(
+        vote.try_wait().unwrap().is_none(),
+        "the appends waited for the ballot"
+    );
+    let out = vote.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Accepted"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop(dev);
+}

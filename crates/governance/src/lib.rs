@@ -208,6 +208,32 @@ pub struct Governance {
     pub limits: Limits,
     pub context: GovContext,
     effects: std::rc::Rc<std::cell::RefCell<Vec<GovEffect>>>,
+    /// Ballot results computed before the step (see [`Governance::prepare_ballots`]).
+    prepared: std::rc::Rc<std::cell::RefCell<Option<PreparedBallots>>>,
+}
+
+/// The ballots of one proposal, run against the store outside the step's
+/// transaction (and so outside the node's locks: a member's ballot may compute
+/// for up to its time limit), with what they read. The step uses the results
+/// only if the proposal, its ballots, the context and everything read are
+/// unchanged when it runs; otherwise it runs the ballots again itself.
+#[derive(Debug)]
+pub struct PreparedBallots {
+    id: String,
+    body: String,
+    proposer: String,
+    ballots: BTreeMap<String, String>,
+    service_cert_pem: Option<String>,
+    latest_ledger_secret_seqno: u64,
+    outcome: BallotOutcome,
+    reads: covenant_kv::ReadSet,
+}
+
+/// Each member's vote, in member order, up to the first ballot that failed.
+#[derive(Debug, Clone)]
+struct BallotOutcome {
+    votes: Vec<(String, bool)>,
+    failure: Option<Failure>,
 }
 
 fn text(tx: &mut Tx, map: &str, key: &[u8]) -> Option<String> {
@@ -309,6 +335,43 @@ impl Governance {
         };
         let info = self.resolve(tx, store, &id, &text, info, &constitution)?;
         Ok((id, info))
+    }
+
+    /// Runs the ballots proposal `id` would have once `vote` (a member and its
+    /// ballot) is recorded, against `store` as it is now, for a later step's
+    /// [`Governance::use_prepared`]. `None` when there is nothing to run (no such
+    /// Open proposal): the step itself then answers.
+    pub fn prepare_ballots(
+        &self,
+        store: &Store,
+        id: &str,
+        vote: Option<(&MemberId, &str)>,
+    ) -> Option<PreparedBallots> {
+        let mut tx = store.begin();
+        let (body, mut info) = proposal(&mut tx, id).ok()?;
+        if info.state != ProposalState::Open {
+            return None;
+        }
+        if let Some((member, ballot)) = vote {
+            info.ballots
+                .insert(member.as_str().to_string(), ballot.to_string());
+        }
+        let (outcome, reads) = self.run_ballots(store, &tx, &body, &info);
+        Some(PreparedBallots {
+            id: id.to_string(),
+            body,
+            proposer: info.proposer_id,
+            ballots: info.ballots,
+            service_cert_pem: self.context.service_cert_pem.clone(),
+            latest_ledger_secret_seqno: self.context.latest_ledger_secret_seqno,
+            outcome,
+            reads,
+        })
+    }
+
+    /// Offers results of [`Governance::prepare_ballots`] to the next resolution.
+    pub fn use_prepared(&self, prepared: PreparedBallots) {
+        *self.prepared.borrow_mut() = Some(prepared);
     }
 
     /// Records `member`'s ballot on proposal `id` and resolves the proposal again
@@ -462,6 +525,21 @@ impl Governance {
         args: &[serde_json::Value],
         write: bool,
     ) -> Result<(serde_json::Value, GovKv), JsError> {
+        let (out, kv) = self.run_keeping_reads(store, tx, module, function, args, write);
+        out.map(|v| (v, kv))
+    }
+
+    /// [`Governance::run`], giving back the script's view of the maps (what it
+    /// read) whether it succeeded or not.
+    fn run_keeping_reads(
+        &self,
+        store: &Store,
+        tx: &Tx,
+        module: &str,
+        function: &str,
+        args: &[serde_json::Value],
+        write: bool,
+    ) -> (Result<serde_json::Value, JsError>, GovKv) {
         let kv = std::rc::Rc::new(std::cell::RefCell::new(GovKv::new(
             store.clone(),
             tx.write_set().clone(),
@@ -495,10 +573,12 @@ impl Governance {
                 })?;
                 ctx.eval::<(), _>(ACTIONS)
             },
-        )?;
+        );
         // Effects count only from an apply that succeeded (its writes are kept).
-        self.effects.borrow_mut().extend(effects.take());
-        Ok((out, GovKv::take(kv)))
+        if out.is_ok() {
+            self.effects.borrow_mut().extend(effects.take());
+        }
+        (out, GovKv::take(kv))
     }
 
     /// Evaluates every ballot, asks `resolve`, applies an accepted proposal, and
@@ -514,34 +594,20 @@ impl Governance {
     ) -> Result<ProposalInfo, GovError> {
         let raw = serde_json::Value::String(body.to_string());
         let proposer = serde_json::Value::String(info.proposer_id.clone());
-        let mut votes = Vec::new();
-        let mut failure = None;
-        for (member, ballot) in &info.ballots {
-            match self.run(
-                store,
-                tx,
-                ballot,
-                "vote",
-                &[raw.clone(), proposer.clone()],
-                false,
-            ) {
-                Ok((serde_json::Value::Bool(v), _)) => votes.push((member.clone(), v)),
-                Ok((other, _)) => {
-                    failure = Some(Failure {
-                        reason: format!("the ballot of {member} returned {other}, not a boolean"),
-                        trace: None,
-                    });
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(Failure {
-                        reason: format!("the ballot of {member} failed: {e}"),
-                        trace: e.stack().map(str::to_string),
-                    });
-                    break;
-                }
-            }
-        }
+        let prepared = self.prepared.borrow_mut().take().filter(|p| {
+            p.id == id
+                && p.body == body
+                && p.proposer == info.proposer_id
+                && p.ballots == info.ballots
+                && p.service_cert_pem == self.context.service_cert_pem
+                && p.latest_ledger_secret_seqno == self.context.latest_ledger_secret_seqno
+                && !p.reads.overlaps(tx.write_set())
+                && store.validate(&p.reads).is_ok()
+        });
+        let BallotOutcome { votes, mut failure } = match prepared {
+            Some(p) => p.outcome,
+            None => self.run_ballots(store, tx, body, &info).0,
+        };
         if failure.is_none() {
             let js_votes: Vec<serde_json::Value> = votes
                 .iter()
@@ -612,6 +678,53 @@ impl Governance {
     }
 }
 
+impl Governance {
+    /// Runs every ballot of `info` on `body` (in member order, stopping at the
+    /// first that fails), with what they read.
+    fn run_ballots(
+        &self,
+        store: &Store,
+        tx: &Tx,
+        body: &str,
+        info: &ProposalInfo,
+    ) -> (BallotOutcome, covenant_kv::ReadSet) {
+        let raw = serde_json::Value::String(body.to_string());
+        let proposer = serde_json::Value::String(info.proposer_id.clone());
+        let mut reads = covenant_kv::ReadSet::default();
+        let mut votes = Vec::new();
+        let mut failure = None;
+        for (member, ballot) in &info.ballots {
+            let (ran, kv) = self.run_keeping_reads(
+                store,
+                tx,
+                ballot,
+                "vote",
+                &[raw.clone(), proposer.clone()],
+                false,
+            );
+            reads.extend(&kv.reads());
+            match ran {
+                Ok(serde_json::Value::Bool(v)) => votes.push((member.clone(), v)),
+                Ok(other) => {
+                    failure = Some(Failure {
+                        reason: format!("the ballot of {member} returned {other}, not a boolean"),
+                        trace: None,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(Failure {
+                        reason: format!("the ballot of {member} failed: {e}"),
+                        trace: e.stack().map(str::to_string),
+                    });
+                    break;
+                }
+            }
+        }
+        (BallotOutcome { votes, failure }, reads)
+    }
+}
+
 /// After the constitution changed, proposals still Open were judged by the old
 /// one: they become Dropped.
 fn drop_open_proposals(tx: &mut Tx, store: &Store, except: &str) -> Result<(), GovError> {
@@ -640,4 +753,118 @@ fn drop_open_proposals(tx: &mut Tx, store: &Store, except: &str) -> Result<(), G
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use covenant_types::View;
+
+    const SCRATCH: &str = "public:ccf.gov.scratch";
+    /// Votes yes while the scratch key is absent.
+    const WHILE_ABSENT: &str = "export function vote(p, who) { \
+        return ccf.kv['public:ccf.gov.scratch'].get(ccf.strToBuf('k')) === undefined; }";
+    const NO: &str = "export function vote(p, who) { return false; }";
+
+    /// A store with the default constitution, one active member (whose vote
+    /// decides) and one open proposal from it; the member and the proposal id.
+    fn consortium(gov: &Governance) -> (Store, MemberId, String) {
+        let store = Store::new();
+        let mut tx = store.begin();
+        let member = MemberId::new(format!("{:064x}", 7));
+        let row = serde_json::json!({"status": "Active", "member_data": null});
+        tx.put(
+            MEMBERS_INFO,
+            member.as_str().as_bytes(),
+            row.to_string().as_bytes(),
+        );
+        tx.put(
+            CONSTITUTION,
+            CONSTITUTION_KEY,
+            DEFAULT_CONSTITUTION.as_bytes(),
+        );
+        store.commit(tx, View(1)).unwrap();
+        let mut tx = store.begin();
+        let body = serde_json::json!({"actions": [{"name": "trigger_recovery_shares_refresh", "args": {}}]});
+        let (id, _) = gov
+            .propose(
+                &mut tx,
+                &store,
+                &member,
+                body.to_string().as_bytes(),
+                SeqNo(2),
+            )
+            .unwrap();
+        store.commit(tx, View(1)).unwrap();
+        (store, member, id)
+    }
+
+    fn vote(
+        gov: &Governance,
+        store: &Store,
+        m: &MemberId,
+        id: &str,
+        ballot: &str,
+    ) -> ProposalState {
+        let mut tx = store.begin();
+        let info = gov.vote(&mut tx, store, m, id, ballot).unwrap();
+        store.commit(tx, View(1)).unwrap();
+        info.state
+    }
+
+    /// Results prepared outside the step stand while what the ballots read is
+    /// unchanged (shown by a doctored result the step then follows), and are run
+    /// again once it changed or the ballots differ.
+    #[test]
+    fn prepared_ballots_are_used_only_while_they_still_hold() {
+        let gov = Governance::default();
+        let (store, member, id) = consortium(&gov);
+        let mut p = gov
+            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
+            .unwrap();
+        assert_eq!(p.outcome.votes, vec![(member.as_str().to_string(), true)]);
+        p.outcome.votes[0].1 = false;
+        gov.use_prepared(p);
+        assert_eq!(
+            vote(&gov, &store, &member, &id, WHILE_ABSENT),
+            ProposalState::Rejected
+        );
+
+        // The key the ballot read is written after it ran: run again (no).
+        let (store, member, id) = consortium(&gov);
+        let p = gov
+            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
+            .unwrap();
+        assert!(p.outcome.votes[0].1);
+        let mut tx = store.begin();
+        tx.put(SCRATCH, b"k", b"v");
+        store.commit(tx, View(1)).unwrap();
+        gov.use_prepared(p);
+        assert_eq!(
+            vote(&gov, &store, &member, &id, WHILE_ABSENT),
+            ProposalState::Rejected
+        );
+
+        // Prepared for another ballot than the one voted: run again (no).
+        let (store, member, id) = consortium(&gov);
+        let p = gov
+            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
+            .unwrap();
+        gov.use_prepared(p);
+        assert_eq!(
+            vote(&gov, &store, &member, &id, NO),
+            ProposalState::Rejected
+        );
+
+        // And unchanged, the prepared yes stands.
+        let (store, member, id) = consortium(&gov);
+        let p = gov
+            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
+            .unwrap();
+        gov.use_prepared(p);
+        assert_eq!(
+            vote(&gov, &store, &member, &id, WHILE_ABSENT),
+            ProposalState::Accepted
+        );
+    }
 }

@@ -108,6 +108,17 @@ impl ReadSet {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.maps.is_empty()
     }
+
+    /// Whether anything read here is written by `ws` (a result computed without
+    /// those writes would not hold in their transaction).
+    pub fn overlaps(&self, ws: &crate::WriteSet) -> bool {
+        ws.maps.iter().any(|(map, keys)| {
+            self.maps.contains_key(map)
+                || keys
+                    .keys()
+                    .any(|k| self.keys.contains_key(&(map.clone(), k.clone())))
+        })
+    }
 }
 
 /// The current KV state, shared by every request (cheap to clone: one `Arc`).

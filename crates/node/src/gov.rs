@@ -405,10 +405,26 @@ pub(crate) async fn do_ballot(
     check_proposal_header(&signed.msg, &id)?;
     let script = payload_text(&signed.msg, "ballot", "<javascript>")?;
     let what = "recording the ballot failed";
-    step(state, what, signed, move |gov, tx, store, _, s| {
-        gov.vote(tx, store, &s.member, &id, &script)
-    })
-    .await
+    // Every ballot of the proposal runs first outside the locks; the step uses
+    // the results where nothing they read changed meanwhile.
+    let cert = Some(state.service_cert_pem.to_string());
+    let replay = signed.replay();
+    let (member, pid, ballot) = (signed.member.clone(), id.clone(), script.clone());
+    state
+        .service
+        .govern_prepared(
+            cert,
+            replay,
+            move |gov, store| gov.prepare_ballots(store, &pid, Some((&member, &ballot))),
+            move |gov, tx, store, _, prepared| {
+                if let Some(p) = prepared {
+                    gov.use_prepared(p);
+                }
+                gov.vote(tx, store, &signed.member, &id, &script)
+            },
+        )
+        .await
+        .map_err(|e| govern_error(what, e))
 }
 
 /// The proposer takes proposal `id` back.

@@ -115,6 +115,39 @@ impl Service {
         out
     }
 
+    /// [`Service::govern`] with a first part outside every lock: `prepare` runs
+    /// on a script thread against the store as it is (for ballots: see
+    /// [`Governance::prepare_ballots`]), and the step gets what it made. The step
+    /// must use that only where it still holds (the governance crate checks).
+    pub async fn govern_prepared<T: Send + 'static, P: Send + 'static>(
+        &self,
+        service_cert_pem: Option<String>,
+        replay: Replay,
+        prepare: impl FnOnce(&Governance, &Store) -> P + Send + 'static,
+        f: impl FnOnce(&Governance, &mut Tx, &Store, SeqNo, P) -> Result<T, GovError> + Send + 'static,
+    ) -> Result<(TxId, T), GovernError> {
+        let s = self.clone();
+        let cert = service_cert_pem.clone();
+        let prepared = self
+            .scripts()
+            .run(move || {
+                let latest = {
+                    let s = s.clone();
+                    crate::scripts::at_normal_priority(move || {
+                        s.engine().ledger_secrets().latest().0 .0
+                    })?
+                };
+                let mut gov = Governance::for_service(cert);
+                gov.context.latest_ledger_secret_seqno = latest;
+                Ok::<_, ServiceError>(prepare(&gov, &s.store().clone()))
+            })
+            .await??;
+        self.govern(service_cert_pem, replay, move |gov, tx, store, seqno| {
+            f(gov, tx, store, seqno, prepared)
+        })
+        .await
+    }
+
     fn govern_blocking<T>(
         &self,
         service_cert_pem: Option<String>,

@@ -4,8 +4,9 @@
 //! replication leave idle, instead of an equal share of it. Their commits do not
 //! run there: a low-priority thread holding the engine's lock would make every
 //! writer wait for it, so [`crate::Service::execute_blocking`] hands the commit to
-//! a normal blocking thread (see [`at_normal_priority`]). Governance stays on normal
-//! threads (its steps run under the engine's lock). The queue is bounded: past it
+//! a normal blocking thread (see [`at_normal_priority`]). Governance ballots are
+//! run here first too ([`crate::Service::govern_prepared`]); the governance step
+//! itself runs on a normal thread under the engine's lock. The queue is bounded: past it
 //! a script is refused as busy (503) rather than queued without end.
 
 use std::panic::AssertUnwindSafe;
