@@ -415,7 +415,6 @@ fn a_slow_ballot_does_not_hold_up_appends() {
     let dir = tmp.path().join("dev");
     let (dev, port) = dev(&dir, &[]);
     let endpoint = format!("https://127.0.0.1:{port}");
-    let sc = dir.join("service_cert.pem");
     let proposal = tmp.path().join("proposal.json");
     std::fs::write(
         &proposal,
@@ -447,17 +446,18 @@ fn a_slow_ballot_does_not_hold_up_appends() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(250));
-    for i in 0..2 {
-        ok(covenant(&[
-            "append",
-            &format!("beside a slow ballot {i}"),
-            "--endpoint",
-            &endpoint,
-            "--service-cert",
-            sc.to_str().unwrap(),
-            "--cert",
-            dir.join("user0.pem").to_str().unwrap(),
-        ]));
+    let user0 = covenant_test_support::dev_client(&dir, port.parse().unwrap(), Some("user0"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for i in 0..3 {
+        let body = serde_json::json!({ "contents": format!("beside a slow ballot {i}") });
+        let r = runtime
+            .block_on(user0.request(
+                "POST",
+                "/app/transactions?api-version=0.1-preview",
+                Some(&body),
+            ))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
     assert!(
         vote.try_wait().unwrap().is_none(),
