@@ -1,5 +1,6 @@
 //! Where scripts run: JavaScript app handlers, user-defined functions and append
-//! hooks compute on a pool of threads at the lowest scheduling priority (nice 19),
+//! hooks compute on a pool of threads at the lowest scheduling priority (Linux's
+//! idle class, `SCHED_IDLE`, and nice 19),
 //! so a burst of slow handlers takes only the CPU that appends, reads and
 //! replication leave idle, instead of an equal share of it. Their commits do not
 //! run there: a low-priority thread holding the engine's lock would make every
@@ -49,6 +50,12 @@ impl ScriptPool {
                 .name(format!("covenant-script-{i}"))
                 .spawn(move || {
                     let me = rustix::thread::gettid();
+                    // SCHED_IDLE: a node thread that wakes takes the core from a
+                    // script at once (nice 19 alone still lets the script finish
+                    // part of its slice first). Nice 19 stays if this is refused.
+                    if let Err(e) = run_when_idle() {
+                        tracing::debug!(error = ?e, "a script thread stays at nice 19");
+                    }
                     if let Err(e) = rustix::process::setpriority_process(Some(me), NICE) {
                         tracing::warn!(error = %e, "a script thread keeps the normal priority");
                     }
@@ -101,6 +108,19 @@ impl ScriptPool {
     }
 }
 
+/// Puts the calling thread in the idle scheduling class (Linux `SCHED_IDLE`).
+fn run_when_idle() -> Result<(), thread_priority::Error> {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
+}
+
 /// Runs `work` on a normal-priority blocking thread when called from a script
 /// thread (waiting for it), in place otherwise: anything that takes the engine's
 /// lock (a commit, a historical read, the consensus view) must not run at a
@@ -127,17 +147,25 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scripts_run_at_low_priority_and_commits_do_not() {
         let pool = ScriptPool::new(2, 8);
-        let (nice, commit_nice) = pool
+        use thread_priority::unix::ThreadSchedulePolicy::Normal;
+        use thread_priority::unix::{thread_schedule_policy, NormalThreadSchedulePolicy as P};
+        let ((nice, policy), (commit_nice, commit_policy)) = pool
             .run(|| {
-                let nice = rustix::process::getpriority_process(None).ok();
-                let commit =
-                    at_normal_priority(|| rustix::process::getpriority_process(None).ok()).ok();
-                (nice, commit.flatten())
+                let mine = || {
+                    (
+                        rustix::process::getpriority_process(None).ok(),
+                        thread_schedule_policy().ok(),
+                    )
+                };
+                let commit = at_normal_priority(mine).ok();
+                (mine(), commit.unwrap_or((None, None)))
             })
             .await
             .unwrap();
         assert_eq!(nice, Some(NICE));
+        assert_eq!(policy, Some(Normal(P::Idle)));
         assert_eq!(commit_nice, Some(0));
+        assert_ne!(commit_policy, Some(Normal(P::Idle)));
         // A panicking script is an error, and the pool keeps serving.
         let r = pool.run(|| panic!("boom")).await;
         assert!(matches!(r, Err(ServiceError::ScriptPanicked)));
