@@ -250,8 +250,18 @@ pub fn start(config_path: &Path) -> Result<()> {
 /// needs no primary: the network may have none until this node is back). No
 /// operator, same data directory.
 fn catch_up_and_run(config_path: &Path, mut paused: Option<Paused>) -> Result<()> {
+    // Each round that finds no snapshot waits longer before starting again (the
+    // primary points again at once), from 1 s up to a minute.
+    let mut backoff = std::time::Duration::from_secs(1);
     while let Some(p) = paused {
-        let files = install_from_network(config_path, &p.needed, p.files)?;
+        let (files, installed) = install_from_network(config_path, &p.needed, p.files)?;
+        if installed {
+            backoff = std::time::Duration::from_secs(1);
+        } else {
+            println!("trying again in {} s", backoff.as_secs());
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+        }
         paused = run(config_path, None, Some(files))?;
     }
     Ok(())
@@ -267,12 +277,13 @@ struct Paused {
 /// then the other nodes'), verifies it as a joining node does (signed root,
 /// endorsed signer, the ledger secret of its time), then moves this node's ledger
 /// and archive aside (`<data_dir>/replaced/`, kept for the operator) and drops
-/// its collection index, so the next start begins at the snapshot.
+/// its collection index, so the next start begins at the snapshot. Also says
+/// whether a snapshot was installed.
 fn install_from_network(
     config_path: &Path,
     needed: &SnapshotNeeded,
     mut files: NodeFiles,
-) -> Result<NodeFiles> {
+) -> Result<(NodeFiles, bool)> {
     let (need, peers) = (&needed.need, &needed.peers);
     let file = read_config(config_path)?;
     let dir = resolve(config_path, &file.data_dir);
@@ -340,7 +351,7 @@ fn install_from_network(
     drop(runtime);
     let Some(txid) = installed else {
         println!("no node handed over a snapshot yet: starting as before (the primary asks again)");
-        return Ok(files);
+        return Ok((files, false));
     };
     let aside = dir
         .join("replaced")
@@ -374,7 +385,7 @@ fn install_from_network(
             files.secrets.to_text().as_bytes(),
         )?;
     }
-    Ok(files)
+    Ok((files, true))
 }
 
 /// Another handle on the node's identity (key and endorsed certificate).
