@@ -262,6 +262,7 @@ impl Replica {
         let storage = LedgerStorage {
             engine: engine.clone(),
             meta: meta.clone(),
+            read_failed: Default::default(),
         };
         let raft_config = raft::Config {
             id: config.id,

@@ -146,6 +146,24 @@ pub(crate) struct Meta {
 pub struct LedgerStorage {
     pub(crate) engine: Arc<Mutex<Engine>>,
     pub(crate) meta: Arc<Mutex<Meta>>,
+    /// Set when `term` or `entries` failed for another reason than asking before
+    /// this ledger's start (an entry not stable yet, a read error). raft-rs asks
+    /// for a snapshot after *any* failure to read the log, and a follower merely
+    /// behind must never be told to replace its ledger: `snapshot` then refuses.
+    pub(crate) read_failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LedgerStorage {
+    /// Notes a failed log read that a snapshot would not answer.
+    fn note<T>(&self, r: raft::Result<T>) -> raft::Result<T> {
+        if let Err(e) = &r {
+            if !matches!(e, raft::Error::Store(StorageError::Compacted)) {
+                self.read_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        r
+    }
 }
 
 impl LedgerStorage {
@@ -165,23 +183,14 @@ fn other(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
 
-impl raft::Storage for LedgerStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(RaftState {
-            hard_state: m.hard_state.clone(),
-            conf_state: m.conf_state.clone(),
-        })
-    }
-
-    fn entries(
+impl LedgerStorage {
+    fn read_entries(
         &self,
         low: u64,
         high: u64,
-        max_size: impl Into<Option<u64>>,
+        max_size: u64,
         context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let max_size = max_size.into().unwrap_or(u64::MAX);
         let stable_last = self.stable_last();
         let engine = lock(&self.engine);
         if low < engine.first_seqno().0 {
@@ -223,7 +232,7 @@ impl raft::Storage for LedgerStorage {
         Ok(out)
     }
 
-    fn term(&self, idx: u64) -> raft::Result<u64> {
+    fn read_term(&self, idx: u64) -> raft::Result<u64> {
         if idx == 0 {
             return Ok(0);
         }
@@ -240,7 +249,31 @@ impl raft::Storage for LedgerStorage {
             .map(|v| v.0)
             .ok_or_else(unavailable)
     }
+}
 
+impl raft::Storage for LedgerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(RaftState {
+            hard_state: m.hard_state.clone(),
+            conf_state: m.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        self.note(self.read_entries(low, high, max_size, context))
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.note(self.read_term(idx))
+    }
     fn first_index(&self) -> raft::Result<u64> {
         // 1 for a full ledger; one past the snapshot for a node that started from one.
         Ok(lock(&self.engine).first_seqno().0)
@@ -256,6 +289,20 @@ impl raft::Storage for LedgerStorage {
     /// snapshot and carries no data: the follower fetches the file over HTTPS
     /// (`/internal/snapshot`, nodes only) and verifies it as a joining node does.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<raft::eraftpb::Snapshot> {
+        let unavailable = || {
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ))
+        };
+        // raft-rs reads the term and the entries, then asks for a snapshot, under
+        // the Raft lock: a failure just noted was this follower's (a stale note
+        // only delays a needed snapshot by one heartbeat).
+        if self
+            .read_failed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return unavailable();
+        }
         let conf_state = self
             .meta
             .lock()
@@ -263,6 +310,10 @@ impl raft::Storage for LedgerStorage {
             .conf_state
             .clone();
         let mut engine = lock(&self.engine);
+        if engine.first_seqno() <= SeqNo(1) {
+            // A whole ledger answers every follower with entries.
+            return unavailable();
+        }
         match engine.latest_snapshot() {
             Some((txid, _))
                 if txid.seqno.0 >= request_index && txid.seqno.next() >= engine.first_seqno() =>
@@ -277,9 +328,7 @@ impl raft::Storage for LedgerStorage {
             _ => {
                 // One is taken at the next signature; raft-rs asks again later.
                 engine.request_snapshot();
-                Err(raft::Error::Store(
-                    StorageError::SnapshotTemporarilyUnavailable,
-                ))
+                unavailable()
             }
         }
     }

@@ -472,6 +472,12 @@ fn repeated_primary_crashes_under_load_lose_nothing_committed() {
     }
     let last = c.append(&all, "final");
     c.wait_committed(&all, last);
+    // Whole ledgers everywhere: however the followers lagged, none was ever
+    // pointed at a snapshot (raft-rs asks for one after any failed log read).
+    for id in all {
+        let r = c.replica(id).unwrap();
+        assert_eq!(*r.subscribe_snapshot_needed().borrow(), None, "node {id}");
+    }
     assert!(seen_committed.len() > 50, "{}", seen_committed.len());
     for (t, key) in &seen_committed {
         for id in all {
