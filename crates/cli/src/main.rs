@@ -1319,7 +1319,7 @@ fn serve_until_signal(
     what: &str,
     ready_detail: &str,
     activate_members_in: Option<(&Path, Option<&serde_json::Value>)>,
-) -> Result<Option<SnapshotNeeded>> {
+) -> Result<Option<covenant_node::SnapshotPause>> {
     let runtime = node_runtime()?;
     runtime.block_on(async move {
         let shutdown = Shutdown::listen();
@@ -1343,26 +1343,13 @@ fn serve_until_signal(
         println!("{what} ready: https://{addr} {ready_detail}");
         let served = server.await.context("the server task failed")??;
         let committed = served.committed;
-        if served.snapshot_needed.is_some() {
+        if served.paused.is_some() {
             println!("replication paused; ledger flushed and committed through seqno {committed}");
         } else {
             println!("stopped; ledger flushed and committed through seqno {committed}");
         }
-        Ok::<_, anyhow::Error>(served.snapshot_needed.map(|(need, peers)| SnapshotNeeded {
-            need,
-            peers,
-            secrets: served.secrets,
-        }))
+        Ok::<_, anyhow::Error>(served.paused)
     })
-}
-
-/// A node that stopped replicating needs a snapshot at least as new as the one
-/// named, from one of `peers` (the primary's first).
-pub(crate) struct SnapshotNeeded {
-    pub need: covenant_node::SnapshotNeeded,
-    pub peers: Vec<String>,
-    /// The node's ledger secrets when it stopped.
-    pub secrets: covenant_crypto::LedgerSecrets,
 }
 
 /// SIGINT or SIGTERM.

@@ -10,10 +10,7 @@ use covenant_crypto::{read_pem_file, Certificate, ServiceIdentity, SubjectAltNam
 use covenant_engine::{Engine, EngineConfig};
 use serde::Deserialize;
 
-use crate::{
-    dev_ledger_type, load_node_files, serve_until_signal, LedgerType, Loaded, NodeFiles,
-    SnapshotNeeded,
-};
+use crate::{dev_ledger_type, load_node_files, serve_until_signal, LedgerType, Loaded, NodeFiles};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,7 +251,7 @@ fn catch_up_and_run(config_path: &Path, mut paused: Option<Paused>) -> Result<()
     // primary points again at once), from 1 s up to a minute.
     let mut backoff = std::time::Duration::from_secs(1);
     while let Some(p) = paused {
-        let (files, installed) = install_from_network(config_path, &p.needed, p.files)?;
+        let (files, installed) = install_from_network(config_path, &p.need, &p.peers, p.files)?;
         if installed {
             backoff = std::time::Duration::from_secs(1);
         } else {
@@ -269,22 +266,23 @@ fn catch_up_and_run(config_path: &Path, mut paused: Option<Paused>) -> Result<()
 
 /// A node that stopped to install a snapshot, with what it starts again with.
 struct Paused {
-    needed: SnapshotNeeded,
+    need: covenant_node::SnapshotNeeded,
+    peers: Vec<String>,
     files: NodeFiles,
 }
 
-/// Fetches a snapshot at least as new as `needed` names (the primary's first,
-/// then the other nodes'), verifies it as a joining node does (signed root,
+/// Fetches a snapshot at least as new as `need` names, from `peers` (the
+/// primary's first), verifies it as a joining node does (signed root,
 /// endorsed signer, the ledger secret of its time), then moves this node's ledger
 /// and archive aside (`<data_dir>/replaced/`, kept for the operator) and drops
 /// its collection index, so the next start begins at the snapshot. Also says
 /// whether a snapshot was installed.
 fn install_from_network(
     config_path: &Path,
-    needed: &SnapshotNeeded,
+    need: &covenant_node::SnapshotNeeded,
+    peers: &[String],
     mut files: NodeFiles,
 ) -> Result<(NodeFiles, bool)> {
-    let (need, peers) = (&needed.need, &needed.peers);
     let file = read_config(config_path)?;
     let dir = resolve(config_path, &file.data_dir);
     if !file.ledger_read_only_directories.is_empty() {
@@ -299,7 +297,6 @@ fn install_from_network(
         "the primary's ledger starts after this node's (its snapshot is at seqno {}): installing a snapshot from the network",
         need.seqno
     );
-    files.secrets = needed.secrets.clone();
     let runtime = crate::node_runtime()?;
     let snapshots = dir.join("snapshots");
     let mut installed = None;
@@ -740,19 +737,23 @@ fn run(
         dir.join("service_cert.pem").display()
     );
     let paused = serve_until_signal(nc, engine, &node, &service, "covenant node", &detail, None)?;
-    let Some(needed) = paused else {
+    let Some(covenant_node::SnapshotPause {
+        need,
+        peers,
+        secrets,
+    }) = paused
+    else {
         return Ok(None);
     };
+    // The engine that held the node's identity is gone with the server.
+    let node = Arc::try_unwrap(node).or_else(|shared| same_node(&shared))?;
     let files = NodeFiles {
-        service: ServiceIdentity::from_parts(
-            covenant_crypto::SigningKeyPair::from_pem(&service.key.to_pem())?,
-            service.cert.clone(),
-        )?,
-        node: same_node(&node)?,
-        secrets: needed.secrets.clone(),
+        service,
+        node,
+        secrets,
         encryption_key: own_encryption_key,
     };
-    Ok(Some(Paused { needed, files }))
+    Ok(Some(Paused { need, peers, files }))
 }
 
 /// A node that keeps no secrets at rest, restarting: it asks its network's nodes

@@ -153,6 +153,14 @@ pub struct LedgerStorage {
     pub(crate) read_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
+fn unavailable() -> raft::Error {
+    raft::Error::Store(StorageError::Unavailable)
+}
+
+fn other(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
 impl LedgerStorage {
     /// Notes a failed log read that a snapshot would not answer.
     fn note<T>(&self, r: raft::Result<T>) -> raft::Result<T> {
@@ -164,26 +172,14 @@ impl LedgerStorage {
         }
         r
     }
-}
 
-impl LedgerStorage {
     fn stable_last(&self) -> u64 {
         self.meta
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .stable_last
     }
-}
 
-fn unavailable() -> raft::Error {
-    raft::Error::Store(StorageError::Unavailable)
-}
-
-fn other(e: impl std::fmt::Display) -> raft::Error {
-    raft::Error::Store(StorageError::Other(e.to_string().into()))
-}
-
-impl LedgerStorage {
     fn read_entries(
         &self,
         low: u64,
@@ -194,8 +190,8 @@ impl LedgerStorage {
         let stable_last = self.stable_last();
         let engine = lock(&self.engine);
         if low < engine.first_seqno().0 {
-            // Before a snapshot this node started from: raft-rs would need to send a
-            // Raft snapshot, which covenant does not (see `snapshot` below).
+            // Before a snapshot this node started from: raft-rs points the follower
+            // at a snapshot instead (see `snapshot` below).
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > stable_last.min(engine.last_seqno().0) + 1 {
@@ -274,6 +270,7 @@ impl raft::Storage for LedgerStorage {
     fn term(&self, idx: u64) -> raft::Result<u64> {
         self.note(self.read_term(idx))
     }
+
     fn first_index(&self) -> raft::Result<u64> {
         // 1 for a full ledger; one past the snapshot for a node that started from one.
         Ok(lock(&self.engine).first_seqno().0)

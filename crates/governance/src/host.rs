@@ -23,7 +23,7 @@ use covenant_js::rquickjs::{self, ArrayBuffer, Ctx, Exception, Function, Object}
 use crate::kv::GovKv;
 
 /// What the service knows that governance scripts may ask about.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GovContext {
     /// The service certificate (PEM): `transition_service_to_open` names it.
     pub service_cert_pem: Option<String>,

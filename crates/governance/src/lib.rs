@@ -223,8 +223,7 @@ pub struct PreparedBallots {
     body: String,
     proposer: String,
     ballots: BTreeMap<String, String>,
-    service_cert_pem: Option<String>,
-    latest_ledger_secret_seqno: u64,
+    context: GovContext,
     outcome: BallotOutcome,
     reads: covenant_kv::ReadSet,
 }
@@ -362,8 +361,7 @@ impl Governance {
             body,
             proposer: info.proposer_id,
             ballots: info.ballots,
-            service_cert_pem: self.context.service_cert_pem.clone(),
-            latest_ledger_secret_seqno: self.context.latest_ledger_secret_seqno,
+            context: self.context.clone(),
             outcome,
             reads,
         })
@@ -599,8 +597,7 @@ impl Governance {
                 && p.body == body
                 && p.proposer == info.proposer_id
                 && p.ballots == info.ballots
-                && p.service_cert_pem == self.context.service_cert_pem
-                && p.latest_ledger_secret_seqno == self.context.latest_ledger_secret_seqno
+                && p.context == self.context
                 && !p.reads.overlaps(tx.write_set())
                 && store.validate(&p.reads).is_ok()
         });
@@ -676,9 +673,7 @@ impl Governance {
         tx.put(PROPOSALS_INFO, id.as_bytes(), &encode(&info));
         Ok(info)
     }
-}
 
-impl Governance {
     /// Runs every ballot of `info` on `body` (in member order, stopping at the
     /// first that fails), with what they read.
     fn run_ballots(
@@ -812,16 +807,23 @@ mod tests {
         info.state
     }
 
+    /// A fresh consortium and its proposal, with the member's `WHILE_ABSENT`
+    /// ballot prepared.
+    fn prepared(gov: &Governance) -> (Store, MemberId, String, PreparedBallots) {
+        let (store, member, id) = consortium(gov);
+        let p = gov
+            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
+            .unwrap();
+        (store, member, id, p)
+    }
+
     /// Results prepared outside the step stand while what the ballots read is
     /// unchanged (shown by a doctored result the step then follows), and are run
     /// again once it changed or the ballots differ.
     #[test]
     fn prepared_ballots_are_used_only_while_they_still_hold() {
         let gov = Governance::default();
-        let (store, member, id) = consortium(&gov);
-        let mut p = gov
-            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
-            .unwrap();
+        let (store, member, id, mut p) = prepared(&gov);
         assert_eq!(p.outcome.votes, vec![(member.as_str().to_string(), true)]);
         p.outcome.votes[0].1 = false;
         gov.use_prepared(p);
@@ -831,10 +833,7 @@ mod tests {
         );
 
         // The key the ballot read is written after it ran: run again (no).
-        let (store, member, id) = consortium(&gov);
-        let p = gov
-            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
-            .unwrap();
+        let (store, member, id, p) = prepared(&gov);
         assert!(p.outcome.votes[0].1);
         let mut tx = store.begin();
         tx.put(SCRATCH, b"k", b"v");
@@ -846,10 +845,7 @@ mod tests {
         );
 
         // Prepared for another ballot than the one voted: run again (no).
-        let (store, member, id) = consortium(&gov);
-        let p = gov
-            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
-            .unwrap();
+        let (store, member, id, p) = prepared(&gov);
         gov.use_prepared(p);
         assert_eq!(
             vote(&gov, &store, &member, &id, NO),
@@ -857,10 +853,7 @@ mod tests {
         );
 
         // And unchanged, the prepared yes stands.
-        let (store, member, id) = consortium(&gov);
-        let p = gov
-            .prepare_ballots(&store, &id, Some((&member, WHILE_ABSENT)))
-            .unwrap();
+        let (store, member, id, p) = prepared(&gov);
         gov.use_prepared(p);
         assert_eq!(
             vote(&gov, &store, &member, &id, WHILE_ABSENT),

@@ -112,12 +112,11 @@ impl ReadSet {
     /// Whether anything read here is written by `ws` (a result computed without
     /// those writes would not hold in their transaction).
     pub fn overlaps(&self, ws: &crate::WriteSet) -> bool {
-        ws.maps.iter().any(|(map, keys)| {
-            self.maps.contains_key(map)
-                || keys
-                    .keys()
-                    .any(|k| self.keys.contains_key(&(map.clone(), k.clone())))
-        })
+        self.maps.keys().any(|m| ws.maps.contains_key(m))
+            || self
+                .keys
+                .keys()
+                .any(|(m, k)| ws.maps.get(m).is_some_and(|keys| keys.contains_key(k)))
     }
 }
 

@@ -696,17 +696,7 @@ impl Ledger {
     /// chunk closes (the node's group-commit loop); otherwise the previous close
     /// is completed here first, which keeps chunk sizes and buffers bounded.
     fn begin_close(&mut self) -> Result<(), LedgerError> {
-        if let Some(previous) = self.closing.clone() {
-            SyncTicket {
-                closing: Some(previous.clone()),
-                file: None,
-                dir: None,
-                upto: 0,
-                epoch: self.epoch,
-            }
-            .run()?;
-            self.finish_close(&previous)?;
-        }
+        self.complete_close()?;
         match self.flush() {
             // Its last bytes cannot be written yet: the chunk stays open and closes
             // at a later signature (nothing buffered is handed over unwritten).
@@ -743,6 +733,23 @@ impl Ledger {
             pending: encode_header(first).to_vec(),
             unsynced: true,
         });
+        Ok(())
+    }
+
+    /// Completes a pending close now (fsync and rename of the closing chunk, the
+    /// next chunk's file created and written), if there is one.
+    fn complete_close(&mut self) -> Result<(), LedgerError> {
+        if let Some(closing) = self.closing.clone() {
+            SyncTicket {
+                closing: Some(closing.clone()),
+                file: None,
+                dir: None,
+                upto: 0,
+                epoch: self.epoch,
+            }
+            .run()?;
+            self.finish_close(&closing)?;
+        }
         Ok(())
     }
 
@@ -1474,18 +1481,9 @@ impl Drop for Ledger {
         if self.poisoned.is_some() {
             return;
         }
-        if let Some(closing) = self.closing.clone() {
-            let ticket = SyncTicket {
-                closing: Some(closing.clone()),
-                file: None,
-                dir: None,
-                upto: 0,
-                epoch: self.epoch,
-            };
-            if let Err(e) = ticket.run().and_then(|()| self.finish_close(&closing)) {
-                tracing::warn!(error = %e, "could not close a ledger chunk on drop");
-                return;
-            }
+        if let Err(e) = self.complete_close() {
+            tracing::warn!(error = %e, "could not close a ledger chunk on drop");
+            return;
         }
         if let Err(e) = self.flush() {
             tracing::warn!(error = %e, "could not flush ledger on drop");

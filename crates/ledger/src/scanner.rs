@@ -38,8 +38,9 @@ pub struct ChunkScanner {
     total_bytes: u64,
     done_bytes: u64,
     finished: bool,
-    /// Where a committed chunk that vanished from `dir` is looked for next: a
-    /// running node's archiver moves chunks while a scan (`ledger audit`) lists them.
+    /// Where a listed chunk that vanished from `dir` is also looked for (see
+    /// `moved`): a running node's archiver moves chunks while a scan
+    /// (`ledger audit`) reads them.
     read_only_dirs: Vec<PathBuf>,
 }
 

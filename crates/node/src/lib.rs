@@ -259,7 +259,7 @@ impl BoundNode {
     }
 
     /// [`BoundNode::serve`], also ending when the replica needs a snapshot from
-    /// its primary (see [`Served::snapshot_needed`]).
+    /// its primary (see [`Served::paused`]).
     pub async fn serve_node(
         self,
         shutdown: impl std::future::Future<Output = ()>,
@@ -308,7 +308,7 @@ impl BoundNode {
             .await
             .map_err(NodeError::Flush)?;
         let need = needed.and_then(|rx| *rx.borrow());
-        let snapshot_needed = need.map(|need| {
+        let paused = need.map(|need| {
             let mut peers = Vec::new();
             if let Some(net) = self.state.network.as_ref() {
                 // The primary that sent it first, then every other node it knows.
@@ -327,13 +327,13 @@ impl BoundNode {
                     }
                 }
             }
-            (need, peers)
+            SnapshotPause {
+                need,
+                peers,
+                secrets: self.state.engine().ledger_secrets().clone(),
+            }
         });
-        Ok(Served {
-            committed,
-            snapshot_needed,
-            secrets: self.state.engine().ledger_secrets().clone(),
-        })
+        Ok(Served { committed, paused })
     }
 }
 
@@ -342,10 +342,16 @@ impl BoundNode {
 pub struct Served {
     /// Everything written is flushed; committed through this seqno.
     pub committed: SeqNo,
-    /// Set when the primary's ledger starts after this node's: the node must
-    /// install a snapshot at least as new as the one named, fetched from one of
-    /// the addresses (the primary's first), then start again.
-    pub snapshot_needed: Option<(covenant_consensus::SnapshotNeeded, Vec<String>)>,
+    /// Set when the node stopped because the primary's ledger starts after its own.
+    pub paused: Option<SnapshotPause>,
+}
+
+/// A node paused for a snapshot: it must install one at least as new as `need`
+/// names, fetched from one of `peers` (the primary's first), then start again.
+#[derive(Debug, Clone)]
+pub struct SnapshotPause {
+    pub need: covenant_consensus::SnapshotNeeded,
+    pub peers: Vec<String>,
     /// The ledger secrets as the node last held them (rekeys it learned
     /// included): a node that keeps none at rest starts again with them.
     pub secrets: covenant_crypto::LedgerSecrets,

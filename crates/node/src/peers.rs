@@ -116,12 +116,7 @@ impl PeerBook {
         if let Some(a) = self.configured.get(&raft_id) {
             return Some(a.to_string());
         }
-        let registered = covenant_service::nodes::node_rows(&self.store)
-            .into_iter()
-            .map(|(_, i)| i)
-            .find(|i| i.raft_id == raft_id && !i.address.is_empty())
-            .map(|i| i.address);
-        registered.or_else(|| {
+        self.registered(raft_id).or_else(|| {
             self.learned
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -153,15 +148,21 @@ impl PeerBook {
         if sends_to || same {
             return;
         }
-        let known = covenant_service::nodes::node_rows(&self.store)
-            .into_iter()
-            .any(|(_, i)| i.raft_id == raft_id && !i.address.is_empty());
-        if !known {
+        if self.registered(raft_id).is_none() {
             let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
             if learned.insert(raft_id, address) != Some(address) {
                 tracing::info!(peer = raft_id, %address, "learned a node's address from its messages");
             }
         }
+    }
+
+    /// The address node `raft_id` registered in the nodes table.
+    fn registered(&self, raft_id: u64) -> Option<String> {
+        covenant_service::nodes::node_rows(&self.store)
+            .into_iter()
+            .map(|(_, i)| i)
+            .find(|i| i.raft_id == raft_id && !i.address.is_empty())
+            .map(|i| i.address)
     }
 
     /// The value of [`crate::http::RAFT_SENDER_HEADER`] this node sends.

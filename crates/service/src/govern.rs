@@ -139,7 +139,7 @@ impl Service {
                 };
                 let mut gov = Governance::for_service(cert);
                 gov.context.latest_ledger_secret_seqno = latest;
-                Ok::<_, ServiceError>(prepare(&gov, &s.store().clone()))
+                Ok::<_, ServiceError>(prepare(&gov, s.store()))
             })
             .await??;
         self.govern(service_cert_pem, replay, move |gov, tx, store, seqno| {
