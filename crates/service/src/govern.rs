@@ -54,14 +54,26 @@ pub enum GovernError {
 }
 
 impl Replay {
+    /// Where this request's replay mark lives, its key and the time recorded.
+    fn mark(self) -> Option<(&'static str, String, u64)> {
+        match self {
+            Replay::Certificate => None,
+            Replay::Cose { digest, created_at } => Some((COSE_RECENT, digest.to_hex(), created_at)),
+            Replay::HttpSignature { key } => Some((HTTP_SIGNATURES_SEEN, key.to_hex(), now_secs())),
+        }
+    }
+
+    /// Whether the store already holds this request's mark (a replay).
+    fn seen(self, store: &Store) -> bool {
+        self.mark()
+            .is_some_and(|(map, key, _)| store.get(map, key.as_bytes()).is_some())
+    }
+
     /// Refuses a replay and records this request, in the step's transaction.
     fn remember(self, tx: &mut Tx, store: &Store) -> Result<(), GovernError> {
-        let (map, key, at) = match self {
-            Replay::Certificate => return Ok(()),
-            Replay::Cose { digest, created_at } => (COSE_RECENT, digest, created_at),
-            Replay::HttpSignature { key } => (HTTP_SIGNATURES_SEEN, key, now_secs()),
+        let Some((map, key, at)) = self.mark() else {
+            return Ok(());
         };
-        let key = key.to_hex();
         if tx.get(map, key.as_bytes()).is_some() {
             return Err(GovernError::Replayed(self));
         }
@@ -126,6 +138,10 @@ impl Service {
         prepare: impl FnOnce(&Governance, &Store) -> P + Send + 'static,
         f: impl FnOnce(&Governance, &mut Tx, &Store, SeqNo, P) -> Result<T, GovError> + Send + 'static,
     ) -> Result<(TxId, T), GovernError> {
+        // A replayed request runs nothing, not even before the step refuses it.
+        if replay.seen(self.store()) {
+            return Err(GovernError::Replayed(replay));
+        }
         let s = self.clone();
         let cert = service_cert_pem.clone();
         let prepared = self

@@ -241,6 +241,19 @@ async fn governance_steps_refuse_replays_and_write_nothing_when_refused() {
     let last = s.engine().last_seqno();
     let again = s.govern(None, cose, |_, _, _, _| Ok(())).await;
     assert!(matches!(again, Err(GovernError::Replayed(r)) if r == cose));
+    // Its first part (a ballot run before the locks) does not run for a replay.
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    let again = s
+        .govern_prepared(
+            None,
+            cose,
+            move |_, _| flag.store(true, std::sync::atomic::Ordering::SeqCst),
+            |_, _, _, _, ()| Ok(()),
+        )
+        .await;
+    assert!(matches!(again, Err(GovernError::Replayed(r)) if r == cose));
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     let refused = s
         .govern(None, Replay::Certificate, |_, tx, _, _| {
             tx.put("public:scratch", b"k", b"v");
